@@ -1,0 +1,575 @@
+"""The approval message contract: the JSON body a Step Functions state sends to SQS.
+
+A state machine pauses on ``arn:aws:states:::sqs:sendMessage.waitForTaskToken``
+and sends a message whose body carries the task token. The worker hands that
+body to :func:`parse_message`, which either returns a validated
+:class:`ApprovalMessage` or raises :class:`ContractError`.
+
+Keys are the *output* keys Step Functions produces: ``"taskToken.$":
+"$$.Task.Token"`` in the state definition arrives here as ``"taskToken"``.
+Two shapes are accepted (they may also be mixed)::
+
+    # the seed blog's shape
+    {"taskToken": "...", "approvalRequest": {...}, "approvalDeadline": "2026-11-25T10:00:00.123Z"}
+
+    # the rich shape
+    {"taskToken": "...", "title": "Approve order 1234",
+     "approvers": {"users": ["alice@example.com"], "groups": ["finance-approvers"]},
+     "requester": "bob@example.com", "details": {...}, "approvalDeadline": "...",
+     "timeoutSeconds": 86400, "heartbeatSeconds": 3600,
+     "execution": "arn:aws:states:...", "stateMachine": "arn:aws:states:...",
+     "state": "WaitForApproval"}
+
+Only ``taskToken`` is required; unknown keys are ignored because Step Functions
+payloads grow over time. JSON ``null`` for an optional key means "absent".
+
+The task token is a secret (anyone holding it can approve or reject the
+execution), so no error produced here ever contains it or echoes any raw field
+value: messages name the field and what was expected, nothing more. Errors are
+raised *outside* ``except`` blocks so they carry no ``__context__`` (for
+example a ``JSONDecodeError`` keeps the whole body, token included, in ``.doc``).
+
+This module only parses and validates; it does not touch the database or AWS.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_TITLE",
+    "MAX_APPROVER_GROUPS",
+    "MAX_APPROVER_USERS",
+    "MAX_EXECUTION_ARN_LENGTH",
+    "MAX_GROUP_NAME_LENGTH",
+    "MAX_SECONDS",
+    "MAX_STATE_MACHINE_ARN_LENGTH",
+    "MAX_STATE_NAME_LENGTH",
+    "MAX_TITLE_LENGTH",
+    "MAX_TOKEN_LENGTH",
+    "ApprovalMessage",
+    "ContractError",
+    "find_token",
+    "parse_message",
+]
+
+# SQS's own maximum message size is 256 KiB, so a larger body cannot be a
+# message Step Functions sent through SQS.
+DEFAULT_MAX_BYTES = 256 * 1024
+# Step Functions documents task tokens as up to 2,048 characters
+# (SendTaskSuccess's taskToken parameter).
+MAX_TOKEN_LENGTH = 2048
+MAX_TITLE_LENGTH = 300
+DEFAULT_TITLE = "Approval requested"
+MAX_APPROVER_USERS = 100
+MAX_APPROVER_GROUPS = 100
+# Django's auth Group.name is max_length=150; groups may be mapped onto those.
+MAX_GROUP_NAME_LENGTH = 150
+# Step Functions' own upper bound for TimeoutSeconds / HeartbeatSeconds: 1 year.
+MAX_SECONDS = 31_536_000
+MAX_EXECUTION_ARN_LENGTH = 2048
+MAX_STATE_MACHINE_ARN_LENGTH = 2048
+# Step Functions state names are at most 80 characters.
+MAX_STATE_NAME_LENGTH = 80
+# Long enough for any ISO 8601 timestamp; a bound so garbage is refused cheaply.
+_MAX_DEADLINE_LENGTH = 64
+
+_ELLIPSIS = "…"
+
+
+class ContractError(Exception):
+    """A message body does not follow the approval message contract.
+
+    ``code`` is a stable machine code (``oversized``, ``not_utf8``,
+    ``not_json``, ``not_object``, ``missing_token``, ``wrong_type``,
+    ``bad_approvers``, ``bad_value``); ``message`` is a human-readable
+    explanation that names the offending ``field`` (a dotted path such as
+    ``approvers.users``, or ``None`` for problems with the body as a whole).
+    The message never contains the task token or any raw value from the body.
+    """
+
+    code: str
+    message: str
+    field: str | None
+
+    def __init__(self, code: str, message: str, field: str | None = None) -> None:
+        # All three go into args so the exception pickles (Celery result
+        # backends, multiprocessing) and unpickles through __init__ again.
+        super().__init__(code, message, field)
+        self.code = code
+        self.message = message
+        self.field = field
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(code={self.code!r}, message={self.message!r}, "
+            f"field={self.field!r})"
+        )
+
+
+@dataclass(frozen=True)
+class ApprovalMessage:
+    """A validated approval request, as carried by one SQS message.
+
+    ``task_token`` is hidden from ``repr()`` because it is a secret; note that
+    ``dataclasses.asdict()`` still includes it, so never log that.
+    """
+
+    task_token: str = field(repr=False)
+    title: str = DEFAULT_TITLE
+    #: Arbitrary JSON value (``details`` or, failing that, ``approvalRequest``).
+    details: Any = None
+    #: Lower-cased, stripped, de-duplicated e-mail addresses, in message order.
+    approver_users: tuple[str, ...] = ()
+    #: Stripped, de-duplicated group names (case preserved), in message order.
+    approver_groups: tuple[str, ...] = ()
+    #: Lower-cased e-mail address, or "" when the message names no requester.
+    requester: str = ""
+    #: Aware datetime in UTC, from ``approvalDeadline``.
+    deadline: datetime | None = None
+    timeout_seconds: int | None = None
+    heartbeat_seconds: int | None = None
+    execution_arn: str = ""
+    state_machine_arn: str = ""
+    state_name: str = ""
+
+
+# --------------------------------------------------------------------------
+# Public functions
+# --------------------------------------------------------------------------
+
+
+def parse_message(body: str | bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> ApprovalMessage:
+    """Parse and validate one message body; raise :class:`ContractError` if it is unusable."""
+    _check_size(body, max_bytes)
+    text = _decode(body)
+    data = _load_json(text)
+    if not isinstance(data, dict):
+        raise ContractError(
+            "not_object",
+            f"message body must be a JSON object, got {_json_type(data)}",
+        )
+
+    token = _parse_token(data)
+    # State context first: the default title mentions the state name.
+    execution_arn = _optional_text(data, "execution", MAX_EXECUTION_ARN_LENGTH)
+    state_machine_arn = _optional_text(data, "stateMachine", MAX_STATE_MACHINE_ARN_LENGTH)
+    state_name = _optional_text(data, "state", MAX_STATE_NAME_LENGTH)
+    title = _parse_title(data, state_name)
+    details = _parse_details(data)
+    users, groups = _parse_approvers(data)
+    requester = _parse_requester(data)
+    deadline = _parse_deadline(data)
+    timeout_seconds = _optional_seconds(data, "timeoutSeconds")
+    heartbeat_seconds = _optional_seconds(data, "heartbeatSeconds")
+
+    return ApprovalMessage(
+        task_token=token,
+        title=title,
+        details=details,
+        approver_users=users,
+        approver_groups=groups,
+        requester=requester,
+        deadline=deadline,
+        timeout_seconds=timeout_seconds,
+        heartbeat_seconds=heartbeat_seconds,
+        execution_arn=execution_arn,
+        state_machine_arn=state_machine_arn,
+        state_name=state_name,
+    )
+
+
+def find_token(body: str | bytes) -> str | None:
+    """Best effort: the ``taskToken`` of a body that is a JSON object, else ``None``.
+
+    Used to redact (or fail back) a message that :func:`parse_message` refused,
+    so it is deliberately lenient (undecodable bytes are replaced, no size
+    limit) and never raises. Returns ``None`` for a blank token as well.
+    """
+    try:
+        text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
+        data = json.loads(text)
+    except Exception:  # noqa: BLE001 - best effort by contract: any failure means "no token"
+        return None
+    if not isinstance(data, dict):
+        return None
+    token = data.get("taskToken")
+    if isinstance(token, str) and token.strip():
+        return token
+    return None
+
+
+# --------------------------------------------------------------------------
+# Body-level checks
+# --------------------------------------------------------------------------
+
+
+def _check_size(body: str | bytes, max_bytes: int) -> None:
+    """Refuse an oversized body before any decoding or parsing work."""
+    if isinstance(body, bytes):
+        size: int | None = len(body)
+    elif len(body) > max_bytes:
+        # Every character is at least one UTF-8 byte: too big without encoding it.
+        size = None
+    else:
+        # surrogatepass: a str may hold lone surrogates; count them, don't fail.
+        size = len(body.encode("utf-8", errors="surrogatepass"))
+    if size is None or size > max_bytes:
+        actual = f"{size:,} bytes" if size is not None else f"more than {max_bytes:,} bytes"
+        raise ContractError(
+            "oversized",
+            f"message body is too large ({actual}); the limit is {max_bytes:,} bytes",
+        )
+
+
+def _decode(body: str | bytes) -> str:
+    if not isinstance(body, bytes):
+        return body
+    error: ContractError | None = None
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        error = ContractError(
+            "not_utf8", f"message body is not valid UTF-8 (invalid byte at offset {exc.start})"
+        )
+    raise error
+
+
+def _reject_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON, and PostgreSQL's jsonb cannot store them.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _load_json(text: str) -> Any:
+    error: ContractError | None = None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        # exc.msg is a fixed phrase from the json module (never body content);
+        # exc.doc holds the whole body, so exc itself must not travel further.
+        error = ContractError(
+            "not_json",
+            f"message body is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})",
+        )
+    except RecursionError:
+        error = ContractError("not_json", "message body is JSON nested too deeply to process")
+    except ValueError:
+        # NaN/Infinity, or an integer literal beyond Python's digit limit.
+        error = ContractError(
+            "not_json", "message body is not valid JSON (NaN, Infinity or an oversized number)"
+        )
+    raise error
+
+
+# --------------------------------------------------------------------------
+# Field helpers
+# --------------------------------------------------------------------------
+
+
+def _json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type, for error messages (never the value)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def _is_storable_text(value: str) -> bool:
+    """False for text PostgreSQL cannot store: NUL characters or lone surrogates.
+
+    JSON lets a sender write ``\\u0000`` or ``\\ud800``; refusing them here
+    beats a message that fails on every ingestion attempt.
+    """
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _unstorable(name: str) -> ContractError:
+    return ContractError(
+        "bad_value",
+        f"field '{name}' contains a NUL character or invalid Unicode, which cannot be stored",
+        name,
+    )
+
+
+def _optional_text(data: dict[str, Any], name: str, max_length: int) -> str:
+    """An optional string field, stripped; "" when absent, null or blank."""
+    value = data.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ContractError(
+            "wrong_type", f"field '{name}' must be a string, got {_json_type(value)}", name
+        )
+    value = value.strip()
+    if len(value) > max_length:
+        raise ContractError(
+            "bad_value",
+            f"field '{name}' must be at most {max_length:,} characters, got {len(value):,}",
+            name,
+        )
+    if not _is_storable_text(value):
+        raise _unstorable(name)
+    return value
+
+
+def _is_email(value: str) -> bool:
+    # Catch-and-return keeps ValidationError (whose params hold the value) out
+    # of any ContractError's __context__.
+    try:
+        validate_email(value)
+    except ValidationError:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------
+# Individual fields
+# --------------------------------------------------------------------------
+
+
+def _parse_token(data: dict[str, Any]) -> str:
+    name = "taskToken"
+    token = data.get(name)
+    if token is None:
+        # Absent and null are the same mistake: the state did not pass $$.Task.Token.
+        raise ContractError(
+            "missing_token",
+            f"field '{name}' is required (pass \"taskToken.$\": \"$$.Task.Token\" in the state's message body)",
+            name,
+        )
+    if not isinstance(token, str):
+        raise ContractError(
+            "wrong_type", f"field '{name}' must be a string, got {_json_type(token)}", name
+        )
+    if not token.strip():
+        raise ContractError("missing_token", f"field '{name}' must not be empty", name)
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise ContractError(
+            "bad_value",
+            f"field '{name}' must be at most {MAX_TOKEN_LENGTH:,} characters, got {len(token):,}",
+            name,
+        )
+    if not _is_storable_text(token):
+        raise _unstorable(name)
+    # Returned exactly as sent: the token is opaque and must go back to
+    # Step Functions byte for byte.
+    return token
+
+
+def _parse_title(data: dict[str, Any], state_name: str) -> str:
+    name = "title"
+    value = data.get(name)
+    if value is not None and not isinstance(value, str):
+        raise ContractError(
+            "wrong_type", f"field '{name}' must be a string, got {_json_type(value)}", name
+        )
+    # split()/join() strips and collapses every kind of Unicode whitespace,
+    # including newlines and tabs, so a title is always one line.
+    title = " ".join(value.split()) if value else ""
+    if not title:
+        return f"{DEFAULT_TITLE} — {state_name}" if state_name else DEFAULT_TITLE
+    if not _is_storable_text(title):
+        raise _unstorable(name)
+    if len(title) > MAX_TITLE_LENGTH:
+        # A long title is a display problem, not a reason to refuse the request.
+        title = title[: MAX_TITLE_LENGTH - len(_ELLIPSIS)].rstrip() + _ELLIPSIS
+    return title
+
+
+def _parse_details(data: dict[str, Any]) -> Any:
+    """``details`` if given (and not null), else ``approvalRequest``, else None."""
+    name = "details"
+    value = data.get(name)
+    if value is None:
+        name = "approvalRequest"
+        value = data.get(name)
+    if value is not None and not _json_is_storable(value):
+        raise _unstorable(name)
+    return value
+
+
+def _json_is_storable(value: Any) -> bool:
+    # Iterative, not recursive: json.loads accepts nesting close to the
+    # interpreter's recursion limit, and a recursive walk on top would exceed it.
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if not _is_storable_text(item):
+                return False
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if not _is_storable_text(key):
+                    return False
+                stack.append(child)
+        elif isinstance(item, list):
+            stack.extend(item)
+    return True
+
+
+def _parse_approvers(data: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    value = data.get("approvers")
+    if value is None:
+        return (), ()
+    if not isinstance(value, dict):
+        raise ContractError(
+            "bad_approvers",
+            "field 'approvers' must be an object with optional keys 'users' and 'groups', "
+            f"got {_json_type(value)}",
+            "approvers",
+        )
+    if set(value) - {"users", "groups"}:
+        # The unknown keys are not echoed: they are sender-controlled text.
+        raise ContractError(
+            "bad_approvers",
+            "field 'approvers' may only contain the keys 'users' and 'groups'",
+            "approvers",
+        )
+    users = _approver_list(value, "users", MAX_APPROVER_USERS, "email addresses")
+    groups = _approver_list(value, "groups", MAX_APPROVER_GROUPS, "group names")
+
+    clean_users: dict[str, None] = {}  # a dict de-duplicates and keeps order
+    for index, item in enumerate(users):
+        email = item.strip()
+        if not _is_email(email):
+            raise ContractError(
+                "bad_approvers",
+                f"field 'approvers.users' must be a list of email addresses "
+                f"(item {index} is not a valid email address)",
+                "approvers.users",
+            )
+        clean_users[email.lower()] = None
+
+    clean_groups: dict[str, None] = {}
+    for index, item in enumerate(groups):
+        group = item.strip()
+        if not group or len(group) > MAX_GROUP_NAME_LENGTH:
+            raise ContractError(
+                "bad_approvers",
+                f"field 'approvers.groups' must be a list of group names of 1 to "
+                f"{MAX_GROUP_NAME_LENGTH} characters (item {index} is "
+                f"{'empty' if not group else f'{len(group):,} characters'})",
+                "approvers.groups",
+            )
+        if not _is_storable_text(group):
+            raise ContractError(
+                "bad_approvers",
+                f"field 'approvers.groups' item {index} contains a NUL character "
+                "or invalid Unicode",
+                "approvers.groups",
+            )
+        clean_groups[group] = None
+
+    return tuple(clean_users), tuple(clean_groups)
+
+
+def _approver_list(approvers: dict[str, Any], key: str, limit: int, what: str) -> list[str]:
+    name = f"approvers.{key}"
+    items = approvers.get(key)
+    if items is None:
+        return []
+    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+        raise ContractError("bad_approvers", f"field '{name}' must be a list of {what}", name)
+    if len(items) > limit:
+        raise ContractError(
+            "bad_approvers",
+            f"field '{name}' may list at most {limit} {what}, got {len(items):,}",
+            name,
+        )
+    return items
+
+
+def _parse_requester(data: dict[str, Any]) -> str:
+    name = "requester"
+    value = data.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ContractError(
+            "wrong_type",
+            f"field '{name}' must be a string (an email address), got {_json_type(value)}",
+            name,
+        )
+    email = value.strip()
+    if not email:
+        return ""
+    if not _is_email(email):
+        raise ContractError("bad_value", f"field '{name}' must be an email address", name)
+    return email.lower()
+
+
+def _parse_deadline(data: dict[str, Any]) -> datetime | None:
+    name = "approvalDeadline"
+    value = data.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ContractError(
+            "wrong_type",
+            f"field '{name}' must be an ISO 8601 date-time string, got {_json_type(value)}",
+            name,
+        )
+    text = value.strip()
+    if not text:
+        return None
+    error: ContractError | None = None
+    expected = f"field '{name}' must be an ISO 8601 date-time such as '2026-11-25T10:00:00Z'"
+    if len(text) > _MAX_DEADLINE_LENGTH:
+        raise ContractError("bad_value", expected, name)
+    try:
+        # Python 3.11's fromisoformat accepts 'Z', offsets, and any number of
+        # fractional digits (truncated to microseconds).
+        moment = datetime.fromisoformat(text)
+        if moment.tzinfo is None:
+            # Step Functions timestamps are UTC; a naive one is read as UTC.
+            moment = moment.replace(tzinfo=UTC)
+        return moment.astimezone(UTC)
+    except (ValueError, OverflowError):
+        # OverflowError: e.g. year 1 with a positive offset falls before datetime.min.
+        error = ContractError("bad_value", expected, name)
+    raise error
+
+
+def _optional_seconds(data: dict[str, Any], name: str) -> int | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    # bool is a subclass of int in Python, but `true` is not a number of seconds.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ContractError(
+            "wrong_type",
+            f"field '{name}' must be a whole number of seconds, got {_json_type(value)}",
+            name,
+        )
+    if not 1 <= value <= MAX_SECONDS:
+        raise ContractError(
+            "bad_value",
+            f"field '{name}' must be between 1 and {MAX_SECONDS:,} seconds (one year)",
+            name,
+        )
+    return value

@@ -1,0 +1,196 @@
+"""The approval portal's data. Only `approvals.services` writes these rows."""
+
+import uuid
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractUser
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class User(AbstractUser):
+    """A person who signs in through SSO, keyed by the IdP's (issuer, sub).
+
+    Email is an attribute that can change at the IdP; (issuer, sub) never does.
+    """
+
+    oidc_issuer = models.CharField(max_length=255, blank=True, default="")
+    oidc_sub = models.CharField(max_length=255, blank=True, default="")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["oidc_issuer", "oidc_sub"],
+                condition=~Q(oidc_sub=""),
+                name="user_unique_oidc_identity",
+            )
+        ]
+
+
+class RequestStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    APPROVED = "approved", "Approved"
+    REJECTED = "rejected", "Rejected"
+    CANCELLED = "cancelled", "Cancelled"
+    EXPIRED = "expired", "Expired"
+
+
+class ApprovalRequest(models.Model):
+    """One paused Step Functions task waiting for a human decision."""
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    title = models.CharField(max_length=300)
+    details = models.JSONField(null=True, blank=True)
+    requester_email = models.EmailField(blank=True, default="")
+    execution_arn = models.CharField(max_length=2048, blank=True, default="")
+    state_machine_arn = models.CharField(max_length=2048, blank=True, default="")
+    state_name = models.CharField(max_length=80, blank=True, default="")
+    status = models.CharField(max_length=16, choices=RequestStatus.choices, default=RequestStatus.PENDING)
+    deadline = models.DateTimeField(null=True, blank=True)
+    timeout_seconds = models.PositiveIntegerField(null=True, blank=True)
+    heartbeat_seconds = models.PositiveIntegerField(null=True, blank=True)
+    # The task token: a secret. Encrypted at rest, found by a keyed fingerprint.
+    token_ciphertext = models.TextField(editable=False)
+    token_fingerprint = models.CharField(max_length=64, unique=True, editable=False)
+    sqs_message_id = models.CharField(max_length=128, blank=True, default="")
+    received_at = models.DateTimeField(default=timezone.now)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="decisions"
+    )
+    decision_comment = models.TextField(blank=True, default="")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        indexes = [
+            models.Index(fields=["status", "-received_at"], name="request_status_received"),
+            models.Index(fields=["status", "deadline"], name="request_status_deadline"),
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+    @property
+    def is_pending(self) -> bool:
+        return self.status == RequestStatus.PENDING
+
+    @property
+    def is_overdue(self) -> bool:
+        return self.deadline is not None and self.deadline <= timezone.now()
+
+
+class Assignment(models.Model):
+    """Who may decide: a user by email (they may not have signed in yet) or a group by name."""
+
+    class Kind(models.TextChoices):
+        USER = "user", "User"
+        GROUP = "group", "Group"
+
+    request = models.ForeignKey(ApprovalRequest, on_delete=models.CASCADE, related_name="assignments")
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    value = models.CharField(max_length=254)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["request", "kind", "value"], name="assignment_unique_per_request")
+        ]
+        indexes = [models.Index(fields=["kind", "value"], name="assignment_kind_value")]
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.value}"
+
+
+class AuditEventQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise TypeError("Audit events are append-only")
+
+    def delete(self):
+        raise TypeError("Audit events are append-only")
+
+
+class AuditEvent(models.Model):
+    """Append-only history: every state change and every refusal."""
+
+    request = models.ForeignKey(
+        ApprovalRequest, null=True, blank=True, on_delete=models.PROTECT, related_name="audit_events"
+    )
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT)
+    # Who acted, as text that survives the user row: an email, or "system".
+    actor_label = models.CharField(max_length=254)
+    action = models.CharField(max_length=64)
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = AuditEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["action", "-created_at"], name="audit_action_created")]
+
+    def __str__(self) -> str:
+        return f"{self.action} by {self.actor_label}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            raise TypeError("Audit events are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise TypeError("Audit events are append-only")
+
+
+class CallbackStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SENDING = "sending", "Sending"
+    RETRYING = "retrying", "Waiting to retry"
+    DELIVERED = "delivered", "Sent to Step Functions"
+    FAILED = "failed", "Failed permanently"
+
+
+class Callback(models.Model):
+    """The outbox row for the one call that resumes the execution."""
+
+    class Kind(models.TextChoices):
+        SUCCESS = "success", "SendTaskSuccess"
+        FAILURE = "failure", "SendTaskFailure"
+
+    request = models.OneToOneField(ApprovalRequest, on_delete=models.PROTECT, related_name="callback")
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    # SendTaskSuccess: {"output": {...}}; SendTaskFailure: {"error": "...", "cause": "..."}.
+    payload = models.JSONField()
+    status = models.CharField(max_length=16, choices=CallbackStatus.choices, default=CallbackStatus.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    # A short, redacted reason: an AWS error code and message, never the token.
+    last_error = models.TextField(blank=True, default="")
+    error_code = models.CharField(max_length=64, blank=True, default="")
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["status", "updated_at"], name="callback_status_updated")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} for request {self.request_id} ({self.status})"
+
+
+class IngestError(models.Model):
+    """A queue message the portal could not turn into a request; its body stored redacted."""
+
+    sqs_message_id = models.CharField(max_length=128, unique=True)
+    code = models.CharField(max_length=32)
+    reason = models.TextField()
+    body_redacted = models.TextField(blank=True, default="")
+    receive_count = models.PositiveIntegerField(default=1)
+    first_seen_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-last_seen_at"]
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.reason[:80]}"

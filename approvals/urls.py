@@ -1,0 +1,11 @@
+from django.urls import path
+
+from approvals import views
+
+urlpatterns = [
+    path("", views.inbox, name="inbox"),
+    path("signin/", views.signin, name="signin"),
+    path("requests/<uuid:public_id>/", views.request_detail, name="request-detail"),
+    path("requests/<uuid:public_id>/decide/", views.decide, name="request-decide"),
+    path("requests/<uuid:public_id>/result/", views.decision_result, name="request-result"),
+]

@@ -1,0 +1,99 @@
+"""Pages: parse input, call one service or selector, render. No business rules here."""
+
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import Http404, HttpResponseRedirect
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
+from django.views.decorators.http import require_GET, require_POST
+
+from approvals import permissions, selectors, services
+from approvals.forms import DecisionForm
+
+# ApprovalError codes → HTTP status of the page that explains them.
+ERROR_STATUS = {
+    "not_found": 404,
+    "requester": 403,
+    "not_assignee": 403,
+    "inactive_user": 403,
+    "not_pending": 409,
+    "expired": 409,
+}
+
+
+def _safe_next(request, default: str = "/") -> str:
+    target = request.GET.get("next", "")
+    if url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+        return target
+    return default
+
+
+@require_GET
+def signin(request):
+    next_url = _safe_next(request)
+    if request.user.is_authenticated:
+        return HttpResponseRedirect(next_url)
+    sso_url = reverse("oidc_authentication_init") + "?" + urlencode({"next": next_url})
+    return render(request, "approvals/signin.html", {"sso_url": sso_url})
+
+
+def admin_login(request):
+    """The admin has no password form: it signs in through SSO."""
+    if request.user.is_authenticated and not request.user.is_staff:
+        return render(request, "approvals/error.html", {"message": "The admin is for portal admins."}, status=403)
+    return redirect(reverse("signin") + "?" + urlencode({"next": _safe_next(request, "/admin/")}))
+
+
+@login_required
+@require_GET
+def inbox(request):
+    page = Paginator(selectors.inbox_for(request.user), 25).get_page(request.GET.get("page"))
+    return render(request, "approvals/inbox.html", {"page": page})
+
+
+def _visible_request(request, public_id):
+    approval = selectors.request_detail(public_id)
+    if approval is None or not permissions.can_view(request.user, approval):
+        # Not found and not yours look the same: request ids reveal nothing.
+        raise Http404("No such approval request")
+    return approval
+
+
+@login_required
+@require_GET
+def request_detail(request, public_id):
+    approval = _visible_request(request, public_id)
+    refusal = permissions.decision_refusal(request.user, approval)
+    return render(
+        request,
+        "approvals/detail.html",
+        {"approval": approval, "refusal": refusal, "form": DecisionForm() if refusal is None else None},
+    )
+
+
+@login_required
+@require_POST
+def decide(request, public_id):
+    form = DecisionForm(request.POST)
+    if not form.is_valid():
+        return render(request, "approvals/error.html", {"message": "Choose approve or reject."}, status=400)
+    try:
+        services.approval_decide(
+            public_id=public_id, user=request.user, approve=form.approve, comment=form.cleaned_data["comment"]
+        )
+    except services.ApprovalError as error:
+        return render(
+            request,
+            "approvals/error.html",
+            {"message": error.message, "code": error.code, "approval": error.request},
+            status=ERROR_STATUS.get(error.code, 400),
+        )
+    return redirect("request-result", public_id=public_id)
+
+
+@login_required
+@require_GET
+def decision_result(request, public_id):
+    approval = _visible_request(request, public_id)
+    return render(request, "approvals/result.html", {"approval": approval})

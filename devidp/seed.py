@@ -1,0 +1,89 @@
+"""Demo users and the portal's OAuth client.
+
+``DEMO_USERS`` and ``demo_passwords()`` are importable without configuring Django
+(e.g. to print the sign-in hints); ``seed()`` needs ``devidp.settings`` loaded.
+"""
+
+from typing import NamedTuple
+
+from devidp import config
+
+
+class DemoUser(NamedTuple):
+    username: str
+    email: str
+    first_name: str
+    last_name: str
+    groups: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.first_name} {self.last_name}"
+
+
+DEMO_USERS: tuple[DemoUser, ...] = (
+    DemoUser("alice", "alice@example.com", "Alice", "Approver", ("finance-approvers",)),
+    DemoUser("bob", "bob@example.com", "Bob", "Requester", ()),
+    DemoUser("carol", "carol@example.com", "Carol", "Admin", ("portal-admins",)),
+    DemoUser("dave", "dave@example.com", "Dave", "Bystander", ()),
+)
+
+
+def demo_passwords() -> dict[str, str]:
+    """username -> password: DEVIDP_DEMO_PASSWORD for everyone if set, else `<username>-demo`."""
+    shared = config.env("DEVIDP_DEMO_PASSWORD", "")
+    return {user.username: shared or f"{user.username}-demo" for user in DEMO_USERS}
+
+
+def client_id() -> str:
+    return config.env("DEVIDP_CLIENT_ID", "approval-portal")
+
+
+def seed() -> None:
+    """Create or update the demo users and the portal application from the environment."""
+    from django.contrib.auth.models import Group, User
+    from django.db import transaction
+    from oauth2_provider.models import get_application_model
+
+    Application = get_application_model()
+    passwords = demo_passwords()
+
+    with transaction.atomic():
+        for demo in DEMO_USERS:
+            user, _ = User.objects.get_or_create(username=demo.username)
+            user.email = demo.email
+            user.first_name = demo.first_name
+            user.last_name = demo.last_name
+            user.is_active = True
+            user.set_password(passwords[demo.username])
+            user.save()
+            user.groups.set(
+                [Group.objects.get_or_create(name=name)[0] for name in demo.groups]
+            )
+
+        app = Application.objects.filter(client_id=client_id()).first() or Application(
+            client_id=client_id()
+        )
+        app.name = "Approval Portal"
+        app.client_type = Application.CLIENT_CONFIDENTIAL
+        app.authorization_grant_type = Application.GRANT_AUTHORIZATION_CODE
+        app.algorithm = Application.RS256_ALGORITHM
+        app.skip_authorization = True
+        # Stored as given; DOT's ClientSecretField hashes it on save (hash_client_secret),
+        # so the plaintext is never in the DB and is re-hashed on every setup run.
+        app.hash_client_secret = True
+        app.client_secret = config.env(
+            "DEVIDP_CLIENT_SECRET", "approval-portal-dev-secret"
+        )
+        app.redirect_uris = " ".join(
+            config.env_list(
+                "DEVIDP_REDIRECT_URIS", "http://127.0.0.1:8000/oidc/callback/"
+            )
+        )
+        app.post_logout_redirect_uris = " ".join(
+            config.env_list(
+                "DEVIDP_POST_LOGOUT_REDIRECT_URIS", "http://127.0.0.1:8000/"
+            )
+        )
+        app.full_clean()  # rejects malformed redirect URIs from the environment early
+        app.save()

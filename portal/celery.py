@@ -1,0 +1,21 @@
+"""The Celery application: configured from Django settings (CELERY_*), tasks from worker/."""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+
+app = Celery("portal")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks(["worker"])
+
+
+def _install_queue_consumer() -> None:
+    # Imported late: the step needs Django configured, which happens when the worker boots.
+    from worker.consumer import QueueConsumerStep
+
+    app.steps["worker"].add(QueueConsumerStep)
+
+
+_install_queue_consumer()

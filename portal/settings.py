@@ -1,0 +1,241 @@
+"""The portal's one settings module, read from the environment (12-factor).
+
+Unset variables fall back to the embedded defaults that `make run` needs on a laptop
+(SQLite, an SQLite-backed Celery broker, the moto server as AWS, the dev OIDC provider).
+With ``PORTAL_ENV=production`` the secrets have no defaults and the AWS endpoint defaults to
+real AWS; ``portal.checks`` refuses an incomplete configuration.
+"""
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(environ.Env().str("PORTAL_VAR_DIR", default=str(BASE_DIR / "var")))
+
+env = environ.Env()
+# SQLite files, the dev broker and beat's schedule live here; make sure it exists.
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+# ---------------------------------------------------------------------------
+# Mode
+# ---------------------------------------------------------------------------
+PORTAL_ENV = env.str("PORTAL_ENV", default="dev")
+if PORTAL_ENV not in {"dev", "production"}:
+    raise environ.ImproperlyConfigured("PORTAL_ENV must be 'dev' or 'production'")
+DEV = PORTAL_ENV == "dev"
+
+
+def dev_default(value):
+    """A default that only exists in dev: production must set the variable."""
+    return value if DEV else environ.Env.NOTSET
+
+
+DEBUG = env.bool("DJANGO_DEBUG", default=DEV)
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default=dev_default("dev-only-insecure-secret-key-do-not-deploy"))
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+# The public base URL of the portal, for links in notifications and logs.
+PORTAL_BASE_URL = env.str("PORTAL_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
+
+# ---------------------------------------------------------------------------
+# Django
+# ---------------------------------------------------------------------------
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "mozilla_django_oidc",
+    "approvals",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "portal.urls"
+WSGI_APPLICATION = "portal.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'portal.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # A file, not memory, so that test worker processes can share the test database.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-portal.sqlite3")}
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AUTH_USER_MODEL = "approvals.User"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env.str("PORTAL_TIME_ZONE", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if DEBUG
+            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        )
+    },
+}
+# Serve straight from the app folders when static files were not collected (make run).
+WHITENOISE_USE_FINDERS = env.bool("WHITENOISE_USE_FINDERS", default=DEV)
+
+# The dev IdP, the moto server and the portal share 127.0.0.1: browsers don't separate
+# cookies by port, so each project needs its own cookie names.
+SESSION_COOKIE_NAME = "portal_sessionid"
+CSRF_COOKIE_NAME = "portal_csrftoken"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEV)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=8 * 3600)
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+
+# ---------------------------------------------------------------------------
+# Sign-in: OIDC (mozilla-django-oidc)
+# ---------------------------------------------------------------------------
+AUTHENTICATION_BACKENDS = ["approvals.auth.PortalOIDCBackend"]
+LOGIN_URL = "signin"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/signin/"
+
+OIDC_OP_ISSUER = env.str("OIDC_OP_ISSUER", default=dev_default("http://127.0.0.1:9000/o")).rstrip("/")
+OIDC_OP_AUTHORIZATION_ENDPOINT = env.str("OIDC_OP_AUTHORIZATION_ENDPOINT", default=f"{OIDC_OP_ISSUER}/authorize/")
+OIDC_OP_TOKEN_ENDPOINT = env.str("OIDC_OP_TOKEN_ENDPOINT", default=f"{OIDC_OP_ISSUER}/token/")
+OIDC_OP_USER_ENDPOINT = env.str("OIDC_OP_USER_ENDPOINT", default=f"{OIDC_OP_ISSUER}/userinfo/")
+OIDC_OP_JWKS_ENDPOINT = env.str("OIDC_OP_JWKS_ENDPOINT", default=f"{OIDC_OP_ISSUER}/.well-known/jwks.json")
+OIDC_RP_CLIENT_ID = env.str("OIDC_RP_CLIENT_ID", default=dev_default("approval-portal"))
+OIDC_RP_CLIENT_SECRET = env.str("OIDC_RP_CLIENT_SECRET", default=dev_default("approval-portal-dev-secret"))
+# Asymmetric only: the ID token is verified with the IdP's published keys (JWKS, by kid).
+OIDC_RP_SIGN_ALGO = env.str("OIDC_RP_SIGN_ALGO", default="RS256")
+OIDC_RP_SCOPES = env.str("OIDC_RP_SCOPES", default="openid email profile groups")
+OIDC_USE_NONCE = True
+OIDC_USE_PKCE = True
+OIDC_PKCE_CODE_CHALLENGE_METHOD = "S256"
+OIDC_TIMEOUT = env.float("OIDC_TIMEOUT", default=10.0)
+OIDC_CREATE_USER = True
+# Which claim carries the user's groups, and which groups make a user a portal admin.
+OIDC_GROUPS_CLAIM = env.str("OIDC_GROUPS_CLAIM", default="groups")
+OIDC_ADMIN_GROUPS = env.list("OIDC_ADMIN_GROUPS", default=["portal-admins"])
+
+# ---------------------------------------------------------------------------
+# AWS: Step Functions and the approval queue
+# ---------------------------------------------------------------------------
+AWS_REGION = env.str("AWS_REGION", default="us-east-1")
+# Unset in production means real AWS. In dev it points at the local moto server; set it to
+# an empty string to use real AWS from a dev checkout.
+AWS_ENDPOINT_URL = env.str("AWS_ENDPOINT_URL", default="http://127.0.0.1:5005" if DEV else "") or None
+AWS_EMULATOR = AWS_ENDPOINT_URL is not None and urlsplit(AWS_ENDPOINT_URL).hostname in {
+    "127.0.0.1",
+    "localhost",
+    "moto",
+    "aws",
+}
+# Credentials come from boto3's usual chain (role, profile, env). The emulator takes any.
+AWS_ACCESS_KEY_ID = env.str("AWS_ACCESS_KEY_ID", default="testing" if AWS_EMULATOR else "") or None
+AWS_SECRET_ACCESS_KEY = env.str("AWS_SECRET_ACCESS_KEY", default="testing" if AWS_EMULATOR else "") or None
+AWS_CONNECT_TIMEOUT = env.float("AWS_CONNECT_TIMEOUT", default=5.0)
+AWS_READ_TIMEOUT = env.float("AWS_READ_TIMEOUT", default=15.0)
+
+_EMULATOR_ACCOUNT = "123456789012"
+APPROVAL_QUEUE_NAME = env.str("APPROVAL_QUEUE_NAME", default="approval-requests")
+APPROVAL_QUEUE_URL = env.str(
+    "APPROVAL_QUEUE_URL",
+    default=dev_default(f"{AWS_ENDPOINT_URL}/{_EMULATOR_ACCOUNT}/{APPROVAL_QUEUE_NAME}"),
+)
+# The demo state machine that `manage.py aws_bootstrap` creates and `demo_start` runs.
+DEMO_STATE_MACHINE_ARN = env.str(
+    "DEMO_STATE_MACHINE_ARN",
+    default=f"arn:aws:states:{AWS_REGION}:{_EMULATOR_ACCOUNT}:stateMachine:approval-demo",
+)
+
+# ---------------------------------------------------------------------------
+# Approvals
+# ---------------------------------------------------------------------------
+# Fernet keys (comma-separated, newest first): the first encrypts, all decrypt (rotation).
+TOKEN_ENCRYPTION_KEYS = env.list(
+    "TOKEN_ENCRYPTION_KEYS", default=dev_default(["gK4Uu4GyaBWHw1Y1e-ul7Njunfod6T_MVILQckeZBvA="])
+)
+# HMAC key for the token fingerprint that finds a request by its token without decrypting.
+TOKEN_FINGERPRINT_KEY = env.str("TOKEN_FINGERPRINT_KEY", default=dev_default("dev-only-token-fingerprint-key"))
+# Requests that name no approvers go to this group, never nowhere.
+APPROVAL_DEFAULT_GROUP = env.str("APPROVAL_DEFAULT_GROUP", default="portal-admins")
+APPROVAL_MAX_MESSAGE_BYTES = env.int("APPROVAL_MAX_MESSAGE_BYTES", default=256 * 1024)
+APPROVAL_CONSUMER_ENABLED = env.bool("APPROVAL_CONSUMER_ENABLED", default=True)
+APPROVAL_CONSUMER_WAIT_SECONDS = env.int("APPROVAL_CONSUMER_WAIT_SECONDS", default=10)
+APPROVAL_CONSUMER_VISIBILITY_TIMEOUT = env.int("APPROVAL_CONSUMER_VISIBILITY_TIMEOUT", default=60)
+CALLBACK_MAX_ATTEMPTS = env.int("CALLBACK_MAX_ATTEMPTS", default=8)
+# A callback left "pending" or "sending" this long is queued again by the sweep.
+CALLBACK_STALE_SECONDS = env.int("CALLBACK_STALE_SECONDS", default=120)
+
+# ---------------------------------------------------------------------------
+# Celery
+# ---------------------------------------------------------------------------
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=f"sqla+sqlite:///{VAR_DIR / 'celery-broker.sqlite3'}")
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULE = {
+    "sweep-callbacks": {"task": "worker.tasks.sweep_callbacks", "schedule": 30.0},
+    "expire-overdue": {"task": "worker.tasks.expire_overdue_requests", "schedule": 60.0},
+}
+
+# ---------------------------------------------------------------------------
+# Logging: to stdout, with anything shaped like a task token redacted.
+# ---------------------------------------------------------------------------
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"redact_tokens": {"()": "approvals.redaction.TokenRedactingFilter"}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_tokens"]},
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "botocore": {"level": "WARNING"},
+        "urllib3": {"level": "WARNING"},
+    },
+}

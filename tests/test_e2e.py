@@ -1,0 +1,136 @@
+"""One approval travels end to end with real processes.
+
+Step Functions (moto server) → SQS → Celery worker (consumer) → database → alice signs in
+through the dev IdP (real OIDC redirect flow) → approves in the portal (gunicorn) → Celery
+worker → SendTaskSuccess/SendTaskFailure → the execution ends.
+"""
+
+import json
+import re
+import time
+import uuid
+
+import pytest
+import requests
+
+from approvals import tokens
+from approvals.models import ApprovalRequest, CallbackStatus
+from devidp.seed import demo_passwords
+from worker import gateway
+
+pytestmark = pytest.mark.e2e
+
+EXECUTION_INPUT = {
+    "title": "Freigabe: Bestellung 1234 – 5.300 € ✓",
+    "approvers": {"users": ["alice@example.com"], "groups": []},
+    "requester": "bob@example.com",
+    "details": {
+        "order": {"id": 1234, "total": {"amount": "5300.00", "currency": "EUR"}},
+        "supplier": "Müller & Söhne <GmbH>",
+        "lines": [{"item": "Laptop", "qty": 2}, {"item": "Dock", "qty": 2}],
+    },
+}
+
+
+def sso_login(portal_url: str, username: str) -> requests.Session:
+    """Sign in through the portal's OIDC redirect flow and the IdP's real login form."""
+    session = requests.Session()
+    login_page = session.get(f"{portal_url}/oidc/authenticate/?next=/", timeout=15)
+    assert "/accounts/login/" in login_page.url, login_page.url
+    csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login_page.text).group(1)
+    inbox = session.post(
+        login_page.url,
+        data={"csrfmiddlewaretoken": csrf, "username": username, "password": demo_passwords()[username]},
+        headers={"Referer": login_page.url},
+        timeout=15,
+    )
+    assert inbox.status_code == 200, inbox.text[:500]
+    assert inbox.url == f"{portal_url}/", inbox.url
+    return session
+
+
+def wait_for(predicate, timeout: float = 60, interval: float = 0.3):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
+
+
+def start_and_wait_for_request(state_machine_arn: str) -> tuple[str, ApprovalRequest]:
+    execution_arn = gateway.start_execution(
+        state_machine_arn=state_machine_arn, name=f"e2e-{uuid.uuid4().hex[:12]}", execution_input=EXECUTION_INPUT
+    )
+    request = wait_for(lambda: ApprovalRequest.objects.filter(execution_arn=execution_arn).first())
+    return execution_arn, request
+
+
+def decide(session: requests.Session, portal_url: str, request: ApprovalRequest, decision: str, comment: str):
+    detail_url = f"{portal_url}/requests/{request.public_id}/"
+    detail = session.get(detail_url, timeout=15)
+    assert detail.status_code == 200
+    assert "Freigabe: Bestellung 1234 – 5.300 € ✓" in detail.text
+    assert "Müller &amp; Söhne &lt;GmbH&gt;" in detail.text  # details are escaped
+    csrf = session.cookies["portal_csrftoken"]
+    response = session.post(
+        f"{detail_url}decide/",
+        data={"csrfmiddlewaretoken": csrf, "decision": decision, "comment": comment},
+        headers={"Referer": detail_url},
+        timeout=15,
+    )
+    assert response.status_code == 200, response.text[:500]
+    assert response.url.endswith(f"/requests/{request.public_id}/result/")
+    return detail.text + response.text
+
+
+def wait_for_execution_end(execution_arn: str) -> dict:
+    return wait_for(lambda: (d := gateway.describe_execution(execution_arn=execution_arn))["status"] != "RUNNING" and d)
+
+
+def assert_token_nowhere(token: str, pages: str, portal_stack) -> None:
+    assert token not in pages
+    for process in (portal_stack["web"], portal_stack["worker"]):
+        assert token not in process.output(), f"task token leaked into the {process.name} log"
+
+
+def test_alice_approves_and_the_execution_succeeds_with_her_identity(portal_stack, demo_state_machine):
+    execution_arn, request = start_and_wait_for_request(demo_state_machine)
+    assert request.title == EXECUTION_INPUT["title"]
+    assert request.details == EXECUTION_INPUT["details"]
+
+    session = sso_login(portal_stack["url"], "alice")
+    inbox = session.get(f"{portal_stack['url']}/", timeout=15)
+    assert str(request.public_id) in inbox.text
+
+    pages = decide(session, portal_stack["url"], request, "approve", "Looks right — approved ✓")
+
+    execution = wait_for_execution_end(execution_arn)
+    assert execution["status"] == "SUCCEEDED"
+    approval = json.loads(execution["output"])["approval"]
+    assert approval["approved"] is True
+    assert approval["decision"] == "approved"
+    assert approval["decidedBy"]["email"] == "alice@example.com"
+    assert approval["decidedBy"]["sub"]
+    assert approval["decidedBy"]["issuer"].startswith("http://127.0.0.1:")
+    assert approval["comment"] == "Looks right — approved ✓"
+    assert approval["requestId"] == str(request.public_id)
+
+    request.refresh_from_db()
+    wait_for(lambda: request.callback.__class__.objects.get(pk=request.callback.pk).status == CallbackStatus.DELIVERED)
+    result = session.get(f"{portal_stack['url']}/requests/{request.public_id}/result/", timeout=15)
+    assert "sent to Step Functions" in result.text
+    assert_token_nowhere(tokens.decrypt_token(request.token_ciphertext), pages + result.text, portal_stack)
+
+
+def test_alice_rejects_and_the_execution_fails_with_approval_denied(portal_stack, demo_state_machine):
+    execution_arn, request = start_and_wait_for_request(demo_state_machine)
+    session = sso_login(portal_stack["url"], "alice")
+
+    pages = decide(session, portal_stack["url"], request, "reject", "Budget is frozen")
+
+    execution = wait_for_execution_end(execution_arn)
+    assert execution["status"] == "FAILED"
+    assert execution["error"] == "ApprovalDenied"
+    assert_token_nowhere(tokens.decrypt_token(request.token_ciphertext), pages, portal_stack)

@@ -1,0 +1,98 @@
+"""The queue consumer: long-polls the approval queue and ingests each message.
+
+It runs as a thread inside every Celery worker (a bootstep), so Celery supervises it and a
+warm shutdown lets it finish the batch in hand. Several workers may consume at once: SQS
+hides a received message from the others, and ingestion is idempotent on the token.
+"""
+
+import logging
+import threading
+
+from celery import bootsteps
+
+logger = logging.getLogger(__name__)
+
+
+def consume_once(*, queue_url: str, wait_seconds: int, visibility_timeout: int, max_bytes: int) -> int:
+    """Receive one batch, ingest it, delete what was committed. Returns messages handled."""
+    from django.db import close_old_connections
+
+    from approvals import services
+    from approvals.contract import ContractError, parse_message
+    from worker import gateway
+
+    close_old_connections()
+    batch = gateway.receive_batch(queue_url=queue_url, wait_seconds=wait_seconds, visibility_timeout=visibility_timeout)
+    done: list[str] = []
+    for message in batch:
+        try:
+            parsed = parse_message(message.body, max_bytes=max_bytes)
+        except ContractError as error:
+            # Left on the queue: its redrive policy moves it to the DLQ after maxReceiveCount.
+            services.ingest_error_record(sqs_message_id=message.message_id, error=error, body=message.body)
+            continue
+        services.approval_request_ingest(message=parsed, sqs_message_id=message.message_id)
+        done.append(message.receipt_handle)  # committed: safe to delete
+    if done:
+        failed = gateway.delete_messages(queue_url=queue_url, receipt_handles=done)
+        if failed:
+            # Harmless: the message comes back and ingestion finds the existing request.
+            logger.warning("%d ingested messages could not be deleted; they will be re-received", len(failed))
+    return len(batch)
+
+
+class QueueConsumer(threading.Thread):
+    def __init__(self) -> None:
+        super().__init__(name="approval-queue-consumer", daemon=True)
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        from django.conf import settings
+
+        from worker.gateway import AwsError
+
+        logger.info("approval queue consumer started")
+        failures = 0
+        while not self.stopping.is_set():
+            try:
+                consume_once(
+                    queue_url=settings.APPROVAL_QUEUE_URL,
+                    wait_seconds=settings.APPROVAL_CONSUMER_WAIT_SECONDS,
+                    visibility_timeout=settings.APPROVAL_CONSUMER_VISIBILITY_TIMEOUT,
+                    max_bytes=settings.APPROVAL_MAX_MESSAGE_BYTES,
+                )
+                failures = 0
+            except AwsError as error:
+                failures += 1
+                delay = min(60, 2**failures)
+                logger.warning("queue receive failed (%s); retrying in %ss", error, delay)
+                self.stopping.wait(delay)
+            except Exception:
+                # A database outage or a bug must not kill the consumer thread for good.
+                failures += 1
+                logger.exception("approval queue consumer error")
+                self.stopping.wait(min(60, 2**failures))
+        logger.info("approval queue consumer stopped")
+
+
+class QueueConsumerStep(bootsteps.StartStopStep):
+    """Runs the consumer thread for the worker's lifetime (if APPROVAL_CONSUMER_ENABLED)."""
+
+    requires = {"celery.worker.components:Pool"}
+
+    def __init__(self, worker, **kwargs):
+        super().__init__(worker, **kwargs)
+        self.consumer: QueueConsumer | None = None
+
+    def start(self, worker) -> None:
+        from django.conf import settings
+
+        if settings.APPROVAL_CONSUMER_ENABLED:
+            self.consumer = QueueConsumer()
+            self.consumer.start()
+
+    def stop(self, worker) -> None:
+        if self.consumer is not None:
+            self.consumer.stopping.set()
+            # Finish the batch in hand: at most a long poll plus its ingestion.
+            self.consumer.join(timeout=60)

@@ -1,0 +1,237 @@
+"""The only module that talks to AWS (boto3): small typed functions, timeouts, our own errors.
+
+Errors come out as `AwsTransientError` (retry with backoff: throttling, 5xx, connection
+trouble) or `AwsPermanentError` (retrying cannot help: the task is closed, the input is bad).
+Their messages never contain a task token.
+"""
+
+import json
+import logging
+from dataclasses import dataclass
+from functools import lru_cache
+
+import boto3
+import requests
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from django.conf import settings
+
+from approvals.redaction import redact
+
+logger = logging.getLogger(__name__)
+
+TRANSIENT_CODES = {
+    "ThrottlingException",
+    "Throttling",
+    "TooManyRequestsException",
+    "RequestThrottled",
+    "ServiceUnavailable",
+    "InternalFailure",
+    "InternalError",
+    "RequestTimeout",
+    "KMSThrottlingException",
+}
+
+
+class AwsError(Exception):
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class AwsTransientError(AwsError):
+    """Worth retrying later."""
+
+
+class AwsPermanentError(AwsError):
+    """Retrying cannot help."""
+
+
+@dataclass(frozen=True)
+class QueueMessage:
+    message_id: str
+    receipt_handle: str
+    body: str
+    receive_count: int
+
+
+def _translate(error: Exception, *secrets: str) -> AwsError:
+    if isinstance(error, ClientError):
+        code = error.response.get("Error", {}).get("Code", "Unknown")
+        message = redact(error.response.get("Error", {}).get("Message", ""), *secrets)
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if code in TRANSIENT_CODES or status >= 500:
+            return AwsTransientError(code, message)
+        return AwsPermanentError(code, message)
+    # Connection refused, read timeout, endpoint unreachable: the network's bad minute.
+    return AwsTransientError(type(error).__name__, redact(str(error), *secrets))
+
+
+@lru_cache(maxsize=8)
+def _client(service: str, endpoint_url: str | None, region: str, read_timeout: float):
+    config = Config(
+        connect_timeout=settings.AWS_CONNECT_TIMEOUT,
+        read_timeout=read_timeout,
+        retries={"max_attempts": 3, "mode": "standard"},
+    )
+    return boto3.session.Session().client(
+        service,
+        region_name=region,
+        endpoint_url=endpoint_url,
+        aws_access_key_id=settings.AWS_ACCESS_KEY_ID,
+        aws_secret_access_key=settings.AWS_SECRET_ACCESS_KEY,
+        config=config,
+    )
+
+
+def _sqs(read_timeout: float | None = None):
+    timeout = max(settings.AWS_READ_TIMEOUT, read_timeout or 0)
+    return _client("sqs", settings.AWS_ENDPOINT_URL, settings.AWS_REGION, timeout)
+
+
+def _sfn():
+    return _client("stepfunctions", settings.AWS_ENDPOINT_URL, settings.AWS_REGION, settings.AWS_READ_TIMEOUT)
+
+
+# ---------------------------------------------------------------------------
+# SQS: the approval queue
+# ---------------------------------------------------------------------------
+def receive_batch(
+    *, queue_url: str, wait_seconds: int, visibility_timeout: int, max_messages: int = 10
+) -> list[QueueMessage]:
+    """Long-poll for up to `max_messages` (SQS caps a batch at 10)."""
+    try:
+        response = _sqs(read_timeout=wait_seconds + 10).receive_message(
+            QueueUrl=queue_url,
+            MaxNumberOfMessages=min(max_messages, 10),
+            WaitTimeSeconds=wait_seconds,
+            VisibilityTimeout=visibility_timeout,
+            MessageSystemAttributeNames=["ApproximateReceiveCount"],
+        )
+    except (ClientError, BotoCoreError) as error:
+        raise _translate(error) from None
+    return [
+        QueueMessage(
+            message_id=item["MessageId"],
+            receipt_handle=item["ReceiptHandle"],
+            body=item.get("Body", ""),
+            receive_count=int(item.get("Attributes", {}).get("ApproximateReceiveCount", 1)),
+        )
+        for item in response.get("Messages", [])
+    ]
+
+
+def delete_messages(*, queue_url: str, receipt_handles: list[str]) -> list[str]:
+    """Delete in batches of 10; returns the receipt handles that failed."""
+    failed: list[str] = []
+    for start in range(0, len(receipt_handles), 10):
+        chunk = receipt_handles[start : start + 10]
+        entries = [{"Id": str(i), "ReceiptHandle": handle} for i, handle in enumerate(chunk)]
+        try:
+            response = _sqs().delete_message_batch(QueueUrl=queue_url, Entries=entries)
+        except (ClientError, BotoCoreError) as error:
+            logger.warning("delete_message_batch failed: %s", _translate(error))
+            failed.extend(chunk)
+            continue
+        failed.extend(chunk[int(item["Id"])] for item in response.get("Failed", []))
+    return failed
+
+
+def send_message(*, queue_url: str, body: str) -> str:
+    try:
+        return _sqs().send_message(QueueUrl=queue_url, MessageBody=body)["MessageId"]
+    except (ClientError, BotoCoreError) as error:
+        raise _translate(error) from None
+
+
+def ensure_queue(*, name: str, visibility_timeout: int, max_receive_count: int) -> str:
+    """Create the queue and its dead-letter queue (redrive after `max_receive_count`)."""
+    try:
+        sqs = _sqs()
+        dlq_url = sqs.create_queue(QueueName=f"{name}-dlq", Attributes={"MessageRetentionPeriod": "1209600"})[
+            "QueueUrl"
+        ]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)})
+        queue_url = sqs.create_queue(QueueName=name)["QueueUrl"]
+        sqs.set_queue_attributes(
+            QueueUrl=queue_url,
+            Attributes={"VisibilityTimeout": str(visibility_timeout), "RedrivePolicy": redrive},
+        )
+        return queue_url
+    except (ClientError, BotoCoreError) as error:
+        raise _translate(error) from None
+
+
+def queue_arn(queue_url: str) -> str:
+    try:
+        return _sqs().get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    except (ClientError, BotoCoreError) as error:
+        raise _translate(error) from None
+
+
+# ---------------------------------------------------------------------------
+# Step Functions: the callbacks
+# ---------------------------------------------------------------------------
+def send_task_success(*, task_token: str, output: dict) -> None:
+    try:
+        _sfn().send_task_success(taskToken=task_token, output=json.dumps(output, ensure_ascii=False))
+    except (ClientError, BotoCoreError) as error:
+        raise _translate(error, task_token) from None
+
+
+def send_task_failure(*, task_token: str, error: str, cause: str) -> None:
+    try:
+        _sfn().send_task_failure(taskToken=task_token, error=error, cause=cause)
+    except (ClientError, BotoCoreError) as exc:
+        raise _translate(exc, task_token) from None
+
+
+def send_task_heartbeat(*, task_token: str) -> None:
+    try:
+        _sfn().send_task_heartbeat(taskToken=task_token)
+    except (ClientError, BotoCoreError) as error:
+        raise _translate(error, task_token) from None
+
+
+# ---------------------------------------------------------------------------
+# Step Functions: the demo state machine (local development and tests)
+# ---------------------------------------------------------------------------
+def ensure_state_machine(*, name: str, definition: dict, role_arn: str) -> str:
+    body = json.dumps(definition)
+    try:
+        sfn = _sfn()
+        for machine in sfn.list_state_machines()["stateMachines"]:
+            if machine["name"] == name:
+                sfn.update_state_machine(stateMachineArn=machine["stateMachineArn"], definition=body, roleArn=role_arn)
+                return machine["stateMachineArn"]
+        return sfn.create_state_machine(name=name, definition=body, roleArn=role_arn)["stateMachineArn"]
+    except (ClientError, BotoCoreError) as error:
+        raise _translate(error) from None
+
+
+def start_execution(*, state_machine_arn: str, name: str, execution_input: dict) -> str:
+    try:
+        return _sfn().start_execution(
+            stateMachineArn=state_machine_arn, name=name, input=json.dumps(execution_input, ensure_ascii=False)
+        )["executionArn"]
+    except (ClientError, BotoCoreError) as error:
+        raise _translate(error) from None
+
+
+def describe_execution(*, execution_arn: str) -> dict:
+    try:
+        return _sfn().describe_execution(executionArn=execution_arn)
+    except (ClientError, BotoCoreError) as error:
+        raise _translate(error) from None
+
+
+def configure_emulator(endpoint_url: str) -> None:
+    """Turn on the moto server's state machine execution (off by default: executions never run)."""
+    response = requests.post(
+        f"{endpoint_url.rstrip('/')}/moto-api/config",
+        json={"stepfunctions": {"execute_state_machine": True}},
+        timeout=10,
+    )
+    response.raise_for_status()
