@@ -69,6 +69,8 @@ def main() -> int:
                 os.killpg(process.pid, signal.SIGKILL)
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # Ctrl-C stops everything, even when a non-interactive shell started us with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         aws = urlsplit(env["AWS_ENDPOINT_URL"])
         start("aws")

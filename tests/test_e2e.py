@@ -134,3 +134,39 @@ def test_alice_rejects_and_the_execution_fails_with_approval_denied(portal_stack
     assert execution["status"] == "FAILED"
     assert execution["error"] == "ApprovalDenied"
     assert_token_nowhere(tokens.decrypt_token(request.token_ciphertext), pages, portal_stack)
+
+
+def test_carol_an_sso_admin_sees_requests_in_the_admin_without_the_token(portal_stack, demo_state_machine):
+    _, request = start_and_wait_for_request(demo_state_machine)
+    session = sso_login(portal_stack["url"], "carol")
+
+    listing = session.get(f"{portal_stack['url']}/admin/approvals/approvalrequest/", timeout=15)
+    change = session.get(f"{portal_stack['url']}/admin/approvals/approvalrequest/{request.pk}/change/", timeout=15)
+
+    assert listing.status_code == 200
+    assert EXECUTION_INPUT["title"] in listing.text
+    assert change.status_code == 200
+    token = tokens.decrypt_token(request.token_ciphertext)
+    for page in (listing.text, change.text):
+        assert token not in page
+        assert request.token_fingerprint not in page
+
+
+def test_bob_the_requester_gets_403_from_the_running_portal(portal_stack, demo_state_machine):
+    _, request = start_and_wait_for_request(demo_state_machine)
+    session = sso_login(portal_stack["url"], "bob")
+    session.get(f"{portal_stack['url']}/", timeout=15)
+    url = f"{portal_stack['url']}/requests/{request.public_id}/decide/"
+
+    response = session.post(
+        url,
+        data={"csrfmiddlewaretoken": session.cookies["portal_csrftoken"], "decision": "approve"},
+        headers={"Referer": url},
+        timeout=15,
+    )
+
+    assert response.status_code == 403
+    request.refresh_from_db()
+    assert request.status == "pending"
+    admin = session.get(f"{portal_stack['url']}/admin/approvals/approvalrequest/", timeout=15)
+    assert EXECUTION_INPUT["title"] not in admin.text  # the admin is for portal admins

@@ -1,0 +1,213 @@
+"""Deciding in the portal's pages: who may, how (POST + CSRF only), and never twice."""
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import Group
+from django.test import Client
+from django.utils import timezone
+
+from approvals import services, tokens
+from approvals.contract import parse_message
+from approvals.models import ApprovalRequest, AuditEvent, Callback, RequestStatus, User
+
+pytestmark = pytest.mark.django_db
+
+TOKEN = "AAAAKgAAAAIAAAAAAAAAAW" + "x/y+z=" * 200  # a long, real-looking opaque token
+
+
+def make_user(username: str, *groups: str) -> User:
+    user = User.objects.create_user(
+        username=username, email=f"{username}@example.com", oidc_issuer="https://idp.test", oidc_sub=f"sub-{username}"
+    )
+    for name in groups:
+        user.groups.add(Group.objects.get_or_create(name=name)[0])
+    return user
+
+
+@pytest.fixture
+def people():
+    return {
+        "alice": make_user("alice", "finance-approvers"),
+        "bob": make_user("bob"),
+        "carol": make_user("carol", "portal-admins"),
+        "dave": make_user("dave"),
+        "erin": make_user("erin", "finance-approvers"),
+    }
+
+
+@pytest.fixture
+def approval(people) -> ApprovalRequest:
+    body = (
+        '{"taskToken": "%s", "title": "Approve order 1234", "requester": "bob@example.com",'
+        ' "approvers": {"users": [], "groups": ["finance-approvers"]}, "details": {"amount": "<b>5300</b>"}}' % TOKEN
+    )
+    request, _ = services.approval_request_ingest(message=parse_message(body), sqs_message_id="m-1")
+    return request
+
+
+def client_for(user: User) -> Client:
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(user)
+    return client
+
+
+def post_decision(client: Client, approval: ApprovalRequest, decision: str = "approve", comment: str = ""):
+    detail_url = f"/requests/{approval.public_id}/"
+    client.get("/")  # sets the CSRF cookie, like a browser opening a page
+    csrf = client.cookies["portal_csrftoken"].value
+    return client.post(f"{detail_url}decide/", {"decision": decision, "comment": comment, "csrfmiddlewaretoken": csrf})
+
+
+def test_a_group_member_approves_and_a_callback_is_queued_in_the_same_transaction(people, approval):
+    response = post_decision(client_for(people["alice"]), approval, comment="fine")
+
+    assert response.status_code == 302
+    assert response["Location"] == f"/requests/{approval.public_id}/result/"
+    approval.refresh_from_db()
+    assert approval.status == RequestStatus.APPROVED
+    assert approval.decided_by == people["alice"]
+    callback = Callback.objects.get(request=approval)
+    assert callback.kind == Callback.Kind.SUCCESS
+    assert callback.payload["output"]["decidedBy"] == {
+        "email": "alice@example.com",
+        "sub": "sub-alice",
+        "issuer": "https://idp.test",
+    }
+    assert callback.payload["output"]["comment"] == "fine"
+    assert AuditEvent.objects.filter(request=approval, action="approved", actor=people["alice"]).exists()
+
+
+def test_rejecting_queues_a_task_failure_with_approval_denied(people, approval):
+    post_decision(client_for(people["alice"]), approval, "reject", comment="no budget")
+
+    callback = Callback.objects.get(request=approval)
+    assert callback.kind == Callback.Kind.FAILURE
+    assert callback.payload["error"] == "ApprovalDenied"
+    assert '"email": "alice@example.com"' in callback.payload["cause"]
+
+
+def test_the_requester_cannot_approve_their_own_request(people, approval):
+    # bob is the requester; make him a group member too, to prove four eyes wins.
+    people["bob"].groups.add(Group.objects.get(name="finance-approvers"))
+
+    response = post_decision(client_for(people["bob"]), approval)
+
+    assert response.status_code == 403
+    assert "someone else has to decide" in response.content.decode()
+    approval.refresh_from_db()
+    assert approval.status == RequestStatus.PENDING
+    assert not Callback.objects.exists()
+    assert AuditEvent.objects.filter(request=approval, action="decision_refused", actor=people["bob"]).exists()
+
+
+def test_someone_who_is_not_an_approver_gets_403(people, approval):
+    response = post_decision(client_for(people["dave"]), approval)
+
+    assert response.status_code == 403
+    assert "not an approver" in response.content.decode()
+    approval.refresh_from_db()
+    assert approval.status == RequestStatus.PENDING
+    refusal = AuditEvent.objects.get(request=approval, action="decision_refused")
+    assert refusal.data["code"] == "not_assignee"
+
+
+def test_a_get_on_the_decide_url_changes_nothing(people, approval):
+    client = client_for(people["alice"])
+
+    response = client.get(f"/requests/{approval.public_id}/decide/?decision=approve")
+
+    assert response.status_code == 405
+    approval.refresh_from_db()
+    assert approval.status == RequestStatus.PENDING
+    assert not Callback.objects.exists()
+
+
+def test_a_post_without_csrf_token_is_refused(people, approval):
+    client = client_for(people["alice"])
+
+    response = client.post(f"/requests/{approval.public_id}/decide/", {"decision": "approve"})
+
+    assert response.status_code == 403
+    approval.refresh_from_db()
+    assert approval.status == RequestStatus.PENDING
+
+
+def test_nothing_is_decided_twice_and_the_second_post_says_who_decided(people, approval):
+    post_decision(client_for(people["alice"]), approval)
+
+    second = post_decision(client_for(people["erin"]), approval, "reject")
+
+    assert second.status_code == 409
+    page = second.content.decode()
+    assert "already approved" in page
+    assert "alice@example.com" in page
+    approval.refresh_from_db()
+    assert approval.status == RequestStatus.APPROVED
+    assert Callback.objects.count() == 1
+
+
+def test_the_same_person_posting_twice_gets_a_clear_message(people, approval):
+    client = client_for(people["alice"])
+    post_decision(client, approval)
+
+    again = post_decision(client, approval)
+
+    assert again.status_code == 409
+    assert Callback.objects.count() == 1
+
+
+def test_pages_show_escaped_details_and_never_the_token(people, approval):
+    client = client_for(people["alice"])
+
+    detail = client.get(f"/requests/{approval.public_id}/").content.decode()
+    inbox = client.get("/").content.decode()
+
+    assert "&lt;b&gt;5300&lt;/b&gt;" in detail
+    assert "<b>5300</b>" not in detail
+    assert "Approve order 1234" in inbox
+    for page in (detail, inbox):
+        assert TOKEN not in page
+        assert approval.token_fingerprint not in page
+        assert tokens.encrypt_token(TOKEN)[:20] not in page
+
+
+def test_the_inbox_lists_only_what_the_user_may_decide(people, approval):
+    assert "Approve order 1234" in client_for(people["alice"]).get("/").content.decode()
+    assert "Approve order 1234" not in client_for(people["bob"]).get("/").content.decode()
+    assert "Approve order 1234" not in client_for(people["dave"]).get("/").content.decode()
+
+
+def test_someone_unrelated_cannot_even_see_the_request(people, approval):
+    response = client_for(people["dave"]).get(f"/requests/{approval.public_id}/")
+
+    assert response.status_code == 404
+
+
+def test_an_unknown_request_is_a_clear_404(people):
+    client = client_for(people["alice"])
+    client.get("/")
+    csrf = client.cookies["portal_csrftoken"].value
+    unknown = uuid.uuid4()
+
+    assert client.get(f"/requests/{unknown}/").status_code == 404
+    response = client.post(f"/requests/{unknown}/decide/", {"decision": "approve", "csrfmiddlewaretoken": csrf})
+    assert response.status_code == 404
+    assert "does not exist" in response.content.decode()
+
+
+def test_pages_need_a_signed_in_user(approval):
+    response = Client().get(f"/requests/{approval.public_id}/")
+
+    assert response.status_code == 302
+    assert response["Location"].startswith("/signin/")
+
+
+def test_an_expired_request_cannot_be_decided(people, approval):
+    ApprovalRequest.objects.filter(pk=approval.pk).update(deadline=timezone.now() - timedelta(minutes=1))
+
+    response = post_decision(client_for(people["alice"]), approval)
+
+    assert response.status_code == 409
+    assert "deadline" in response.content.decode()
