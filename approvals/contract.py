@@ -111,10 +111,7 @@ class ContractError(Exception):
         return self.message
 
     def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(code={self.code!r}, message={self.message!r}, "
-            f"field={self.field!r})"
-        )
+        return f"{type(self).__name__}(code={self.code!r}, message={self.message!r}, field={self.field!r})"
 
 
 @dataclass(frozen=True)
@@ -239,9 +236,7 @@ def _decode(body: str | bytes) -> str:
     try:
         return body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        error = ContractError(
-            "not_utf8", f"message body is not valid UTF-8 (invalid byte at offset {exc.start})"
-        )
+        error = ContractError("not_utf8", f"message body is not valid UTF-8 (invalid byte at offset {exc.start})")
     raise error
 
 
@@ -265,9 +260,7 @@ def _load_json(text: str) -> Any:
         error = ContractError("not_json", "message body is JSON nested too deeply to process")
     except ValueError:
         # NaN/Infinity, or an integer literal beyond Python's digit limit.
-        error = ContractError(
-            "not_json", "message body is not valid JSON (NaN, Infinity or an oversized number)"
-        )
+        error = ContractError("not_json", "message body is not valid JSON (NaN, Infinity or an oversized number)")
     raise error
 
 
@@ -322,9 +315,7 @@ def _optional_text(data: dict[str, Any], name: str, max_length: int) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise ContractError(
-            "wrong_type", f"field '{name}' must be a string, got {_json_type(value)}", name
-        )
+        raise ContractError("wrong_type", f"field '{name}' must be a string, got {_json_type(value)}", name)
     value = value.strip()
     if len(value) > max_length:
         raise ContractError(
@@ -359,13 +350,11 @@ def _parse_token(data: dict[str, Any]) -> str:
         # Absent and null are the same mistake: the state did not pass $$.Task.Token.
         raise ContractError(
             "missing_token",
-            f"field '{name}' is required (pass \"taskToken.$\": \"$$.Task.Token\" in the state's message body)",
+            f'field \'{name}\' is required (pass "taskToken.$": "$$.Task.Token" in the state\'s message body)',
             name,
         )
     if not isinstance(token, str):
-        raise ContractError(
-            "wrong_type", f"field '{name}' must be a string, got {_json_type(token)}", name
-        )
+        raise ContractError("wrong_type", f"field '{name}' must be a string, got {_json_type(token)}", name)
     if not token.strip():
         raise ContractError("missing_token", f"field '{name}' must not be empty", name)
     if len(token) > MAX_TOKEN_LENGTH:
@@ -385,9 +374,7 @@ def _parse_title(data: dict[str, Any], state_name: str) -> str:
     name = "title"
     value = data.get(name)
     if value is not None and not isinstance(value, str):
-        raise ContractError(
-            "wrong_type", f"field '{name}' must be a string, got {_json_type(value)}", name
-        )
+        raise ContractError("wrong_type", f"field '{name}' must be a string, got {_json_type(value)}", name)
     # split()/join() strips and collapses every kind of Unicode whitespace,
     # including newlines and tabs, so a title is always one line.
     title = " ".join(value.split()) if value else ""
@@ -439,8 +426,7 @@ def _parse_approvers(data: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, 
     if not isinstance(value, dict):
         raise ContractError(
             "bad_approvers",
-            "field 'approvers' must be an object with optional keys 'users' and 'groups', "
-            f"got {_json_type(value)}",
+            f"field 'approvers' must be an object with optional keys 'users' and 'groups', got {_json_type(value)}",
             "approvers",
         )
     if set(value) - {"users", "groups"}:
@@ -479,8 +465,7 @@ def _parse_approvers(data: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, 
         if not _is_storable_text(group):
             raise ContractError(
                 "bad_approvers",
-                f"field 'approvers.groups' item {index} contains a NUL character "
-                "or invalid Unicode",
+                f"field 'approvers.groups' item {index} contains a NUL character or invalid Unicode",
                 "approvers.groups",
             )
         clean_groups[group] = None

@@ -51,17 +51,19 @@ REDACTED = "[redacted]"
 #: Upper bound (UTF-8 bytes, note included) of the text :func:`redact_body` returns.
 MAX_STORED_BODY_BYTES = 64 * 1024
 
-_TOKEN_CHARS = r"A-Za-z0-9+/=_\-"
+_OPAQUE_CHARS = r"A-Za-z0-9+/=_\-"
 _HEX = "0-9A-Fa-f"
 
 # The lookbehind makes a long run match only from its first character, so a
 # run shorter than 64 is scanned once rather than once per starting position.
 # The UUID's hex lookarounds stop it matching inside a longer hex string, but
 # any other neighbour ("exec-<uuid>", "id=<uuid>") still counts.
-_TOKEN_SHAPED = re.compile(
-    rf"(?<![{_TOKEN_CHARS}])[{_TOKEN_CHARS}]{{64,}}"
-    rf"|(?<![{_HEX}])[{_HEX}]{{8}}-[{_HEX}]{{4}}-[{_HEX}]{{4}}-[{_HEX}]{{4}}-[{_HEX}]{{12}}(?![{_HEX}])"
-)
+_LONG_OPAQUE = rf"(?<![{_OPAQUE_CHARS}])[{_OPAQUE_CHARS}]{{64,}}"
+_UUID = rf"(?<![{_HEX}])[{_HEX}]{{8}}-[{_HEX}]{{4}}-[{_HEX}]{{4}}-[{_HEX}]{{4}}-[{_HEX}]{{12}}(?![{_HEX}])"
+_TOKEN_SHAPED = re.compile(rf"{_LONG_OPAQUE}|{_UUID}")
+# Log lines keep UUIDs: request ids and SQS message ids are UUIDs and are what operators
+# correlate on. Only emulators issue UUID tokens, and the code never logs a token.
+_LONG_TOKEN_SHAPED = re.compile(_LONG_OPAQUE)
 
 # A value labelled as a task token: JSON ("taskToken": "..."), Python reprs
 # ('task_token': '...') and key=value text (taskToken=...&). Quoted values may
@@ -109,17 +111,17 @@ def _secret_pattern(secrets: tuple[str | None, ...]) -> re.Pattern[str] | None:
     return re.compile("|".join(re.escape(v) for v in ordered))
 
 
-def redact(text: str, *secrets: str | None) -> str:
+def redact(text: str, *secrets: str | None, uuids: bool = True) -> str:
     """Return ``text`` with the given secrets and anything token-shaped replaced by ``[redacted]``.
 
     ``None`` and blank secrets are ignored, so ``redact(text, find_token(body))``
-    is safe when no token was found.
+    is safe when no token was found. ``uuids=False`` keeps UUIDs (for log lines).
     """
     pattern = _secret_pattern(secrets)
     if pattern is not None:
         text = pattern.sub(REDACTED, text)
     text = _TOKEN_FIELD.sub(_redact_field, text)
-    return _TOKEN_SHAPED.sub(REDACTED, text)
+    return (_TOKEN_SHAPED if uuids else _LONG_TOKEN_SHAPED).sub(REDACTED, text)
 
 
 def redact_body(body: str | bytes) -> str:
@@ -153,12 +155,12 @@ def redact_body(body: str | bytes) -> str:
 
 def _redact_arg(arg: Any) -> Any:
     if isinstance(arg, str):
-        return redact(arg)
+        return redact(arg, uuids=False)
     try:
         shown = str(arg)
     except Exception:  # noqa: BLE001 - a broken __str__ must not break logging
         return REDACTED
-    cleaned = redact(shown)
+    cleaned = redact(shown, uuids=False)
     return arg if cleaned == shown else cleaned
 
 
@@ -176,13 +178,13 @@ class TokenRedactingFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # noqa: BLE001 - bad format args: logging reports them later
             # Handler.handleError prints msg and args, so clean both parts.
-            record.msg = redact(str(record.msg))
+            record.msg = redact(str(record.msg), uuids=False)
             if isinstance(record.args, tuple):
                 record.args = tuple(_redact_arg(arg) for arg in record.args)
             elif record.args is not None:
                 record.args = _redact_arg(record.args)
         else:
-            cleaned = redact(message)
+            cleaned = redact(message, uuids=False)
             if cleaned != message:
                 record.msg = cleaned
                 record.args = ()
@@ -192,7 +194,7 @@ class TokenRedactingFilter(logging.Filter):
             # it reuses exc_text when set) so its text can be redacted.
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = redact(record.exc_text)
+            record.exc_text = redact(record.exc_text, uuids=False)
         if record.stack_info:
-            record.stack_info = redact(record.stack_info)
+            record.stack_info = redact(record.stack_info, uuids=False)
         return True

@@ -55,7 +55,7 @@ def serve(argv: list[str]) -> None:
         "--graceful-timeout", "5",
         "--access-logfile", "-", "--access-logformat", ACCESS_LOG_FORMAT,
     ]  # fmt: skip
-    os.execv(sys.executable, cmd)
+    os.execv(sys.executable, cmd)  # noqa: S606 - replace ourselves with gunicorn, args are ours
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -57,13 +57,9 @@ def seed() -> None:
             user.is_active = True
             user.set_password(passwords[demo.username])
             user.save()
-            user.groups.set(
-                [Group.objects.get_or_create(name=name)[0] for name in demo.groups]
-            )
+            user.groups.set([Group.objects.get_or_create(name=name)[0] for name in demo.groups])
 
-        app = Application.objects.filter(client_id=client_id()).first() or Application(
-            client_id=client_id()
-        )
+        app = Application.objects.filter(client_id=client_id()).first() or Application(client_id=client_id())
         app.name = "Approval Portal"
         app.client_type = Application.CLIENT_CONFIDENTIAL
         app.authorization_grant_type = Application.GRANT_AUTHORIZATION_CODE
@@ -72,18 +68,10 @@ def seed() -> None:
         # Stored as given; DOT's ClientSecretField hashes it on save (hash_client_secret),
         # so the plaintext is never in the DB and is re-hashed on every setup run.
         app.hash_client_secret = True
-        app.client_secret = config.env(
-            "DEVIDP_CLIENT_SECRET", "approval-portal-dev-secret"
-        )
-        app.redirect_uris = " ".join(
-            config.env_list(
-                "DEVIDP_REDIRECT_URIS", "http://127.0.0.1:8000/oidc/callback/"
-            )
-        )
+        app.client_secret = config.env("DEVIDP_CLIENT_SECRET", "approval-portal-dev-secret")
+        app.redirect_uris = " ".join(config.env_list("DEVIDP_REDIRECT_URIS", "http://127.0.0.1:8000/oidc/callback/"))
         app.post_logout_redirect_uris = " ".join(
-            config.env_list(
-                "DEVIDP_POST_LOGOUT_REDIRECT_URIS", "http://127.0.0.1:8000/"
-            )
+            config.env_list("DEVIDP_POST_LOGOUT_REDIRECT_URIS", "http://127.0.0.1:8000/")
         )
         app.full_clean()  # rejects malformed redirect URIs from the environment early
         app.save()

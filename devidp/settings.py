@@ -9,9 +9,7 @@ ISSUER = config.issuer()
 DATA_DIR = config.data_dir()
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 
-SECRET_KEY = config.env(
-    "DEVIDP_SECRET_KEY", "devidp-insecure-dev-only-secret-key-change-me-0123456789"
-)
+SECRET_KEY = config.env("DEVIDP_SECRET_KEY", "devidp-insecure-dev-only-secret-key-change-me-0123456789")
 DEBUG = config.env("DEVIDP_DEBUG", "") == "1"
 
 _issuer_url = urlsplit(ISSUER)
@@ -125,9 +123,7 @@ OAUTH2_PROVIDER = {
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
-    },
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": "INFO"},
     "loggers": {

@@ -29,9 +29,7 @@ urlpatterns = [
     path("", TemplateView.as_view(template_name="devidp/home.html"), name="home"),
     path(
         "accounts/login/",
-        auth_views.LoginView.as_view(
-            template_name="devidp/login.html", extra_context={"demo_users": demo_hint}
-        ),
+        auth_views.LoginView.as_view(template_name="devidp/login.html", extra_context={"demo_users": demo_hint}),
         name="login",
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

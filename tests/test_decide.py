@@ -1,5 +1,6 @@
 """Deciding in the portal's pages: who may, how (POST + CSRF only), and never twice."""
 
+import json
 import uuid
 from datetime import timedelta
 
@@ -39,9 +40,14 @@ def people():
 
 @pytest.fixture
 def approval(people) -> ApprovalRequest:
-    body = (
-        '{"taskToken": "%s", "title": "Approve order 1234", "requester": "bob@example.com",'
-        ' "approvers": {"users": [], "groups": ["finance-approvers"]}, "details": {"amount": "<b>5300</b>"}}' % TOKEN
+    body = json.dumps(
+        {
+            "taskToken": TOKEN,
+            "title": "Approve order 1234",
+            "requester": "bob@example.com",
+            "approvers": {"users": [], "groups": ["finance-approvers"]},
+            "details": {"amount": "<b>5300</b>"},
+        }
     )
     request, _ = services.approval_request_ingest(message=parse_message(body), sqs_message_id="m-1")
     return request

@@ -128,11 +128,7 @@ def idp(tmp_path_factory):
 
 def _pkce_pair() -> tuple[str, str]:
     verifier = secrets.token_urlsafe(48)
-    challenge = (
-        base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
-        .rstrip(b"=")
-        .decode()
-    )
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
     return verifier, challenge
 
 
@@ -148,9 +144,7 @@ def _authorize(session, idp, challenge, state, nonce, **extra):
         "code_challenge_method": "S256",
         **extra,
     }
-    return session.get(
-        idp["discovery"]["authorization_endpoint"], params=params, allow_redirects=False
-    )
+    return session.get(idp["discovery"]["authorization_endpoint"], params=params, allow_redirects=False)
 
 
 def _login(session, login_url, username, password):
@@ -158,11 +152,7 @@ def _login(session, login_url, username, password):
     assert page.status_code == 200
     assert "Sign in" in page.text
     csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
-    next_url = (
-        re.search(r'name="next" value="([^"]*)"', page.text)
-        .group(1)
-        .replace("&amp;", "&")
-    )
+    next_url = re.search(r'name="next" value="([^"]*)"', page.text).group(1).replace("&amp;", "&")
     return session.post(
         urljoin(login_url, "/accounts/login/"),
         data={
@@ -218,9 +208,7 @@ def test_discovery_document(idp):
     assert doc["code_challenge_methods_supported"] == ["S256"]
     assert doc["response_types_supported"] == ["code"]
     assert "RS256" in doc["id_token_signing_alg_values_supported"]
-    assert {"email", "email_verified", "groups", "preferred_username"} <= set(
-        doc["claims_supported"]
-    )
+    assert {"email", "email_verified", "groups", "preferred_username"} <= set(doc["claims_supported"])
 
 
 def test_demo_passwords_api(monkeypatch):
@@ -270,9 +258,7 @@ def test_authorization_code_flow_with_pkce_and_logout(idp):
     assert "devidp_csrftoken" in session.cookies
 
     # Back to authorize; no consent page (skip_authorization), straight to the client.
-    response = session.get(
-        urljoin(login_url, response.headers["Location"]), allow_redirects=False
-    )
+    response = session.get(urljoin(login_url, response.headers["Location"]), allow_redirects=False)
     assert response.status_code == 302
     location = response.headers["Location"]
     assert location.startswith(idp["redirect_uri"] + "?")
