@@ -281,13 +281,19 @@ def callback_claim(*, callback_id: int) -> CallbackSend | None:
             _callback_fail(callback, code="identity_recheck_failed", message=reason)
             return None
 
+    try:
+        task_token = tokens.decrypt_token(request.token_ciphertext)
+    except tokens.TokenKeyError as error:
+        # A key was dropped too early: retrying cannot help, an admin must restore the key.
+        _callback_fail(callback, code="token_key_missing", message=str(error))
+        return None
     callback.status = CallbackStatus.SENDING
     callback.attempts += 1
     callback.save(update_fields=["status", "attempts", "updated_at"])
     return CallbackSend(
         callback_id=callback.pk,
         kind=callback.kind,
-        task_token=tokens.decrypt_token(request.token_ciphertext),
+        task_token=task_token,
         payload=callback.payload,
         attempts=callback.attempts,
     )
@@ -343,3 +349,34 @@ def callback_mark_failed(*, callback_id: int, code: str, message: str) -> None:
     if callback.status in {CallbackStatus.DELIVERED, CallbackStatus.FAILED}:
         return
     _callback_fail(callback, code=code, message=message)
+
+
+# ---------------------------------------------------------------------------
+# Key rotation
+# ---------------------------------------------------------------------------
+def token_keys_rotate(*, actor: User | None = None, batch_size: int = 500) -> int:
+    """Re-encrypt every stored task token with the newest key in TOKEN_ENCRYPTION_KEYS.
+
+    Rotation: put a new key first in the list and deploy, run this, then drop the old key.
+    Each batch is its own transaction, so a long run never holds many locks.
+    """
+    rotated = 0
+    last_pk = 0
+    while True:
+        with transaction.atomic():
+            batch = list(
+                ApprovalRequest.objects.select_for_update()
+                .filter(pk__gt=last_pk)
+                .order_by("pk")
+                .only("pk", "token_ciphertext")[:batch_size]
+            )
+            if not batch:
+                break
+            for request in batch:
+                request.token_ciphertext = tokens.rotate_token(request.token_ciphertext)
+            ApprovalRequest.objects.bulk_update(batch, ["token_ciphertext"])
+            rotated += len(batch)
+            last_pk = batch[-1].pk
+    with transaction.atomic():
+        _audit(action="token_keys_rotated", request=None, actor=actor, count=rotated)
+    return rotated
