@@ -7,12 +7,17 @@ and the nonce but not `iss` and `aud` (its issue #340), so this backend checks b
 
 import hashlib
 import logging
+import time
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.core.exceptions import SuspiciousOperation
 from django.db import transaction
+from django.http import HttpResponseRedirect
+from django.utils.http import url_has_allowed_host_and_scheme
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
+from mozilla_django_oidc.middleware import SessionRefresh
 
 from approvals.models import User
 
@@ -42,11 +47,18 @@ class PortalOIDCBackend(OIDCAuthenticationBackend):
         return {**claims, "iss": payload["iss"]}
 
     def verify_claims(self, claims) -> bool:
-        if not claims.get("email"):
-            logger.warning("sign-in refused: the IdP sent no email for subject")
+        email = str(claims.get("email") or "").strip().lower()
+        if not email or "@" not in email:
+            logger.warning("sign-in refused: the IdP sent no email")
             return False
-        if claims.get("email_verified") is False:
+        verified = claims.get("email_verified")
+        if verified is False or (settings.OIDC_REQUIRE_VERIFIED_EMAIL and verified is not True):
+            # An unverified email could name someone else, and emails grant assignments.
             logger.warning("sign-in refused: email not verified at the IdP")
+            return False
+        domains = settings.OIDC_ALLOWED_EMAIL_DOMAINS
+        if domains and email.rsplit("@", 1)[1] not in domains:
+            logger.warning("sign-in refused: email domain not allowed")
             return False
         return True
 
@@ -62,7 +74,11 @@ class PortalOIDCBackend(OIDCAuthenticationBackend):
 
     @transaction.atomic
     def update_user(self, user: User, claims) -> User:
-        user.email = claims["email"].strip().lower()
+        email = claims["email"].strip().lower()
+        if self.UserModel.objects.filter(email__iexact=email, is_active=True).exclude(pk=user.pk).exists():
+            # Assignments are by email: two people with one email would share them.
+            raise SuspiciousOperation("the email belongs to another active account")
+        user.email = email
         user.first_name = (claims.get("given_name") or claims.get("name") or "")[:150]
         user.last_name = (claims.get("family_name") or "")[:150]
         groups = self._groups(claims)
@@ -91,3 +107,34 @@ class PortalOIDCBackend(OIDCAuthenticationBackend):
         # Unique and stable; humans see the email, not this.
         digest = hashlib.sha256(f"{claims['iss']}|{claims['sub']}".encode()).hexdigest()[:32]
         return f"oidc-{digest}"
+
+
+def provider_logout_url(request) -> str:
+    """RP-initiated logout: end the IdP session too, then come back to the portal."""
+    endpoint = settings.OIDC_OP_LOGOUT_ENDPOINT
+    id_token = request.session.get("oidc_id_token")
+    if not endpoint or not id_token:
+        return settings.LOGOUT_REDIRECT_URL
+    query = urlencode({"id_token_hint": id_token, "post_logout_redirect_uri": f"{settings.PORTAL_BASE_URL}/"})
+    return f"{endpoint}?{query}"
+
+
+class PortalSessionRefresh(SessionRefresh):
+    """mozilla-django-oidc's refresh, plus: a state change with an expired sign-in is not trusted.
+
+    The library only refreshes on GET. A POST after the window sends the person back to the
+    page (GET), which re-checks with the IdP; they then submit again.
+    """
+
+    def process_request(self, request):
+        if (
+            request.method not in {"GET", "HEAD", "OPTIONS"}
+            and request.user.is_authenticated
+            and request.path not in self.exempt_urls
+            and request.session.get("oidc_id_token_expiration", 0) <= time.time()
+        ):
+            back = request.headers.get("referer", "")
+            if not url_has_allowed_host_and_scheme(back, {request.get_host()}, request.is_secure()):
+                back = "/"
+            return HttpResponseRedirect(back, status=303)
+        return super().process_request(request)

@@ -63,6 +63,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "portal.middleware.ContentSecurityPolicyMiddleware",
+    # Re-checks the sign-in with the IdP (prompt=none) once the ID token's window passed.
+    "approvals.auth.PortalSessionRefresh",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -126,6 +129,20 @@ SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=8 * 3600)
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+# Behind a TLS-terminating proxy, set SECURE_PROXY_SSL_HEADER_NAME=HTTP_X_FORWARDED_PROTO.
+if env.str("SECURE_PROXY_SSL_HEADER_NAME", default=""):
+    SECURE_PROXY_SSL_HEADER = (env.str("SECURE_PROXY_SSL_HEADER_NAME"), "https")
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEV)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEV else 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEV)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=not DEV)
+# Everything is served by the portal itself: no CDN, no inline scripts.
+CONTENT_SECURITY_POLICY = env.str(
+    "CONTENT_SECURITY_POLICY",
+    default="default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+)
 
 # ---------------------------------------------------------------------------
 # Sign-in: OIDC (mozilla-django-oidc)
@@ -133,7 +150,8 @@ SECURE_REFERRER_POLICY = "same-origin"
 AUTHENTICATION_BACKENDS = ["approvals.auth.PortalOIDCBackend"]
 LOGIN_URL = "signin"
 LOGIN_REDIRECT_URL = "/"
-LOGOUT_REDIRECT_URL = "/signin/"
+LOGIN_REDIRECT_URL_FAILURE = "/signin/?failed=1"
+LOGOUT_REDIRECT_URL = "/signin/?signed_out=1"
 
 OIDC_OP_ISSUER = env.str("OIDC_OP_ISSUER", default=dev_default("http://127.0.0.1:9000/o")).rstrip("/")
 OIDC_OP_AUTHORIZATION_ENDPOINT = env.str("OIDC_OP_AUTHORIZATION_ENDPOINT", default=f"{OIDC_OP_ISSUER}/authorize/")
@@ -150,6 +168,17 @@ OIDC_USE_PKCE = True
 OIDC_PKCE_CODE_CHALLENGE_METHOD = "S256"
 OIDC_TIMEOUT = env.float("OIDC_TIMEOUT", default=10.0)
 OIDC_CREATE_USER = True
+# How long a sign-in is trusted before the IdP is asked again (prompt=none): a user disabled
+# or removed from a group at the IdP loses access within this window.
+OIDC_RENEW_ID_TOKEN_EXPIRY_SECONDS = env.int("OIDC_SESSION_REFRESH_SECONDS", default=15 * 60)
+# RP-initiated logout: the IdP's end-session endpoint (empty: end only the portal session).
+OIDC_OP_LOGOUT_ENDPOINT = env.str("OIDC_OP_LOGOUT_ENDPOINT", default=f"{OIDC_OP_ISSUER}/logout/" if DEV else "")
+OIDC_OP_LOGOUT_URL_METHOD = "approvals.auth.provider_logout_url"
+OIDC_STORE_ID_TOKEN = True  # the id_token_hint for RP-initiated logout
+# Only an email the IdP verified is trusted (some IdPs, e.g. Entra ID, never send the claim).
+OIDC_REQUIRE_VERIFIED_EMAIL = env.bool("OIDC_REQUIRE_VERIFIED_EMAIL", default=True)
+# Optional allow-list of email domains (e.g. "example.com,example.org"); empty allows all.
+OIDC_ALLOWED_EMAIL_DOMAINS = [d.lower().lstrip("@") for d in env.list("OIDC_ALLOWED_EMAIL_DOMAINS", default=[])]
 # Which claim carries the user's groups, and which groups make a user a portal admin.
 OIDC_GROUPS_CLAIM = env.str("OIDC_GROUPS_CLAIM", default="groups")
 OIDC_ADMIN_GROUPS = env.list("OIDC_ADMIN_GROUPS", default=["portal-admins"])

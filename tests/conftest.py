@@ -178,8 +178,12 @@ def database_url() -> str:
 
 
 @pytest.fixture
-def portal_stack(transactional_db, aws, devidp, web_port, log_dir, settings):
-    """The portal's web server (gunicorn) and a Celery worker, as real processes on the test DB."""
+def portal_stack(request, transactional_db, aws, devidp, web_port, log_dir, settings):
+    """The portal's web server (gunicorn) and a Celery worker, as real processes on the test DB.
+
+    `@pytest.mark.portal_env(NAME="value")` adds environment variables for both processes.
+    """
+    marker = request.node.get_closest_marker("portal_env")
     env = {
         **os.environ,
         "DATABASE_URL": database_url(),
@@ -191,6 +195,7 @@ def portal_stack(transactional_db, aws, devidp, web_port, log_dir, settings):
         "OIDC_OP_ISSUER": devidp,
         "PORTAL_BASE_URL": f"http://127.0.0.1:{web_port}",
         "PYTHONUNBUFFERED": "1",
+        **(marker.kwargs if marker else {}),
     }
     web = Process(
         "web",

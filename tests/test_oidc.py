@@ -1,6 +1,7 @@
 """The SSO backend's claim mapping: identity by (issuer, sub), groups, admins from SSO."""
 
 import pytest
+from django.core.exceptions import SuspiciousOperation
 
 from approvals import selectors, services
 from approvals.auth import PortalOIDCBackend
@@ -62,9 +63,35 @@ def test_an_email_change_at_the_idp_follows_the_same_user(backend):
 def test_the_same_subject_at_another_issuer_is_another_person(backend):
     first = sign_in(backend, claims())
 
-    other = sign_in(backend, claims(iss="https://other-idp.example.com"))
+    other = sign_in(backend, claims(iss="https://other-idp.example.com", email="alice@other.example.com"))
 
     assert other.pk != first.pk
+
+
+def test_a_second_account_claiming_an_active_users_email_cannot_sign_in(backend):
+    # Assignments are by email: a second subject with alice's email would inherit her requests.
+    sign_in(backend, claims())
+
+    with pytest.raises(SuspiciousOperation):
+        sign_in(backend, claims(sub="someone-else"))
+
+    assert User.objects.filter(email="alice@example.com").count() == 1
+
+
+def test_an_email_outside_the_allowed_domains_is_refused(backend, settings):
+    settings.OIDC_ALLOWED_EMAIL_DOMAINS = ["corp.example.com"]
+
+    assert not backend.verify_claims(claims())
+    assert backend.verify_claims(claims(email="alice@corp.example.com"))
+
+
+def test_a_missing_email_verified_claim_is_not_trusted_unless_configured(backend, settings):
+    without = {k: v for k, v in claims().items() if k != "email_verified"}
+
+    assert not backend.verify_claims(without)
+    settings.OIDC_REQUIRE_VERIFIED_EMAIL = False
+    assert backend.verify_claims(without)
+    assert not backend.verify_claims(claims(email_verified=False))
 
 
 def test_groups_are_mirrored_at_every_sign_in(backend):

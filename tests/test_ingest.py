@@ -1,0 +1,430 @@
+"""Ingest: queue messages become approval requests, bad messages become IngestError rows.
+
+Real parts throughout: the moto server is SQS and Step Functions, PostgreSQL is the database.
+Every message goes through the queue and `worker.consumer.consume_once`, as in production.
+"""
+
+import base64
+import json
+import logging
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import boto3
+import pytest
+from django.conf import settings as django_settings
+
+from approvals import tokens
+from approvals.models import ApprovalRequest, Assignment, AuditEvent, IngestError
+from worker import gateway
+from worker.consumer import consume_once
+
+# A real-format task token: long, opaque base64 with '+', '/' and '=' padding (AWS issues up
+# to 2,048 characters; the moto server only issues 36-character UUIDs).
+LONG_TOKEN = "AQCEAAAAKgAAAA" + base64.b64encode(bytes(range(256)) * 4 + b"\xfb").decode()
+assert len(LONG_TOKEN) > 1200 and {"+", "/", "="} <= set(LONG_TOKEN)
+
+
+def new_token() -> str:
+    """A token as the moto server issues them (a UUID), unique per call."""
+    return str(uuid.uuid4())
+
+
+def consume(queue_url: str, *, visibility_timeout: int = 0, max_bytes: int = 256 * 1024) -> int:
+    """One consumer pass with no long poll. Visibility 0 makes a message left on the queue visible again at once."""
+    return consume_once(queue_url=queue_url, wait_seconds=0, visibility_timeout=visibility_timeout, max_bytes=max_bytes)
+
+
+def sqs_client():
+    """A boto3 client of our own, built from settings, to look at the queue independently of the code under test."""
+    return boto3.client(
+        "sqs",
+        endpoint_url=django_settings.AWS_ENDPOINT_URL,
+        region_name=django_settings.AWS_REGION,
+        aws_access_key_id=django_settings.AWS_ACCESS_KEY_ID,
+        aws_secret_access_key=django_settings.AWS_SECRET_ACCESS_KEY,
+    )
+
+
+def messages_on(queue_url: str) -> int:
+    """Visible plus in-flight messages: 0 means every message was deleted (or moved)."""
+    attributes = sqs_client().get_queue_attributes(
+        QueueUrl=queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
+
+def assert_token_absent(token: str, *texts: str) -> None:
+    for text in texts:
+        assert token not in text
+        # The JSON-escaped spelling ('/' may be written '\/') must not slip through either.
+        assert json.dumps(token)[1:-1] not in text
+
+
+def wait_for(predicate, timeout: float = 20, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
+
+
+def rich_body(token: str, **overrides) -> str:
+    data = {
+        "taskToken": token,
+        "title": "  Approve order 1234\n(EUR 5,300)  ",
+        "approvers": {"users": ["Alice@Example.com", " carol@example.COM "], "groups": ["finance-approvers"]},
+        "requester": "Bob@Example.com",
+        "details": {"order": {"id": 1234, "total": "5300.00"}, "supplier": "Müller & Söhne <GmbH>"},
+        "heartbeatSeconds": 3600,
+        "execution": "arn:aws:states:us-east-1:123456789012:execution:OrderApproval:run-1",
+        "stateMachine": "arn:aws:states:us-east-1:123456789012:stateMachine:OrderApproval",
+        "state": "WaitForApproval",
+    }
+    data.update(overrides)
+    return json.dumps(data)
+
+
+# ---------------------------------------------------------------------------
+# Good messages
+# ---------------------------------------------------------------------------
+@pytest.mark.django_db
+def test_a_rich_message_becomes_one_request_with_its_assignments_and_is_deleted_from_the_queue(aws, caplog):
+    caplog.set_level(logging.INFO)
+    queue_url = aws.APPROVAL_QUEUE_URL
+    token = new_token()
+    message_id = gateway.send_message(queue_url=queue_url, body=rich_body(token))
+
+    assert consume(queue_url) == 1
+
+    request = ApprovalRequest.objects.get()
+    assert request.title == "Approve order 1234 (EUR 5,300)"
+    assert request.details == {"order": {"id": 1234, "total": "5300.00"}, "supplier": "Müller & Söhne <GmbH>"}
+    assert request.requester_email == "bob@example.com"
+    assert request.status == "pending"
+    assert request.heartbeat_seconds == 3600
+    assert request.deadline is None
+    assert request.execution_arn.endswith(":execution:OrderApproval:run-1")
+    assert request.state_machine_arn.endswith(":stateMachine:OrderApproval")
+    assert request.state_name == "WaitForApproval"
+    assert request.sqs_message_id == message_id
+    assert sorted(request.assignments.values_list("kind", "value")) == [
+        (Assignment.Kind.GROUP, "finance-approvers"),
+        (Assignment.Kind.USER, "alice@example.com"),
+        (Assignment.Kind.USER, "carol@example.com"),
+    ]
+
+    # The token is stored encrypted and found by its keyed fingerprint.
+    assert request.token_ciphertext != token
+    assert token not in request.token_ciphertext
+    assert tokens.decrypt_token(request.token_ciphertext) == token
+    assert request.token_fingerprint == tokens.fingerprint_token(token)
+
+    event = AuditEvent.objects.get(request=request)
+    assert event.action == "ingested"
+    assert event.actor is None and event.actor_label == "system"
+    assert event.data["sqs_message_id"] == message_id
+    assert event.data["users"] == ["alice@example.com", "carol@example.com"]
+    assert event.data["groups"] == ["finance-approvers"]
+    assert event.data["routed_to_default_group"] is False
+
+    # Deleted after commit: nothing visible, nothing in flight (visibility 0 would show it again).
+    assert gateway.receive_batch(queue_url=queue_url, wait_seconds=0, visibility_timeout=0) == []
+    assert messages_on(queue_url) == 0
+
+    assert_token_absent(token, caplog.text, json.dumps(event.data), request.title, json.dumps(request.details))
+
+
+@pytest.mark.django_db
+def test_a_seed_shaped_message_without_approvers_goes_to_the_default_group_and_a_past_deadline_is_ignored(aws):
+    aws.APPROVAL_DEFAULT_GROUP = "portal-admins-for-this-test"
+    queue_url = aws.APPROVAL_QUEUE_URL
+    entered = (datetime.now(UTC) - timedelta(seconds=5)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    approval_request = {"orderId": "1234", "amount": 5300, "lines": [{"sku": "LAP-1", "qty": 2}]}
+    gateway.send_message(
+        queue_url=queue_url,
+        body=json.dumps({"taskToken": new_token(), "approvalRequest": approval_request, "approvalDeadline": entered}),
+    )
+
+    consume(queue_url)
+
+    request = ApprovalRequest.objects.get()
+    assert list(request.assignments.values_list("kind", "value")) == [
+        (Assignment.Kind.GROUP, "portal-admins-for-this-test")
+    ]
+    event = AuditEvent.objects.get(request=request, action="ingested")
+    assert event.data["routed_to_default_group"] is True
+    assert event.data["groups"] == ["portal-admins-for-this-test"]
+    # `$$.State.EnteredTime` is already past on arrival: not a deadline.
+    assert request.deadline is None
+    assert request.details == approval_request
+    assert request.title == "Approval requested"
+    assert request.requester_email == ""
+    assert messages_on(queue_url) == 0
+
+
+@pytest.mark.django_db
+def test_timeout_seconds_sets_the_deadline_counted_from_receipt(aws):
+    queue_url = aws.APPROVAL_QUEUE_URL
+    gateway.send_message(queue_url=queue_url, body=rich_body(new_token(), timeoutSeconds=86400))
+
+    consume(queue_url)
+
+    request = ApprovalRequest.objects.get()
+    assert request.timeout_seconds == 86400
+    assert request.deadline == request.received_at + timedelta(seconds=86400)
+    assert abs(request.received_at - datetime.now(UTC)) < timedelta(seconds=30)
+
+
+@pytest.mark.django_db
+def test_the_earlier_of_a_future_approval_deadline_and_timeout_seconds_wins(aws):
+    queue_url = aws.APPROVAL_QUEUE_URL
+    soon = (datetime.now(UTC) + timedelta(hours=2)).replace(microsecond=0)
+    later = (datetime.now(UTC) + timedelta(days=3)).replace(microsecond=0)
+    gateway.send_message(
+        queue_url=queue_url, body=rich_body(new_token(), approvalDeadline=soon.isoformat(), timeoutSeconds=86400)
+    )
+    gateway.send_message(
+        queue_url=queue_url, body=rich_body(new_token(), approvalDeadline=later.isoformat(), timeoutSeconds=86400)
+    )
+
+    consume(queue_url)
+
+    by_deadline = {request.deadline == soon: request for request in ApprovalRequest.objects.all()}
+    assert set(by_deadline) == {True, False}
+    other = by_deadline[False]
+    assert other.deadline == other.received_at + timedelta(seconds=86400)
+
+
+@pytest.mark.django_db
+def test_the_same_message_delivered_twice_makes_one_request_and_both_copies_are_deleted(aws):
+    queue_url = aws.APPROVAL_QUEUE_URL
+    body = rich_body(new_token())
+    first_id = gateway.send_message(queue_url=queue_url, body=body)
+    second_id = gateway.send_message(queue_url=queue_url, body=body)
+    assert first_id != second_id
+
+    handled = consume(queue_url)
+    handled += consume(queue_url)  # in case the first receive returned only one of them
+
+    assert handled == 2
+    request = ApprovalRequest.objects.get()
+    assert request.sqs_message_id in {first_id, second_id}
+    assert AuditEvent.objects.filter(action="ingested").count() == 1
+    assert request.assignments.count() == 3
+    assert messages_on(queue_url) == 0
+
+
+@pytest.mark.django_db
+def test_a_long_real_format_token_is_ingested_and_round_trips_exactly(aws, caplog):
+    caplog.set_level(logging.INFO)
+    queue_url = aws.APPROVAL_QUEUE_URL
+    gateway.send_message(queue_url=queue_url, body=rich_body(LONG_TOKEN))
+
+    consume(queue_url)
+
+    request = ApprovalRequest.objects.get()
+    assert tokens.decrypt_token(request.token_ciphertext) == LONG_TOKEN
+    assert request.token_fingerprint == tokens.fingerprint_token(LONG_TOKEN)
+    assert ApprovalRequest.objects.filter(token_fingerprint=tokens.fingerprint_token(LONG_TOKEN)).exists()
+    assert messages_on(queue_url) == 0
+    events = " ".join(json.dumps(event.data) for event in AuditEvent.objects.all())
+    assert_token_absent(LONG_TOKEN, caplog.text, events)
+
+
+# ---------------------------------------------------------------------------
+# Bad messages
+# ---------------------------------------------------------------------------
+BAD_MESSAGES = {
+    "not JSON, cut off after the token": (
+        lambda token: '{"taskToken": "' + token + '", "title": "Approve order',
+        "not_json",
+        "not valid JSON",
+    ),
+    "a JSON array, not an object": (lambda token: json.dumps([token, "approve me"]), "not_object", "JSON object"),
+    "no task token": (lambda token: json.dumps({"title": "Approve order 1234"}), "missing_token", "taskToken"),
+    "a task token that is a number": (lambda token: json.dumps({"taskToken": 12345}), "wrong_type", "taskToken"),
+    "timeoutSeconds as a string": (
+        lambda token: json.dumps({"taskToken": token, "timeoutSeconds": "one day"}),
+        "wrong_type",
+        "timeoutSeconds",
+    ),
+    "approvers as a list": (
+        lambda token: json.dumps({"taskToken": token, "approvers": ["alice@example.com"]}),
+        "bad_approvers",
+        "approvers",
+    ),
+    "a requester that is not an email address": (
+        lambda token: json.dumps({"taskToken": token, "requester": "bob"}),
+        "bad_value",
+        "requester",
+    ),
+    "oversized": (
+        lambda token: json.dumps({"taskToken": token, "details": {"notes": "x" * 3000}}),
+        "oversized",
+        "too large",
+    ),
+}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("token", [new_token(), LONG_TOKEN], ids=["uuid-token", "long-token"])
+@pytest.mark.parametrize("case", list(BAD_MESSAGES))
+def test_a_bad_message_is_recorded_with_its_token_redacted_and_left_on_the_queue_without_blocking_a_good_one(
+    aws, caplog, case, token
+):
+    caplog.set_level(logging.INFO)
+    make_body, code, reason_mentions = BAD_MESSAGES[case]
+    queue_url = aws.APPROVAL_QUEUE_URL
+    bad_body = make_body(token)
+    good_token = new_token()
+    bad_id = gateway.send_message(queue_url=queue_url, body=bad_body)
+    gateway.send_message(queue_url=queue_url, body=rich_body(good_token))
+    # Small enough that the padded message is oversized, large enough for every other body.
+    max_bytes = 2500
+
+    assert consume(queue_url, max_bytes=max_bytes) == 2
+
+    # The good message in the same batch was ingested and deleted.
+    request = ApprovalRequest.objects.get()
+    assert tokens.decrypt_token(request.token_ciphertext) == good_token
+
+    error = IngestError.objects.get()
+    assert error.sqs_message_id == bad_id
+    assert error.code == code
+    assert reason_mentions in error.reason
+    assert error.receive_count == 1
+    assert error.body_redacted  # admins see what arrived ...
+    assert_token_absent(token, error.reason, error.body_redacted, caplog.text)  # ... but never the token
+    assert AuditEvent.objects.filter(action="ingest_error", data__sqs_message_id=bad_id).count() == 1
+
+    # Not deleted: left for the queue's redrive policy. Visibility 0 expired at once, so it returns;
+    # the second sighting counts on the same row instead of adding one.
+    assert messages_on(queue_url) == 1
+    assert consume(queue_url, max_bytes=max_bytes) == 1
+    error.refresh_from_db()
+    assert IngestError.objects.count() == 1
+    assert error.receive_count == 2
+    assert error.last_seen_at >= error.first_seen_at
+    assert ApprovalRequest.objects.count() == 1
+    assert AuditEvent.objects.filter(action="ingest_error").count() == 1
+    assert_token_absent(token, caplog.text)
+
+
+@pytest.mark.django_db
+def test_a_bad_message_stays_hidden_for_its_visibility_timeout_then_returns_and_finally_moves_to_the_dlq(aws):
+    queue_url = aws.APPROVAL_QUEUE_URL  # the fixture's queue redrives to "<name>-dlq" after 3 receives
+    dlq_url = sqs_client().get_queue_url(QueueName=f"{aws.APPROVAL_QUEUE_NAME}-dlq")["QueueUrl"]
+    token = new_token()
+    bad_id = gateway.send_message(queue_url=queue_url, body=json.dumps({"taskToken": token, "timeoutSeconds": -1}))
+
+    assert consume(queue_url, visibility_timeout=1) == 1
+    assert IngestError.objects.get().code == "bad_value"
+    assert consume(queue_url) == 0  # hidden, not deleted ...
+    assert messages_on(queue_url) == 1
+    time.sleep(1.2)
+    assert consume(queue_url) == 1  # ... and back once the visibility timeout expired
+    assert consume(queue_url) == 1
+    assert IngestError.objects.get().receive_count == 3
+
+    # maxReceiveCount reached: the next receive moves it to the dead-letter queue.
+    assert consume(queue_url) == 0
+    assert messages_on(queue_url) == 0
+    moved = sqs_client().receive_message(QueueUrl=dlq_url, MaxNumberOfMessages=10)["Messages"]
+    assert [message["MessageId"] for message in moved] == [bad_id]
+    assert IngestError.objects.get().receive_count == 3
+    assert ApprovalRequest.objects.count() == 0
+
+
+# ---------------------------------------------------------------------------
+# Real Step Functions executions (moto server)
+# ---------------------------------------------------------------------------
+EXECUTION_INPUT = {
+    "title": "Approve order 1234",
+    "approvers": {"users": ["alice@example.com"], "groups": ["finance-approvers"]},
+    "requester": "bob@example.com",
+    "details": {"order": {"id": 1234, "total": {"amount": "5300.00", "currency": "EUR"}}},
+}
+
+
+@pytest.mark.django_db
+def test_messages_from_real_executions_carry_the_execution_state_machine_and_state(aws, demo_state_machine):
+    queue_url = aws.APPROVAL_QUEUE_URL
+    executions = {
+        gateway.start_execution(
+            state_machine_arn=demo_state_machine,
+            name=f"ingest-{index}-{uuid.uuid4().hex[:8]}",
+            execution_input={**EXECUTION_INPUT, "title": f"Approve order {index}"},
+        ): f"Approve order {index}"
+        for index in range(3)
+    }
+
+    def three_ingested():
+        consume(queue_url)
+        return ApprovalRequest.objects.count() >= 3
+
+    wait_for(three_ingested)
+
+    requests_ = list(ApprovalRequest.objects.all())
+    assert len(requests_) == 3
+    assert {request.execution_arn for request in requests_} == set(executions)
+    for request in requests_:
+        assert request.title == executions[request.execution_arn]
+        assert request.state_machine_arn == demo_state_machine
+        assert request.state_name == "WaitForApproval"
+        assert request.timeout_seconds == 86400
+        assert request.deadline == request.received_at + timedelta(seconds=86400)
+        assert request.details == EXECUTION_INPUT["details"]
+        assert tokens.decrypt_token(request.token_ciphertext)  # moto issued a token; we kept it
+    assert len({request.token_fingerprint for request in requests_}) == 3
+    assert messages_on(queue_url) == 0
+    for execution_arn in executions:
+        assert gateway.describe_execution(execution_arn=execution_arn)["status"] == "RUNNING"
+
+
+# ---------------------------------------------------------------------------
+# Concurrency
+# ---------------------------------------------------------------------------
+@pytest.mark.django_db(transaction=True)
+def test_two_consumers_racing_over_one_queue_ingest_every_request_exactly_once(aws):
+    from django.db import connection
+
+    queue_url = aws.APPROVAL_QUEUE_URL
+    bodies = [rich_body(new_token(), title=f"Request {index}") for index in range(20)]
+    for body in bodies + bodies[:6]:  # six delivered twice, so the two consumers can meet on a token
+        gateway.send_message(queue_url=queue_url, body=body)
+
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def consumer():
+        try:
+            start.wait(timeout=10)
+            empty_passes = 0
+            while empty_passes < 2:
+                handled = consume_once(queue_url=queue_url, wait_seconds=0, visibility_timeout=30, max_bytes=4096)
+                empty_passes = empty_passes + 1 if handled == 0 else 0
+        except BaseException as error:  # noqa: BLE001 - re-raised in the test's thread below
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=consumer) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads)
+    assert errors == []
+
+    assert ApprovalRequest.objects.count() == 20
+    assert sorted(ApprovalRequest.objects.values_list("title", flat=True)) == sorted(f"Request {i}" for i in range(20))
+    assert AuditEvent.objects.filter(action="ingested").count() == 20
+    assert Assignment.objects.count() == 20 * 3
+    assert IngestError.objects.count() == 0
+    assert messages_on(queue_url) == 0
