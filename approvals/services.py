@@ -199,23 +199,29 @@ def _decide(*, public_id, user: User, approve: bool, comment: str) -> ApprovalRe
     return request
 
 
-def approval_decide(*, public_id, user: User, approve: bool, comment: str = "") -> ApprovalRequest:
+def approval_decide(*, public_id, user: User, approve: bool, comment: str = "", via: str = "web") -> ApprovalRequest:
     """Approve or reject. Raises ApprovalError (and audits the refusal) when not allowed."""
     comment = comment.strip()
     try:
         return _decide(public_id=public_id, user=user, approve=approve, comment=comment)
     except ApprovalError as error:
         # The decision's transaction rolled back; the refusal is recorded on its own.
-        if error.request is not None:
-            with transaction.atomic():
-                _audit(
-                    action="decision_refused",
-                    request=error.request,
-                    actor=user,
-                    code=error.code,
-                    attempted="approve" if approve else "reject",
-                )
+        refusal_record(
+            user=user,
+            request=error.request,
+            code=error.code,
+            attempted="approve" if approve else "reject",
+            via=via,
+            public_id=str(public_id),
+        )
         raise
+
+
+@transaction.atomic
+def refusal_record(*, user: User, request: ApprovalRequest | None, code: str, attempted: str, **data) -> AuditEvent:
+    """Every refused attempt is visible to admins: who, what, why."""
+    logger.info("refused %s for %s: %s", attempted, user.email or user.pk, code)
+    return _audit(action="decision_refused", request=request, actor=user, code=code, attempted=attempted, **data)
 
 
 # ---------------------------------------------------------------------------

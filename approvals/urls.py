@@ -8,4 +8,5 @@ urlpatterns = [
     path("requests/<uuid:public_id>/", views.request_detail, name="request-detail"),
     path("requests/<uuid:public_id>/decide/", views.decide, name="request-decide"),
     path("requests/<uuid:public_id>/result/", views.decision_result, name="request-result"),
+    path("links/<str:token>/", views.decision_link, name="decision-link"),
 ]

@@ -8,17 +8,20 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.http import require_GET, require_POST
 
-from approvals import permissions, selectors, services
-from approvals.forms import DecisionForm
+from approvals import links, permissions, selectors, services
+from approvals.forms import DecisionForm, LinkConfirmForm
 
-# ApprovalError codes → HTTP status of the page that explains them.
+# Refusal codes → HTTP status of the page that explains them.
 ERROR_STATUS = {
     "not_found": 404,
     "requester": 403,
     "not_assignee": 403,
     "inactive_user": 403,
+    "other_user": 403,
+    "link_tampered": 403,
     "not_pending": 409,
-    "expired": 409,
+    "expired": 410,
+    "link_expired": 410,
 }
 
 
@@ -83,13 +86,64 @@ def decide(request, public_id):
             public_id=public_id, user=request.user, approve=form.approve, comment=form.cleaned_data["comment"]
         )
     except services.ApprovalError as error:
-        return render(
-            request,
-            "approvals/error.html",
-            {"message": error.message, "code": error.code, "approval": error.request},
-            status=ERROR_STATUS.get(error.code, 400),
-        )
+        return _refusal_page(request, error.message, error.code, error.request)
     return redirect("request-result", public_id=public_id)
+
+
+def _refusal_page(request, message: str, code: str, approval=None):
+    return render(
+        request,
+        "approvals/error.html",
+        {"message": message, "code": code, "approval": approval},
+        status=ERROR_STATUS.get(code, 400),
+    )
+
+
+@login_required
+def decision_link(request, token):
+    """A signed one-click link: GET shows a confirm page, only the POST decides."""
+    try:
+        link = links.read_link_token(token)
+    except links.LinkError as error:
+        services.refusal_record(user=request.user, request=None, code=error.code, attempted="link")
+        return _refusal_page(request, error.message, error.code)
+    approval = selectors.request_detail(link.public_id)
+    if link.approver_email != (request.user.email or "").lower():
+        services.refusal_record(user=request.user, request=approval, code="other_user", attempted=link.action)
+        return _refusal_page(
+            request, "This link was sent to someone else. Sign in as that person to use it.", "other_user"
+        )
+    if approval is None:
+        services.refusal_record(user=request.user, request=None, code="not_found", attempted=link.action)
+        return _refusal_page(request, "This approval request does not exist.", "not_found")
+
+    if request.method == "POST":
+        form = LinkConfirmForm(request.POST)
+        if not form.is_valid():
+            return _refusal_page(request, "The comment is too long.", "bad_input")
+        try:
+            services.approval_decide(
+                public_id=approval.public_id,
+                user=request.user,
+                approve=link.action == "approve",
+                comment=form.cleaned_data["comment"],
+                via="link",
+            )
+        except services.ApprovalError as error:
+            return _refusal_page(request, error.message, error.code, error.request)
+        return redirect("request-result", public_id=approval.public_id)
+    if request.method != "GET":
+        return _refusal_page(request, "Use the button on the page.", "bad_input")
+
+    refusal = permissions.decision_refusal(request.user, approval)
+    if refusal is not None:
+        services.refusal_record(
+            user=request.user, request=approval, code=refusal.code, attempted=link.action, via="link"
+        )
+        return _refusal_page(request, refusal.message, refusal.code, approval)
+    return render(
+        request, "approvals/confirm.html", {"approval": approval, "action": link.action, "form": LinkConfirmForm()}
+    )
 
 
 @login_required

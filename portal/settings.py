@@ -225,6 +225,8 @@ TOKEN_ENCRYPTION_KEYS = env.list(
 TOKEN_FINGERPRINT_KEY = env.str("TOKEN_FINGERPRINT_KEY", default=dev_default("dev-only-token-fingerprint-key"))
 # Requests that name no approvers go to this group, never nowhere.
 APPROVAL_DEFAULT_GROUP = env.str("APPROVAL_DEFAULT_GROUP", default="portal-admins")
+# How long a one-click link in an email or chat message stays valid.
+DECISION_LINK_TTL_SECONDS = env.int("DECISION_LINK_TTL_SECONDS", default=3 * 24 * 3600)
 APPROVAL_MAX_MESSAGE_BYTES = env.int("APPROVAL_MAX_MESSAGE_BYTES", default=256 * 1024)
 APPROVAL_CONSUMER_ENABLED = env.bool("APPROVAL_CONSUMER_ENABLED", default=True)
 APPROVAL_CONSUMER_WAIT_SECONDS = env.int("APPROVAL_CONSUMER_WAIT_SECONDS", default=10)

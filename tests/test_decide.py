@@ -206,6 +206,7 @@ def test_an_unknown_request_is_a_clear_404(people):
     response = client.post(f"/requests/{unknown}/decide/", {"decision": "approve", "csrfmiddlewaretoken": csrf})
     assert response.status_code == 404
     assert "does not exist" in response.content.decode()
+    assert AuditEvent.objects.get(action="decision_refused").data["code"] == "not_found"
 
 
 def test_pages_need_a_signed_in_user(approval):
@@ -220,5 +221,6 @@ def test_an_expired_request_cannot_be_decided(people, approval):
 
     response = post_decision(client_for(people["alice"]), approval)
 
-    assert response.status_code == 409
+    assert response.status_code == 410
     assert "deadline" in response.content.decode()
+    assert AuditEvent.objects.get(request=approval, action="decision_refused").data["code"] == "expired"

@@ -2,6 +2,10 @@
 
 Real parts throughout: the moto server is SQS and Step Functions, PostgreSQL is the database.
 Every message goes through the queue and `worker.consumer.consume_once`, as in production.
+
+These tests use `django_db(transaction=True)`: consume_once starts with Django's
+`close_old_connections()` (right for a long-lived consumer thread), which closes a connection
+that is inside an atomic block, i.e. the one a plain `db` test runs in.
 """
 
 import base64
@@ -93,7 +97,7 @@ def rich_body(token: str, **overrides) -> str:
 # ---------------------------------------------------------------------------
 # Good messages
 # ---------------------------------------------------------------------------
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_a_rich_message_becomes_one_request_with_its_assignments_and_is_deleted_from_the_queue(aws, caplog):
     caplog.set_level(logging.INFO)
     queue_url = aws.APPROVAL_QUEUE_URL
@@ -140,7 +144,7 @@ def test_a_rich_message_becomes_one_request_with_its_assignments_and_is_deleted_
     assert_token_absent(token, caplog.text, json.dumps(event.data), request.title, json.dumps(request.details))
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_a_seed_shaped_message_without_approvers_goes_to_the_default_group_and_a_past_deadline_is_ignored(aws):
     aws.APPROVAL_DEFAULT_GROUP = "portal-admins-for-this-test"
     queue_url = aws.APPROVAL_QUEUE_URL
@@ -168,7 +172,7 @@ def test_a_seed_shaped_message_without_approvers_goes_to_the_default_group_and_a
     assert messages_on(queue_url) == 0
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_timeout_seconds_sets_the_deadline_counted_from_receipt(aws):
     queue_url = aws.APPROVAL_QUEUE_URL
     gateway.send_message(queue_url=queue_url, body=rich_body(new_token(), timeoutSeconds=86400))
@@ -181,7 +185,7 @@ def test_timeout_seconds_sets_the_deadline_counted_from_receipt(aws):
     assert abs(request.received_at - datetime.now(UTC)) < timedelta(seconds=30)
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_the_earlier_of_a_future_approval_deadline_and_timeout_seconds_wins(aws):
     queue_url = aws.APPROVAL_QUEUE_URL
     soon = (datetime.now(UTC) + timedelta(hours=2)).replace(microsecond=0)
@@ -201,7 +205,7 @@ def test_the_earlier_of_a_future_approval_deadline_and_timeout_seconds_wins(aws)
     assert other.deadline == other.received_at + timedelta(seconds=86400)
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_the_same_message_delivered_twice_makes_one_request_and_both_copies_are_deleted(aws):
     queue_url = aws.APPROVAL_QUEUE_URL
     body = rich_body(new_token())
@@ -220,7 +224,7 @@ def test_the_same_message_delivered_twice_makes_one_request_and_both_copies_are_
     assert messages_on(queue_url) == 0
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_a_long_real_format_token_is_ingested_and_round_trips_exactly(aws, caplog):
     caplog.set_level(logging.INFO)
     queue_url = aws.APPROVAL_QUEUE_URL
@@ -272,7 +276,7 @@ BAD_MESSAGES = {
 }
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("token", [new_token(), LONG_TOKEN], ids=["uuid-token", "long-token"])
 @pytest.mark.parametrize("case", list(BAD_MESSAGES))
 def test_a_bad_message_is_recorded_with_its_token_redacted_and_left_on_the_queue_without_blocking_a_good_one(
@@ -316,7 +320,7 @@ def test_a_bad_message_is_recorded_with_its_token_redacted_and_left_on_the_queue
     assert_token_absent(token, caplog.text)
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_a_bad_message_stays_hidden_for_its_visibility_timeout_then_returns_and_finally_moves_to_the_dlq(aws):
     queue_url = aws.APPROVAL_QUEUE_URL  # the fixture's queue redrives to "<name>-dlq" after 3 receives
     dlq_url = sqs_client().get_queue_url(QueueName=f"{aws.APPROVAL_QUEUE_NAME}-dlq")["QueueUrl"]
@@ -352,7 +356,7 @@ EXECUTION_INPUT = {
 }
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_messages_from_real_executions_carry_the_execution_state_machine_and_state(aws, demo_state_machine):
     queue_url = aws.APPROVAL_QUEUE_URL
     executions = {

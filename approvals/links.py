@@ -1,0 +1,59 @@
+"""Signed one-click links for notifications: (request, approver, action, expiry).
+
+A link only leads to a confirm page; the decision is a POST made by the signed-in approver.
+The signature (django.core.signing, keyed by SECRET_KEY) makes links unforgeable; the link
+carries no secret itself and never the task token.
+"""
+
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core import signing
+from django.urls import reverse
+
+SALT = "approvals.decision-link.v1"
+ACTIONS = {"approve", "reject"}
+
+
+class LinkError(Exception):
+    def __init__(self, message: str, code: str):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+@dataclass(frozen=True)
+class DecisionLink:
+    public_id: str
+    approver_email: str
+    action: str
+    expires_at: int
+
+
+def make_link_token(*, public_id, approver_email: str, action: str, ttl_seconds: int | None = None) -> str:
+    if action not in ACTIONS:
+        raise ValueError(f"unknown action {action!r}")
+    ttl = ttl_seconds if ttl_seconds is not None else settings.DECISION_LINK_TTL_SECONDS
+    payload = {"r": str(public_id), "u": approver_email.lower(), "a": action, "e": int(time.time()) + ttl}
+    return signing.dumps(payload, salt=SALT, compress=True)
+
+
+def decision_link_url(*, public_id, approver_email: str, action: str, ttl_seconds: int | None = None) -> str:
+    token = make_link_token(public_id=public_id, approver_email=approver_email, action=action, ttl_seconds=ttl_seconds)
+    return settings.PORTAL_BASE_URL + reverse("decision-link", args=[token])
+
+
+def read_link_token(token: str) -> DecisionLink:
+    """The link's content, or LinkError("…", "link_tampered" | "link_expired")."""
+    try:
+        payload = signing.loads(token, salt=SALT)
+    except signing.BadSignature:
+        raise LinkError("This link is not valid. Open the request from your inbox instead.", "link_tampered") from None
+    if not isinstance(payload, dict) or payload.get("a") not in ACTIONS or not isinstance(payload.get("e"), int):
+        raise LinkError("This link is not valid. Open the request from your inbox instead.", "link_tampered")
+    if payload["e"] < time.time():
+        raise LinkError("This link has expired. Open the request from your inbox instead.", "link_expired")
+    return DecisionLink(
+        public_id=str(payload["r"]), approver_email=str(payload["u"]), action=payload["a"], expires_at=payload["e"]
+    )
