@@ -44,7 +44,11 @@ class PortalOIDCBackend(OIDCAuthenticationBackend):
         # OIDC Core 5.3.2: userinfo's sub must equal the ID token's, else it's not this user.
         if claims.get("sub") != payload["sub"]:
             raise SuspiciousOperation("userinfo subject does not match the ID token")
-        return {**claims, "iss": payload["iss"]}
+        # Some IdPs put groups only in the ID token (Entra ID), others only in userinfo.
+        id_token_claims = {
+            k: v for k, v in payload.items() if k not in {"aud", "exp", "iat", "nonce", "azp", "at_hash"}
+        }
+        return {**id_token_claims, **claims, "iss": payload["iss"]}
 
     def verify_claims(self, claims) -> bool:
         email = str(claims.get("email") or "").strip().lower()
