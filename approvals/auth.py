@@ -10,6 +10,8 @@ import logging
 import time
 from urllib.parse import urlencode
 
+import jwt
+import requests
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.core.exceptions import SuspiciousOperation
@@ -25,8 +27,27 @@ logger = logging.getLogger(__name__)
 
 
 class PortalOIDCBackend(OIDCAuthenticationBackend):
+    def authenticate(self, request, **kwargs):
+        # The library lets a refused token (bad signature, nonce, aud...) escape as a 400 and an
+        # IdP error (used code, PKCE mismatch) or an expired token as a 500. Either way nobody is
+        # signed in; returning None sends the person to LOGIN_REDIRECT_URL_FAILURE instead.
+        try:
+            return super().authenticate(request, **kwargs)
+        except SuspiciousOperation as exc:
+            logger.warning("sign-in refused: %s", exc)
+        except requests.RequestException as exc:
+            status = exc.response.status_code if exc.response is not None else "-"
+            logger.warning("sign-in refused: the IdP request failed (%s, status %s)", type(exc).__name__, status)
+        return None
+
     def verify_token(self, token, **kwargs):
-        payload = super().verify_token(token, **kwargs)
+        try:
+            payload = super().verify_token(token, **kwargs)
+        except (jwt.PyJWTError, KeyError) as exc:  # expired, not yet valid, malformed, no kid
+            raise SuspiciousOperation(f"ID token rejected: {type(exc).__name__}") from exc
+        if not isinstance(payload.get("exp"), int | float):
+            # PyJWT checks exp only when present; OIDC Core 2 requires it.
+            raise SuspiciousOperation("ID token has no expiry")
         if payload.get("iss") != settings.OIDC_OP_ISSUER:
             raise SuspiciousOperation("ID token issuer does not match OIDC_OP_ISSUER")
         audience = payload.get("aud")

@@ -331,6 +331,8 @@ def _optional_text(data: dict[str, Any], name: str, max_length: int) -> str:
 def _is_email(value: str) -> bool:
     # Catch-and-return keeps ValidationError (whose params hold the value) out
     # of any ContractError's __context__.
+    if len(value) > 254:  # RFC 5321's limit and EmailField's max_length: a longer one cannot be stored
+        return False
     try:
         validate_email(value)
     except ValidationError:

@@ -50,6 +50,7 @@ class ApprovalRequest(models.Model):
     deadline = models.DateTimeField(null=True, blank=True)
     timeout_seconds = models.PositiveIntegerField(null=True, blank=True)
     heartbeat_seconds = models.PositiveIntegerField(null=True, blank=True)
+    last_heartbeat_at = models.DateTimeField(null=True, blank=True)
     # The task token: a secret. Encrypted at rest, found by a keyed fingerprint.
     token_ciphertext = models.TextField(editable=False)
     token_fingerprint = models.CharField(max_length=64, unique=True, editable=False)
@@ -194,3 +195,19 @@ class IngestError(models.Model):
 
     def __str__(self) -> str:
         return f"{self.code}: {self.reason[:80]}"
+
+
+class ConsumerStatus(models.Model):
+    """Each queue consumer's last successful poll, for health checks and the admin."""
+
+    name = models.CharField(max_length=200, unique=True)
+    last_poll_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    last_error_at = models.DateTimeField(null=True, blank=True)
+    messages_handled = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        verbose_name_plural = "consumer statuses"
+
+    def __str__(self) -> str:
+        return self.name

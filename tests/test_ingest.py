@@ -400,18 +400,25 @@ def test_two_consumers_racing_over_one_queue_ingest_every_request_exactly_once(a
 
     queue_url = aws.APPROVAL_QUEUE_URL
     bodies = [rich_body(new_token(), title=f"Request {index}") for index in range(20)]
-    for body in bodies + bodies[:6]:  # six delivered twice, so the two consumers can meet on a token
+    # Six delivered twice, placed so that the first two batches (one per consumer) share them:
+    # the two consumers then ingest the same tokens at the same moment.
+    for body in bodies[:10] + bodies[:6] + bodies[10:]:
         gateway.send_message(queue_url=queue_url, body=body)
 
     errors: list[BaseException] = []
     start = threading.Barrier(2)
 
+    handled_by: dict[str, int] = {}
+
     def consumer():
+        name = threading.current_thread().name
+        handled_by[name] = 0
         try:
             start.wait(timeout=10)
             empty_passes = 0
             while empty_passes < 2:
                 handled = consume_once(queue_url=queue_url, wait_seconds=0, visibility_timeout=30, max_bytes=4096)
+                handled_by[name] += handled
                 empty_passes = empty_passes + 1 if handled == 0 else 0
         except BaseException as error:  # noqa: BLE001 - re-raised in the test's thread below
             errors.append(error)
@@ -425,6 +432,7 @@ def test_two_consumers_racing_over_one_queue_ingest_every_request_exactly_once(a
         thread.join(timeout=60)
     assert not any(thread.is_alive() for thread in threads)
     assert errors == []
+    assert all(count > 0 for count in handled_by.values()), handled_by  # both consumers took part
 
     assert ApprovalRequest.objects.count() == 20
     assert sorted(ApprovalRequest.objects.values_list("title", flat=True)) == sorted(f"Request {i}" for i in range(20))
@@ -432,3 +440,30 @@ def test_two_consumers_racing_over_one_queue_ingest_every_request_exactly_once(a
     assert Assignment.objects.count() == 20 * 3
     assert IngestError.objects.count() == 0
     assert messages_on(queue_url) == 0
+
+
+# A syntactically valid address longer than the 254 characters an EmailField (and RFC 5321) allows.
+TOO_LONG_EMAIL = "a" * 64 + "@" + ("b" * 63 + ".") * 3 + "com"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("fields", "code"),
+    [({"requester": TOO_LONG_EMAIL}, "bad_value"), ({"approvers": {"users": [TOO_LONG_EMAIL]}}, "bad_approvers")],
+    ids=["requester", "approver"],
+)
+def test_an_email_longer_than_the_database_allows_is_an_ingest_error_not_a_crashed_batch(aws, fields, code):
+    # Regression: the contract used to accept it and the INSERT then raised DataError, aborting
+    # the whole batch on every receive and leaving no IngestError for admins.
+    assert len(TOO_LONG_EMAIL) > 254
+    queue_url = aws.APPROVAL_QUEUE_URL
+    bad_id = gateway.send_message(queue_url=queue_url, body=json.dumps({"taskToken": new_token(), **fields}))
+    gateway.send_message(queue_url=queue_url, body=rich_body(new_token()))
+
+    assert consume(queue_url) == 2
+
+    error = IngestError.objects.get()
+    assert (error.sqs_message_id, error.code) == (bad_id, code)
+    assert TOO_LONG_EMAIL not in error.reason
+    assert ApprovalRequest.objects.count() == 1
+    assert messages_on(queue_url) == 1  # only the bad one, left for the DLQ

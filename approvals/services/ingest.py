@@ -1,0 +1,108 @@
+"""Turning queue messages into approval requests, and recording the ones that break the contract."""
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from approvals import tokens
+from approvals.contract import ApprovalMessage, ContractError
+from approvals.models import ApprovalRequest, Assignment, IngestError
+from approvals.redaction import redact, redact_body
+from approvals.services.common import audit
+
+logger = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------
+# Ingest
+# ---------------------------------------------------------------------------
+def _effective_deadline(message: ApprovalMessage, received_at) -> tuple:
+    """The earliest future moment the workflow stops waiting, and why.
+
+    The seed's `approvalDeadline` is often `$$.State.EnteredTime` — already past on arrival —
+    so a past value is not a deadline; `timeoutSeconds` counts from receipt (a little late
+    against Step Functions' own timer, which the callback's TaskTimedOut then corrects).
+    """
+    candidates = []
+    if message.deadline is not None and message.deadline > received_at:
+        candidates.append(message.deadline)
+    if message.timeout_seconds:
+        candidates.append(received_at + timedelta(seconds=message.timeout_seconds))
+    return min(candidates) if candidates else None
+
+
+@transaction.atomic
+def approval_request_ingest(*, message: ApprovalMessage, sqs_message_id: str = "") -> tuple[ApprovalRequest, bool]:
+    """Create the request for a queue message; the same token again returns the existing one."""
+    fingerprint = tokens.fingerprint_token(message.task_token)
+    existing = ApprovalRequest.objects.filter(token_fingerprint=fingerprint).first()
+    if existing is not None:
+        return existing, False
+
+    received_at = timezone.now()
+    request, created = ApprovalRequest.objects.get_or_create(
+        token_fingerprint=fingerprint,
+        defaults={
+            "title": message.title,
+            "details": message.details,
+            "requester_email": message.requester,
+            "execution_arn": message.execution_arn,
+            "state_machine_arn": message.state_machine_arn,
+            "state_name": message.state_name,
+            "deadline": _effective_deadline(message, received_at),
+            "timeout_seconds": message.timeout_seconds,
+            "heartbeat_seconds": message.heartbeat_seconds,
+            "token_ciphertext": tokens.encrypt_token(message.task_token),
+            "sqs_message_id": sqs_message_id,
+            "received_at": received_at,
+        },
+    )
+    if not created:  # a concurrent consumer won the race
+        return request, False
+
+    users = list(message.approver_users)
+    groups = list(message.approver_groups)
+    routed_to_default = not users and not groups
+    if routed_to_default:
+        groups = [settings.APPROVAL_DEFAULT_GROUP]
+    Assignment.objects.bulk_create(
+        [Assignment(request=request, kind=Assignment.Kind.USER, value=email) for email in users]
+        + [Assignment(request=request, kind=Assignment.Kind.GROUP, value=name) for name in groups]
+    )
+    audit(
+        action="ingested",
+        request=request,
+        actor=None,
+        sqs_message_id=sqs_message_id,
+        users=users,
+        groups=groups,
+        routed_to_default_group=routed_to_default,
+    )
+    logger.info("ingested approval request %s from message %s", request.public_id, sqs_message_id)
+    return request, True
+
+
+@transaction.atomic
+def ingest_error_record(*, sqs_message_id: str, error: ContractError, body: str | bytes) -> IngestError:
+    """Record a message that broke the contract, once per message however often it returns."""
+    now = timezone.now()
+    row = IngestError.objects.select_for_update().filter(sqs_message_id=sqs_message_id).first()
+    if row is not None:
+        row.receive_count += 1
+        row.last_seen_at = now
+        row.save(update_fields=["receive_count", "last_seen_at"])
+        return row
+    row = IngestError.objects.create(
+        sqs_message_id=sqs_message_id,
+        code=error.code,
+        reason=redact(error.message),
+        body_redacted=redact_body(body),
+        first_seen_at=now,
+        last_seen_at=now,
+    )
+    audit(action="ingest_error", request=None, actor=None, sqs_message_id=sqs_message_id, code=error.code)
+    logger.warning("message %s refused: %s (%s)", sqs_message_id, error.code, redact(error.message))
+    return row
