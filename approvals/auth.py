@@ -13,6 +13,7 @@ from urllib.parse import urlencode
 import jwt
 import requests
 from django.conf import settings
+from django.contrib import auth
 from django.contrib.auth.models import Group
 from django.core.exceptions import SuspiciousOperation
 from django.db import transaction
@@ -31,14 +32,20 @@ class PortalOIDCBackend(OIDCAuthenticationBackend):
         # The library lets a refused token (bad signature, nonce, aud...) escape as a 400 and an
         # IdP error (used code, PKCE mismatch) or an expired token as a 500. Either way nobody is
         # signed in; returning None sends the person to LOGIN_REDIRECT_URL_FAILURE instead.
+        user = None
         try:
-            return super().authenticate(request, **kwargs)
+            user = super().authenticate(request, **kwargs)
         except SuspiciousOperation as exc:
             logger.warning("sign-in refused: %s", exc)
         except requests.RequestException as exc:
             status = exc.response.status_code if exc.response is not None else "-"
             logger.warning("sign-in refused: the IdP request failed (%s, status %s)", type(exc).__name__, status)
-        return None
+        current = getattr(request, "user", None)
+        if user is None and current is not None and current.is_authenticated:
+            # A session refresh (prompt=none) the portal refuses ends the session; the library
+            # would keep it, and every page would bounce back to the IdP in a loop.
+            auth.logout(request)
+        return user
 
     def verify_token(self, token, **kwargs):
         try:

@@ -2,11 +2,11 @@
 
 from datetime import timedelta
 
-from django.conf import settings
-from django.db.models import Prefetch, Q, QuerySet
+from django.db.models import DateTimeField, ExpressionWrapper, F, Prefetch, Q, QuerySet
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from approvals.models import ApprovalRequest, Assignment, AuditEvent, Callback, CallbackStatus, RequestStatus, User
+from approvals.models import ApprovalRequest, Assignment, AuditEvent, ConsumerStatus, RequestStatus, User
 
 
 def _assigned_to(user: User) -> Q:
@@ -46,14 +46,22 @@ def overdue_pending_request_ids(limit: int = 500) -> list[int]:
     )
 
 
-def callbacks_needing_delivery(limit: int = 500) -> list[int]:
-    """Callbacks whose delivery was never queued, was lost with a worker, or is overdue a retry."""
-    cutoff = timezone.now() - timedelta(seconds=settings.CALLBACK_STALE_SECONDS)
-    return list(
-        Callback.objects.filter(
-            Q(status__in=[CallbackStatus.PENDING, CallbackStatus.SENDING], updated_at__lte=cutoff)
-            | Q(status=CallbackStatus.RETRYING, next_attempt_at__lte=cutoff)
-        )
-        .order_by("updated_at")
-        .values_list("pk", flat=True)[:limit]
+def heartbeat_due_request_ids(limit: int = 500) -> list[int]:
+    """Pending requests whose task has HeartbeatSeconds and whose next heartbeat is due.
+
+    Sent at a third of the interval, so one missed sweep still leaves a margin.
+    """
+    now = timezone.now()
+    due = ApprovalRequest.objects.filter(status=RequestStatus.PENDING, heartbeat_seconds__isnull=False).annotate(
+        last=Coalesce("last_heartbeat_at", "received_at"),
+        due_at=ExpressionWrapper(
+            F("last") + F("heartbeat_seconds") * timedelta(seconds=1) / 3, output_field=DateTimeField()
+        ),
     )
+    return list(due.filter(due_at__lte=now).order_by("due_at").values_list("pk", flat=True)[:limit])
+
+
+def stale_consumers(max_age_seconds: int) -> list[ConsumerStatus]:
+    """Consumers that have not completed a poll recently (a stuck or dead worker)."""
+    cutoff = timezone.now() - timedelta(seconds=max_age_seconds)
+    return list(ConsumerStatus.objects.filter(Q(last_poll_at__lt=cutoff) | Q(last_poll_at__isnull=True)))

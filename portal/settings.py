@@ -227,7 +227,8 @@ TOKEN_FINGERPRINT_KEY = env.str("TOKEN_FINGERPRINT_KEY", default=dev_default("de
 APPROVAL_DEFAULT_GROUP = env.str("APPROVAL_DEFAULT_GROUP", default="portal-admins")
 # How long a one-click link in an email or chat message stays valid.
 DECISION_LINK_TTL_SECONDS = env.int("DECISION_LINK_TTL_SECONDS", default=3 * 24 * 3600)
-APPROVAL_MAX_MESSAGE_BYTES = env.int("APPROVAL_MAX_MESSAGE_BYTES", default=256 * 1024)
+# SQS accepts bodies up to 1 MiB.
+APPROVAL_MAX_MESSAGE_BYTES = env.int("APPROVAL_MAX_MESSAGE_BYTES", default=1024 * 1024)
 APPROVAL_CONSUMER_ENABLED = env.bool("APPROVAL_CONSUMER_ENABLED", default=True)
 APPROVAL_CONSUMER_WAIT_SECONDS = env.int("APPROVAL_CONSUMER_WAIT_SECONDS", default=10)
 APPROVAL_CONSUMER_VISIBILITY_TIMEOUT = env.int("APPROVAL_CONSUMER_VISIBILITY_TIMEOUT", default=60)
@@ -247,9 +248,16 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
+# A broker outage must not hang a web request after its decision committed: fail fast,
+# the outbox sweep publishes later.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
+CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 3, "socket_timeout": 5}
+CALLBACK_SWEEP_SECONDS = env.float("CALLBACK_SWEEP_SECONDS", default=30.0)
+HEARTBEAT_SWEEP_SECONDS = env.float("HEARTBEAT_SWEEP_SECONDS", default=30.0)
 CELERY_BEAT_SCHEDULE = {
-    "sweep-callbacks": {"task": "worker.tasks.sweep_callbacks", "schedule": 30.0},
+    "sweep-callbacks": {"task": "worker.tasks.sweep_callbacks", "schedule": CALLBACK_SWEEP_SECONDS},
     "expire-overdue": {"task": "worker.tasks.expire_overdue_requests", "schedule": 60.0},
+    "send-heartbeats": {"task": "worker.tasks.send_heartbeats", "schedule": HEARTBEAT_SWEEP_SECONDS},
 }
 
 # ---------------------------------------------------------------------------

@@ -6,7 +6,10 @@ hides a received message from the others, and ingestion is idempotent on the tok
 """
 
 import logging
+import os
+import socket
 import threading
+import time
 
 from celery import bootsteps
 
@@ -23,8 +26,16 @@ def consume_once(*, queue_url: str, wait_seconds: int, visibility_timeout: int, 
 
     close_old_connections()
     batch = gateway.receive_batch(queue_url=queue_url, wait_seconds=wait_seconds, visibility_timeout=visibility_timeout)
+    received_at = time.monotonic()
+    extended = False
     done: list[str] = []
-    for message in batch:
+    for index, message in enumerate(batch):
+        if not extended and time.monotonic() - received_at > visibility_timeout / 2:
+            # A slow batch (a slow database): keep the rest hidden so no other consumer
+            # receives them meanwhile.
+            rest = [m.receipt_handle for m in batch[index:]]
+            gateway.extend_visibility(queue_url=queue_url, receipt_handles=rest, timeout=visibility_timeout)
+            extended = True
         try:
             parsed = parse_message(message.body, max_bytes=max_bytes)
         except ContractError as error:
@@ -41,6 +52,10 @@ def consume_once(*, queue_url: str, wait_seconds: int, visibility_timeout: int, 
     return len(batch)
 
 
+def consumer_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 class QueueConsumer(threading.Thread):
     def __init__(self) -> None:
         super().__init__(name="approval-queue-consumer", daemon=True)
@@ -49,30 +64,33 @@ class QueueConsumer(threading.Thread):
     def run(self) -> None:
         from django.conf import settings
 
-        from worker.gateway import AwsError
+        from approvals import services
 
-        logger.info("approval queue consumer started")
+        name = consumer_name()
+        logger.info("approval queue consumer %s started", name)
         failures = 0
         while not self.stopping.is_set():
             try:
-                consume_once(
+                handled = consume_once(
                     queue_url=settings.APPROVAL_QUEUE_URL,
                     wait_seconds=settings.APPROVAL_CONSUMER_WAIT_SECONDS,
                     visibility_timeout=settings.APPROVAL_CONSUMER_VISIBILITY_TIMEOUT,
                     max_bytes=settings.APPROVAL_MAX_MESSAGE_BYTES,
                 )
+                services.consumer_poll_recorded(name=name, handled=handled)
                 failures = 0
-            except AwsError as error:
+            except Exception as error:
+                # AWS or the database having a bad minute, or a bug: never kill the consumer
+                # for good; back off and say so where operators look.
                 failures += 1
                 delay = min(60, 2**failures)
-                logger.warning("queue receive failed (%s); retrying in %ss", error, delay)
+                logger.exception("approval queue consumer error; retrying in %ss", delay)
+                try:
+                    services.consumer_error_recorded(name=name, error=f"{type(error).__name__}: {error}")
+                except Exception:
+                    logger.exception("could not record the consumer error")
                 self.stopping.wait(delay)
-            except Exception:
-                # A database outage or a bug must not kill the consumer thread for good.
-                failures += 1
-                logger.exception("approval queue consumer error")
-                self.stopping.wait(min(60, 2**failures))
-        logger.info("approval queue consumer stopped")
+        logger.info("approval queue consumer %s stopped", name)
 
 
 class QueueConsumerStep(bootsteps.StartStopStep):

@@ -138,6 +138,18 @@ def delete_messages(*, queue_url: str, receipt_handles: list[str]) -> list[str]:
     return failed
 
 
+def extend_visibility(*, queue_url: str, receipt_handles: list[str], timeout: int) -> None:
+    """Keep messages hidden while a slow batch is still being ingested."""
+    for start in range(0, len(receipt_handles), 10):
+        chunk = receipt_handles[start : start + 10]
+        entries = [{"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": timeout} for i, h in enumerate(chunk)]
+        try:
+            _sqs().change_message_visibility_batch(QueueUrl=queue_url, Entries=entries)
+        except (ClientError, BotoCoreError) as error:
+            # Not fatal: at worst a message is received twice, and ingestion is idempotent.
+            logger.warning("change_message_visibility_batch failed: %s", _translate(error))
+
+
 def send_message(*, queue_url: str, body: str) -> str:
     try:
         return _sqs().send_message(QueueUrl=queue_url, MessageBody=body)["MessageId"]

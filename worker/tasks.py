@@ -16,6 +16,15 @@ def _backoff(attempt: int) -> float:
     return random.uniform(1, min(600, 5 * 2**attempt))  # noqa: S311 - jitter, not crypto
 
 
+def queue_delivery(callback_id: int) -> None:
+    """Publish a delivery; if the broker is down the row stays pending and the sweep sends it."""
+    try:
+        deliver_callback.delay(callback_id)
+    except Exception:
+        # The decision is committed either way (the outbox row is the source of truth).
+        logger.warning("could not queue callback %s now; the sweep will deliver it", callback_id, exc_info=True)
+
+
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def deliver_callback(callback_id: int) -> str:
     """Send one decision to Step Functions: SendTaskSuccess or SendTaskFailure."""
@@ -47,8 +56,8 @@ def deliver_callback(callback_id: int) -> str:
 
 @shared_task(ignore_result=True)
 def sweep_callbacks() -> int:
-    """Queue again what the on-commit enqueue lost (a crash between COMMIT and publish)."""
-    ids = selectors.callbacks_needing_delivery()
+    """The outbox relay: queue again what the on-commit enqueue lost (a crash, a broker outage)."""
+    ids = services.callbacks_lease_stale()
     for callback_id in ids:
         deliver_callback.delay(callback_id)
     return len(ids)
@@ -60,3 +69,27 @@ def expire_overdue_requests() -> int:
     for request_id in selectors.overdue_pending_request_ids():
         expired += services.approval_expire(request_id=request_id)
     return expired
+
+
+@shared_task(ignore_result=True)
+def send_heartbeats() -> int:
+    """SendTaskHeartbeat for waiting requests whose state has HeartbeatSeconds."""
+    sent = 0
+    for request_id in selectors.heartbeat_due_request_ids():
+        token = services.heartbeat_token(request_id=request_id)
+        if token is None:
+            continue
+        try:
+            gateway.send_task_heartbeat(task_token=token)
+        except gateway.AwsPermanentError as error:
+            if error.code in services.CLOSED_TASK_CODES:
+                services.approval_close_by_step_functions(request_id=request_id, code=error.code)
+            else:
+                logger.warning("heartbeat for request %s refused: %s", request_id, error.code)
+            continue
+        except gateway.AwsTransientError as error:
+            logger.warning("heartbeat for request %s failed (%s); next sweep retries", request_id, error.code)
+            continue
+        services.heartbeat_recorded(request_id=request_id)
+        sent += 1
+    return sent

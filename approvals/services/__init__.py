@@ -6,19 +6,34 @@ write the models themselves.
 
 from approvals.services.callbacks import (
     CLOSED_TASK_CODES,
+    MAX_OUTPUT_BYTES,
     CallbackSend,
+    approval_close_by_step_functions,
     callback_claim,
     callback_mark_delivered,
     callback_mark_failed,
     callback_mark_retrying,
+    callbacks_lease_stale,
+    heartbeat_recorded,
+    heartbeat_token,
+    output_size,
 )
 from approvals.services.common import ApprovalError
+from approvals.services.consumers import consumer_error_recorded, consumer_poll_recorded
 from approvals.services.decisions import approval_decide, approval_expire, refusal_record
 from approvals.services.ingest import approval_request_ingest, ingest_error_record
 from approvals.services.keys import token_keys_rotate
 
 __all__ = [
     "CLOSED_TASK_CODES",
+    "MAX_OUTPUT_BYTES",
+    "approval_close_by_step_functions",
+    "callbacks_lease_stale",
+    "consumer_error_recorded",
+    "consumer_poll_recorded",
+    "heartbeat_recorded",
+    "heartbeat_token",
+    "output_size",
     "ApprovalError",
     "CallbackSend",
     "approval_decide",

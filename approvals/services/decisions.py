@@ -35,9 +35,9 @@ def _callback_payload(request: ApprovalRequest, *, approved: bool) -> tuple[str,
 
 
 def _queue_callback(callback: Callback) -> None:
-    from worker.tasks import deliver_callback  # worker imports services; import late
+    from worker.tasks import queue_delivery  # worker imports services; import late
 
-    transaction.on_commit(lambda: deliver_callback.delay(callback.pk))
+    transaction.on_commit(lambda: queue_delivery(callback.pk))
 
 
 @transaction.atomic
