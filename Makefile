@@ -2,7 +2,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint e2e clean
+.PHONY: run test lint validate e2e clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,16 @@ test: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+## Check the deployment files offline: docker-compose.yml (Compose spec schema and docker-compose),
+## deploy/cloudformation.yaml (cfn-lint) and the Dockerfile (hadolint). No Docker engine needed.
+validate: $(VENV)/.installed
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+	@if command -v docker-compose >/dev/null 2>&1; then echo "docker-compose config -q"; docker-compose config -q; \
+	elif docker compose version >/dev/null 2>&1; then echo "docker compose config -q"; docker compose config -q; \
+	else echo "validate: needs docker-compose (apt-get install --no-install-recommends docker-compose) or Docker Compose v2" >&2; exit 1; fi
+	$(VENV)/bin/cfn-lint deploy/cloudformation.yaml
+	$(VENV)/bin/hadolint Dockerfile
 
 clean:
 	rm -rf var staticfiles .pytest_cache

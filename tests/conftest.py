@@ -181,9 +181,11 @@ def database_url() -> str:
 def portal_stack(request, transactional_db, aws, devidp, web_port, log_dir, settings):
     """The portal's web server (gunicorn) and a Celery worker, as real processes on the test DB.
 
-    `@pytest.mark.portal_env(NAME="value")` adds environment variables for both processes.
+    `@pytest.mark.portal_env(NAME="value")` adds environment variables for both processes;
+    `@pytest.mark.portal_worker_args("-B", ...)` adds arguments to the worker's command line.
     """
     marker = request.node.get_closest_marker("portal_env")
+    worker_args = request.node.get_closest_marker("portal_worker_args")
     env = {
         **os.environ,
         "DATABASE_URL": database_url(),
@@ -212,8 +214,15 @@ def portal_stack(request, transactional_db, aws, devidp, web_port, log_dir, sett
         log_dir,
     )
     worker = Process(
-        "worker", [venv_bin("celery"), "-A", "portal", "worker", "--pool", "solo", "--loglevel", "INFO"], env, log_dir
-    )
+        "worker",
+        [
+            venv_bin("celery"), "-A", "portal", "worker", "--pool", "solo", "--loglevel", "INFO",
+            "--schedule", str(log_dir / f"beat-{uuid.uuid4().hex[:8]}"),
+            *(worker_args.args if worker_args else ()),
+        ],
+        env,
+        log_dir,
+    )  # fmt: skip
     try:
         wait_for_http(f"http://127.0.0.1:{web_port}/signin/", web.popen, web.log)
         yield {"url": f"http://127.0.0.1:{web_port}", "web": web, "worker": worker}

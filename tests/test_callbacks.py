@@ -92,7 +92,7 @@ def start_and_ingest(aws, state_machine_arn: str, **input_overrides) -> tuple[st
 
 
 def ingest_body(**fields) -> ApprovalRequest:
-    """A request from a message body, without AWS (for tests whose Step Functions calls never leave the process)."""
+    """A request from a message body handed straight to the ingest service: no execution behind its token."""
     data = {
         "taskToken": str(uuid.uuid4()),
         "title": "Approve order 99",
@@ -284,6 +284,11 @@ def test_a_task_already_closed_elsewhere_fails_the_callback_permanently_without_
     failed = AuditEvent.objects.get(request=request, action="callback_failed")
     assert failed.data["code"] == callback.error_code
     assert failed.data["message"] == callback.last_error
+    # Step Functions no longer waits for this decision: the portal shows the request as expired.
+    request.refresh_from_db()
+    assert request.status == RequestStatus.EXPIRED
+    closed = AuditEvent.objects.get(request=request, action="closed_by_step_functions")
+    assert closed.data == {"code": callback.error_code, "previous_status": "approved"}
     # Retrying cannot help, and a second run does not call AWS again.
     assert deliver_callback(callback.pk) == "nothing-to-send"
     callback.refresh_from_db()
@@ -292,7 +297,9 @@ def test_a_task_already_closed_elsewhere_fails_the_callback_permanently_without_
 
 
 @pytest.mark.django_db
-def test_a_long_real_format_token_that_step_functions_does_not_know_fails_permanently_and_stays_secret(aws, alice, logs):
+def test_a_long_real_format_token_that_step_functions_does_not_know_fails_permanently_and_stays_secret(
+    aws, alice, logs
+):
     request = ingest_body(taskToken=LONG_TOKEN)
     assert len(LONG_TOKEN) > 1200 and {"+", "/", "="} <= set(LONG_TOKEN)
     services.approval_decide(public_id=request.public_id, user=alice, approve=True)
@@ -353,7 +360,10 @@ def throttling(token: str) -> ClientError:
 
 def service_unavailable(token: str) -> ClientError:
     return ClientError(
-        {"Error": {"Code": "ServiceUnavailableException", "Message": "Try again"}, "ResponseMetadata": {"HTTPStatusCode": 503}},
+        {
+            "Error": {"Code": "ServiceUnavailableException", "Message": "Try again"},
+            "ResponseMetadata": {"HTTPStatusCode": 503},
+        },
         "SendTaskSuccess",
     )
 
@@ -511,7 +521,16 @@ def test_an_overdue_request_expires_and_its_execution_is_told_approval_expired(a
 def test_the_sweep_requeues_stale_pending_sending_and_overdue_retrying_callbacks_only(settings, alice):
     settings.CALLBACK_STALE_SECONDS = 120
     callbacks = {}
-    for name in ["stale-pending", "fresh-pending", "stale-sending", "fresh-sending", "overdue-retry", "due-retry", "old-delivered", "old-failed"]:
+    for name in [
+        "stale-pending",
+        "fresh-pending",
+        "stale-sending",
+        "fresh-sending",
+        "overdue-retry",
+        "due-retry",
+        "old-delivered",
+        "old-failed",
+    ]:
         request = ingest_body(title=name)
         services.approval_decide(public_id=request.public_id, user=alice, approve=True)
         callbacks[name] = Callback.objects.get(request=request).pk
@@ -532,10 +551,12 @@ def test_the_sweep_requeues_stale_pending_sending_and_overdue_retrying_callbacks
     # this test, so we capture what the sweep queues instead of publishing it.
     with mock.patch.object(tasks.deliver_callback, "delay") as queued:
         assert sweep_callbacks() == 3
-
-    assert sorted(call.args[0] for call in queued.call_args_list) == sorted(
-        [callbacks["stale-pending"], callbacks["stale-sending"], callbacks["overdue-retry"]]
-    )
+        assert sorted(call.args[0] for call in queued.call_args_list) == sorted(
+            [callbacks["stale-pending"], callbacks["stale-sending"], callbacks["overdue-retry"]]
+        )
+        # A sweep leases what it queued: the next one (or a concurrent relay) does not queue it again.
+        assert sweep_callbacks() == 0
+        assert queued.call_count == 3
 
 
 # ---------------------------------------------------------------------------
@@ -578,4 +599,3 @@ def test_a_consumed_message_and_a_committed_decision_resume_the_execution_throug
     assert execution["status"] == "SUCCEEDED"
     assert json.loads(execution["output"])["approval"]["decidedBy"]["email"] == "alice@example.com"
     assert_token_nowhere(token_of(request), logs)
-

@@ -206,7 +206,7 @@ def callbacks_lease_stale(*, limit: int = 200) -> list[int]:
 
 def _stale(cutoff) -> Q:
     return Q(status__in=[CallbackStatus.PENDING, CallbackStatus.SENDING], updated_at__lte=cutoff) | Q(
-        status=CallbackStatus.RETRYING, next_attempt_at__lte=cutoff
+        status=CallbackStatus.RETRYING, next_attempt_at__lte=cutoff, updated_at__lte=cutoff
     )
 
 
