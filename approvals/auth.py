@@ -23,6 +23,7 @@ from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 from mozilla_django_oidc.middleware import SessionRefresh
 
 from approvals.models import User
+from approvals.roles import APPROVER_ACCESS_GROUP
 
 logger = logging.getLogger(__name__)
 
@@ -113,14 +114,17 @@ class PortalOIDCBackend(OIDCAuthenticationBackend):
         user.email = email
         user.first_name = (claims.get("given_name") or claims.get("name") or "")[:150]
         user.last_name = (claims.get("family_name") or "")[:150]
-        groups = self._groups(claims)
+        # The portal's own permission group is never taken from the IdP (see approvals/roles.py).
+        groups = self._groups(claims) - {APPROVER_ACCESS_GROUP}
         is_admin = bool(groups & set(settings.OIDC_ADMIN_GROUPS))
-        user.is_staff = is_admin
+        is_approver = not is_admin and settings.ADMIN_APPROVER_ACCESS
+        user.is_staff = is_admin or is_approver
         user.is_superuser = is_admin
         user.save()
+        wanted = (groups | {APPROVER_ACCESS_GROUP}) if is_approver else groups
         current = set(user.groups.values_list("name", flat=True))
-        if current != groups:
-            user.groups.set([Group.objects.get_or_create(name=name)[0] for name in sorted(groups)])
+        if current != wanted:
+            user.groups.set([Group.objects.get_or_create(name=name)[0] for name in sorted(wanted)])
         return user
 
     @staticmethod

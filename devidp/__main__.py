@@ -1,4 +1,8 @@
-"""Command line: ``python -m devidp setup | serve [--host H] [--port P] | <django command>``."""
+"""Command line: ``python -m devidp setup | serve [--host H] [--port P] | <django command>``.
+
+Django commands include ``demo_user`` (change a demo user's email, groups or active flag while
+the IdP runs; ``python -m devidp demo_user --help``).
+"""
 
 import argparse
 import os

@@ -25,3 +25,17 @@ class ClaimsValidator(OAuth2Validator):
             "preferred_username": lambda r: r.user.get_username(),
             "groups": lambda r: sorted(r.user.groups.values_list("name", flat=True)),
         }
+
+    # prompt=none (the portal's silent session refresh). oauthlib leaves both checks to the
+    # provider and DOT doesn't implement them, so without these every prompt=none request
+    # ended in a 500 at the IdP.
+    def validate_silent_login(self, request):
+        # DOT's AuthorizationView is login-required: a visitor who is not signed in here (or
+        # whose account was disabled since) never reaches this check with a session; its
+        # handle_no_permission answers prompt=none with error=login_required itself.
+        return True
+
+    def validate_silent_authorization(self, request):
+        # Silent only where consent is never asked; otherwise oauthlib answers consent_required
+        # instead of DOT showing its consent form to a prompt=none request.
+        return bool(getattr(request.client, "skip_authorization", False))

@@ -40,9 +40,9 @@ def wait_for_http(url: str, process: subprocess.Popen, log: Path, timeout: float
         if process.poll() is not None:
             raise RuntimeError(f"{url}: process exited with {process.returncode}:\n{log.read_text()[-3000:]}")
         try:
-            requests.get(url, timeout=2)
+            requests.get(url, timeout=5)
             return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):
             time.sleep(0.2)
     raise RuntimeError(f"{url} did not answer within {timeout}s:\n{log.read_text()[-3000:]}")
 
@@ -197,6 +197,9 @@ def portal_stack(request, transactional_db, aws, devidp, web_port, log_dir, sett
         "OIDC_OP_ISSUER": devidp,
         "PORTAL_BASE_URL": f"http://127.0.0.1:{web_port}",
         "PYTHONUNBUFFERED": "1",
+        # Metrics files per stack (tests run side by side); no worker endpoint unless a test asks.
+        "PROMETHEUS_MULTIPROC_DIR": str(log_dir / f"metrics-{uuid.uuid4().hex[:8]}"),
+        "WORKER_METRICS_PORT": "0",
         **(marker.kwargs if marker else {}),
     }
     web = Process(

@@ -32,6 +32,7 @@ from django.test import Client
 from jwt.algorithms import RSAAlgorithm
 
 from approvals.models import User
+from approvals.roles import APPROVER_ACCESS_GROUP
 
 pytestmark = pytest.mark.django_db
 
@@ -304,6 +305,11 @@ def sign_in(client: Client, rogue: RogueIdP, **kwargs):
     return response
 
 
+def sso_groups(user: User) -> set[str]:
+    """The user's groups that come from the IdP (not the portal's own permission group)."""
+    return set(user.groups.values_list("name", flat=True)) - {APPROVER_ACCESS_GROUP}
+
+
 def assert_signed_in(client: Client, response, location: str = "/") -> User:
     assert response.status_code == 302
     assert response["Location"] == location
@@ -340,7 +346,7 @@ def test_the_positive_control_a_correct_token_signs_in_keyed_by_issuer_and_subje
     user = assert_signed_in(client, response)
     assert (user.oidc_issuer, user.oidc_sub) == (rogue.issuer, SUB)
     assert user.email == "mallory@example.com"
-    assert set(user.groups.values_list("name", flat=True)) == {"finance-approvers"}
+    assert sso_groups(user) == {"finance-approvers"}
     # The token request carried the PKCE verifier for the challenge of this login.
     (token_request,) = rogue.token_requests
     assert token_request["code_verifier"]
@@ -409,7 +415,8 @@ def test_a_replayed_authorization_code_is_refused(client, rogue, refused):
 
     response = other_browser.get("/oidc/callback/", {"code": code, "state": second.state})
 
-    assert rogue.token_requests[-1]["code"] == code  # the IdP was asked, and said invalid_grant
+    assert rogue.token_requests[-1]["code"] == code  # the IdP was asked, and refused
+    assert rogue.token_errors == ["unknown or used code"]
     refused(other_browser, response, "the IdP request failed", users_before=1)
 
 
@@ -423,6 +430,7 @@ def test_a_code_injected_from_another_login_fails_pkce(client, rogue, refused):
     response = client.get("/oidc/callback/", {"code": code, "state": victim_flow.state})
 
     assert rogue.token_requests[-1]["code_verifier"]  # sent, but the wrong one for this code
+    assert rogue.token_errors == ["PKCE verification failed"]
     refused(client, response, "the IdP request failed", users_before=0)
 
 
@@ -438,26 +446,35 @@ def test_the_portal_always_sends_a_pkce_verifier_and_a_token_endpoint_refusing_w
     response, _ = callback(client, rogue, flow)
 
     assert "code_verifier" not in rogue.token_requests[-1]
+    assert rogue.token_errors == ["code_verifier required"]
     refused(client, response, "the IdP request failed", users_before=0)
 
 
 # ---------------------------------------------------------------------------
 # Signature, algorithm and key
 # ---------------------------------------------------------------------------
-@pytest.mark.parametrize("jwks_alg", [True, False], ids=["jwks-names-alg", "jwks-without-alg"])
-def test_an_unsigned_alg_none_id_token_is_refused(client, rogue, jwks_alg, refused):
+@pytest.mark.parametrize(
+    ("jwks_alg", "because"),
+    [(True, "Could not find a valid JWKS"), (False, "algorithm '{alg}' does not match")],
+    ids=["jwks-names-alg", "jwks-without-alg"],
+)
+def test_an_unsigned_alg_none_id_token_is_refused(client, rogue, jwks_alg, because, refused):
     rogue.jwks_alg = jwks_alg
     flow = start(client)
     token = unsigned_jwt({"alg": "none", "typ": "JWT", "kid": rogue.kid}, rogue.claims(flow.nonce))
 
     response, _ = callback(client, rogue, flow, id_token=token)
 
-    refused(client, response, because, users_before=0)
+    refused(client, response, because.format(alg="none"), users_before=0)
 
 
-@pytest.mark.parametrize("jwks_alg", [True, False], ids=["jwks-names-alg", "jwks-without-alg"])
+@pytest.mark.parametrize(
+    ("jwks_alg", "because"),
+    [(True, "Could not find a valid JWKS"), (False, "algorithm '{alg}' does not match")],
+    ids=["jwks-names-alg", "jwks-without-alg"],
+)
 def test_an_hs256_id_token_signed_with_the_client_secret_is_refused_when_rs256_is_expected(
-    client, rogue, jwks_alg, refused
+    client, rogue, jwks_alg, because, refused
 ):
     rogue.jwks_alg = jwks_alg
     flow = start(client)
@@ -465,7 +482,7 @@ def test_an_hs256_id_token_signed_with_the_client_secret_is_refused_when_rs256_i
 
     response, _ = callback(client, rogue, flow, id_token=token)
 
-    refused(client, response, because, users_before=0)
+    refused(client, response, because.format(alg="HS256"), users_before=0)
 
 
 def test_an_hs256_id_token_keyed_with_the_idps_public_key_is_refused(client, rogue, refused):
@@ -478,8 +495,16 @@ def test_an_hs256_id_token_keyed_with_the_idps_public_key_is_refused(client, rog
     refused(client, response, "algorithm 'HS256' does not match", users_before=0)
 
 
-@pytest.mark.parametrize("kid", ["default", "not-in-the-jwks", None], ids=["published-kid", "unknown-kid", "no-kid"])
-def test_an_id_token_signed_by_a_key_not_in_the_jwks_is_refused(client, rogue, kid, refused):
+@pytest.mark.parametrize(
+    ("kid", "because"),
+    [
+        ("default", "JWS token verification failed"),  # the published kid, but another key signed
+        ("not-in-the-jwks", "Could not find a valid JWKS"),
+        (None, "ID token rejected: KeyError"),  # no kid at all
+    ],
+    ids=["published-kid", "unknown-kid", "no-kid"],
+)
+def test_an_id_token_signed_by_a_key_not_in_the_jwks_is_refused(client, rogue, kid, because, refused):
     flow = start(client)
     token = rogue.sign(rogue.claims(flow.nonce), key=rogue.other_key, kid=kid)
 
@@ -517,17 +542,17 @@ def test_a_token_response_without_an_id_token_is_refused(client, rogue, refused)
 # Claims of the ID token
 # ---------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "claims",
+    ("claims", "because"),
     [
-        {"aud": "some-other-client"},
-        {"aud": ["some-other-client", "another-one"]},
-        {"aud": DELETE},
-        {"aud": [CLIENT_ID, "some-other-client"]},  # multiple audiences, no azp
-        {"aud": [CLIENT_ID, "some-other-client"], "azp": "some-other-client"},
+        ({"aud": "some-other-client"}, "audience does not include this client"),
+        ({"aud": ["some-other-client", "another-one"]}, "audience does not include this client"),
+        ({"aud": DELETE}, "audience does not include this client"),
+        ({"aud": [CLIENT_ID, "some-other-client"]}, "azp does not name this client"),  # no azp
+        ({"aud": [CLIENT_ID, "some-other-client"], "azp": "some-other-client"}, "azp does not name this client"),
     ],
     ids=["wrong-aud", "wrong-aud-list", "no-aud", "multiple-aud-without-azp", "multiple-aud-azp-other"],
 )
-def test_an_id_token_for_another_audience_is_refused(client, rogue, claims, refused):
+def test_an_id_token_for_another_audience_is_refused(client, rogue, claims, because, refused):
     response = sign_in(client, rogue, **claims)
 
     refused(client, response, because, users_before=0)
@@ -626,8 +651,8 @@ def test_a_verified_email_of_another_active_user_is_refused(client, rogue, refus
 def test_an_email_outside_the_allowed_domains_is_refused(client, rogue, settings, refused):
     settings.OIDC_ALLOWED_EMAIL_DOMAINS = ["corp.example.com"]
 
-    refused = sign_in(client, rogue, info=userinfo(email="mallory@corp.example.com.evil.example"))
-    refused(client, refused, "email domain not allowed", users_before=0)
+    outside = sign_in(client, rogue, info=userinfo(email="mallory@corp.example.com.evil.example"))
+    refused(client, outside, "email domain not allowed", users_before=0)
 
     allowed = sign_in(client, rogue, info=userinfo(email="mallory@corp.example.com"))
     assert_signed_in(client, allowed)
@@ -701,3 +726,57 @@ def test_signing_in_gives_a_new_session_key_and_a_planted_one_gains_nothing(clie
     assert client.cookies["portal_sessionid"].value != planted
     assert attacker.get("/").status_code == 302  # the planted key is not signed in
     assert "_auth_user_id" not in attacker.session
+
+
+# ---------------------------------------------------------------------------
+# Session refresh (prompt=none after OIDC_RENEW_ID_TOKEN_EXPIRY_SECONDS)
+# ---------------------------------------------------------------------------
+def expire_sign_in(client: Client) -> None:
+    session = client.session
+    session["oidc_id_token_expiration"] = time.time() - 1
+    session.save()
+
+
+def refresh_flow(client: Client) -> Flow:
+    response = client.get("/")
+    assert response.status_code == 302
+    assert response["Location"].startswith(f"{settings_issuer()}/authorize?")
+    params = {k: v[0] for k, v in parse_qs(urlsplit(response["Location"]).query).items()}
+    assert params["prompt"] == "none"
+    return Flow(state=params["state"], nonce=params["nonce"], challenge=params["code_challenge"], params=params)
+
+
+def test_a_session_refresh_brings_the_idps_current_groups(client, rogue):
+    user = assert_signed_in(client, sign_in(client, rogue))
+    expire_sign_in(client)
+
+    flow = refresh_flow(client)
+    response, _ = callback(client, rogue, flow, info=userinfo(groups=[]))
+
+    assert response["Location"] == "/"
+    assert client.session["_auth_user_id"] == str(user.pk)
+    assert sso_groups(user) == set()
+
+
+def test_a_session_refresh_answered_with_login_required_signs_the_person_out(client, rogue):
+    assert_signed_in(client, sign_in(client, rogue))
+    expire_sign_in(client)
+    flow = refresh_flow(client)
+
+    response = client.get("/oidc/callback/", {"error": "login_required", "state": flow.state})
+
+    assert response["Location"] == FAILURE_URL
+    assert "_auth_user_id" not in client.session
+    assert client.get("/")["Location"].startswith("/signin/")
+
+
+def test_a_session_refresh_the_portal_refuses_signs_the_person_out(client, rogue, refused):
+    assert_signed_in(client, sign_in(client, rogue))
+    expire_sign_in(client)
+    flow = refresh_flow(client)
+
+    response, _ = callback(client, rogue, flow, info=userinfo(email_verified=False))
+
+    refused(client, response, "email not verified", users_before=1)
+    signin = client.get(FAILURE_URL)
+    assert signin.status_code == 200  # the sign-in page, not another trip to the IdP
