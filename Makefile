@@ -2,7 +2,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint validate e2e clean
+.PHONY: run test lint validate e2e bench bench-admin clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,18 @@ validate: $(VENV)/.installed
 	else echo "validate: needs docker-compose (apt-get install --no-install-recommends docker-compose) or Docker Compose v2" >&2; exit 1; fi
 	$(VENV)/bin/cfn-lint deploy/cloudformation.yaml
 	$(VENV)/bin/hadolint Dockerfile
+
+## Measure every hot path beside a bare baseline (bench/run.py, docs/benchmarks.md): starts the
+## moto server, web and Celery workers on PostgreSQL (DATABASE_URL's server, its own database) and
+## Redis (CELERY_BROKER_URL); prints a table, writes bench/results.json. QUICK=1: a smoke run (< 2 min).
+bench: $(VENV)/.installed
+	QUICK=$(QUICK) $(PY) bench/run.py
+
+## The admin's changelists alone at 1k/10k/100k requests and 1M audit events (bench/admin_changelist.py;
+## `make bench` runs it too, without the audit events).
+bench-admin: $(VENV)/.installed
+	mkdir -p var/bench
+	$(PY) bench/admin_changelist.py --output var/bench/admin_changelist.json
 
 clean:
 	rm -rf var staticfiles .pytest_cache

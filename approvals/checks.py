@@ -28,3 +28,6 @@ def approval_settings_check(app_configs, **kwargs):
     if not settings.APPROVAL_QUEUE_URL:
         errors.append(Error("APPROVAL_QUEUE_URL is not set", id="approvals.E005"))
     return errors
+
+
+from approvals.notifications import checks as notification_checks  # noqa: E402, F401 - registers them

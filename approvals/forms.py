@@ -1,14 +1,183 @@
 from django import forms
 
+from approvals.models import RoutingRule
+
+REJECT_NEEDS_COMMENT = "Say why you reject: the requester and the workflow see it."
+
 
 class DecisionForm(forms.Form):
+    """Approve or reject on the request page; a rejection needs a comment.
+
+    The page's JavaScript marks the comment `required` only when Reject is pressed; this check
+    is the one that counts (and the only one without JavaScript).
+    """
+
     decision = forms.ChoiceField(choices=[("approve", "Approve"), ("reject", "Reject")])
     comment = forms.CharField(required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 3}))
+
+    def clean(self):
+        data = super().clean()
+        if data.get("decision") == "reject" and not data.get("comment"):
+            self.add_error("comment", REJECT_NEEDS_COMMENT)
+        return data
+
+    @property
+    def approve(self) -> bool:
+        return self.cleaned_data["decision"] == "approve"
+
+    @property
+    def only_the_comment_is_missing(self) -> bool:
+        """Invalid just because a rejection came without a comment."""
+        return set(self.errors) == {"comment"} and self.errors["comment"] == [REJECT_NEEDS_COMMENT]
+
+
+class InboxFilterForm(forms.Form):
+    """The inbox's query string: tab, search, filters, sort. Bad values fall back to defaults."""
+
+    tab = forms.ChoiceField(required=False, choices=[])
+    q = forms.CharField(required=False, max_length=200, strip=True, label="Search")
+    machine = forms.CharField(required=False, max_length=2048, label="State machine")
+    due = forms.ChoiceField(
+        required=False,
+        label="Deadline",
+        choices=[("", "Any deadline"), ("overdue", "Overdue"), ("soon", "Due within 24 hours")],
+    )
+    sort = forms.ChoiceField(
+        required=False, label="Sort by", choices=[("", "Newest first"), ("deadline", "Deadline, closest first")]
+    )
+
+    def __init__(self, *args, tabs: dict[str, str], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["tab"].choices = list(tabs.items())
+
+    def value(self, name: str) -> str:
+        """The cleaned value, or the default ("") when it was invalid."""
+        self.is_valid()  # invalid fields are left out of cleaned_data
+        return self.cleaned_data.get(name) or ""
+
+
+class LinkConfirmForm(forms.Form):
+    comment = forms.CharField(required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 3}))
+
+
+# ---------------------------------------------------------------------------
+# The admin's forms (approvals/admin.py)
+# ---------------------------------------------------------------------------
+def split_list(value: str) -> list[str]:
+    """Emails or group names, one per line or separated by commas."""
+    return [item.strip() for line in value.splitlines() for item in line.split(",") if item.strip()]
+
+
+class AdminDecisionForm(forms.Form):
+    """Approve or reject from the admin; a rejection needs a comment (the requester reads it)."""
+
+    decision = forms.ChoiceField(choices=[("approve", "Approve"), ("reject", "Reject")])
+    comment = forms.CharField(required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 3, "cols": 60}))
+
+    def clean(self):
+        data = super().clean()
+        if data.get("decision") == "reject" and not data.get("comment", "").strip():
+            self.add_error("comment", "Say why you reject: the requester and the workflow see it.")
+        return data
 
     @property
     def approve(self) -> bool:
         return self.cleaned_data["decision"] == "approve"
 
 
-class LinkConfirmForm(forms.Form):
-    comment = forms.CharField(required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 3}))
+class ReassignForm(forms.Form):
+    users = forms.CharField(
+        required=False,
+        label="Approvers (emails)",
+        help_text="One per line, or separated by commas.",
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+    )
+    groups = forms.CharField(
+        required=False,
+        label="Approver groups (SSO group names)",
+        help_text="One per line, or separated by commas.",
+        widget=forms.Textarea(attrs={"rows": 2, "cols": 60}),
+    )
+    mode = forms.ChoiceField(
+        choices=[("replace", "Replace the current approvers"), ("add", "Add to the current approvers")],
+        initial="replace",
+        widget=forms.RadioSelect,
+    )
+    reason = forms.CharField(max_length=2000, widget=forms.Textarea(attrs={"rows": 2, "cols": 60}))
+
+    def clean(self):
+        data = super().clean()
+        data["users"] = split_list(data.get("users", ""))
+        data["groups"] = split_list(data.get("groups", ""))
+        if not data["users"] and not data["groups"]:
+            raise forms.ValidationError("Name at least one approver: an email or a group.")
+        return data
+
+
+class ReasonForm(forms.Form):
+    """Cancel: the reason goes to the audit trail and, as the cause, to the workflow."""
+
+    reason = forms.CharField(max_length=2000, widget=forms.Textarea(attrs={"rows": 3, "cols": 60}))
+
+
+class ConfirmForm(forms.Form):
+    """Nothing to fill in: the confirmation page's button is the point."""
+
+
+class BulkApproveForm(forms.Form):
+    comment = forms.CharField(required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 3, "cols": 60}))
+
+
+class BulkRejectForm(forms.Form):
+    comment = forms.CharField(
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text="Required: the requester and the workflow see why.",
+    )
+
+
+class RoutingRuleAdminForm(forms.ModelForm):
+    """A routing rule with its approvers typed as lists; saved by services.routing_rule_save."""
+
+    users_text = forms.CharField(
+        required=False,
+        label="Approvers (emails)",
+        help_text="One per line, or separated by commas.",
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+    )
+    groups_text = forms.CharField(
+        required=False,
+        label="Approver groups (SSO group names)",
+        help_text="One per line, or separated by commas.",
+        widget=forms.Textarea(attrs={"rows": 2, "cols": 60}),
+    )
+
+    class Meta:
+        model = RoutingRule
+        fields = ["name", "state_machine_arn", "state_name", "priority", "enabled"]
+        help_texts = {
+            "state_machine_arn": "Blank: any state machine.",
+            "state_name": "Blank: any state.",
+            "priority": "Among equally specific rules, the higher priority wins.",
+        }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.fields["users_text"].initial = "\n".join(self.instance.users)
+            self.fields["groups_text"].initial = "\n".join(self.instance.groups)
+
+    def clean(self):
+        from approvals.services import ApprovalError
+        from approvals.services.admin_ops import clean_assignees
+
+        data = super().clean()
+        try:
+            users, groups = clean_assignees(
+                users=split_list(data.get("users_text", "")), groups=split_list(data.get("groups_text", ""))
+            )
+        except ApprovalError as error:
+            raise forms.ValidationError(error.message) from None
+        if not users and not groups:
+            raise forms.ValidationError("Name at least one approver: an email or a group.")
+        return data

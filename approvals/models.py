@@ -6,6 +6,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Upper
 from django.utils import timezone
 
 
@@ -65,9 +66,22 @@ class ApprovalRequest(models.Model):
 
     class Meta:
         ordering = ["-received_at", "-id"]
+        # Every filter and ordering the admin offers has an index (see approvals/admin.py);
+        # the changelists must stay fast with hundreds of thousands of rows.
         indexes = [
             models.Index(fields=["status", "-received_at"], name="request_status_received"),
             models.Index(fields=["status", "deadline"], name="request_status_deadline"),
+            models.Index(fields=["-received_at", "-id"], name="request_received"),
+            models.Index(fields=["deadline", "id"], name="request_deadline"),
+            models.Index(fields=["state_machine_arn", "-received_at"], name="request_machine_received"),
+            models.Index(fields=["execution_arn"], name="request_execution"),
+            # Plus, on PostgreSQL, trigram indexes for the admin's search on title and requester
+            # (migration 0003: they need the pg_trgm extension, which SQLite has no use for).
+        ]
+        permissions = [
+            ("decide_approvalrequest", "Can approve or reject approval requests in the admin"),
+            ("reassign_approvalrequest", "Can reassign approval requests"),
+            ("cancel_approvalrequest", "Can cancel approval requests"),
         ]
 
     def __str__(self) -> str:
@@ -129,7 +143,11 @@ class AuditEvent(models.Model):
 
     class Meta:
         ordering = ["created_at", "id"]
-        indexes = [models.Index(fields=["action", "-created_at"], name="audit_action_created")]
+        indexes = [
+            models.Index(fields=["action", "-created_at"], name="audit_action_created"),
+            models.Index(fields=["-created_at", "-id"], name="audit_created"),
+            models.Index(Upper("actor_label"), name="audit_actor_label_upper"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.action} by {self.actor_label}"
@@ -173,14 +191,27 @@ class Callback(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        indexes = [models.Index(fields=["status", "updated_at"], name="callback_status_updated")]
+        indexes = [
+            models.Index(fields=["status", "updated_at"], name="callback_status_updated"),
+            models.Index(fields=["-updated_at", "-id"], name="callback_updated"),  # the admin's outbox list
+        ]
+        permissions = [("retry_callback", "Can send a failed callback again")]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} for request {self.request_id} ({self.status})"
 
 
 class IngestError(models.Model):
-    """A queue message the portal could not turn into a request; its body stored redacted."""
+    """A queue message the portal could not turn into a request; its body stored redacted.
+
+    The stored body has no token, so it cannot be ingested again; the message itself waits
+    on the dead-letter queue, and an admin replays it (back to the queue) or discards it.
+    """
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        REPLAYED = "replayed", "Replayed"
+        DISCARDED = "discarded", "Discarded"
 
     sqs_message_id = models.CharField(max_length=128, unique=True)
     code = models.CharField(max_length=32)
@@ -189,12 +220,48 @@ class IngestError(models.Model):
     receive_count = models.PositiveIntegerField(default=1)
     first_seen_at = models.DateTimeField(default=timezone.now)
     last_seen_at = models.DateTimeField(default=timezone.now)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    resolved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    # The id the message got when it was sent back to the queue.
+    replayed_as_message_id = models.CharField(max_length=128, blank=True, default="")
 
     class Meta:
         ordering = ["-last_seen_at"]
+        indexes = [models.Index(fields=["status", "-last_seen_at"], name="ingest_error_status_seen")]
+        permissions = [("resolve_ingesterror", "Can replay or discard ingest errors")]
 
     def __str__(self) -> str:
         return f"{self.code}: {self.reason[:80]}"
+
+
+class RoutingRule(models.Model):
+    """Who gets a request whose message names no approvers, kept by admins.
+
+    A blank state machine or state matches any. The most specific enabled rule wins (state
+    machine and state, then state machine, then state, then neither); `priority` breaks ties
+    between equally specific rules, higher first. No rule matches: APPROVAL_DEFAULT_GROUP.
+    """
+
+    name = models.CharField(max_length=200)
+    state_machine_arn = models.CharField(max_length=2048, blank=True, default="")
+    state_name = models.CharField(max_length=80, blank=True, default="")
+    users = models.JSONField(default=list, blank=True, help_text="Emails of approvers.")
+    groups = models.JSONField(default=list, blank=True, help_text="SSO group names.")
+    priority = models.IntegerField(default=0)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-enabled", "-priority", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def specificity(self) -> int:
+        return 2 * bool(self.state_machine_arn) + bool(self.state_name)
 
 
 class ConsumerStatus(models.Model):
@@ -211,3 +278,96 @@ class ConsumerStatus(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+# ---------------------------------------------------------------------------
+# Notifications (approvals/notifications/, written only by approvals/services/notifications.py)
+# ---------------------------------------------------------------------------
+class Notification(models.Model):
+    """One message to one recipient on one channel: planned, then sent by a Celery task.
+
+    The row is the outbox and the record: a send that keeps failing ends `failed`, with the
+    redacted reason, for the admin.
+    """
+
+    class Channel(models.TextChoices):
+        EMAIL = "email", "Email"
+        SLACK = "slack", "Slack"
+
+    class Kind(models.TextChoices):
+        NEW_REQUEST = "new_request", "New request"
+        REASSIGNED = "reassigned", "Reassigned"
+        REMINDER = "reminder", "Reminder"
+        ESCALATION = "escalation", "Escalation"
+        OUTCOME = "outcome", "Outcome"
+        DIGEST = "digest", "Daily digest"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed"
+        SKIPPED = "skipped", "Not needed any more"
+
+    request = models.ForeignKey(
+        ApprovalRequest, null=True, blank=True, on_delete=models.CASCADE, related_name="notifications"
+    )
+    channel = models.CharField(max_length=8, choices=Channel.choices)
+    # An email address; for Slack an email (a direct message) or a channel id (a group's channel).
+    recipient = models.CharField(max_length=254)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    # A short, redacted reason: an SMTP or Slack error, never a secret.
+    last_error = models.TextField(blank=True, default="")
+    # While a task sends it: a second task for the same row waits its turn instead of sending twice.
+    locked_until = models.DateTimeField(null=True, blank=True)
+    # Where a Slack message landed ("channel:ts"), so that it can be updated with the outcome.
+    external_ref = models.CharField(max_length=200, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["status", "-created_at"], name="notification_status_created"),
+            models.Index(fields=["status", "updated_at"], name="notification_status_updated"),
+            models.Index(fields=["recipient", "kind", "-created_at"], name="notification_recipient_kind"),
+        ]
+        permissions = [("resend_notification", "Can send a failed notification again")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} by {self.get_channel_display()} to {self.recipient} ({self.status})"
+
+
+class FollowUp(models.Model):
+    """A reminder or an escalation for a request: each happens at most once (the unique constraint)."""
+
+    class Kind(models.TextChoices):
+        REMINDER = "reminder", "Reminder"
+        ESCALATION = "escalation", "Escalation"
+
+    request = models.ForeignKey(ApprovalRequest, on_delete=models.CASCADE, related_name="follow_ups")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["request", "kind"], name="follow_up_once_per_request")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} for request {self.request_id}"
+
+
+class NotificationPreference(models.Model):
+    """How a person wants to hear about approvals. No row: email and Slack on, digest off."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notification_preference"
+    )
+    email_enabled = models.BooleanField("Email", default=True)
+    slack_enabled = models.BooleanField("Slack", default=True)
+    digest_enabled = models.BooleanField("Daily digest", default=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"Notification preferences of {self.user}"

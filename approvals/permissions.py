@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from django.utils import timezone
 
 from approvals.models import ApprovalRequest, Assignment, User
+from approvals.roles import APPROVER_ACCESS_GROUP
 
 
 @dataclass(frozen=True)
@@ -17,7 +18,8 @@ class Refusal:
 
 
 def user_group_names(user: User) -> set[str]:
-    return set(user.groups.values_list("name", flat=True))
+    """The user's SSO groups (as mirrored at sign-in), without the portal's own permission group."""
+    return set(user.groups.exclude(name=APPROVER_ACCESS_GROUP).values_list("name", flat=True))
 
 
 def is_assignee(user: User, request: ApprovalRequest) -> bool:
@@ -57,8 +59,11 @@ def decision_refusal(user: User, request: ApprovalRequest) -> Refusal | None:
 
 
 def can_view(user: User, request: ApprovalRequest) -> bool:
-    """Approvers, the requester, whoever decided it, and admins may look at a request."""
-    if user.is_staff:
+    """Approvers, the requester, whoever decided it, and admins may look at a request.
+
+    Admins are superusers: approvers are staff too (they use the admin), but see only their own.
+    """
+    if user.is_superuser:
         return True
     email = (user.email or "").lower()
     if email and email == request.requester_email.lower():

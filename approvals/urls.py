@@ -1,12 +1,16 @@
 from django.urls import path
 
-from approvals import views
+from approvals import slack_views, views
+from approvals.notifications import views as notification_views
 
 urlpatterns = [
     path("", views.inbox, name="inbox"),
     path("signin/", views.signin, name="signin"),
     path("requests/<uuid:public_id>/", views.request_detail, name="request-detail"),
+    path("requests/<uuid:public_id>/confirm/", views.confirm_decision, name="request-confirm"),
     path("requests/<uuid:public_id>/decide/", views.decide, name="request-decide"),
     path("requests/<uuid:public_id>/result/", views.decision_result, name="request-result"),
     path("links/<str:token>/", views.decision_link, name="decision-link"),
+    path("preferences/", notification_views.preferences, name="notification-preferences"),
+    path("slack/interactivity/", slack_views.interactivity, name="slack-interactivity"),
 ]

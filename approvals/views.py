@@ -2,14 +2,14 @@
 
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import Http404, HttpResponseRedirect
+from django.http import HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.http import require_GET, require_POST
 
 from approvals import links, permissions, selectors, services
-from approvals.forms import DecisionForm, LinkConfirmForm
+from approvals.forms import DecisionForm, InboxFilterForm, LinkConfirmForm
 
 # Refusal codes → HTTP status of the page that explains them.
 ERROR_STATUS = {
@@ -48,30 +48,110 @@ def admin_login(request):
     return redirect(reverse("signin") + "?" + urlencode({"next": _safe_next(request, "/admin/")}))
 
 
+INBOX_PAGE_SIZE = 25
+
+
 @login_required
 @require_GET
 def inbox(request):
-    page = Paginator(selectors.inbox_for(request.user), 25).get_page(request.GET.get("page"))
-    return render(request, "approvals/inbox.html", {"page": page})
+    filters = InboxFilterForm(request.GET, tabs=selectors.INBOX_TABS)
+    tab = filters.value("tab") or "waiting"
+    groups = permissions.user_group_names(request.user)
+    requests = selectors.inbox_tab(request.user, tab, groups=groups)
+    counts = selectors.inbox_counts(request.user, groups=groups)
+    narrowed = {name: filters.value(name) for name in ("q", "machine", "due", "sort")}
+    listed = selectors.inbox_filter(
+        requests,
+        search=narrowed["q"],
+        state_machine=narrowed["machine"],
+        due=narrowed["due"],
+        sort=narrowed["sort"],
+    )
+    paginator = Paginator(listed, INBOX_PAGE_SIZE)
+    if not any(narrowed[name] for name in ("q", "machine", "due")):
+        paginator.count = counts[tab]  # the same rows: don't count them twice
+    page = paginator.get_page(request.GET.get("page"))
+    return render(
+        request,
+        "approvals/inbox.html",
+        {
+            "page": page,
+            "tab": tab,
+            "tabs": [(key, label, counts[key]) for key, label in selectors.INBOX_TABS.items()],
+            "filters": filters,
+            "narrowed": narrowed,
+            "filtering": any(narrowed[name] for name in ("q", "machine", "due")),
+            # Every state machine that sent requests, as the admin's filter lists them.
+            "state_machines": selectors.state_machine_arns(),
+        },
+    )
+
+
+def _not_found(request):
+    # Not found and not yours look the same: request ids reveal nothing.
+    return _refusal_page(request, "There is no such approval request, or it is not yours to see.", "not_found")
 
 
 def _visible_request(request, public_id):
     approval = selectors.request_detail(public_id)
     if approval is None or not permissions.can_view(request.user, approval):
-        # Not found and not yours look the same: request ids reveal nothing.
-        raise Http404("No such approval request")
+        return None
     return approval
+
+
+def _detail_page(request, approval, *, form=None, status: int = 200, just_decided: bool = False):
+    refusal = permissions.decision_refusal(request.user, approval)
+    if refusal is None and form is None:
+        form = DecisionForm()
+    return render(
+        request,
+        "approvals/detail.html",
+        {
+            "approval": approval,
+            "refusal": refusal,
+            "form": form if refusal is None else None,
+            "just_decided": just_decided,
+        },
+        status=status,
+    )
 
 
 @login_required
 @require_GET
 def request_detail(request, public_id):
     approval = _visible_request(request, public_id)
+    if approval is None:
+        return _not_found(request)
+    return _detail_page(request, approval)
+
+
+@login_required
+@require_POST
+def confirm_decision(request, public_id):
+    """The step between the request page and the decision: "Yes, approve" or go back.
+
+    Nothing changes here; the confirm page's button POSTs to `decide`. A rejection without a
+    comment goes back to the request page with the reason (also without JavaScript).
+    """
+    form = DecisionForm(request.POST)
+    approval = selectors.request_detail(public_id)
+    if approval is None:
+        services.refusal_record(
+            user=request.user, request=None, code="not_found", attempted="confirm", public_id=str(public_id)
+        )
+        return _refusal_page(request, "This approval request does not exist.", "not_found")
     refusal = permissions.decision_refusal(request.user, approval)
+    if refusal is not None:
+        services.refusal_record(user=request.user, request=approval, code=refusal.code, attempted="confirm")
+        return _refusal_page(request, refusal.message, refusal.code, approval)
+    if request.POST.get("edit"):  # "Change the comment" on the confirm page
+        return _detail_page(request, approval, form=DecisionForm(initial={"comment": request.POST.get("comment", "")}))
+    if not form.is_valid():
+        return _detail_page(request, approval, form=form, status=400)
     return render(
         request,
-        "approvals/detail.html",
-        {"approval": approval, "refusal": refusal, "form": DecisionForm() if refusal is None else None},
+        "approvals/confirm_decision.html",
+        {"approval": approval, "form": form, "action": form.cleaned_data["decision"]},
     )
 
 
@@ -80,10 +160,17 @@ def request_detail(request, public_id):
 def decide(request, public_id):
     form = DecisionForm(request.POST)
     if not form.is_valid():
-        return render(request, "approvals/error.html", {"message": "Choose approve or reject."}, status=400)
+        if not form.only_the_comment_is_missing:
+            return render(request, "approvals/error.html", {"message": "Choose approve or reject."}, status=400)
+        # A rejection without a comment: if the request can't be decided anyway, say that
+        # (already decided by whom, not yours, …); else back to the page with the reason.
+        approval = selectors.request_detail(public_id)
+        refusal = None if approval is None else permissions.decision_refusal(request.user, approval)
+        if approval is not None and refusal is None:
+            return _detail_page(request, approval, form=form, status=400)
     try:
         services.approval_decide(
-            public_id=public_id, user=request.user, approve=form.approve, comment=form.cleaned_data["comment"]
+            public_id=public_id, user=request.user, approve=form.approve, comment=form.cleaned_data.get("comment", "")
         )
     except services.ApprovalError as error:
         return _refusal_page(request, error.message, error.code, error.request)
@@ -149,5 +236,9 @@ def decision_link(request, token):
 @login_required
 @require_GET
 def decision_result(request, public_id):
+    """After the decision: the request page with the outcome on top; portal.js refreshes the
+    callback's status until it is final."""
     approval = _visible_request(request, public_id)
-    return render(request, "approvals/result.html", {"approval": approval})
+    if approval is None:
+        return _not_found(request)
+    return _detail_page(request, approval, just_decided=True)

@@ -10,6 +10,8 @@ app = Celery("portal")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(["worker"])
 
+from worker import observability  # noqa: E402, F401 - the worker's logging, metrics and log-context signals
+
 
 def _install_queue_consumer() -> None:
     # Imported late: the step needs Django configured, which happens when the worker boots.

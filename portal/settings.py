@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import environ
+from celery.schedules import crontab
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("PORTAL_VAR_DIR", default=str(BASE_DIR / "var")))
@@ -182,6 +183,9 @@ OIDC_ALLOWED_EMAIL_DOMAINS = [d.lower().lstrip("@") for d in env.list("OIDC_ALLO
 # Which claim carries the user's groups, and which groups make a user a portal admin.
 OIDC_GROUPS_CLAIM = env.str("OIDC_GROUPS_CLAIM", default="groups")
 OIDC_ADMIN_GROUPS = env.list("OIDC_ADMIN_GROUPS", default=["portal-admins"])
+# Every other signed-in user may use the admin as an approver: staff with only the approver
+# permissions, seeing only the requests they may decide or decided (approvals/roles.py).
+ADMIN_APPROVER_ACCESS = env.bool("ADMIN_APPROVER_ACCESS", default=True)
 
 # ---------------------------------------------------------------------------
 # AWS: Step Functions and the approval queue
@@ -237,6 +241,54 @@ CALLBACK_MAX_ATTEMPTS = env.int("CALLBACK_MAX_ATTEMPTS", default=8)
 CALLBACK_STALE_SECONDS = env.int("CALLBACK_STALE_SECONDS", default=120)
 
 # ---------------------------------------------------------------------------
+# Notifications: email, Slack, reminders, escalation, digest (approvals/notifications/)
+# ---------------------------------------------------------------------------
+# SMTP when EMAIL_HOST is set (docker-compose: mailpit), else the console (make run prints mail).
+EMAIL_HOST = env.str("EMAIL_HOST", default="")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_USE_SSL = env.bool("EMAIL_USE_SSL", default=False)
+EMAIL_TIMEOUT = env.float("EMAIL_TIMEOUT", default=10.0)
+EMAIL_BACKEND = env.str(
+    "EMAIL_BACKEND",
+    default="django.core.mail.backends.smtp.EmailBackend"
+    if EMAIL_HOST
+    else "django.core.mail.backends.console.EmailBackend",
+)
+EMAIL_FILE_PATH = env.str("EMAIL_FILE_PATH", default=str(VAR_DIR / "mail"))
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Approval portal <approvals@localhost>")
+SERVER_EMAIL = env.str("SERVER_EMAIL", default=DEFAULT_FROM_EMAIL)
+# Production without a mail server sends no email (rather than printing signed links to the log).
+NOTIFICATION_EMAIL_ENABLED = env.bool(
+    "NOTIFICATION_EMAIL_ENABLED", default=DEV or bool(EMAIL_HOST) or bool(env.str("EMAIL_BACKEND", default=""))
+)
+# Each send: this many attempts in all, exponential backoff with jitter between them.
+NOTIFICATION_MAX_ATTEMPTS = env.int("NOTIFICATION_MAX_ATTEMPTS", default=5)
+NOTIFICATION_RETRY_BACKOFF_SECONDS = env.int("NOTIFICATION_RETRY_BACKOFF_SECONDS", default=30)
+NOTIFICATION_RETRY_BACKOFF_MAX_SECONDS = env.int("NOTIFICATION_RETRY_BACKOFF_MAX_SECONDS", default=600)
+# A notification still pending this long (a lost enqueue: broker down) is queued again by the sweep.
+NOTIFICATION_STALE_SECONDS = env.int("NOTIFICATION_STALE_SECONDS", default=1200)
+# Slack: off unless the bot token is set (then the signing secret must be set too).
+SLACK_BOT_TOKEN = env.str("SLACK_BOT_TOKEN", default="")
+SLACK_SIGNING_SECRET = env.str("SLACK_SIGNING_SECRET", default="")
+SLACK_API_URL = env.str("SLACK_API_URL", default="https://slack.com/api").rstrip("/")
+SLACK_TIMEOUT = env.float("SLACK_TIMEOUT", default=5.0)
+# SSO group → Slack channel id ("finance-approvers=C123,it-approvers=C456"); other groups' known
+# members get direct messages.
+SLACK_GROUP_CHANNELS = env.dict("SLACK_GROUP_CHANNELS", default={})
+# Reminders and escalation (0 turns either off); escalation goes to ESCALATION_GROUP's members,
+# or to the portal admins (superusers) when it is empty.
+REMINDER_AFTER_SECONDS = env.int("REMINDER_AFTER_SECONDS", default=4 * 3600)
+ESCALATION_AFTER_SECONDS = env.int("ESCALATION_AFTER_SECONDS", default=24 * 3600)
+ESCALATION_GROUP = env.str("ESCALATION_GROUP", default="")
+FOLLOW_UP_SWEEP_SECONDS = env.float("FOLLOW_UP_SWEEP_SECONDS", default=300.0)
+# The daily digest (for people who turned it on) lists pending requests when they have at least this many.
+DIGEST_MIN_PENDING = env.int("DIGEST_MIN_PENDING", default=5)
+DIGEST_HOUR_UTC = env.int("DIGEST_HOUR_UTC", default=7)
+
+# ---------------------------------------------------------------------------
 # Celery
 # ---------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=f"sqla+sqlite:///{VAR_DIR / 'celery-broker.sqlite3'}")
@@ -258,6 +310,13 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-callbacks": {"task": "worker.tasks.sweep_callbacks", "schedule": CALLBACK_SWEEP_SECONDS},
     "expire-overdue": {"task": "worker.tasks.expire_overdue_requests", "schedule": 60.0},
     "send-heartbeats": {"task": "worker.tasks.send_heartbeats", "schedule": HEARTBEAT_SWEEP_SECONDS},
+    # Notifications (worker/notify_tasks.py)
+    "sweep-notifications": {"task": "worker.notify_tasks.sweep_notifications", "schedule": 60.0},
+    "send-follow-ups": {"task": "worker.notify_tasks.send_follow_ups", "schedule": FOLLOW_UP_SWEEP_SECONDS},
+    "send-digests": {
+        "task": "worker.notify_tasks.send_digests",
+        "schedule": crontab(minute=0, hour=DIGEST_HOUR_UTC),
+    },
 }
 
 # ---------------------------------------------------------------------------
@@ -278,3 +337,49 @@ LOGGING = {
         "urllib3": {"level": "WARNING"},
     },
 }
+
+# ---------------------------------------------------------------------------
+# Operations: metrics, health checks, structured logs (README "Operations")
+# ---------------------------------------------------------------------------
+# json: one JSON object per line (production default); plain: readable text (dev default).
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain" if DEV else "json")
+if LOG_FORMAT not in {"plain", "json"}:
+    raise environ.ImproperlyConfigured("LOG_FORMAT must be 'plain' or 'json'")
+LOGGING["filters"]["log_context"] = {"()": "portal.logging.LogContextFilter"}
+LOGGING["formatters"]["plain"] = {"()": "portal.logging.PlainFormatter"}
+LOGGING["formatters"]["json"] = {"()": "portal.logging.JsonFormatter"}
+for _handler in LOGGING["handlers"].values():
+    # The token redaction stays first on every handler; the correlation ids come after it.
+    _handler["filters"] = [*_handler.get("filters", []), "log_context"]
+    _handler["formatter"] = LOG_FORMAT
+    _handler.setdefault("stream", "ext://sys.stdout")
+# Django's defaults attach their own handlers to "django" (an unfiltered console in DEBUG, mail
+# to ADMINS with the traceback): none, so its records reach only the filtered root handler.
+LOGGING["loggers"]["django"] = {"handlers": [], "propagate": True}
+LOGGING["loggers"]["django.server"] = {"handlers": [], "propagate": True}
+# X-Request-ID and the log context, first so that every later middleware logs with them.
+MIDDLEWARE.insert(0, "portal.logging.RequestIdMiddleware")
+
+# Probes and Prometheus have no session: no OIDC re-check, and no HTTPS redirect (a plain-HTTP
+# probe inside the cluster). They still need a Host in DJANGO_ALLOWED_HOSTS.
+OIDC_EXEMPT_URLS = [*globals().get("OIDC_EXEMPT_URLS", []), "healthz", "readyz", "metrics"]
+SECURE_REDIRECT_EXEMPT = [*globals().get("SECURE_REDIRECT_EXEMPT", []), r"^(healthz|readyz|metrics)$"]
+
+# prometheus-client's multiprocess files: <dir>/web and <dir>/worker-<node> (portal/observability.py).
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default=str(VAR_DIR / "prometheus"))
+# Who may read /metrics (and /readyz's error details): a bearer token, or an address listed
+# here (IPs or CIDRs). Neither set (the production default): nobody.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=["127.0.0.1", "::1"] if DEV else [])
+# The Celery worker's own metrics endpoint; 0 = none. Off by default in production: turn it on
+# with a port and a bind address your Prometheus reaches (same token / allow-list).
+WORKER_METRICS_PORT = env.int("WORKER_METRICS_PORT", default=9808 if DEV else 0)
+WORKER_METRICS_BIND = env.str("WORKER_METRICS_BIND", default="127.0.0.1")
+# SQS's queue counts are fetched at most this often per web process (each scrape reads the cache).
+METRICS_QUEUE_CACHE_SECONDS = env.float("METRICS_QUEUE_CACHE_SECONDS", default=15.0)
+# Health checks' AWS calls: short timeouts, no retries.
+AWS_PROBE_TIMEOUT = env.float("AWS_PROBE_TIMEOUT", default=3.0)
+READYZ_TIMEOUT_SECONDS = env.float("READYZ_TIMEOUT_SECONDS", default=4.0)
+READYZ_CONSUMER_MAX_AGE_SECONDS = env.int("READYZ_CONSUMER_MAX_AGE_SECONDS", default=120)
+# The checks whose failure makes /readyz answer 503 (all are reported either way).
+READYZ_REQUIRED_CHECKS = env.list("READYZ_REQUIRED_CHECKS", default=["database", "broker", "aws", "consumer"])

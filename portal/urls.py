@@ -1,9 +1,14 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from approvals import views
+from approvals import ops_views, views
 
 urlpatterns = [
+    # Operations: probes, Prometheus, and the admin's dashboard (before the admin's own URLs).
+    path("healthz", ops_views.healthz, name="healthz"),
+    path("readyz", ops_views.readyz, name="readyz"),
+    path("metrics", ops_views.metrics_view, name="metrics"),
+    path("admin/dashboard/", ops_views.ops_dashboard, name="ops-dashboard"),
     # The admin signs in through SSO like everything else.
     path("admin/login/", views.admin_login),
     path("admin/", admin.site.urls),

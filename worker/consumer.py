@@ -18,18 +18,18 @@ logger = logging.getLogger(__name__)
 
 def consume_once(*, queue_url: str, wait_seconds: int, visibility_timeout: int, max_bytes: int) -> int:
     """Receive one batch, ingest it, delete what was committed. Returns messages handled."""
-    from django.db import close_old_connections
-
-    from approvals import services
+    from approvals import metrics, services
     from approvals.contract import ContractError, parse_message
+    from portal.logging import bind_log_context
     from worker import gateway
 
-    close_old_connections()
     batch = gateway.receive_batch(queue_url=queue_url, wait_seconds=wait_seconds, visibility_timeout=visibility_timeout)
     received_at = time.monotonic()
+    metrics.messages_received(len(batch))
     extended = False
     done: list[str] = []
     for index, message in enumerate(batch):
+        bind_log_context(message_id=message.message_id, approval_id=None)
         if not extended and time.monotonic() - received_at > visibility_timeout / 2:
             # A slow batch (a slow database): keep the rest hidden so no other consumer
             # receives them meanwhile.
@@ -44,6 +44,7 @@ def consume_once(*, queue_url: str, wait_seconds: int, visibility_timeout: int, 
             continue
         services.approval_request_ingest(message=parsed, sqs_message_id=message.message_id)
         done.append(message.receipt_handle)  # committed: safe to delete
+    bind_log_context(message_id=None, approval_id=None)
     if done:
         failed = gateway.delete_messages(queue_url=queue_url, receipt_handles=done)
         if failed:
@@ -63,13 +64,16 @@ class QueueConsumer(threading.Thread):
 
     def run(self) -> None:
         from django.conf import settings
+        from django.db import close_old_connections
 
-        from approvals import services
+        from approvals import metrics, services
 
         name = consumer_name()
         logger.info("approval queue consumer %s started", name)
         failures = 0
         while not self.stopping.is_set():
+            # A long-lived thread: drop connections the database closed or that grew old.
+            close_old_connections()
             try:
                 handled = consume_once(
                     queue_url=settings.APPROVAL_QUEUE_URL,
@@ -83,6 +87,7 @@ class QueueConsumer(threading.Thread):
                 # AWS or the database having a bad minute, or a bug: never kill the consumer
                 # for good; back off and say so where operators look.
                 failures += 1
+                metrics.consumer_poll_failed(error)
                 delay = min(60, 2**failures)
                 logger.exception("approval queue consumer error; retrying in %ss", delay)
                 try:

@@ -184,6 +184,106 @@ def queue_arn(queue_url: str) -> str:
 
 
 # ---------------------------------------------------------------------------
+# SQS: the dead-letter queue (ingest errors an admin replays or discards)
+# ---------------------------------------------------------------------------
+# How far a search for one message looks into a queue: 100 receives of 10.
+MESSAGE_SEARCH_BATCHES = 100
+
+
+def dead_letter_queue_url(*, queue_url: str) -> str | None:
+    """The DLQ named by the queue's redrive policy, or None when it has none."""
+    try:
+        sqs = _sqs()
+        attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["RedrivePolicy"])["Attributes"]
+        policy = attributes.get("RedrivePolicy")
+        if not policy:
+            return None
+        # arn:aws:sqs:<region>:<account>:<name>
+        _, _, _, _, account, name = json.loads(policy)["deadLetterTargetArn"].split(":", 5)
+        return sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
+    except (ClientError, BotoCoreError) as error:
+        raise _translate(error) from None
+
+
+def _find_message(sqs, queue_url: str, message_id: str) -> dict | None:
+    """Receive from `queue_url` until the message with `message_id` turns up, or the queue runs dry.
+
+    Messages looked at on the way are hidden for a moment (so the next receive returns others)
+    and made visible again at the end. Only for a dead-letter queue, which nobody consumes.
+    """
+    passed: list[str] = []
+    found = None
+    try:
+        for _ in range(MESSAGE_SEARCH_BATCHES):
+            messages = sqs.receive_message(
+                QueueUrl=queue_url,
+                MaxNumberOfMessages=10,
+                WaitTimeSeconds=1,
+                VisibilityTimeout=60,
+                MessageAttributeNames=["All"],
+            ).get("Messages", [])
+            if not messages:
+                break
+            for message in messages:
+                if found is None and message["MessageId"] == message_id:
+                    found = message
+                else:
+                    passed.append(message["ReceiptHandle"])
+            if found is not None:
+                break
+    finally:
+        for start in range(0, len(passed), 10):
+            entries = [
+                {"Id": str(i), "ReceiptHandle": handle, "VisibilityTimeout": 0}
+                for i, handle in enumerate(passed[start : start + 10])
+            ]
+            try:
+                sqs.change_message_visibility_batch(QueueUrl=queue_url, Entries=entries)
+            except (ClientError, BotoCoreError) as error:  # they reappear after 60 s anyway
+                logger.warning("could not release messages on %s: %s", queue_url, _translate(error))
+    return found
+
+
+def move_message(*, source_queue_url: str, target_queue_url: str, message_id: str) -> str | None:
+    """Send one message (found by id) from `source` to `target` and delete it from `source`.
+
+    Returns the id it got on `target`, or None when it is not on `source` (any more). The
+    body goes across untouched: it holds the task token, and never passes through our logs.
+    """
+    try:
+        sqs = _sqs()
+        message = _find_message(sqs, source_queue_url, message_id)
+        if message is None:
+            return None
+        attributes = {
+            name: {key: value[key] for key in ("DataType", "StringValue", "BinaryValue") if key in value}
+            for name, value in message.get("MessageAttributes", {}).items()
+        }
+        sent = sqs.send_message(QueueUrl=target_queue_url, MessageBody=message["Body"], MessageAttributes=attributes)
+    except (ClientError, BotoCoreError) as error:
+        raise _translate(error) from None
+    try:
+        sqs.delete_message(QueueUrl=source_queue_url, ReceiptHandle=message["ReceiptHandle"])
+    except (ClientError, BotoCoreError) as error:
+        # Harmless: ingestion is idempotent on the token; the copy left behind can be discarded.
+        logger.warning("message %s sent again but not deleted from %s: %s", message_id, source_queue_url, error)
+    return sent["MessageId"]
+
+
+def delete_message_by_id(*, queue_url: str, message_id: str) -> bool:
+    """Delete one message (found by id); False when it is not on the queue (any more)."""
+    try:
+        sqs = _sqs()
+        message = _find_message(sqs, queue_url, message_id)
+        if message is None:
+            return False
+        sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+        return True
+    except (ClientError, BotoCoreError) as error:
+        raise _translate(error) from None
+
+
+# ---------------------------------------------------------------------------
 # Step Functions: the callbacks
 # ---------------------------------------------------------------------------
 def send_task_success(*, task_token: str, output: dict) -> None:
@@ -239,6 +339,15 @@ def describe_execution(*, execution_arn: str) -> dict:
         raise _translate(error) from None
 
 
+def get_execution_history(*, execution_arn: str) -> list[dict]:
+    """Every event of an execution, oldest first."""
+    try:
+        pages = _sfn().get_paginator("get_execution_history").paginate(executionArn=execution_arn)
+        return [event for page in pages for event in page["events"]]
+    except (ClientError, BotoCoreError) as error:
+        raise _translate(error) from None
+
+
 def configure_emulator(endpoint_url: str) -> None:
     """Turn on the moto server's state machine execution (off by default: executions never run)."""
     response = requests.post(
@@ -247,3 +356,84 @@ def configure_emulator(endpoint_url: str) -> None:
         timeout=10,
     )
     response.raise_for_status()
+
+
+# ---------------------------------------------------------------------------
+# Operations: queue depth for /metrics, reachability for /readyz
+# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class QueueDepth:
+    """SQS's approximate counts (CloudWatch's ApproximateAgeOfOldestMessage is not in the API)."""
+
+    visible: int
+    in_flight: int
+    delayed: int
+    dead_letter_visible: int | None  # None: no redrive policy, or not allowed to read the DLQ
+
+
+@lru_cache(maxsize=4)
+def _probe_client(service: str, endpoint_url: str | None, region: str, timeout: float):
+    # Health checks and scrapes must answer fast: short timeouts and no retries.
+    config = Config(connect_timeout=timeout, read_timeout=timeout, retries={"max_attempts": 1, "mode": "standard"})
+    return boto3.session.Session().client(
+        service,
+        region_name=region,
+        endpoint_url=endpoint_url,
+        aws_access_key_id=settings.AWS_ACCESS_KEY_ID,
+        aws_secret_access_key=settings.AWS_SECRET_ACCESS_KEY,
+        config=config,
+    )
+
+
+def _sqs_probe():
+    return _probe_client("sqs", settings.AWS_ENDPOINT_URL, settings.AWS_REGION, settings.AWS_PROBE_TIMEOUT)
+
+
+_DEPTH_ATTRIBUTES = [
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesNotVisible",
+    "ApproximateNumberOfMessagesDelayed",
+]
+
+
+def probe_queue(*, queue_url: str) -> None:
+    """One cheap call that proves AWS answers and the queue exists (raises AwsError if not)."""
+    try:
+        _sqs_probe().get_queue_attributes(QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages"])
+    except (ClientError, BotoCoreError) as error:
+        raise _translate(error) from None
+
+
+def queue_depth(*, queue_url: str) -> QueueDepth:
+    """The queue's message counts, and its dead-letter queue's when the redrive policy names one."""
+    try:
+        sqs = _sqs_probe()
+        attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=[*_DEPTH_ATTRIBUTES, "RedrivePolicy"])[
+            "Attributes"
+        ]
+    except (ClientError, BotoCoreError) as error:
+        raise _translate(error) from None
+    return QueueDepth(
+        visible=int(attributes.get("ApproximateNumberOfMessages", 0)),
+        in_flight=int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
+        delayed=int(attributes.get("ApproximateNumberOfMessagesDelayed", 0)),
+        dead_letter_visible=_dead_letter_depth(sqs, attributes.get("RedrivePolicy")),
+    )
+
+
+def _dead_letter_depth(sqs, policy: str | None) -> int | None:
+    if not policy:
+        return None
+    try:
+        # arn:aws:sqs:<region>:<account>:<name>
+        _, _, _, _, account, name = json.loads(policy)["deadLetterTargetArn"].split(":", 5)
+        url = sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
+        response = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
+    except (ValueError, KeyError) as error:
+        logger.debug("unreadable redrive policy: %s", error)
+        return None
+    except (ClientError, BotoCoreError) as error:
+        # The portal's IAM policy may not cover the DLQ: the main queue's numbers still count.
+        logger.debug("dead-letter queue depth unavailable: %s", _translate(error))
+        return None
+    return int(response["Attributes"].get("ApproximateNumberOfMessages", 0))

@@ -5,7 +5,7 @@ import random
 
 from celery import shared_task
 
-from approvals import selectors, services
+from approvals import metrics, selectors, services
 from worker import gateway
 
 logger = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ def deliver_callback(callback_id: int) -> str:
                 task_token=send.task_token, error=send.payload["error"], cause=send.payload.get("cause", "")
             )
     except gateway.AwsPermanentError as error:
+        logger.warning("callback %s refused by Step Functions: %s %s", callback_id, error.code, error.message)
         services.callback_mark_failed(callback_id=callback_id, code=error.code, message=error.message)
         return "failed"
     except gateway.AwsTransientError as error:
@@ -82,14 +83,21 @@ def send_heartbeats() -> int:
         try:
             gateway.send_task_heartbeat(task_token=token)
         except gateway.AwsPermanentError as error:
+            metrics.heartbeat("closed" if error.code in services.CLOSED_TASK_CODES else "refused")
             if error.code in services.CLOSED_TASK_CODES:
                 services.approval_close_by_step_functions(request_id=request_id, code=error.code)
             else:
                 logger.warning("heartbeat for request %s refused: %s", request_id, error.code)
             continue
         except gateway.AwsTransientError as error:
+            metrics.heartbeat("transient")
             logger.warning("heartbeat for request %s failed (%s); next sweep retries", request_id, error.code)
             continue
         services.heartbeat_recorded(request_id=request_id)
+        metrics.heartbeat("sent")
         sent += 1
     return sent
+
+
+# Celery's autodiscovery imports only this module: load the notification tasks with it.
+from worker import notify_tasks  # noqa: E402, F401

@@ -4,6 +4,16 @@ Views, admin actions, management commands and Celery tasks call these functions;
 write the models themselves.
 """
 
+from approvals.services.admin_ops import (
+    approval_cancel,
+    approval_reassign,
+    callback_retry,
+    ingest_error_discard,
+    ingest_error_replay,
+    new_assignees_notify,
+    routing_rule_delete,
+    routing_rule_save,
+)
 from approvals.services.callbacks import (
     CLOSED_TASK_CODES,
     MAX_OUTPUT_BYTES,
@@ -36,14 +46,22 @@ __all__ = [
     "output_size",
     "ApprovalError",
     "CallbackSend",
+    "approval_cancel",
     "approval_decide",
     "approval_expire",
+    "approval_reassign",
     "approval_request_ingest",
     "callback_claim",
     "callback_mark_delivered",
     "callback_mark_failed",
     "callback_mark_retrying",
+    "callback_retry",
+    "ingest_error_discard",
     "ingest_error_record",
+    "ingest_error_replay",
+    "new_assignees_notify",
     "refusal_record",
+    "routing_rule_delete",
+    "routing_rule_save",
     "token_keys_rotate",
 ]

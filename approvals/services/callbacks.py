@@ -9,7 +9,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from approvals import permissions, tokens
+from approvals import metrics, permissions, tokens
 from approvals.models import ApprovalRequest, Callback, CallbackStatus, RequestStatus
 from approvals.redaction import redact
 from approvals.services.common import MAX_CAUSE_LENGTH, MAX_ERROR_LENGTH, audit
@@ -110,6 +110,7 @@ def _callback_fail(callback: Callback, *, code: str, message: str) -> None:
     callback.next_attempt_at = None
     callback.save(update_fields=["status", "error_code", "last_error", "next_attempt_at", "updated_at"])
     audit(action="callback_failed", request=callback.request, actor=None, code=code, message=callback.last_error)
+    metrics.callback_failed(code=code)
 
 
 @transaction.atomic
@@ -123,6 +124,7 @@ def callback_mark_delivered(*, callback_id: int) -> None:
     callback.next_attempt_at = None
     callback.save(update_fields=["status", "delivered_at", "error_code", "next_attempt_at", "updated_at"])
     audit(action="callback_delivered", request=callback.request, actor=None, attempts=callback.attempts)
+    metrics.callback_delivered(callback)
 
 
 @transaction.atomic
@@ -139,6 +141,7 @@ def callback_mark_retrying(*, callback_id: int, code: str, message: str, retry_i
     callback.last_error = redact(message)[:2000]
     callback.next_attempt_at = timezone.now() + timedelta(seconds=retry_in)
     callback.save(update_fields=["status", "error_code", "last_error", "next_attempt_at", "updated_at"])
+    metrics.callback_retried(code=code)
     return True
 
 

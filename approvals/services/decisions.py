@@ -6,9 +6,10 @@ import logging
 from django.db import transaction
 from django.utils import timezone
 
-from approvals import permissions
+from approvals import metrics, permissions
 from approvals.models import ApprovalRequest, AuditEvent, Callback, RequestStatus, User
 from approvals.services.common import MAX_CAUSE_LENGTH, ApprovalError, audit, truncate
+from approvals.services.notifications import approval_notify
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +63,10 @@ def _decide(*, public_id, user: User, approve: bool, comment: str) -> ApprovalRe
     kind, payload = _callback_payload(request, approved=approve)
     callback = Callback.objects.create(request=request, kind=kind, payload=payload)
     audit(action=request.status, request=request, actor=user, comment=comment)
+    metrics.request_closed(request)
+    logger.info("approval request %s %s by user %s", request.public_id, request.status, user.pk)
     _queue_callback(callback)
+    approval_notify(request=request, kind="outcome")  # exception-safe; sent after commit
     return request
 
 
@@ -88,6 +92,7 @@ def approval_decide(*, public_id, user: User, approve: bool, comment: str = "", 
 def refusal_record(*, user: User, request: ApprovalRequest | None, code: str, attempted: str, **data) -> AuditEvent:
     """Every refused attempt is visible to admins: who, what, why."""
     logger.info("refused %s for %s: %s", attempted, user.email or user.pk, code)
+    metrics.decision_refused(reason=code)
     return audit(action="decision_refused", request=request, actor=user, code=code, attempted=attempted, **data)
 
 
@@ -108,5 +113,7 @@ def approval_expire(*, request_id: int) -> bool:
         request=request, kind=Callback.Kind.FAILURE, payload={"error": "ApprovalExpired", "cause": cause}
     )
     audit(action="expired", request=request, actor=None, deadline=request.deadline.isoformat())
+    metrics.request_closed(request)
     _queue_callback(callback)
+    approval_notify(request=request, kind="outcome")  # exception-safe; sent after commit
     return True

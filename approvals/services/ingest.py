@@ -7,11 +7,13 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from approvals import tokens
+from approvals import metrics, selectors, tokens
 from approvals.contract import ApprovalMessage, ContractError
 from approvals.models import ApprovalRequest, Assignment, IngestError
 from approvals.redaction import redact, redact_body
 from approvals.services.common import audit
+from approvals.services.notifications import approval_notify
+from portal.logging import bind_log_context
 
 logger = logging.getLogger(__name__)
 
@@ -65,9 +67,16 @@ def approval_request_ingest(*, message: ApprovalMessage, sqs_message_id: str = "
 
     users = list(message.approver_users)
     groups = list(message.approver_groups)
-    routed_to_default = not users and not groups
-    if routed_to_default:
-        groups = [settings.APPROVAL_DEFAULT_GROUP]
+    routed_to_default = False
+    rule = None
+    if not users and not groups:
+        # Never dropped: an admin's routing rule, else the default group.
+        rule = selectors.routing_rule_for(state_machine_arn=request.state_machine_arn, state_name=request.state_name)
+        if rule is not None:
+            users, groups = list(rule.users), list(rule.groups)
+        else:
+            routed_to_default = True
+            groups = [settings.APPROVAL_DEFAULT_GROUP]
     Assignment.objects.bulk_create(
         [Assignment(request=request, kind=Assignment.Kind.USER, value=email) for email in users]
         + [Assignment(request=request, kind=Assignment.Kind.GROUP, value=name) for name in groups]
@@ -80,7 +89,11 @@ def approval_request_ingest(*, message: ApprovalMessage, sqs_message_id: str = "
         users=users,
         groups=groups,
         routed_to_default_group=routed_to_default,
+        routing_rule={"id": rule.pk, "name": rule.name} if rule is not None else None,
     )
+    approval_notify(request=request, kind="new_request")  # exception-safe; sent after commit
+    bind_log_context(approval_id=request.public_id)
+    metrics.request_ingested(state_machine_arn=request.state_machine_arn)
     logger.info("ingested approval request %s from message %s", request.public_id, sqs_message_id)
     return request, True
 
@@ -88,6 +101,7 @@ def approval_request_ingest(*, message: ApprovalMessage, sqs_message_id: str = "
 @transaction.atomic
 def ingest_error_record(*, sqs_message_id: str, error: ContractError, body: str | bytes) -> IngestError:
     """Record a message that broke the contract, once per message however often it returns."""
+    metrics.ingest_error(reason=error.code)
     now = timezone.now()
     row = IngestError.objects.select_for_update().filter(sqs_message_id=sqs_message_id).first()
     if row is not None:

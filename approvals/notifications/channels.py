@@ -1,0 +1,59 @@
+"""One send: build the content for the recipient and hand it to the channel.
+
+Called by worker/notify_tasks.py for a claimed row; raises DeliveryError when the channel
+does not take it (the task retries or marks it failed).
+"""
+
+from django.conf import settings
+from django.urls import reverse
+from django.utils import timezone
+
+from approvals.models import ApprovalRequest, Notification
+from approvals.notifications import DeliveryError, email, messages, slack
+from approvals.notifications.selectors import pending_requests_for
+
+
+class NothingToSend(Exception):
+    """The notification is moot now (an empty digest, a disabled channel)."""
+
+
+def deliver(notification: Notification) -> str:
+    """Send it; returns a reference to the sent message ("channel:ts" for Slack, else "")."""
+    pending = None
+    if notification.kind == Notification.Kind.DIGEST:
+        user = messages.user_for_email(notification.recipient)
+        pending = list(pending_requests_for(user, now=timezone.now())) if user is not None else []
+        if not pending:
+            raise NothingToSend
+    content = messages.build(notification, pending=pending)
+    if notification.channel == Notification.Channel.EMAIL:
+        email.send(content, to=notification.recipient)
+        return ""
+    return _send_slack(notification, content)
+
+
+def _send_slack(notification: Notification, content: messages.MessageContent) -> str:
+    if not slack.enabled():
+        raise NothingToSend
+    request = notification.request
+    is_person = "@" in notification.recipient
+    if notification.kind == Notification.Kind.OUTCOME:
+        text, blocks = slack.outcome_message(request, request_url=content.request_url)
+    elif notification.kind == Notification.Kind.DIGEST:
+        raise DeliveryError("the digest is sent by email only", permanent=True)
+    else:
+        if is_person:
+            with_buttons = messages.may_decide(notification.recipient, request)
+        else:  # a group's channel: whoever clicks is checked then
+            with_buttons = notification.kind != Notification.Kind.ESCALATION
+        text, blocks = slack.request_message(content, with_buttons=with_buttons)
+    channel = slack.direct_message_channel(notification.recipient) if is_person else notification.recipient
+    return slack.post_message(channel=channel, text=text, blocks=blocks)
+
+
+def close_slack_messages(request: ApprovalRequest, references: list[str]) -> None:
+    """Replace the buttons of the request's Slack messages with its outcome (chat.update)."""
+    url = settings.PORTAL_BASE_URL + reverse("request-result", args=[request.public_id])
+    text, blocks = slack.outcome_message(request, request_url=url)
+    for reference in references:
+        slack.update_message(reference=reference, text=text, blocks=blocks)

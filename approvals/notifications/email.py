@@ -1,0 +1,51 @@
+"""Email: HTML and plain text (EmailMultiAlternatives) through the configured mail backend.
+
+The templates autoescape the HTML part; the plain-text part has no markup to inject into.
+SMTP runs with EMAIL_TIMEOUT; errors become DeliveryError (permanent for a refused address).
+"""
+
+import smtplib
+
+from django.conf import settings
+from django.core.mail import EmailMultiAlternatives, get_connection
+from django.template.loader import render_to_string
+
+from approvals.notifications import DeliveryError
+from approvals.notifications.messages import MessageContent, detail_lines
+
+
+def render(content: MessageContent, *, to: str) -> EmailMultiAlternatives:
+    context = {
+        "content": content,
+        "approval": content.request,
+        "detail_lines": detail_lines(content.request.details, indent=1) if content.request else [],
+    }
+    message = EmailMultiAlternatives(
+        subject=content.subject,
+        body=render_to_string("approvals/email/notification.txt", context),
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        to=[to],
+        # Out-of-office replies and auto-responders stay quiet.
+        headers={"Auto-Submitted": "auto-generated", "X-Auto-Response-Suppress": "All"},
+    )
+    message.attach_alternative(render_to_string("approvals/email/notification.html", context), "text/html")
+    return message
+
+
+def send(content: MessageContent, *, to: str) -> None:
+    message = render(content, to=to)
+    try:
+        message.connection = get_connection(fail_silently=False)
+        message.send()
+    except smtplib.SMTPRecipientsRefused as error:
+        raise DeliveryError(f"the mail server refused the address: {error.recipients}", permanent=True) from None
+    except smtplib.SMTPResponseException as error:
+        # 5xx for this message: the server will say the same next time; 4xx: try again later. A
+        # refused login or sender is the portal's configuration: retried, an admin fixes it.
+        text = error.smtp_error.decode(errors="replace") if isinstance(error.smtp_error, bytes) else error.smtp_error
+        configuration = isinstance(error, smtplib.SMTPAuthenticationError | smtplib.SMTPSenderRefused)
+        permanent = 500 <= error.smtp_code < 600 and not configuration
+        raise DeliveryError(f"SMTP {error.smtp_code}: {text}", permanent=permanent) from None
+    except (smtplib.SMTPException, OSError) as error:
+        # Connection refused, timeout, TLS failure, a dropped connection: the server is down.
+        raise DeliveryError(f"{type(error).__name__}: {error}") from None

@@ -1,0 +1,253 @@
+"""What a notification says, whatever the channel: built from the row when it is sent.
+
+Decision links (signed, approvals/links.py) go only to someone who may decide the request now
+(permissions.decision_refusal for a known user, a named assignee otherwise): an escalation to
+admins or a digest never carries buttons that would only lead to a refusal page.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.conf import settings
+from django.db.models.functions import Lower
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.timesince import timesince
+
+from approvals import links, permissions
+from approvals.models import ApprovalRequest, Assignment, Notification, RequestStatus, User
+
+MAX_SUBJECT_TITLE = 120
+MAX_DETAIL_LINES = 40
+MAX_DIGEST_ITEMS = 50
+
+OUTCOME_WORDS = {
+    RequestStatus.APPROVED: "Approved",
+    RequestStatus.REJECTED: "Rejected",
+    RequestStatus.CANCELLED: "Cancelled",
+    RequestStatus.EXPIRED: "Expired",
+}
+
+
+@dataclass(frozen=True)
+class PendingItem:
+    title: str
+    url: str
+    received_at: datetime
+    requester: str
+
+
+@dataclass(frozen=True)
+class MessageContent:
+    kind: str
+    subject: str
+    headline: str
+    intro: str
+    request: ApprovalRequest | None = None
+    facts: list[tuple[str, str]] = field(default_factory=list)
+    comment: str = ""
+    approve_url: str = ""
+    reject_url: str = ""
+    request_url: str = ""
+    admin_url: str = ""
+    preferences_url: str = ""
+    pending: list[PendingItem] = field(default_factory=list)
+
+    @property
+    def has_decision_links(self) -> bool:
+        return bool(self.approve_url and self.reject_url)
+
+
+def one_line(text: str, limit: int = MAX_SUBJECT_TITLE) -> str:
+    """Whitespace (newlines too: a subject is a header) folded to single spaces, and cut."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def portal_url(path: str) -> str:
+    return settings.PORTAL_BASE_URL + path
+
+
+def user_for_email(email: str) -> User | None:
+    """The active account with this email (one email belongs to one active account)."""
+    if not email:
+        return None
+    return (
+        User.objects.annotate(email_lower=Lower("email"))
+        .filter(email_lower=email.lower(), is_active=True)
+        .order_by("pk")
+        .first()
+    )
+
+
+def may_decide(email: str, request: ApprovalRequest) -> bool:
+    """Would this recipient be allowed to decide now? (Only then do they get decision links.)"""
+    user = user_for_email(email)
+    if user is not None:
+        return permissions.decision_refusal(user, request) is None
+    # Not signed in yet: a named assignee may decide after their first sign-in.
+    email = email.lower()
+    if not request.is_pending or email == request.requester_email.lower():
+        return False
+    return request.assignments.filter(kind=Assignment.Kind.USER, value=email).exists()
+
+
+def approvers_text(request: ApprovalRequest) -> str:
+    names = [
+        f"group {assignment.value}" if assignment.kind == Assignment.Kind.GROUP else assignment.value
+        for assignment in request.assignments.all()
+    ]
+    return ", ".join(names) or "—"
+
+
+def _when(moment: datetime | None) -> str:
+    if moment is None:
+        return "none"
+    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def _request_facts(request: ApprovalRequest) -> list[tuple[str, str]]:
+    facts = [
+        ("Requester", request.requester_email or "—"),
+        ("Approvers", approvers_text(request)),
+        ("Received", _when(request.received_at)),
+        ("Deadline", _when(request.deadline)),
+    ]
+    if request.state_name:
+        facts.append(("Step", request.state_name))
+    return facts
+
+
+def _approver_content(notification: Notification, request: ApprovalRequest) -> dict:
+    kind = notification.kind
+    title = one_line(request.title)
+    waiting = timesince(request.received_at, timezone.now())
+    requester = request.requester_email or "A workflow"
+    if kind == Notification.Kind.NEW_REQUEST:
+        subject, headline, intro = (
+            f"Approval needed: {title}",
+            "Approval needed",
+            f"{requester} asks for your approval.",
+        )
+    elif kind == Notification.Kind.REASSIGNED:
+        subject, headline, intro = (
+            f"Approval needed (reassigned to you): {title}",
+            "Reassigned to you",
+            "An admin made you an approver of this request.",
+        )
+    elif kind == Notification.Kind.REMINDER:
+        subject, headline, intro = (
+            f"Reminder: approval needed: {title}",
+            "Still waiting for a decision",
+            f"This request has been waiting for a decision for {waiting}.",
+        )
+    else:  # escalation
+        subject, headline, intro = (
+            f"Escalated: no decision on {title}",
+            "No decision yet",
+            f"Nobody has decided this request in {waiting}. Its approvers: {approvers_text(request)}. "
+            "Decide it, or reassign it in the admin.",
+        )
+    content = {"subject": subject, "headline": headline, "intro": intro}
+    if notification.channel == Notification.Channel.EMAIL and may_decide(notification.recipient, request):
+        for action in ("approve", "reject"):
+            content[f"{action}_url"] = links.decision_link_url(
+                public_id=request.public_id, approver_email=notification.recipient, action=action
+            )
+    if kind == Notification.Kind.ESCALATION:
+        content["admin_url"] = portal_url(reverse("admin:approvals_approvalrequest_change", args=[request.pk]))
+    return content
+
+
+def _outcome_content(request: ApprovalRequest) -> dict:
+    title = one_line(request.title)
+    word = OUTCOME_WORDS.get(request.status, request.get_status_display())
+    decider = request.decided_by.email if request.decided_by_id else ""
+    if request.status == RequestStatus.EXPIRED:
+        intro = "Nobody decided your request before its deadline. The workflow was told it expired."
+    elif request.status == RequestStatus.CANCELLED:
+        intro = f"{decider or 'An admin'} cancelled your request."
+    else:
+        intro = f"{decider or 'An approver'} {word.lower()} your request."
+    return {
+        "subject": f"{word}: {title}",
+        "headline": word,
+        "intro": intro,
+        "comment": request.decision_comment,
+        "request_url": portal_url(reverse("request-result", args=[request.public_id])),
+    }
+
+
+def build(notification: Notification, *, pending: list[ApprovalRequest] | None = None) -> MessageContent:
+    """The content of one notification, for its recipient."""
+    preferences = portal_url(reverse("notification-preferences"))
+    if notification.kind == Notification.Kind.DIGEST:
+        items = [
+            PendingItem(
+                title=one_line(item.title),
+                url=portal_url(reverse("request-detail", args=[item.public_id])),
+                received_at=item.received_at,
+                requester=item.requester_email,
+            )
+            for item in (pending or [])[:MAX_DIGEST_ITEMS]
+        ]
+        count = len(pending or [])
+        return MessageContent(
+            kind=notification.kind,
+            subject=f"{count} approval requests wait for you",
+            headline="Waiting for you",
+            intro=f"{count} approval requests wait for your decision.",
+            pending=items,
+            request_url=portal_url(reverse("inbox")),
+            preferences_url=preferences,
+        )
+    request = notification.request
+    if notification.kind == Notification.Kind.OUTCOME:
+        parts = _outcome_content(request)
+    else:
+        parts = _approver_content(notification, request)
+        parts.setdefault("request_url", portal_url(reverse("request-detail", args=[request.public_id])))
+    return MessageContent(
+        kind=notification.kind,
+        request=request,
+        facts=_request_facts(request),
+        preferences_url=preferences,
+        **parts,
+    )
+
+
+def detail_lines(details, *, indent: int = 0, limit: int = MAX_DETAIL_LINES) -> list[str]:
+    """The workflow's details as indented "key: value" lines, for plain text and Slack."""
+    lines: list[str] = []
+
+    def walk(value, depth: int, label: str) -> None:
+        if len(lines) >= limit:
+            return
+        pad = "  " * (indent + depth)
+        prefix = "- " if label == "-" else f"{label}: " if label else ""
+        header = f"{pad}-" if label == "-" else f"{pad}{label}:"
+        if isinstance(value, dict) and value:
+            if label:
+                lines.append(header)
+                depth += 1
+            for key, item in value.items():
+                walk(item, depth, str(key))
+        elif isinstance(value, list) and value:
+            if label:
+                lines.append(header)
+            for item in value:
+                walk(item, depth + 1, "-")
+        else:
+            if value is None or value in ({}, []):
+                text = "—"
+            elif isinstance(value, bool):
+                text = "yes" if value else "no"
+            else:
+                text = one_line(str(value), 300)
+            lines.append(f"{pad}{prefix}{text}")
+
+    if details not in (None, {}):
+        walk(details if isinstance(details, dict | list) else {"value": details}, 0, "")
+    if len(lines) >= limit:
+        lines = lines[:limit] + ["…"]
+    return lines

@@ -1,0 +1,228 @@
+"""Slack: Block Kit messages through the Web API, and what the interactivity endpoint checks.
+
+Plain `requests` with a timeout, against SLACK_API_URL (https://slack.com/api; tests point it
+at a local server). The bot needs the scopes chat:write, users:read.email and im:write.
+Nothing here decides: approvals/slack_views.py verifies the request, maps the Slack user to a
+portal user and calls services.approval_decide, which applies the one authorization rule.
+"""
+
+import hashlib
+import hmac
+import logging
+import time
+from urllib.parse import urlsplit
+
+import requests
+from django.conf import settings
+
+from approvals.models import ApprovalRequest
+from approvals.notifications import DeliveryError
+from approvals.notifications.messages import OUTCOME_WORDS, MessageContent, detail_lines, one_line
+
+logger = logging.getLogger(__name__)
+
+# Slack's replay window for signed requests.
+MAX_REQUEST_AGE_SECONDS = 5 * 60
+# The interactivity endpoint must answer within 3 seconds: looking a user up gets less.
+LOOKUP_TIMEOUT = (2.0, 2.0)
+# Errors worth another attempt (https://api.slack.com/web#evaluating_responses).
+TRANSIENT_ERRORS = {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+MAX_TEXT = 2900  # a section's text may have 3,000 characters
+ACTION_APPROVE = "approve"
+ACTION_REJECT = "reject"
+ACTION_OPEN = "open"
+
+
+def enabled() -> bool:
+    return bool(settings.SLACK_BOT_TOKEN)
+
+
+def group_channel(group: str) -> str:
+    return settings.SLACK_GROUP_CHANNELS.get(group, "")
+
+
+# ---------------------------------------------------------------------------
+# The Web API
+# ---------------------------------------------------------------------------
+def api_call(method: str, *, json: dict | None = None, data: dict | None = None, timeout=None) -> dict:
+    """One Web API call; DeliveryError (transient or permanent) unless Slack says ok."""
+    url = f"{settings.SLACK_API_URL}/{method}"
+    headers = {"Authorization": f"Bearer {settings.SLACK_BOT_TOKEN}"}
+    try:
+        response = requests.post(url, json=json, data=data, headers=headers, timeout=timeout or settings.SLACK_TIMEOUT)
+    except requests.RequestException as error:
+        raise DeliveryError(f"Slack {method}: {type(error).__name__}") from None
+    if response.status_code == 429 or response.status_code >= 500:
+        raise DeliveryError(f"Slack {method}: HTTP {response.status_code}")
+    try:
+        body = response.json()
+    except ValueError:
+        raise DeliveryError(f"Slack {method}: HTTP {response.status_code}, not JSON") from None
+    if not body.get("ok"):
+        error = str(body.get("error") or f"HTTP {response.status_code}")[:100]
+        raise DeliveryError(f"Slack {method}: {error}", permanent=error not in TRANSIENT_ERRORS)
+    return body
+
+
+def direct_message_channel(email: str) -> str:
+    """The DM channel with the Slack user who has this email."""
+    user = api_call("users.lookupByEmail", data={"email": email})["user"]
+    return api_call("conversations.open", data={"users": user["id"]})["channel"]["id"]
+
+
+def post_message(*, channel: str, text: str, blocks: list[dict]) -> str:
+    """chat.postMessage; returns "channel:ts", the reference for updating the message later."""
+    body = api_call("chat.postMessage", json={"channel": channel, "text": text, "blocks": blocks})
+    return f"{body['channel']}:{body['ts']}"
+
+
+def update_message(*, reference: str, text: str, blocks: list[dict]) -> None:
+    channel, _, ts = reference.partition(":")
+    api_call("chat.update", json={"channel": channel, "ts": ts, "text": text, "blocks": blocks})
+
+
+def user_email(slack_user_id: str) -> str:
+    """The email of a Slack user (users.info → profile.email), or "" for bots and deleted users."""
+    user = api_call("users.info", data={"user": slack_user_id}, timeout=LOOKUP_TIMEOUT)["user"]
+    if user.get("deleted") or user.get("is_bot"):
+        return ""
+    return str(user.get("profile", {}).get("email") or "").lower()
+
+
+def response_url_allowed(url: str) -> bool:
+    """Slack's response URLs live on hooks.slack.com (or on the local stand-in SLACK_API_URL names)."""
+    parts, api = urlsplit(url), urlsplit(settings.SLACK_API_URL)
+    if parts.scheme == "https" and parts.hostname == "hooks.slack.com":
+        return True
+    return (parts.scheme, parts.netloc) == (api.scheme, api.netloc) and api.hostname in {"127.0.0.1", "localhost"}
+
+
+def respond(response_url: str, payload: dict) -> None:
+    """Answer an interaction through its response_url (replace the message, or an ephemeral note)."""
+    if not response_url_allowed(response_url):
+        raise DeliveryError("not a Slack response URL", permanent=True)
+    try:
+        response = requests.post(response_url, json=payload, timeout=settings.SLACK_TIMEOUT)
+    except requests.RequestException as error:
+        raise DeliveryError(f"Slack response_url: {type(error).__name__}") from None
+    if response.status_code == 429 or response.status_code >= 500:
+        raise DeliveryError(f"Slack response_url: HTTP {response.status_code}")
+    if response.status_code >= 400:
+        raise DeliveryError(f"Slack response_url: HTTP {response.status_code}", permanent=True)
+
+
+# ---------------------------------------------------------------------------
+# Request signatures (https://api.slack.com/authentication/verifying-requests-from-slack)
+# ---------------------------------------------------------------------------
+def signature_refusal(*, body: bytes, timestamp: str, signature: str, now: float | None = None) -> str | None:
+    """Why this request is not from Slack ("bad_signature" / "stale_timestamp"), or None."""
+    secret = settings.SLACK_SIGNING_SECRET
+    if not secret or not timestamp or not signature:
+        return "bad_signature"
+    try:
+        sent_at = int(timestamp)
+    except ValueError:
+        return "bad_signature"
+    now = time.time() if now is None else now
+    if abs(now - sent_at) > MAX_REQUEST_AGE_SECONDS:
+        return "stale_timestamp"
+    base = b"v0:" + timestamp.encode() + b":" + body
+    expected = "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected.encode(), signature.encode()):
+        return "bad_signature"
+    return None
+
+
+# ---------------------------------------------------------------------------
+# Block Kit
+# ---------------------------------------------------------------------------
+def escape(text: str) -> str:
+    """Slack's mrkdwn needs &, < and > escaped (else `<!channel>` or a link could be injected)."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _plain(text: str, limit: int = 75) -> dict:
+    return {"type": "plain_text", "text": one_line(text, limit), "emoji": True}
+
+
+def _mrkdwn(text: str) -> dict:
+    return {"type": "mrkdwn", "text": text[:MAX_TEXT]}
+
+
+def _summary_blocks(content: MessageContent) -> list[dict]:
+    request = content.request
+    blocks: list[dict] = [
+        {"type": "header", "text": _plain(f"{content.headline}: {request.title}", 150)},
+        {"type": "section", "text": _mrkdwn(escape(content.intro))},
+    ]
+    fields = [_mrkdwn(f"*{escape(label)}*\n{escape(value)}") for label, value in content.facts[:10]]
+    if fields:
+        blocks.append({"type": "section", "fields": fields})
+    lines = detail_lines(request.details, limit=20)
+    if lines:
+        blocks.append({"type": "section", "text": _mrkdwn("```" + escape("\n".join(lines)) + "```")})
+    return blocks
+
+
+def _confirm(action: str, title: str) -> dict:
+    verb = "Approve" if action == ACTION_APPROVE else "Reject"
+    return {
+        "title": _plain(f"{verb}?", 100),
+        "text": _mrkdwn(f"{verb} “{escape(one_line(title, 200))}”?"),
+        "confirm": _plain(f"Yes, {verb.lower()}", 30),
+        "deny": _plain("Cancel", 30),
+    }
+
+
+def request_message(content: MessageContent, *, with_buttons: bool) -> tuple[str, list[dict]]:
+    """(fallback text, blocks) for an approver: the summary, Approve / Reject, a link to the portal."""
+    request = content.request
+    blocks = _summary_blocks(content)
+    elements = []
+    if with_buttons:
+        value = str(request.public_id)
+        elements += [
+            {
+                "type": "button",
+                "action_id": ACTION_APPROVE,
+                "text": _plain("Approve"),
+                "style": "primary",
+                "value": value,
+                "confirm": _confirm(ACTION_APPROVE, request.title),
+            },
+            {
+                "type": "button",
+                "action_id": ACTION_REJECT,
+                "text": _plain("Reject"),
+                "style": "danger",
+                "value": value,
+                "confirm": _confirm(ACTION_REJECT, request.title),
+            },
+        ]
+    elements.append(
+        {"type": "button", "action_id": ACTION_OPEN, "text": _plain("Open in portal"), "url": content.request_url}
+    )
+    blocks.append({"type": "actions", "block_id": f"approval:{request.public_id}", "elements": elements})
+    # The fallback text (notifications, screen readers) is mrkdwn too: escaped like the rest.
+    return escape(one_line(content.subject, 300)), blocks
+
+
+def outcome_message(request: ApprovalRequest, *, request_url: str) -> tuple[str, list[dict]]:
+    """The message once decided: the buttons are gone, who decided shows."""
+    word = OUTCOME_WORDS.get(request.status, request.get_status_display())
+    who = f" by {request.decided_by.email}" if request.decided_by_id else ""
+    text = escape(f"{word}{who}: {one_line(request.title, 200)}")
+    lines = [f"*{escape(word)}*{escape(who)}"]
+    if request.decision_comment:
+        lines.append(f"> {escape(one_line(request.decision_comment, 500))}")
+    blocks = [
+        {"type": "header", "text": _plain(request.title, 150)},
+        {"type": "section", "text": _mrkdwn("\n".join(lines))},
+        {"type": "context", "elements": [_mrkdwn(f"<{request_url}|Open in portal>")]},
+    ]
+    return text, blocks
+
+
+def note(text: str) -> dict:
+    """An ephemeral reply to the person who clicked, leaving the message as it is."""
+    return {"response_type": "ephemeral", "replace_original": False, "text": text[:MAX_TEXT]}

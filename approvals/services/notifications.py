@@ -1,0 +1,429 @@
+"""Notifications: the only writers of Notification, FollowUp and NotificationPreference rows.
+
+Planning happens in the caller's transaction (a savepoint, so a failure here rolls back only
+the notifications and never blocks ingestion or a decision); sending happens in Celery tasks
+queued on commit (worker/notify_tasks.py). A lost enqueue (broker down) is made good by the
+sweep, which queues again what stayed pending too long.
+"""
+
+import logging
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models.functions import Lower
+from django.utils import timezone
+
+from approvals.models import (
+    ApprovalRequest,
+    Assignment,
+    FollowUp,
+    Notification,
+    NotificationPreference,
+    RequestStatus,
+    User,
+)
+from approvals.notifications import slack
+from approvals.notifications.selectors import pending_requests_for
+from approvals.redaction import redact
+from approvals.roles import APPROVER_ACCESS_GROUP
+from approvals.services.common import audit, truncate
+
+logger = logging.getLogger(__name__)
+
+Kind = Notification.Kind
+Channel = Notification.Channel
+# Sent to approvers; pointless (and never sent) once the request is decided.
+APPROVER_KINDS = {Kind.NEW_REQUEST, Kind.REASSIGNED, Kind.REMINDER, Kind.ESCALATION}
+# How long one task may hold a row while it sends (SMTP and Slack calls have shorter timeouts).
+SEND_LEASE = timedelta(minutes=2)
+# At most one digest per person in this window, however often beat runs the task.
+DIGEST_INTERVAL = timedelta(hours=20)
+MAX_ERROR_LENGTH = 500
+
+
+# ---------------------------------------------------------------------------
+# Who hears about what
+# ---------------------------------------------------------------------------
+def _active_users_by_email(emails: Iterable[str]) -> dict[str, User]:
+    emails = {email.lower() for email in emails if email}
+    users = (
+        User.objects.annotate(email_lower=Lower("email"))
+        .filter(email_lower__in=emails, is_active=True)
+        .select_related("notification_preference")
+        .order_by("pk")
+    )
+    found: dict[str, User] = {}
+    for user in users:
+        found.setdefault(user.email_lower, user)
+    return found
+
+
+def _group_member_emails(groups: Iterable[str]) -> list[str]:
+    """The known members of SSO groups: portal users who signed in with the group."""
+    groups = [name for name in groups if name and name != APPROVER_ACCESS_GROUP]
+    if not groups:
+        return []
+    emails = (
+        User.objects.filter(groups__name__in=groups, is_active=True)
+        .exclude(email="")
+        .annotate(email_lower=Lower("email"))
+        .order_by("email_lower")
+        .values_list("email_lower", flat=True)
+        .distinct()
+    )
+    return list(emails)
+
+
+def _admin_emails() -> list[str]:
+    emails = User.objects.filter(is_superuser=True, is_active=True).exclude(email="").values_list("email", flat=True)
+    return sorted({email.lower() for email in emails})
+
+
+def _channel_on(user: User | None, channel: str) -> bool:
+    """The person's preference; people without an account (or a row) get the defaults."""
+    preference = getattr(user, "notification_preference", None) if user is not None else None
+    if preference is None:
+        return True
+    return preference.email_enabled if channel == Channel.EMAIL else preference.slack_enabled
+
+
+def _targets(*, emails: Sequence[str], groups: Sequence[str], exclude: str = "") -> list[tuple[str, str]]:
+    """(channel, recipient) pairs for people (by email) and groups (expanded to known members).
+
+    A group with a Slack channel (SLACK_GROUP_CHANNELS) gets one channel message instead of a
+    direct message per member; email always goes to each person.
+    """
+    exclude = exclude.lower()
+    people: dict[str, None] = dict.fromkeys(email.lower() for email in emails if email)
+    dm_people: dict[str, None] = dict(people)
+    channels: dict[str, None] = {}
+    for group in groups:
+        members = _group_member_emails([group])
+        people.update(dict.fromkeys(members))
+        channel = slack.group_channel(group) if slack.enabled() else ""
+        if channel:
+            channels[channel] = None
+        else:
+            dm_people.update(dict.fromkeys(members))
+    people.pop(exclude, None)
+    dm_people.pop(exclude, None)
+    users = _active_users_by_email(people)
+    targets: list[tuple[str, str]] = []
+    if settings.NOTIFICATION_EMAIL_ENABLED:
+        targets += [(Channel.EMAIL, email) for email in people if _channel_on(users.get(email), Channel.EMAIL)]
+    if slack.enabled():
+        targets += [(Channel.SLACK, channel) for channel in channels]
+        targets += [(Channel.SLACK, email) for email in dm_people if _channel_on(users.get(email), Channel.SLACK)]
+    return targets
+
+
+def _approver_targets(request: ApprovalRequest, *, users=None, groups=None) -> list[tuple[str, str]]:
+    if users is None and groups is None:
+        rows = list(request.assignments.values_list("kind", "value"))
+        users = [value for kind, value in rows if kind == Assignment.Kind.USER]
+        groups = [value for kind, value in rows if kind == Assignment.Kind.GROUP]
+    # Never the requester: they cannot decide their own request.
+    return _targets(emails=users or [], groups=groups or [], exclude=request.requester_email)
+
+
+def _escalation_targets(request: ApprovalRequest) -> list[tuple[str, str]]:
+    if settings.ESCALATION_GROUP:
+        return _targets(emails=[], groups=[settings.ESCALATION_GROUP], exclude=request.requester_email)
+    return _targets(emails=_admin_emails(), groups=[], exclude=request.requester_email)
+
+
+# ---------------------------------------------------------------------------
+# Planning and queueing
+# ---------------------------------------------------------------------------
+def _create(request: ApprovalRequest | None, kind: str, targets: list[tuple[str, str]], now=None) -> list[int]:
+    now = now or timezone.now()
+    rows = Notification.objects.bulk_create(
+        [
+            Notification(request=request, kind=kind, channel=channel, recipient=recipient, created_at=now)
+            for channel, recipient in targets
+        ]
+    )
+    return [row.pk for row in rows]
+
+
+def _publish(notification_ids: list[int]) -> None:
+    """Queue the sends. Never raises: what cannot be queued now, the sweep queues later."""
+    from worker.notify_tasks import send_notification  # worker imports services; import late
+
+    for notification_id in notification_ids:
+        try:
+            send_notification.delay(notification_id)
+        except Exception:
+            # The broker is down: the rows stay pending and sweep_notifications queues them.
+            logger.warning("could not queue notification %s now; the sweep will", notification_id, exc_info=True)
+            return
+
+
+def _queue_on_commit(notification_ids: list[int]) -> None:
+    if notification_ids:
+        transaction.on_commit(lambda: _publish(notification_ids), robust=True)
+
+
+def approval_notify(
+    *, request: ApprovalRequest, kind: str, users: Sequence[str] | None = None, groups: Sequence[str] | None = None
+) -> list[int]:
+    """Plan notifications about `request` in the caller's transaction; sent after commit.
+
+    `kind` new_request / reassigned (to `users` and `groups`, default: all approvers) or
+    outcome (to the requester). Exception-safe: a failure is logged and the caller's change
+    (an ingest, a decision) goes ahead without notifications.
+    """
+    try:
+        with transaction.atomic():  # a savepoint inside the caller's transaction
+            if kind == Kind.OUTCOME:
+                targets = _targets(emails=[request.requester_email], groups=[])
+            else:
+                targets = _approver_targets(request, users=users, groups=groups)
+            ids = _create(request, kind, targets)
+    except Exception:
+        logger.exception("could not plan %s notifications for request %s", kind, request.pk)
+        return []
+    _queue_on_commit(ids)
+    if kind == Kind.OUTCOME and slack.enabled():
+        transaction.on_commit(lambda: _publish_slack_close(request.pk), robust=True)
+    return ids
+
+
+def _publish_slack_close(request_id: int) -> None:
+    from worker.notify_tasks import close_slack_messages
+
+    try:
+        close_slack_messages.delay(request_id)
+    except Exception:
+        logger.warning("could not queue the Slack message update for request %s", request_id, exc_info=True)
+
+
+def reassigned_notify(*, request_id: int, users: list[str], groups: list[str]) -> list[int]:
+    """Tell the approvers a reassignment added (runs after the reassignment committed)."""
+    request = ApprovalRequest.objects.filter(pk=request_id, status=RequestStatus.PENDING).first()
+    if request is None or not (users or groups):
+        return []
+    return approval_notify(request=request, kind=Kind.REASSIGNED, users=users, groups=groups)
+
+
+# ---------------------------------------------------------------------------
+# Sending: claim, then sent or failed
+# ---------------------------------------------------------------------------
+@transaction.atomic
+def notification_claim(*, notification_id: int) -> Notification | None:
+    """Take a pending notification for one send attempt, or None if there is nothing to send."""
+    now = timezone.now()
+    notification = (
+        Notification.objects.select_for_update(of=("self",))
+        .select_related("request")
+        .filter(pk=notification_id)
+        .first()
+    )
+    if notification is None or notification.status != Notification.Status.PENDING:
+        return None
+    if notification.locked_until is not None and notification.locked_until > now:
+        return None  # another task is sending it right now
+    if notification.kind in APPROVER_KINDS and not notification.request.is_pending:
+        notification.status = Notification.Status.SKIPPED
+        notification.save(update_fields=["status", "updated_at"])
+        return None
+    if notification.attempts >= settings.NOTIFICATION_MAX_ATTEMPTS:
+        notification.status = Notification.Status.FAILED
+        notification.last_error = notification.last_error or "gave up: too many attempts"
+        notification.save(update_fields=["status", "last_error", "updated_at"])
+        return None
+    notification.attempts += 1
+    notification.locked_until = now + SEND_LEASE
+    notification.save(update_fields=["attempts", "locked_until", "updated_at"])
+    return notification
+
+
+@transaction.atomic
+def notification_mark_sent(*, notification_id: int, external_ref: str = "") -> None:
+    Notification.objects.filter(pk=notification_id, status=Notification.Status.PENDING).update(
+        status=Notification.Status.SENT,
+        sent_at=timezone.now(),
+        locked_until=None,
+        external_ref=external_ref[:200],
+        last_error="",
+        updated_at=timezone.now(),
+    )
+
+
+@transaction.atomic
+def notification_mark_failed(*, notification_id: int, error: str, final: bool) -> None:
+    """Record a failed attempt; `final`: no more attempts, the admin sees it failed."""
+    fields = {
+        "last_error": truncate(redact(error), MAX_ERROR_LENGTH),
+        "locked_until": None,
+        "updated_at": timezone.now(),
+    }
+    if final:
+        fields["status"] = Notification.Status.FAILED
+    Notification.objects.filter(pk=notification_id, status=Notification.Status.PENDING).update(**fields)
+    log = logger.warning if final else logger.info
+    log("notification %s %s: %s", notification_id, "failed" if final else "will be retried", fields["last_error"])
+
+
+@transaction.atomic
+def notification_mark_skipped(*, notification_id: int) -> None:
+    Notification.objects.filter(pk=notification_id, status=Notification.Status.PENDING).update(
+        status=Notification.Status.SKIPPED, locked_until=None, updated_at=timezone.now()
+    )
+
+
+@transaction.atomic
+def notification_resend(*, notification_id: int, actor: User) -> bool:
+    """An admin sends a failed notification again, with a fresh budget of attempts."""
+    notification = Notification.objects.select_for_update().filter(pk=notification_id).first()
+    if notification is None or notification.status != Notification.Status.FAILED:
+        return False
+    previous = {"attempts": notification.attempts, "error": notification.last_error}
+    notification.status = Notification.Status.PENDING
+    notification.attempts = 0
+    notification.locked_until = None
+    notification.save(update_fields=["status", "attempts", "locked_until", "updated_at"])
+    audit(
+        action="notification_resent",
+        request=notification.request,
+        actor=actor,
+        notification_id=notification.pk,
+        channel=notification.channel,
+        recipient=notification.recipient,
+        previous=previous,
+    )
+    _queue_on_commit([notification.pk])
+    return True
+
+
+@transaction.atomic
+def notifications_lease_stale(*, limit: int = 500) -> list[int]:
+    """Pending notifications nobody touched for NOTIFICATION_STALE_SECONDS: their enqueue was lost.
+
+    Touched here, so the next sweep leaves them alone while they are being sent.
+    """
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=settings.NOTIFICATION_STALE_SECONDS)
+    ids = list(
+        Notification.objects.select_for_update(skip_locked=True)
+        .filter(status=Notification.Status.PENDING, updated_at__lt=cutoff)
+        .order_by("updated_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    Notification.objects.filter(pk__in=ids).update(updated_at=now)
+    return ids
+
+
+# ---------------------------------------------------------------------------
+# Reminders and escalation
+# ---------------------------------------------------------------------------
+FOLLOW_UPS = {
+    FollowUp.Kind.REMINDER: ("REMINDER_AFTER_SECONDS", Kind.REMINDER, "reminder_sent"),
+    FollowUp.Kind.ESCALATION: ("ESCALATION_AFTER_SECONDS", Kind.ESCALATION, "escalated"),
+}
+
+
+def follow_up_after(kind: str) -> timedelta | None:
+    """How long after arrival a reminder / escalation is due; None when it is turned off."""
+    seconds = getattr(settings, FOLLOW_UPS[kind][0])
+    return timedelta(seconds=seconds) if seconds > 0 else None
+
+
+@transaction.atomic
+def approval_follow_up(*, request_id: int, kind: str, now: datetime | None = None) -> bool:
+    """Remind the approvers, or escalate: at most once per request, never after a decision.
+
+    `now` is the clock (tests pass their own). Returns whether it happened now.
+    """
+    now = now or timezone.now()
+    after = follow_up_after(kind)
+    request = ApprovalRequest.objects.select_for_update(of=("self",)).filter(pk=request_id).first()
+    if after is None or request is None or not request.is_pending:
+        return False
+    if request.received_at > now - after or (request.deadline is not None and request.deadline <= now):
+        return False
+    if FollowUp.objects.filter(request=request, kind=kind).exists():
+        return False
+    FollowUp.objects.create(request=request, kind=kind, created_at=now)
+    _, notification_kind, action = FOLLOW_UPS[kind]
+    targets = _escalation_targets(request) if kind == FollowUp.Kind.ESCALATION else _approver_targets(request)
+    ids = _create(request, notification_kind, targets, now=now)
+    audit(
+        action=action,
+        request=request,
+        actor=None,
+        waited_seconds=int((now - request.received_at).total_seconds()),
+        recipients=[f"{channel}:{recipient}" for channel, recipient in targets],
+        **({"escalated_to": settings.ESCALATION_GROUP or "portal admins"} if kind == FollowUp.Kind.ESCALATION else {}),
+    )
+    _queue_on_commit(ids)
+    return True
+
+
+# ---------------------------------------------------------------------------
+# The daily digest
+# ---------------------------------------------------------------------------
+@transaction.atomic
+def digest_plan(*, user_id: int, now: datetime | None = None) -> int | None:
+    """One digest email for a person with many pending requests (at most one a day)."""
+    now = now or timezone.now()
+    user = (
+        User.objects.select_for_update(of=("self",))
+        .select_related("notification_preference")
+        .filter(pk=user_id)
+        .first()
+    )
+    if user is None or not user.is_active or not user.email:
+        return None
+    preference = getattr(user, "notification_preference", None)
+    if preference is None or not preference.digest_enabled or not preference.email_enabled:
+        return None
+    if pending_requests_for(user, now=now).count() < settings.DIGEST_MIN_PENDING:
+        return None
+    recent = Notification.objects.filter(
+        kind=Kind.DIGEST, recipient=user.email.lower(), created_at__gt=now - DIGEST_INTERVAL
+    )
+    if recent.exists():
+        return None
+    ids = _create(None, Kind.DIGEST, [(Channel.EMAIL, user.email.lower())], now=now)
+    _queue_on_commit(ids)
+    return ids[0]
+
+
+# ---------------------------------------------------------------------------
+# Preferences
+# ---------------------------------------------------------------------------
+@transaction.atomic
+def notification_preference_update(
+    *, user: User, actor: User, email_enabled: bool, slack_enabled: bool, digest_enabled: bool
+) -> NotificationPreference:
+    preference, _ = NotificationPreference.objects.select_for_update().get_or_create(user=user)
+    before = {"email": preference.email_enabled, "slack": preference.slack_enabled, "digest": preference.digest_enabled}
+    preference.email_enabled = email_enabled
+    preference.slack_enabled = slack_enabled
+    preference.digest_enabled = digest_enabled
+    preference.save()
+    after = {"email": email_enabled, "slack": slack_enabled, "digest": digest_enabled}
+    if after != before:
+        audit(
+            action="notification_preferences_changed",
+            request=None,
+            actor=actor,
+            user=user.email or user.get_username(),
+            before=before,
+            after=after,
+        )
+    return preference
+
+
+# ---------------------------------------------------------------------------
+# Slack interactivity: refusals the decision service never sees
+# ---------------------------------------------------------------------------
+def slack_refusal_record(
+    *, code: str, request: ApprovalRequest | None = None, user: User | None = None, **data
+) -> None:
+    """A Slack click refused before any decision: bad signature, stale, unknown user."""
+    logger.info("refused Slack interaction: %s", code)
+    audit(action="decision_refused", request=request, actor=user, code=code, attempted="slack", via="slack", **data)

@@ -1,0 +1,313 @@
+"""How fast the admin's changelists answer with 1k, 10k and 100k requests and 1M audit events.
+
+    make bench                      # or: .venv/bin/python bench/admin_changelist.py
+    DATABASE_URL=postgres://user@host:5432/bench make bench
+
+Runs Django's test client in-process against PostgreSQL (DATABASE_URL, default
+postgres://postgres@127.0.0.1:5432/bench; the database is created if missing, and its
+approvals tables are emptied first — a database whose name lacks "bench" only with --wipe).
+Each page is requested a few times to warm up, then
+`--repeat` times measured: p50/p95 of the whole request (middleware, admin, SQL, template),
+and the number of SQL queries. Prints a table and writes bench/results.json.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_DIR))
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/bench")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+os.environ["DJANGO_DEBUG"] = "false"  # DEBUG records every query: not what production runs
+os.environ["DJANGO_ALLOWED_HOSTS"] = "testserver"  # the test client's host
+
+SIZES = [1_000, 10_000, 100_000]
+AUDIT_EVENTS = 1_000_000
+MACHINES = [f"arn:aws:states:eu-west-1:123456789012:stateMachine:flow-{n}" for n in range(8)]
+GROUPS = [f"team-{n}" for n in range(20)]
+GOAL_P95_MS = 200
+
+
+def ensure_database(url: str) -> None:
+    import psycopg
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    admin_url = parts._replace(path="/postgres").geturl()
+    with psycopg.connect(admin_url, autocommit=True) as connection:
+        exists = connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+        if not exists:
+            connection.execute(f'CREATE DATABASE "{name}"')
+
+
+def reset_tables() -> None:
+    from django.db import connection
+
+    from approvals.models import ApprovalRequest, Assignment, AuditEvent, Callback
+
+    tables = ", ".join(m._meta.db_table for m in (AuditEvent, Callback, Assignment, ApprovalRequest))
+    with connection.cursor() as cursor:
+        cursor.execute(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")  # noqa: S608 - our own table names
+
+
+def add_requests(start: int, stop: int, *, decider, batch: int = 5_000) -> None:
+    """Requests like a busy portal's: spread over two years, a quarter of them pending.
+
+    Every group and approver email gets every status; `decider` decided some of their own.
+    """
+    from django.utils import timezone
+
+    from approvals.models import ApprovalRequest, Assignment, Callback, CallbackStatus, RequestStatus
+
+    now = timezone.now()
+    statuses = [RequestStatus.PENDING, RequestStatus.APPROVED, RequestStatus.REJECTED, RequestStatus.EXPIRED]
+    for low in range(start, stop, batch):
+        rows = [
+            ApprovalRequest(
+                title=f"Approve order {n} for supplier {n % 997}",
+                details={"order": n, "amount": f"{n % 10_000}.00"},
+                requester_email=f"requester{n % 500}@example.com",
+                execution_arn=f"{MACHINES[n % 8].replace('stateMachine', 'execution')}:run-{n}",
+                state_machine_arn=MACHINES[n % 8],
+                state_name=f"Step{n % 3}",
+                status=statuses[n % 4],
+                decided_by=decider if n % 4 == 1 and (n // 4) % 20 == 7 else None,
+                received_at=now - timedelta(minutes=10 * n),
+                deadline=now + timedelta(hours=(n % 96) - 24),
+                token_ciphertext="-",  # noqa: S106 - no token: the changelist never reads it
+                token_fingerprint=f"{n:064x}",
+            )
+            for n in range(low, min(stop, low + batch))
+        ]
+        created = ApprovalRequest.objects.bulk_create(rows)
+        Assignment.objects.bulk_create(
+            [
+                Assignment(request=row, kind=Assignment.Kind.GROUP, value=GROUPS[(n // 4) % 20])
+                for n, row in enumerate(created, start=low)
+            ]
+            + [
+                Assignment(request=row, kind=Assignment.Kind.USER, value=f"approver{(n // 4) % 50}@example.com")
+                for n, row in enumerate(created, start=low)
+            ]
+        )
+        Callback.objects.bulk_create(
+            Callback(
+                request=row,
+                kind=Callback.Kind.SUCCESS,
+                payload={},
+                status=CallbackStatus.FAILED if i % 40 == 1 else CallbackStatus.DELIVERED,
+            )
+            for i, row in enumerate(created)
+            if row.status != RequestStatus.PENDING
+        )
+
+
+def add_audit_events(count: int) -> None:
+    """A million events in one statement (bulk_create of a million objects takes minutes)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT min(id), max(id) FROM approvals_approvalrequest")
+        low, high = cursor.fetchone()
+        cursor.execute(
+            """
+            INSERT INTO approvals_auditevent (request_id, actor_id, actor_label, action, data, created_at)
+            SELECT %s + (n %% (%s - %s + 1)),
+                   NULL,
+                   CASE WHEN n %% 3 = 0 THEN 'system' ELSE 'approver' || (n %% 50) || '@example.com' END,
+                   (ARRAY['ingested', 'approved', 'rejected', 'callback_delivered', 'decision_refused',
+                          'reassigned', 'expired'])[1 + n %% 7],
+                   '{}'::jsonb,
+                   now() - (n || ' seconds')::interval * 60
+            FROM generate_series(1, %s) AS n
+            """,
+            [low, high, low, count],
+        )
+
+
+def vacuum_analyze() -> None:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "VACUUM ANALYZE approvals_approvalrequest, approvals_assignment, approvals_callback, approvals_auditevent"
+        )
+
+
+def signed_in_client(user):
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    session = client.session
+    session["oidc_id_token_expiration"] = time.time() + 24 * 3600
+    session.save()
+    return client
+
+
+def measure(client, url: str, repeat: int) -> dict:
+    from django.db import connection, reset_queries
+    from django.test.utils import CaptureQueriesContext
+
+    for _ in range(3):
+        response = client.get(url)
+        assert response.status_code == 200, (url, response.status_code)
+    reset_queries()
+    with CaptureQueriesContext(connection) as queries:
+        client.get(url)
+    query_count = len(queries)  # read now: the next request clears the connection's log
+    timings = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        response = client.get(url)
+        timings.append((time.perf_counter() - started) * 1000)
+        assert response.status_code == 200
+    timings.sort()
+    return {
+        "p50_ms": round(statistics.median(timings), 1),
+        "p95_ms": round(timings[max(0, int(len(timings) * 0.95) - 1)], 1),
+        "queries": query_count,
+    }
+
+
+REQUEST_PAGES = [
+    ("changelist", "/admin/approvals/approvalrequest/"),
+    ("filter: status", "/admin/approvals/approvalrequest/?status__exact=pending"),
+    ("filter: state machine", f"/admin/approvals/approvalrequest/?machine={MACHINES[3]}"),
+    ("filter: assigned group", "/admin/approvals/approvalrequest/?group=team-7"),
+    ("filter: overdue", "/admin/approvals/approvalrequest/?overdue=yes"),
+    ("filter: callback failed", "/admin/approvals/approvalrequest/?callback=failed"),
+    ("order: deadline", "/admin/approvals/approvalrequest/?o=2"),
+    ("date: one month", "/admin/approvals/approvalrequest/?received_at__year=2026&received_at__month=3"),
+    ("search: title words", "/admin/approvals/approvalrequest/?q=supplier+42"),
+    ("search: approver email", "/admin/approvals/approvalrequest/?q=approver7@example.com"),
+    (
+        "search: execution ARN",
+        f"/admin/approvals/approvalrequest/?q={MACHINES[1].replace('stateMachine', 'execution')}:run-9",
+    ),
+    ("page 16", "/admin/approvals/approvalrequest/?p=15"),
+]
+AUDIT_PAGES = [
+    ("audit: changelist", "/admin/approvals/auditevent/"),
+    ("audit: filter action", "/admin/approvals/auditevent/?action=reassigned"),
+    ("audit: search actor", "/admin/approvals/auditevent/?q=approver7@example.com"),
+]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=40, help="measured requests per page")
+    parser.add_argument("--sizes", type=lambda v: [int(x) for x in v.split(",")], default=SIZES)
+    parser.add_argument("--audit-events", type=int, default=AUDIT_EVENTS)
+    parser.add_argument("--output", default=str(REPO_DIR / "bench" / "results.json"))
+    parser.add_argument("--wipe", action="store_true", help="empty the approvals tables of a non-bench database")
+    args = parser.parse_args()
+
+    ensure_database(os.environ["DATABASE_URL"])
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connection
+    from django.test.utils import override_settings
+
+    from approvals.auth import PortalOIDCBackend
+
+    # Static file URLs without a collectstatic manifest (production resolves them from one).
+    override_settings(
+        STORAGES={
+            "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+            "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+        }
+    ).enable()
+    call_command("migrate", verbosity=0)
+    from approvals.models import ApprovalRequest
+
+    name = connection.settings_dict["NAME"]
+    if "bench" not in name and ApprovalRequest.objects.exists() and not args.wipe:
+        print(f"refusing to empty the approvals tables of database {name!r}: use a bench database, or --wipe")
+        return 2
+    reset_tables()
+    backend = PortalOIDCBackend()
+    user_claims = {"iss": "https://bench.example.com", "email_verified": True}
+    admin = backend.filter_users_by_claims({**user_claims, "sub": "bench-admin"}).first() or backend.create_user(
+        {**user_claims, "sub": "bench-admin", "email": "bench-admin@example.com", "groups": ["portal-admins"]}
+    )
+    approver = backend.filter_users_by_claims({**user_claims, "sub": "bench-approver"}).first() or backend.create_user(
+        {**user_claims, "sub": "bench-approver", "email": "approver7@example.com", "groups": ["team-7"]}
+    )
+    admin_client, approver_client = signed_in_client(admin), signed_in_client(approver)
+
+    results = []
+    done = 0
+    for size in args.sizes:
+        started = time.perf_counter()
+        add_requests(done, size, decider=approver)
+        done = size
+        vacuum_analyze()
+        print(f"\n{size:,} requests (inserted in {time.perf_counter() - started:.1f}s)", flush=True)
+        pages = [(name, admin_client, url) for name, url in REQUEST_PAGES]
+        pages.append(("approver's changelist", approver_client, REQUEST_PAGES[0][1]))
+        for name, client, url in pages:
+            result = {"rows": size, "page": name, "url": url, **measure(client, url, args.repeat)}
+            results.append(result)
+            print(
+                f"  {name:28} p50 {result['p50_ms']:7.1f} ms   p95 {result['p95_ms']:7.1f} ms   "
+                f"{result['queries']} queries",
+                flush=True,
+            )
+
+    if args.audit_events:
+        started = time.perf_counter()
+        add_audit_events(args.audit_events)
+        vacuum_analyze()
+        print(f"\n{args.audit_events:,} audit events (inserted in {time.perf_counter() - started:.1f}s)", flush=True)
+        for name, url in AUDIT_PAGES:
+            result = {"rows": args.audit_events, "page": name, "url": url, **measure(admin_client, url, args.repeat)}
+            results.append(result)
+            print(
+                f"  {name:28} p50 {result['p50_ms']:7.1f} ms   p95 {result['p95_ms']:7.1f} ms   "
+                f"{result['queries']} queries",
+                flush=True,
+            )
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW server_version")
+        server = cursor.fetchone()[0]
+    print_table(results)
+    worst = max(r["p95_ms"] for r in results)
+    Path(args.output).write_text(
+        json.dumps(
+            {
+                "goal_p95_ms": GOAL_P95_MS,
+                "worst_p95_ms": worst,
+                "postgres": server,
+                "python": platform.python_version(),
+                "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+                "repeat": args.repeat,
+                "results": results,
+            },
+            indent=2,
+        )
+    )
+    print(f"\nworst p95 {worst} ms (goal < {GOAL_P95_MS} ms); written to {args.output}")
+    return 0
+
+
+def print_table(results: list[dict]) -> None:
+    print(f"\n{'rows':>9} | {'page':28} | {'p50 ms':>7} | {'p95 ms':>7} | queries")
+    print(f"{'-' * 9}-+-{'-' * 28}-+-{'-' * 7}-+-{'-' * 7}-+--------")
+    for r in results:
+        print(f"{r['rows']:>9,} | {r['page']:28} | {r['p50_ms']:>7} | {r['p95_ms']:>7} | {r['queries']:>7}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

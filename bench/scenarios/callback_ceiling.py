@@ -1,0 +1,154 @@
+"""Scenario 4: the callback ceiling — delivered callbacks per second.
+
+Step Functions is replaced by bench/fake_sfn.py, which answers SendTaskSuccess with `200 {}` at
+once, so the emulator is not what is measured. Workers run with the queue consumer off and
+AWS_ENDPOINT_URL pointing at the fake endpoint.
+
+Portal: M approved requests with their pending outbox rows (real-format ~1,000-char tokens,
+encrypted as the portal stores them) are created in bulk; then one deliver_callback task per row
+is queued, and the rate is M ÷ (last delivered_at − the first enqueue). Each delivery does what it
+does in production: claim with a row lock, re-check the decider, decrypt, SendTaskSuccess, mark
+delivered with an audit event. Baseline: the same number of processes, each a bare boto3
+send_task_success loop against the same endpoint. Goal: ratio ≥ 0.5. AWS's own ceiling for the
+Send* calls is about 500 per second per account in the largest regions (token bucket, quotas).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+from bench import common, stack
+from bench.common import Row
+from bench.stack import REPO_DIR
+
+AWS_CEILING = 500  # Send* calls per second per account, largest regions
+
+
+def decided_requests_with_callbacks(count: int, run: str) -> list[int]:
+    """Approved requests and their pending callbacks, as approval_decide leaves them."""
+    from django.utils import timezone
+
+    from approvals.models import ApprovalRequest, Callback
+
+    approver = common.ensure_user(common.APPROVER_EMAIL, groups=[common.APPROVER_GROUP])
+    ids = common.bulk_requests(
+        count, assignee_emails=[common.APPROVER_EMAIL], status="approved", decided_by=approver, run=run
+    )
+    now = timezone.now().isoformat()
+    callbacks = []
+    for request in ApprovalRequest.objects.filter(pk__in=ids).only("id", "public_id"):
+        output = {
+            "approved": True,
+            "requestId": str(request.public_id),
+            "decision": "approved",
+            "decidedBy": {"email": approver.email, "sub": approver.oidc_sub, "issuer": approver.oidc_issuer},
+            "decidedAt": now,
+            "comment": "",
+        }
+        callbacks.append(Callback(request_id=request.pk, kind=Callback.Kind.SUCCESS, payload={"output": output}))
+    return [c.pk for c in Callback.objects.bulk_create(callbacks, batch_size=2000)]
+
+
+def deliver(callback_ids: list[int], timeout: float) -> dict:
+    """Queue one deliver_callback per id; wait for all to be delivered; the rate from the first enqueue."""
+    from django.db.models import Max
+
+    from approvals.models import Callback
+    from worker.tasks import deliver_callback
+
+    started = time.time()
+    for callback_id in callback_ids:
+        deliver_callback.delay(callback_id)
+    enqueued = time.time()
+    deadline = time.monotonic() + timeout
+    rows = Callback.objects.filter(pk__in=callback_ids)
+    while time.monotonic() < deadline:
+        if rows.filter(status="delivered").count() == len(callback_ids):
+            break
+        time.sleep(0.1)
+    delivered = rows.filter(status="delivered").count()
+    failed = rows.exclude(status="delivered").count()
+    if delivered < len(callback_ids):
+        raise RuntimeError(f"{delivered} of {len(callback_ids)} callbacks delivered ({failed} not) in {timeout:.0f}s")
+    last = rows.aggregate(last=Max("delivered_at"))["last"].timestamp()
+    return {
+        "n": len(callback_ids),
+        "seconds": round(last - started, 3),
+        "enqueue_seconds": round(enqueued - started, 3),
+        "rate": len(callback_ids) / (last - started),
+    }
+
+
+def baseline(bench, processes: int, count: int) -> dict:
+    per_process = count // processes
+    start_at = time.time() + 3  # all processes have imported boto3 and warmed up by then
+    outs = [bench.out_dir / f"baseline-callbacks-{processes}-{i}.json" for i in range(processes)]
+    loops = [
+        subprocess.Popen(  # noqa: S603
+            [
+                sys.executable,
+                "-m",
+                "bench.baselines",
+                "callbacks",
+                "--endpoint",
+                bench.fake_sfn_url,
+                "--count",
+                str(per_process),
+                "--start-at",
+                str(start_at),
+                "--out",
+                str(out),
+            ],  # fmt: skip
+            cwd=REPO_DIR,
+        )
+        for out in outs
+    ]
+    for loop in loops:
+        loop.wait(timeout=600)
+    results = [json.loads(out.read_text()) for out in outs]
+    seconds = max(r["done"] for r in results) - min(r["started"] for r in results)
+    total = per_process * processes
+    return {"n": total, "seconds": round(seconds, 3), "rate": total / seconds}
+
+
+def run(bench) -> None:
+    sizes = bench.sizes
+    m = sizes["ceiling_n"]
+    fake, bench.fake_sfn_url = stack.start_fake_sfn(bench.base_env(), bench.log_dir)
+    bench.own.append(fake)
+    # The consumer stays off: these workers only deliver callbacks, to the fake endpoint.
+    worker_env = {"AWS_ENDPOINT_URL": bench.fake_sfn_url, "APPROVAL_CONSUMER_ENABLED": "false"}
+    for processes in sizes["ceiling_processes"]:
+        bench.start_worker(concurrency=processes, **worker_env)
+        deliver(decided_requests_with_callbacks(20 * processes, f"ceil-warm-{processes}"), timeout=120)
+        ids = decided_requests_with_callbacks(m, f"ceil-{processes}")
+        with bench.profiling("callback_ceiling", bench.worker):
+            portal = deliver(ids, timeout=max(120, m * 0.5))
+        rss = bench.rss()
+        base = baseline(bench, processes, m)
+        ratio = portal["rate"] / base["rate"]
+        label = f"{processes} process{'es' if processes > 1 else ''}"
+        bench.rows.append(
+            Row(
+                "4 callback ceiling", f"baseline: boto3 loop, {label}", n=base["n"], throughput=base["rate"], extra=base
+            )
+        )
+        bench.rows.append(
+            Row(
+                "4 callback ceiling",
+                f"portal: deliver_callback, {label}",
+                n=portal["n"],
+                throughput=portal["rate"],
+                rss_worker=rss["worker"],
+                ratio=ratio,
+                goal="rate ≥ 0.5 × base",
+                passed=ratio >= 0.5,
+                notes=f"{portal['rate']:.0f}/s is {portal['rate'] / AWS_CEILING:.0%} of AWS's ~{AWS_CEILING}/s "
+                f"Send* quota; enqueueing took {portal['enqueue_seconds']}s",
+                extra=portal,
+            )
+        )
+        print(f"ceiling {label}: portal {portal['rate']:.0f}/s, baseline {base['rate']:.0f}/s", flush=True)
