@@ -44,5 +44,11 @@ bench-admin: $(VENV)/.installed
 	mkdir -p var/bench
 	$(PY) bench/admin_changelist.py --output var/bench/admin_changelist.json
 
+## The inbox and the request page for an approver with 10,000 waiting requests among 100,000
+## (bench/inbox.py); prints a table, writes var/bench/inbox.json.
+.PHONY: bench-inbox
+bench-inbox: $(VENV)/.installed
+	$(PY) bench/inbox.py
+
 clean:
 	rm -rf var staticfiles .pytest_cache

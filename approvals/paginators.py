@@ -30,10 +30,9 @@ class LargeTablePaginator(Paginator):
         if not isinstance(queryset, QuerySet):
             return super().count
         if not queryset.query.where:
-            estimate = self._estimated_rows(queryset)
-            if estimate is not None and estimate >= self.estimate_from:
-                self.is_estimate = True
-                return estimate
+            counted = self._estimate_or_count(queryset)
+            if counted is not None:
+                return counted
         if self.count_limit is None:
             return queryset.count()
         count = queryset[: self.count_limit + 1].count()
@@ -42,18 +41,29 @@ class LargeTablePaginator(Paginator):
             return self.count_limit
         return count
 
-    @staticmethod
-    def _estimated_rows(queryset: QuerySet) -> int | None:
+    def _estimate_or_count(self, queryset: QuerySet) -> int | None:
+        """One query: the planner's estimate for a big table, an exact COUNT(*) for a small one.
+
+        The COUNT(*) sub-select runs only when the estimate is below `estimate_from` (or absent:
+        -1 means never vacuumed or analyzed), so the number of queries never depends on the size.
+        """
         connection = connections[queryset.db]
         if connection.vendor != "postgresql":
             return None
+        table = queryset.model._meta.db_table
+        quoted = connection.ops.quote_name(table)  # a model's own table name
+        sql = (
+            "SELECT CASE WHEN reltuples >= %s THEN reltuples::bigint"  # noqa: S608
+            f" ELSE (SELECT COUNT(*) FROM {quoted}) END, reltuples >= %s"
+            " FROM pg_class WHERE oid = %s::regclass"
+        )
         with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [queryset.model._meta.db_table]
-            )
+            cursor.execute(sql, [self.estimate_from, self.estimate_from, table])
             row = cursor.fetchone()
-        # -1: never vacuumed or analyzed yet; then count for real.
-        return row[0] if row and row[0] >= 0 else None
+        if row is None:
+            return None
+        self.is_estimate = bool(row[1])
+        return row[0]
 
 
 class AuditTrailPaginator(LargeTablePaginator):

@@ -128,16 +128,18 @@ def inbox_counts(user: User, *, groups: set[str] | None = None) -> dict[str, int
 def inbox_filter(
     requests: QuerySet[ApprovalRequest], *, search: str = "", state_machine: str = "", due: str = "", sort: str = ""
 ) -> QuerySet[ApprovalRequest]:
-    """Narrow a tab: every search word must appear in the title, requester, state machine, state
-    or execution; `due` is "overdue" or "soon" (pending only); `sort` "deadline" puts the
-    closest deadline first (none last)."""
+    """Narrow a tab: every search word must appear in the title, requester, state machine or
+    state (a whole ARN finds its execution or state machine); `due` is "overdue" or "soon"
+    (pending only); `sort` "deadline" puts the closest deadline first (none last)."""
     for word in search.split()[:8]:
+        if word.startswith("arn:"):
+            requests = requests.filter(Q(execution_arn=word) | Q(state_machine_arn=word))
+            continue
         requests = requests.filter(
             Q(title__icontains=word)
             | Q(requester_email__icontains=word)
             | Q(state_machine_arn__icontains=word)
             | Q(state_name__icontains=word)
-            | Q(execution_arn__icontains=word)
         )
     if state_machine:
         requests = requests.filter(state_machine_arn=state_machine)

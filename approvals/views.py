@@ -67,8 +67,9 @@ def inbox(request):
         due=narrowed["due"],
         sort=narrowed["sort"],
     )
+    filtering = any(narrowed[name] for name in ("q", "machine", "due"))
     paginator = Paginator(listed, INBOX_PAGE_SIZE)
-    if not any(narrowed[name] for name in ("q", "machine", "due")):
+    if not filtering:
         paginator.count = counts[tab]  # the same rows: don't count them twice
     page = paginator.get_page(request.GET.get("page"))
     return render(
@@ -80,7 +81,7 @@ def inbox(request):
             "tabs": [(key, label, counts[key]) for key, label in selectors.INBOX_TABS.items()],
             "filters": filters,
             "narrowed": narrowed,
-            "filtering": any(narrowed[name] for name in ("q", "machine", "due")),
+            "filtering": filtering,
             # Every state machine that sent requests, as the admin's filter lists them.
             "state_machines": selectors.state_machine_arns(),
         },

@@ -1,14 +1,15 @@
 """How fast the admin's changelists answer with 1k, 10k and 100k requests and 1M audit events.
 
-    make bench                      # or: .venv/bin/python bench/admin_changelist.py
-    DATABASE_URL=postgres://user@host:5432/bench make bench
+    make bench-admin                # or: .venv/bin/python bench/admin_changelist.py
+    DATABASE_URL=postgres://user@host:5432/bench make bench-admin
+    (`make bench`, bench/run.py, runs it too, without the audit events)
 
 Runs Django's test client in-process against PostgreSQL (DATABASE_URL, default
 postgres://postgres@127.0.0.1:5432/bench; the database is created if missing, and its
 approvals tables are emptied first — a database whose name lacks "bench" only with --wipe).
 Each page is requested a few times to warm up, then
 `--repeat` times measured: p50/p95 of the whole request (middleware, admin, SQL, template),
-and the number of SQL queries. Prints a table and writes bench/results.json.
+and the number of SQL queries. Prints a table and writes var/bench/admin_changelist.json.
 """
 
 import argparse
@@ -207,7 +208,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=40, help="measured requests per page")
     parser.add_argument("--sizes", type=lambda v: [int(x) for x in v.split(",")], default=SIZES)
     parser.add_argument("--audit-events", type=int, default=AUDIT_EVENTS)
-    parser.add_argument("--output", default=str(REPO_DIR / "bench" / "results.json"))
+    parser.add_argument("--output", default=str(REPO_DIR / "var" / "bench" / "admin_changelist.json"))
     parser.add_argument("--wipe", action="store_true", help="empty the approvals tables of a non-bench database")
     args = parser.parse_args()
 
@@ -284,6 +285,7 @@ def main() -> int:
         server = cursor.fetchone()[0]
     print_table(results)
     worst = max(r["p95_ms"] for r in results)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(
         json.dumps(
             {

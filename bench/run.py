@@ -50,6 +50,7 @@ FULL = {
     "ingest_n": 10_000,
     "ingest_warmup": 1_000,
     "ingest_web_rounds": 20,
+    "ingest_scaleout_n": 3_000,
     "latency_n": 300,
     "latency_rate": 10.0,
     "callback_n": 150,  # executions per variant (each waits in the moto server: keep ≤ 200)
@@ -69,6 +70,7 @@ QUICK = {
     "ingest_n": 300,
     "ingest_warmup": 50,
     "ingest_web_rounds": 5,
+    "ingest_scaleout_n": 0,
     "latency_n": 20,
     "latency_rate": 10.0,
     "callback_n": 10,
@@ -107,7 +109,8 @@ class Bench:
 
     def __init__(self, args):
         self.quick = args.quick
-        self.sizes = QUICK if args.quick else FULL
+        # BENCH_SIZES='{"ingest_n": 2000}' overrides single sizes (experiments, not the recorded run).
+        self.sizes = {**(QUICK if args.quick else FULL), **json.loads(os.environ.get("BENCH_SIZES") or "{}")}
         self.profile = set(args.profile)
         self.started = time.time()
         self.log_dir = LOG_ROOT / "logs"

@@ -82,7 +82,13 @@ def people():
 def inbox(people):
     """alice: two to decide, one she asked for, one she decided, one for another group."""
     waiting_group = ingest("Order 1 laptops", stateMachine=MACHINE, state="ManagerApproval")
-    waiting_user = ingest("Trip to Lisbon", users=["alice@example.com"], groups=[], stateMachine=OTHER_MACHINE)
+    waiting_user = ingest(
+        "Trip to Lisbon",
+        users=["alice@example.com"],
+        groups=[],
+        stateMachine=OTHER_MACHINE,
+        execution="arn:aws:states:eu-central-1:123456789012:execution:travel:lisbon-1",
+    )
     own = ingest("Alice's own order", requester="alice@example.com", stateMachine=MACHINE)
     decided = ingest("Order 2 monitors", stateMachine=MACHINE)
     services.approval_decide(public_id=decided.public_id, user=people["alice"], approve=True, comment="ok")
@@ -130,6 +136,8 @@ def test_an_unknown_tab_falls_back_to_waiting_for_me(people, inbox):
         ("ManagerApproval", ["Order 1 laptops"]),
         ("order laptops", ["Order 1 laptops"]),
         ("order lisbon", []),
+        ("arn:aws:states:eu-central-1:123456789012:execution:travel:lisbon-1", ["Trip to Lisbon"]),
+        ("arn:aws:states:eu-central-1:123456789012:execution:travel", []),
     ],
 )
 def test_search_matches_title_requester_state_machine_and_state(people, inbox, search, expected):
@@ -191,7 +199,9 @@ def test_deadlines_are_relative_with_the_absolute_time_in_a_title(people, inbox)
     page = client_for(people["alice"]).get("/").content.decode()
 
     deadline = ApprovalRequest.objects.get(pk=inbox["waiting_group"].pk).deadline
-    overdue = re.search(r'<time datetime="([^"]+)" title="([^"]+)" data-local class="due due-overdue">([^<]+)</time>', page)
+    overdue = re.search(
+        r'<time datetime="([^"]+)" title="([^"]+)" data-local="title" class="due due-overdue">([^<]+)</time>', page
+    )
     assert overdue, page
     assert overdue.group(1) == deadline.isoformat()
     assert overdue.group(2).endswith("UTC")  # the server's zone; portal.js shows the viewer's
@@ -244,7 +254,9 @@ def test_the_page_links_the_execution_and_state_machine_to_the_aws_console(peopl
         f'href="https://console.aws.amazon.com/states/home?region=eu-central-1#/v2/executions/details/{execution}"'
         in page
     )
-    assert f'href="https://console.aws.amazon.com/states/home?region=eu-central-1#/statemachines/view/{MACHINE}"' in page
+    assert (
+        f'href="https://console.aws.amazon.com/states/home?region=eu-central-1#/statemachines/view/{MACHINE}"' in page
+    )
     assert "ManagerApproval" in page
 
 
@@ -347,7 +359,7 @@ def test_change_the_comment_goes_back_to_the_form_with_the_comment_kept(people):
 
     assert response.status_code == 200
     assert ">Too expensive</textarea>" in response.content.decode()
-    assert 'action="/requests/{}/confirm/"'.format(request.public_id) in response.content.decode()
+    assert f'action="/requests/{request.public_id}/confirm/"' in response.content.decode()
 
 
 def test_the_confirm_step_refuses_who_may_not_decide_and_audits_it(people):
@@ -421,7 +433,9 @@ def test_expired_and_not_found_have_their_own_pages(people):
     client = client_for(people["alice"])
     token = csrf(client)
 
-    expired = client.post(f"/requests/{request.public_id}/confirm/", {"decision": "approve", "csrfmiddlewaretoken": token})
+    expired = client.post(
+        f"/requests/{request.public_id}/confirm/", {"decision": "approve", "csrfmiddlewaretoken": token}
+    )
     missing = client.get(f"/requests/{uuid.uuid4()}/")
     not_yours = client_for(people["dave"]).get(f"/requests/{request.public_id}/")
 

@@ -105,9 +105,7 @@ def _text(value) -> SafeString | str:
 def _fold_rest(shown, rest_count: int, rest):
     if not rest_count:
         return shown
-    return format_html(
-        '{}<details class="fold"><summary>{} more</summary>{}</details>', shown, rest_count, rest
-    )
+    return format_html('{}<details class="fold"><summary>{} more</summary>{}</details>', shown, rest_count, rest)
 
 
 def _records_table(items: list[dict], depth: int):
@@ -192,11 +190,14 @@ def _absolute(value: datetime) -> str:
     return format_date(timezone.localtime(value), "D j M Y, H:i T")
 
 
-def _time(value: datetime, text: str, css: str = ""):
+def _time(value: datetime, text: str, css: str = "", *, absolute: bool = False):
+    """`data-local`: portal.js puts the time in the viewer's zone into the title, and for
+    absolute times ("text") into the text too."""
     return format_html(
-        '<time datetime="{}" title="{}" data-local{}>{}</time>',
+        '<time datetime="{}" title="{}" data-local="{}"{}>{}</time>',
         value.isoformat(),
         _absolute(value),
+        "text" if absolute else "title",
         format_html(' class="{}"', css) if css else "",
         text,
     )
@@ -219,7 +220,7 @@ def relative_time(value: datetime | None):
 def absolute_time(value: datetime | None):
     if value is None:
         return format_html('<span class="muted">{}</span>', "—")
-    return _time(value, _absolute(value))
+    return _time(value, _absolute(value), absolute=True)
 
 
 @register.simple_tag
@@ -229,7 +230,7 @@ def deadline(approval):
     if value is None:
         return format_html('<span class="muted">{}</span>', "no deadline")
     if not approval.is_pending:
-        return _time(value, _absolute(value))
+        return _time(value, _absolute(value), absolute=True)
     now = timezone.now()
     if value <= now:
         return _time(value, f"overdue by {timesince(value, now, depth=1)}", "due due-overdue")

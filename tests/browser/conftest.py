@@ -99,8 +99,13 @@ def screenshot(page, name: str) -> Path:
 
 
 def assert_accessible(page, what: str) -> None:
-    """axe-core (from axe-playwright-python): no serious or critical WCAG 2.1 A/AA violation."""
+    """axe-core (from axe-playwright-python): no serious or critical WCAG 2.1 A/AA violation.
+
+    Needs JavaScript in the page (axe runs there): a context made with javascript=False would hang.
+    """
     from axe_playwright_python.sync_playwright import Axe
+
+    assert page.evaluate("() => typeof Promise") == "function"
 
     options = {
         "runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"]},

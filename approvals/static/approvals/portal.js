@@ -16,7 +16,9 @@
     });
     root.querySelectorAll("time[data-local][datetime]").forEach(function (element) {
       var date = new Date(element.getAttribute("datetime"));
-      if (!isNaN(date.getTime())) element.title = format.format(date);
+      if (isNaN(date.getTime())) return;
+      element.title = format.format(date);
+      if (element.getAttribute("data-local") === "text") element.textContent = element.title;
     });
   }
 
