@@ -19,8 +19,9 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench.stack import VENV_BIN
+from bench.stack import REPO_DIR, VENV_BIN
 
+OUR_PACKAGES = {"approvals", "worker", "portal", "bench"}
 FRAME = re.compile(r"^(?P<function>[^ ]+) \((?P<file>[^:]+)(?::\d+)?\)$")
 
 
@@ -67,19 +68,22 @@ def record(name: str, pid: int, out_dir: Path, *, thread_filter: str = "", rate:
         print(f"profile {name}: {out_dir / f'profile-{name}.txt'}", flush=True)
 
 
-def _frames(stack: str) -> list[str]:
-    """Function names (with their file's last three path parts), outermost first."""
-    names = []
+def _frames(stack: str) -> list[tuple[str, bool]]:
+    """(function (last three path parts of its file), is it the portal's own code), outermost first."""
+    frames = []
     for frame in stack.split(";"):
         match = FRAME.match(frame.strip())
         if not match:
             continue  # process and thread entries
-        parts = Path(match["file"]).parts[-3:]
-        names.append(f"{match['function']} ({'/'.join(parts)})")
-    return names
-
-
-PORTAL_CODE = re.compile(r"\((approvals|worker|portal)/")
+        path = Path(match["file"])
+        # py-spy shortens paths to the module's (approvals/…, celery/worker/…); absolute ones
+        # are files outside any package.
+        if path.is_absolute():
+            ours = REPO_DIR in path.parents and ".venv" not in path.parts
+        else:
+            ours = path.parts[0] in OUR_PACKAGES
+        frames.append((f"{match['function']} ({'/'.join(path.parts[-3:])})", ours))
+    return frames
 
 
 def summarize(raw: Path, *, thread_filter: str = "", top: int = 30) -> str:
@@ -95,13 +99,14 @@ def summarize(raw: Path, *, thread_filter: str = "", top: int = 30) -> str:
         frames = _frames(stack)
         if not frames:
             continue
+        names = [name for name, _ in frames]
         total += samples
-        own[frames[-1]] += samples
-        for frame in set(frames):
-            inclusive[frame] += samples
+        own[names[-1]] += samples
+        for name in set(names):
+            inclusive[name] += samples
         # The innermost frame of the portal's own code, and what it was doing (the leaf).
-        ours = [f for f in frames if PORTAL_CODE.search(f)]
-        portal[f"{ours[-1] if ours else '(outside the portal)'}  →  {frames[-1]}"] += samples
+        ours = [name for name, is_ours in frames if is_ours]
+        portal[f"{ours[-1] if ours else '(outside the portal)'}  →  {names[-1]}"] += samples
     if not total:
         return f"no samples{f' in stacks with {thread_filter}' if thread_filter else ''}\n"
     lines = [f"{total} samples{f' in stacks containing {thread_filter}' if thread_filter else ''}"]

@@ -10,7 +10,6 @@ itself, in-process, as the worker would.
 
 import json
 import re
-import time
 import uuid
 from datetime import timedelta
 
@@ -35,6 +34,8 @@ from approvals.models import (
     User,
 )
 from approvals.roles import APPROVER_ACCESS_GROUP
+from tests.support import signed_in as client_for
+from tests.support import wait_for, wait_for_execution_end
 from worker import gateway
 from worker.consumer import consume_once
 from worker.tasks import deliver_callback
@@ -78,16 +79,6 @@ def people(db) -> dict[str, User]:
     }
 
 
-def client_for(user: User) -> Client:
-    """A signed-in browser, as after an SSO sign-in whose ID token is still fresh."""
-    client = Client(enforce_csrf_checks=True)
-    client.force_login(user)
-    session = client.session
-    session["oidc_id_token_expiration"] = time.time() + 3600
-    session.save()
-    return client
-
-
 def csrf(client: Client) -> str:
     if "portal_csrftoken" not in client.cookies:
         client.get("/admin/")
@@ -122,24 +113,6 @@ def bulk_action(client: Client, action: str, ids: list[int], **form):
 
 def messages_of(response) -> list[str]:
     return [str(message) for message in response.context["messages"]] if response.context else []
-
-
-def wait_for(predicate, timeout: float = 15, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
-
-
-def wait_for_execution_end(execution_arn: str) -> dict:
-    def ended():
-        execution = gateway.describe_execution(execution_arn=execution_arn)
-        return execution if execution["status"] != "RUNNING" else None
-
-    return wait_for(ended)
 
 
 def consume(aws, max_bytes: int = 256 * 1024) -> None:

@@ -30,6 +30,7 @@ from approvals import services, tokens
 from approvals.contract import parse_message
 from approvals.models import ApprovalRequest, AuditEvent, Callback, CallbackStatus, IngestError, RequestStatus, User
 from portal.celery import app as celery_app
+from tests.support import wait_for, wait_for_execution_end
 from worker import gateway, tasks
 from worker.consumer import consume_once
 from worker.tasks import deliver_callback, expire_overdue_requests, sweep_callbacks
@@ -49,22 +50,6 @@ CLOSED_TASK_CODES = {"InvalidToken", "TaskTimedOut", "TaskDoesNotExist"}
 # ---------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------
-def wait_for(predicate, timeout: float = 15, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
-
-
-def wait_for_execution_end(execution_arn: str) -> dict:
-    def ended():
-        execution = gateway.describe_execution(execution_arn=execution_arn)
-        return execution if execution["status"] != "RUNNING" else None
-
-    return wait_for(ended)
 
 
 def take_from_queue(queue_url: str) -> None:

@@ -1,7 +1,6 @@
 """Deciding in the portal's pages: who may, how (POST + CSRF only), and never twice."""
 
 import json
-import time
 import uuid
 from datetime import timedelta
 
@@ -12,20 +11,13 @@ from django.utils import timezone
 
 from approvals import services, tokens
 from approvals.contract import parse_message
-from approvals.models import ApprovalRequest, AuditEvent, Callback, RequestStatus, User
+from approvals.models import ApprovalRequest, AuditEvent, Callback, RequestStatus
+from tests.support import make_user
+from tests.support import signed_in as client_for
 
 pytestmark = pytest.mark.django_db
 
 TOKEN = "AAAAKgAAAAIAAAAAAAAAAW" + "x/y+z=" * 200  # a long, real-looking opaque token
-
-
-def make_user(username: str, *groups: str) -> User:
-    user = User.objects.create_user(
-        username=username, email=f"{username}@example.com", oidc_issuer="https://idp.test", oidc_sub=f"sub-{username}"
-    )
-    for name in groups:
-        user.groups.add(Group.objects.get_or_create(name=name)[0])
-    return user
 
 
 @pytest.fixture
@@ -52,16 +44,6 @@ def approval(people) -> ApprovalRequest:
     )
     request, _ = services.approval_request_ingest(message=parse_message(body), sqs_message_id="m-1")
     return request
-
-
-def client_for(user: User) -> Client:
-    """A signed-in browser, as after an SSO sign-in whose ID token is still fresh."""
-    client = Client(enforce_csrf_checks=True)
-    client.force_login(user)
-    session = client.session
-    session["oidc_id_token_expiration"] = time.time() + 3600
-    session.save()
-    return client
 
 
 def post_decision(client: Client, approval: ApprovalRequest, decision: str = "approve", comment: str = ""):

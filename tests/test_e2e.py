@@ -7,7 +7,6 @@ worker → SendTaskSuccess/SendTaskFailure → the execution ends.
 
 import json
 import re
-import time
 import uuid
 
 import pytest
@@ -16,6 +15,7 @@ import requests
 from approvals import tokens
 from approvals.models import ApprovalRequest, CallbackStatus
 from devidp.seed import demo_passwords
+from tests.support import wait_for, wait_for_execution_end
 from worker import gateway
 
 pytestmark = pytest.mark.e2e
@@ -49,16 +49,6 @@ def sso_login(portal_url: str, username: str) -> requests.Session:
     return session
 
 
-def wait_for(predicate, timeout: float = 60, interval: float = 0.3):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
-
-
 def start_and_wait_for_request(state_machine_arn: str) -> tuple[str, ApprovalRequest]:
     execution_arn = gateway.start_execution(
         state_machine_arn=state_machine_arn, name=f"e2e-{uuid.uuid4().hex[:12]}", execution_input=EXECUTION_INPUT
@@ -83,10 +73,6 @@ def decide(session: requests.Session, portal_url: str, request: ApprovalRequest,
     assert response.status_code == 200, response.text[:500]
     assert response.url.endswith(f"/requests/{request.public_id}/result/")
     return detail.text + response.text
-
-
-def wait_for_execution_end(execution_arn: str) -> dict:
-    return wait_for(lambda: (d := gateway.describe_execution(execution_arn=execution_arn))["status"] != "RUNNING" and d)
 
 
 def assert_token_nowhere(token: str, pages: str, portal_stack) -> None:

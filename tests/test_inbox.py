@@ -3,12 +3,10 @@ details, the confirm step, refusal pages — and a bounded number of queries at 
 
 import json
 import re
-import time
 import uuid
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Group
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -17,30 +15,14 @@ from django.utils import timezone
 from approvals import services
 from approvals.contract import parse_message
 from approvals.forms import REJECT_NEEDS_COMMENT
-from approvals.models import ApprovalRequest, Assignment, AuditEvent, Callback, CallbackStatus, RequestStatus, User
+from approvals.models import ApprovalRequest, Assignment, AuditEvent, Callback, CallbackStatus, RequestStatus
+from tests.support import make_user
+from tests.support import signed_in as client_for
 
 pytestmark = pytest.mark.django_db
 
 MACHINE = "arn:aws:states:eu-central-1:123456789012:stateMachine:purchase-orders"
 OTHER_MACHINE = "arn:aws:states:eu-central-1:123456789012:stateMachine:travel"
-
-
-def make_user(username: str, *groups: str) -> User:
-    user = User.objects.create_user(
-        username=username, email=f"{username}@example.com", oidc_issuer="https://idp.test", oidc_sub=f"sub-{username}"
-    )
-    for name in groups:
-        user.groups.add(Group.objects.get_or_create(name=name)[0])
-    return user
-
-
-def client_for(user: User) -> Client:
-    client = Client(enforce_csrf_checks=True)
-    client.force_login(user)
-    session = client.session
-    session["oidc_id_token_expiration"] = time.time() + 3600
-    session.save()
-    return client
 
 
 def csrf(client: Client) -> str:

@@ -22,6 +22,7 @@ from django.conf import settings as django_settings
 
 from approvals import tokens
 from approvals.models import ApprovalRequest, Assignment, AuditEvent, IngestError
+from tests.support import wait_for
 from worker import gateway
 from worker.consumer import consume_once
 
@@ -66,16 +67,6 @@ def assert_token_absent(token: str, *texts: str) -> None:
         assert token not in text
         # The JSON-escaped spelling ('/' may be written '\/') must not slip through either.
         assert json.dumps(token)[1:-1] not in text
-
-
-def wait_for(predicate, timeout: float = 20, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
 
 
 def rich_body(token: str, **overrides) -> str:

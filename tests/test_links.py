@@ -4,33 +4,15 @@ import json
 import time
 
 import pytest
-from django.contrib.auth.models import Group
 from django.core import signing
 from django.test import Client
 
 from approvals import links, services
 from approvals.contract import parse_message
-from approvals.models import AuditEvent, Callback, RequestStatus, User
+from approvals.models import AuditEvent, Callback, RequestStatus
+from tests.support import make_user, signed_in
 
 pytestmark = pytest.mark.django_db
-
-
-def make_user(username: str, *groups: str) -> User:
-    user = User.objects.create_user(
-        username=username, email=f"{username}@example.com", oidc_issuer="https://idp.test", oidc_sub=username
-    )
-    for name in groups:
-        user.groups.add(Group.objects.get_or_create(name=name)[0])
-    return user
-
-
-def signed_in(user: User) -> Client:
-    client = Client(enforce_csrf_checks=True)
-    client.force_login(user)
-    session = client.session
-    session["oidc_id_token_expiration"] = time.time() + 3600
-    session.save()
-    return client
 
 
 @pytest.fixture

@@ -14,13 +14,11 @@ import json
 import re
 import shutil
 import tempfile
-import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django.contrib.auth.models import Group
 from django.core import mail
 from django.test import Client
 from django.utils import timezone
@@ -35,12 +33,12 @@ from approvals.models import (
     Notification,
     NotificationPreference,
     RequestStatus,
-    User,
 )
 from approvals.notifications.selectors import follow_up_due_request_ids
 from approvals.services import notifications as notification_services
 from portal.celery import app as celery_app
 from tests.conftest import free_port
+from tests.support import make_user, signed_in
 from tests.test_callbacks import start_and_ingest
 from tests.test_e2e import sso_login, wait_for, wait_for_execution_end
 from worker import gateway, notify_tasks
@@ -54,27 +52,6 @@ HOSTILE_DETAILS = {"supplier": "<img src=x onerror=alert(1)>", "note": "Müller 
 # ---------------------------------------------------------------------------
 # Fixtures and helpers
 # ---------------------------------------------------------------------------
-def make_user(username: str, *groups: str, superuser: bool = False) -> User:
-    user = User.objects.create_user(
-        username=username,
-        email=f"{username}@example.com",
-        oidc_issuer="https://idp.test",
-        oidc_sub=username,
-        is_superuser=superuser,
-        is_staff=superuser,
-    )
-    for name in groups:
-        user.groups.add(Group.objects.get_or_create(name=name)[0])
-    return user
-
-
-def signed_in(user: User) -> Client:
-    client = Client(enforce_csrf_checks=True)
-    client.force_login(user)
-    session = client.session
-    session["oidc_id_token_expiration"] = time.time() + 3600
-    session.save()
-    return client
 
 
 @pytest.fixture
@@ -98,7 +75,7 @@ def people(db):
         "erin": make_user("erin", "finance-approvers"),
         # bob requests; he is in the group too, but never asked to approve his own request.
         "bob": make_user("bob", "finance-approvers"),
-        "carol": make_user("carol", "portal-admins", superuser=True),
+        "carol": make_user("carol", "portal-admins", admin=True),
         "dave": make_user("dave"),
     }
 

@@ -9,41 +9,18 @@ from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
-from django.contrib.auth.models import Group
 from django.test import Client
 
 from approvals import services
 from approvals.contract import parse_message
-from approvals.models import AuditEvent, Callback, RequestStatus, User
+from approvals.models import AuditEvent, Callback, RequestStatus
+from tests.support import make_user, signed_in
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 
 SCRIPT = "<script>alert('xss')</script>"
 ATTRIBUTE = '" onmouseover="alert(1)" x="'
 IMG = "<img src=x onerror=alert(1)>"
-
-
-def signed_in(user: User) -> Client:
-    client = Client(enforce_csrf_checks=True)
-    client.force_login(user)
-    session = client.session
-    session["oidc_id_token_expiration"] = time.time() + 3600
-    session.save()
-    return client
-
-
-def make_user(username: str, *groups: str, admin: bool = False) -> User:
-    user = User.objects.create_user(
-        username=username,
-        email=f"{username}@example.com",
-        oidc_issuer="https://idp.test",
-        oidc_sub=username,
-        is_staff=admin,
-        is_superuser=admin,
-    )
-    for name in groups:
-        user.groups.add(Group.objects.get_or_create(name=name)[0])
-    return user
 
 
 @pytest.fixture
