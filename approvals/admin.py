@@ -72,6 +72,19 @@ admin.site.index_title = "Workbench"
 # ---------------------------------------------------------------------------
 # Shared pieces
 # ---------------------------------------------------------------------------
+class ActionsOnlyMixin:
+    """Rows are never added, edited or deleted in a form: changes are actions that call services."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 class BigTableAdmin(admin.ModelAdmin):
     """Changelist settings that keep a list fast with hundreds of thousands of rows."""
 
@@ -250,7 +263,7 @@ class AuditEventInline(admin.TabularInline):
 
 
 @admin.register(ApprovalRequest)
-class ApprovalRequestAdmin(BigTableAdmin):
+class ApprovalRequestAdmin(ActionsOnlyMixin, BigTableAdmin):
     list_display = [
         "title",
         "status",
@@ -309,15 +322,6 @@ class ApprovalRequestAdmin(BigTableAdmin):
 
     def get_changelist(self, request, **kwargs):
         return super().get_changelist(request, **kwargs) if request.user.is_superuser else ApproverChangeList
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False  # nothing is edited in a form: decisions and changes are actions
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def has_decide_permission(self, request) -> bool:
         return request.user.has_perm("approvals.decide_approvalrequest")
@@ -609,7 +613,7 @@ def console_url(execution_arn: str) -> str:
 # Callbacks (the outbox)
 # ---------------------------------------------------------------------------
 @admin.register(Callback)
-class CallbackAdmin(BigTableAdmin):
+class CallbackAdmin(ActionsOnlyMixin, BigTableAdmin):
     list_display = ["request_link", "kind", "status", "attempts", "error_code", "next_attempt_at", "updated_at"]
     list_filter = ["status", "kind"]
     list_select_related = ["request"]
@@ -629,15 +633,6 @@ class CallbackAdmin(BigTableAdmin):
     ]
     readonly_fields = fields
     actions = ["retry_selected"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def has_retry_permission(self, request) -> bool:
         return request.user.has_perm("approvals.retry_callback")
@@ -671,7 +666,7 @@ class CallbackAdmin(BigTableAdmin):
 # Ingest errors
 # ---------------------------------------------------------------------------
 @admin.register(IngestError)
-class IngestErrorAdmin(BigTableAdmin):
+class IngestErrorAdmin(ActionsOnlyMixin, BigTableAdmin):
     list_display = ["sqs_message_id", "code", "short_reason", "status", "receive_count", "last_seen_at"]
     list_filter = ["status", "code"]
     search_fields = ["=sqs_message_id"]
@@ -692,15 +687,6 @@ class IngestErrorAdmin(BigTableAdmin):
     readonly_fields = fields
     list_select_related = ["resolved_by"]
     actions = ["replay_selected", "discard_selected"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def has_resolve_permission(self, request) -> bool:
         return request.user.has_perm("approvals.resolve_ingesterror")
@@ -770,7 +756,7 @@ class AuditActionFilter(admin.SimpleListFilter):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(BigTableAdmin):
+class AuditEventAdmin(ActionsOnlyMixin, BigTableAdmin):
     paginator = AuditTrailPaginator
     list_display = ["created_at", "action", "actor_label", "request_link"]
     list_filter = [AuditActionFilter]
@@ -782,15 +768,6 @@ class AuditEventAdmin(BigTableAdmin):
     fields = ["created_at", "action", "actor_label", "request_link", "data"]
     readonly_fields = fields
     actions = None
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()

@@ -8,12 +8,13 @@ from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils.html import format_html
 
+from approvals.admin import ActionsOnlyMixin  # approvals.admin imports this module at its end
 from approvals.models import Notification, NotificationPreference
 from approvals.services import notifications as services
 
 
 @admin.register(Notification)
-class NotificationAdmin(admin.ModelAdmin):
+class NotificationAdmin(ActionsOnlyMixin, admin.ModelAdmin):
     list_display = ["created_at", "kind", "channel", "recipient", "status", "attempts", "request_link", "short_error"]
     list_filter = ["status", "channel", "kind"]
     list_select_related = ["request"]
@@ -36,15 +37,6 @@ class NotificationAdmin(admin.ModelAdmin):
     ]
     readonly_fields = fields
     actions = ["resend_selected"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def has_resend_permission(self, request) -> bool:
         return request.user.has_perm("approvals.resend_notification")
