@@ -1,8 +1,9 @@
 """`make bench`: throughput and latency of the portal's hot paths, beside a bare baseline each.
 
-    make bench                 # the full run (about 20 minutes on 2 busy cores)
+    make bench                 # the full run (about 15 minutes on 2 cores)
     make bench QUICK=1         # scaled down: a smoke run in under two minutes
     .venv/bin/python bench/run.py --only ingest,latency --profile ingest
+    BENCH_SIZES='{"ingest_n": 2000}' make bench    # override single sizes (experiments)
 
 It starts what it needs — the moto server (AWS), a fake Step Functions endpoint (scenario 4),
 gunicorn and Celery workers with the portal's settings — on PostgreSQL (DATABASE_URL's server,

@@ -24,7 +24,16 @@ from django.db import connection, transaction
 from approvals import services
 from approvals.contract import parse_message
 from approvals.management.commands.aws_bootstrap import demo_definition
-from approvals.models import ApprovalRequest, AuditEvent, Callback, CallbackStatus, IngestError, RequestStatus, User
+from approvals.models import (
+    ApprovalRequest,
+    AuditEvent,
+    Callback,
+    CallbackStatus,
+    IngestError,
+    Notification,
+    RequestStatus,
+    User,
+)
 from tests.conftest import Process, database_url, free_port, venv_bin
 from tests.test_e2e import sso_login, wait_for
 from worker import gateway, tasks
@@ -515,3 +524,5 @@ def test_a_heartbeat_answered_task_timed_out_closes_the_request_in_the_portal(aw
     approval.refresh_from_db()
     assert approval.status == RequestStatus.EXPIRED
     assert AuditEvent.objects.filter(request=approval, action="closed_by_step_functions").exists()
+    # The requester hears how it ended.
+    assert Notification.objects.filter(request=approval, kind="outcome", recipient="bob@example.com").exists()

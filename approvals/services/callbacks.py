@@ -187,6 +187,11 @@ def _close_request(request: ApprovalRequest, *, code: str) -> None:
     request.decided_at = request.decided_at or timezone.now()
     request.save(update_fields=["status", "decided_at", "updated_at"])
     audit(action="closed_by_step_functions", request=request, actor=None, code=code, previous_status=previous)
+    if previous == RequestStatus.PENDING:
+        # Nobody decided: the requester still hears how it ended (a decision already told them).
+        from approvals.services.notifications import approval_notify
+
+        approval_notify(request=request, kind="outcome")
 
 
 @transaction.atomic

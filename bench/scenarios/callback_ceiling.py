@@ -114,13 +114,21 @@ def baseline(bench, processes: int, count: int) -> dict:
     return {"n": total, "seconds": round(seconds, 3), "rate": total / seconds}
 
 
+def fake_sfn_worker_env(bench) -> dict:
+    """Start the fake Step Functions endpoint (once); the environment of workers that use it.
+
+    The consumer stays off: these workers only deliver callbacks, to the fake endpoint.
+    """
+    if not bench.fake_sfn_url:
+        fake, bench.fake_sfn_url = stack.start_fake_sfn(bench.base_env(), bench.log_dir)
+        bench.own.append(fake)
+    return {"AWS_ENDPOINT_URL": bench.fake_sfn_url, "APPROVAL_CONSUMER_ENABLED": "false"}
+
+
 def run(bench) -> None:
     sizes = bench.sizes
     m = sizes["ceiling_n"]
-    fake, bench.fake_sfn_url = stack.start_fake_sfn(bench.base_env(), bench.log_dir)
-    bench.own.append(fake)
-    # The consumer stays off: these workers only deliver callbacks, to the fake endpoint.
-    worker_env = {"AWS_ENDPOINT_URL": bench.fake_sfn_url, "APPROVAL_CONSUMER_ENABLED": "false"}
+    worker_env = fake_sfn_worker_env(bench)
     for processes in sizes["ceiling_processes"]:
         bench.start_worker(concurrency=processes, **worker_env)
         deliver(decided_requests_with_callbacks(20 * processes, f"ceil-warm-{processes}"), timeout=120)

@@ -2,9 +2,9 @@
 
 Each client is its own signed-in approver (a requests.Session with its own database session)
 POSTing "approve" on requests assigned to it alone, as fast as answers come (closed loop),
-against gunicorn as the Procfile runs it (2 workers × 4 threads). Celery workers deliver the
-callbacks meanwhile (to the fake Step Functions endpoint when scenario 4 ran, else moto's, which
-refuses the made-up tokens: either way the decision path is the same).
+against gunicorn as the Procfile runs it (2 workers × 4 threads). Celery workers (4 processes)
+deliver the callbacks meanwhile, to the fake Step Functions endpoint of scenario 4 (moto would
+refuse the made-up tokens, and a refused callback closes its request).
 Measured: decisions per second, every POST's latency, errors (anything but the redirect to the
 result page), and double decisions (a request with more than one decision audit event or
 callback, or decided by someone it was not assigned to). A contested round then has all 20
@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from bench import common
 from bench.common import Row
+from bench.scenarios.callback_ceiling import fake_sfn_worker_env
 
 
 def deciders(count: int) -> list:
@@ -119,8 +120,9 @@ def contested(bench, users: list, rounds: int) -> dict:
 def run(bench) -> None:
     sizes = bench.sizes
     clients = sizes["concurrency_clients"]
-    if bench.worker is None:
-        bench.start_worker(concurrency=4)
+    worker_env = fake_sfn_worker_env(bench)
+    if bench.worker is None or bench.worker_env.get("AWS_ENDPOINT_URL") != worker_env["AWS_ENDPOINT_URL"]:
+        bench.start_worker(concurrency=4, **worker_env)
     users = deciders(clients)
     round_of(bench, users[:1], 10, "conc-warm-1")  # warm-up
     round_of(bench, users, 2, "conc-warm-20")
