@@ -241,7 +241,7 @@ class ApproverChangeList(ChangeList):
         super().__init__(request, model, list_display, list_display_links, list_filter, None, *args, **kw)
 
 
-class AuditEventInline(admin.TabularInline):
+class AuditEventInline(ActionsOnlyMixin, admin.TabularInline):
     """The request's history, read-only (and only for those who may read the audit trail)."""
 
     model = AuditEvent
@@ -251,15 +251,6 @@ class AuditEventInline(admin.TabularInline):
     extra = 0
     can_delete = False
     show_change_link = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(ApprovalRequest)
