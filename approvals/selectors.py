@@ -5,7 +5,7 @@ import uuid
 from datetime import timedelta
 
 from django.db import connection
-from django.db.models import Count, DateTimeField, ExpressionWrapper, F, Prefetch, Q, QuerySet
+from django.db.models import Count, F, Prefetch, Q, QuerySet
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -164,16 +164,22 @@ def overdue_pending_request_ids(limit: int = 500) -> list[int]:
 def heartbeat_due_request_ids(limit: int = 500) -> list[int]:
     """Pending requests whose task has HeartbeatSeconds and whose next heartbeat is due.
 
-    Sent at a third of the interval, so one missed sweep still leaves a margin.
+    Sent at a third of the interval, so one missed sweep still leaves a margin. The due time
+    is computed here rather than in SQL: interval arithmetic differs between PostgreSQL and
+    SQLite, and only waiting requests with heartbeats are read.
     """
     now = timezone.now()
-    due = ApprovalRequest.objects.filter(status=RequestStatus.PENDING, heartbeat_seconds__isnull=False).annotate(
-        last=Coalesce("last_heartbeat_at", "received_at"),
-        due_at=ExpressionWrapper(
-            F("last") + F("heartbeat_seconds") * timedelta(seconds=1) / 3, output_field=DateTimeField()
-        ),
+    waiting = (
+        ApprovalRequest.objects.filter(status=RequestStatus.PENDING, heartbeat_seconds__isnull=False)
+        .annotate(last=Coalesce("last_heartbeat_at", "received_at"))
+        .values_list("pk", "last", "heartbeat_seconds")
     )
-    return list(due.filter(due_at__lte=now).order_by("due_at").values_list("pk", flat=True)[:limit])
+    due = [
+        (last + timedelta(seconds=seconds / 3), pk)
+        for pk, last, seconds in waiting.iterator()
+        if last + timedelta(seconds=seconds / 3) <= now
+    ]
+    return [pk for _, pk in sorted(due)[:limit]]
 
 
 def stale_consumers(max_age_seconds: int) -> list[ConsumerStatus]:

@@ -303,7 +303,10 @@ CELERY_TIMEZONE = "UTC"
 # A broker outage must not hang a web request after its decision committed: fail fast,
 # the outbox sweep publishes later.
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
-CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 3, "socket_timeout": 5}
+CELERY_BROKER_TRANSPORT_OPTIONS = {}
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    # Redis's own socket timeouts (the SQLite and AMQP transports take other options).
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 3, "socket_timeout": 5}
 CALLBACK_SWEEP_SECONDS = env.float("CALLBACK_SWEEP_SECONDS", default=30.0)
 HEARTBEAT_SWEEP_SECONDS = env.float("HEARTBEAT_SWEEP_SECONDS", default=30.0)
 CELERY_BEAT_SCHEDULE = {

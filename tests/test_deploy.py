@@ -702,3 +702,21 @@ def test_the_template_deploys_on_the_aws_emulator(moto_server):
 
     attached = client("iam").list_attached_role_policies(RoleName=role["RoleName"])["AttachedPolicies"]
     assert [p["PolicyArn"] for p in attached] == [outputs["PortalPolicyArn"]]
+
+
+def test_the_default_broker_of_make_run_accepts_a_task(tmp_path):
+    # `make run` uses the SQLite broker when CELERY_BROKER_URL is unset: publishing must work.
+    env = {k: v for k, v in os.environ.items() if k not in {"CELERY_BROKER_URL", "DATABASE_URL"}}
+    env["PORTAL_VAR_DIR"] = str(tmp_path)
+    script = "from worker.tasks import sweep_callbacks; print(sweep_callbacks.delay().id)"
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", script],
+        cwd=REPO_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "celery-broker.sqlite3").exists()
