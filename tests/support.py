@@ -1,11 +1,14 @@
 """Small helpers the behaviour tests share: people and their signed-in browsers."""
 
+import re
 import time
 
+import requests
 from django.contrib.auth.models import Group
 from django.test import Client
 
 from approvals.models import User
+from devidp.seed import demo_passwords
 
 
 def make_user(username: str, *groups: str, admin: bool = False, sub: str | None = None) -> User:
@@ -57,3 +60,20 @@ def wait_for_execution_end(execution_arn: str, timeout: float = 60) -> dict:
         return execution if execution["status"] != "RUNNING" else None
 
     return wait_for(ended, timeout=timeout)
+
+
+def sso_login(portal_url: str, username: str) -> requests.Session:
+    """Sign in through the portal's OIDC redirect flow and the dev IdP's real login form."""
+    session = requests.Session()
+    login_page = session.get(f"{portal_url}/oidc/authenticate/?next=/", timeout=15)
+    assert "/accounts/login/" in login_page.url, login_page.url
+    csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login_page.text).group(1)
+    inbox = session.post(
+        login_page.url,
+        data={"csrfmiddlewaretoken": csrf, "username": username, "password": demo_passwords()[username]},
+        headers={"Referer": login_page.url},
+        timeout=15,
+    )
+    assert inbox.status_code == 200, inbox.text[:500]
+    assert inbox.url == f"{portal_url}/", inbox.url
+    return session

@@ -16,7 +16,7 @@ import requests
 from approvals import services
 from approvals.contract import parse_message
 from approvals.models import ApprovalRequest, AuditEvent, RequestStatus, User
-from tests.test_e2e import sso_login, wait_for, wait_for_execution_end
+from tests.support import sso_login, wait_for, wait_for_execution_end
 from worker import gateway
 
 pytestmark = pytest.mark.e2e

@@ -6,7 +6,6 @@ worker → SendTaskSuccess/SendTaskFailure → the execution ends.
 """
 
 import json
-import re
 import uuid
 
 import pytest
@@ -14,8 +13,7 @@ import requests
 
 from approvals import tokens
 from approvals.models import ApprovalRequest, CallbackStatus
-from devidp.seed import demo_passwords
-from tests.support import wait_for, wait_for_execution_end
+from tests.support import sso_login, wait_for, wait_for_execution_end
 from worker import gateway
 
 pytestmark = pytest.mark.e2e
@@ -30,23 +28,6 @@ EXECUTION_INPUT = {
         "lines": [{"item": "Laptop", "qty": 2}, {"item": "Dock", "qty": 2}],
     },
 }
-
-
-def sso_login(portal_url: str, username: str) -> requests.Session:
-    """Sign in through the portal's OIDC redirect flow and the IdP's real login form."""
-    session = requests.Session()
-    login_page = session.get(f"{portal_url}/oidc/authenticate/?next=/", timeout=15)
-    assert "/accounts/login/" in login_page.url, login_page.url
-    csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login_page.text).group(1)
-    inbox = session.post(
-        login_page.url,
-        data={"csrfmiddlewaretoken": csrf, "username": username, "password": demo_passwords()[username]},
-        headers={"Referer": login_page.url},
-        timeout=15,
-    )
-    assert inbox.status_code == 200, inbox.text[:500]
-    assert inbox.url == f"{portal_url}/", inbox.url
-    return session
 
 
 def start_and_wait_for_request(state_machine_arn: str) -> tuple[str, ApprovalRequest]:

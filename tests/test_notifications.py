@@ -38,9 +38,8 @@ from approvals.notifications.selectors import follow_up_due_request_ids
 from approvals.services import notifications as notification_services
 from portal.celery import app as celery_app
 from tests.conftest import free_port
-from tests.support import make_user, signed_in
+from tests.support import make_user, signed_in, sso_login, wait_for, wait_for_execution_end
 from tests.test_callbacks import start_and_ingest
-from tests.test_e2e import sso_login, wait_for, wait_for_execution_end
 from worker import gateway, notify_tasks
 
 pytestmark = pytest.mark.django_db

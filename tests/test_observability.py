@@ -34,7 +34,8 @@ from approvals.models import ApprovalRequest, Callback, CallbackStatus, Consumer
 from approvals.redaction import TokenRedactingFilter
 from portal.logging import JsonFormatter, LogContextFilter, PlainFormatter, clear_log_context, log_context
 from tests.conftest import REPO_DIR, Process, free_port, venv_bin, wait_for_http
-from tests.test_e2e import decide, sso_login, start_and_wait_for_request, wait_for, wait_for_execution_end
+from tests.support import sso_login, wait_for, wait_for_execution_end
+from tests.test_e2e import decide, start_and_wait_for_request
 from worker import gateway, tasks
 from worker.consumer import consume_once
 

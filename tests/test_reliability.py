@@ -35,7 +35,7 @@ from approvals.models import (
     User,
 )
 from tests.conftest import Process, database_url, free_port, venv_bin
-from tests.test_e2e import sso_login, wait_for
+from tests.support import sso_login, wait_for
 from worker import gateway, tasks
 from worker.consumer import consume_once
 

@@ -23,6 +23,7 @@ from approvals.models import ApprovalRequest, RequestStatus, User
 from approvals.roles import APPROVER_ACCESS_GROUP
 from devidp.seed import demo_passwords
 from tests.conftest import REPO_DIR, Process, free_port, wait_for_http
+from tests.support import sso_login
 
 pytestmark = pytest.mark.e2e
 
@@ -91,21 +92,6 @@ def idp(idp_env, devidp):
 # ---------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------
-def sso_login(portal_url: str, username: str) -> requests.Session:
-    """A new browser signs in: portal → IdP login form (password) → portal inbox."""
-    browser = requests.Session()
-    login_page = browser.get(f"{portal_url}/oidc/authenticate/?next=/", timeout=15)
-    assert "/accounts/login/" in login_page.url, login_page.url
-    csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login_page.text).group(1)
-    inbox = browser.post(
-        login_page.url,
-        data={"csrfmiddlewaretoken": csrf, "username": username, "password": demo_passwords()[username]},
-        headers={"Referer": login_page.url},
-        timeout=15,
-    )
-    assert inbox.status_code == 200, inbox.text[:500]
-    assert inbox.url == f"{portal_url}/", inbox.url
-    return browser
 
 
 def make_request(title: str, *, users: tuple[str, ...] = (), groups: tuple[str, ...] = ()) -> ApprovalRequest:
