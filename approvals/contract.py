@@ -18,7 +18,16 @@ Two shapes are accepted (they may also be mixed)::
      "requester": "bob@example.com", "details": {...}, "approvalDeadline": "...",
      "timeoutSeconds": 86400, "heartbeatSeconds": 3600,
      "execution": "arn:aws:states:...", "stateMachine": "arn:aws:states:...",
-     "state": "WaitForApproval"}
+     "state": "WaitForApproval",
+     "policy": {"required": 2, "distinctGroups": false, "rejectOn": "any"},
+     "requesterGroups": ["sales"]}
+
+``policy`` (all keys optional) asks for N approvals out of the assignees
+(``required``), each from a different assigned group or named approver
+(``distinctGroups``), and says what ends it in a denial (``rejectOn``: ``"any"``,
+the default, or a number of rejections). A key left out takes the admins'
+default for the state machine and state. ``requesterGroups`` names the
+requester's groups for the "not a member of the requester's groups" rule.
 
 Only ``taskToken`` is required; unknown keys are ignored because Step Functions
 payloads grow over time. JSON ``null`` for an optional key means "absent".
@@ -49,6 +58,7 @@ __all__ = [
     "MAX_APPROVER_USERS",
     "MAX_EXECUTION_ARN_LENGTH",
     "MAX_GROUP_NAME_LENGTH",
+    "MAX_POLICY_COUNT",
     "MAX_SECONDS",
     "MAX_STATE_MACHINE_ARN_LENGTH",
     "MAX_STATE_NAME_LENGTH",
@@ -78,6 +88,8 @@ MAX_EXECUTION_ARN_LENGTH = 2048
 MAX_STATE_MACHINE_ARN_LENGTH = 2048
 # Step Functions state names are at most 80 characters.
 MAX_STATE_NAME_LENGTH = 80
+# N-of-M policies: at most as many as a message may name approvers.
+MAX_POLICY_COUNT = MAX_APPROVER_USERS
 # Long enough for any ISO 8601 timestamp; a bound so garbage is refused cheaply.
 _MAX_DEADLINE_LENGTH = 64
 
@@ -139,6 +151,12 @@ class ApprovalMessage:
     execution_arn: str = ""
     state_machine_arn: str = ""
     state_name: str = ""
+    #: The message's ``policy``: each None when the message leaves it to the admins' default.
+    required_approvals: int | None = None
+    distinct_groups: bool | None = None
+    rejections_to_deny: int | None = None
+    #: Stripped, de-duplicated group names from ``requesterGroups``.
+    requester_groups: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------
@@ -169,6 +187,8 @@ def parse_message(body: str | bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> A
     deadline = _parse_deadline(data)
     timeout_seconds = _optional_seconds(data, "timeoutSeconds")
     heartbeat_seconds = _optional_seconds(data, "heartbeatSeconds")
+    required, distinct_groups, rejections = _parse_policy(data, users, groups)
+    requester_groups = _group_names(data, "requesterGroups", "wrong_type") if "requesterGroups" in data else ()
 
     return ApprovalMessage(
         task_token=token,
@@ -183,6 +203,10 @@ def parse_message(body: str | bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> A
         execution_arn=execution_arn,
         state_machine_arn=state_machine_arn,
         state_name=state_name,
+        required_approvals=required,
+        distinct_groups=distinct_groups,
+        rejections_to_deny=rejections,
+        requester_groups=requester_groups,
     )
 
 
@@ -453,26 +477,104 @@ def _parse_approvers(data: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, 
             )
         clean_users[email.lower()] = None
 
-    clean_groups: dict[str, None] = {}
+    return tuple(clean_users), _clean_group_names(groups, "approvers.groups", "bad_approvers")
+
+
+def _clean_group_names(groups: list[str], name: str, code: str) -> tuple[str, ...]:
+    clean: dict[str, None] = {}
     for index, item in enumerate(groups):
         group = item.strip()
         if not group or len(group) > MAX_GROUP_NAME_LENGTH:
             raise ContractError(
-                "bad_approvers",
-                f"field 'approvers.groups' must be a list of group names of 1 to "
+                code,
+                f"field '{name}' must be a list of group names of 1 to "
                 f"{MAX_GROUP_NAME_LENGTH} characters (item {index} is "
                 f"{'empty' if not group else f'{len(group):,} characters'})",
-                "approvers.groups",
+                name,
             )
         if not _is_storable_text(group):
             raise ContractError(
-                "bad_approvers",
-                f"field 'approvers.groups' item {index} contains a NUL character or invalid Unicode",
-                "approvers.groups",
+                code,
+                f"field '{name}' item {index} contains a NUL character or invalid Unicode",
+                name,
             )
-        clean_groups[group] = None
+        clean[group] = None
+    return tuple(clean)
 
-    return tuple(clean_users), tuple(clean_groups)
+
+def _group_names(data: dict[str, Any], name: str, code: str) -> tuple[str, ...]:
+    """An optional top-level list of group names (``requesterGroups``)."""
+    items = data.get(name)
+    if items is None:
+        return ()
+    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+        raise ContractError(code, f"field '{name}' must be a list of group names", name)
+    if len(items) > MAX_APPROVER_GROUPS:
+        raise ContractError(
+            "bad_value", f"field '{name}' may list at most {MAX_APPROVER_GROUPS} group names, got {len(items):,}", name
+        )
+    return _clean_group_names(items, name, "bad_value")
+
+
+def _policy_count(policy: dict[str, Any], key: str) -> int | None:
+    name = f"policy.{key}"
+    value = policy.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ContractError("wrong_type", f"field '{name}' must be a whole number, got {_json_type(value)}", name)
+    if not 1 <= value <= MAX_POLICY_COUNT:
+        raise ContractError("bad_policy", f"field '{name}' must be between 1 and {MAX_POLICY_COUNT}", name)
+    return value
+
+
+def _parse_policy(
+    data: dict[str, Any], users: tuple[str, ...], groups: tuple[str, ...]
+) -> tuple[int | None, bool | None, int | None]:
+    """``policy``: (required approvals, distinct groups, rejections that deny), None where absent."""
+    policy = data.get("policy")
+    if policy is None:
+        return None, None, None
+    if not isinstance(policy, dict):
+        raise ContractError(
+            "bad_policy",
+            f"field 'policy' must be an object with optional keys 'required', 'distinctGroups' and 'rejectOn', "
+            f"got {_json_type(policy)}",
+            "policy",
+        )
+    if set(policy) - {"required", "distinctGroups", "rejectOn"}:
+        raise ContractError(
+            "bad_policy",
+            "field 'policy' may only contain the keys 'required', 'distinctGroups' and 'rejectOn'",
+            "policy",
+        )
+    required = _policy_count(policy, "required")
+    distinct = policy.get("distinctGroups")
+    if distinct is not None and not isinstance(distinct, bool):
+        raise ContractError(
+            "wrong_type",
+            f"field 'policy.distinctGroups' must be true or false, got {_json_type(distinct)}",
+            "policy.distinctGroups",
+        )
+    reject_on = policy.get("rejectOn")
+    if isinstance(reject_on, str) and reject_on != "any":
+        raise ContractError(
+            "bad_policy", "field 'policy.rejectOn' must be \"any\" or a whole number", "policy.rejectOn"
+        )
+    rejections = 1 if reject_on == "any" else _policy_count(policy, "rejectOn")
+    # Only when the message names every possible approver can it ask for too many.
+    if required is not None and (users or groups):
+        if distinct:
+            possible, what = len(users) + len(groups), "approvers and groups (distinctGroups)"
+        else:
+            possible, what = (len(users), "approvers") if not groups else (required, "")
+        if required > possible:
+            raise ContractError(
+                "bad_policy",
+                f"field 'policy.required' asks for {required} approvals but 'approvers' names only {possible} {what}",
+                "policy.required",
+            )
+    return required, distinct, rejections
 
 
 def _approver_list(approvers: dict[str, Any], key: str, limit: int, what: str) -> list[str]:

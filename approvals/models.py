@@ -5,7 +5,7 @@ import uuid
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 from django.db.models.functions import Upper
 from django.utils import timezone
 
@@ -62,6 +62,24 @@ class ApprovalRequest(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="decisions"
     )
     decision_comment = models.TextField(blank=True, default="")
+    # The approval policy (the message's "policy", else the admin's ApprovalPolicy default):
+    # how many approvals close it, from distinct groups or not, how many rejections deny it.
+    required_approvals = models.PositiveSmallIntegerField(default=1)
+    distinct_groups = models.BooleanField(default=False)
+    rejections_to_deny = models.PositiveSmallIntegerField(default=1)
+    # Separation of duties, copied from the admin's ApprovalPolicy when the request arrives.
+    sod_distinct_levels = models.BooleanField(default=False)
+    sod_exclude_requester_groups = models.BooleanField(default=False)
+    # The requester's groups as the message names them ("requesterGroups"); the portal adds
+    # the groups it mirrored when the requester last signed in.
+    requester_groups = models.JSONField(default=list, blank=True)
+    # "I'm on it": an approver of a group assignment took it; colleagues see it taken.
+    claimed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="claims"
+    )
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    # An approver asked the requester a question that has no answer yet.
+    awaiting_info = models.BooleanField(default=False)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -82,6 +100,7 @@ class ApprovalRequest(models.Model):
             ("decide_approvalrequest", "Can approve or reject approval requests in the admin"),
             ("reassign_approvalrequest", "Can reassign approval requests"),
             ("cancel_approvalrequest", "Can cancel approval requests"),
+            ("release_claim_approvalrequest", "Can release someone's claim on an approval request"),
         ]
 
     def __str__(self) -> str:
@@ -94,6 +113,116 @@ class ApprovalRequest(models.Model):
     @property
     def is_overdue(self) -> bool:
         return self.deadline is not None and self.deadline <= timezone.now()
+
+    @property
+    def policy(self) -> dict:
+        """The policy as the message contract spells it (also sent back to Step Functions)."""
+        return {
+            "required": self.required_approvals,
+            "distinctGroups": self.distinct_groups,
+            "rejectOn": "any" if self.rejections_to_deny == 1 else self.rejections_to_deny,
+        }
+
+    @property
+    def has_quorum(self) -> bool:
+        return self.required_approvals > 1
+
+
+class Vote(models.Model):
+    """One approver's approval or rejection. A request closes when its policy is met.
+
+    `user` is who clicked; `on_behalf_of` the approver whose right they used (delegation),
+    else null. `group` is the assignment the right came from: an assigned group's name, or
+    "user:<email>" for a named approver (distinctGroups counts these).
+    """
+
+    request = models.ForeignKey(ApprovalRequest, on_delete=models.PROTECT, related_name="votes")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="votes")
+    on_behalf_of = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="votes_by_delegates"
+    )
+    approve = models.BooleanField()
+    comment = models.TextField(blank=True, default="")
+    group = models.CharField(max_length=254, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["request", "user"], name="vote_once_per_user"),
+            models.UniqueConstraint(
+                fields=["request", "on_behalf_of"],
+                condition=Q(on_behalf_of__isnull=False),
+                name="vote_once_per_principal",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["user", "request"], name="vote_user_request"),
+            models.Index(fields=["on_behalf_of", "request"], name="vote_principal_request"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{'Approval' if self.approve else 'Rejection'} by {self.user} of request {self.request_id}"
+
+    @property
+    def principal_id(self) -> int:
+        return self.on_behalf_of_id or self.user_id
+
+
+class InfoMessage(models.Model):
+    """ "Needs more information": an approver's question and the requester's answer."""
+
+    class Kind(models.TextChoices):
+        QUESTION = "question", "Question"
+        ANSWER = "answer", "Answer"
+
+    request = models.ForeignKey(ApprovalRequest, on_delete=models.PROTECT, related_name="info_messages")
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    author_label = models.CharField(max_length=254)
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    text = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} by {self.author_label}"
+
+
+class Delegation(models.Model):
+    """ "Out of office until D, delegate to X": from starts_at to ends_at, X may see and decide
+    what the delegator may. Not transitive. Revoking ends it early."""
+
+    delegator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="delegations_given")
+    delegate = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="delegations_received"
+    )
+    starts_at = models.DateTimeField(default=timezone.now)
+    ends_at = models.DateTimeField()
+    reason = models.CharField(max_length=200, blank=True, default="")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="delegations_created"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-starts_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(ends_at__gt=F("starts_at")), name="delegation_ends_after_start"),
+            models.CheckConstraint(condition=~Q(delegator=F("delegate")), name="delegation_not_to_self"),
+        ]
+        indexes = [
+            models.Index(fields=["delegate", "ends_at"], name="delegation_delegate_ends"),
+            models.Index(fields=["delegator", "ends_at"], name="delegation_delegator_ends"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.delegator} → {self.delegate} until {self.ends_at:%Y-%m-%d %H:%M}"
+
+    def active_at(self, moment) -> bool:
+        return self.starts_at <= moment < self.ends_at and (self.revoked_at is None or self.revoked_at > moment)
 
 
 class Assignment(models.Model):
@@ -264,6 +393,52 @@ class RoutingRule(models.Model):
         return 2 * bool(self.state_machine_arn) + bool(self.state_name)
 
 
+class ApprovalPolicy(models.Model):
+    """The admins' default policy for a state machine / state; a message's "policy" overrides the
+    quorum fields. Matched like RoutingRule (most specific, then priority). No match: one approval.
+    Separation of duties is set here only, never by the message."""
+
+    name = models.CharField(max_length=200)
+    state_machine_arn = models.CharField(max_length=2048, blank=True, default="")
+    state_name = models.CharField(max_length=80, blank=True, default="")
+    required_approvals = models.PositiveSmallIntegerField(default=1, help_text="Approvals needed (N of the assignees).")
+    distinct_groups = models.BooleanField(
+        default=False, help_text="Each approval must come from a different assigned group (or named approver)."
+    )
+    rejections_to_deny = models.PositiveSmallIntegerField(
+        default=1, help_text="Rejections that deny the request; 1 means any rejection ends it."
+    )
+    sod_distinct_levels = models.BooleanField(
+        "Not the same person at two levels",
+        default=False,
+        help_text="Nobody who decided an earlier state of the same execution decides this one.",
+    )
+    sod_exclude_requester_groups = models.BooleanField(
+        "Not a member of the requester's groups",
+        default=False,
+        help_text="Approvers who share an SSO group with the requester may not decide.",
+    )
+    priority = models.IntegerField(default=0)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-enabled", "-priority", "name"]
+        verbose_name_plural = "approval policies"
+        constraints = [
+            models.CheckConstraint(condition=Q(required_approvals__gte=1), name="policy_required_at_least_one"),
+            models.CheckConstraint(condition=Q(rejections_to_deny__gte=1), name="policy_reject_at_least_one"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def specificity(self) -> int:
+        return 2 * bool(self.state_machine_arn) + bool(self.state_name)
+
+
 class ConsumerStatus(models.Model):
     """Each queue consumer's last successful poll, for health checks and the admin."""
 
@@ -301,6 +476,8 @@ class Notification(models.Model):
         ESCALATION = "escalation", "Escalation"
         OUTCOME = "outcome", "Outcome"
         DIGEST = "digest", "Daily digest"
+        QUESTION = "question", "Question for the requester"
+        ANSWER = "answer", "The requester answered"
 
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"

@@ -1,13 +1,21 @@
 """The one rule for who may decide an approval request.
 
 Views, admin, notifications and the callback task all ask this module; nobody re-implements it.
+
+A person decides with an *authority*: their own assignment (named by email, or a member of an
+assigned group), or — while a Delegation from an approver to them is active — that approver's.
+On top of that come the request's policy (one vote per person, distinct groups) and separation
+of duties (the requester never decides; optionally nobody decides two levels of one execution,
+or shares a group with the requester).
 """
 
 from dataclasses import dataclass
+from datetime import datetime
 
+from django.db.models import Q
 from django.utils import timezone
 
-from approvals.models import ApprovalRequest, Assignment, User
+from approvals.models import ApprovalRequest, Assignment, Delegation, User, Vote
 from approvals.roles import APPROVER_ACCESS_GROUP
 
 
@@ -17,57 +25,218 @@ class Refusal:
     message: str
 
 
+@dataclass(frozen=True)
+class Authority:
+    """Whose right a decision uses: `principal` (the user, or the approver they stand in for),
+    through which assignment (`group`: a group name, or "user:<email>")."""
+
+    principal: User
+    group: str
+    delegation: Delegation | None = None
+
+    @property
+    def on_behalf_of(self) -> User | None:
+        return self.principal if self.delegation is not None else None
+
+
 def user_group_names(user: User) -> set[str]:
     """The user's SSO groups (as mirrored at sign-in), without the portal's own permission group."""
     return set(user.groups.exclude(name=APPROVER_ACCESS_GROUP).values_list("name", flat=True))
 
 
-def is_assignee(user: User, request: ApprovalRequest) -> bool:
-    """A named assignee (by email) or a member of an assigned group."""
+def _assignment_keys(user: User, request: ApprovalRequest) -> list[str]:
+    """The assignments of `request` that name `user`: "user:<email>" and assigned group names."""
     email = (user.email or "").lower()
     groups = user_group_names(user)
+    keys = []
     for assignment in request.assignments.all():
         if assignment.kind == Assignment.Kind.USER and email and assignment.value == email:
-            return True
-        if assignment.kind == Assignment.Kind.GROUP and assignment.value in groups:
-            return True
-    return False
+            keys.append(f"user:{email}")
+        elif assignment.kind == Assignment.Kind.GROUP and assignment.value in groups:
+            keys.append(assignment.value)
+    return sorted(keys, key=lambda key: (not key.startswith("user:"), key))
 
 
-def identity_refusal(user: User, request: ApprovalRequest) -> Refusal | None:
-    """Who the person is, regardless of the request's state (re-checked before the callback)."""
-    if not user.is_active:
-        return Refusal("inactive_user", "Your account is disabled.")
+def is_assignee(user: User, request: ApprovalRequest) -> bool:
+    """A named assignee (by email) or a member of an assigned group."""
+    return bool(_assignment_keys(user, request))
+
+
+def active_delegations_to(user: User, at: datetime | None = None):
+    """Delegations that let `user` stand in for someone at `at` (now by default)."""
+    at = at or timezone.now()
+    return (
+        Delegation.objects.filter(delegate=user, starts_at__lte=at, ends_at__gt=at)
+        .filter(Q(revoked_at__isnull=True) | Q(revoked_at__gt=at))
+        .select_related("delegator")
+        .order_by("starts_at", "pk")
+    )
+
+
+def authorities(user: User, request: ApprovalRequest, at: datetime | None = None) -> list[Authority]:
+    """Every right `user` has on `request`: their own first, then delegated ones."""
+    found = [Authority(principal=user, group=key) for key in _assignment_keys(user, request)]
+    for delegation in active_delegations_to(user, at):
+        delegator = delegation.delegator
+        if not delegator.is_active:
+            continue
+        found += [
+            Authority(principal=delegator, group=key, delegation=delegation)
+            for key in _assignment_keys(delegator, request)
+        ]
+    return found
+
+
+def _is_requester(user: User, request: ApprovalRequest) -> bool:
     email = (user.email or "").lower()
-    if request.requester_email and email == request.requester_email.lower():
-        return Refusal("requester", "You requested this approval, so someone else has to decide it.")
-    if not is_assignee(user, request):
-        return Refusal("not_assignee", "You are not an approver of this request.")
+    return bool(request.requester_email) and email == request.requester_email.lower()
+
+
+def requester_groups(request: ApprovalRequest) -> set[str]:
+    """The requester's groups: what the message named, plus what the portal mirrored at their sign-in."""
+    groups = set(request.requester_groups or [])
+    if request.requester_email:
+        requester = User.objects.filter(email__iexact=request.requester_email, is_active=True).first()
+        if requester is not None:
+            groups |= user_group_names(requester)
+    return groups
+
+
+def _earlier_level_vote(people: set[int], request: ApprovalRequest, before: datetime | None = None) -> Vote | None:
+    """A vote by one of `people` on an earlier state of the same execution (not a Map sibling)."""
+    if not request.execution_arn:
+        return None
+    earlier = Vote.objects.filter(
+        request__execution_arn=request.execution_arn, request__received_at__lt=request.received_at
+    ).exclude(request__state_name=request.state_name)
+    if before is not None:
+        earlier = earlier.filter(created_at__lt=before)
+    return (
+        earlier.filter(Q(user__in=people) | Q(on_behalf_of__in=people)).select_related("request").order_by("pk").first()
+    )
+
+
+def _duties_refusal(user: User, authority: Authority, request: ApprovalRequest, *, before=None) -> Refusal | None:
+    """Separation of duties for the person deciding and the approver whose right they use."""
+    people = {user, authority.principal}
+    if any(_is_requester(person, request) for person in people):
+        return Refusal(
+            "requester",
+            "You requested this approval, so someone else has to decide it."
+            if _is_requester(user, request)
+            else f"{authority.principal.email} requested this approval, so their delegate may not decide it.",
+        )
+    if request.sod_exclude_requester_groups:
+        theirs = requester_groups(request)
+        for person in people:
+            shared = sorted(user_group_names(person) & theirs)
+            if shared:
+                who = "You share" if person == user else f"{person.email} shares"
+                return Refusal(
+                    "sod_requester_group",
+                    f"Separation of duties: {who} the group {shared[0]!r} with the requester, "
+                    "so someone outside the requester's groups has to decide.",
+                )
+    if request.sod_distinct_levels:
+        vote = _earlier_level_vote({person.pk for person in people}, request, before=before)
+        if vote is not None:
+            return Refusal(
+                "sod_previous_level",
+                "Separation of duties: "
+                f"{'you' if user.pk in {vote.user_id, vote.on_behalf_of_id} else authority.principal.email} "
+                f"already decided an earlier step of this workflow ({vote.request.state_name or 'another step'}), "
+                "so someone else has to decide this one.",
+            )
     return None
 
 
-def decision_refusal(user: User, request: ApprovalRequest) -> Refusal | None:
-    """Why `user` may not decide `request` now, or None if they may."""
-    refusal = identity_refusal(user, request)
-    if refusal is not None:
-        return refusal
+def _voted(request: ApprovalRequest, people: set[int]) -> bool:
+    return any(vote.user_id in people or vote.on_behalf_of_id in people for vote in request.votes.all())
+
+
+def decision_authority(
+    user: User, request: ApprovalRequest, *, approve: bool | None = None
+) -> tuple[Authority | None, Refusal | None]:
+    """The authority `user` decides `request` with now, or why they may not.
+
+    `approve` True checks distinctGroups too (a rejection may come from any group).
+    """
+    if not user.is_active:
+        return None, Refusal("inactive_user", "Your account is disabled.")
+    if _is_requester(user, request):
+        return None, Refusal("requester", "You requested this approval, so someone else has to decide it.")
+    candidates = authorities(user, request)
+    if not candidates:
+        return None, Refusal("not_assignee", "You are not an approver of this request.")
     if not request.is_pending:
-        return Refusal("not_pending", f"This request is already {request.get_status_display().lower()}.")
+        return None, Refusal("not_pending", f"This request is already {request.get_status_display().lower()}.")
     if request.deadline is not None and request.deadline <= timezone.now():
-        return Refusal("expired", "The deadline for this request has passed.")
-    return None
+        return None, Refusal("expired", "The deadline for this request has passed.")
+    if _voted(request, {user.pk}):
+        return None, Refusal(
+            "already_voted", "You already decided this request; it waits for other approvers to reach its policy."
+        )
+    used_groups = {vote.group for vote in request.votes.all() if vote.approve}
+    refusal = None
+    for authority in candidates:
+        if authority.delegation is not None and _voted(request, {authority.principal.pk}):
+            refusal = refusal or Refusal(
+                "already_voted", f"{authority.principal.email} already decided this request themselves."
+            )
+            continue
+        duties = _duties_refusal(user, authority, request)
+        if duties is not None:
+            refusal = refusal or duties
+            continue
+        if approve and request.distinct_groups and authority.group in used_groups:
+            refusal = refusal or Refusal(
+                "distinct_groups",
+                f"This request needs approvals from different groups, and {authority.group} has already approved.",
+            )
+            continue
+        return authority, None
+    return None, refusal
+
+
+def decision_refusal(user: User, request: ApprovalRequest, *, approve: bool | None = None) -> Refusal | None:
+    """Why `user` may not decide `request` now, or None if they may."""
+    return decision_authority(user, request, approve=approve)[1]
+
+
+def vote_refusal(vote: Vote, request: ApprovalRequest) -> Refusal | None:
+    """The same rule once more before the callback: the voter must still be allowed.
+
+    Checked as of the vote (a delegation that ended since still covered it), against who the
+    people are now (deactivated, removed from the group they decided through).
+    """
+    user = vote.user
+    if not user.is_active:
+        return Refusal("inactive_user", f"{user.email or user.pk}'s account is disabled.")
+    principal = vote.on_behalf_of or user
+    if vote.on_behalf_of is not None:
+        delegation = active_delegations_to(user, at=vote.created_at).filter(delegator=vote.on_behalf_of).exists()
+        if not delegation:
+            return Refusal("not_assignee", f"{user.email} no longer stands in for {principal.email}.")
+        if not principal.is_active:
+            return Refusal("inactive_user", f"{principal.email}'s account is disabled.")
+    keys = _assignment_keys(principal, request)
+    if not keys:
+        return Refusal("not_assignee", f"{principal.email or principal.pk} is no longer an approver of this request.")
+    authority = Authority(principal=principal, group=vote.group or keys[0], delegation=None)
+    if _is_requester(user, request):
+        return Refusal("requester", "The requester may not decide their own request.")
+    return _duties_refusal(user, authority, request, before=vote.created_at)
 
 
 def can_view(user: User, request: ApprovalRequest) -> bool:
-    """Approvers, the requester, whoever decided it, and admins may look at a request.
+    """Approvers (and their active delegates), the requester, whoever decided it, and admins.
 
     Admins are superusers: approvers are staff too (they use the admin), but see only their own.
     """
     if user.is_superuser:
         return True
-    email = (user.email or "").lower()
-    if email and email == request.requester_email.lower():
+    if _is_requester(user, request):
         return True
-    if request.decided_by_id == user.pk:
+    if request.decided_by_id == user.pk or any(vote.user_id == user.pk for vote in request.votes.all()):
         return True
-    return is_assignee(user, request)
+    return bool(authorities(user, request))

@@ -11,29 +11,46 @@ from django.utils import timezone
 
 from approvals import permissions
 from approvals.models import (
+    ApprovalPolicy,
     ApprovalRequest,
     Assignment,
     AuditEvent,
     ConsumerStatus,
+    InfoMessage,
     RequestStatus,
     RoutingRule,
     User,
+    Vote,
 )
 
 
-def _assigned_to(user: User, groups: set[str] | None = None) -> Q:
-    """Assigned to the user by email or to one of their groups (`groups`: already looked up)."""
-    email = (user.email or "").lower()
-    groups = sorted(permissions.user_group_names(user) if groups is None else groups)
-    match = Q(kind=Assignment.Kind.GROUP, value__in=groups)
+def _assignment_match(email: str, groups) -> Q:
+    match = Q(kind=Assignment.Kind.GROUP, value__in=sorted(groups))
     if email:
-        match |= Q(kind=Assignment.Kind.USER, value=email)
+        match |= Q(kind=Assignment.Kind.USER, value=email.lower())
+    return match
+
+
+def _assigned_to(user: User, groups: set[str] | None = None) -> Q:
+    """Assigned to the user by email or to one of their groups (`groups`: already looked up), or
+    to someone the user stands in for by an active delegation."""
+    groups = permissions.user_group_names(user) if groups is None else groups
+    match = _assignment_match(user.email or "", groups)
+    for delegation in permissions.active_delegations_to(user):
+        delegator = delegation.delegator
+        if delegator.is_active:
+            match |= _assignment_match(delegator.email or "", permissions.user_group_names(delegator))
     return Q(pk__in=Assignment.objects.filter(match).values("request_id"))
 
 
+def _voted_by(user: User) -> Q:
+    """Requests the user already voted on (a quorum request stays pending after their vote)."""
+    return Q(pk__in=Vote.objects.filter(user=user).values("request_id"))
+
+
 def inbox_for(user: User) -> QuerySet[ApprovalRequest]:
-    """What this person may decide now: pending, assigned to them, not their own request."""
-    queryset = ApprovalRequest.objects.filter(_assigned_to(user), status=RequestStatus.PENDING)
+    """What this person may decide now: pending, assigned to them, not their own, not voted yet."""
+    queryset = ApprovalRequest.objects.filter(_assigned_to(user), status=RequestStatus.PENDING).exclude(_voted_by(user))
     if user.email:
         queryset = queryset.exclude(requester_email__iexact=user.email)
     return queryset.prefetch_related("assignments").order_by("-received_at", "-id")
@@ -44,6 +61,8 @@ def request_detail(public_id) -> ApprovalRequest | None:
         ApprovalRequest.objects.select_related("decided_by", "callback")
         .prefetch_related(
             "assignments",
+            Prefetch("votes", queryset=Vote.objects.select_related("user", "on_behalf_of").order_by("created_at")),
+            Prefetch("info_messages", queryset=InfoMessage.objects.order_by("created_at", "id")),
             Prefetch("audit_events", queryset=AuditEvent.objects.select_related("actor").order_by("created_at", "id")),
         )
         .filter(public_id=public_id)
@@ -77,9 +96,10 @@ _LIST_DEFERRED = (
 def inbox_tab(user: User, tab: str, *, groups: set[str] | None = None) -> QuerySet[ApprovalRequest]:
     """One tab of the inbox, in its natural order (newest first; "decided" by decision time).
 
-    - waiting: what the user may decide now (inbox_for's rule: pending, assigned, not theirs);
+    - waiting: what the user may decide now (inbox_for's rule: pending, assigned, not theirs,
+      not voted on yet);
     - groups: every request assigned to one of the user's groups, in any status;
-    - decided: what the user decided; requested: what the user asked for.
+    - decided: what the user voted on (a quorum may still be open); requested: what they asked for.
     `groups` is permissions.user_group_names(user), passed in when the caller already has it.
     """
     if tab not in INBOX_TABS:
@@ -89,15 +109,15 @@ def inbox_tab(user: User, tab: str, *, groups: set[str] | None = None) -> QueryS
     requests = ApprovalRequest.objects.all()
     order = ("-received_at", "-id")
     if tab == "waiting":
-        requests = requests.filter(_assigned_to(user, groups), status=RequestStatus.PENDING)
+        requests = requests.filter(_assigned_to(user, groups), status=RequestStatus.PENDING).exclude(_voted_by(user))
         if email:
             requests = requests.exclude(requester_email__iexact=email)
     elif tab == "groups":
         in_groups = Assignment.objects.filter(kind=Assignment.Kind.GROUP, value__in=sorted(groups))
         requests = requests.filter(pk__in=in_groups.values("request_id")) if groups else requests.none()
     elif tab == "decided":
-        requests = requests.filter(decided_by=user)
-        order = ("-decided_at", "-id")
+        requests = requests.filter(_voted_by(user))
+        order = (F("decided_at").desc(nulls_first=True), "-id")
     else:
         # Matches the UPPER(requester_email) trigram index of migration 0003 on PostgreSQL.
         requests = requests.filter(requester_email__iexact=email) if email else requests.none()
@@ -109,7 +129,7 @@ def inbox_counts(user: User, *, groups: set[str] | None = None) -> dict[str, int
     assigned to the user, then one COUNT each for "decided" and "requested"."""
     groups = permissions.user_group_names(user) if groups is None else groups
     email = (user.email or "").lower()
-    waiting = Q(status=RequestStatus.PENDING)
+    waiting = Q(status=RequestStatus.PENDING) & ~_voted_by(user)
     if email:
         waiting &= ~Q(requester_email__iexact=email)
     counted = {"waiting": Count("pk", filter=waiting)}
@@ -201,11 +221,13 @@ def admin_requests_for(user: User) -> QuerySet[ApprovalRequest]:
     queryset = ApprovalRequest.objects.prefetch_related("assignments")
     if user.is_superuser:
         return queryset
-    decided = ApprovalRequest.objects.filter(decided_by=user.pk).order_by().values("pk")
+    decided = Vote.objects.filter(user=user.pk).order_by().values("request_id")
     if not user.is_active:
         return queryset.filter(pk__in=decided)
-    may_decide = ApprovalRequest.objects.filter(_assigned_to(user), status=RequestStatus.PENDING).filter(
-        Q(deadline__isnull=True) | Q(deadline__gt=timezone.now())
+    may_decide = (
+        ApprovalRequest.objects.filter(_assigned_to(user), status=RequestStatus.PENDING)
+        .filter(Q(deadline__isnull=True) | Q(deadline__gt=timezone.now()))
+        .exclude(_voted_by(user))
     )
     if user.email:
         may_decide = may_decide.exclude(requester_email__iexact=user.email)
@@ -277,8 +299,8 @@ def audit_actions() -> list[str]:
 # ---------------------------------------------------------------------------
 # Routing
 # ---------------------------------------------------------------------------
-def routing_rule_for(*, state_machine_arn: str, state_name: str) -> RoutingRule | None:
-    """The most specific enabled rule matching this state machine and state, if any."""
+def _most_specific(model, *, state_machine_arn: str, state_name: str, usable=None):
+    """The most specific enabled row of a RoutingRule-like model for this state machine and state."""
     # A blank field in a rule matches anything; a blank field in the message matches only "any".
     machine = Q(state_machine_arn="")
     if state_machine_arn:
@@ -286,8 +308,21 @@ def routing_rule_for(*, state_machine_arn: str, state_name: str) -> RoutingRule 
     state = Q(state_name="")
     if state_name:
         state |= Q(state_name=state_name)
-    candidates = [
-        rule for rule in RoutingRule.objects.filter(machine, state, enabled=True) if rule.users or rule.groups
-    ]
-    candidates.sort(key=lambda rule: (-rule.specificity, -rule.priority, rule.pk))
+    candidates = [row for row in model.objects.filter(machine, state, enabled=True) if usable is None or usable(row)]
+    candidates.sort(key=lambda row: (-row.specificity, -row.priority, row.pk))
     return candidates[0] if candidates else None
+
+
+def routing_rule_for(*, state_machine_arn: str, state_name: str) -> RoutingRule | None:
+    """The most specific enabled rule matching this state machine and state, if any."""
+    return _most_specific(
+        RoutingRule,
+        state_machine_arn=state_machine_arn,
+        state_name=state_name,
+        usable=lambda rule: rule.users or rule.groups,
+    )
+
+
+def approval_policy_for(*, state_machine_arn: str, state_name: str) -> ApprovalPolicy | None:
+    """The admins' default policy for this state machine and state, if any (matched like routing)."""
+    return _most_specific(ApprovalPolicy, state_machine_arn=state_machine_arn, state_name=state_name)

@@ -30,7 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from approvals import metrics, services
 from approvals.contract import parse_message
-from approvals.models import ApprovalRequest, Callback, CallbackStatus, ConsumerStatus, RequestStatus, User
+from approvals.models import ApprovalRequest, Callback, CallbackStatus, ConsumerStatus, RequestStatus, User, Vote
 from approvals.redaction import TokenRedactingFilter
 from portal.logging import JsonFormatter, LogContextFilter, PlainFormatter, clear_log_context, log_context
 from tests.conftest import REPO_DIR, Process, free_port, venv_bin, wait_for_http
@@ -195,6 +195,7 @@ def test_counters_move_once_the_transaction_commits(alice, django_capture_on_com
 
     ApprovalRequest.objects.filter(pk=request.pk).update(status=RequestStatus.PENDING, decided_by=None)
     Callback.objects.filter(request=request).delete()
+    Vote.objects.filter(request=request).delete()
     with django_capture_on_commit_callbacks(execute=True):
         services.approval_decide(public_id=request.public_id, user=alice, approve=True)
 

@@ -39,12 +39,7 @@ def callback_claim(*, callback_id: int) -> CallbackSend | None:
 
     None when there is nothing to send (already delivered, failed, or claimed moments ago).
     """
-    callback = (
-        Callback.objects.select_for_update(of=("self",))
-        .select_related("request", "request__decided_by")
-        .filter(pk=callback_id)
-        .first()
-    )
+    callback = Callback.objects.select_for_update(of=("self",)).select_related("request").filter(pk=callback_id).first()
     if callback is None or callback.status in {CallbackStatus.DELIVERED, CallbackStatus.FAILED}:
         return None
     request = callback.request
@@ -52,12 +47,10 @@ def callback_claim(*, callback_id: int) -> CallbackSend | None:
     if callback.status == CallbackStatus.SENDING and callback.updated_at > stale:
         return None  # another worker is sending it right now
 
-    decider = request.decided_by
     if request.status in {RequestStatus.APPROVED, RequestStatus.REJECTED}:
-        # The same rule as the decision, once more: the decider must still be allowed.
-        refusal = permissions.identity_refusal(decider, request) if decider else None
-        if decider is None or refusal is not None:
-            reason = refusal.message if refusal else "The decision has no decider."
+        # The same rule as the decision, once more: every vote that counted must still be allowed.
+        reason = _vote_recheck_failure(request)
+        if reason:
             _callback_fail(callback, code="identity_recheck_failed", message=reason)
             return None
 
@@ -81,6 +74,21 @@ def callback_claim(*, callback_id: int) -> CallbackSend | None:
         payload=callback.payload,
         attempts=callback.attempts,
     )
+
+
+def _vote_recheck_failure(request: ApprovalRequest) -> str:
+    """Why the decision may not be sent any more, or "" when every counted vote still holds."""
+    votes = list(request.votes.select_related("user", "on_behalf_of").order_by("created_at", "pk"))
+    approve = request.status == RequestStatus.APPROVED
+    counted = [vote for vote in votes if vote.approve == approve]
+    if not counted:
+        return "The decision has no decider."
+    request = ApprovalRequest.objects.prefetch_related("assignments").get(pk=request.pk)
+    for vote in counted:
+        refusal = permissions.vote_refusal(vote, request)
+        if refusal is not None:
+            return refusal.message
+    return ""
 
 
 def output_size(output: dict) -> int:

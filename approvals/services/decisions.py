@@ -7,7 +7,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from approvals import metrics, permissions
-from approvals.models import ApprovalRequest, AuditEvent, Callback, RequestStatus, User
+from approvals.models import ApprovalRequest, AuditEvent, Callback, RequestStatus, User, Vote
 from approvals.services.common import MAX_CAUSE_LENGTH, ApprovalError, audit, truncate
 from approvals.services.notifications import approval_notify
 
@@ -21,17 +21,66 @@ def _identity(user: User) -> dict:
     return {"email": user.email, "sub": user.oidc_sub, "issuer": user.oidc_issuer}
 
 
-def _callback_payload(request: ApprovalRequest, *, approved: bool) -> tuple[str, dict]:
-    outcome = {
+def _vote_entry(vote: Vote) -> dict:
+    entry = {**_identity(vote.user), "decidedAt": vote.created_at.isoformat(), "comment": vote.comment}
+    if vote.on_behalf_of is not None:
+        entry["onBehalfOf"] = _identity(vote.on_behalf_of)
+    if vote.group and not vote.group.startswith("user:"):
+        entry["group"] = vote.group
+    return entry
+
+
+def conversation_entries(request: ApprovalRequest) -> list[dict]:
+    return [
+        {"kind": message.kind, "from": message.author_label, "at": message.created_at.isoformat(), "text": message.text}
+        for message in request.info_messages.all()
+    ]
+
+
+def _outcome(request: ApprovalRequest, last: Vote) -> dict:
+    votes = list(request.votes.select_related("user", "on_behalf_of").order_by("created_at", "pk"))
+    decided_by = _identity(last.user)
+    if last.on_behalf_of is not None:
+        decided_by["onBehalfOf"] = _identity(last.on_behalf_of)
+    return {
         "requestId": str(request.public_id),
         "decision": request.status,
-        "decidedBy": _identity(request.decided_by),
+        "decidedBy": decided_by,
         "decidedAt": request.decided_at.isoformat(),
         "comment": request.decision_comment,
+        "policy": request.policy,
+        "approvals": [_vote_entry(vote) for vote in votes if vote.approve],
+        "rejections": [_vote_entry(vote) for vote in votes if not vote.approve],
+        "conversation": conversation_entries(request),
     }
-    if approved:
-        return Callback.Kind.SUCCESS, {"output": {"approved": True, **outcome}}
-    cause = json.dumps({"approved": False, **outcome}, ensure_ascii=False)
+
+
+def _without_conversation(outcome: dict) -> dict:
+    return {**outcome, "conversation": [], "conversationOmitted": len(outcome["conversation"])}
+
+
+def _callback_payload(request: ApprovalRequest, last: Vote) -> tuple[str, dict]:
+    """What Step Functions gets. The conversation is context: it is left out when the output
+    would not fit (a decision is never held back for it). Comments are not cut from an output
+    (callbacks refuses an oversized one before the call, clearly); a failure's cause is short
+    (32,768 characters), so there they are shortened, and the cause cut as a last resort."""
+    from approvals.services.callbacks import MAX_OUTPUT_BYTES, output_size  # callbacks imports this module
+
+    outcome = _outcome(request, last)
+    if request.status == RequestStatus.APPROVED:
+        output = {"approved": True, **outcome}
+        if output_size(output) > MAX_OUTPUT_BYTES and output["conversation"]:
+            output = _without_conversation(output)
+        return Callback.Kind.SUCCESS, {"output": output}
+
+    body = {"approved": False, **outcome}
+    cause = json.dumps(body, ensure_ascii=False)
+    if len(cause) > MAX_CAUSE_LENGTH:
+        body = _without_conversation(body)
+        for key in ("approvals", "rejections"):
+            body[key] = [{**entry, "comment": truncate(entry["comment"], 200)} for entry in body[key]]
+        body["comment"] = truncate(body["comment"], 2000)
+        cause = json.dumps(body, ensure_ascii=False)
     return Callback.Kind.FAILURE, {"error": "ApprovalDenied", "cause": truncate(cause, MAX_CAUSE_LENGTH)}
 
 
@@ -43,26 +92,70 @@ def _queue_callback(callback: Callback) -> None:
 
 @transaction.atomic
 def _decide(*, public_id, user: User, approve: bool, comment: str) -> ApprovalRequest:
+    # The row lock serialises every vote on one request: two approvers completing a 2-of-2 at
+    # the same moment take turns, and only the second closes it (one Callback, OneToOne).
     request = (
         ApprovalRequest.objects.select_for_update(of=("self",))
         .select_related("decided_by")
+        .prefetch_related("assignments", "votes")
         .filter(public_id=public_id)
         .first()
     )
     if request is None:
         raise ApprovalError("This approval request does not exist.", "not_found")
-    refusal = permissions.decision_refusal(user, request)
+    authority, refusal = permissions.decision_authority(user, request, approve=approve)
     if refusal is not None:
         raise ApprovalError(refusal.message, refusal.code, request=request)
 
+    now = timezone.now()
+    vote = Vote.objects.create(
+        request=request,
+        user=user,
+        on_behalf_of=authority.on_behalf_of,
+        approve=approve,
+        comment=comment,
+        group=authority.group,
+        created_at=now,
+    )
+    on_behalf = {"on_behalf_of": authority.principal.email} if authority.on_behalf_of else {}
+    votes = list(request.votes.all()) + [vote]
+    approvals = sum(1 for each in votes if each.approve)
+    rejections = len(votes) - approvals
+    closes = rejections >= request.rejections_to_deny if not approve else approvals >= request.required_approvals
+    if not closes:
+        audit(
+            action="approval_recorded" if approve else "rejection_recorded",
+            request=request,
+            actor=user,
+            comment=comment,
+            approvals=approvals,
+            required=request.required_approvals,
+            rejections=rejections,
+            rejections_to_deny=request.rejections_to_deny,
+            **on_behalf,
+        )
+        logger.info(
+            "approval request %s: %s by user %s (%s of %s approvals)",
+            request.public_id,
+            "approval" if approve else "rejection",
+            user.pk,
+            approvals,
+            request.required_approvals,
+        )
+        return request
+
     request.status = RequestStatus.APPROVED if approve else RequestStatus.REJECTED
     request.decided_by = user
-    request.decided_at = timezone.now()
+    request.decided_at = now
     request.decision_comment = comment
-    request.save(update_fields=["status", "decided_by", "decided_at", "decision_comment", "updated_at"])
-    kind, payload = _callback_payload(request, approved=approve)
+    request.awaiting_info = False
+    request.save(
+        update_fields=["status", "decided_by", "decided_at", "decision_comment", "awaiting_info", "updated_at"]
+    )
+    kind, payload = _callback_payload(request, vote)
     callback = Callback.objects.create(request=request, kind=kind, payload=payload)
-    audit(action=request.status, request=request, actor=user, comment=comment)
+    quorum = {"approvals": approvals, "rejections": rejections} if request.has_quorum or len(votes) > 1 else {}
+    audit(action=request.status, request=request, actor=user, comment=comment, **quorum, **on_behalf)
     metrics.request_closed(request)
     logger.info("approval request %s %s by user %s", request.public_id, request.status, user.pk)
     _queue_callback(callback)
@@ -71,7 +164,9 @@ def _decide(*, public_id, user: User, approve: bool, comment: str) -> ApprovalRe
 
 
 def approval_decide(*, public_id, user: User, approve: bool, comment: str = "", via: str = "web") -> ApprovalRequest:
-    """Approve or reject. Raises ApprovalError (and audits the refusal) when not allowed."""
+    """Approve or reject: a vote, which closes the request when its policy is met.
+
+    Raises ApprovalError (and audits the refusal) when not allowed."""
     comment = comment.strip()
     try:
         return _decide(public_id=public_id, user=user, approve=approve, comment=comment)

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from approvals import metrics, selectors, tokens
 from approvals.contract import ApprovalMessage, ContractError
-from approvals.models import ApprovalRequest, Assignment, IngestError
+from approvals.models import ApprovalPolicy, ApprovalRequest, Assignment, IngestError
 from approvals.redaction import redact, redact_body
 from approvals.services.common import audit
 from approvals.services.notifications import approval_notify
@@ -36,6 +36,25 @@ def _effective_deadline(message: ApprovalMessage, received_at) -> tuple:
     return min(candidates) if candidates else None
 
 
+def _policy_fields(message: ApprovalMessage, policy: ApprovalPolicy | None) -> dict:
+    """The message's policy over the admins' default; separation of duties from the default only."""
+
+    def pick(name: str, fallback):
+        value = getattr(message, name)
+        if value is not None:
+            return value
+        return getattr(policy, name) if policy is not None else fallback
+
+    return {
+        "required_approvals": pick("required_approvals", 1),
+        "distinct_groups": pick("distinct_groups", False),
+        "rejections_to_deny": pick("rejections_to_deny", 1),
+        "sod_distinct_levels": policy.sod_distinct_levels if policy is not None else False,
+        "sod_exclude_requester_groups": policy.sod_exclude_requester_groups if policy is not None else False,
+        "requester_groups": list(message.requester_groups),
+    }
+
+
 @transaction.atomic
 def approval_request_ingest(*, message: ApprovalMessage, sqs_message_id: str = "") -> tuple[ApprovalRequest, bool]:
     """Create the request for a queue message; the same token again returns the existing one."""
@@ -45,6 +64,7 @@ def approval_request_ingest(*, message: ApprovalMessage, sqs_message_id: str = "
         return existing, False
 
     received_at = timezone.now()
+    policy = selectors.approval_policy_for(state_machine_arn=message.state_machine_arn, state_name=message.state_name)
     request, created = ApprovalRequest.objects.get_or_create(
         token_fingerprint=fingerprint,
         defaults={
@@ -60,6 +80,7 @@ def approval_request_ingest(*, message: ApprovalMessage, sqs_message_id: str = "
             "token_ciphertext": tokens.encrypt_token(message.task_token),
             "sqs_message_id": sqs_message_id,
             "received_at": received_at,
+            **_policy_fields(message, policy),
         },
     )
     if not created:  # a concurrent consumer won the race
@@ -90,6 +111,8 @@ def approval_request_ingest(*, message: ApprovalMessage, sqs_message_id: str = "
         groups=groups,
         routed_to_default_group=routed_to_default,
         routing_rule={"id": rule.pk, "name": rule.name} if rule is not None else None,
+        policy=request.policy,
+        policy_default={"id": policy.pk, "name": policy.name} if policy is not None else None,
     )
     approval_notify(request=request, kind="new_request")  # exception-safe; sent after commit
     bind_log_context(approval_id=request.public_id)
