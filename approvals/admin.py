@@ -48,6 +48,7 @@ from approvals.forms import (
     split_list,
 )
 from approvals.models import (
+    ApprovalPolicy,
     ApprovalRequest,
     Assignment,
     AuditEvent,
@@ -59,6 +60,7 @@ from approvals.models import (
     User,
 )
 from approvals.paginators import AuditTrailPaginator, LargeTablePaginator
+from approvals.services.policies import POLICY_FIELDS
 from approvals.templatetags.approvals_tags import details_table
 
 # A bulk action over more rows than this is refused: narrow the list with a filter first.
@@ -824,6 +826,46 @@ class RoutingRuleAdmin(admin.ModelAdmin):
     def delete_queryset(self, request, queryset):
         for pk in queryset.values_list("pk", flat=True):
             services.routing_rule_delete(rule_id=pk, actor=request.user)
+
+
+@admin.register(ApprovalPolicy)
+class ApprovalPolicyAdmin(admin.ModelAdmin):
+    """Default policies; a message's "policy" overrides the quorum fields, never separation of duties."""
+
+    list_display = [
+        "name",
+        "enabled",
+        "priority",
+        "machine",
+        "state_name",
+        "required_approvals",
+        "distinct_groups",
+        "rejections_to_deny",
+        "sod_distinct_levels",
+        "sod_exclude_requester_groups",
+    ]
+    list_filter = ["enabled"]
+    search_fields = ["name", "state_machine_arn", "state_name"]
+    fields = list(POLICY_FIELDS)
+
+    @admin.display(description="state machine")
+    def machine(self, obj: ApprovalPolicy) -> str:
+        return state_machine_name(obj.state_machine_arn) or "any"
+
+    def save_model(self, request, obj, form, change):
+        data = {name: form.cleaned_data[name] for name in POLICY_FIELDS}
+        try:
+            policy = services.approval_policy_save(actor=request.user, policy_id=obj.pk if change else None, **data)
+        except services.ApprovalError as error:  # the form validated it; a race at most
+            raise PermissionDenied(error.message) from None
+        obj.pk = policy.pk
+
+    def delete_model(self, request, obj):
+        services.approval_policy_delete(policy_id=obj.pk, actor=request.user)
+
+    def delete_queryset(self, request, queryset):
+        for pk in queryset.values_list("pk", flat=True):
+            services.approval_policy_delete(policy_id=pk, actor=request.user)
 
 
 # ---------------------------------------------------------------------------

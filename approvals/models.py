@@ -165,8 +165,9 @@ class Vote(models.Model):
         return f"{'Approval' if self.approve else 'Rejection'} by {self.user} of request {self.request_id}"
 
     @property
-    def principal_id(self) -> int:
-        return self.on_behalf_of_id or self.user_id
+    def group_name(self) -> str:
+        """The assigned group the vote counted for; "" for a named approver."""
+        return "" if self.group.startswith("user:") else self.group
 
 
 class InfoMessage(models.Model):

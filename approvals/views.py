@@ -19,7 +19,11 @@ ERROR_STATUS = {
     "inactive_user": 403,
     "other_user": 403,
     "link_tampered": 403,
+    "sod_previous_level": 403,
+    "sod_requester_group": 403,
+    "distinct_groups": 403,
     "not_pending": 409,
+    "already_voted": 409,
     "expired": 410,
     "link_expired": 410,
 }

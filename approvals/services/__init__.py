@@ -33,6 +33,7 @@ from approvals.services.consumers import consumer_error_recorded, consumer_poll_
 from approvals.services.decisions import approval_decide, approval_expire, refusal_record
 from approvals.services.ingest import approval_request_ingest, ingest_error_record
 from approvals.services.keys import token_keys_rotate
+from approvals.services.policies import approval_policy_delete, approval_policy_save
 
 __all__ = [
     "CLOSED_TASK_CODES",
@@ -48,6 +49,8 @@ __all__ = [
     "CallbackSend",
     "approval_cancel",
     "approval_decide",
+    "approval_policy_delete",
+    "approval_policy_save",
     "approval_expire",
     "approval_reassign",
     "approval_request_ingest",

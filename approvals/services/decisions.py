@@ -25,8 +25,8 @@ def _vote_entry(vote: Vote) -> dict:
     entry = {**_identity(vote.user), "decidedAt": vote.created_at.isoformat(), "comment": vote.comment}
     if vote.on_behalf_of is not None:
         entry["onBehalfOf"] = _identity(vote.on_behalf_of)
-    if vote.group and not vote.group.startswith("user:"):
-        entry["group"] = vote.group
+    if vote.group_name:
+        entry["group"] = vote.group_name
     return entry
 
 
