@@ -3,6 +3,7 @@
 import json
 import threading
 import uuid
+from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import Group
@@ -351,3 +352,18 @@ def test_refusal_pages_have_a_status_for_each_policy_refusal(code, status):
     from approvals.views import ERROR_STATUS
 
     assert ERROR_STATUS[code] == status
+
+
+def test_reminders_go_only_to_approvers_who_have_not_voted(people, settings):
+    from approvals.models import FollowUp, Notification
+    from approvals.services.notifications import approval_follow_up
+
+    settings.NOTIFICATION_EMAIL_ENABLED = True
+    settings.REMINDER_AFTER_SECONDS = 1
+    request = ingest(policy={"required": 2})
+    decide(request, people["alice"])
+    later = request.received_at + timedelta(hours=2)
+
+    assert approval_follow_up(request_id=request.pk, kind=FollowUp.Kind.REMINDER, now=later)
+    reminded = set(Notification.objects.filter(request=request, kind="reminder").values_list("recipient", flat=True))
+    assert reminded == {"erin@example.com", "frank@example.com"}

@@ -124,8 +124,13 @@ def _approver_targets(request: ApprovalRequest, *, users=None, groups=None) -> l
         rows = list(request.assignments.values_list("kind", "value"))
         users = [value for kind, value in rows if kind == Assignment.Kind.USER]
         groups = [value for kind, value in rows if kind == Assignment.Kind.GROUP]
-    # Never the requester: they cannot decide their own request.
-    return _targets(emails=users or [], groups=groups or [], exclude=request.requester_email)
+    # Never the requester: they cannot decide their own request. Nor who already voted on it
+    # (a quorum request stays pending after their vote): reminders are for those still to decide.
+    targets = _targets(emails=users or [], groups=groups or [], exclude=request.requester_email)
+    voted = set()
+    for user_email, principal_email in request.votes.values_list("user__email", "on_behalf_of__email"):
+        voted |= {email.lower() for email in (user_email, principal_email) if email}
+    return [(channel, recipient) for channel, recipient in targets if recipient.lower() not in voted]
 
 
 def _escalation_targets(request: ApprovalRequest) -> list[tuple[str, str]]:
