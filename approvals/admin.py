@@ -32,7 +32,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.timesince import timesince
 from django.views.decorators.http import require_POST
 
@@ -292,6 +292,7 @@ class ApprovalRequestAdmin(ActionsOnlyMixin, BigTableAdmin):
         "timeout_seconds",
         "heartbeat_seconds",
         "last_heartbeat_at",
+        "policy_and_votes",
         "decided_by_email",
         "decided_at",
         "decision_comment",
@@ -374,6 +375,32 @@ class ApprovalRequestAdmin(ActionsOnlyMixin, BigTableAdmin):
     @admin.display(description="decided by")
     def decided_by_email(self, obj: ApprovalRequest) -> str:
         return obj.decided_by.email if obj.decided_by else "—"
+
+    @admin.display(description="policy and votes")
+    def policy_and_votes(self, obj: ApprovalRequest) -> str:
+        votes = obj.votes.select_related("user", "on_behalf_of").order_by("created_at", "pk")
+        rule = "any rejection denies" if obj.rejections_to_deny == 1 else f"{obj.rejections_to_deny} rejections deny"
+        summary = format_html(
+            "{} approval(s) required{}; {}{}{}",
+            obj.required_approvals,
+            ", from distinct groups" if obj.distinct_groups else "",
+            rule,
+            "; not the same person at two levels" if obj.sod_distinct_levels else "",
+            "; not a member of the requester's groups" if obj.sod_exclude_requester_groups else "",
+        )
+        lines = format_html_join(
+            "",
+            "<li>{} by {}{}</li>",
+            (
+                (
+                    "Approved" if vote.approve else "Rejected",
+                    vote.user.email,
+                    f" on behalf of {vote.on_behalf_of.email}" if vote.on_behalf_of else "",
+                )
+                for vote in votes
+            ),
+        )
+        return format_html("{}<ul>{}</ul>", summary, lines) if lines else summary
 
     @admin.display(description="callback")
     def callback_status(self, obj: ApprovalRequest) -> str:

@@ -367,3 +367,11 @@ def test_reminders_go_only_to_approvers_who_have_not_voted(people, settings):
     assert approval_follow_up(request_id=request.pk, kind=FollowUp.Kind.REMINDER, now=later)
     reminded = set(Notification.objects.filter(request=request, kind="reminder").values_list("recipient", flat=True))
     assert reminded == {"erin@example.com", "frank@example.com"}
+
+
+def test_the_admin_change_page_shows_the_policy_and_the_votes(people):
+    request = ingest(policy={"required": 2})
+    decide(request, people["alice"], comment="ok")
+    page = client_for(people["carol"]).get(f"/admin/approvals/approvalrequest/{request.pk}/change/").content.decode()
+    assert "2 approval(s) required" in page
+    assert "Approved by alice@example.com" in page
