@@ -20,7 +20,7 @@ from django.utils import timezone
 from approvals import services
 from approvals.contract import parse_message
 from approvals.models import ApprovalRequest, AuditEvent, Callback, Delegation, RequestStatus, User, Vote
-from tests.support import make_user
+from tests.support import make_user, wait_for, wait_for_execution_end
 from tests.support import signed_in as client_for
 
 pytestmark = pytest.mark.django_db
@@ -543,3 +543,37 @@ def test_the_inbox_marks_only_what_reaches_the_delegate_through_the_delegation(p
 
     marks = {title: "for alice@example.com" in meta for title, meta in rows}
     assert marks == {"Group order": False, "Named order": True}
+
+
+# ---------------------------------------------------------------------------
+# Step Functions (the moto server): the execution's output names both
+# ---------------------------------------------------------------------------
+def test_the_delegate_approves_and_the_execution_output_says_on_behalf_of_whom(aws, demo_state_machine, people):
+    from worker import gateway
+    from worker.consumer import consume_once
+    from worker.tasks import deliver_callback
+
+    delegate(people)
+    execution_arn = gateway.start_execution(
+        state_machine_arn=demo_state_machine,
+        name=f"delegation-{uuid.uuid4().hex[:12]}",
+        execution_input={
+            "title": "Approve order 1234 (EUR 5,300)",
+            "approvers": {"users": ["alice@example.com"], "groups": []},
+            "requester": "bob@example.com",
+            "details": {"order": {"id": 1234}},
+        },
+    )
+
+    def ingested():
+        consume_once(queue_url=aws.APPROVAL_QUEUE_URL, wait_seconds=1, visibility_timeout=0, max_bytes=256 * 1024)
+        return ApprovalRequest.objects.filter(execution_arn=execution_arn).first()
+
+    request = wait_for(ingested)
+    assert decide(client_for(people["xavier"]), request, comment="for Alice, who is away").status_code == 302
+    assert deliver_callback(Callback.objects.get(request=request).pk) == "delivered"
+
+    execution = wait_for_execution_end(execution_arn)
+    assert execution["status"] == "SUCCEEDED"
+    decided_by = json.loads(execution["output"])["approval"]["decidedBy"]
+    assert decided_by == {**identity(people["xavier"]), "onBehalfOf": identity(people["alice"])}
