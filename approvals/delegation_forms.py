@@ -72,7 +72,9 @@ def _starts_at_field() -> forms.DateTimeField:
 
 
 def _ends_at_field() -> forms.DateTimeField:
-    return _datetime_field(required=True, help_text="From this moment, the requests are the approver's alone again.")
+    return _datetime_field(
+        required=True, help_text="When this moment comes, the stand-in no longer sees or decides the requests."
+    )
 
 
 def _reason_field() -> forms.CharField:
