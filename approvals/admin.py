@@ -911,4 +911,5 @@ class PortalUserAdmin(UserAdmin):
     ]
 
 
+from approvals import delegation_admin  # noqa: E402, F401 - registers Delegation
 from approvals.notifications import admin as notifications_admin  # noqa: E402, F401 - registers its models

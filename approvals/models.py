@@ -225,6 +225,22 @@ class Delegation(models.Model):
     def active_at(self, moment) -> bool:
         return self.starts_at <= moment < self.ends_at and (self.revoked_at is None or self.revoked_at > moment)
 
+    @property
+    def effective_end(self):
+        """When it stops: its end, or earlier if revoked (a revocation may be set for a later
+        moment, when a replacing delegation takes over)."""
+        return self.ends_at if self.revoked_at is None else min(self.ends_at, self.revoked_at)
+
+    def state_at(self, moment) -> str:
+        """upcoming, active, ended or revoked (cut short, or revoked before it began)."""
+        if self.revoked_at is not None and self.revoked_at <= self.starts_at:
+            return "revoked"
+        if moment < self.starts_at:
+            return "upcoming"
+        if moment < self.effective_end:
+            return "active"
+        return "revoked" if self.revoked_at is not None and self.revoked_at < self.ends_at else "ended"
+
 
 class Assignment(models.Model):
     """Who may decide: a user by email (they may not have signed in yet) or a group by name."""

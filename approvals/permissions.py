@@ -172,6 +172,9 @@ def decision_authority(
         return None, Refusal("not_pending", f"This request is already {request.get_status_display().lower()}.")
     if request.deadline is not None and request.deadline <= timezone.now():
         return None, Refusal("expired", "The deadline for this request has passed.")
+    stood_in = next((vote for vote in request.votes.all() if vote.on_behalf_of_id == user.pk), None)
+    if stood_in is not None:
+        return None, Refusal("already_voted", f"{stood_in.user.email} already decided this request on your behalf.")
     if _voted(request, {user.pk}):
         return None, Refusal(
             "already_voted", "You already decided this request; it waits for other approvers to reach its policy."

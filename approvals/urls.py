@@ -1,6 +1,6 @@
 from django.urls import path
 
-from approvals import slack_views, views
+from approvals import delegation_views, slack_views, views
 from approvals.notifications import views as notification_views
 
 urlpatterns = [
@@ -12,5 +12,7 @@ urlpatterns = [
     path("requests/<uuid:public_id>/result/", views.decision_result, name="request-result"),
     path("links/<str:token>/", views.decision_link, name="decision-link"),
     path("preferences/", notification_views.preferences, name="notification-preferences"),
+    path("out-of-office/", delegation_views.out_of_office, name="out-of-office"),
+    path("out-of-office/<int:delegation_id>/revoke/", delegation_views.revoke, name="delegation-revoke"),
     path("slack/interactivity/", slack_views.interactivity, name="slack-interactivity"),
 ]

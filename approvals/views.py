@@ -8,7 +8,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.http import require_GET, require_POST
 
-from approvals import links, permissions, selectors, services
+from approvals import delegation_selectors, links, permissions, selectors, services
 from approvals.forms import DecisionForm, InboxFilterForm, LinkConfirmForm
 
 # Refusal codes → HTTP status of the page that explains them.
@@ -18,6 +18,7 @@ ERROR_STATUS = {
     "not_assignee": 403,
     "inactive_user": 403,
     "other_user": 403,
+    "not_allowed": 403,
     "link_tampered": 403,
     "sod_previous_level": 403,
     "sod_requester_group": 403,
@@ -62,6 +63,8 @@ def inbox(request):
     tab = filters.value("tab") or "waiting"
     groups = permissions.user_group_names(request.user)
     requests = selectors.inbox_tab(request.user, tab, groups=groups)
+    if tab == "waiting":  # rows that reach the user through a delegation say for whom
+        requests = delegation_selectors.with_delegated_for(requests, request.user, groups=groups)
     counts = selectors.inbox_counts(request.user, groups=groups)
     narrowed = {name: filters.value(name) for name in ("q", "machine", "due", "sort")}
     listed = selectors.inbox_filter(
@@ -105,7 +108,7 @@ def _visible_request(request, public_id):
 
 
 def _detail_page(request, approval, *, form=None, status: int = 200, just_decided: bool = False):
-    refusal = permissions.decision_refusal(request.user, approval)
+    authority, refusal = permissions.decision_authority(request.user, approval)
     if refusal is None and form is None:
         form = DecisionForm()
     return render(
@@ -115,6 +118,7 @@ def _detail_page(request, approval, *, form=None, status: int = 200, just_decide
             "approval": approval,
             "refusal": refusal,
             "form": form if refusal is None else None,
+            "on_behalf_of": authority.on_behalf_of if authority else None,
             "just_decided": just_decided,
         },
         status=status,
@@ -145,7 +149,7 @@ def confirm_decision(request, public_id):
             user=request.user, request=None, code="not_found", attempted="confirm", public_id=str(public_id)
         )
         return _refusal_page(request, "This approval request does not exist.", "not_found")
-    refusal = permissions.decision_refusal(request.user, approval)
+    authority, refusal = permissions.decision_authority(request.user, approval)
     if refusal is not None:
         services.refusal_record(user=request.user, request=approval, code=refusal.code, attempted="confirm")
         return _refusal_page(request, refusal.message, refusal.code, approval)
@@ -156,7 +160,12 @@ def confirm_decision(request, public_id):
     return render(
         request,
         "approvals/confirm_decision.html",
-        {"approval": approval, "form": form, "action": form.cleaned_data["decision"]},
+        {
+            "approval": approval,
+            "form": form,
+            "action": form.cleaned_data["decision"],
+            "on_behalf_of": authority.on_behalf_of,
+        },
     )
 
 

@@ -31,6 +31,7 @@ from approvals.services.callbacks import (
 from approvals.services.common import ApprovalError
 from approvals.services.consumers import consumer_error_recorded, consumer_poll_recorded
 from approvals.services.decisions import approval_decide, approval_expire, refusal_record
+from approvals.services.delegations import delegation_revoke, delegation_set
 from approvals.services.ingest import approval_request_ingest, ingest_error_record
 from approvals.services.keys import token_keys_rotate
 from approvals.services.policies import approval_policy_delete, approval_policy_save
@@ -59,6 +60,8 @@ __all__ = [
     "callback_mark_failed",
     "callback_mark_retrying",
     "callback_retry",
+    "delegation_revoke",
+    "delegation_set",
     "ingest_error_discard",
     "ingest_error_record",
     "ingest_error_replay",

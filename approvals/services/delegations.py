@@ -1,0 +1,190 @@
+"""Delegation ("out of office until D, delegate to X"): setting and revoking one.
+
+Who may then see and decide what is the rule in approvals/permissions.py; these functions only
+write Delegation rows, each change audited in its own transaction.
+"""
+
+import logging
+from datetime import datetime, timedelta
+
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from approvals.models import Delegation, User
+from approvals.services.common import ApprovalError, audit, truncate
+
+logger = logging.getLogger(__name__)
+
+# Longer than this is a standing arrangement: reassign, or change the routing, instead.
+MAX_DELEGATION_LENGTH = timedelta(days=365)
+# The permission that lets someone set and revoke other people's delegations (superusers have it).
+ADMIN_PERMISSION = "approvals.add_delegation"
+
+
+def may_manage_delegations_of(actor: User, delegator: User) -> bool:
+    """The delegator themselves, or an admin."""
+    if not actor.is_active:
+        return False
+    return actor.pk == delegator.pk or actor.is_superuser or actor.has_perm(ADMIN_PERMISSION)
+
+
+def _delegate_by_email(email: str) -> User:
+    email = (email or "").strip().lower()
+    try:
+        validate_email(email)
+    except ValidationError:
+        raise ApprovalError(f"“{truncate(email, 80)}” is not an email address.", "bad_input") from None
+    # Email is not unique (users are keyed by the IdP's sub); two active accounts with one
+    # address would make "who stands in" a guess, so that is refused.
+    found = list(User.objects.filter(email__iexact=email, is_active=True).order_by("pk")[:2])
+    if not found:
+        raise ApprovalError(
+            f"Nobody with the email {email} uses the portal yet: they have to sign in once "
+            "before they can stand in for someone.",
+            "unknown_delegate",
+        )
+    if len(found) > 1:
+        raise ApprovalError(f"Several portal accounts have the email {email}; ask an admin.", "unknown_delegate")
+    return found[0]
+
+
+def delegation_check(
+    *,
+    delegator: User,
+    delegate_email: str,
+    ends_at: datetime,
+    starts_at: datetime | None = None,
+    actor: User,
+    now: datetime | None = None,
+) -> tuple[User, datetime, datetime]:
+    """Everything delegation_set refuses, without writing: (delegate, starts_at, ends_at).
+
+    A start in the past (or none) means now: a delegation never reaches back in time.
+    """
+    now = now or timezone.now()
+    if not may_manage_delegations_of(actor, delegator):
+        raise ApprovalError("Only an admin may set or revoke someone else's delegation.", "not_allowed")
+    if not delegator.is_active:
+        raise ApprovalError(f"{delegator.email or delegator.pk}'s account is disabled.", "inactive_user")
+    delegate = _delegate_by_email(delegate_email)
+    if delegate.pk == delegator.pk:
+        raise ApprovalError("Someone else has to stand in: a delegation to oneself means nothing.", "bad_input")
+    for moment in (starts_at, ends_at):
+        if moment is not None and timezone.is_naive(moment):
+            raise ValueError("delegation times must be timezone-aware")
+    starts_at = max(starts_at or now, now)
+    if ends_at <= now:
+        raise ApprovalError("The end has to be in the future.", "bad_period")
+    if ends_at <= starts_at:
+        raise ApprovalError("The end has to come after the start.", "bad_period")
+    if ends_at - starts_at > MAX_DELEGATION_LENGTH:
+        raise ApprovalError("A delegation lasts at most a year.", "bad_period")
+    return delegate, starts_at, ends_at
+
+
+def _period(delegation: Delegation) -> dict:
+    return {"from": delegation.starts_at.isoformat(), "until": delegation.ends_at.isoformat()}
+
+
+@transaction.atomic
+def delegation_set(
+    *,
+    delegator: User,
+    delegate_email: str,
+    ends_at: datetime,
+    starts_at: datetime | None = None,
+    reason: str = "",
+    actor: User,
+) -> Delegation:
+    """From `starts_at` (default now) until `ends_at`, the delegate may see and decide what
+    `delegator` may. One delegation per person at a time: one that overlaps the new period is
+    revoked (audited), from the moment the new one starts.
+    """
+    now = timezone.now()
+    delegate, starts_at, ends_at = delegation_check(
+        delegator=delegator, delegate_email=delegate_email, ends_at=ends_at, starts_at=starts_at, actor=actor, now=now
+    )
+    reason = truncate((reason or "").strip(), 200)
+    # Two settings for one person at the same moment take turns on the person's row.
+    User.objects.select_for_update().filter(pk=delegator.pk).first()
+    overlapping = (
+        Delegation.objects.select_for_update(of=("self",))
+        .filter(delegator=delegator, starts_at__lt=ends_at, ends_at__gt=starts_at)
+        .filter(Q(revoked_at__isnull=True) | Q(revoked_at__gt=starts_at))
+        .select_related("delegate")
+        .order_by("pk")
+    )
+    replaced = []
+    for old in overlapping:
+        # One that began earlier runs until the new one begins; one that had not begun yet never will.
+        old.revoked_at = starts_at if old.starts_at < starts_at else now
+        old.save(update_fields=["revoked_at"])
+        replaced.append(old.pk)
+        audit(
+            action="delegation_revoked",
+            request=None,
+            actor=actor,
+            delegation=old.pk,
+            delegator=delegator.email,
+            delegate=old.delegate.email,
+            **_period(old),
+            revoked_from=old.revoked_at.isoformat(),
+            replaced_by_new=True,
+        )
+    delegation = Delegation.objects.create(
+        delegator=delegator,
+        delegate=delegate,
+        starts_at=starts_at,
+        ends_at=ends_at,
+        reason=reason,
+        created_by=actor,
+        created_at=now,
+    )
+    audit(
+        action="delegation_set",
+        request=None,
+        actor=actor,
+        delegation=delegation.pk,
+        delegator=delegator.email,
+        delegate=delegate.email,
+        **_period(delegation),
+        set_by=actor.email,
+        reason=reason,
+        replaced=replaced,
+    )
+    logger.info("delegation %s: user %s to user %s", delegation.pk, delegator.pk, delegate.pk)
+    return delegation
+
+
+@transaction.atomic
+def delegation_revoke(*, delegation_id: int, actor: User) -> Delegation:
+    """End a delegation now (or cancel one that has not begun). Revoking twice is harmless."""
+    delegation = (
+        Delegation.objects.select_for_update(of=("self",))
+        .select_related("delegator", "delegate")
+        .filter(pk=delegation_id)
+        .first()
+    )
+    if delegation is None:
+        raise ApprovalError("This delegation does not exist.", "not_found")
+    if not may_manage_delegations_of(actor, delegation.delegator):
+        raise ApprovalError("Only the person who delegated, or an admin, may revoke this delegation.", "not_allowed")
+    now = timezone.now()
+    if delegation.effective_end <= now:
+        return delegation  # already over: nothing to revoke
+    delegation.revoked_at = now
+    delegation.save(update_fields=["revoked_at"])
+    audit(
+        action="delegation_revoked",
+        request=None,
+        actor=actor,
+        delegation=delegation.pk,
+        delegator=delegation.delegator.email,
+        delegate=delegation.delegate.email,
+        **_period(delegation),
+        revoked_from=now.isoformat(),
+    )
+    return delegation
