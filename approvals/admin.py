@@ -54,6 +54,7 @@ from approvals.models import (
     AuditEvent,
     Callback,
     CallbackStatus,
+    InfoMessage,
     IngestError,
     RequestStatus,
     RoutingRule,
@@ -255,6 +256,24 @@ class AuditEventInline(ActionsOnlyMixin, admin.TabularInline):
     show_change_link = False
 
 
+class InfoMessageInline(ActionsOnlyMixin, admin.TabularInline):
+    """Questions and answers, read-only: whoever sees the request sees its conversation (the
+    approvers' queryset is already narrowed to their requests), as on the request page."""
+
+    model = InfoMessage
+    verbose_name = "question or answer"
+    verbose_name_plural = "questions and answers"
+    fields = ["created_at", "kind", "author_label", "text"]
+    readonly_fields = fields
+    ordering = ["created_at", "id"]
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.has_perm("approvals.view_approvalrequest")
+
+
 @admin.register(ApprovalRequest)
 class ApprovalRequestAdmin(ActionsOnlyMixin, BigTableAdmin):
     list_display = [
@@ -300,7 +319,7 @@ class ApprovalRequestAdmin(ActionsOnlyMixin, BigTableAdmin):
         "sqs_message_id",
     ]
     readonly_fields = fields
-    inlines = [AuditEventInline]
+    inlines = [InfoMessageInline, AuditEventInline]
     actions = ["approve_selected", "reject_selected", "reassign_selected", "cancel_selected"]
     change_form_template = "admin/approvals/approvalrequest/change_form.html"
 

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from approvals import delegation_views, slack_views, views
+from approvals import conversation_views, delegation_views, slack_views, views
 from approvals.notifications import views as notification_views
 
 urlpatterns = [
@@ -10,6 +10,8 @@ urlpatterns = [
     path("requests/<uuid:public_id>/confirm/", views.confirm_decision, name="request-confirm"),
     path("requests/<uuid:public_id>/decide/", views.decide, name="request-decide"),
     path("requests/<uuid:public_id>/result/", views.decision_result, name="request-result"),
+    path("requests/<uuid:public_id>/ask/", conversation_views.ask, name="request-ask"),
+    path("requests/<uuid:public_id>/answer/", conversation_views.answer, name="request-answer"),
     path("links/<str:token>/", views.decision_link, name="decision-link"),
     path("preferences/", notification_views.preferences, name="notification-preferences"),
     path("out-of-office/", delegation_views.out_of_office, name="out-of-office"),

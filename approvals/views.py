@@ -27,6 +27,11 @@ ERROR_STATUS = {
     "already_voted": 409,
     "expired": 410,
     "link_expired": 410,
+    # "Needs more information" (approvals/conversation_views.py)
+    "not_requester": 403,
+    "no_requester": 409,
+    "no_question": 409,
+    "too_many_messages": 409,
 }
 
 

@@ -60,7 +60,8 @@ def close_slack_messages(request_id: int) -> int:
         Notification.objects.filter(
             request_id=request_id, channel=Notification.Channel.SLACK, status=Notification.Status.SENT
         )
-        .exclude(kind=Notification.Kind.OUTCOME)
+        # A question or an answer keeps its text: only messages with buttons get the outcome.
+        .exclude(kind__in=[Notification.Kind.OUTCOME, Notification.Kind.QUESTION, Notification.Kind.ANSWER])
         .exclude(external_ref="")
         .values_list("external_ref", flat=True)
     )

@@ -39,6 +39,8 @@ def _send_slack(notification: Notification, content: messages.MessageContent) ->
     is_person = "@" in notification.recipient
     if notification.kind == Notification.Kind.OUTCOME:
         text, blocks = slack.outcome_message(request, request_url=content.request_url)
+    elif notification.kind in (Notification.Kind.QUESTION, Notification.Kind.ANSWER):
+        text, blocks = slack.conversation_message(content)
     elif notification.kind == Notification.Kind.DIGEST:
         raise DeliveryError("the digest is sent by email only", permanent=True)
     else:

@@ -15,7 +15,7 @@ from django.utils import timezone
 from django.utils.timesince import timesince
 
 from approvals import links, permissions
-from approvals.models import ApprovalRequest, Assignment, Notification, RequestStatus, User
+from approvals.models import ApprovalRequest, Assignment, InfoMessage, Notification, RequestStatus, User
 
 MAX_SUBJECT_TITLE = 120
 MAX_DETAIL_LINES = 40
@@ -46,6 +46,7 @@ class MessageContent:
     request: ApprovalRequest | None = None
     facts: list[tuple[str, str]] = field(default_factory=list)
     comment: str = ""
+    comment_label: str = "Comment"
     approve_url: str = ""
     reject_url: str = ""
     request_url: str = ""
@@ -178,6 +179,41 @@ def _outcome_content(request: ApprovalRequest) -> dict:
     }
 
 
+def _conversation_content(notification: Notification, request: ApprovalRequest) -> dict:
+    """A question (to the requester) or an answer (to the approvers): the text and a link to the
+    request page, never decision links (the answer is read on the page, and decided there)."""
+    title = one_line(request.title)
+    url = portal_url(reverse("request-detail", args=[request.public_id]))
+    # The message the row was planned for is the last of its kind by then: the rows share its
+    # created_at (services.notifications.conversation_notify).
+    kind = InfoMessage.Kind.QUESTION if notification.kind == Notification.Kind.QUESTION else InfoMessage.Kind.ANSWER
+    earlier = list(request.info_messages.filter(created_at__lte=notification.created_at).order_by("created_at", "id"))
+    index = max((i for i, each in enumerate(earlier) if each.kind == kind), default=None)
+    text = earlier[index].text if index is not None else ""
+    if kind == InfoMessage.Kind.QUESTION:
+        asker = earlier[index].author_label if index is not None else "An approver"
+        return {
+            "subject": f"Question about your request: {title}",
+            "headline": "A question for you",
+            "intro": f"{asker} asks:",
+            "comment": text,
+            "comment_label": "Question",
+            "request_url": url,
+        }
+    questions: list[str] = []  # what this answer answers: the questions since the answer before
+    for each in earlier[:index]:
+        questions = [] if each.kind == InfoMessage.Kind.ANSWER else [*questions, each.text]
+    return {
+        "subject": f"The requester answered: {title}",
+        "headline": "The requester answered",
+        "intro": f"The requester ({request.requester_email}) answered:",
+        "comment": text,
+        "comment_label": "Answer",
+        "request_url": url,
+        "facts": [("Question", one_line(question, 300)) for question in questions],
+    }
+
+
 def build(notification: Notification, *, pending: list[ApprovalRequest] | None = None) -> MessageContent:
     """The content of one notification, for its recipient."""
     preferences = portal_url(reverse("notification-preferences"))
@@ -204,16 +240,13 @@ def build(notification: Notification, *, pending: list[ApprovalRequest] | None =
     request = notification.request
     if notification.kind == Notification.Kind.OUTCOME:
         parts = _outcome_content(request)
+    elif notification.kind in (Notification.Kind.QUESTION, Notification.Kind.ANSWER):
+        parts = _conversation_content(notification, request)
     else:
         parts = _approver_content(notification, request)
         parts.setdefault("request_url", portal_url(reverse("request-detail", args=[request.public_id])))
-    return MessageContent(
-        kind=notification.kind,
-        request=request,
-        facts=_request_facts(request),
-        preferences_url=preferences,
-        **parts,
-    )
+    facts = parts.pop("facts", []) + _request_facts(request)
+    return MessageContent(kind=notification.kind, request=request, facts=facts, preferences_url=preferences, **parts)
 
 
 def detail_lines(details, *, indent: int = 0, limit: int = MAX_DETAIL_LINES) -> list[str]:

@@ -223,6 +223,22 @@ def outcome_message(request: ApprovalRequest, *, request_url: str) -> tuple[str,
     return text, blocks
 
 
+def conversation_message(content: MessageContent) -> tuple[str, list[dict]]:
+    """A question for the requester or the requester's answer: the text, quoted, and a link to
+    the request page. No buttons: the requester has nothing to decide, and the approvers read
+    the answer on the page before deciding there."""
+    quoted = "\n".join(f">{escape(line)}" for line in content.comment.splitlines() or [""])
+    request = content.request
+    url = content.request_url
+    open_button = {"type": "button", "action_id": ACTION_OPEN, "text": _plain("Open in portal"), "url": url}
+    blocks = [
+        {"type": "header", "text": _plain(f"{content.headline}: {request.title}", 150)},
+        {"type": "section", "text": _mrkdwn(f"{escape(content.intro)}\n{quoted}")},
+        {"type": "actions", "block_id": f"conversation:{request.public_id}", "elements": [open_button]},
+    ]
+    return escape(one_line(content.subject, 300)), blocks
+
+
 def note(text: str) -> dict:
     """An ephemeral reply to the person who clicked, leaving the message as it is."""
     return {"response_type": "ephemeral", "replace_original": False, "text": text[:MAX_TEXT]}

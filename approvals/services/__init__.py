@@ -30,6 +30,7 @@ from approvals.services.callbacks import (
 )
 from approvals.services.common import ApprovalError
 from approvals.services.consumers import consumer_error_recorded, consumer_poll_recorded
+from approvals.services.conversations import info_answer, info_request
 from approvals.services.decisions import approval_decide, approval_expire, refusal_record
 from approvals.services.delegations import delegation_revoke, delegation_set
 from approvals.services.ingest import approval_request_ingest, ingest_error_record
@@ -45,6 +46,8 @@ __all__ = [
     "consumer_poll_recorded",
     "heartbeat_recorded",
     "heartbeat_token",
+    "info_answer",
+    "info_request",
     "output_size",
     "ApprovalError",
     "CallbackSend",

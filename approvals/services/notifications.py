@@ -19,6 +19,7 @@ from approvals.models import (
     ApprovalRequest,
     Assignment,
     FollowUp,
+    InfoMessage,
     Notification,
     NotificationPreference,
     RequestStatus,
@@ -36,6 +37,8 @@ Kind = Notification.Kind
 Channel = Notification.Channel
 # Sent to approvers; pointless (and never sent) once the request is decided.
 APPROVER_KINDS = {Kind.NEW_REQUEST, Kind.REASSIGNED, Kind.REMINDER, Kind.ESCALATION}
+# A question nobody can answer any more, an answer nobody decides on: moot once decided too.
+PENDING_ONLY_KINDS = APPROVER_KINDS | {Kind.QUESTION, Kind.ANSWER}
 # How long one task may hold a row while it sends (SMTP and Slack calls have shorter timeouts).
 SEND_LEASE = timedelta(minutes=2)
 # At most one digest per person in this window, however often beat runs the task.
@@ -213,6 +216,46 @@ def reassigned_notify(*, request_id: int, users: list[str], groups: list[str]) -
     return approval_notify(request=request, kind=Kind.REASSIGNED, users=users, groups=groups)
 
 
+def conversation_notify(*, request: ApprovalRequest, message: InfoMessage) -> list[int]:
+    """A question goes to the requester; an answer to the approvers and to whoever asked since
+    the last answer (a delegate who asked is not an assignee). Planned in the caller's
+    transaction, sent after commit, exception-safe like approval_notify.
+
+    The rows share the message's `created_at`: the content (approvals/notifications/messages.py)
+    finds the message by it."""
+    try:
+        with transaction.atomic():
+            if message.kind == InfoMessage.Kind.QUESTION:
+                kind, targets = Kind.QUESTION, _targets(emails=[request.requester_email], groups=[])
+            else:
+                askers = _open_question_askers(request, before=message)
+                targets = _approver_targets(request)
+                targets += [
+                    target
+                    for target in _targets(emails=askers, groups=[], exclude=request.requester_email)
+                    if target not in targets
+                ]
+                kind = Kind.ANSWER
+            ids = _create(request, kind, targets, now=message.created_at)
+    except Exception:
+        logger.exception("could not plan %s notifications for request %s", message.kind, request.pk)
+        return []
+    _queue_on_commit(ids)
+    return ids
+
+
+def _open_question_askers(request: ApprovalRequest, *, before: InfoMessage) -> list[str]:
+    """Who asked the questions this answer answers: every question since the previous answer."""
+    earlier = request.info_messages.exclude(pk=before.pk).select_related("author").order_by("created_at", "id")
+    askers: list[str] = []
+    for message in earlier:
+        if message.kind == InfoMessage.Kind.ANSWER:
+            askers = []
+        elif message.author.email and message.author.email.lower() not in askers:
+            askers.append(message.author.email.lower())
+    return askers
+
+
 # ---------------------------------------------------------------------------
 # Sending: claim, then sent or failed
 # ---------------------------------------------------------------------------
@@ -230,7 +273,7 @@ def notification_claim(*, notification_id: int) -> Notification | None:
         return None
     if notification.locked_until is not None and notification.locked_until > now:
         return None  # another task is sending it right now
-    if notification.kind in APPROVER_KINDS and not notification.request.is_pending:
+    if notification.kind in PENDING_ONLY_KINDS and not notification.request.is_pending:
         notification.status = Notification.Status.SKIPPED
         notification.save(update_fields=["status", "updated_at"])
         return None
