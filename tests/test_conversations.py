@@ -422,3 +422,10 @@ def test_the_execution_output_contains_the_conversation(people, aws, demo_state_
         ("question", "alice@example.com", "Is the supplier <new>?"),
         ("answer", "bob@example.com", "No — since 2019 ✓"),
     ]
+
+
+def test_cancelling_clears_the_open_question(people, approval):
+    services.info_request(public_id=approval.public_id, user=people["alice"], question="Which cost centre?")
+    services.approval_cancel(request_id=approval.pk, actor=people["carol"], reason="Duplicate order")
+    approval.refresh_from_db()
+    assert approval.status == RequestStatus.CANCELLED and not approval.awaiting_info

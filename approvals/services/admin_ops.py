@@ -163,7 +163,10 @@ def approval_cancel(*, request_id: int, actor: User, reason: str) -> ApprovalReq
     request.decided_by = actor
     request.decided_at = timezone.now()
     request.decision_comment = reason
-    request.save(update_fields=["status", "decided_by", "decided_at", "decision_comment", "updated_at"])
+    request.awaiting_info = False  # closed: nobody waits for an answer any more
+    request.save(
+        update_fields=["status", "decided_by", "decided_at", "decision_comment", "awaiting_info", "updated_at"]
+    )
     cause = json.dumps(
         {
             "requestId": str(request.public_id),

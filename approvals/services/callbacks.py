@@ -193,7 +193,8 @@ def _close_request(request: ApprovalRequest, *, code: str) -> None:
     previous = request.status
     request.status = RequestStatus.EXPIRED
     request.decided_at = request.decided_at or timezone.now()
-    request.save(update_fields=["status", "decided_at", "updated_at"])
+    request.awaiting_info = False
+    request.save(update_fields=["status", "decided_at", "awaiting_info", "updated_at"])
     audit(action="closed_by_step_functions", request=request, actor=None, code=code, previous_status=previous)
     if previous == RequestStatus.PENDING:
         # Nobody decided: the requester still hears how it ended (a decision already told them).

@@ -202,7 +202,8 @@ def approval_expire(*, request_id: int) -> bool:
         return False
     request.status = RequestStatus.EXPIRED
     request.decided_at = timezone.now()
-    request.save(update_fields=["status", "decided_at", "updated_at"])
+    request.awaiting_info = False
+    request.save(update_fields=["status", "decided_at", "awaiting_info", "updated_at"])
     cause = json.dumps({"requestId": str(request.public_id), "deadline": request.deadline.isoformat()})
     callback = Callback.objects.create(
         request=request, kind=Callback.Kind.FAILURE, payload={"error": "ApprovalExpired", "cause": cause}
