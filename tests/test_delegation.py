@@ -577,3 +577,18 @@ def test_the_delegate_approves_and_the_execution_output_says_on_behalf_of_whom(a
     assert execution["status"] == "SUCCEEDED"
     decided_by = json.loads(execution["output"])["approval"]["decidedBy"]
     assert decided_by == {**identity(people["xavier"]), "onBehalfOf": identity(people["alice"])}
+
+
+def test_a_new_request_also_notifies_the_active_delegate_of_an_approver(people, settings):
+    from approvals.models import Notification
+
+    settings.NOTIFICATION_EMAIL_ENABLED = True
+    delegate(people)
+    request = ingest()
+    told = set(Notification.objects.filter(request=request, kind="new_request").values_list("recipient", flat=True))
+    assert told == {"alice@example.com", "erin@example.com", "xavier@example.com"}
+
+    services.delegation_revoke(delegation_id=Delegation.objects.get().pk, actor=people["alice"])
+    later = ingest("Approve order 1235")
+    told = set(Notification.objects.filter(request=later, kind="new_request").values_list("recipient", flat=True))
+    assert told == {"alice@example.com", "erin@example.com"}

@@ -12,12 +12,14 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.db.models.functions import Lower
 from django.utils import timezone
 
 from approvals.models import (
     ApprovalRequest,
     Assignment,
+    Delegation,
     FollowUp,
     InfoMessage,
     Notification,
@@ -122,14 +124,30 @@ def _targets(*, emails: Sequence[str], groups: Sequence[str], exclude: str = "")
     return targets
 
 
+def _stand_ins(emails: list[str]) -> list[str]:
+    """The emails of active delegates of these people, now."""
+    if not emails:
+        return []
+    now = timezone.now()
+    delegates = (
+        Delegation.objects.annotate(delegator_email=Lower("delegator__email"))
+        .filter(delegator_email__in={email.lower() for email in emails}, starts_at__lte=now, ends_at__gt=now)
+        .filter(Q(revoked_at__isnull=True) | Q(revoked_at__gt=now), delegate__is_active=True)
+        .values_list("delegate__email", flat=True)
+    )
+    return sorted({email.lower() for email in delegates if email})
+
+
 def _approver_targets(request: ApprovalRequest, *, users=None, groups=None) -> list[tuple[str, str]]:
     if users is None and groups is None:
         rows = list(request.assignments.values_list("kind", "value"))
         users = [value for kind, value in rows if kind == Assignment.Kind.USER]
         groups = [value for kind, value in rows if kind == Assignment.Kind.GROUP]
+    # Approvers who are away: their active delegates hear about it too (they may decide it).
+    users = list(users or []) + _stand_ins(list(users or []) + _group_member_emails(groups or []))
     # Never the requester: they cannot decide their own request. Nor who already voted on it
     # (a quorum request stays pending after their vote): reminders are for those still to decide.
-    targets = _targets(emails=users or [], groups=groups or [], exclude=request.requester_email)
+    targets = _targets(emails=users, groups=groups or [], exclude=request.requester_email)
     voted = set()
     for user_email, principal_email in request.votes.values_list("user__email", "on_behalf_of__email"):
         voted |= {email.lower() for email in (user_email, principal_email) if email}
