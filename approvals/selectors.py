@@ -58,7 +58,7 @@ def inbox_for(user: User) -> QuerySet[ApprovalRequest]:
 
 def request_detail(public_id) -> ApprovalRequest | None:
     return (
-        ApprovalRequest.objects.select_related("decided_by", "callback")
+        ApprovalRequest.objects.select_related("decided_by", "callback", "claimed_by")
         .prefetch_related(
             "assignments",
             Prefetch("votes", queryset=Vote.objects.select_related("user", "on_behalf_of").order_by("created_at")),
@@ -121,7 +121,7 @@ def inbox_tab(user: User, tab: str, *, groups: set[str] | None = None) -> QueryS
     else:
         # Matches the UPPER(requester_email) trigram index of migration 0003 on PostgreSQL.
         requests = requests.filter(requester_email__iexact=email) if email else requests.none()
-    return requests.select_related("decided_by", "callback").defer(*_LIST_DEFERRED).order_by(*order)
+    return requests.select_related("decided_by", "callback", "claimed_by").defer(*_LIST_DEFERRED).order_by(*order)
 
 
 def inbox_counts(user: User, *, groups: set[str] | None = None) -> dict[str, int]:

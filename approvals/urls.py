@@ -1,6 +1,6 @@
 from django.urls import path
 
-from approvals import slack_views, views
+from approvals import claim_views, slack_views, views
 from approvals.notifications import views as notification_views
 
 urlpatterns = [
@@ -10,6 +10,8 @@ urlpatterns = [
     path("requests/<uuid:public_id>/confirm/", views.confirm_decision, name="request-confirm"),
     path("requests/<uuid:public_id>/decide/", views.decide, name="request-decide"),
     path("requests/<uuid:public_id>/result/", views.decision_result, name="request-result"),
+    path("requests/<uuid:public_id>/claim/", claim_views.claim, name="request-claim"),
+    path("requests/<uuid:public_id>/unclaim/", claim_views.unclaim, name="request-unclaim"),
     path("links/<str:token>/", views.decision_link, name="decision-link"),
     path("preferences/", notification_views.preferences, name="notification-preferences"),
     path("slack/interactivity/", slack_views.interactivity, name="slack-interactivity"),

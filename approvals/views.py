@@ -20,6 +20,8 @@ ERROR_STATUS = {
     "other_user": 403,
     "link_tampered": 403,
     "not_pending": 409,
+    "claimed": 409,
+    "not_claimer": 403,
     "expired": 410,
     "link_expired": 410,
 }

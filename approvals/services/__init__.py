@@ -28,6 +28,7 @@ from approvals.services.callbacks import (
     heartbeat_token,
     output_size,
 )
+from approvals.services.claims import approval_claim, approval_unclaim, claims_release
 from approvals.services.common import ApprovalError
 from approvals.services.consumers import consumer_error_recorded, consumer_poll_recorded
 from approvals.services.decisions import approval_decide, approval_expire, refusal_record
@@ -47,15 +48,18 @@ __all__ = [
     "ApprovalError",
     "CallbackSend",
     "approval_cancel",
+    "approval_claim",
     "approval_decide",
     "approval_expire",
     "approval_reassign",
     "approval_request_ingest",
+    "approval_unclaim",
     "callback_claim",
     "callback_mark_delivered",
     "callback_mark_failed",
     "callback_mark_retrying",
     "callback_retry",
+    "claims_release",
     "ingest_error_discard",
     "ingest_error_record",
     "ingest_error_replay",
