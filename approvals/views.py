@@ -9,6 +9,7 @@ from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.http import require_GET, require_POST
 
 from approvals import links, permissions, selectors, services
+from approvals.execution_groups import mark_execution_groups
 from approvals.forms import DecisionForm, InboxFilterForm, LinkConfirmForm
 
 # Refusal codes → HTTP status of the page that explains them.
@@ -74,6 +75,10 @@ def inbox(request):
     if not filtering:
         paginator.count = counts[tab]  # the same rows: don't count them twice
     page = paginator.get_page(request.GET.get("page"))
+    rows = list(page.object_list)
+    page.object_list = mark_execution_groups(
+        rows, selectors.execution_counts(requests, [row.execution_arn for row in rows])
+    )
     return render(
         request,
         "approvals/inbox.html",
@@ -106,6 +111,7 @@ def _detail_page(request, approval, *, form=None, status: int = 200, just_decide
     refusal = permissions.decision_refusal(request.user, approval)
     if refusal is None and form is None:
         form = DecisionForm()
+    siblings, more_siblings = selectors.execution_siblings(approval, request.user)
     return render(
         request,
         "approvals/detail.html",
@@ -114,6 +120,8 @@ def _detail_page(request, approval, *, form=None, status: int = 200, just_decide
             "refusal": refusal,
             "form": form if refusal is None else None,
             "just_decided": just_decided,
+            "siblings": siblings,
+            "more_siblings": more_siblings,
         },
         status=status,
     )
