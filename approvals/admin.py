@@ -234,6 +234,22 @@ class CallbackFailedFilter(admin.SimpleListFilter):
         return queryset
 
 
+class ClaimedFilter(admin.SimpleListFilter):
+    """Pending requests someone is on ("I'm on it"), or that nobody took yet; a closed request's
+    claim no longer counts."""
+
+    title = "claimed"
+    parameter_name = "claimed"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Claimed (pending)"), ("no", "Not claimed (pending)")]
+
+    def queryset(self, request, queryset):
+        if self.value() in {"yes", "no"}:
+            return queryset.filter(status=RequestStatus.PENDING, claimed_by__isnull=self.value() == "no")
+        return queryset
+
+
 # ---------------------------------------------------------------------------
 # Approval requests
 # ---------------------------------------------------------------------------
@@ -280,6 +296,7 @@ class ApprovalRequestAdmin(ActionsOnlyMixin, BigTableAdmin):
         "title",
         "status",
         "assignees",
+        "claimed_by_email",
         "requester_email",
         "age",
         "deadline_display",
@@ -287,7 +304,15 @@ class ApprovalRequestAdmin(ActionsOnlyMixin, BigTableAdmin):
         "console_link",
     ]
     list_display_links = ["title"]
-    list_filter = ["status", StateMachineFilter, AssignedGroupFilter, OverdueFilter, CallbackFailedFilter]
+    list_filter = [
+        "status",
+        StateMachineFilter,
+        AssignedGroupFilter,
+        OverdueFilter,
+        CallbackFailedFilter,
+        ClaimedFilter,
+    ]
+    list_select_related = ["claimed_by"]
     # The search itself is get_search_results; this turns the search box on and says what it finds.
     search_fields = ["title"]
     search_help_text = "Title or requester (contains), approver email or group, execution ARN, or request id."
@@ -303,6 +328,7 @@ class ApprovalRequestAdmin(ActionsOnlyMixin, BigTableAdmin):
         "details_table",
         "requester_email",
         "assignees",
+        "claimed_by_email",
         "execution_link",
         "state_machine_arn",
         "state_name",
@@ -320,7 +346,7 @@ class ApprovalRequestAdmin(ActionsOnlyMixin, BigTableAdmin):
     ]
     readonly_fields = fields
     inlines = [InfoMessageInline, AuditEventInline]
-    actions = ["approve_selected", "reject_selected", "reassign_selected", "cancel_selected"]
+    actions = ["approve_selected", "reject_selected", "reassign_selected", "cancel_selected", "release_claims_selected"]
     change_form_template = "admin/approvals/approvalrequest/change_form.html"
 
     # -- what each user sees -------------------------------------------------------------
@@ -331,7 +357,7 @@ class ApprovalRequestAdmin(ActionsOnlyMixin, BigTableAdmin):
         if request.user.is_superuser:
             return self.list_filter
         # The other filters list every state machine and group in the portal, not only theirs.
-        return ["status", OverdueFilter]
+        return ["status", OverdueFilter, ClaimedFilter]
 
     def get_changelist(self, request, **kwargs):
         return super().get_changelist(request, **kwargs) if request.user.is_superuser else ApproverChangeList
@@ -345,6 +371,9 @@ class ApprovalRequestAdmin(ActionsOnlyMixin, BigTableAdmin):
     def has_cancel_permission(self, request) -> bool:
         return request.user.has_perm("approvals.cancel_approvalrequest")
 
+    def has_release_claim_permission(self, request) -> bool:
+        return request.user.has_perm("approvals.release_claim_approvalrequest")
+
     def get_search_results(self, request, queryset, search_term):
         if not search_term.strip():
             return queryset, False
@@ -356,6 +385,11 @@ class ApprovalRequestAdmin(ActionsOnlyMixin, BigTableAdmin):
         return ", ".join(
             a.value if a.kind == Assignment.Kind.USER else f"{a.value} (group)" for a in obj.assignments.all()
         )
+
+    @admin.display(description="claimed by")
+    def claimed_by_email(self, obj: ApprovalRequest) -> str:
+        # A claim says who is on a pending request; once it is closed it means nothing.
+        return obj.claimed_by.email if obj.claimed_by and obj.is_pending else "—"
 
     @admin.display(description="age", ordering="received_at")
     def age(self, obj: ApprovalRequest) -> str:
@@ -636,6 +670,29 @@ class ApprovalRequestAdmin(ActionsOnlyMixin, BigTableAdmin):
             describe=self._labels(request),
             intro="Each workflow gets SendTaskFailure with the error ApprovalCancelled and your reason.",
         )
+
+    @admin.action(description="Release claims on the selected requests", permissions=["release_claim"])
+    def release_claims_selected(self, request, queryset):
+        """No confirmation step: a claim is only information, and the approver can claim again."""
+        ids = list(queryset.values_list("pk", flat=True)[: MAX_BULK_ROWS + 1])
+        if len(ids) > MAX_BULK_ROWS:
+            self.message_user(
+                request, f"Select at most {MAX_BULK_ROWS} rows for one action; filter the list first.", messages.ERROR
+            )
+            return
+        try:
+            released = services.claims_release(request_ids=ids, actor=request.user)
+        except services.ApprovalError as error:
+            self.message_user(request, error.message, messages.ERROR)
+            return
+        if released:
+            names = ", ".join(
+                f"“{claim.request.title}” (#{claim.request.pk}, {claim.claimed_by.email})" for claim in released
+            )
+            self.message_user(request, f"Released {len(released)} claim(s): {names}.", messages.SUCCESS)
+        unclaimed = len(ids) - len(released)
+        if unclaimed:
+            self.message_user(request, f"{unclaimed} selected request(s) had no claim.", messages.INFO)
 
 
 def console_url(execution_arn: str) -> str:

@@ -2,6 +2,7 @@
 
 import contextlib
 import uuid
+from collections.abc import Iterable
 from datetime import timedelta
 
 from django.db import connection
@@ -58,7 +59,7 @@ def inbox_for(user: User) -> QuerySet[ApprovalRequest]:
 
 def request_detail(public_id) -> ApprovalRequest | None:
     return (
-        ApprovalRequest.objects.select_related("decided_by", "callback")
+        ApprovalRequest.objects.select_related("decided_by", "callback", "claimed_by")
         .prefetch_related(
             "assignments",
             Prefetch("votes", queryset=Vote.objects.select_related("user", "on_behalf_of").order_by("created_at")),
@@ -121,7 +122,7 @@ def inbox_tab(user: User, tab: str, *, groups: set[str] | None = None) -> QueryS
     else:
         # Matches the UPPER(requester_email) trigram index of migration 0003 on PostgreSQL.
         requests = requests.filter(requester_email__iexact=email) if email else requests.none()
-    return requests.select_related("decided_by", "callback").defer(*_LIST_DEFERRED).order_by(*order)
+    return requests.select_related("decided_by", "callback", "claimed_by").defer(*_LIST_DEFERRED).order_by(*order)
 
 
 def inbox_counts(user: User, *, groups: set[str] | None = None) -> dict[str, int]:
@@ -326,3 +327,47 @@ def routing_rule_for(*, state_machine_arn: str, state_name: str) -> RoutingRule 
 def approval_policy_for(*, state_machine_arn: str, state_name: str) -> ApprovalPolicy | None:
     """The admins' default policy for this state machine and state, if any (matched like routing)."""
     return _most_specific(ApprovalPolicy, state_machine_arn=state_machine_arn, state_name=state_name)
+
+
+# ---------------------------------------------------------------------------
+# Executions: a Map or Parallel state asks for several approvals at once
+# ---------------------------------------------------------------------------
+# The request page lists at most this many other requests of its execution.
+MAX_EXECUTION_SIBLINGS = 50
+
+
+def _visible_to(user: User) -> Q:
+    """permissions.can_view's rule as a query: assigned to them (or to whom they stand in for),
+    requested by them, decided or voted on by them; admins see everything."""
+    if user.is_superuser:
+        return Q()
+    visible = _assigned_to(user) | _voted_by(user) | Q(decided_by=user)
+    if user.email:
+        visible |= Q(requester_email__iexact=user.email)
+    return visible
+
+
+def execution_siblings(request: ApprovalRequest, user: User) -> tuple[list[ApprovalRequest], bool]:
+    """The other requests of `request`'s execution that `user` may see, oldest first, at most
+    MAX_EXECUTION_SIBLINGS; and whether there are more."""
+    if not request.execution_arn:
+        return [], False
+    rows = list(
+        ApprovalRequest.objects.filter(_visible_to(user), execution_arn=request.execution_arn)
+        .exclude(pk=request.pk)
+        .only("public_id", "title", "state_name", "status", "received_at", "deadline")
+        .order_by("received_at", "id")[: MAX_EXECUTION_SIBLINGS + 1]
+    )
+    return rows[:MAX_EXECUTION_SIBLINGS], len(rows) > MAX_EXECUTION_SIBLINGS
+
+
+def execution_counts(within: QuerySet[ApprovalRequest], execution_arns: Iterable[str]) -> dict[str, int]:
+    """How many requests of `within` (an inbox tab, before search and filters) each of these
+    executions has: one grouped query on the execution_arn index for the ARNs of a page, none
+    when the page has none. (A correlated count in the list's own query would also run for every
+    row an OFFSET skips.)"""
+    arns = sorted({arn for arn in execution_arns if arn})
+    if not arns:
+        return {}
+    counted = within.filter(execution_arn__in=arns).order_by().values("execution_arn").annotate(count=Count("pk"))
+    return {row["execution_arn"]: row["count"] for row in counted}

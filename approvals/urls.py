@@ -1,6 +1,6 @@
 from django.urls import path
 
-from approvals import conversation_views, delegation_views, slack_views, views
+from approvals import claim_views, conversation_views, delegation_views, slack_views, views
 from approvals.notifications import views as notification_views
 
 urlpatterns = [
@@ -12,6 +12,8 @@ urlpatterns = [
     path("requests/<uuid:public_id>/result/", views.decision_result, name="request-result"),
     path("requests/<uuid:public_id>/ask/", conversation_views.ask, name="request-ask"),
     path("requests/<uuid:public_id>/answer/", conversation_views.answer, name="request-answer"),
+    path("requests/<uuid:public_id>/claim/", claim_views.claim, name="request-claim"),
+    path("requests/<uuid:public_id>/unclaim/", claim_views.unclaim, name="request-unclaim"),
     path("links/<str:token>/", views.decision_link, name="decision-link"),
     path("preferences/", notification_views.preferences, name="notification-preferences"),
     path("out-of-office/", delegation_views.out_of_office, name="out-of-office"),

@@ -9,6 +9,7 @@ from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.http import require_GET, require_POST
 
 from approvals import delegation_selectors, links, permissions, selectors, services
+from approvals.execution_groups import mark_execution_groups
 from approvals.forms import DecisionForm, InboxFilterForm, LinkConfirmForm
 
 # Refusal codes → HTTP status of the page that explains them.
@@ -25,6 +26,8 @@ ERROR_STATUS = {
     "distinct_groups": 403,
     "not_pending": 409,
     "already_voted": 409,
+    "claimed": 409,
+    "not_claimer": 403,
     "expired": 410,
     "link_expired": 410,
     # "Needs more information" (approvals/conversation_views.py)
@@ -84,6 +87,10 @@ def inbox(request):
     if not filtering:
         paginator.count = counts[tab]  # the same rows: don't count them twice
     page = paginator.get_page(request.GET.get("page"))
+    rows = list(page.object_list)
+    page.object_list = mark_execution_groups(
+        rows, selectors.execution_counts(requests, [row.execution_arn for row in rows])
+    )
     return render(
         request,
         "approvals/inbox.html",
@@ -116,6 +123,7 @@ def _detail_page(request, approval, *, form=None, status: int = 200, just_decide
     authority, refusal = permissions.decision_authority(request.user, approval)
     if refusal is None and form is None:
         form = DecisionForm()
+    siblings, more_siblings = selectors.execution_siblings(approval, request.user)
     return render(
         request,
         "approvals/detail.html",
@@ -125,6 +133,8 @@ def _detail_page(request, approval, *, form=None, status: int = 200, just_decide
             "form": form if refusal is None else None,
             "on_behalf_of": authority.on_behalf_of if authority else None,
             "just_decided": just_decided,
+            "siblings": siblings,
+            "more_siblings": more_siblings,
         },
         status=status,
     )

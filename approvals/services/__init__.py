@@ -28,6 +28,7 @@ from approvals.services.callbacks import (
     heartbeat_token,
     output_size,
 )
+from approvals.services.claims import approval_claim, approval_unclaim, claims_release
 from approvals.services.common import ApprovalError
 from approvals.services.consumers import consumer_error_recorded, consumer_poll_recorded
 from approvals.services.conversations import info_answer, info_request
@@ -52,12 +53,14 @@ __all__ = [
     "ApprovalError",
     "CallbackSend",
     "approval_cancel",
+    "approval_claim",
     "approval_decide",
     "approval_policy_delete",
     "approval_policy_save",
     "approval_expire",
     "approval_reassign",
     "approval_request_ingest",
+    "approval_unclaim",
     "callback_claim",
     "callback_mark_delivered",
     "callback_mark_failed",
@@ -65,6 +68,7 @@ __all__ = [
     "callback_retry",
     "delegation_revoke",
     "delegation_set",
+    "claims_release",
     "ingest_error_discard",
     "ingest_error_record",
     "ingest_error_replay",

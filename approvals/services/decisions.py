@@ -123,6 +123,11 @@ def _decide(*, public_id, user: User, approve: bool, comment: str) -> ApprovalRe
     rejections = len(votes) - approvals
     closes = rejections >= request.rejections_to_deny if not approve else approvals >= request.required_approvals
     if not closes:
+        if request.claimed_by_id == user.pk:
+            # The claimer did their part; what the quorum still needs is free for colleagues to take.
+            request.claimed_by, request.claimed_at = None, None
+            request.save(update_fields=["claimed_by", "claimed_at", "updated_at"])
+            audit(action="unclaimed", request=request, actor=user, ended_by="vote")
         audit(
             action="approval_recorded" if approve else "rejection_recorded",
             request=request,

@@ -1,0 +1,134 @@
+""" "I'm on it": an approver claims a request so colleagues of a group assignment see it taken.
+
+A claim is information, not a lock: it never stops a colleague from deciding, and it stops
+showing once the request is closed. Only someone who may decide now claims; only the claimer
+unclaims; admins with `release_claim_approvalrequest` release anyone's claim.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db import transaction
+from django.utils import timezone
+
+from approvals import permissions
+from approvals.models import ApprovalRequest, RequestStatus, User
+from approvals.services.common import ApprovalError, audit
+from approvals.services.decisions import refusal_record
+
+RELEASE_PERMISSION = "approvals.release_claim_approvalrequest"
+
+
+@dataclass(frozen=True)
+class ReleasedClaim:
+    request: ApprovalRequest
+    claimed_by: User
+    claimed_at: datetime | None
+
+
+def _claimed_since(request: ApprovalRequest) -> str:
+    return f"{timezone.localtime(request.claimed_at):%Y-%m-%d %H:%M %Z}"
+
+
+def _locked_request(public_id) -> ApprovalRequest:
+    request = (
+        ApprovalRequest.objects.select_for_update(of=("self",))
+        .select_related("claimed_by")
+        .prefetch_related("assignments", "votes")
+        .filter(public_id=public_id)
+        .first()
+    )
+    if request is None:
+        raise ApprovalError("This approval request does not exist.", "not_found")
+    return request
+
+
+@transaction.atomic
+def _claim(*, public_id, user: User) -> ApprovalRequest:
+    request = _locked_request(public_id)
+    refusal = permissions.decision_refusal(user, request)
+    if refusal is not None:
+        raise ApprovalError(refusal.message, refusal.code, request=request)
+    if request.claimed_by_id == user.pk:
+        return request  # a second click, or a second tab: already theirs
+    if request.claimed_by_id is not None:
+        raise ApprovalError(
+            f"{request.claimed_by.email} is already on it since {_claimed_since(request)}.", "claimed", request=request
+        )
+    request.claimed_by = user
+    request.claimed_at = timezone.now()
+    request.save(update_fields=["claimed_by", "claimed_at", "updated_at"])
+    audit(action="claimed", request=request, actor=user)
+    return request
+
+
+def approval_claim(*, public_id, user: User) -> ApprovalRequest:
+    """`user` takes the request ("I'm on it"). Claiming one's own claim again changes nothing.
+
+    Raises ApprovalError (and audits the refusal) for anyone who may not decide it now, and
+    with the code "claimed" when a colleague already holds it.
+    """
+    try:
+        return _claim(public_id=public_id, user=user)
+    except ApprovalError as error:
+        refusal_record(user=user, request=error.request, code=error.code, attempted="claim", public_id=str(public_id))
+        raise
+
+
+@transaction.atomic
+def _unclaim(*, public_id, user: User) -> ApprovalRequest:
+    request = _locked_request(public_id)
+    if request.claimed_by_id is None:
+        return request  # released already (a second click, or an admin was quicker)
+    if request.claimed_by_id != user.pk:
+        raise ApprovalError(
+            f"Only {request.claimed_by.email}, who is on it, can release this claim.", "not_claimer", request=request
+        )
+    claimed_at = request.claimed_at
+    request.claimed_by = None
+    request.claimed_at = None
+    request.save(update_fields=["claimed_by", "claimed_at", "updated_at"])
+    audit(action="unclaimed", request=request, actor=user, claimed_at=claimed_at.isoformat())
+    return request
+
+
+def approval_unclaim(*, public_id, user: User) -> ApprovalRequest:
+    """The claimer gives the request back to the group. Nothing to release changes nothing."""
+    try:
+        return _unclaim(public_id=public_id, user=user)
+    except ApprovalError as error:
+        refusal_record(user=user, request=error.request, code=error.code, attempted="unclaim", public_id=str(public_id))
+        raise
+
+
+@transaction.atomic
+def claims_release(*, request_ids: Sequence[int], actor: User) -> list[ReleasedClaim]:
+    """An admin releases whoever's claims on these requests; returns the claims released.
+
+    Requests without a claim are skipped (releasing twice is harmless), and so are closed ones:
+    their claim shows nowhere any more.
+    """
+    if not actor.has_perm(RELEASE_PERMISSION):
+        raise ApprovalError("Only admins may release someone else's claim.", "not_allowed")
+    claimed = list(
+        ApprovalRequest.objects.select_for_update(of=("self",))
+        .select_related("claimed_by")
+        .filter(pk__in=list(request_ids), status=RequestStatus.PENDING, claimed_by__isnull=False)
+        .order_by("pk")
+    )
+    released = []
+    for request in claimed:
+        holder, claimed_at = request.claimed_by, request.claimed_at
+        released.append(ReleasedClaim(request=request, claimed_by=holder, claimed_at=claimed_at))
+        request.claimed_by = None
+        request.claimed_at = None
+        request.save(update_fields=["claimed_by", "claimed_at", "updated_at"])
+        audit(
+            action="claim_released",
+            request=request,
+            actor=actor,
+            claimed_by=holder.email or holder.get_username(),
+            claimed_at=claimed_at.isoformat() if claimed_at else None,
+        )
+    return released
