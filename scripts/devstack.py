@@ -27,6 +27,17 @@ def procfile() -> dict[str, str]:
     return entries
 
 
+def group_alive(pgid: int) -> bool:
+    """Whether any process of the process group still runs."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def wait_for_port(host: str, port: int, name: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -49,7 +60,9 @@ def main() -> int:
 
     def start(name: str) -> None:
         print(f"[devstack] starting {name}: {commands[name]}", flush=True)
-        processes[name] = subprocess.Popen(commands[name], shell=True, cwd=ROOT, env=env, start_new_session=True)  # noqa: S602 - our own Procfile
+        # `exec`: the shell becomes the program, so the stop signal reaches it, as in a container.
+        command = f"exec {commands[name]}"
+        processes[name] = subprocess.Popen(command, shell=True, cwd=ROOT, env=env, start_new_session=True)  # noqa: S602
 
     def one_shot(name: str) -> None:
         print(f"[devstack] running {name}: {commands[name]}", flush=True)
@@ -60,13 +73,19 @@ def main() -> int:
         for name, process in reversed(processes.items()):
             if process.poll() is None:
                 print(f"[devstack] stopping {name}", flush=True)
-                os.killpg(process.pid, signal.SIGTERM)
+                # The program only (it stops its own children): a Celery worker whose pool
+                # children got the signal too can hang in its shutdown.
+                process.send_signal(signal.SIGTERM)
+        # Wait for every process of each group, children included; what is left at the deadline is killed.
         deadline = time.monotonic() + 20
         for process in processes.values():
-            try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
+            while group_alive(process.pid) and time.monotonic() < deadline:
+                process.poll()  # reaps the shell, so its own pid stops counting
+                time.sleep(0.1)
+            if group_alive(process.pid):
+                print(f"[devstack] killing what is left of process group {process.pid}", flush=True)
                 os.killpg(process.pid, signal.SIGKILL)
+            process.poll()
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     # Ctrl-C stops everything, even when a non-interactive shell started us with SIGINT ignored.
