@@ -381,25 +381,24 @@ class IngestError(models.Model):
         return f"{self.code}: {self.reason[:80]}"
 
 
-class RoutingRule(models.Model):
-    """Who gets a request whose message names no approvers, kept by admins.
+class MatchedByStateMachine(models.Model):
+    """An admin-kept row that applies to requests of a state machine and/or state.
 
-    A blank state machine or state matches any. The most specific enabled rule wins (state
+    A blank state machine or state matches any. The most specific enabled row wins (state
     machine and state, then state machine, then state, then neither); `priority` breaks ties
-    between equally specific rules, higher first. No rule matches: APPROVAL_DEFAULT_GROUP.
+    between equally specific rows, higher first (selectors._most_specific).
     """
 
     name = models.CharField(max_length=200)
     state_machine_arn = models.CharField(max_length=2048, blank=True, default="")
     state_name = models.CharField(max_length=80, blank=True, default="")
-    users = models.JSONField(default=list, blank=True, help_text="Emails of approvers.")
-    groups = models.JSONField(default=list, blank=True, help_text="SSO group names.")
     priority = models.IntegerField(default=0)
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        abstract = True
         ordering = ["-enabled", "-priority", "name"]
 
     def __str__(self) -> str:
@@ -410,14 +409,22 @@ class RoutingRule(models.Model):
         return 2 * bool(self.state_machine_arn) + bool(self.state_name)
 
 
-class ApprovalPolicy(models.Model):
-    """The admins' default policy for a state machine / state; a message's "policy" overrides the
-    quorum fields. Matched like RoutingRule (most specific, then priority). No match: one approval.
-    Separation of duties is set here only, never by the message."""
+class RoutingRule(MatchedByStateMachine):
+    """Who gets a request whose message names no approvers, kept by admins. No rule matches:
+    APPROVAL_DEFAULT_GROUP."""
 
-    name = models.CharField(max_length=200)
-    state_machine_arn = models.CharField(max_length=2048, blank=True, default="")
-    state_name = models.CharField(max_length=80, blank=True, default="")
+    users = models.JSONField(default=list, blank=True, help_text="Emails of approvers.")
+    groups = models.JSONField(default=list, blank=True, help_text="SSO group names.")
+
+    class Meta(MatchedByStateMachine.Meta):
+        pass
+
+
+class ApprovalPolicy(MatchedByStateMachine):
+    """The admins' default policy for a state machine / state; a message's "policy" overrides the
+    quorum fields. No match: one approval. Separation of duties is set here only, never by the
+    message."""
+
     required_approvals = models.PositiveSmallIntegerField(default=1, help_text="Approvals needed (N of the assignees).")
     distinct_groups = models.BooleanField(
         default=False, help_text="Each approval must come from a different assigned group (or named approver)."
@@ -435,25 +442,13 @@ class ApprovalPolicy(models.Model):
         default=False,
         help_text="Approvers who share an SSO group with the requester may not decide.",
     )
-    priority = models.IntegerField(default=0)
-    enabled = models.BooleanField(default=True)
-    created_at = models.DateTimeField(default=timezone.now)
-    updated_at = models.DateTimeField(auto_now=True)
 
-    class Meta:
-        ordering = ["-enabled", "-priority", "name"]
+    class Meta(MatchedByStateMachine.Meta):
         verbose_name_plural = "approval policies"
         constraints = [
             models.CheckConstraint(condition=Q(required_approvals__gte=1), name="policy_required_at_least_one"),
             models.CheckConstraint(condition=Q(rejections_to_deny__gte=1), name="policy_reject_at_least_one"),
         ]
-
-    def __str__(self) -> str:
-        return self.name
-
-    @property
-    def specificity(self) -> int:
-        return 2 * bool(self.state_machine_arn) + bool(self.state_name)
 
 
 class ConsumerStatus(models.Model):

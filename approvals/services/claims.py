@@ -14,8 +14,8 @@ from django.utils import timezone
 
 from approvals import permissions
 from approvals.models import ApprovalRequest, RequestStatus, User
-from approvals.services.common import ApprovalError, audit
-from approvals.services.decisions import refusal_record
+from approvals.services.common import ApprovalError, audit, locked_request
+from approvals.services.decisions import refusals_recorded
 
 RELEASE_PERMISSION = "approvals.release_claim_approvalrequest"
 
@@ -31,22 +31,9 @@ def _claimed_since(request: ApprovalRequest) -> str:
     return f"{timezone.localtime(request.claimed_at):%Y-%m-%d %H:%M %Z}"
 
 
-def _locked_request(public_id) -> ApprovalRequest:
-    request = (
-        ApprovalRequest.objects.select_for_update(of=("self",))
-        .select_related("claimed_by")
-        .prefetch_related("assignments", "votes")
-        .filter(public_id=public_id)
-        .first()
-    )
-    if request is None:
-        raise ApprovalError("This approval request does not exist.", "not_found")
-    return request
-
-
 @transaction.atomic
 def _claim(*, public_id, user: User) -> ApprovalRequest:
-    request = _locked_request(public_id)
+    request = locked_request(public_id, related=("claimed_by",))
     refusal = permissions.decision_refusal(user, request)
     if refusal is not None:
         raise ApprovalError(refusal.message, refusal.code, request=request)
@@ -69,16 +56,14 @@ def approval_claim(*, public_id, user: User) -> ApprovalRequest:
     Raises ApprovalError (and audits the refusal) for anyone who may not decide it now, and
     with the code "claimed" when a colleague already holds it.
     """
-    try:
-        return _claim(public_id=public_id, user=user)
-    except ApprovalError as error:
-        refusal_record(user=user, request=error.request, code=error.code, attempted="claim", public_id=str(public_id))
-        raise
+    return refusals_recorded(
+        lambda: _claim(public_id=public_id, user=user), user=user, attempted="claim", public_id=public_id
+    )
 
 
 @transaction.atomic
 def _unclaim(*, public_id, user: User) -> ApprovalRequest:
-    request = _locked_request(public_id)
+    request = locked_request(public_id, related=("claimed_by",))
     if request.claimed_by_id is None:
         return request  # released already (a second click, or an admin was quicker)
     if request.claimed_by_id != user.pk:
@@ -95,11 +80,9 @@ def _unclaim(*, public_id, user: User) -> ApprovalRequest:
 
 def approval_unclaim(*, public_id, user: User) -> ApprovalRequest:
     """The claimer gives the request back to the group. Nothing to release changes nothing."""
-    try:
-        return _unclaim(public_id=public_id, user=user)
-    except ApprovalError as error:
-        refusal_record(user=user, request=error.request, code=error.code, attempted="unclaim", public_id=str(public_id))
-        raise
+    return refusals_recorded(
+        lambda: _unclaim(public_id=public_id, user=user), user=user, attempted="unclaim", public_id=public_id
+    )
 
 
 @transaction.atomic

@@ -12,8 +12,8 @@ from django.utils import timezone
 
 from approvals import permissions
 from approvals.models import ApprovalRequest, InfoMessage, User
-from approvals.services.common import ApprovalError, audit
-from approvals.services.decisions import refusal_record
+from approvals.services.common import ApprovalError, audit, locked_request
+from approvals.services.decisions import refusals_recorded
 from approvals.services.notifications import conversation_notify
 
 logger = logging.getLogger(__name__)
@@ -32,19 +32,6 @@ def is_requester(user: User, request: ApprovalRequest) -> bool:
 def may_answer(user: User, request: ApprovalRequest) -> bool:
     """The requester, while the request is pending and a question waits (what the page offers)."""
     return is_requester(user, request) and request.is_pending and request.awaiting_info
-
-
-def _locked_request(public_id) -> ApprovalRequest:
-    # The same lock as decisions._decide: an answer cannot slip in after the request closed.
-    request = (
-        ApprovalRequest.objects.select_for_update(of=("self",))
-        .prefetch_related("assignments", "votes")
-        .filter(public_id=public_id)
-        .first()
-    )
-    if request is None:
-        raise ApprovalError("This approval request does not exist.", "not_found")
-    return request
 
 
 def _clean_text(text: str, request: ApprovalRequest, what: str) -> str:
@@ -73,7 +60,7 @@ def _add_message(*, request: ApprovalRequest, user: User, kind: str, text: str) 
 
 @transaction.atomic
 def _ask(*, public_id, user: User, question: str) -> InfoMessage:
-    request = _locked_request(public_id)
+    request = locked_request(public_id)
     refusal = permissions.decision_refusal(user, request)
     if refusal is not None:
         raise ApprovalError(refusal.message, refusal.code, request=request)
@@ -104,18 +91,14 @@ def info_request(*, public_id, user: User, question: str) -> InfoMessage:
     """An approver who may decide now asks the requester a question; the request stays pending.
 
     Raises ApprovalError (and audits the refusal) when not allowed."""
-    try:
-        return _ask(public_id=public_id, user=user, question=question)
-    except ApprovalError as error:
-        refusal_record(
-            user=user, request=error.request, code=error.code, attempted="ask", via="web", public_id=str(public_id)
-        )
-        raise
+    return refusals_recorded(
+        lambda: _ask(public_id=public_id, user=user, question=question), user=user, attempted="ask", public_id=public_id
+    )
 
 
 @transaction.atomic
 def _answer(*, public_id, user: User, answer: str) -> InfoMessage:
-    request = _locked_request(public_id)
+    request = locked_request(public_id)
     if not is_requester(user, request):
         raise ApprovalError("Only the requester answers the approvers' questions.", "not_requester", request=request)
     if not request.is_pending:
@@ -140,10 +123,9 @@ def info_answer(*, public_id, user: User, answer: str) -> InfoMessage:
     """The requester answers the open question(s); the approvers hear about it.
 
     Raises ApprovalError (and audits the refusal) when not allowed."""
-    try:
-        return _answer(public_id=public_id, user=user, answer=answer)
-    except ApprovalError as error:
-        refusal_record(
-            user=user, request=error.request, code=error.code, attempted="answer", via="web", public_id=str(public_id)
-        )
-        raise
+    return refusals_recorded(
+        lambda: _answer(public_id=public_id, user=user, answer=answer),
+        user=user,
+        attempted="answer",
+        public_id=public_id,
+    )

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from approvals import metrics, permissions
 from approvals.models import ApprovalRequest, AuditEvent, Callback, RequestStatus, User, Vote
-from approvals.services.common import MAX_CAUSE_LENGTH, ApprovalError, audit, truncate
+from approvals.services.common import MAX_CAUSE_LENGTH, ApprovalError, audit, locked_request, truncate
 from approvals.services.notifications import approval_notify
 
 logger = logging.getLogger(__name__)
@@ -92,17 +92,8 @@ def _queue_callback(callback: Callback) -> None:
 
 @transaction.atomic
 def _decide(*, public_id, user: User, approve: bool, comment: str) -> ApprovalRequest:
-    # The row lock serialises every vote on one request: two approvers completing a 2-of-2 at
-    # the same moment take turns, and only the second closes it (one Callback, OneToOne).
-    request = (
-        ApprovalRequest.objects.select_for_update(of=("self",))
-        .select_related("decided_by")
-        .prefetch_related("assignments", "votes")
-        .filter(public_id=public_id)
-        .first()
-    )
-    if request is None:
-        raise ApprovalError("This approval request does not exist.", "not_found")
+    # Only the second of two simultaneous votes completing a 2-of-2 closes it (one Callback).
+    request = locked_request(public_id, related=("decided_by",))
     authority, refusal = permissions.decision_authority(user, request, approve=approve)
     if refusal is not None:
         raise ApprovalError(refusal.message, refusal.code, request=request)
@@ -173,17 +164,23 @@ def approval_decide(*, public_id, user: User, approve: bool, comment: str = "", 
 
     Raises ApprovalError (and audits the refusal) when not allowed."""
     comment = comment.strip()
+    return refusals_recorded(
+        lambda: _decide(public_id=public_id, user=user, approve=approve, comment=comment),
+        user=user,
+        attempted="approve" if approve else "reject",
+        public_id=public_id,
+        via=via,
+    )
+
+
+def refusals_recorded(attempt, *, user: User, attempted: str, public_id, via: str = "web"):
+    """Run `attempt()` (a service's own transaction); a refusal it raises is recorded on its own,
+    after that transaction rolled back, and raised again."""
     try:
-        return _decide(public_id=public_id, user=user, approve=approve, comment=comment)
+        return attempt()
     except ApprovalError as error:
-        # The decision's transaction rolled back; the refusal is recorded on its own.
         refusal_record(
-            user=user,
-            request=error.request,
-            code=error.code,
-            attempted="approve" if approve else "reject",
-            via=via,
-            public_id=str(public_id),
+            user=user, request=error.request, code=error.code, attempted=attempted, via=via, public_id=str(public_id)
         )
         raise
 
