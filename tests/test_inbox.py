@@ -350,6 +350,23 @@ def test_the_number_of_queries_does_not_grow_with_the_page_depth(people):
     assert len(searching) == 1, searching
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the trigram index is PostgreSQL's (pg_trgm)")
+def test_search_words_use_the_trigram_index_on_postgresql():
+    from approvals.selectors import inbox_filter
+
+    def plan(search: str) -> str:
+        searched = inbox_filter(ApprovalRequest.objects.order_by(), search=search).values("pk")
+        sql, params = searched.query.sql_with_params()
+        with connection.cursor() as cursor:  # as if the table were big: a bitmap index scan or nothing
+            cursor.execute("SET LOCAL enable_seqscan = off")
+            cursor.execute("SET LOCAL enable_indexscan = off")
+            cursor.execute(f"EXPLAIN {sql}", params)
+            return "\n".join(row[0] for row in cursor.fetchall())
+
+    assert "request_search_trgm" in plan("lisbon")
+    assert "request_search_trgm" not in plan("42")  # no trigram in it: the index would read every entry
+
+
 # ---------------------------------------------------------------------------
 # Deadlines: relative, absolute on hover, overdue and soon marked
 # ---------------------------------------------------------------------------
