@@ -206,8 +206,9 @@ def seek_page(
     An unknown anchor, or one with nothing beyond it any more, shows the first page.
 
     `page`: the number the link gave the page, a label. Without an anchor it is a page number as
-    Django's paginator reads it (a link from before, a bookmark): served by OFFSET, exact but as
-    slow as before for deep pages; past the end it is the last page (the first, if not counted).
+    Django's paginator reads it (a link from before, a bookmark): served by OFFSET, exact, still
+    slower the deeper it is (a deferred join: the ids first); past the end it is the last page
+    (the first, if the list was not counted).
 
     `count`: the number of rows when the caller knows it; else counted here, exactly, or with
     `count_limit` up to that many: the ids of the first `count_limit` + 1 rows, which stops
@@ -227,9 +228,9 @@ def seek_page(
         count = queryset.count()
     num_pages = None if is_capped else max(1, -(-count // per_page))
     try:  # bounded: an uncounted list's OFFSET must stay a bigint
-        number = min(max(1, int(page)), num_pages or 1_000_000)
+        number, numbered = min(max(1, int(page)), num_pages or 1_000_000), True
     except (TypeError, ValueError):
-        number = 1
+        number, numbered = 1, False
 
     def beyond_anchor(anchor: str, sort_keys: list[_SortKey]) -> list:
         try:
@@ -256,11 +257,12 @@ def seek_page(
         found = beyond_anchor(before, [key.reversed() for key in keys])
         if len(found) > per_page:  # else the rows before the anchor are the first page's
             rows, has_next, has_previous = found[:per_page][::-1], True, True
-    elif number > 1:
+    elif numbered:  # OFFSET over the ids alone (no joins, narrow rows to sort), then those rows
         offset = (number - 1) * per_page
-        found = list(queryset[offset : offset + per_page + 1])
+        ids = list(queryset.values_list("pk", flat=True)[offset : offset + per_page + 1])
+        found = list(queryset.filter(pk__in=ids)) if ids else []
         if found:
-            rows, has_next, has_previous = found[:per_page], len(found) > per_page, True
+            rows, has_next, has_previous = found[:per_page], len(found) > per_page, number > 1
     if rows is None:  # the first page
         first = queryset if first_ids is None else queryset.filter(pk__in=first_ids)
         found = list(first[: per_page + 1]) if count else []

@@ -287,6 +287,8 @@ def test_old_page_links_from_emails_and_bookmarks_still_show_that_page(people):
     assert "Page 3 of 3" in past_the_end
     assert titles(not_a_number)[0] == "Row 000"
     assert "Page 1 of 3" in not_a_number
+    first = client.get("/?page=1").content.decode()
+    assert titles(first)[0] == "Row 000" and link(first, "prev") is None and "Page 1 of 3" in first
     for url in ("/?q=row&page=99", "/?q=row&page=99999999999999999999999"):  # a search counts to 50 only
         assert titles(client.get(url).content.decode())[0] == "Row 000"
 
