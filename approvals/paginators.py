@@ -211,17 +211,17 @@ def seek_page(
     (the first, if the list was not counted).
 
     `count`: the number of rows when the caller knows it; else counted here, exactly, or with
-    `count_limit` up to that many: the ids of the first `count_limit` + 1 rows, which stops
-    early when many match and are also the first page's. If no more match, every page is then
-    looked up among those ids, so that a selective search does not walk an index in vain.
+    `count_limit` up to that many: the ids of at most `count_limit` + 1 rows, in no order, so
+    that PostgreSQL may stop as soon as it has them when many match, or find few by an index
+    (in the list's order it would walk the ordering's index to its end when few match). If no
+    more match, every page is then looked up among those ids.
     """
     keys = _sort_keys(queryset)
     queryset = queryset.order_by(*(key.order_by() for key in keys))
-    is_capped, first_ids = False, None
+    is_capped = False
     if count is None and count_limit is not None:
-        ids = list(queryset.values_list("pk", flat=True)[: count_limit + 1])
+        ids = list(queryset.order_by().values_list("pk", flat=True)[: count_limit + 1])
         count, is_capped = min(len(ids), count_limit), len(ids) > count_limit
-        first_ids = ids[: per_page + 1]
         if not is_capped:
             queryset = queryset.filter(pk__in=ids)
     elif count is None:
@@ -264,8 +264,7 @@ def seek_page(
         if found:
             rows, has_next, has_previous = found[:per_page], len(found) > per_page, number > 1
     if rows is None:  # the first page
-        first = queryset if first_ids is None else queryset.filter(pk__in=first_ids)
-        found = list(first[: per_page + 1]) if count else []
+        found = list(queryset[: per_page + 1]) if count else []
         rows, has_next, has_previous = found[:per_page], len(found) > per_page, False
 
     # Keep the label coherent with what is shown: 1 without a previous page; at least 2 with one;
