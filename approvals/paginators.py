@@ -1,10 +1,14 @@
-"""A paginator for the admin's big tables: no full COUNT(*) over hundreds of thousands of rows."""
+"""Paginators for big tables: the admin's (no full COUNT(*) over hundreds of thousands of rows)
+and the inbox's (pages found by seeking from a row, not by OFFSET)."""
 
-from functools import cached_property
+import operator
+from dataclasses import dataclass
+from functools import cached_property, reduce
 
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db import connections
-from django.db.models import QuerySet
+from django.db.models import F, OrderBy, Q, QuerySet
 
 
 class LargeTablePaginator(Paginator):
@@ -70,3 +74,215 @@ class AuditTrailPaginator(LargeTablePaginator):
     """Millions of audit events: a filter that still matches most of them is counted to 10,000."""
 
     count_limit = 10_000
+
+
+# ---------------------------------------------------------------------------
+# The inbox: pages found by seeking from a row ("keyset pagination"), not by OFFSET
+# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _SortKey:
+    """One column of an ordering: its field, direction and, for a nullable field, where NULLs go."""
+
+    name: str
+    descending: bool
+    nulls: str | None  # "first" / "last"; None: the column is NOT NULL
+
+    def order_by(self):
+        if self.nulls is None:
+            return f"-{self.name}" if self.descending else self.name
+        order = F(self.name).desc if self.descending else F(self.name).asc
+        return order(nulls_first=True) if self.nulls == "first" else order(nulls_last=True)
+
+    def reversed(self) -> "_SortKey":
+        flipped = {"first": "last", "last": "first"}.get(self.nulls)
+        return _SortKey(self.name, not self.descending, flipped)
+
+    def equal(self, value) -> Q:
+        return Q(**{f"{self.name}__isnull": True}) if value is None else Q(**{self.name: value})
+
+    def beyond(self, value) -> Q | None:
+        """The rows that come strictly after `value` in this column's order (None: none do)."""
+        if value is None:
+            return Q(**{f"{self.name}__isnull": False}) if self.nulls == "first" else None
+        beyond = Q(**{f"{self.name}__{'lt' if self.descending else 'gt'}": value})
+        return beyond | Q(**{f"{self.name}__isnull": True}) if self.nulls == "last" else beyond
+
+
+def _sort_keys(queryset: QuerySet) -> list[_SortKey]:
+    """The queryset's ordering as sort keys, the primary key last so that it is a total order.
+
+    Only the model's own columns ("-received_at", F("deadline").asc(nulls_last=True), …). A
+    nullable column without an explicit NULLS placement gets PostgreSQL's (NULL sorts above
+    every value), made explicit so that SQLite orders the same way.
+    """
+    opts = queryset.model._meta
+    keys = []
+    for item in queryset.query.order_by or opts.ordering:
+        if isinstance(item, str) and item != "?":
+            descending, name, nulls = item.startswith("-"), item.lstrip("-"), None
+        elif isinstance(item, OrderBy) and isinstance(item.expression, F):
+            descending, name = item.descending, item.expression.name
+            nulls = "first" if item.nulls_first else "last" if item.nulls_last else None
+        else:
+            raise ValueError(f"cannot seek in an ordering by {item!r}")
+        field = opts.pk if name == "pk" else opts.get_field(name)
+        if field.null and nulls is None:
+            nulls = "first" if descending else "last"
+        keys.append(_SortKey(field.name, descending, nulls if field.null else None))
+    if not keys or keys[-1].name != opts.pk.name:
+        keys.append(_SortKey(opts.pk.name, keys[-1].descending if keys else False, None))
+    return keys
+
+
+def _after(keys: list[_SortKey], values) -> Q:
+    """Rows after the one whose sort values are `values`: (k1 beyond) OR (k1 = and k2 beyond) OR …
+
+    Plus the first column's bound on its own (k1 <= v1 when descending), which says the same
+    but lets PostgreSQL start the index scan at the anchor instead of filtering from the top.
+    """
+    branches, equal = [], Q()
+    for key, value in zip(keys, values, strict=True):
+        beyond = key.beyond(value)
+        if beyond is not None:
+            branches.append(equal & beyond)
+        equal &= key.equal(value)
+    if not branches:
+        return Q(pk__in=[])
+    condition = reduce(operator.or_, branches)
+    first, value = keys[0], values[0]
+    if first.nulls is None:
+        condition &= Q(**{f"{first.name}__{'lte' if first.descending else 'gte'}": value})
+    return condition
+
+
+@dataclass
+class SeekPage:
+    """One page of the inbox and what its links need.
+
+    `number` is the page's number as the links counted it: a label (rows that arrive or leave
+    shift it, the rows shown never skip or repeat one). `count` / `num_pages` are None when
+    unknown; `is_capped`: there are more than `count`. The links: Next is `after=next_cursor`,
+    Previous is `before=previous_cursor`, or the first page when `previous_cursor` is None.
+    """
+
+    object_list: list
+    number: int
+    count: int
+    is_capped: bool
+    num_pages: int | None
+    has_next: bool
+    has_previous: bool
+    next_cursor: str | None
+    previous_cursor: str | None
+
+    @property
+    def next_page_number(self) -> int:
+        return self.number + 1
+
+    @property
+    def previous_page_number(self) -> int | None:
+        """None for the first page, which its link leaves out."""
+        return self.number - 1 if self.number > 2 else None
+
+
+def seek_page(
+    queryset: QuerySet,
+    *,
+    per_page: int,
+    after: str = "",
+    before: str = "",
+    page: str = "",
+    count: int | None = None,
+    count_limit: int | None = None,
+    anchor_field: str = "public_id",
+) -> SeekPage:
+    """The page after (or before) the row whose `anchor_field` is `after` (`before`).
+
+    The page after row X is `WHERE (sort key) beyond X's … LIMIT per_page + 1`: with an index on
+    the ordering that reads about one page whatever the depth, where OFFSET reads and drops
+    every row before it. One query finds X's sort values (by `anchor_field`, a unique column
+    that tells nothing about the database, unlike an id), one the page. X is looked up in the
+    whole table, so a row that has left the list since (decided, say) still marks the place.
+    An unknown anchor, or one with nothing beyond it any more, shows the first page.
+
+    `page`: the number the link gave the page, a label. Without an anchor it is a page number as
+    Django's paginator reads it (a link from before, a bookmark): served by OFFSET, exact, still
+    slower the deeper it is (a deferred join: the ids first); past the end it is the last page
+    (the first, if the list was not counted).
+
+    `count`: the number of rows when the caller knows it; else counted here, exactly, or with
+    `count_limit` up to that many: the ids of at most `count_limit` + 1 rows, in no order, so
+    that PostgreSQL may stop as soon as it has them when many match, or find few by an index
+    (in the list's order it would walk the ordering's index to its end when few match). If no
+    more match, every page is then looked up among those ids.
+    """
+    keys = _sort_keys(queryset)
+    queryset = queryset.order_by(*(key.order_by() for key in keys))
+    is_capped = False
+    if count is None and count_limit is not None:
+        ids = list(queryset.order_by().values_list("pk", flat=True)[: count_limit + 1])
+        count, is_capped = min(len(ids), count_limit), len(ids) > count_limit
+        if not is_capped:
+            queryset = queryset.filter(pk__in=ids)
+    elif count is None:
+        count = queryset.count()
+    num_pages = None if is_capped else max(1, -(-count // per_page))
+    try:  # bounded: an uncounted list's OFFSET must stay a bigint
+        number, numbered = min(max(1, int(page)), num_pages or 1_000_000), True
+    except (TypeError, ValueError):
+        number, numbered = 1, False
+
+    def beyond_anchor(anchor: str, sort_keys: list[_SortKey]) -> list:
+        try:
+            values = (
+                queryset.model._default_manager.filter(**{anchor_field: anchor})
+                .values_list(*(key.name for key in keys))
+                .first()
+            )
+        except (ValidationError, ValueError):  # not a valid anchor: a hand-made link
+            return []
+        if values is None:
+            return []
+        ordered = queryset.order_by(*(key.order_by() for key in sort_keys))
+        return list(ordered.filter(_after(sort_keys, values))[: per_page + 1])
+
+    rows = None
+    if not count:
+        pass
+    elif after:
+        found = beyond_anchor(after, keys)
+        if found:
+            rows, has_next, has_previous = found[:per_page], len(found) > per_page, True
+    elif before:
+        found = beyond_anchor(before, [key.reversed() for key in keys])
+        if len(found) > per_page:  # else the rows before the anchor are the first page's
+            rows, has_next, has_previous = found[:per_page][::-1], True, True
+    elif numbered:  # OFFSET over the ids alone (no joins, narrow rows to sort), then those rows
+        offset = (number - 1) * per_page
+        ids = list(queryset.values_list("pk", flat=True)[offset : offset + per_page + 1])
+        found = list(queryset.filter(pk__in=ids)) if ids else []
+        if found:
+            rows, has_next, has_previous = found[:per_page], len(found) > per_page, number > 1
+    if rows is None:  # the first page
+        found = list(queryset[: per_page + 1]) if count else []
+        rows, has_next, has_previous = found[:per_page], len(found) > per_page, False
+
+    # Keep the label coherent with what is shown: 1 without a previous page; at least 2 with one;
+    # the last page's number when there is no next one.
+    number = max(number, 2) if has_previous else 1
+    if num_pages is not None and not has_next:
+        num_pages = number = max(num_pages, 2) if has_previous else 1
+    elif num_pages is not None:
+        number = max(2, min(number, num_pages - 1)) if has_previous else 1
+        num_pages = max(num_pages, number + 1)
+    return SeekPage(
+        object_list=rows,
+        number=number,
+        count=count,
+        is_capped=is_capped,
+        num_pages=num_pages,
+        has_next=has_next,
+        has_previous=has_previous,
+        next_cursor=str(getattr(rows[-1], anchor_field)) if has_next else None,
+        previous_cursor=str(getattr(rows[0], anchor_field)) if has_previous and number > 2 else None,
+    )

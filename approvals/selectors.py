@@ -1,12 +1,13 @@
 """Readers: the querysets views, admin and tasks use, with their joins, so nothing is N+1."""
 
 import contextlib
+import re
 import uuid
 from collections.abc import Iterable
 from datetime import timedelta
 
 from django.db import connection
-from django.db.models import Count, F, Prefetch, Q, QuerySet
+from django.db.models import Count, F, Func, Prefetch, Q, QuerySet, TextField
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -146,6 +147,28 @@ def inbox_counts(user: User, *, groups: set[str] | None = None) -> dict[str, int
     }
 
 
+class SearchText(Func):
+    """The columns the inbox's search looks in, as one string: title, requester, state machine
+    and state, a space between. A search word has no space, so it is found in this string
+    exactly when it is found in one of the columns.
+
+    On PostgreSQL a trigram index (migration 0005) covers `UPPER(<this>)`, the expression Django
+    generates for `icontains`: one indexed lookup per word instead of four unindexed ones.
+    The SQL must stay as the index has it (tests/test_inbox.py checks that the index is used).
+    """
+
+    template = "(%(expressions)s)"
+    arg_joiner = " || ' ' || "
+    output_field = TextField()
+
+    def __init__(self):
+        super().__init__(F("title"), F("requester_email"), F("state_machine_arn"), F("state_name"))
+
+
+# A word pg_trgm can look up: three letters or digits in a row give it at least one trigram.
+_TRIGRAMS = re.compile(r"[^\W_]{3}")
+
+
 def inbox_filter(
     requests: QuerySet[ApprovalRequest], *, search: str = "", state_machine: str = "", due: str = "", sort: str = ""
 ) -> QuerySet[ApprovalRequest]:
@@ -155,13 +178,17 @@ def inbox_filter(
     for word in search.split()[:8]:
         if word.startswith("arn:"):
             requests = requests.filter(Q(execution_arn=word) | Q(state_machine_arn=word))
-            continue
-        requests = requests.filter(
-            Q(title__icontains=word)
-            | Q(requester_email__icontains=word)
-            | Q(state_machine_arn__icontains=word)
-            | Q(state_name__icontains=word)
-        )
+        elif _TRIGRAMS.search(word):
+            requests = requests.alias(search_text=SearchText()).filter(search_text__icontains=word)
+        else:
+            # Too short for a trigram: the same match column by column, which the planner
+            # cannot mistake for an indexed one (the index would read all of its entries).
+            requests = requests.filter(
+                Q(title__icontains=word)
+                | Q(requester_email__icontains=word)
+                | Q(state_machine_arn__icontains=word)
+                | Q(state_name__icontains=word)
+            )
     if state_machine:
         requests = requests.filter(state_machine_arn=state_machine)
     now = timezone.now()

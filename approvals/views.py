@@ -1,7 +1,6 @@
 """Pages: parse input, call one service or selector, render. No business rules here."""
 
 from django.contrib.auth.decorators import login_required
-from django.core.paginator import Paginator
 from django.http import HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -11,6 +10,7 @@ from django.views.decorators.http import require_GET, require_POST
 from approvals import delegation_selectors, links, permissions, selectors, services
 from approvals.execution_groups import mark_execution_groups
 from approvals.forms import DecisionForm, InboxFilterForm, LinkConfirmForm
+from approvals.paginators import seek_page
 
 # Refusal codes → HTTP status of the page that explains them.
 ERROR_STATUS = {
@@ -62,6 +62,7 @@ def admin_login(request):
 
 
 INBOX_PAGE_SIZE = 25
+INBOX_SEARCH_COUNT_LIMIT = 50
 
 
 @login_required
@@ -83,13 +84,19 @@ def inbox(request):
         sort=narrowed["sort"],
     )
     filtering = any(narrowed[name] for name in ("q", "machine", "due"))
-    paginator = Paginator(listed, INBOX_PAGE_SIZE)
-    if not filtering:
-        paginator.count = counts[tab]  # the same rows: don't count them twice
-    page = paginator.get_page(request.GET.get("page"))
-    rows = list(page.object_list)
+    page = seek_page(
+        listed,
+        per_page=INBOX_PAGE_SIZE,
+        after=request.GET.get("after", ""),
+        before=request.GET.get("before", ""),
+        page=request.GET.get("page", ""),
+        # Unfiltered: the tab's count, the same rows (don't count them twice). A search is
+        # counted up to a limit ("more than 50"); the filters' indexes make their count cheap.
+        count=None if filtering else counts[tab],
+        count_limit=INBOX_SEARCH_COUNT_LIMIT if narrowed["q"] else None,
+    )
     page.object_list = mark_execution_groups(
-        rows, selectors.execution_counts(requests, [row.execution_arn for row in rows])
+        page.object_list, selectors.execution_counts(requests, [row.execution_arn for row in page.object_list])
     )
     return render(
         request,

@@ -13,9 +13,11 @@ var/bench/inbox.json.
 """
 
 import argparse
+import html
 import json
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -120,6 +122,14 @@ def signed_in_client(user):
     return client
 
 
+def follow_next(client, url: str, times: int) -> str:
+    """The URL of the page `times` clicks on "Next →" away from `url`, as a person gets there."""
+    for _ in range(times):
+        page = client.get(url).content.decode()
+        url = "/" + html.unescape(re.search(r'<a href="([^"]+)" rel="next">', page).group(1))
+    return url
+
+
 def measure(client, url: str, repeat: int) -> dict:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
@@ -150,10 +160,11 @@ PAGES = [
     ("decided by me", "/?tab=decided"),
     ("I requested", "/?tab=requested"),
     ("search: two words", "/?q=supplier+42"),
+    ("search: one order", "/?q=order+42420"),
     ("filter: state machine", f"/?machine={MACHINES[3]}"),
     ("filter: overdue", "/?due=overdue"),
     ("sort: deadline", "/?sort=deadline"),
-    ("page 200 of 400", "/?page=200"),
+    ("page 200 of 400, old link", "/?page=200"),
 ]
 
 
@@ -196,6 +207,7 @@ def main() -> int:
 
     client = signed_in_client(approver)
     pages = list(PAGES)
+    pages.append(("page 200 of 400, by Next", follow_next(client, "/", 199)))
     waiting = ApprovalRequest.objects.filter(status="pending", assignments__value=APPROVER_GROUP).first()
     pages.append(("request page", f"/requests/{waiting.public_id}/"))
     results = []
@@ -203,17 +215,17 @@ def main() -> int:
         result = {"page": name, "url": url, **measure(client, url, args.repeat)}
         results.append(result)
         print(
-            f"  {name:24} p50 {result['p50_ms']:6.1f} ms   p95 {result['p95_ms']:6.1f} ms   {result['queries']} queries"
+            f"  {name:26} p50 {result['p50_ms']:6.1f} ms   p95 {result['p95_ms']:6.1f} ms   {result['queries']} queries"
         )
 
     with connection.cursor() as cursor:
         cursor.execute("SHOW server_version")
         server = cursor.fetchone()[0]
     worst = max(r["p95_ms"] for r in results)
-    print(f"\n{'page':24} | {'p50 ms':>7} | {'p95 ms':>7} | queries")
-    print(f"{'-' * 24}-+-{'-' * 7}-+-{'-' * 7}-+--------")
+    print(f"\n{'page':26} | {'p50 ms':>7} | {'p95 ms':>7} | queries")
+    print(f"{'-' * 26}-+-{'-' * 7}-+-{'-' * 7}-+--------")
     for r in results:
-        print(f"{r['page']:24} | {r['p50_ms']:>7} | {r['p95_ms']:>7} | {r['queries']:>7}")
+        print(f"{r['page']:26} | {r['p50_ms']:>7} | {r['p95_ms']:>7} | {r['queries']:>7}")
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(

@@ -301,10 +301,15 @@ def humanize_action(action: str) -> str:
 # ---------------------------------------------------------------------------
 # The inbox's links: the current query string with some parameters changed
 # ---------------------------------------------------------------------------
+# Where the inbox's page links point (approvals/paginators.py seek_page): a link to another
+# tab, filter or sort starts at its first page.
+PAGE_PARAMETERS = ("page", "after", "before")
+
+
 @register.simple_tag(takes_context=True)
 def query(context, **changes) -> str:
-    """`?tab=…&q=…` keeping the current filters; a value of None or "" drops the parameter."""
-    params = {key: value for key, value in context["request"].GET.items() if key != "page"}
+    """`?tab=…&q=…` keeping the current filters, not the page; None or "" drops the parameter."""
+    params = {key: value for key, value in context["request"].GET.items() if key not in PAGE_PARAMETERS}
     for key, value in changes.items():
         if value in (None, ""):
             params.pop(key, None)
