@@ -6,10 +6,9 @@ import uuid
 from collections.abc import Iterable
 from datetime import timedelta
 
-from django.contrib.auth.models import Group
 from django.db import connection
 from django.db.models import Count, F, Func, Prefetch, Q, QuerySet, TextField
-from django.db.models.functions import Coalesce, Lower
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from approvals import permissions
@@ -28,28 +27,32 @@ from approvals.models import (
 from approvals.roles import APPROVER_ACCESS_GROUP
 
 
-def _assignment_match(email: str, groups) -> Q:
-    match = Q(kind=Assignment.Kind.GROUP, value__in=sorted(groups))
-    if email:
-        match |= Q(kind=Assignment.Kind.USER, value=email.lower())
-    return match
-
-
-def _assigned_to(user: User, groups: set[str] | None = None) -> Q:
-    """Assigned to the user by email or to one of their groups (`groups`: already looked up), or
-    to someone the user stands in for by an active delegation."""
-    groups = permissions.user_group_names(user) if groups is None else groups
-    match = _assignment_match(user.email or "", groups)
-    # The people the user stands in for, as subqueries of the same statement (no query up front).
-    delegators = User.objects.filter(
-        pk__in=permissions.active_delegations_to(user).values("delegator_id"), is_active=True
-    ).order_by()
-    delegator_emails = delegators.exclude(email="").annotate(email_lower=Lower("email")).values("email_lower")
-    delegator_groups = (
-        Group.objects.filter(user__in=delegators.values("pk")).exclude(name=APPROVER_ACCESS_GROUP).values("name")
+def delegated_identities(user: User) -> tuple[set[str], set[str]]:
+    """The emails and SSO groups of the approvers `user` stands in for now (one query)."""
+    rows = (
+        permissions.active_delegations_to(user)
+        .filter(delegator__is_active=True)
+        .values_list("delegator__email", "delegator__groups__name")
     )
-    match |= Q(kind=Assignment.Kind.USER, value__in=delegator_emails)
-    match |= Q(kind=Assignment.Kind.GROUP, value__in=delegator_groups)
+    emails, groups = set(), set()
+    for email, group in rows:
+        if email:
+            emails.add(email.lower())
+        if group and group != APPROVER_ACCESS_GROUP:
+            groups.add(group)
+    return emails, groups
+
+
+def _assigned_to(user: User, groups: set[str] | None = None, delegated: tuple[set[str], set[str]] | None = None) -> Q:
+    """Assigned to the user by email or to one of their groups, or to someone the user stands in
+    for by an active delegation. `groups` (permissions.user_group_names) and `delegated`
+    (delegated_identities): already looked up by the caller, else looked up here."""
+    groups = permissions.user_group_names(user) if groups is None else groups
+    emails, their_groups = delegated_identities(user) if delegated is None else delegated
+    match = Q(kind=Assignment.Kind.GROUP, value__in=sorted(set(groups) | their_groups))
+    emails = sorted(emails | ({user.email.lower()} if user.email else set()))
+    if emails:
+        match |= Q(kind=Assignment.Kind.USER, value__in=emails)
     return Q(pk__in=Assignment.objects.filter(match).values("request_id"))
 
 
@@ -103,7 +106,9 @@ _LIST_DEFERRED = (
 )
 
 
-def inbox_tab(user: User, tab: str, *, groups: set[str] | None = None) -> QuerySet[ApprovalRequest]:
+def inbox_tab(
+    user: User, tab: str, *, groups: set[str] | None = None, delegated: tuple[set[str], set[str]] | None = None
+) -> QuerySet[ApprovalRequest]:
     """One tab of the inbox, in its natural order (newest first; "decided" by decision time).
 
     - waiting: what the user may decide now (inbox_for's rule: pending, assigned, not theirs,
@@ -119,7 +124,9 @@ def inbox_tab(user: User, tab: str, *, groups: set[str] | None = None) -> QueryS
     requests = ApprovalRequest.objects.all()
     order = ("-received_at", "-id")
     if tab == "waiting":
-        requests = requests.filter(_assigned_to(user, groups), status=RequestStatus.PENDING).exclude(_voted_by(user))
+        requests = requests.filter(_assigned_to(user, groups, delegated), status=RequestStatus.PENDING).exclude(
+            _voted_by(user)
+        )
         if email:
             requests = requests.exclude(requester_email__iexact=email)
     elif tab == "groups":
@@ -134,7 +141,9 @@ def inbox_tab(user: User, tab: str, *, groups: set[str] | None = None) -> QueryS
     return requests.select_related("decided_by", "callback", "claimed_by").defer(*_LIST_DEFERRED).order_by(*order)
 
 
-def inbox_counts(user: User, *, groups: set[str] | None = None) -> dict[str, int]:
+def inbox_counts(
+    user: User, *, groups: set[str] | None = None, delegated: tuple[set[str], set[str]] | None = None
+) -> dict[str, int]:
     """How many requests each tab holds: "waiting" and "groups" in one pass over the requests
     assigned to the user, then one COUNT each for "decided" and "requested"."""
     groups = permissions.user_group_names(user) if groups is None else groups
@@ -146,7 +155,7 @@ def inbox_counts(user: User, *, groups: set[str] | None = None) -> dict[str, int
     if groups:
         in_groups = Assignment.objects.filter(kind=Assignment.Kind.GROUP, value__in=sorted(groups))
         counted["groups"] = Count("pk", filter=Q(pk__in=in_groups.values("request_id")))
-    counts = ApprovalRequest.objects.filter(_assigned_to(user, groups)).aggregate(**counted)
+    counts = ApprovalRequest.objects.filter(_assigned_to(user, groups, delegated)).aggregate(**counted)
     return {
         "waiting": counts["waiting"] or 0,
         "groups": counts.get("groups") or 0,

@@ -71,10 +71,11 @@ def inbox(request):
     filters = InboxFilterForm(request.GET, tabs=selectors.INBOX_TABS)
     tab = filters.value("tab") or "waiting"
     groups = permissions.user_group_names(request.user)
-    requests = selectors.inbox_tab(request.user, tab, groups=groups)
+    delegated = selectors.delegated_identities(request.user)
+    requests = selectors.inbox_tab(request.user, tab, groups=groups, delegated=delegated)
     if tab == "waiting":  # rows that reach the user through a delegation say for whom
         requests = delegation_selectors.with_delegated_for(requests, request.user, groups=groups)
-    counts = selectors.inbox_counts(request.user, groups=groups)
+    counts = selectors.inbox_counts(request.user, groups=groups, delegated=delegated)
     narrowed = {name: filters.value(name) for name in ("q", "machine", "due", "sort")}
     listed = selectors.inbox_filter(
         requests,

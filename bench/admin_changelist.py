@@ -67,6 +67,7 @@ def add_requests(start: int, stop: int, *, decider, batch: int = 5_000) -> None:
     from django.utils import timezone
 
     from approvals.models import ApprovalRequest, Assignment, Callback, CallbackStatus, RequestStatus
+    from bench import common as bench_common
 
     now = timezone.now()
     statuses = [RequestStatus.PENDING, RequestStatus.APPROVED, RequestStatus.REJECTED, RequestStatus.EXPIRED]
@@ -89,6 +90,7 @@ def add_requests(start: int, stop: int, *, decider, batch: int = 5_000) -> None:
             for n in range(low, min(stop, low + batch))
         ]
         created = ApprovalRequest.objects.bulk_create(rows)
+        bench_common.votes_for_decided(created)
         Assignment.objects.bulk_create(
             [
                 Assignment(request=row, kind=Assignment.Kind.GROUP, value=GROUPS[(n // 4) % 20])

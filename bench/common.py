@@ -149,6 +149,23 @@ def signed_in_session(user, base_url: str):
 # ---------------------------------------------------------------------------
 # Rows in bulk (fixtures for the scenarios that don't measure ingestion)
 # ---------------------------------------------------------------------------
+def votes_for_decided(rows) -> None:
+    """A Vote for each decided row, as approval_decide writes one: the decided tab, separation of
+    duties and the callback's identity check read votes, not decided_by."""
+    from approvals.models import RequestStatus, Vote
+
+    Vote.objects.bulk_create(
+        Vote(
+            request=row,
+            user=row.decided_by,
+            approve=row.status != RequestStatus.REJECTED,
+            created_at=row.decided_at or row.received_at,
+        )
+        for row in rows
+        if row.decided_by is not None
+    )
+
+
 def bulk_requests(
     count: int,
     *,
@@ -194,6 +211,7 @@ def bulk_requests(
             Assignment(request=row, kind=Assignment.Kind.USER, value=assignee_emails[(low + i) % len(assignee_emails)])
             for i, row in enumerate(created)
         )
+        votes_for_decided(created)
         ids += [row.pk for row in created]
     return ids
 

@@ -63,6 +63,7 @@ def add_requests(total: int, approver, batch: int = 5_000) -> None:
     from django.utils import timezone
 
     from approvals.models import ApprovalRequest, Assignment, Callback, CallbackStatus, RequestStatus
+    from bench import common as bench_common
 
     now = timezone.now()
     closed = [RequestStatus.APPROVED, RequestStatus.REJECTED, RequestStatus.EXPIRED]
@@ -89,6 +90,7 @@ def add_requests(total: int, approver, batch: int = 5_000) -> None:
                 )
             )
         created = ApprovalRequest.objects.bulk_create(rows)
+        bench_common.votes_for_decided(created)
         Assignment.objects.bulk_create(
             Assignment(
                 request=row,

@@ -70,6 +70,7 @@ def add_requests(start: int, stop: int, approver, batch: int = 5000) -> None:
                 )
             )
         created = ApprovalRequest.objects.bulk_create(rows)
+        common.votes_for_decided(created)
         Assignment.objects.bulk_create(
             Assignment(
                 request=row,
