@@ -93,6 +93,9 @@ class ApprovalRequest(models.Model):
             models.Index(fields=["deadline", "id"], name="request_deadline"),
             models.Index(fields=["state_machine_arn", "-received_at"], name="request_machine_received"),
             models.Index(fields=["execution_arn"], name="request_execution"),
+            # The inbox's tab counts read status and requester of every request assigned to the
+            # user: from this narrow index, not the wide rows (details can be 256 KiB each).
+            models.Index(fields=["id", "status"], include=["requester_email"], name="request_id_status"),
             # Plus, on PostgreSQL, trigram indexes for the admin's search on title and requester
             # (migration 0003: they need the pg_trgm extension, which SQLite has no use for).
         ]

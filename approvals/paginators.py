@@ -193,6 +193,7 @@ def seek_page(
     before: str = "",
     page: str = "",
     count: int | None = None,
+    capped: bool = False,
     count_limit: int | None = None,
     anchor_field: str = "public_id",
 ) -> SeekPage:
@@ -210,7 +211,8 @@ def seek_page(
     slower the deeper it is (a deferred join: the ids first); past the end it is the last page
     (the first, if the list was not counted).
 
-    `count`: the number of rows when the caller knows it; else counted here, exactly, or with
+    `count`: the number of rows when the caller knows it (`capped`: at least that many); else
+    counted here, exactly, or with
     `count_limit` up to that many: the ids of at most `count_limit` + 1 rows, in no order, so
     that PostgreSQL may stop as soon as it has them when many match, or find few by an index
     (in the list's order it would walk the ordering's index to its end when few match). If no
@@ -218,7 +220,7 @@ def seek_page(
     """
     keys = _sort_keys(queryset)
     queryset = queryset.order_by(*(key.order_by() for key in keys))
-    is_capped = False
+    is_capped = capped and count is not None  # the caller counted up to `count`, and there are more
     if count is None and count_limit is not None:
         ids = list(queryset.order_by().values_list("pk", flat=True)[: count_limit + 1])
         count, is_capped = min(len(ids), count_limit), len(ids) > count_limit

@@ -93,7 +93,8 @@ def inbox(request):
         page=request.GET.get("page", ""),
         # Unfiltered: the tab's count, the same rows (don't count them twice). A search is
         # counted up to a limit ("more than 50"); the filters' indexes make their count cheap.
-        count=None if filtering else counts[tab],
+        count=None if filtering else min(counts[tab], selectors.INBOX_COUNT_CAP),
+        capped=not filtering and counts[tab] > selectors.INBOX_COUNT_CAP,
         count_limit=INBOX_SEARCH_COUNT_LIMIT if narrowed["q"] else None,
     )
     page.object_list = mark_execution_groups(
@@ -105,7 +106,7 @@ def inbox(request):
         {
             "page": page,
             "tab": tab,
-            "tabs": [(key, label, counts[key]) for key, label in selectors.INBOX_TABS.items()],
+            "tabs": [(key, label, _count_label(counts[key])) for key, label in selectors.INBOX_TABS.items()],
             "filters": filters,
             "narrowed": narrowed,
             "filtering": filtering,
@@ -113,6 +114,10 @@ def inbox(request):
             "state_machines": selectors.state_machine_arns(),
         },
     )
+
+
+def _count_label(count: int) -> str:
+    return f"{selectors.INBOX_COUNT_CAP}+" if count > selectors.INBOX_COUNT_CAP else str(count)
 
 
 def _not_found(request):
