@@ -1,31 +1,30 @@
 """ "I'm on it" and "Release" on the request page: one POST each, then back to the page."""
 
-from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.shortcuts import redirect
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from approvals import services
-from approvals.views import _refusal_page
+from approvals.views import after_service
 
 
 @login_required
 @require_POST
 def claim(request, public_id):
-    try:
-        services.approval_claim(public_id=public_id, user=request.user)
-    except services.ApprovalError as error:
-        return _refusal_page(request, error.message, error.code, error.request)
-    messages.success(request, "You're on it: your colleagues see that you are handling this request.")
-    return redirect("request-detail", public_id=public_id)
+    return after_service(
+        request,
+        lambda: services.approval_claim(public_id=public_id, user=request.user),
+        then=reverse("request-detail", args=[public_id]),
+        message="You're on it: your colleagues see that you are handling this request.",
+    )
 
 
 @login_required
 @require_POST
 def unclaim(request, public_id):
-    try:
-        services.approval_unclaim(public_id=public_id, user=request.user)
-    except services.ApprovalError as error:
-        return _refusal_page(request, error.message, error.code, error.request)
-    messages.success(request, "Released: the request is free for anyone of your group to take.")
-    return redirect("request-detail", public_id=public_id)
+    return after_service(
+        request,
+        lambda: services.approval_unclaim(public_id=public_id, user=request.user),
+        then=reverse("request-detail", args=[public_id]),
+        message="Released: the request is free for anyone of your group to take.",
+    )

@@ -1,5 +1,6 @@
 """Pages: parse input, call one service or selector, render. No business rules here."""
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponseRedirect
 from django.shortcuts import redirect, render
@@ -217,6 +218,18 @@ def decide(request, public_id):
     except services.ApprovalError as error:
         return _refusal_page(request, error.message, error.code, error.request)
     return redirect("request-result", public_id=public_id)
+
+
+def after_service(request, call, *, then: str, message: str = ""):
+    """A POST handler's end: run one service call; a refusal is the refusal page, else a
+    redirect to `then` (with `message` shown there)."""
+    try:
+        call()
+    except services.ApprovalError as error:
+        return _refusal_page(request, error.message, error.code, error.request)
+    if message:
+        messages.success(request, message)
+    return redirect(then)
 
 
 def _refusal_page(request, message: str, code: str, approval=None):
