@@ -562,18 +562,19 @@ def _parse_policy(
             "bad_policy", "field 'policy.rejectOn' must be \"any\" or a whole number", "policy.rejectOn"
         )
     rejections = 1 if reject_on == "any" else _policy_count(policy, "rejectOn")
-    # Only when the message names every possible approver can it ask for too many.
-    if required is not None and (users or groups):
-        if distinct:
-            possible, what = len(users) + len(groups), "approvers and groups (distinctGroups)"
-        else:
-            possible, what = (len(users), "approvers") if not groups else (required, "")
-        if required > possible:
-            raise ContractError(
-                "bad_policy",
-                f"field 'policy.required' asks for {required} approvals but 'approvers' names only {possible} {what}",
-                "policy.required",
-            )
+    # Only when the message names every possible approver can it ask for too many: a group can
+    # hold any number of people, but with distinctGroups it gives one approval at most.
+    possible = None
+    if distinct and (users or groups):
+        possible, what = len(users) + len(groups), "approvers and groups (distinctGroups)"
+    elif users and not groups:
+        possible, what = len(users), "approvers"
+    if required is not None and possible is not None and required > possible:
+        raise ContractError(
+            "bad_policy",
+            f"field 'policy.required' asks for {required} approvals but 'approvers' names only {possible} {what}",
+            "policy.required",
+        )
     return required, distinct, rejections
 
 
