@@ -7,7 +7,7 @@ from django.db.models import Case, CharField, Exists, F, OuterRef, Q, QuerySet, 
 from django.db.models.functions import Coalesce, Lower
 from django.utils import timezone
 
-from approvals import permissions
+from approvals import permissions, selectors
 from approvals.models import ApprovalRequest, Assignment, Delegation, User
 from approvals.roles import APPROVER_ACCESS_GROUP
 
@@ -17,11 +17,6 @@ DELEGATION_STATES = {
     "ended": "Ended",
     "revoked": "Revoked",
 }
-
-
-def _not_over(at: datetime) -> Q:
-    """Neither ended nor revoked at `at` (it may not have begun yet)."""
-    return Q(ends_at__gt=at) & (Q(revoked_at__isnull=True) | Q(revoked_at__gt=at))
 
 
 def _never_began() -> Q:
@@ -35,7 +30,7 @@ def delegations_in_state(queryset: QuerySet[Delegation], state: str, at: datetim
     if state == "upcoming":
         return queryset.filter(starts_at__gt=at).exclude(never_began)
     if state == "active":
-        return queryset.filter(_not_over(at), starts_at__lte=at)
+        return queryset.active(at)
     if state == "revoked":
         return queryset.filter(never_began | Q(revoked_at__lte=at, revoked_at__lt=F("ends_at")))
     if state == "ended":
@@ -48,7 +43,7 @@ def delegations_of(user: User, at: datetime | None = None) -> dict[str, list[Del
     (they stand in), soonest first."""
     at = at or timezone.now()
     rows = (
-        Delegation.objects.filter(_not_over(at))
+        Delegation.objects.not_over(at)
         .filter(Q(delegator=user) | Q(delegate=user))
         .exclude(_never_began())
         .select_related("delegator", "delegate", "created_by")
@@ -62,10 +57,7 @@ def delegations_of(user: User, at: datetime | None = None) -> dict[str, list[Del
 
 
 def _assigned(email: str, groups: set[str]) -> Exists:
-    match = Q(kind=Assignment.Kind.GROUP, value__in=sorted(groups))
-    if email:
-        match |= Q(kind=Assignment.Kind.USER, value=email.lower())
-    return Exists(Assignment.objects.filter(match, request=OuterRef("pk")))
+    return Exists(Assignment.objects.filter(selectors.assignment_match([email], groups), request=OuterRef("pk")))
 
 
 def with_delegated_for(
@@ -78,7 +70,6 @@ def with_delegated_for(
     All in the list's own query (a subquery per row shown, no query per row, none up front).
     """
     groups = permissions.user_group_names(user) if groups is None else groups
-    now = timezone.now()
     delegator_groups = (
         Group.objects.filter(user=OuterRef(OuterRef("delegator_id"))).exclude(name=APPROVER_ACCESS_GROUP).values("name")
     )
@@ -87,8 +78,8 @@ def with_delegated_for(
         | Q(kind=Assignment.Kind.GROUP, value__in=delegator_groups)
     )
     delegator = (
-        Delegation.objects.filter(delegate=user, starts_at__lte=now, ends_at__gt=now, delegator__is_active=True)
-        .filter(Q(revoked_at__isnull=True) | Q(revoked_at__gt=now))
+        Delegation.objects.active()
+        .filter(delegate=user, delegator__is_active=True)
         .filter(Exists(delegators_assignment))
         .order_by("starts_at", "pk")
         .values("delegator__email")[:1]

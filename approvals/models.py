@@ -193,6 +193,26 @@ class InfoMessage(models.Model):
     def __str__(self) -> str:
         return f"{self.get_kind_display()} by {self.author_label}"
 
+    @classmethod
+    def unanswered(cls, messages) -> list["InfoMessage"]:
+        """The questions after the last answer among `messages` (oldest first): what the next
+        answer answers."""
+        questions: list[InfoMessage] = []
+        for message in messages:
+            questions = [] if message.kind == cls.Kind.ANSWER else [*questions, message]
+        return questions
+
+
+class DelegationQuerySet(models.QuerySet):
+    def not_over(self, at):
+        """Neither ended nor revoked at `at` (it may not have begun yet)."""
+        return self.filter(Q(ends_at__gt=at), Q(revoked_at__isnull=True) | Q(revoked_at__gt=at))
+
+    def active(self, at=None):
+        """In force at `at` (now by default): the rows for which Delegation.active_at is true."""
+        at = at or timezone.now()
+        return self.not_over(at).filter(starts_at__lte=at)
+
 
 class Delegation(models.Model):
     """ "Out of office until D, delegate to X": from starts_at to ends_at, X may see and decide
@@ -210,6 +230,8 @@ class Delegation(models.Model):
     )
     created_at = models.DateTimeField(default=timezone.now)
     revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = DelegationQuerySet.as_manager()
 
     class Meta:
         ordering = ["-starts_at", "-id"]

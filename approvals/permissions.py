@@ -64,13 +64,7 @@ def is_assignee(user: User, request: ApprovalRequest) -> bool:
 
 def active_delegations_to(user: User, at: datetime | None = None):
     """Delegations that let `user` stand in for someone at `at` (now by default)."""
-    at = at or timezone.now()
-    return (
-        Delegation.objects.filter(delegate=user, starts_at__lte=at, ends_at__gt=at)
-        .filter(Q(revoked_at__isnull=True) | Q(revoked_at__gt=at))
-        .select_related("delegator")
-        .order_by("starts_at", "pk")
-    )
+    return Delegation.objects.active(at).filter(delegate=user).select_related("delegator").order_by("starts_at", "pk")
 
 
 def authorities(user: User, request: ApprovalRequest, at: datetime | None = None) -> list[Authority]:

@@ -43,16 +43,23 @@ def delegated_identities(user: User) -> tuple[set[str], set[str]]:
     return emails, groups
 
 
+def assignment_match(emails: Iterable[str], groups: Iterable[str]) -> Q:
+    """Assignments that name one of these people (by email, in any case) or one of these groups,
+    as the (kind, value) index can look them up."""
+    match = Q(kind=Assignment.Kind.GROUP, value__in=sorted(set(groups)))
+    emails = sorted({email.lower() for email in emails if email})
+    if emails:
+        match |= Q(kind=Assignment.Kind.USER, value__in=emails)
+    return match
+
+
 def _assigned_to(user: User, groups: set[str] | None = None, delegated: tuple[set[str], set[str]] | None = None) -> Q:
     """Assigned to the user by email or to one of their groups, or to someone the user stands in
     for by an active delegation. `groups` (permissions.user_group_names) and `delegated`
     (delegated_identities): already looked up by the caller, else looked up here."""
     groups = permissions.user_group_names(user) if groups is None else groups
     emails, their_groups = delegated_identities(user) if delegated is None else delegated
-    match = Q(kind=Assignment.Kind.GROUP, value__in=sorted(set(groups) | their_groups))
-    emails = sorted(emails | ({user.email.lower()} if user.email else set()))
-    if emails:
-        match |= Q(kind=Assignment.Kind.USER, value__in=emails)
+    match = assignment_match([user.email, *emails], set(groups) | their_groups)
     return Q(pk__in=Assignment.objects.filter(match).values("request_id"))
 
 
@@ -61,12 +68,21 @@ def _voted_by(user: User) -> Q:
     return Q(pk__in=Vote.objects.filter(user=user).values("request_id"))
 
 
+def _waiting_for(
+    user: User, groups: set[str] | None = None, delegated: tuple[set[str], set[str]] | None = None
+) -> QuerySet[ApprovalRequest]:
+    """permissions.decision_refusal's rule as a query, but for the deadline: pending, assigned to
+    the user (or to whom they stand in for), not their own request, not voted on yet."""
+    requests = ApprovalRequest.objects.filter(_assigned_to(user, groups, delegated), status=RequestStatus.PENDING)
+    requests = requests.exclude(_voted_by(user))
+    if user.email:
+        requests = requests.exclude(requester_email__iexact=user.email)
+    return requests
+
+
 def inbox_for(user: User) -> QuerySet[ApprovalRequest]:
     """What this person may decide now: pending, assigned to them, not their own, not voted yet."""
-    queryset = ApprovalRequest.objects.filter(_assigned_to(user), status=RequestStatus.PENDING).exclude(_voted_by(user))
-    if user.email:
-        queryset = queryset.exclude(requester_email__iexact=user.email)
-    return queryset.prefetch_related("assignments").order_by("-received_at", "-id")
+    return _waiting_for(user).prefetch_related("assignments").order_by("-received_at", "-id")
 
 
 def request_detail(public_id) -> ApprovalRequest | None:
@@ -124,11 +140,7 @@ def inbox_tab(
     requests = ApprovalRequest.objects.all()
     order = ("-received_at", "-id")
     if tab == "waiting":
-        requests = requests.filter(_assigned_to(user, groups, delegated), status=RequestStatus.PENDING).exclude(
-            _voted_by(user)
-        )
-        if email:
-            requests = requests.exclude(requester_email__iexact=email)
+        requests = _waiting_for(user, groups, delegated)
     elif tab == "groups":
         in_groups = Assignment.objects.filter(kind=Assignment.Kind.GROUP, value__in=sorted(groups))
         requests = requests.filter(pk__in=in_groups.values("request_id")) if groups else requests.none()
@@ -167,7 +179,7 @@ class SearchText(Func):
     and state, a space between. A search word has no space, so it is found in this string
     exactly when it is found in one of the columns.
 
-    On PostgreSQL a trigram index (migration 0005) covers `UPPER(<this>)`, the expression Django
+    On PostgreSQL a trigram index (migration 0006) covers `UPPER(<this>)`, the expression Django
     generates for `icontains`: one indexed lookup per word instead of four unindexed ones.
     The SQL must stay as the index has it (tests/test_inbox.py checks that the index is used).
     """
@@ -267,13 +279,7 @@ def admin_requests_for(user: User) -> QuerySet[ApprovalRequest]:
     decided = Vote.objects.filter(user=user.pk).order_by().values("request_id")
     if not user.is_active:
         return queryset.filter(pk__in=decided)
-    may_decide = (
-        ApprovalRequest.objects.filter(_assigned_to(user), status=RequestStatus.PENDING)
-        .filter(Q(deadline__isnull=True) | Q(deadline__gt=timezone.now()))
-        .exclude(_voted_by(user))
-    )
-    if user.email:
-        may_decide = may_decide.exclude(requester_email__iexact=user.email)
+    may_decide = _waiting_for(user).filter(Q(deadline__isnull=True) | Q(deadline__gt=timezone.now()))
     # A union of two indexed lookups, not an OR over the table (which would read every row).
     return queryset.filter(pk__in=may_decide.order_by().values("pk").union(decided))
 

@@ -200,9 +200,7 @@ def _conversation_content(notification: Notification, request: ApprovalRequest) 
             "comment_label": "Question",
             "request_url": url,
         }
-    questions: list[str] = []  # what this answer answers: the questions since the answer before
-    for each in earlier[:index]:
-        questions = [] if each.kind == InfoMessage.Kind.ANSWER else [*questions, each.text]
+    questions = [question.text for question in InfoMessage.unanswered(earlier[:index])]  # what it answers
     return {
         "subject": f"The requester answered: {title}",
         "headline": "The requester answered",

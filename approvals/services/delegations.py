@@ -89,6 +89,23 @@ def _period(delegation: Delegation) -> dict:
     return {"from": delegation.starts_at.isoformat(), "until": delegation.ends_at.isoformat()}
 
 
+def _revoke(delegation: Delegation, *, at: datetime, actor: User, **data) -> None:
+    """End `delegation` at `at`, audited."""
+    delegation.revoked_at = at
+    delegation.save(update_fields=["revoked_at"])
+    audit(
+        action="delegation_revoked",
+        request=None,
+        actor=actor,
+        delegation=delegation.pk,
+        delegator=delegation.delegator.email,
+        delegate=delegation.delegate.email,
+        **_period(delegation),
+        revoked_from=at.isoformat(),
+        **data,
+    )
+
+
 @transaction.atomic
 def delegation_set(
     *,
@@ -114,26 +131,14 @@ def delegation_set(
         Delegation.objects.select_for_update(of=("self",))
         .filter(delegator=delegator, starts_at__lt=ends_at, ends_at__gt=starts_at)
         .filter(Q(revoked_at__isnull=True) | Q(revoked_at__gt=starts_at))
-        .select_related("delegate")
+        .select_related("delegator", "delegate")
         .order_by("pk")
     )
     replaced = []
     for old in overlapping:
         # One that began earlier runs until the new one begins; one that had not begun yet never will.
-        old.revoked_at = starts_at if old.starts_at < starts_at else now
-        old.save(update_fields=["revoked_at"])
+        _revoke(old, at=starts_at if old.starts_at < starts_at else now, actor=actor, replaced_by_new=True)
         replaced.append(old.pk)
-        audit(
-            action="delegation_revoked",
-            request=None,
-            actor=actor,
-            delegation=old.pk,
-            delegator=delegator.email,
-            delegate=old.delegate.email,
-            **_period(old),
-            revoked_from=old.revoked_at.isoformat(),
-            replaced_by_new=True,
-        )
     delegation = Delegation.objects.create(
         delegator=delegator,
         delegate=delegate,
@@ -175,16 +180,5 @@ def delegation_revoke(*, delegation_id: int, actor: User) -> Delegation:
     now = timezone.now()
     if delegation.effective_end <= now:
         return delegation  # already over: nothing to revoke
-    delegation.revoked_at = now
-    delegation.save(update_fields=["revoked_at"])
-    audit(
-        action="delegation_revoked",
-        request=None,
-        actor=actor,
-        delegation=delegation.pk,
-        delegator=delegation.delegator.email,
-        delegate=delegation.delegate.email,
-        **_period(delegation),
-        revoked_from=now.isoformat(),
-    )
+    _revoke(delegation, at=now, actor=actor)
     return delegation

@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
 from django.db.models.functions import Lower
 from django.utils import timezone
 
@@ -128,11 +127,10 @@ def _stand_ins(emails: list[str]) -> list[str]:
     """The emails of active delegates of these people, now."""
     if not emails:
         return []
-    now = timezone.now()
     delegates = (
-        Delegation.objects.annotate(delegator_email=Lower("delegator__email"))
-        .filter(delegator_email__in={email.lower() for email in emails}, starts_at__lte=now, ends_at__gt=now)
-        .filter(Q(revoked_at__isnull=True) | Q(revoked_at__gt=now), delegate__is_active=True)
+        Delegation.objects.active()
+        .annotate(delegator_email=Lower("delegator__email"))
+        .filter(delegator_email__in={email.lower() for email in emails}, delegate__is_active=True)
         .values_list("delegate__email", flat=True)
     )
     return sorted({email.lower() for email in delegates if email})
@@ -265,13 +263,8 @@ def conversation_notify(*, request: ApprovalRequest, message: InfoMessage) -> li
 def _open_question_askers(request: ApprovalRequest, *, before: InfoMessage) -> list[str]:
     """Who asked the questions this answer answers: every question since the previous answer."""
     earlier = request.info_messages.exclude(pk=before.pk).select_related("author").order_by("created_at", "id")
-    askers: list[str] = []
-    for message in earlier:
-        if message.kind == InfoMessage.Kind.ANSWER:
-            askers = []
-        elif message.author.email and message.author.email.lower() not in askers:
-            askers.append(message.author.email.lower())
-    return askers
+    emails = (question.author.email.lower() for question in InfoMessage.unanswered(earlier) if question.author.email)
+    return list(dict.fromkeys(emails))
 
 
 # ---------------------------------------------------------------------------
