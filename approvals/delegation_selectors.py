@@ -61,14 +61,22 @@ def _assigned(email: str, groups: set[str]) -> Exists:
 
 
 def with_delegated_for(
-    requests: QuerySet[ApprovalRequest], user: User, *, groups: set[str] | None = None
+    requests: QuerySet[ApprovalRequest],
+    user: User,
+    *,
+    groups: set[str] | None = None,
+    delegated: tuple[set[str], set[str]] | None = None,
 ) -> QuerySet[ApprovalRequest]:
     """Annotate `delegated_for`: the email of the approver a row reaches the user through (an
     active delegation, as permissions.active_delegations_to), or "" when it is assigned to the
     user themselves.
 
     All in the list's own query (a subquery per row shown, no query per row, none up front).
+    `delegated` (selectors.delegated_identities), when the caller has it: with no delegation to
+    the user, every row is their own and the subqueries are left out.
     """
+    if delegated is not None and not any(delegated):
+        return requests.annotate(delegated_for=Value("", output_field=CharField()))
     groups = permissions.user_group_names(user) if groups is None else groups
     delegator_groups = (
         Group.objects.filter(user=OuterRef(OuterRef("delegator_id"))).exclude(name=APPROVER_ACCESS_GROUP).values("name")

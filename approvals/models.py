@@ -96,6 +96,8 @@ class ApprovalRequest(models.Model):
             # The inbox's tab counts read status and requester of every request assigned to the
             # user: from this narrow index, not the wide rows (details can be 256 KiB each).
             models.Index(fields=["id", "status"], include=["requester_email"], name="request_id_status"),
+            # "I requested" and who may view a request: `requester_email__iexact`, i.e. UPPER(…) = UPPER(…).
+            models.Index(Upper("requester_email"), name="request_requester_upper"),
             # Plus, on PostgreSQL, trigram indexes for the admin's search on title and requester
             # (migration 0003: they need the pg_trgm extension, which SQLite has no use for).
         ]

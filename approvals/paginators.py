@@ -206,10 +206,10 @@ def seek_page(
     whole table, so a row that has left the list since (decided, say) still marks the place.
     An unknown anchor, or one with nothing beyond it any more, shows the first page.
 
-    `page`: the number the link gave the page, a label. Without an anchor it is a page number as
-    Django's paginator reads it (a link from before, a bookmark): served by OFFSET, exact, still
-    slower the deeper it is (a deferred join: the ids first); past the end it is the last page
-    (the first, if the list was not counted).
+    `page`: the number the link gave the page, a label only. Without an anchor the page is the
+    first, whatever the number says: the portal's links always carry one, and serving a bare
+    page number would mean OFFSET, which reads every row before the page (O(depth), see
+    docs/benchmarks.md).
 
     `count`: the number of rows when the caller knows it (`capped`: at least that many); else
     counted here, exactly, or with
@@ -229,10 +229,10 @@ def seek_page(
     elif count is None:
         count = queryset.count()
     num_pages = None if is_capped else max(1, -(-count // per_page))
-    try:  # bounded: an uncounted list's OFFSET must stay a bigint
-        number, numbered = min(max(1, int(page)), num_pages or 1_000_000), True
+    try:
+        number = min(max(1, int(page)), num_pages or 1_000_000)
     except (TypeError, ValueError):
-        number, numbered = 1, False
+        number = 1
 
     def beyond_anchor(anchor: str, sort_keys: list[_SortKey]) -> list:
         try:
@@ -259,12 +259,6 @@ def seek_page(
         found = beyond_anchor(before, [key.reversed() for key in keys])
         if len(found) > per_page:  # else the rows before the anchor are the first page's
             rows, has_next, has_previous = found[:per_page][::-1], True, True
-    elif numbered:  # OFFSET over the ids alone (no joins, narrow rows to sort), then those rows
-        offset = (number - 1) * per_page
-        ids = list(queryset.values_list("pk", flat=True)[offset : offset + per_page + 1])
-        found = list(queryset.filter(pk__in=ids)) if ids else []
-        if found:
-            rows, has_next, has_previous = found[:per_page], len(found) > per_page, number > 1
     if rows is None:  # the first page
         found = list(queryset[: per_page + 1]) if count else []
         rows, has_next, has_previous = found[:per_page], len(found) > per_page, False

@@ -75,7 +75,7 @@ def inbox(request):
     delegated = selectors.delegated_identities(request.user)
     requests = selectors.inbox_tab(request.user, tab, groups=groups, delegated=delegated)
     if tab == "waiting":  # rows that reach the user through a delegation say for whom
-        requests = delegation_selectors.with_delegated_for(requests, request.user, groups=groups)
+        requests = delegation_selectors.with_delegated_for(requests, request.user, groups=groups, delegated=delegated)
     counts = selectors.inbox_counts(request.user, groups=groups, delegated=delegated)
     narrowed = {name: filters.value(name) for name in ("q", "machine", "due", "sort")}
     listed = selectors.inbox_filter(
