@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from datetime import timedelta
 
 from django.db import connection
-from django.db.models import Count, F, Func, Prefetch, Q, QuerySet, TextField
+from django.db.models import BooleanField, Count, F, Func, Prefetch, Q, QuerySet, TextField
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -194,28 +194,54 @@ class SearchText(Func):
 
 # A word pg_trgm can look up: three letters or digits in a row give it at least one trigram.
 _TRIGRAMS = re.compile(r"[^\W_]{3}")
+_LETTERS_AND_DIGITS = re.compile(r"[^\W_]+")
+
+
+class WordsStartWith(Func):
+    """True when each of `beginnings` (letters and digits) begins a word of SearchText, a word
+    being a run of letters and digits: "42" finds "supplier 42" and "order 42420", not "1042".
+
+    For search words too short for a trigram (one or two letters or digits): as substrings they
+    would have to be looked for in every request of the list, 100 ms and more at 10,000 (docs/
+    benchmarks.md); as word beginnings, PostgreSQL looks them up in a text-search index
+    (migration 0009, which must have the same expression: tests/test_inbox.py checks that it
+    is used). SQLite, without the index, asks the same of a regular expression.
+    """
+
+    output_field = BooleanField()
+
+    def __init__(self, beginnings: list[str]):
+        self.beginnings = beginnings
+        super().__init__(SearchText())
+
+    def as_postgresql(self, compiler, connection, **extra_context):
+        text, params = compiler.compile(self.source_expressions[0])
+        words = f"to_tsvector('simple'::regconfig, regexp_replace({text}, '[^[:alnum:]]+', ' ', 'g'))"
+        prefixes = " & ".join(f"{beginning}:*" for beginning in self.beginnings)  # letters and digits only
+        return f"{words} @@ to_tsquery('simple'::regconfig, %s)", (*params, prefixes)
+
+    def as_sqlite(self, compiler, connection, **extra_context):
+        text, params = compiler.compile(self.source_expressions[0])
+        # Django's SQLite backend defines REGEXP with Python's re; [\W_] is neither letter nor digit.
+        pattern = "(?is)^" + "".join(rf"(?=(?:.*[\W_])?{re.escape(beginning)})" for beginning in self.beginnings)
+        return f"{text} REGEXP %s", (*params, pattern)
 
 
 def inbox_filter(
     requests: QuerySet[ApprovalRequest], *, search: str = "", state_machine: str = "", due: str = "", sort: str = ""
 ) -> QuerySet[ApprovalRequest]:
     """Narrow a tab: every search word must appear in the title, requester, state machine or
-    state (a whole ARN finds its execution or state machine); `due` is "overdue" or "soon"
-    (pending only); `sort` "deadline" puts the closest deadline first (none last)."""
+    state (a whole ARN finds its execution or state machine; a word without three letters or
+    digits in a row must begin words there, see WordsStartWith; one without any letter or
+    digit is left out); `due` is "overdue" or "soon" (pending only); `sort` "deadline" puts
+    the closest deadline first (none last)."""
     for word in search.split()[:8]:
         if word.startswith("arn:"):
             requests = requests.filter(Q(execution_arn=word) | Q(state_machine_arn=word))
         elif _TRIGRAMS.search(word):
             requests = requests.alias(search_text=SearchText()).filter(search_text__icontains=word)
-        else:
-            # Too short for a trigram: the same match column by column, which the planner
-            # cannot mistake for an indexed one (the index would read all of its entries).
-            requests = requests.filter(
-                Q(title__icontains=word)
-                | Q(requester_email__icontains=word)
-                | Q(state_machine_arn__icontains=word)
-                | Q(state_name__icontains=word)
-            )
+        elif beginnings := _LETTERS_AND_DIGITS.findall(word):
+            requests = requests.filter(WordsStartWith(beginnings))
     if state_machine:
         requests = requests.filter(state_machine_arn=state_machine)
     now = timezone.now()
