@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Iterable
 from datetime import timedelta
 
-from django.db import connection
+from django.db import NotSupportedError, connection
 from django.db.models import BooleanField, Count, F, Func, Prefetch, Q, QuerySet, TextField
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -213,6 +213,9 @@ class WordsStartWith(Func):
     def __init__(self, beginnings: list[str]):
         self.beginnings = beginnings
         super().__init__(SearchText())
+
+    def as_sql(self, compiler, connection, **extra_context):
+        raise NotSupportedError("the inbox's search runs on PostgreSQL or SQLite")
 
     def as_postgresql(self, compiler, connection, **extra_context):
         text, params = compiler.compile(self.source_expressions[0])
