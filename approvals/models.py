@@ -163,6 +163,7 @@ class Vote(models.Model):
         ]
         indexes = [
             models.Index(fields=["user", "request"], name="vote_user_request"),
+            models.Index(fields=["user", "-created_at"], name="vote_user_created"),  # "decided by me"
             models.Index(fields=["on_behalf_of", "request"], name="vote_principal_request"),
         ]
 

@@ -111,7 +111,8 @@ class _SortKey:
 def _sort_keys(queryset: QuerySet) -> list[_SortKey]:
     """The queryset's ordering as sort keys, the primary key last so that it is a total order.
 
-    Only the model's own columns ("-received_at", F("deadline").asc(nulls_last=True), …). A
+    The model's own columns ("-received_at", F("deadline").asc(nulls_last=True), …) or the
+    queryset's annotations of a joined column ("-voted_at", the "decided" tab's vote time). A
     nullable column without an explicit NULLS placement gets PostgreSQL's (NULL sorts above
     every value), made explicit so that SQLite orders the same way.
     """
@@ -125,10 +126,14 @@ def _sort_keys(queryset: QuerySet) -> list[_SortKey]:
             nulls = "first" if item.nulls_first else "last" if item.nulls_last else None
         else:
             raise ValueError(f"cannot seek in an ordering by {item!r}")
-        field = opts.pk if name == "pk" else opts.get_field(name)
+        if name in queryset.query.annotations:
+            field = queryset.query.annotations[name].output_field
+        else:
+            field = opts.pk if name == "pk" else opts.get_field(name)
+            name = field.name
         if field.null and nulls is None:
             nulls = "first" if descending else "last"
-        keys.append(_SortKey(field.name, descending, nulls if field.null else None))
+        keys.append(_SortKey(name, descending, nulls if field.null else None))
     if not keys or keys[-1].name != opts.pk.name:
         keys.append(_SortKey(opts.pk.name, keys[-1].descending if keys else False, None))
     return keys
@@ -203,7 +208,8 @@ def seek_page(
     the ordering that reads about one page whatever the depth, where OFFSET reads and drops
     every row before it. One query finds X's sort values (by `anchor_field`, a unique column
     that tells nothing about the database, unlike an id), one the page. X is looked up in the
-    whole table, so a row that has left the list since (decided, say) still marks the place.
+    whole table, so a row that has left the list since (decided, say) still marks the place
+    (in the list, when the order is by an annotation of the list's).
     An unknown anchor, or one with nothing beyond it any more, shows the first page.
 
     `page`: the number the link gave the page, a label only. Without an anchor the page is the
@@ -234,13 +240,14 @@ def seek_page(
     except (TypeError, ValueError):
         number = 1
 
+    # The anchor's sort values: from the whole table, or from the list when it sorts by one of
+    # its annotations (which the table has not).
+    annotated = any(key.name in queryset.query.annotations for key in keys)
+    anchors = queryset if annotated else queryset.model._default_manager.all()
+
     def beyond_anchor(anchor: str, sort_keys: list[_SortKey]) -> list:
         try:
-            values = (
-                queryset.model._default_manager.filter(**{anchor_field: anchor})
-                .values_list(*(key.name for key in keys))
-                .first()
-            )
+            values = anchors.filter(**{anchor_field: anchor}).values_list(*(key.name for key in keys)).first()
         except (ValidationError, ValueError):  # not a valid anchor: a hand-made link
             return []
         if values is None:

@@ -125,7 +125,7 @@ _LIST_DEFERRED = (
 def inbox_tab(
     user: User, tab: str, *, groups: set[str] | None = None, delegated: tuple[set[str], set[str]] | None = None
 ) -> QuerySet[ApprovalRequest]:
-    """One tab of the inbox, in its natural order (newest first; "decided" by decision time).
+    """One tab of the inbox, in its natural order (newest first; "decided" by the user's vote).
 
     - waiting: what the user may decide now (inbox_for's rule: pending, assigned, not theirs,
       not voted on yet);
@@ -145,8 +145,11 @@ def inbox_tab(
         in_groups = Assignment.objects.filter(kind=Assignment.Kind.GROUP, value__in=sorted(groups))
         requests = requests.filter(pk__in=in_groups.values("request_id")) if groups else requests.none()
     elif tab == "decided":
-        requests = requests.filter(_voted_by(user))
-        order = (F("decided_at").desc(nulls_first=True), "-id")
+        # Joined to the user's own vote (one per request, a unique constraint), newest first:
+        # read from the votes' (user, created_at) index, a page costs the same at 100 or 10,000
+        # votes (ordered by the request's decision time, every vote was read and sorted).
+        requests = requests.filter(votes__user=user).annotate(voted_at=F("votes__created_at"))
+        order = ("-voted_at", "-id")
     else:
         # Matches the UPPER(requester_email) trigram index of migration 0003 on PostgreSQL.
         requests = requests.filter(requester_email__iexact=email) if email else requests.none()

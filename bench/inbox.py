@@ -212,6 +212,7 @@ def main() -> int:
     client = signed_in_client(approver)
     pages = list(PAGES)
     pages.append(("page 200 of 400, by Next", follow_next(client, "/", 199)))
+    pages.append(("decided: page 40, by Next", follow_next(client, "/?tab=decided", 39)))
     waiting = ApprovalRequest.objects.filter(status="pending", assignments__value=APPROVER_GROUP).first()
     pages.append(("request page", f"/requests/{waiting.public_id}/"))
     results = []

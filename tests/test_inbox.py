@@ -238,18 +238,20 @@ def walk(client: Client, url: str, rel: str = "next") -> tuple[list[list[str]], 
     [
         ("/", ("-received_at", "-id")),
         ("/?sort=deadline", (F("deadline").asc(nulls_last=True), "-received_at", "-id")),
-        ("/?tab=decided", (F("decided_at").desc(nulls_first=True), "-id")),  # PostgreSQL's NULLs, also on SQLite
+        ("/?tab=decided", ("-received_at", "-id")),  # by the time of her vote: each row's received_at here
         ("/?q=row&sort=deadline", (F("deadline").asc(nulls_last=True), "-received_at", "-id")),
     ],
 )
 def test_next_and_previous_show_every_row_once_in_order_even_when_rows_share_their_times(people, url, order):
     decided = {"status": RequestStatus.APPROVED, "decided_by": people["alice"]} if "decided" in url else {}
     created = numbered_requests(80, **decided)
-    if decided:  # decided in batches of 7 at the same moment, some before a time was recorded
+    if decided:  # voted in batches of 7 at the same moment; the requests' own decision times differ
         for row in created:
-            row.decided_at = None if row.title == "Row 013" else row.received_at
+            row.decided_at = None if row.title == "Row 013" else timezone.now() - timedelta(minutes=row.pk % 13)
         ApprovalRequest.objects.bulk_update(created, ["decided_at"])
-        Vote.objects.bulk_create(Vote(request=row, user=people["alice"], approve=True) for row in created)
+        Vote.objects.bulk_create(
+            Vote(request=row, user=people["alice"], approve=True, created_at=row.received_at) for row in created
+        )
     expected = [row.title for row in ApprovalRequest.objects.filter(pk__in=[r.pk for r in created]).order_by(*order)]
     client = client_for(people["alice"])
 
@@ -370,6 +372,20 @@ def test_search_words_use_the_trigram_or_text_search_index_on_postgresql():
     assert "request_search_trgm" not in plan("42")  # no trigram in it: the index would read every entry
     assert "request_search_words" in plan("42")  # a word beginning, in the text-search index
     assert "request_search_words" in plan("eu-c")
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="a PostgreSQL plan")
+def test_decided_by_me_reads_the_users_votes_newest_first_from_their_index(people, inbox):
+    from approvals.selectors import inbox_tab
+
+    page = inbox_tab(people["alice"], "decided")[:26]
+    sql, params = page.query.sql_with_params()
+    with connection.cursor() as cursor:  # as if the tables were big
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute(f"EXPLAIN {sql}", params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+
+    assert "vote_user_created" in plan, plan  # no sort of every vote: a page reads about a page
 
 
 # ---------------------------------------------------------------------------
