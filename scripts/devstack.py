@@ -70,15 +70,16 @@ def main() -> int:
             raise SystemExit(f"'{name}' failed; see the output above")
 
     def stop(*_args) -> None:
+        # The last started first, each waited for: the worker and web stop before the AWS
+        # emulator and the IdP they talk to (as compose stops dependents first). Every process
+        # of a group counts, children included; what is left at the deadline is killed.
+        deadline = time.monotonic() + 20
         for name, process in reversed(processes.items()):
             if process.poll() is None:
                 print(f"[devstack] stopping {name}", flush=True)
                 # The program only (it stops its own children): a Celery worker whose pool
                 # children got the signal too can hang in its shutdown.
                 process.send_signal(signal.SIGTERM)
-        # Wait for every process of each group, children included; what is left at the deadline is killed.
-        deadline = time.monotonic() + 20
-        for process in processes.values():
             while group_alive(process.pid) and time.monotonic() < deadline:
                 process.poll()  # reaps the shell, so its own pid stops counting
                 time.sleep(0.1)
