@@ -151,7 +151,7 @@ def inbox_tab(
         requests = requests.filter(votes__user=user).annotate(voted_at=F("votes__created_at"))
         order = ("-voted_at", "-id")
     else:
-        # Matches the UPPER(requester_email) trigram index of migration 0003 on PostgreSQL.
+        # UPPER(requester_email) = UPPER(…): the btree index of migration 0008.
         requests = requests.filter(requester_email__iexact=email) if email else requests.none()
     return requests.select_related("decided_by", "callback", "claimed_by").defer(*_LIST_DEFERRED).order_by(*order)
 
