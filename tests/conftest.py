@@ -3,7 +3,9 @@
 Tests that need a part that is absent skip with a reason locally; with CI=true a skip fails.
 """
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -66,6 +68,10 @@ class Process:
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait()
+        # And whatever it left behind in its process group (a gunicorn worker whose master was
+        # killed, say), which would keep its database session and block dropping the test DB.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
         self._file.close()
 
     def output(self) -> str:

@@ -267,6 +267,8 @@ def test_ten_poison_messages_among_a_hundred_good_ones_end_in_the_dlq_without_st
 # Decisions and callbacks
 # ---------------------------------------------------------------------------
 @pytest.mark.e2e
+# portal_stack's database, asked for below: pytest-django sets up databases for marked tests only.
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.portal_worker_args("-B")
 def test_a_decision_made_while_the_broker_is_down_is_delivered_exactly_once_when_it_returns(
     request, aws, demo_state_machine, log_dir
