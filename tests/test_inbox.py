@@ -355,18 +355,23 @@ def test_the_number_of_queries_does_not_grow_with_the_page_depth(people):
     assert len(searching) == 1, searching
 
 
+def query_plan(queryset, *, disable: tuple[str, ...] = ("seqscan",)) -> str:
+    """PostgreSQL's plan for `queryset` as if the tables were big: the scans in `disable` off."""
+    sql, params = queryset.query.sql_with_params()
+    with connection.cursor() as cursor:
+        for scan in disable:
+            cursor.execute(f"SET LOCAL enable_{scan} = off")
+        cursor.execute(f"EXPLAIN {sql}", params)
+        return "\n".join(row[0] for row in cursor.fetchall())
+
+
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="the search indexes are PostgreSQL's")
 def test_search_words_use_the_trigram_or_text_search_index_on_postgresql():
     from approvals.selectors import inbox_filter
 
-    def plan(search: str) -> str:
+    def plan(search: str) -> str:  # a bitmap index scan or nothing
         searched = inbox_filter(ApprovalRequest.objects.order_by(), search=search).values("pk")
-        sql, params = searched.query.sql_with_params()
-        with connection.cursor() as cursor:  # as if the table were big: a bitmap index scan or nothing
-            cursor.execute("SET LOCAL enable_seqscan = off")
-            cursor.execute("SET LOCAL enable_indexscan = off")
-            cursor.execute(f"EXPLAIN {sql}", params)
-            return "\n".join(row[0] for row in cursor.fetchall())
+        return query_plan(searched, disable=("seqscan", "indexscan"))
 
     assert "request_search_trgm" in plan("lisbon")
     assert "request_search_trgm" not in plan("42")  # no trigram in it: the index would read every entry
@@ -378,12 +383,7 @@ def test_search_words_use_the_trigram_or_text_search_index_on_postgresql():
 def test_decided_by_me_reads_the_users_votes_newest_first_from_their_index(people, inbox):
     from approvals.selectors import inbox_tab
 
-    page = inbox_tab(people["alice"], "decided")[:26]
-    sql, params = page.query.sql_with_params()
-    with connection.cursor() as cursor:  # as if the tables were big
-        cursor.execute("SET LOCAL enable_seqscan = off")
-        cursor.execute(f"EXPLAIN {sql}", params)
-        plan = "\n".join(row[0] for row in cursor.fetchall())
+    plan = query_plan(inbox_tab(people["alice"], "decided")[:26])
 
     assert "vote_user_created" in plan, plan  # no sort of every vote: a page reads about a page
 
