@@ -423,7 +423,8 @@ class ApprovalRequestAdmin(ActionsOnlyMixin, BigTableAdmin):
 
     @admin.display(description="details")
     def details_table(self, obj: ApprovalRequest) -> str:
-        return details_table(obj.details)
+        # Bounded like the request page; "Show all details" is the portal's page for the rest.
+        return details_table(obj.details, reverse("request-details", args=[obj.public_id]))
 
     @admin.display(description="decided by")
     def decided_by_email(self, obj: ApprovalRequest) -> str:

@@ -99,6 +99,27 @@ def request_detail(public_id) -> ApprovalRequest | None:
     )
 
 
+def request_status(public_id) -> ApprovalRequest | None:
+    """What the result page polls (and permissions.can_view reads): no details, no token."""
+    return (
+        ApprovalRequest.objects.select_related("callback")
+        .defer(*_STATUS_DEFERRED)
+        .prefetch_related("assignments", "votes")
+        .filter(public_id=public_id)
+        .first()
+    )
+
+
+_STATUS_DEFERRED = (
+    "details",
+    "token_ciphertext",
+    "token_fingerprint",
+    "decision_comment",
+    "callback__payload",
+    "callback__last_error",
+)
+
+
 # ---------------------------------------------------------------------------
 # The inbox (approvals/views.py): tabs, search, filters
 # ---------------------------------------------------------------------------

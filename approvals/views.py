@@ -1,8 +1,10 @@
 """Pages: parse input, call one service or selector, render. No business rules here."""
 
+import json
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpResponseRedirect
+from django.http import HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
@@ -12,6 +14,8 @@ from approvals import delegation_selectors, links, permissions, selectors, servi
 from approvals.execution_groups import mark_execution_groups
 from approvals.forms import DecisionForm, InboxFilterForm, LinkConfirmForm
 from approvals.paginators import seek_page
+from approvals.templatetags.approvals_tags import callback_final
+from approvals.templatetags.approvals_tags import callback_status as callback_status_text
 
 # Refusal codes → HTTP status of the page that explains them.
 ERROR_STATUS = {
@@ -297,3 +301,56 @@ def decision_result(request, public_id):
     if approval is None:
         return _not_found(request)
     return _detail_page(request, approval, just_decided=True)
+
+
+# ---------------------------------------------------------------------------
+# Served on their own: all of a request's details, and the result page's status
+# ---------------------------------------------------------------------------
+_JSON_MARKUP_ESCAPES = {ord("<"): "\\u003c", ord(">"): "\\u003e", ord("&"): "\\u0026"}
+
+
+@login_required
+@require_GET
+def request_details(request, public_id):
+    """ "Show all details": the workflow's details in full, as indented JSON text (escaped in
+    the page), or `?format=json` as a JSON download. The request page shows a bounded view."""
+    approval = _visible_request(request, public_id)
+    if approval is None:
+        return _not_found(request)
+    if request.GET.get("format") == "json":
+        # <, > and & as \u escapes: no markup in it even for a client that sniffs.
+        text = json.dumps(approval.details, indent=2).translate(_JSON_MARKUP_ESCAPES)
+        response = HttpResponse(text, content_type="application/json")
+        response["Content-Disposition"] = f'attachment; filename="details-{approval.public_id}.json"'
+        response["X-Content-Type-Options"] = "nosniff"
+        return response
+    text = json.dumps(approval.details, indent=2, ensure_ascii=False, sort_keys=False)
+    return render(request, "approvals/details_all.html", {"approval": approval, "details_json": text})
+
+
+@login_required
+@require_GET
+def request_status(request, public_id):
+    """The result page's poll: the request's and its callback's status, nothing else (no details,
+    no token). Not yours and not there answer alike."""
+    approval = selectors.request_status(public_id)
+    if approval is None or not permissions.can_view(request.user, approval):
+        response = JsonResponse({"error": "not_found"}, status=404)
+    else:
+        callback = getattr(approval, "callback", None)
+        response = JsonResponse(
+            {
+                "status": approval.status,
+                "statusText": approval.get_status_display(),
+                "callback": None
+                if callback is None
+                else {
+                    "status": callback.status,
+                    "text": callback_status_text(callback),
+                    "final": callback_final(callback),
+                },
+            }
+        )
+    response["Cache-Control"] = "no-store"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response

@@ -11,14 +11,15 @@ from django.core.mail import EmailMultiAlternatives, get_connection
 from django.template.loader import render_to_string
 
 from approvals.notifications import DeliveryError
-from approvals.notifications.messages import MessageContent, detail_lines
+from approvals.notifications.messages import MessageContent, details_summary
 
 
 def render(content: MessageContent, *, to: str) -> EmailMultiAlternatives:
     context = {
         "content": content,
         "approval": content.request,
-        "detail_lines": detail_lines(content.request.details, indent=1) if content.request else [],
+        # A summary of the details, never all of them (they may be 256 KiB): the page has the rest.
+        "detail_lines": details_summary(content.request.details, indent=1) if content.request else [],
     }
     message = EmailMultiAlternatives(
         subject=content.subject,

@@ -5,7 +5,7 @@ Decision links (signed, approvals/links.py) go only to someone who may decide th
 admins or a digest never carries buttons that would only lead to a refusal page.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from django.conf import settings
@@ -15,6 +15,7 @@ from django.utils import timezone
 from django.utils.timesince import timesince
 
 from approvals import links, permissions
+from approvals.details_view import MAIL_LIMITS, bound, text_lines
 from approvals.models import ApprovalRequest, Assignment, InfoMessage, Notification, RequestStatus, User
 
 MAX_SUBJECT_TITLE = 120
@@ -248,37 +249,21 @@ def build(notification: Notification, *, pending: list[ApprovalRequest] | None =
 
 
 def detail_lines(details, *, indent: int = 0, limit: int = MAX_DETAIL_LINES) -> list[str]:
-    """The workflow's details as indented "key: value" lines, for plain text and Slack."""
-    lines: list[str] = []
-
-    def walk(value, depth: int, label: str) -> None:
-        if len(lines) >= limit:
-            return
-        pad = "  " * (indent + depth)
-        prefix = "- " if label == "-" else f"{label}: " if label else ""
-        header = f"{pad}-" if label == "-" else f"{pad}{label}:"
-        if isinstance(value, dict) and value:
-            if label:
-                lines.append(header)
-                depth += 1
-            for key, item in value.items():
-                walk(item, depth, str(key))
-        elif isinstance(value, list) and value:
-            if label:
-                lines.append(header)
-            for item in value:
-                walk(item, depth + 1, "-")
-        else:
-            if value is None or value in ({}, []):
-                text = "—"
-            elif isinstance(value, bool):
-                text = "yes" if value else "no"
-            else:
-                text = one_line(str(value), 300)
-            lines.append(f"{pad}{prefix}{text}")
-
-    if details not in (None, {}):
-        walk(details if isinstance(details, dict | list) else {"value": details}, 0, "")
+    """The workflow's details as indented "key: value" lines (Slack): the bounded view of
+    approvals/details_view.py, at most `limit` lines."""
+    if details in (None, {}):
+        return []
+    limits = replace(MAIL_LIMITS, max_depth=3, max_items=10, max_chars=300, max_total_chars=3_000, max_values=limit)
+    view = bound(details if isinstance(details, dict | list) else {"value": details}, limits)
+    lines = text_lines(view, indent=indent)
     if len(lines) >= limit:
         lines = lines[:limit] + ["…"]
     return lines
+
+
+def details_summary(details, *, indent: int = 0) -> list[str]:
+    """A mail's summary of the details: a few top-level fields as "key: value" lines
+    (details_view.MAIL_LIMITS), with what was left out counted; the request page has the rest."""
+    if details in (None, {}):
+        return []
+    return text_lines(bound(details if isinstance(details, dict) else {"value": details}, MAIL_LIMITS), indent=indent)

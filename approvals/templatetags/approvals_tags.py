@@ -14,6 +14,20 @@ from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 from django.utils.timesince import timesince, timeuntil
 
+from approvals.details_view import (
+    MAIL_LIMITS,
+    PAGE_LIMITS,
+    DetailLimits,
+    Entries,
+    Folded,
+    Items,
+    Text,
+    bound,
+    count_words,
+    cut_summary,
+    folded_text,
+    more_text,
+)
 from approvals.selectors import DUE_SOON
 
 register = template.Library()
@@ -21,7 +35,6 @@ register = template.Library()
 # ---------------------------------------------------------------------------
 # Details: arbitrary JSON from the workflow as an escaped, nested table
 # ---------------------------------------------------------------------------
-MAX_DEPTH = 8
 FOLD_AT = 300  # characters: longer strings are folded behind their beginning
 FOLD_PREVIEW = 120
 LIST_SHOWN = 20  # items: the rest of a longer list is folded
@@ -42,8 +55,8 @@ def _label(key) -> str:
     return text[:1].upper() + text[1:]
 
 
-def _is_scalar(value) -> bool:
-    return not isinstance(value, dict | list)
+def _is_scalar(node) -> bool:
+    return not isinstance(node, Entries | Items | Folded)
 
 
 def _link(text: str):
@@ -59,17 +72,21 @@ def _link(text: str):
     return format_html('<a href="{}" rel="noopener noreferrer nofollow">{}</a>', text, text)
 
 
-def _amount(value: dict):
+def _amount(node):
     """{"amount": "5300.00", "currency": "EUR"} → 5,300.00 EUR."""
-    if len(value) != 2:
+    if not isinstance(node, Entries) or len(node.items) != 2 or node.more:
         return None
-    lowered = {str(key).lower(): item for key, item in value.items()}
+    lowered = {key.value.lower(): item for key, item in node.items}
     amount_key = next((key for key in lowered if key in AMOUNT_KEYS), None)
     currency_key = next((key for key in lowered if key in CURRENCY_KEYS), None)
     if amount_key is None or currency_key is None:
         return None
     amount, currency = lowered[amount_key], lowered[currency_key]
-    if isinstance(amount, bool) or not isinstance(amount, int | float | str) or not isinstance(currency, str):
+    if isinstance(amount, Text):
+        amount = None if amount.cut else amount.value
+    if isinstance(amount, bool) or not isinstance(amount, int | float | str):
+        return None
+    if not isinstance(currency, Text) or currency.cut:
         return None
     try:
         number = Decimal(str(amount))
@@ -77,29 +94,43 @@ def _amount(value: dict):
         return None
     if not number.is_finite():
         return None
-    return format_html('<span class="amount">{}\u00a0{}</span>', f"{number:,}", currency)
+    return format_html('<span class="amount">{}\u00a0{}</span>', f"{number:,}", currency.value)
 
 
-def _text(value) -> SafeString | str:
-    if value is None:
+def _cut(text: str):
+    return format_html('<span class="cut">{}</span>', text)
+
+
+def _chars_cut(text: Text):
+    return _cut(f"… {count_words(text.cut, 'more character', 'more characters')}") if text.cut else ""
+
+
+def _text(node) -> SafeString | str:
+    if node is None:
         return format_html('<span class="muted">{}</span>', "—")
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int | float):
-        return format_html('<span class="num">{}</span>', value)
-    text = str(value)
-    link = _link(text)
-    if link is not None:
-        return link
+    if isinstance(node, bool):
+        return "yes" if node else "no"
+    if isinstance(node, int | float):
+        return format_html('<span class="num">{}</span>', node)
+    text = node.value
+    if not node.cut:
+        link = _link(text)
+        if link is not None:
+            return link
     if len(text) > FOLD_AT:
         return format_html(
-            '<details class="fold"><summary>{}…</summary><div class="text">{}</div></details>',
+            '<details class="fold"><summary>{}…</summary><div class="text">{}{}</div></details>',
             text[:FOLD_PREVIEW],
             text,
+            _chars_cut(node),
         )
-    if "\n" in text:
-        return format_html('<span class="text">{}</span>', text)
+    if "\n" in text or node.cut:
+        return format_html('<span class="text">{}{}</span>', text, _chars_cut(node))
     return text
+
+
+def _key(key: Text):
+    return format_html("{}{}", _label(key.value), "…" if key.cut else "")
 
 
 def _fold_rest(shown, rest_count: int, rest):
@@ -108,79 +139,113 @@ def _fold_rest(shown, rest_count: int, rest):
     return format_html('{}<details class="fold"><summary>{} more</summary>{}</details>', shown, rest_count, rest)
 
 
-def _records_table(items: list[dict], depth: int):
+def _records_table(node: Items, depth: int):
     """A list of flat objects (order lines, say) as one table with a header row."""
-    columns: list = []
-    for item in items:
-        for key in item:
-            if key not in columns:
-                columns.append(key)
+    columns: list[str] = []
+    labels: dict[str, Text] = {}
+    for row in node.items:
+        for key, _item in row.items:
+            if key.value not in labels:
+                columns.append(key.value)
+                labels[key.value] = key
 
-    def table(rows):
-        head = format_html_join("", '<th scope="col">{}</th>', ((_label(key),) for key in columns))
+    def table(rows, more: int):
+        head = format_html_join("", '<th scope="col">{}</th>', ((_key(labels[key]),) for key in columns))
         body = format_html_join(
             "",
             "<tr>{}</tr>",
             (
-                (format_html_join("", "<td>{}</td>", ((_value(row.get(key), depth + 1),) for key in columns)),)
-                for row in rows
+                (format_html_join("", "<td>{}</td>", ((_value(cells.get(key), depth + 1),) for key in columns)),)
+                for cells in ({key.value: item for key, item in row.items} for row in rows)
             ),
         )
-        return format_html('<table class="records"><thead><tr>{}</tr></thead><tbody>{}</tbody></table>', head, body)
-
-    rest = items[LIST_SHOWN:]
-    return _fold_rest(table(items[:LIST_SHOWN]), len(rest), table(rest) if rest else "")
-
-
-def _list(value: list, depth: int):
-    if not value:
-        return format_html('<span class="muted">{}</span>', "none")
-    if all(isinstance(item, dict) and item for item in value):
-        keys = {key for item in value for key in item}
-        if len(keys) <= TABLE_MAX_COLUMNS and all(_is_scalar(v) or _amount_like(v) for i in value for v in i.values()):
-            return _records_table(value, depth)
-
-    def items(part):
+        cut = format_html('<tr><td colspan="{}">{}</td></tr>', len(columns), _cut(more_text(node))) if more else ""
         return format_html(
-            '<ul class="items">{}</ul>', format_html_join("", "<li>{}</li>", ((_value(i, depth + 1),) for i in part))
+            '<table class="records"><thead><tr>{}</tr></thead><tbody>{}{}</tbody></table>', head, body, cut
         )
 
-    rest = value[LIST_SHOWN:]
-    return _fold_rest(items(value[:LIST_SHOWN]), len(rest), items(rest) if rest else "")
+    shown, rest = node.items[:LIST_SHOWN], node.items[LIST_SHOWN:]
+    if not rest:
+        return table(shown, node.more)
+    return _fold_rest(table(shown, 0), len(rest), table(rest, node.more))
 
 
-def _amount_like(value) -> bool:
-    return isinstance(value, dict) and _amount(value) is not None
+def _list(node: Items, depth: int):
+    if not node.items and not node.more:
+        return format_html('<span class="muted">{}</span>', "none")
+    if node.items and all(isinstance(item, Entries) and item.items and not item.more for item in node.items):
+        keys = {key.value for item in node.items for key, _ in item.items}
+        if len(keys) <= TABLE_MAX_COLUMNS and all(
+            _is_scalar(v) or _amount(v) is not None for item in node.items for _, v in item.items
+        ):
+            return _records_table(node, depth)
+
+    def items(part, more):
+        return format_html(
+            '<ul class="items">{}{}</ul>',
+            format_html_join("", "<li>{}</li>", ((_value(i, depth + 1),) for i in part)),
+            format_html("<li>{}</li>", _cut(more_text(node))) if more else "",
+        )
+
+    shown, rest = node.items[:LIST_SHOWN], node.items[LIST_SHOWN:]
+    if not rest:
+        return items(shown, node.more)
+    return _fold_rest(items(shown, 0), len(rest), items(rest, node.more))
 
 
-def _value(value, depth: int):
-    if depth > MAX_DEPTH:
-        return "…"
-    if isinstance(value, dict):
-        if not value:
+def _value(node, depth: int):
+    if isinstance(node, Folded):
+        return _cut(folded_text(node))
+    if isinstance(node, Entries):
+        if not node.items and not node.more:
             return format_html('<span class="muted">{}</span>', "none")
-        amount = _amount(value)
+        amount = _amount(node)
         if amount is not None:
             return amount
         rows = format_html_join(
             "",
             '<tr><th scope="row">{}</th><td>{}</td></tr>',
-            ((_label(key), _value(item, depth + 1)) for key, item in value.items()),
+            ((_key(key), _value(item, depth + 1)) for key, item in node.items),
         )
-        return format_html('<table class="details">{}</table>', rows)
-    if isinstance(value, list):
-        return _list(value, depth)
-    return _text(value)
+        more = format_html('<tr><td colspan="2">{}</td></tr>', _cut(more_text(node))) if node.more else ""
+        return format_html('<table class="details">{}{}</table>', rows, more)
+    if isinstance(node, Items):
+        return _list(node, depth)
+    return _text(node)
+
+
+def bounded_details_html(
+    details, *, show_all_url: str = "", limits: DetailLimits = PAGE_LIMITS, show_all_text: str = "Show all details"
+):
+    """Arbitrary JSON from the workflow as a nested, escaped table, bounded by `limits`; when
+    something was cut, a note says what and links to `show_all_url` (the full details)."""
+    if details is None or details == {}:
+        return format_html('<p class="muted">{}</p>', "The workflow sent no details.")
+    view = bound(details if isinstance(details, dict) else {"value": details}, limits)
+    table = _value(view.root, 0)
+    if not view.cut:
+        return table
+    note = format_html(
+        '<p class="cut-note">The details are long: this shows part of them ({} left out).{}</p>',
+        cut_summary(view),
+        format_html(' <a href="{}" class="show-all">{}</a>', show_all_url, show_all_text) if show_all_url else "",
+    )
+    return format_html("{}{}", note, table)
 
 
 @register.simple_tag
-def details_table(details):
-    """Arbitrary JSON from the workflow as a nested, escaped table."""
-    if details is None or details == {}:
-        return format_html('<p class="muted">{}</p>', "The workflow sent no details.")
-    if not isinstance(details, dict):
-        details = {"value": details}
-    return _value(details, 0)
+def details_table(details, show_all_url: str = ""):
+    """Arbitrary JSON from the workflow as a nested, escaped table (approvals/details_view.py
+    bounds it; "Show all details" leads to the rest)."""
+    return bounded_details_html(details, show_all_url=show_all_url)
+
+
+@register.simple_tag
+def details_summary_table(details, request_url: str = ""):
+    """A mail's summary of the details: a few top-level fields (MAIL_LIMITS), the page has the rest."""
+    return bounded_details_html(
+        details, show_all_url=request_url, limits=MAIL_LIMITS, show_all_text="See them all on the request page"
+    )
 
 
 # ---------------------------------------------------------------------------

@@ -2,7 +2,8 @@
  * - shows times in the viewer's own time zone (the title of each <time data-local>),
  * - makes the comment required in the browser when Reject is pressed (the server checks too),
  * - keeps a decision form from being sent twice,
- * - refreshes the Step Functions status after a decision until it is final.
+ * - refreshes the Step Functions status after a decision until it is final (from the request's
+ *   JSON status, /requests/<id>/status/; without JavaScript the page's Refresh link does it).
  * Loaded with `defer` from our own origin: the CSP allows no inline scripts.
  */
 (function () {
@@ -66,18 +67,20 @@
     });
   });
 
+  // Polls the request's small JSON status (data-status-url), not the page: the page may be large.
   function followCallback(status) {
+    var url = status.getAttribute("data-status-url");
     var attempts = 0;
     function check() {
       attempts += 1;
-      fetch(window.location.href, { credentials: "same-origin", headers: { "Accept": "text/html" } })
-        .then(function (response) { return response.ok ? response.text() : Promise.reject(response.status); })
-        .then(function (html) {
-          var fresh = new DOMParser().parseFromString(html, "text/html").getElementById("callback-status");
-          if (!fresh) return;
-          if (status.textContent !== fresh.textContent) status.textContent = fresh.textContent;
-          status.className = fresh.className;
-          if (fresh.hasAttribute("data-pending")) {
+      fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } })
+        .then(function (response) { return response.ok ? response.json() : Promise.reject(response.status); })
+        .then(function (data) {
+          var callback = data && data.callback;
+          if (!callback || typeof callback.text !== "string") return;
+          if (status.textContent !== callback.text) status.textContent = callback.text;
+          status.className = "callback callback-" + String(callback.status).replace(/[^a-z_-]/g, "");
+          if (!callback.final) {
             schedule();
           } else {
             status.removeAttribute("data-pending");
@@ -97,8 +100,8 @@
     localizeTimes(document);
     document.querySelectorAll("form[data-decision-form]").forEach(requireCommentOnReject);
     document.querySelectorAll("form[data-decision-form], form[data-once]").forEach(submitOnce);
-    var status = document.querySelector("#callback-status[data-pending]");
-    if (status && window.fetch && window.DOMParser) followCallback(status);
+    var status = document.querySelector("#callback-status[data-pending][data-status-url]");
+    if (status && window.fetch) followCallback(status);
   }
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
