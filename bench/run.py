@@ -3,6 +3,7 @@
     make bench                 # the full run (about 15 minutes on 2 cores)
     make bench QUICK=1         # scaled down: a smoke run in under two minutes
     .venv/bin/python bench/run.py --only ingest,latency --profile ingest
+    QUICK=1 .venv/bin/python bench/run.py --only details     # one scenario
     BENCH_SIZES='{"ingest_n": 2000}' make bench    # override single sizes (experiments)
 
 It starts what it needs — the moto server (AWS), a fake Step Functions endpoint (scenario 4),
@@ -12,7 +13,8 @@ redis://127.0.0.1:6379/15; a private redis-server if none answers). Each scenari
 measures. It prints one table and writes bench/results.json; process logs go to var/bench/logs.
 
 Scenarios (bench/scenarios/): 1 ingest, 2 queue-to-inbox latency, 3 decision-to-callback latency,
-4 callback ceiling, 5 flat scaling with data, 6 concurrency, 7 memory (measured during 1).
+4 callback ceiling, 5 flat scaling with data, 6 concurrency, 7 memory (measured during 1), 8 the
+request page and the mail for details at the size limit (`--only details`).
 docs/benchmarks.md explains each, and records a run.
 """
 
@@ -40,7 +42,7 @@ elif str(REPO_DIR) not in sys.path:
 
 from bench import stack  # noqa: E402
 
-SCENARIOS = ["ingest", "latency", "callback_latency", "callback_ceiling", "concurrency", "scaling"]
+SCENARIOS = ["ingest", "latency", "callback_latency", "callback_ceiling", "concurrency", "scaling", "details"]
 LOG_ROOT = REPO_DIR / "var" / "bench"
 
 
@@ -66,6 +68,7 @@ FULL = {
     "concurrency_per_client": 30,
     "concurrency_contested": 10,
     "admin_matrix": True,
+    "details_repeat": 30,
 }
 QUICK = {
     "ingest_n": 300,
@@ -86,6 +89,7 @@ QUICK = {
     "concurrency_per_client": 3,
     "concurrency_contested": 3,
     "admin_matrix": False,
+    "details_repeat": 10,
 }
 
 
