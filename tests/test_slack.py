@@ -940,3 +940,36 @@ def test_signed_hostile_payloads_never_crash_the_endpoint_and_decide_nothing(peo
         assert response.content  # a short reason, not an empty error
     request.refresh_from_db()
     assert request.status == RequestStatus.PENDING  # random button values never name this request
+
+
+# ---------------------------------------------------------------------------
+# Admin and configuration
+# ---------------------------------------------------------------------------
+def test_an_admin_unlinks_a_slack_identity_and_its_clicks_count_no_more(people, slack_api, celery_eager):
+    carol = User.objects.create_user(
+        username="carol", email="carol@example.com", is_staff=True, is_superuser=True, oidc_sub="carol"
+    )
+    identity = SlackIdentity.objects.get(user=people["alice"])
+    admin = signed_in(carol)
+    path = f"/admin/approvals/slackidentity/{identity.pk}/delete/"
+    admin.get(path)
+
+    response = admin.post(path, {"post": "yes", "csrfmiddlewaretoken": admin.cookies["portal_csrftoken"].value})
+
+    assert response.status_code == 302
+    assert not SlackIdentity.objects.filter(pk=identity.pk).exists()
+    (event,) = AuditEvent.objects.filter(action="slack_identity_unbound")
+    assert (event.actor, event.data["user"], event.data["slack_user_id"]) == (carol, "alice@example.com", "U0ALICE")
+    request = ingest()
+    click(slack_api, request)
+    assert refusals() == [("slack_unbound", "slack")]
+
+
+def test_slack_without_a_workspace_id_is_a_configuration_error(settings):
+    from approvals.notifications.checks import notification_settings_check
+
+    settings.SLACK_BOT_TOKEN, settings.SLACK_SIGNING_SECRET, settings.SLACK_TEAM_ID = "xoxb-1", "secret", ""
+
+    assert "approvals.E103" in [message.id for message in notification_settings_check(None)]
+    settings.SLACK_TEAM_ID = TEAM
+    assert "approvals.E103" not in [message.id for message in notification_settings_check(None)]
