@@ -416,6 +416,9 @@ def test_a_reject_click_opens_a_modal_asking_for_the_reason_and_decides_nothing(
     assert opened["body"]["trigger_id"] == "12345.98765.abcd2358fdea"
     view = opened["body"]["view"]
     assert (view["type"], view["callback_id"]) == ("modal", "reject_reason")
+    for key in ("title", "submit", "close"):  # Slack's limits for a modal
+        assert view[key]["type"] == "plain_text" and 0 < len(view[key]["text"]) <= 24
+    assert len(view["private_metadata"]) <= 3000 and len(view["blocks"]) <= 100
     assert json.loads(view["private_metadata"])["r"] == str(request.public_id)
     (reason_input,) = [block for block in view["blocks"] if block["type"] == "input"]
     assert reason_input["block_id"] == "reason" and reason_input["element"]["type"] == "plain_text_input"
