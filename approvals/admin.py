@@ -979,14 +979,14 @@ class ApprovalPolicyAdmin(admin.ModelAdmin):
 class PortalUserAdmin(UserAdmin):
     list_display = ["email", "first_name", "last_name", "is_staff", "is_superuser", "oidc_issuer", "last_login"]
     search_fields = ["email", "first_name", "last_name", "oidc_sub"]
-    readonly_fields = ["oidc_issuer", "oidc_sub", "last_login", "date_joined"]
+    readonly_fields = ["oidc_issuer", "oidc_sub", "last_login", "sso_verified_at", "date_joined"]
     fieldsets = [
         (None, {"fields": ["username", "email", "first_name", "last_name"]}),
         ("SSO", {"fields": ["oidc_issuer", "oidc_sub"]}),
         ("Access (from SSO groups)", {"fields": ["is_active", "is_staff", "is_superuser", "groups"]}),
-        ("Dates", {"fields": ["last_login", "date_joined"]}),
+        ("Dates", {"fields": ["last_login", "sso_verified_at", "date_joined"]}),
     ]
 
 
-from approvals import delegation_admin  # noqa: E402, F401 - registers Delegation
+from approvals import delegation_admin, slack_admin  # noqa: E402, F401 - register Delegation, SlackIdentity
 from approvals.notifications import admin as notifications_admin  # noqa: E402, F401 - registers its models

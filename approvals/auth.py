@@ -24,6 +24,7 @@ from mozilla_django_oidc.middleware import SessionRefresh
 
 from approvals.models import User
 from approvals.roles import APPROVER_ACCESS_GROUP
+from approvals.services.slack_identities import user_sso_verified
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,9 @@ class PortalOIDCBackend(OIDCAuthenticationBackend):
         except requests.RequestException as exc:
             status = exc.response.status_code if exc.response is not None else "-"
             logger.warning("sign-in refused: the IdP request failed (%s, status %s)", type(exc).__name__, status)
+        if user is not None and user.is_active:
+            # The sign-in or the refresh succeeded: the IdP vouches for this person now.
+            user_sso_verified(user=user)
         current = getattr(request, "user", None)
         if user is None and current is not None and current.is_authenticated:
             # A session refresh (prompt=none) the portal refuses ends the session; the library

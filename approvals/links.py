@@ -57,3 +57,39 @@ def read_link_token(token: str) -> DecisionLink:
     return DecisionLink(
         public_id=str(payload["r"]), approver_email=str(payload["u"]), action=payload["a"], expires_at=payload["e"]
     )
+
+
+# ---------------------------------------------------------------------------
+# Slack account binding: (workspace id, Slack user id, expiry)
+# ---------------------------------------------------------------------------
+SLACK_BIND_SALT = "approvals.slack-bind.v1"
+
+
+@dataclass(frozen=True)
+class SlackBindLink:
+    team_id: str
+    slack_user_id: str
+    expires_at: int
+
+
+def slack_bind_url(*, team_id: str, slack_user_id: str, ttl_seconds: int | None = None) -> str:
+    """The link a Slack user who is not bound yet gets: it names only who they are in Slack."""
+    ttl = ttl_seconds if ttl_seconds is not None else settings.SLACK_BIND_LINK_TTL_SECONDS
+    token = signing.dumps({"t": team_id, "s": slack_user_id, "e": int(time.time()) + ttl}, salt=SLACK_BIND_SALT)
+    return settings.PORTAL_BASE_URL + reverse("slack-bind", args=[token])
+
+
+def read_slack_bind_token(token: str) -> SlackBindLink:
+    """The link's content, or LinkError("…", "link_tampered" | "link_expired")."""
+    invalid = LinkError("This link is not valid. Click the button in Slack again for a new one.", "link_tampered")
+    try:
+        payload = signing.loads(token, salt=SLACK_BIND_SALT)
+    except signing.BadSignature:
+        raise invalid from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("e"), int):
+        raise invalid
+    if not all(isinstance(payload.get(key), str) and payload[key] for key in ("t", "s")):
+        raise invalid
+    if payload["e"] < time.time():
+        raise LinkError("This link has expired. Click the button in Slack again for a new one.", "link_expired")
+    return SlackBindLink(team_id=payload["t"], slack_user_id=payload["s"], expires_at=payload["e"])

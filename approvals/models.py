@@ -18,6 +18,9 @@ class User(AbstractUser):
 
     oidc_issuer = models.CharField(max_length=255, blank=True, default="")
     oidc_sub = models.CharField(max_length=255, blank=True, default="")
+    # The last time the IdP vouched for this person: a successful SSO sign-in or session refresh.
+    # Channels without a browser session (Slack) accept decisions only while this is recent.
+    sso_verified_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -588,3 +591,24 @@ class NotificationPreference(models.Model):
 
     def __str__(self) -> str:
         return f"Notification preferences of {self.user}"
+
+
+class SlackIdentity(models.Model):
+    """A Slack user (workspace id + user id) bound to one portal account, by that account's
+    owner through a signed-in SSO session. Slack clicks are taken only from bound identities."""
+
+    team_id = models.CharField(max_length=32)
+    slack_user_id = models.CharField(max_length=32)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="slack_identities")
+    bound_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "Slack identities"
+        constraints = [
+            # One Slack identity speaks for one account; one account has one identity per workspace.
+            models.UniqueConstraint(fields=["team_id", "slack_user_id"], name="slack_identity_unique"),
+            models.UniqueConstraint(fields=["team_id", "user"], name="slack_identity_one_per_user"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.slack_user_id} in {self.team_id}"

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from approvals import claim_views, conversation_views, delegation_views, slack_views, views
+from approvals import claim_views, conversation_views, delegation_views, slack_binding_views, slack_views, views
 from approvals.notifications import views as notification_views
 
 urlpatterns = [
@@ -21,4 +21,5 @@ urlpatterns = [
     path("out-of-office/", delegation_views.out_of_office, name="out-of-office"),
     path("out-of-office/<int:delegation_id>/revoke/", delegation_views.revoke, name="delegation-revoke"),
     path("slack/interactivity/", slack_views.interactivity, name="slack-interactivity"),
+    path("slack/link/<str:token>/", slack_binding_views.bind, name="slack-bind"),
 ]

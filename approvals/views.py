@@ -29,6 +29,7 @@ ERROR_STATUS = {
     "sod_previous_level": 403,
     "sod_requester_group": 403,
     "distinct_groups": 403,
+    "reason_required": 400,
     "not_pending": 409,
     "already_voted": 409,
     "claimed": 409,
@@ -276,6 +277,9 @@ def decision_link(request, token):
                 via="link",
             )
         except services.ApprovalError as error:
+            if error.code == services.REASON_REQUIRED:  # the same page again, saying what is missing
+                form.add_error("comment", error.message)
+                return _link_confirm_page(request, approval, link.action, form, status=400)
             return _refusal_page(request, error.message, error.code, error.request)
         return redirect("request-result", public_id=approval.public_id)
     if request.method != "GET":
@@ -287,8 +291,12 @@ def decision_link(request, token):
             user=request.user, request=approval, code=refusal.code, attempted=link.action, via="link"
         )
         return _refusal_page(request, refusal.message, refusal.code, approval)
+    return _link_confirm_page(request, approval, link.action, LinkConfirmForm())
+
+
+def _link_confirm_page(request, approval, action: str, form: LinkConfirmForm, *, status: int = 200):
     return render(
-        request, "approvals/confirm.html", {"approval": approval, "action": link.action, "form": LinkConfirmForm()}
+        request, "approvals/confirm.html", {"approval": approval, "action": action, "form": form}, status=status
     )
 
 

@@ -284,6 +284,16 @@ SLACK_TIMEOUT = env.float("SLACK_TIMEOUT", default=5.0)
 # SSO group → Slack channel id ("finance-approvers=C123,it-approvers=C456"); other groups' known
 # members get direct messages.
 SLACK_GROUP_CHANNELS = env.dict("SLACK_GROUP_CHANNELS", default={})
+# The workspace (team id, "T…") whose clicks count; a click from any other workspace is refused.
+SLACK_TEAM_ID = env.str("SLACK_TEAM_ID", default="")
+# Slack has no sign-in of its own to the portal: a click counts only while the clicker's last SSO
+# sign-in or session refresh is at most this old (README "Slack": why 4 hours).
+SLACK_SSO_MAX_AGE_SECONDS = env.int("SLACK_SSO_MAX_AGE_SECONDS", default=4 * 3600)
+# How long the link that binds a Slack user to a portal account stays valid.
+SLACK_BIND_LINK_TTL_SECONDS = env.int("SLACK_BIND_LINK_TTL_SECONDS", default=30 * 60)
+# Bind only when Slack's email for the Slack user is the signed-in account's email (a link
+# forwarded to someone else then binds nothing).
+SLACK_BIND_REQUIRE_EMAIL_MATCH = env.bool("SLACK_BIND_REQUIRE_EMAIL_MATCH", default=True)
 # Reminders and escalation (0 turns either off); escalation goes to ESCALATION_GROUP's members,
 # or to the portal admins (superusers) when it is empty.
 REMINDER_AFTER_SECONDS = env.int("REMINDER_AFTER_SECONDS", default=4 * 3600)

@@ -72,6 +72,36 @@ def test_a_group_member_approves_and_a_callback_is_queued_in_the_same_transactio
     assert AuditEvent.objects.filter(request=approval, action="approved", actor=people["alice"]).exists()
 
 
+@pytest.mark.parametrize("reason", ["", "   ", "\n\t "])
+def test_a_rejection_without_a_reason_is_refused_by_the_decision_service_itself(people, approval, reason):
+    # Not only the page's form: any channel calling the service (admin, link, Slack, an API) gets it.
+    with pytest.raises(services.ApprovalError) as refused:
+        services.approval_decide(public_id=approval.public_id, user=people["alice"], approve=False, comment=reason)
+
+    assert refused.value.code == "reason_required"
+    assert refused.value.message == "Say why you reject: the requester and the workflow see it."
+    approval.refresh_from_db()
+    assert approval.status == RequestStatus.PENDING
+    assert not approval.votes.exists()
+    assert not Callback.objects.filter(request=approval).exists()
+    event = AuditEvent.objects.get(action="decision_refused")
+    assert (event.actor, event.data["code"], event.data["attempted"]) == (people["alice"], "reason_required", "reject")
+
+
+def test_someone_who_may_not_decide_hears_that_rather_than_that_a_reason_is_missing(people, approval):
+    with pytest.raises(services.ApprovalError) as refused:
+        services.approval_decide(public_id=approval.public_id, user=people["dave"], approve=False, comment="")
+
+    assert refused.value.code == "not_assignee"
+
+
+def test_an_approval_needs_no_reason(people, approval):
+    services.approval_decide(public_id=approval.public_id, user=people["alice"], approve=True, comment=" ")
+
+    approval.refresh_from_db()
+    assert (approval.status, approval.decision_comment) == (RequestStatus.APPROVED, "")
+
+
 def test_rejecting_queues_a_task_failure_with_approval_denied(people, approval):
     post_decision(client_for(people["alice"]), approval, "reject", comment="no budget")
 

@@ -66,11 +66,31 @@ def test_a_link_shows_a_confirm_page_and_only_the_post_decides(alice, approval):
     assert Callback.objects.filter(request=approval).count() == 1
 
 
-def test_a_reject_link_rejects(alice, approval):
-    confirm(signed_in(alice), link_path(approval, action="reject"))
+def test_a_reject_link_with_a_reason_rejects_and_the_reason_reaches_step_functions(alice, approval):
+    page, decided = confirm(signed_in(alice), link_path(approval, action="reject"), comment="  Budget is frozen ")
 
+    assert "Reason (required)" in page.content.decode()
+    assert decided.status_code == 302
     approval.refresh_from_db()
-    assert approval.status == RequestStatus.REJECTED
+    assert (approval.status, approval.decision_comment) == (RequestStatus.REJECTED, "Budget is frozen")
+    payload = Callback.objects.get(request=approval).payload
+    assert payload["error"] == "ApprovalDenied"
+    cause = json.loads(payload["cause"])
+    assert cause["comment"] == "Budget is frozen"
+    assert cause["rejections"][0]["comment"] == "Budget is frozen"
+
+
+@pytest.mark.parametrize("reason", ["", "   "])
+def test_a_reject_link_without_a_reason_is_refused_and_the_page_asks_for_it(alice, approval, reason):
+    _, refused = confirm(signed_in(alice), link_path(approval, action="reject"), comment=reason)
+
+    assert refused.status_code == 400
+    page = refused.content.decode()
+    assert "Say why you reject" in page and "Yes, reject" in page  # the same confirm page, with the reason missing
+    approval.refresh_from_db()
+    assert approval.status == RequestStatus.PENDING
+    assert not Callback.objects.filter(request=approval).exists()
+    assert refusal_codes() == ["reason_required"]
 
 
 def test_following_a_link_needs_sign_in_first(approval):

@@ -567,7 +567,9 @@ def test_the_dashboard_shows_admins_counts_medians_and_failing_callbacks(client,
     for minutes, approve in ((10, True), (30, True), (50, False)):
         request, _ = services.approval_request_ingest(message=parse_message(message_body(str(uuid.uuid4()))))
         ApprovalRequest.objects.filter(pk=request.pk).update(received_at=now - timedelta(minutes=minutes))
-        services.approval_decide(public_id=request.public_id, user=alice, approve=approve)
+        services.approval_decide(
+            public_id=request.public_id, user=alice, approve=approve, comment="" if approve else "no budget"
+        )
     failing = Callback.objects.order_by("pk").first()
     Callback.objects.filter(pk=failing.pk).update(
         status=CallbackStatus.FAILED, error_code="TaskTimedOut", last_error="Task Timed Out: 'Provided task ...'"

@@ -10,22 +10,37 @@ Everything else is real: PostgreSQL, Celery in eager mode, the moto server as St
 import hashlib
 import hmac
 import json
+import re
 import threading
 import time
 import uuid
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlencode
 
 import pytest
 from django.contrib.auth.models import Group
 from django.test import Client
+from django.utils import timezone
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
-from approvals import services
+from approvals import links, services, slack_payloads
 from approvals.contract import parse_message
-from approvals.models import ApprovalRequest, AuditEvent, Callback, Notification, RequestStatus, User
+from approvals.models import (
+    ApprovalRequest,
+    AuditEvent,
+    Callback,
+    Notification,
+    RequestStatus,
+    SlackIdentity,
+    User,
+)
 from approvals.notifications import slack
 from approvals.services import notifications as notification_services
 from portal.celery import app as celery_app
+from tests.support import signed_in
 from tests.test_callbacks import start_and_ingest, wait_for_execution_end
 from worker import notify_tasks, tasks
 
@@ -34,6 +49,7 @@ pytestmark = pytest.mark.django_db
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 BOT_TOKEN = "xoxb-test-bot-token"
 SLACK_IDS = {"alice@example.com": "U0ALICE", "erin@example.com": "U0ERIN", "bob@example.com": "U0BOB"}
+TEAM = "T0TEAM"
 
 
 # ---------------------------------------------------------------------------
@@ -45,6 +61,7 @@ class SlackStandIn:
     def __init__(self):
         self.calls: list[dict] = []
         self.fail_status: int | None = None  # e.g. 500: every call answers that
+        self.failing_methods: set[str] = set()  # these Web API methods answer {"ok": false}
         self.users = dict(SLACK_IDS)  # email -> Slack user id
         self.profiles = {user_id: email for email, user_id in self.users.items()}
         self._lock = threading.Lock()
@@ -83,6 +100,10 @@ class SlackStandIn:
         method = path.removeprefix("/api/")
         if path.startswith("/respond/"):
             return 200, {"ok": True}
+        if method in self.failing_methods:
+            return 200, {"ok": False, "error": "expired_trigger_id"}
+        if method == "views.open":
+            return 200, {"ok": True, "view": {"id": "V0MODAL", **body["view"]}}
         if method == "users.lookupByEmail":
             user_id = self.users.get(body.get("email", ""))
             return 200, {"ok": True, "user": {"id": user_id}} if user_id else {"ok": False, "error": "users_not_found"}
@@ -116,6 +137,7 @@ def slack_api(settings):
     settings.SLACK_SIGNING_SECRET = SIGNING_SECRET
     settings.SLACK_GROUP_CHANNELS = {}
     settings.SLACK_TIMEOUT = 3
+    settings.SLACK_TEAM_ID = TEAM
     settings.NOTIFICATION_EMAIL_ENABLED = False  # this file is about Slack
     yield stand_in
     stand_in.stop()
@@ -134,10 +156,16 @@ def celery_eager():
 def people(db):
     def make(username: str, *groups: str) -> User:
         user = User.objects.create_user(
-            username=username, email=f"{username}@example.com", oidc_issuer="https://idp.test", oidc_sub=username
+            username=username,
+            email=f"{username}@example.com",
+            oidc_issuer="https://idp.test",
+            oidc_sub=username,
+            sso_verified_at=timezone.now(),  # signed in through SSO a moment ago
         )
         for name in groups:
             user.groups.add(Group.objects.get_or_create(name=name)[0])
+        # Each has linked their Slack account once (the binding flow is tested below).
+        SlackIdentity.objects.create(team_id=TEAM, slack_user_id=SLACK_IDS[user.email], user=user)
         return user
 
     return {"alice": make("alice", "finance-approvers"), "bob": make("bob"), "erin": make("erin")}
@@ -279,19 +307,32 @@ def sign(body: str, timestamp: str, secret: str = SIGNING_SECRET) -> str:
 
 
 def click(
-    slack_api, request, *, action="approve", user="U0ALICE", timestamp=None, secret=SIGNING_SECRET, signature=None
+    slack_api,
+    request,
+    *,
+    action="approve",
+    user="U0ALICE",
+    team=TEAM,
+    timestamp=None,
+    secret=SIGNING_SECRET,
+    signature=None,
 ):
     """POST what Slack posts when someone clicks a button: form-encoded `payload`, signed."""
     payload = {
         "type": "block_actions",
-        "team": {"id": "T0TEAM"},
-        "user": {"id": user, "username": "someone"},
+        "team": {"id": team},
+        "user": {"id": user, "username": "someone", "team_id": team},
         "actions": [
             {"action_id": action, "block_id": f"approval:{request.public_id}", "value": str(request.public_id)}
         ],
+        "trigger_id": "12345.98765.abcd2358fdea",
         "response_url": f"{slack_api.url}/respond/{uuid.uuid4().hex}",
     }
-    body = urlencode({"payload": json.dumps(payload)})
+    return post_signed(payload, timestamp=timestamp, secret=secret, signature=signature)
+
+
+def post_signed(payload, *, timestamp=None, secret=SIGNING_SECRET, signature=None, raw: str | None = None):
+    body = urlencode({"payload": json.dumps(payload) if raw is None else raw})
     timestamp = str(int(time.time())) if timestamp is None else str(timestamp)
     client = Client(enforce_csrf_checks=True)  # Slack sends no CSRF token: the view is exempt
     return client.post(
@@ -301,6 +342,11 @@ def click(
         HTTP_X_SLACK_REQUEST_TIMESTAMP=timestamp,
         HTTP_X_SLACK_SIGNATURE=signature or sign(body, timestamp, secret),
     )
+
+
+def bind_token_in(text: str) -> str:
+    """The token of the binding link in a Slack answer (mrkdwn: <url|label>)."""
+    return re.search(r"/slack/link/([^/|>]+)/\|", text).group(1)
 
 
 def refusals() -> list[tuple[str, str]]:
@@ -321,7 +367,7 @@ def test_a_signed_approve_click_decides_resumes_the_execution_and_updates_the_me
     assert response.status_code == 200
     request.refresh_from_db()
     assert (request.status, request.decided_by) == (RequestStatus.APPROVED, people["alice"])
-    assert [call["body"]["user"] for call in slack_api.of("users.info")] == ["U0ALICE"]
+    assert slack_api.of("users.info") == []  # the clicker is their bound account, not an email match
     assert Callback.objects.get(request=request).status == "delivered"
     execution = wait_for_execution_end(execution_arn)
     assert execution["status"] == "SUCCEEDED"
@@ -339,14 +385,110 @@ def test_a_signed_approve_click_decides_resumes_the_execution_and_updates_the_me
     assert outcome["body"]["channel"] == "DU0BOB" and outcome["body"]["text"].startswith("Approved by alice")
 
 
-def test_a_reject_click_rejects(people, slack_api, celery_eager):
+def submit_reject_modal(slack_api, request, *, reason, user="U0ALICE", team=TEAM, response_url=None, metadata=None):
+    """POST what Slack posts when the reject modal is submitted (view_submission), signed."""
+    response_url = response_url or f"{slack_api.url}/respond/{uuid.uuid4().hex}"
+    payload = {
+        "type": "view_submission",
+        "team": {"id": team},
+        "user": {"id": user, "team_id": team},
+        "view": {
+            "id": "V0MODAL",
+            "callback_id": "reject_reason",
+            "private_metadata": metadata
+            if metadata is not None
+            else slack_payloads.modal_metadata(public_id=request.public_id, response_url=response_url),
+            "state": {"values": {"reason": {"reason": {"type": "plain_text_input", "value": reason}}}},
+        },
+    }
+    return post_signed(payload)
+
+
+def test_a_reject_click_opens_a_modal_asking_for_the_reason_and_decides_nothing(people, slack_api, celery_eager):
     request = ingest()
 
-    click(slack_api, request, action="reject")
+    response = click(slack_api, request, action="reject")
 
+    assert response.status_code == 200
+    assert_refused_without_step_functions(request)
+    (opened,) = slack_api.of("views.open")
+    assert opened["authorization"] == f"Bearer {BOT_TOKEN}"
+    assert opened["body"]["trigger_id"] == "12345.98765.abcd2358fdea"
+    view = opened["body"]["view"]
+    assert (view["type"], view["callback_id"]) == ("modal", "reject_reason")
+    for key in ("title", "submit", "close"):  # Slack's limits for a modal
+        assert view[key]["type"] == "plain_text" and 0 < len(view[key]["text"]) <= 24
+    assert len(view["private_metadata"]) <= 3000 and len(view["blocks"]) <= 100
+    assert json.loads(view["private_metadata"])["r"] == str(request.public_id)
+    (reason_input,) = [block for block in view["blocks"] if block["type"] == "input"]
+    assert reason_input["block_id"] == "reason" and reason_input["element"]["type"] == "plain_text_input"
+    assert reason_input["element"]["min_length"] == 1 and reason_input.get("optional", False) is False
+    assert "&lt;!channel&gt;" in json.dumps(view)  # the title is escaped in the modal too
+    assert slack_api.responses() == []  # the message stays as it is until the modal is submitted
+
+
+def test_submitting_the_reject_modal_with_a_reason_rejects_and_the_reason_reaches_step_functions(
+    people, slack_api, celery_eager
+):
+    request = ingest()
+    click(slack_api, request, action="reject")
+    metadata = slack_api.of("views.open")[0]["body"]["view"]["private_metadata"]
+
+    response = submit_reject_modal(slack_api, request, reason="  Supplier not vetted ", metadata=metadata)
+
+    assert response.status_code == 200 and response.json() == {"response_action": "clear"}
     request.refresh_from_db()
-    assert request.status == RequestStatus.REJECTED
-    assert Callback.objects.get(request=request).payload["error"] == "ApprovalDenied"
+    assert (request.status, request.decided_by) == (RequestStatus.REJECTED, people["alice"])
+    assert request.decision_comment == "Supplier not vetted"
+    payload = Callback.objects.get(request=request).payload
+    assert payload["error"] == "ApprovalDenied"
+    assert json.loads(payload["cause"])["comment"] == "Supplier not vetted"
+    # The clicked message (its response_url travelled in the modal's metadata) shows the outcome.
+    (answer,) = slack_api.responses()
+    assert answer["replace_original"] is True and answer["text"].startswith("Rejected by alice@example.com")
+
+
+@pytest.mark.parametrize("reason", ["", "   ", "\n"])
+def test_submitting_the_reject_modal_without_a_reason_is_refused_and_keeps_the_modal_open(
+    people, slack_api, celery_eager, reason
+):
+    request = ingest()
+
+    response = submit_reject_modal(slack_api, request, reason=reason)
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "response_action": "errors",
+        "errors": {"reason": "Say why you reject: the requester and the workflow see it."},
+    }
+    assert_refused_without_step_functions(request)
+    assert refusals() == [("reason_required", "slack")]
+
+
+def test_a_reject_click_that_slack_cannot_open_a_modal_for_answers_with_a_link_to_the_request_page(
+    people, slack_api, celery_eager
+):
+    request = ingest()
+    slack_api.failing_methods = {"views.open"}  # e.g. the trigger expired (3 seconds)
+
+    response = click(slack_api, request, action="reject")
+
+    assert response.status_code == 200
+    assert_refused_without_step_functions(request)
+    (note,) = slack_api.responses()
+    assert note["response_type"] == "ephemeral"
+    assert f"/requests/{request.public_id}/|Open the request>" in note["text"]
+
+
+def test_a_reject_click_from_someone_who_may_not_decide_opens_no_modal(people, slack_api, celery_eager):
+    request = ingest()
+
+    click(slack_api, request, action="reject", user="U0ERIN")
+
+    assert slack_api.of("views.open") == []
+    assert refusals() == [("not_assignee", "slack")]
+    (note,) = slack_api.responses()
+    assert note["text"] == "You are not an approver of this request."
 
 
 def assert_refused_without_step_functions(request: ApprovalRequest) -> None:
@@ -387,19 +529,106 @@ def test_an_old_timestamp_is_refused_even_with_a_valid_signature(people, slack_a
     assert_refused_without_step_functions(request)
 
 
-def test_an_unknown_slack_user_is_refused_and_told(people, slack_api, celery_eager):
+def test_an_unbound_slack_user_is_refused_and_told_how_to_link_their_account(people, slack_api, celery_eager):
     request = ingest()
     slack_api.profiles["U0STRANGER"] = "stranger@elsewhere.example"
 
     response = click(slack_api, request, user="U0STRANGER")
 
     assert response.status_code == 200  # Slack wants a 200; the answer goes to the clicker
-    assert refusals() == [("unknown_slack_user", "slack")]
+    assert refusals() == [("slack_unbound", "slack")]
     event = AuditEvent.objects.get(action="decision_refused")
-    assert (event.request, event.data["slack_email"]) == (request, "stranger@elsewhere.example")
+    assert (event.request, event.actor, event.data["slack_user"], event.data["team_id"]) == (
+        request,
+        None,
+        "U0STRANGER",
+        TEAM,
+    )
     assert_refused_without_step_functions(request)
     (note,) = slack_api.responses()
-    assert note["response_type"] == "ephemeral" and "matches no portal user" in note["text"]
+    assert note["response_type"] == "ephemeral" and "not linked to your portal account" in note["text"]
+    link = links.read_slack_bind_token(bind_token_in(note["text"]))
+    assert (link.team_id, link.slack_user_id) == (TEAM, "U0STRANGER")
+
+
+def test_a_slack_user_with_the_email_of_a_portal_user_but_no_binding_is_refused(people, slack_api, celery_eager):
+    # Today's email match is gone: an address in a Slack profile proves nothing to the IdP.
+    SlackIdentity.objects.filter(user=people["alice"]).delete()
+    request = ingest()
+
+    click(slack_api, request)
+
+    assert refusals() == [("slack_unbound", "slack")]
+    assert_refused_without_step_functions(request)
+
+
+def test_a_click_from_another_workspace_is_refused_and_audited(people, slack_api, celery_eager):
+    request = ingest()
+
+    click(slack_api, request, team="T0OTHER")  # the same user id, in a workspace that is not ours
+
+    assert refusals() == [("slack_other_team", "slack")]
+    assert AuditEvent.objects.get(action="decision_refused").data["team_id"] == "T0OTHER"
+    assert_refused_without_step_functions(request)
+    (note,) = slack_api.responses()
+    assert "not the one the approval portal uses" in note["text"]
+
+
+@pytest.mark.parametrize("signed_in_ago", [timedelta(hours=4, seconds=1), None], ids=["too-long-ago", "never"])
+def test_a_click_from_someone_whose_last_sso_sign_in_is_too_old_is_refused_with_a_sign_in_link(
+    people, slack_api, celery_eager, signed_in_ago
+):
+    alice = people["alice"]
+    User.objects.filter(pk=alice.pk).update(sso_verified_at=timezone.now() - signed_in_ago if signed_in_ago else None)
+    request = ingest()
+
+    click(slack_api, request)
+    click(slack_api, request, action="reject")
+
+    assert refusals() == [("slack_sso_stale", "slack"), ("slack_sso_stale", "slack")]
+    assert AuditEvent.objects.filter(action="decision_refused", actor=alice).count() == 2
+    assert_refused_without_step_functions(request)
+    assert slack_api.of("views.open") == []
+    note = slack_api.responses()[0]
+    assert f"/signin/?next=%2Frequests%2F{request.public_id}%2F|Sign in to the portal>" in note["text"]
+
+
+def test_the_sso_age_limit_is_a_setting(people, slack_api, celery_eager, settings):
+    User.objects.filter(pk=people["alice"].pk).update(sso_verified_at=timezone.now() - timedelta(minutes=20))
+    settings.SLACK_SSO_MAX_AGE_SECONDS = 15 * 60
+    request = ingest()
+
+    click(slack_api, request)
+
+    assert refusals() == [("slack_sso_stale", "slack")]
+    settings.SLACK_SSO_MAX_AGE_SECONDS = 30 * 60
+    click(slack_api, request)
+    request.refresh_from_db()
+    assert request.status == RequestStatus.APPROVED
+
+
+def test_a_user_deactivated_in_the_portal_is_refused_in_slack(people, slack_api, celery_eager):
+    User.objects.filter(pk=people["alice"].pk).update(is_active=False)
+    request = ingest()
+
+    click(slack_api, request)
+    submit_reject_modal(slack_api, request, reason="no")  # a modal opened before the deactivation
+
+    assert refusals() == [("inactive_user", "slack"), ("inactive_user", "slack")]
+    assert_refused_without_step_functions(request)
+
+
+def test_a_modal_submitted_after_the_sso_age_ran_out_is_refused(people, slack_api, celery_eager):
+    request = ingest()
+    click(slack_api, request, action="reject")
+    User.objects.filter(pk=people["alice"].pk).update(sso_verified_at=timezone.now() - timedelta(days=1))
+
+    response = submit_reject_modal(slack_api, request, reason="Supplier not vetted")
+
+    assert response.json()["response_action"] == "update"
+    assert "Sign in to the portal" in json.dumps(response.json()["view"])
+    assert refusals() == [("slack_sso_stale", "slack")]
+    assert_refused_without_step_functions(request)
 
 
 def test_a_slack_user_who_is_not_an_approver_is_refused_by_the_same_rule_as_the_web(people, slack_api, celery_eager):
@@ -480,11 +709,11 @@ def test_with_slack_answering_500_the_send_is_retried_then_failed_and_decisions_
     assert Callback.objects.filter(request=request).exists()
 
 
-def test_a_slack_user_lookup_that_fails_tells_the_clicker_and_decides_nothing(people, slack_api, celery_eager):
+def test_with_slack_down_a_reject_click_decides_nothing(people, slack_api, celery_eager):
     request = ingest()
-    slack_api.fail_status = 500
+    slack_api.fail_status = 500  # views.open fails, and so does the answer with the page link
 
-    response = click(slack_api, request)
+    response = click(slack_api, request, action="reject")
 
     assert response.status_code == 200
     assert_refused_without_step_functions(request)
@@ -503,3 +732,247 @@ def test_an_unknown_slack_address_is_a_permanent_failure_not_retried(people, sla
 def test_tasks_module_loads_the_notification_tasks():
     # Celery autodiscovery imports worker.tasks only; the notification tasks must come with it.
     assert tasks.notify_tasks.send_notification.name in celery_app.tasks
+
+
+# ---------------------------------------------------------------------------
+# Linking a Slack user to a portal account
+# ---------------------------------------------------------------------------
+def binding_events(action: str) -> list[dict]:
+    return [event.data for event in AuditEvent.objects.filter(action=action).order_by("id")]
+
+
+def test_an_unbound_user_follows_the_link_signs_in_confirms_and_then_decides_from_slack(slack_api, celery_eager):
+    dana = User.objects.create_user(
+        username="dana", email="dana@example.com", oidc_issuer="https://idp.test", oidc_sub="dana"
+    )
+    dana.groups.add(Group.objects.get_or_create(name="finance-approvers")[0])
+    User.objects.filter(pk=dana.pk).update(sso_verified_at=timezone.now())
+    slack_api.profiles["U0DANA"] = "dana@example.com"
+    User.objects.create_user(username="bob", email="bob@example.com")
+    request = ingest()
+    click(slack_api, request, user="U0DANA")
+    path = f"/slack/link/{bind_token_in(slack_api.responses()[0]['text'])}/"
+
+    assert Client().get(path)["Location"].startswith("/signin/?next=/slack/link/")  # SSO sign-in first
+    browser = signed_in(dana)
+    page = browser.get(path)
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "U0DANA" in html and TEAM in html and "dana@example.com" in html  # who is bound to whom, shown
+    assert not SlackIdentity.objects.exists()  # GET binds nothing
+    confirmed = browser.post(path, {"csrfmiddlewaretoken": browser.cookies["portal_csrftoken"].value})
+
+    assert confirmed.status_code == 302
+    identity = SlackIdentity.objects.get()
+    assert (identity.team_id, identity.slack_user_id, identity.user) == (TEAM, "U0DANA", dana)
+    assert binding_events("slack_identity_bound") == [{"team_id": TEAM, "slack_user_id": "U0DANA", "replaced": []}]
+    click(slack_api, request, user="U0DANA")
+    request.refresh_from_db()
+    assert (request.status, request.decided_by) == (RequestStatus.APPROVED, dana)
+
+
+def test_a_binding_link_opened_by_someone_else_binds_nothing(people, slack_api):
+    # Mallory clicks in Slack, gets her link and sends it to Alice: signed in as Alice, the page
+    # would bind Mallory's Slack user to Alice, and Mallory would decide as Alice.
+    slack_api.profiles["U0MALLORY"] = "mallory@example.com"
+    path = links.slack_bind_url(team_id=TEAM, slack_user_id="U0MALLORY").removeprefix("http://127.0.0.1:8000")
+    SlackIdentity.objects.filter(user=people["alice"]).delete()
+    browser = signed_in(people["alice"])
+
+    page = browser.get(path)
+    forced = browser.post(path, {"csrfmiddlewaretoken": browser.cookies["portal_csrftoken"].value})
+
+    assert page.status_code == 403 and forced.status_code == 403
+    assert "belongs to someone else" in forced.content.decode()
+    assert not SlackIdentity.objects.filter(slack_user_id="U0MALLORY").exists()
+    assert [event["code"] for event in binding_events("slack_binding_refused")] == ["slack_email_mismatch"] * 2
+
+
+def test_a_binding_needs_the_confirm_post_with_csrf(people, slack_api):
+    SlackIdentity.objects.filter(user=people["alice"]).delete()
+    path = links.slack_bind_url(team_id=TEAM, slack_user_id="U0ALICE").removeprefix("http://127.0.0.1:8000")
+    browser = signed_in(people["alice"])
+
+    assert browser.post(path).status_code == 403  # no CSRF token
+
+    assert not SlackIdentity.objects.filter(user=people["alice"]).exists()
+
+
+def test_a_slack_identity_bound_to_one_account_cannot_be_bound_to_another(people, slack_api, settings):
+    settings.SLACK_BIND_REQUIRE_EMAIL_MATCH = False  # even then
+    path = links.slack_bind_url(team_id=TEAM, slack_user_id="U0ALICE").removeprefix("http://127.0.0.1:8000")
+    browser = signed_in(people["erin"])
+
+    response = browser.post(path, {"csrfmiddlewaretoken": csrf_of(browser, path)})
+
+    assert response.status_code == 409
+    assert SlackIdentity.objects.get(slack_user_id="U0ALICE").user == people["alice"]
+    assert binding_events("slack_binding_refused")[-1]["code"] == "slack_identity_taken"
+
+
+def test_a_binding_link_signed_for_another_workspace_is_refused(people, slack_api):
+    SlackIdentity.objects.filter(user=people["alice"]).delete()
+    path = links.slack_bind_url(team_id="T0OTHER", slack_user_id="U0ALICE").removeprefix("http://127.0.0.1:8000")
+    browser = signed_in(people["alice"])
+
+    page = browser.get(path)
+
+    assert page.status_code == 403
+    assert not SlackIdentity.objects.filter(user=people["alice"]).exists()
+    assert binding_events("slack_binding_refused")[0]["code"] == "slack_other_team"
+
+
+@pytest.mark.parametrize(
+    ("make_path", "code", "status"),
+    [
+        (lambda: links.slack_bind_url(team_id=TEAM, slack_user_id="U0ALICE", ttl_seconds=-1), "link_expired", 410),
+        (lambda: links.slack_bind_url(team_id=TEAM, slack_user_id="U0ALICE")[:-4] + "AAA/", "link_tampered", 403),
+        (  # a decision link's token is not a binding link (another salt)
+            lambda: (
+                "/slack/link/"
+                + links.make_link_token(public_id=uuid.uuid4(), approver_email="alice@example.com", action="approve")
+                + "/"
+            ),
+            "link_tampered",
+            403,
+        ),
+    ],
+    ids=["expired", "tampered", "decision-link"],
+)
+def test_an_expired_or_tampered_binding_link_is_refused(people, slack_api, make_path, code, status):
+    SlackIdentity.objects.filter(user=people["alice"]).delete()
+    browser = signed_in(people["alice"])
+
+    response = browser.get(make_path().removeprefix("http://127.0.0.1:8000"))
+
+    assert response.status_code == status
+    assert binding_events("slack_binding_refused")[0]["code"] == code
+    assert not SlackIdentity.objects.filter(user=people["alice"]).exists()
+
+
+def test_binding_a_new_slack_user_replaces_the_old_one_of_the_same_account(people, slack_api):
+    slack_api.profiles["U0ALICE2"] = "alice@example.com"  # her Slack account was recreated
+    path = links.slack_bind_url(team_id=TEAM, slack_user_id="U0ALICE2").removeprefix("http://127.0.0.1:8000")
+    browser = signed_in(people["alice"])
+
+    browser.post(path, {"csrfmiddlewaretoken": csrf_of(browser, path)})
+
+    assert list(SlackIdentity.objects.filter(user=people["alice"]).values_list("slack_user_id", flat=True)) == [
+        "U0ALICE2"
+    ]
+    assert binding_events("slack_identity_bound")[-1]["replaced"] == ["U0ALICE"]
+
+
+def csrf_of(browser: Client, path: str) -> str:
+    browser.get("/")  # sets the CSRF cookie, like a browser opening a page
+    return browser.cookies["portal_csrftoken"].value
+
+
+# ---------------------------------------------------------------------------
+# Hostile payloads: never a 500, always a clear answer
+# ---------------------------------------------------------------------------
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=50),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=20,
+)
+slack_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.sampled_from(["block_actions", "view_submission", "view_closed", "shortcut"]) | json_values,
+        "team": st.fixed_dictionaries({}, optional={"id": st.sampled_from([TEAM, "T0OTHER", ""]) | json_values})
+        | json_values,
+        "user": st.fixed_dictionaries(
+            {}, optional={"id": st.sampled_from(["U0ALICE", "U0ERIN", "U0NOBODY"]) | json_values}
+        )
+        | json_values,
+        "actions": st.lists(
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "action_id": st.sampled_from(["approve", "reject", "open"]) | json_values,
+                    "value": st.uuids().map(str) | json_values,
+                },
+            )
+            | json_values,
+            max_size=3,
+        )
+        | json_values,
+        "view": st.fixed_dictionaries(
+            {},
+            optional={
+                "callback_id": st.just("reject_reason") | json_values,
+                "private_metadata": st.text(max_size=80) | json_values,
+                "state": json_values,
+            },
+        )
+        | json_values,
+        "trigger_id": json_values,
+        "response_url": st.text(max_size=40) | json_values,
+    },
+)
+raw_payloads = st.one_of(
+    slack_like.map(json.dumps),
+    json_values.map(json.dumps),
+    st.text(max_size=200),
+    st.just("[" * 5000),  # nesting deeper than the parser allows
+)
+
+
+@given(raw=raw_payloads)
+def test_the_payload_parser_reads_anything_or_refuses_it_clearly(raw):
+    try:
+        interaction = slack_payloads.parse_interaction(raw)
+    except slack_payloads.SlackPayloadError as error:
+        assert error.code == "bad_payload" and error.message
+        return
+    assert isinstance(interaction.kind, str) and isinstance(interaction.team_id, str)
+    assert isinstance(interaction.slack_user_id, str) and isinstance(interaction.reason, str)
+    assert interaction.public_id is None or isinstance(interaction.public_id, uuid.UUID)
+
+
+@hypothesis_settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=raw_payloads)
+def test_signed_hostile_payloads_never_crash_the_endpoint_and_decide_nothing(people, slack_api, celery_eager, raw):
+    request = ingest() if not ApprovalRequest.objects.exists() else ApprovalRequest.objects.get()
+
+    response = post_signed(None, raw=raw)
+
+    assert response.status_code in {200, 400}
+    if response.status_code == 400:
+        assert response.content  # a short reason, not an empty error
+    request.refresh_from_db()
+    assert request.status == RequestStatus.PENDING  # random button values never name this request
+
+
+# ---------------------------------------------------------------------------
+# Admin and configuration
+# ---------------------------------------------------------------------------
+def test_an_admin_unlinks_a_slack_identity_and_its_clicks_count_no_more(people, slack_api, celery_eager):
+    carol = User.objects.create_user(
+        username="carol", email="carol@example.com", is_staff=True, is_superuser=True, oidc_sub="carol"
+    )
+    identity = SlackIdentity.objects.get(user=people["alice"])
+    admin = signed_in(carol)
+    path = f"/admin/approvals/slackidentity/{identity.pk}/delete/"
+    admin.get(path)
+
+    response = admin.post(path, {"post": "yes", "csrfmiddlewaretoken": admin.cookies["portal_csrftoken"].value})
+
+    assert response.status_code == 302
+    assert not SlackIdentity.objects.filter(pk=identity.pk).exists()
+    (event,) = AuditEvent.objects.filter(action="slack_identity_unbound")
+    assert (event.actor, event.data["user"], event.data["slack_user_id"]) == (carol, "alice@example.com", "U0ALICE")
+    request = ingest()
+    click(slack_api, request)
+    assert refusals() == [("slack_unbound", "slack")]
+
+
+def test_slack_without_a_workspace_id_is_a_configuration_error(settings):
+    from approvals.notifications.checks import notification_settings_check
+
+    settings.SLACK_BOT_TOKEN, settings.SLACK_SIGNING_SECRET, settings.SLACK_TEAM_ID = "xoxb-1", "secret", ""
+
+    assert "approvals.E103" in [message.id for message in notification_settings_check(None)]
+    settings.SLACK_TEAM_ID = TEAM
+    assert "approvals.E103" not in [message.id for message in notification_settings_check(None)]

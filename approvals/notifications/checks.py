@@ -14,6 +14,13 @@ def notification_settings_check(app_configs, **kwargs):
                 id="approvals.E101",
             )
         )
+    if settings.SLACK_BOT_TOKEN and not settings.SLACK_TEAM_ID:
+        messages.append(
+            Error(
+                "SLACK_BOT_TOKEN is set but SLACK_TEAM_ID is not: clicks from any workspace would be refused",
+                id="approvals.E103",
+            )
+        )
     if settings.SLACK_GROUP_CHANNELS and not settings.SLACK_BOT_TOKEN:
         messages.append(
             Warning("SLACK_GROUP_CHANNELS is set but Slack is off (no SLACK_BOT_TOKEN)", id="approvals.W101")

@@ -1,9 +1,10 @@
 """Slack: Block Kit messages through the Web API, and what the interactivity endpoint checks.
 
 Plain `requests` with a timeout, against SLACK_API_URL (https://slack.com/api; tests point it
-at a local server). The bot needs the scopes chat:write, users:read.email and im:write.
-Nothing here decides: approvals/slack_views.py verifies the request, maps the Slack user to a
-portal user and calls services.approval_decide, which applies the one authorization rule.
+at a local server). The bot needs the scopes chat:write, users:read, users:read.email and im:write.
+Nothing here decides: approvals/slack_views.py verifies the request, maps the Slack user to its
+bound portal account (approvals/slack_access.py) and calls services.approval_decide, which
+applies the one authorization rule.
 """
 
 import hashlib
@@ -15,6 +16,7 @@ from urllib.parse import urlsplit
 import requests
 from django.conf import settings
 
+from approvals import slack_payloads
 from approvals.models import ApprovalRequest
 from approvals.notifications import DeliveryError
 from approvals.notifications.messages import OUTCOME_WORDS, MessageContent, detail_lines, one_line
@@ -237,6 +239,49 @@ def conversation_message(content: MessageContent) -> tuple[str, list[dict]]:
         {"type": "actions", "block_id": f"conversation:{request.public_id}", "elements": [open_button]},
     ]
     return escape(one_line(content.subject, 300)), blocks
+
+
+def reject_modal(request: ApprovalRequest, *, private_metadata: str) -> dict:
+    """The modal a Reject click opens (views.open): the reason is asked here, like on every channel."""
+    return {
+        "type": "modal",
+        "callback_id": slack_payloads.REJECT_MODAL,
+        "private_metadata": private_metadata,
+        "title": _plain("Reject", 24),
+        "submit": _plain("Reject", 24),
+        "close": _plain("Cancel", 24),
+        "blocks": [
+            {"type": "section", "text": _mrkdwn(f"Reject “{escape(one_line(request.title, 200))}”?")},
+            {
+                "type": "input",
+                "block_id": slack_payloads.REASON_BLOCK,
+                "label": _plain("Why do you reject?", 2000),
+                "hint": _plain("The requester and the workflow see it.", 2000),
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": slack_payloads.REASON_ACTION,
+                    "multiline": True,
+                    "min_length": 1,
+                    "max_length": slack_payloads.MAX_REASON,
+                },
+            },
+        ],
+    }
+
+
+def notice_modal(text: str) -> dict:
+    """A modal that only tells something (the submission was refused): no submit button."""
+    return {
+        "type": "modal",
+        "title": _plain("Not rejected", 24),
+        "close": _plain("Close", 24),
+        "blocks": [{"type": "section", "text": _mrkdwn(text)}],
+    }
+
+
+def open_view(*, trigger_id: str, view: dict) -> None:
+    """views.open: the trigger is valid for 3 seconds, so this gets the short timeout."""
+    api_call("views.open", json={"trigger_id": trigger_id, "view": view}, timeout=LOOKUP_TIMEOUT)
 
 
 def note(text: str) -> dict:

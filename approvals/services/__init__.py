@@ -32,7 +32,7 @@ from approvals.services.claims import approval_claim, approval_unclaim, claims_r
 from approvals.services.common import ApprovalError
 from approvals.services.consumers import consumer_error_recorded, consumer_poll_recorded
 from approvals.services.conversations import info_answer, info_request
-from approvals.services.decisions import approval_decide, approval_expire, refusal_record
+from approvals.services.decisions import REASON_REQUIRED, approval_decide, approval_expire, refusal_record
 from approvals.services.delegations import delegation_revoke, delegation_set
 from approvals.services.ingest import approval_request_ingest, ingest_error_record
 from approvals.services.keys import token_keys_rotate
@@ -41,6 +41,7 @@ from approvals.services.policies import approval_policy_delete, approval_policy_
 __all__ = [
     "CLOSED_TASK_CODES",
     "MAX_OUTPUT_BYTES",
+    "REASON_REQUIRED",
     "approval_close_by_step_functions",
     "callbacks_lease_stale",
     "consumer_error_recorded",

@@ -13,6 +13,10 @@ from approvals.services.notifications import approval_notify
 
 logger = logging.getLogger(__name__)
 
+# The one "a rejection says why" rule: every channel (page, admin, email link, Slack, API) gets it here.
+REASON_REQUIRED = "reason_required"
+REASON_REQUIRED_MESSAGE = "Say why you reject: the requester and the workflow see it."
+
 
 # ---------------------------------------------------------------------------
 # Decide
@@ -97,6 +101,9 @@ def _decide(*, public_id, user: User, approve: bool, comment: str) -> ApprovalRe
     authority, refusal = permissions.decision_authority(user, request, approve=approve)
     if refusal is not None:
         raise ApprovalError(refusal.message, refusal.code, request=request)
+    if not approve and not comment:
+        # Checked after the authority: whoever may not decide at all hears that, not this.
+        raise ApprovalError(REASON_REQUIRED_MESSAGE, REASON_REQUIRED, request=request)
 
     now = timezone.now()
     vote = Vote.objects.create(
@@ -160,7 +167,8 @@ def _decide(*, public_id, user: User, approve: bool, comment: str) -> ApprovalRe
 
 
 def approval_decide(*, public_id, user: User, approve: bool, comment: str = "", via: str = "web") -> ApprovalRequest:
-    """Approve or reject: a vote, which closes the request when its policy is met.
+    """Approve or reject: a vote, which closes the request when its policy is met. A rejection
+    needs a non-blank comment (its reason), whatever the channel.
 
     Raises ApprovalError (and audits the refusal) when not allowed."""
     comment = comment.strip()
