@@ -343,6 +343,10 @@ class CallbackStatus(models.TextChoices):
     FAILED = "failed", "Failed permanently"
 
 
+# A callback in these states may still be sent: its request needs its task token.
+CALLBACK_IN_FLIGHT = (CallbackStatus.PENDING, CallbackStatus.SENDING, CallbackStatus.RETRYING)
+
+
 class Callback(models.Model):
     """The outbox row for the one call that resumes the execution."""
 
