@@ -109,4 +109,13 @@ def production_settings_check(app_configs, **kwargs):
     return errors
 
 
+def refuse_unsafe_production() -> None:
+    """For the processes that run no system checks (gunicorn, the Celery worker and beat):
+    exit with the same errors `manage.py check` reports, before serving anything."""
+    errors = production_settings_check(None)
+    if errors:
+        lines = [f"{error.id}: {error.msg} {error.hint}" for error in errors]
+        raise SystemExit("Refusing to start with an unsafe production configuration:\n" + "\n".join(lines))
+
+
 from approvals.notifications import checks as notification_checks  # noqa: E402, F401 - registers them

@@ -238,10 +238,10 @@ TOKEN_ENCRYPTION_KEYS = env.list("TOKEN_ENCRYPTION_KEYS", default=dev_default([d
 # (comma-separated, newest first): the first fingerprints new tokens, every one still finds a
 # duplicate; `manage.py rotate_token_keys` moves stored fingerprints to the first (README, "Keys").
 # TOKEN_FINGERPRINT_KEY is the one-key spelling of the same setting.
-TOKEN_FINGERPRINT_KEYS = env.list(
-    "TOKEN_FINGERPRINT_KEYS",
-    default=[env.str("TOKEN_FINGERPRINT_KEY", default=dev_default(dev_keys.TOKEN_FINGERPRINT_KEY))],
-)
+if env.str("TOKEN_FINGERPRINT_KEYS", default=""):
+    TOKEN_FINGERPRINT_KEYS = env.list("TOKEN_FINGERPRINT_KEYS")
+else:
+    TOKEN_FINGERPRINT_KEYS = [env.str("TOKEN_FINGERPRINT_KEY", default=dev_default(dev_keys.TOKEN_FINGERPRINT_KEY))]
 TOKEN_FINGERPRINT_KEY = TOKEN_FINGERPRINT_KEYS[0] if TOKEN_FINGERPRINT_KEYS else ""
 # The task token of a closed request is erased this many days after it closed (the request and
 # its audit trail stay); 0 keeps tokens forever. Step Functions refuses a closed task's token anyway.

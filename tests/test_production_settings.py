@@ -85,6 +85,16 @@ def test_production_refuses_a_development_key_plain_http_sign_in_or_debug_and_sa
     assert value not in result.stderr or value.startswith("http"), "a key is never echoed back"
 
 
+def test_rotating_fingerprint_keys_in_production_needs_only_token_fingerprint_keys(tmp_path):
+    env = production_env(tmp_path, TOKEN_FINGERPRINT_KEYS="new-fingerprint-key-0123456,old-fingerprint-key-6543210")
+    del env["TOKEN_FINGERPRINT_KEY"]
+
+    result = check_deploy(env)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
 def test_every_development_key_at_once_is_reported_in_one_run(tmp_path):
     env = production_env(
         tmp_path,
@@ -118,6 +128,30 @@ def test_migrate_refuses_to_run_with_a_development_key_in_production(tmp_path):
     assert result.returncode != 0
     assert "approvals.E011" in result.stderr
     assert not (tmp_path / "db.sqlite3").exists() or "Applying" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        # gunicorn imports this module in each worker; it runs no system checks itself.
+        ["-c", "import portal.wsgi"],
+        ["-m", "celery", "-A", "portal", "worker", "--concurrency", "1", "--loglevel", "WARNING"],
+        ["-m", "celery", "-A", "portal", "beat", "--loglevel", "WARNING"],
+    ],
+    ids=["web", "worker", "beat"],
+)
+def test_web_worker_and_beat_refuse_to_start_with_a_development_key_in_production(tmp_path, command):
+    env = production_env(tmp_path, TOKEN_ENCRYPTION_KEYS=dev_keys.TOKEN_ENCRYPTION_KEY, CELERY_BROKER_URL="memory://")
+    if "beat" in command:
+        command = [*command, "--schedule", str(tmp_path / "beat-schedule")]
+
+    result = subprocess.run(
+        [sys.executable, *command], cwd=REPO_DIR, env=env, capture_output=True, text=True, timeout=120
+    )
+
+    assert result.returncode != 0
+    assert "Refusing to start" in result.stderr
+    assert "approvals.E011" in result.stderr and "Set TOKEN_ENCRYPTION_KEYS" in result.stderr
 
 
 def test_development_keeps_its_embedded_defaults_without_errors(tmp_path):
