@@ -26,10 +26,6 @@ class KeyRotationReport:
     erased: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
-    @property
-    def count(self) -> int:  # the rows now under the newest keys
-        return self.rotated
-
 
 def token_keys_rotate(*, actor: User | None = None, batch_size: int = 500) -> KeyRotationReport:
     """Move every stored task token to the newest keys: re-encrypt it with the first of
