@@ -8,7 +8,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_ROOT_USER_ACTION=ignore
+    PIP_ROOT_USER_ACTION=ignore \
+    PORTAL_ENV=production
 
 # A fixed, numeric, unprivileged user: Kubernetes' runAsNonRoot can verify a numeric USER.
 RUN groupadd --system --gid 10001 portal \
@@ -16,10 +17,12 @@ RUN groupadd --system --gid 10001 portal \
 
 WORKDIR /app
 
-# Dependencies in their own layer: code changes don't reinstall them. Every pin has a wheel
-# for linux/amd64 and linux/arm64, so the slim image needs no compiler.
-COPY requirements.txt ./
-RUN pip install --no-cache-dir -r requirements.txt
+# Dependencies in their own layer: code changes don't reinstall them. The lock pins every
+# package, the transitive ones too, and pip installs only files whose hashes it lists
+# (docs/development.md, "Dependencies"). Every pin has a wheel for linux/amd64 and
+# linux/arm64, so the slim image needs no compiler.
+COPY requirements.lock ./
+RUN pip install --no-cache-dir --require-hashes -r requirements.lock
 
 # The code stays root-owned and read-only to the portal user; only var/ (beat's schedule,
 # the dev IdP's data) and staticfiles/ (`init` collects again) are writable.
@@ -30,7 +33,8 @@ RUN mkdir -p var/devidp staticfiles \
 USER 10001:10001
 
 # Collected with the production storage (hashed names + manifest, gzip), which a DEBUG run
-# serves as well. PORTAL_ENV=dev only supplies throwaway secrets for this one command.
+# serves as well. PORTAL_ENV=dev only supplies throwaway secrets for this one command; the
+# image itself runs as production (ENV above): without its secrets it refuses to start.
 RUN PORTAL_ENV=dev DJANGO_DEBUG=false python manage.py collectstatic --noinput -v0
 
 EXPOSE 8000

@@ -2,13 +2,26 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint validate e2e bench bench-admin clean
+.PHONY: run test lint validate e2e bench bench-admin clean lock
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+# Installs exactly the lock file: every package (the transitive ones too, pip itself among them)
+# at its pinned version, and only a file whose hash the lock lists (docs/development.md).
+$(VENV)/.installed: requirements.lock requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
+	$(VENV)/bin/pip install --quiet --require-hashes -r requirements-dev.lock
 	touch $@
+
+## Compile requirements.lock and requirements-dev.lock (pins + hashes of every dependency) from
+## requirements.txt and requirements-dev.txt, after editing either. Keeps the other pins as they
+## are; UPGRADE=1 moves every package to its newest release, UPGRADE_PACKAGE=name just that one.
+PIP_COMPILE = CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe \
+	--strip-extras --no-emit-index-url --no-emit-find-links $(if $(UPGRADE),--upgrade) \
+	$(if $(UPGRADE_PACKAGE),--upgrade-package $(UPGRADE_PACKAGE))
+lock: $(VENV)/.installed
+	$(PIP_COMPILE) --output-file requirements.lock requirements.txt
+	$(PIP_COMPILE) --output-file requirements-dev.lock requirements-dev.txt
+	$(VENV)/bin/pip install --quiet --require-hashes -r requirements-dev.lock
+	touch $(VENV)/.installed
 
 ## Start the whole product locally: AWS emulator, dev IdP, web, worker, beat, demo data.
 run: $(VENV)/.installed

@@ -1,8 +1,15 @@
 """System checks that refuse an incomplete or unsafe configuration at start-up."""
 
+from urllib.parse import urlsplit
+
 from cryptography.fernet import Fernet
 from django.conf import settings
 from django.core.checks import Error, register
+
+from portal import dev_keys
+
+GENERATE_SECRET = "python -c 'import secrets; print(secrets.token_urlsafe(50))'"  # noqa: S105 - a command
+GENERATE_FERNET = "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
 
 
 @register()
@@ -16,8 +23,10 @@ def approval_settings_check(app_configs, **kwargs):
             Fernet(key)
         except ValueError:
             errors.append(Error("TOKEN_ENCRYPTION_KEYS holds a value that is not a Fernet key", id="approvals.E002"))
-    if len(settings.TOKEN_FINGERPRINT_KEY) < 16:
-        errors.append(Error("TOKEN_FINGERPRINT_KEY must be at least 16 characters", id="approvals.E003"))
+    if not settings.TOKEN_FINGERPRINT_KEYS or any(len(key) < 16 for key in settings.TOKEN_FINGERPRINT_KEYS):
+        errors.append(
+            Error("TOKEN_FINGERPRINT_KEY(S) must be set, each key at least 16 characters", id="approvals.E003")
+        )
     if not settings.OIDC_RP_SIGN_ALGO.startswith(("RS", "ES", "PS")):
         errors.append(
             Error(
@@ -28,6 +37,85 @@ def approval_settings_check(app_configs, **kwargs):
     if not settings.APPROVAL_QUEUE_URL:
         errors.append(Error("APPROVAL_QUEUE_URL is not set", id="approvals.E005"))
     return errors
+
+
+@register()
+def production_settings_check(app_configs, **kwargs):
+    """Production fails closed: no public development key, no plain-HTTP IdP, no DEBUG.
+
+    The keys below are in this repository, so a deployment that runs with one of them has no
+    secret; each error names the variable to set and how to make a value.
+    """
+    if settings.PORTAL_ENV != "production":
+        return []
+    errors = []
+    if settings.SECRET_KEY == dev_keys.DJANGO_SECRET_KEY:
+        errors.append(
+            Error(
+                "DJANGO_SECRET_KEY is the public development key.",
+                hint=f"Set DJANGO_SECRET_KEY to a long random secret of your own, e.g. {GENERATE_SECRET}.",
+                id="approvals.E010",
+            )
+        )
+    if dev_keys.TOKEN_ENCRYPTION_KEY in settings.TOKEN_ENCRYPTION_KEYS:
+        errors.append(
+            Error(
+                "TOKEN_ENCRYPTION_KEYS holds the public development key: anyone could decrypt the stored task tokens.",
+                hint=f"Set TOKEN_ENCRYPTION_KEYS to a Fernet key of your own, e.g. {GENERATE_FERNET}.",
+                id="approvals.E011",
+            )
+        )
+    if dev_keys.TOKEN_FINGERPRINT_KEY in settings.TOKEN_FINGERPRINT_KEYS:
+        errors.append(
+            Error(
+                "TOKEN_FINGERPRINT_KEY(S) holds the public development key.",
+                hint=f"Set TOKEN_FINGERPRINT_KEY to a random secret of your own, e.g. {GENERATE_SECRET}.",
+                id="approvals.E012",
+            )
+        )
+    if settings.OIDC_RP_CLIENT_SECRET == dev_keys.OIDC_RP_CLIENT_SECRET:
+        errors.append(
+            Error(
+                "OIDC_RP_CLIENT_SECRET is the development IdP's client secret.",
+                hint="Set OIDC_RP_CLIENT_SECRET to the secret your identity provider issued for the portal.",
+                id="approvals.E013",
+            )
+        )
+    for name in (
+        "OIDC_OP_ISSUER",
+        "OIDC_OP_AUTHORIZATION_ENDPOINT",
+        "OIDC_OP_TOKEN_ENDPOINT",
+        "OIDC_OP_USER_ENDPOINT",
+        "OIDC_OP_JWKS_ENDPOINT",
+        "OIDC_OP_LOGOUT_ENDPOINT",
+    ):
+        value = getattr(settings, name, "")
+        if value and urlsplit(value).scheme != "https":
+            errors.append(
+                Error(
+                    f"{name} is not an https:// URL: sign-ins and the ID token's keys would travel unprotected.",
+                    hint=f"Set {name} to your identity provider's https:// URL.",
+                    id="approvals.E014",
+                )
+            )
+    if settings.DEBUG:
+        errors.append(
+            Error(
+                "DEBUG is on in production: error pages would show settings and data to anyone.",
+                hint="Unset DJANGO_DEBUG (or set DJANGO_DEBUG=false).",
+                id="approvals.E015",
+            )
+        )
+    return errors
+
+
+def refuse_unsafe_production() -> None:
+    """For the processes that run no system checks (gunicorn, the Celery worker and beat):
+    exit with the same errors `manage.py check` reports, before serving anything."""
+    errors = production_settings_check(None)
+    if errors:
+        lines = [f"{error.id}: {error.msg} {error.hint}" for error in errors]
+        raise SystemExit("Refusing to start with an unsafe production configuration:\n" + "\n".join(lines))
 
 
 from approvals.notifications import checks as notification_checks  # noqa: E402, F401 - registers them

@@ -101,6 +101,12 @@ class ApprovalRequest(models.Model):
             models.Index(fields=["id", "status"], include=["requester_email"], name="request_id_status"),
             # "I requested" and who may view a request: `requester_email__iexact`, i.e. UPPER(…) = UPPER(…).
             models.Index(Upper("requester_email"), name="request_requester_upper"),
+            # The retention sweep: closed requests that still hold their task token (erased rows leave it).
+            models.Index(
+                fields=["decided_at"],
+                condition=~Q(status="pending") & ~Q(token_ciphertext=""),
+                name="request_token_retention",
+            ),
             # Plus, on PostgreSQL, trigram indexes for the admin's search on title and requester
             # (migration 0003: they need the pg_trgm extension, which SQLite has no use for).
         ]
@@ -344,6 +350,10 @@ class CallbackStatus(models.TextChoices):
     RETRYING = "retrying", "Waiting to retry"
     DELIVERED = "delivered", "Sent to Step Functions"
     FAILED = "failed", "Failed permanently"
+
+
+# A callback in these states may still be sent: its request needs its task token.
+CALLBACK_IN_FLIGHT = (CallbackStatus.PENDING, CallbackStatus.SENDING, CallbackStatus.RETRYING)
 
 
 class Callback(models.Model):

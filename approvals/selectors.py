@@ -472,3 +472,26 @@ def execution_counts(within: QuerySet[ApprovalRequest], execution_arns: Iterable
         return {}
     counted = within.filter(execution_arn__in=arns).order_by().values("execution_arn").annotate(count=Count("pk"))
     return {row["execution_arn"]: row["count"] for row in counted}
+
+
+def closed_token_request_ids(*, limit: int = 1000) -> list[int]:
+    """Requests closed more than TOKEN_RETENTION_DAYS ago that still hold their task token.
+
+    A request whose callback may still be sent (pending, sending, retrying) keeps its token.
+    """
+    from django.conf import settings
+
+    from approvals import tokens
+    from approvals.models import CALLBACK_IN_FLIGHT
+
+    if settings.TOKEN_RETENTION_DAYS <= 0:
+        return []
+    cutoff = timezone.now() - timedelta(days=settings.TOKEN_RETENTION_DAYS)
+    return list(
+        ApprovalRequest.objects.exclude(status=RequestStatus.PENDING)
+        .exclude(token_ciphertext=tokens.ERASED)
+        .filter(decided_at__lte=cutoff)
+        .exclude(callback__status__in=CALLBACK_IN_FLIGHT)
+        .order_by("decided_at", "pk")
+        .values_list("pk", flat=True)[:limit]
+    )

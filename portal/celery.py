@@ -2,7 +2,7 @@
 
 import os
 
-from celery import Celery
+from celery import Celery, signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
@@ -21,3 +21,12 @@ def _install_queue_consumer() -> None:
 
 
 _install_queue_consumer()
+
+
+@signals.worker_init.connect
+@signals.beat_init.connect
+def _refuse_unsafe_production(**kwargs) -> None:
+    # Celery runs no system checks: the worker and beat refuse a development key in production too.
+    from approvals.checks import refuse_unsafe_production
+
+    refuse_unsafe_production()

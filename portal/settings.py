@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 import environ
 from celery.schedules import crontab
 
+from portal import dev_keys
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("PORTAL_VAR_DIR", default=str(BASE_DIR / "var")))
 
@@ -22,9 +24,12 @@ VAR_DIR.mkdir(parents=True, exist_ok=True)
 # ---------------------------------------------------------------------------
 # Mode
 # ---------------------------------------------------------------------------
+# Unset means development (`make run`, the tests); the container image sets production.
 PORTAL_ENV = env.str("PORTAL_ENV", default="dev")
+if PORTAL_ENV == "development":
+    PORTAL_ENV = "dev"
 if PORTAL_ENV not in {"dev", "production"}:
-    raise environ.ImproperlyConfigured("PORTAL_ENV must be 'dev' or 'production'")
+    raise environ.ImproperlyConfigured("PORTAL_ENV must be 'dev' (or 'development') or 'production'")
 DEV = PORTAL_ENV == "dev"
 
 
@@ -34,7 +39,7 @@ def dev_default(value):
 
 
 DEBUG = env.bool("DJANGO_DEBUG", default=DEV)
-SECRET_KEY = env.str("DJANGO_SECRET_KEY", default=dev_default("dev-only-insecure-secret-key-do-not-deploy"))
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default=dev_default(dev_keys.DJANGO_SECRET_KEY))
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 # The public base URL of the portal, for links in notifications and logs.
@@ -166,7 +171,7 @@ OIDC_OP_TOKEN_ENDPOINT = env.str("OIDC_OP_TOKEN_ENDPOINT", default=f"{OIDC_OP_IS
 OIDC_OP_USER_ENDPOINT = env.str("OIDC_OP_USER_ENDPOINT", default=f"{OIDC_OP_ISSUER}/userinfo/")
 OIDC_OP_JWKS_ENDPOINT = env.str("OIDC_OP_JWKS_ENDPOINT", default=f"{OIDC_OP_ISSUER}/.well-known/jwks.json")
 OIDC_RP_CLIENT_ID = env.str("OIDC_RP_CLIENT_ID", default=dev_default("approval-portal"))
-OIDC_RP_CLIENT_SECRET = env.str("OIDC_RP_CLIENT_SECRET", default=dev_default("approval-portal-dev-secret"))
+OIDC_RP_CLIENT_SECRET = env.str("OIDC_RP_CLIENT_SECRET", default=dev_default(dev_keys.OIDC_RP_CLIENT_SECRET))
 # Asymmetric only: the ID token is verified with the IdP's published keys (JWKS, by kid).
 OIDC_RP_SIGN_ALGO = env.str("OIDC_RP_SIGN_ALGO", default="RS256")
 OIDC_RP_SCOPES = env.str("OIDC_RP_SCOPES", default="openid email profile groups")
@@ -228,11 +233,19 @@ DEMO_STATE_MACHINE_ARN = env.str(
 # Approvals
 # ---------------------------------------------------------------------------
 # Fernet keys (comma-separated, newest first): the first encrypts, all decrypt (rotation).
-TOKEN_ENCRYPTION_KEYS = env.list(
-    "TOKEN_ENCRYPTION_KEYS", default=dev_default(["gK4Uu4GyaBWHw1Y1e-ul7Njunfod6T_MVILQckeZBvA="])
-)
-# HMAC key for the token fingerprint that finds a request by its token without decrypting.
-TOKEN_FINGERPRINT_KEY = env.str("TOKEN_FINGERPRINT_KEY", default=dev_default("dev-only-token-fingerprint-key"))
+TOKEN_ENCRYPTION_KEYS = env.list("TOKEN_ENCRYPTION_KEYS", default=dev_default([dev_keys.TOKEN_ENCRYPTION_KEY]))
+# HMAC keys for the token fingerprint that finds a request by its token without decrypting
+# (comma-separated, newest first): the first fingerprints new tokens, every one still finds a
+# duplicate; `manage.py rotate_token_keys` moves stored fingerprints to the first (README, "Keys").
+# TOKEN_FINGERPRINT_KEY is the one-key spelling of the same setting.
+if env.str("TOKEN_FINGERPRINT_KEYS", default=""):
+    TOKEN_FINGERPRINT_KEYS = env.list("TOKEN_FINGERPRINT_KEYS")
+else:
+    TOKEN_FINGERPRINT_KEYS = [env.str("TOKEN_FINGERPRINT_KEY", default=dev_default(dev_keys.TOKEN_FINGERPRINT_KEY))]
+TOKEN_FINGERPRINT_KEY = TOKEN_FINGERPRINT_KEYS[0] if TOKEN_FINGERPRINT_KEYS else ""
+# The task token of a closed request is erased this many days after it closed (the request and
+# its audit trail stay); 0 keeps tokens forever. Step Functions refuses a closed task's token anyway.
+TOKEN_RETENTION_DAYS = env.int("TOKEN_RETENTION_DAYS", default=30)
 # Requests that name no approvers go to this group, never nowhere.
 APPROVAL_DEFAULT_GROUP = env.str("APPROVAL_DEFAULT_GROUP", default="portal-admins")
 # How long a one-click link in an email or chat message stays valid.
@@ -325,10 +338,13 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 3, "socket_timeout": 5}
 CALLBACK_SWEEP_SECONDS = env.float("CALLBACK_SWEEP_SECONDS", default=30.0)
 HEARTBEAT_SWEEP_SECONDS = env.float("HEARTBEAT_SWEEP_SECONDS", default=30.0)
+# How often the retention sweep erases the tokens of requests closed TOKEN_RETENTION_DAYS ago.
+TOKEN_ERASE_SWEEP_SECONDS = env.float("TOKEN_ERASE_SWEEP_SECONDS", default=3600.0)
 CELERY_BEAT_SCHEDULE = {
     "sweep-callbacks": {"task": "worker.tasks.sweep_callbacks", "schedule": CALLBACK_SWEEP_SECONDS},
     "expire-overdue": {"task": "worker.tasks.expire_overdue_requests", "schedule": 60.0},
     "send-heartbeats": {"task": "worker.tasks.send_heartbeats", "schedule": HEARTBEAT_SWEEP_SECONDS},
+    "erase-closed-tokens": {"task": "worker.tasks.erase_closed_tokens", "schedule": TOKEN_ERASE_SWEEP_SECONDS},
     # Notifications (worker/notify_tasks.py)
     "sweep-notifications": {"task": "worker.notify_tasks.sweep_notifications", "schedule": 60.0},
     "send-follow-ups": {"task": "worker.notify_tasks.send_follow_ups", "schedule": FOLLOW_UP_SWEEP_SECONDS},

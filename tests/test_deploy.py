@@ -515,8 +515,9 @@ def test_the_dockerfile_uses_only_known_instructions_on_python_3_11_slim():
 
 def test_the_image_installs_requirements_in_their_own_layer_before_the_code():
     instructions = dockerfile_instructions()
-    copy_requirements = instructions.index(("COPY", "requirements.txt ./"))
-    install = next(i for i, (name, args) in enumerate(instructions) if name == "RUN" and "-r requirements.txt" in args)
+    copy_requirements = instructions.index(("COPY", "requirements.lock ./"))
+    install = next(i for i, (name, args) in enumerate(instructions) if name == "RUN" and "-r requirements.lock" in args)
+    assert "--require-hashes" in instructions[install][1]
     copy_code = instructions.index(("COPY", ". ."))
     assert copy_requirements < install < copy_code
 
@@ -562,7 +563,8 @@ def test_dockerignore_keeps_local_state_and_tests_out_of_the_image():
 def test_dockerignore_keeps_what_the_containers_run():
     from fnmatch import fnmatch
 
-    needed = ["Procfile", "manage.py", "requirements.txt", "scripts/procfile-run", "deploy/state-machine.asl.json"]
+    needed = ["Procfile", "manage.py", "requirements.txt", "requirements.lock"]
+    needed += ["scripts/procfile-run", "deploy/state-machine.asl.json"]
     needed += [str(p.relative_to(REPO_DIR)) for p in (REPO_DIR / "portal").glob("*.py")]
     for path in needed:
         for pattern in dockerignore_patterns():

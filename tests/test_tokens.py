@@ -34,7 +34,12 @@ def test_rotating_keys_re_encrypts_tokens_so_the_old_key_can_be_dropped(settings
 
     settings.TOKEN_ENCRYPTION_KEYS = [new_key]
     assert tokens.decrypt_token(ApprovalRequest.objects.get(pk=request.pk).token_ciphertext) == TOKEN
-    assert AuditEvent.objects.get(action="token_keys_rotated").data == {"count": 1}
+    assert AuditEvent.objects.get(action="token_keys_rotated").data == {
+        "count": 1,
+        "refingerprinted": 0,
+        "erased": 0,
+        "skipped": [],
+    }
 
 
 def test_a_token_under_an_unknown_key_is_a_clear_error_without_the_token(settings):

@@ -99,5 +99,14 @@ def send_heartbeats() -> int:
     return sent
 
 
+@shared_task(ignore_result=True)
+def erase_closed_tokens() -> int:
+    """Retention: erase the task tokens of requests closed more than TOKEN_RETENTION_DAYS ago."""
+    erased = 0
+    for request_id in selectors.closed_token_request_ids():
+        erased += services.approval_token_erase(request_id=request_id)
+    return erased
+
+
 # Celery's autodiscovery imports only this module: load the notification tasks with it.
 from worker import notify_tasks  # noqa: E402, F401

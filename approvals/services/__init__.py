@@ -35,7 +35,7 @@ from approvals.services.conversations import info_answer, info_request
 from approvals.services.decisions import REASON_REQUIRED, approval_decide, approval_expire, refusal_record
 from approvals.services.delegations import delegation_revoke, delegation_set
 from approvals.services.ingest import approval_request_ingest, ingest_error_record
-from approvals.services.keys import token_keys_rotate
+from approvals.services.keys import KeyRotationReport, approval_token_erase, token_keys_rotate
 from approvals.services.policies import approval_policy_delete, approval_policy_save
 
 __all__ = [
@@ -78,4 +78,6 @@ __all__ = [
     "routing_rule_delete",
     "routing_rule_save",
     "token_keys_rotate",
+    "approval_token_erase",
+    "KeyRotationReport",
 ]

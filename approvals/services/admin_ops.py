@@ -14,6 +14,7 @@ from django.core.validators import validate_email
 from django.db import transaction
 from django.utils import timezone
 
+from approvals import tokens
 from approvals.models import (
     ApprovalRequest,
     Assignment,
@@ -204,6 +205,13 @@ def callback_retry(*, callback_id: int, actor: User) -> Callback:
         raise ApprovalError(
             f"Only a failed callback can be sent again; this one is {callback.get_status_display().lower()}.",
             "not_failed",
+            request=callback.request,
+        )
+    if tokens.is_erased(callback.request.token_ciphertext):
+        raise ApprovalError(
+            "This request's task token was erased after the retention period (TOKEN_RETENTION_DAYS): "
+            "nothing can be sent to Step Functions any more.",
+            "token_erased",
             request=callback.request,
         )
     previous = {"attempts": callback.attempts, "error_code": callback.error_code, "error": callback.last_error}

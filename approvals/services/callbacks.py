@@ -56,6 +56,10 @@ def callback_claim(*, callback_id: int) -> CallbackSend | None:
 
     try:
         task_token = tokens.decrypt_token(request.token_ciphertext)
+    except tokens.TokenErasedError as error:
+        # Erased after the retention period: the request closed long ago, nothing can be sent.
+        _callback_fail(callback, code="token_erased", message=str(error))
+        return None
     except tokens.TokenKeyError as error:
         # A key was dropped too early: retrying cannot help, an admin must restore the key.
         _callback_fail(callback, code="token_key_missing", message=str(error))

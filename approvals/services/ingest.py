@@ -59,7 +59,9 @@ def _policy_fields(message: ApprovalMessage, policy: ApprovalPolicy | None) -> d
 def approval_request_ingest(*, message: ApprovalMessage, sqs_message_id: str = "") -> tuple[ApprovalRequest, bool]:
     """Create the request for a queue message; the same token again returns the existing one."""
     fingerprint = tokens.fingerprint_token(message.task_token)
-    existing = ApprovalRequest.objects.filter(token_fingerprint=fingerprint).first()
+    # Every configured fingerprint key: a request stored before a key rotation is a duplicate too.
+    candidates = tokens.fingerprint_candidates(message.task_token)
+    existing = ApprovalRequest.objects.filter(token_fingerprint__in=candidates).first()
     if existing is not None:
         return existing, False
 

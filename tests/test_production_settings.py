@@ -1,0 +1,172 @@
+"""Production fails closed: `manage.py check --deploy` as a deployer runs it, in a subprocess
+with only the environment they set.
+
+With PORTAL_ENV=production a known development key (Django's, the token encryption or
+fingerprint key, the dev IdP's client secret), a plain-HTTP identity provider or DEBUG is an
+error that names what to set; with keys of one's own the check is clean.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+
+from portal import dev_keys
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+FRESH_FERNET_KEY = Fernet.generate_key().decode()
+
+
+def production_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
+    """A complete production configuration with real (freshly made) keys."""
+    env = {
+        "PATH": os.environ["PATH"],
+        "PORTAL_ENV": "production",
+        "PORTAL_VAR_DIR": str(tmp_path / "var"),
+        "DJANGO_SECRET_KEY": "k7Vq2" + Fernet.generate_key().decode() + "zP9",
+        "DJANGO_ALLOWED_HOSTS": "approvals.example.com",
+        "TOKEN_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+        "TOKEN_FINGERPRINT_KEY": Fernet.generate_key().decode(),
+        "OIDC_OP_ISSUER": "https://sso.example.com/o",
+        "OIDC_RP_CLIENT_ID": "approval-portal",
+        "OIDC_RP_CLIENT_SECRET": "issued-by-the-company-idp",
+        "APPROVAL_QUEUE_URL": "https://sqs.eu-west-1.amazonaws.com/123456789012/approval-requests",
+    }
+    env.update(overrides)
+    return env
+
+
+def check_deploy(env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy"],
+        cwd=REPO_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_production_with_keys_of_its_own_passes_check_deploy_cleanly(tmp_path):
+    result = check_deploy(production_env(tmp_path))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues (0 silenced)." in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "error_id"),
+    [
+        ("DJANGO_SECRET_KEY", dev_keys.DJANGO_SECRET_KEY, "approvals.E010"),
+        ("TOKEN_ENCRYPTION_KEYS", dev_keys.TOKEN_ENCRYPTION_KEY, "approvals.E011"),
+        # Still refused as an old key kept for rotation: the tokens it encrypted were never secret.
+        ("TOKEN_ENCRYPTION_KEYS", f"{FRESH_FERNET_KEY},{dev_keys.TOKEN_ENCRYPTION_KEY}", "approvals.E011"),
+        ("TOKEN_FINGERPRINT_KEY", dev_keys.TOKEN_FINGERPRINT_KEY, "approvals.E012"),
+        ("TOKEN_FINGERPRINT_KEYS", f"a-fresh-fingerprint-key-0123,{dev_keys.TOKEN_FINGERPRINT_KEY}", "approvals.E012"),
+        ("OIDC_RP_CLIENT_SECRET", dev_keys.OIDC_RP_CLIENT_SECRET, "approvals.E013"),
+        ("OIDC_OP_ISSUER", "http://sso.example.com/o", "approvals.E014"),
+        ("OIDC_OP_JWKS_ENDPOINT", "http://sso.example.com/o/jwks", "approvals.E014"),
+        ("DJANGO_DEBUG", "true", "approvals.E015"),
+    ],
+)
+def test_production_refuses_a_development_key_plain_http_sign_in_or_debug_and_says_what_to_set(
+    tmp_path, variable, value, error_id
+):
+    result = check_deploy(production_env(tmp_path, **{variable: value}))
+
+    assert result.returncode != 0
+    assert error_id in result.stderr
+    assert "SystemCheckError" in result.stderr
+    named = variable.removesuffix("S") if variable.startswith("TOKEN_FINGERPRINT") else variable
+    assert f"Set {named}" in result.stderr or f"Unset {named}" in result.stderr, result.stderr
+    assert value not in result.stderr or value.startswith("http"), "a key is never echoed back"
+
+
+def test_rotating_fingerprint_keys_in_production_needs_only_token_fingerprint_keys(tmp_path):
+    env = production_env(tmp_path, TOKEN_FINGERPRINT_KEYS="new-fingerprint-key-0123456,old-fingerprint-key-6543210")
+    del env["TOKEN_FINGERPRINT_KEY"]
+
+    result = check_deploy(env)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_every_development_key_at_once_is_reported_in_one_run(tmp_path):
+    env = production_env(
+        tmp_path,
+        DJANGO_SECRET_KEY=dev_keys.DJANGO_SECRET_KEY,
+        TOKEN_ENCRYPTION_KEYS=dev_keys.TOKEN_ENCRYPTION_KEY,
+        TOKEN_FINGERPRINT_KEY=dev_keys.TOKEN_FINGERPRINT_KEY,
+        OIDC_OP_ISSUER="http://127.0.0.1:9000/o",
+    )
+
+    result = check_deploy(env)
+
+    assert result.returncode != 0
+    for error_id in ("approvals.E010", "approvals.E011", "approvals.E012", "approvals.E014"):
+        assert error_id in result.stderr
+
+
+def test_migrate_refuses_to_run_with_a_development_key_in_production(tmp_path):
+    # The one-shot `init` (migrate) is what a deployment runs first: it must stop there.
+    env = production_env(tmp_path, TOKEN_ENCRYPTION_KEYS=dev_keys.TOKEN_ENCRYPTION_KEY)
+    env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+
+    result = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"],
+        cwd=REPO_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert result.returncode != 0
+    assert "approvals.E011" in result.stderr
+    assert not (tmp_path / "db.sqlite3").exists() or "Applying" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        # gunicorn imports this module in each worker; it runs no system checks itself.
+        ["-c", "import portal.wsgi"],
+        ["-m", "celery", "-A", "portal", "worker", "--concurrency", "1", "--loglevel", "WARNING"],
+        ["-m", "celery", "-A", "portal", "beat", "--loglevel", "WARNING"],
+    ],
+    ids=["web", "worker", "beat"],
+)
+def test_web_worker_and_beat_refuse_to_start_with_a_development_key_in_production(tmp_path, command):
+    env = production_env(tmp_path, TOKEN_ENCRYPTION_KEYS=dev_keys.TOKEN_ENCRYPTION_KEY, CELERY_BROKER_URL="memory://")
+    if "beat" in command:
+        command = [*command, "--schedule", str(tmp_path / "beat-schedule")]
+
+    result = subprocess.run(
+        [sys.executable, *command], cwd=REPO_DIR, env=env, capture_output=True, text=True, timeout=120
+    )
+
+    assert result.returncode != 0
+    assert "Refusing to start" in result.stderr
+    assert "approvals.E011" in result.stderr and "Set TOKEN_ENCRYPTION_KEYS" in result.stderr
+
+
+def test_development_keeps_its_embedded_defaults_without_errors(tmp_path):
+    env = {"PATH": os.environ["PATH"], "PORTAL_VAR_DIR": str(tmp_path / "var")}  # PORTAL_ENV unset
+
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=REPO_DIR, env=env, capture_output=True, text=True, timeout=120
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_image_runs_as_production_unless_told_otherwise():
+    dockerfile = (REPO_DIR / "Dockerfile").read_text()
+    compose = (REPO_DIR / "docker-compose.yml").read_text()
+
+    assert "PORTAL_ENV=production" in dockerfile.replace(" ", "")
+    assert "PORTAL_ENV: dev" in compose  # the local stack says so explicitly
