@@ -21,7 +21,7 @@ from unittest import mock
 import boto3
 import pytest
 from django.conf import settings as django_settings
-from django.db import OperationalError, connection
+from django.db import OperationalError, connection, transaction
 
 from approvals import services, tokens
 from approvals.models import ApprovalRequest, Assignment, AuditEvent, IngestError, User
@@ -643,4 +643,25 @@ def test_a_database_gone_mid_batch_stops_the_batch_without_errors_and_what_was_c
     assert messages_on(queue_url) == 2
     assert consume(queue_url) == 2
     assert sorted(ApprovalRequest.objects.values_list("title", flat=True)) == ["First", "Lost connection", "Third"]
+    assert messages_on(queue_url) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failure_after_the_commit_leaves_the_stored_request_done_not_a_store_failed_error(aws):
+    queue_url = aws.APPROVAL_QUEUE_URL
+    message_id = gateway.send_message(queue_url=queue_url, body=rich_body(new_token(), title="Stored"))
+
+    def broken_hook():
+        raise RuntimeError("an on-commit hook broke")
+
+    # mock: no real on-commit hook of the ingest fails on demand; this one raises once the
+    # request is committed, which Django propagates out of the atomic block.
+    with mock.patch(
+        "approvals.services.ingest.metrics.request_ingested",
+        lambda **_: transaction.on_commit(broken_hook),
+    ):
+        assert consume(queue_url) == 1
+
+    assert ApprovalRequest.objects.get().sqs_message_id == message_id
+    assert IngestError.objects.count() == 0
     assert messages_on(queue_url) == 0

@@ -166,6 +166,11 @@ def received_message_ingest(*, sqs_message_id: str, body: str | bytes, max_bytes
     except Exception as error:  # noqa: BLE001 - recorded for this message, logged with its traceback
         if _database_unavailable(error):
             raise
+        if ApprovalRequest.objects.filter(token_fingerprint=tokens.fingerprint_token(message.task_token)).exists():
+            # Raised after the commit (an on-commit hook), or a concurrent consumer stored the
+            # same token: the request is there, so the message is done, not failed.
+            logger.error("message %s stored, then %s was raised after the commit", sqs_message_id, type(error).__name__)
+            return True
         _store_failure_record(sqs_message_id=sqs_message_id, error=error, body=body, task_token=message.task_token)
         return False
     return True
