@@ -351,26 +351,34 @@ def _too_deep(key: str | None) -> ContractError:
 def _check_values(data: dict[str, Any]) -> None:
     """Every field's value: nested at most MAX_NESTING_DEPTH levels, every number finite.
 
-    Iterative, not recursive, so a value nested just short of the parser's limit cannot
-    exhaust the stack here.
+    Level by level, not recursive, so a value nested just short of the parser's limit cannot
+    exhaust the stack here (and a 256 KiB value costs one pass).
     """
     for key, value in data.items():
-        stack: list[tuple[Any, int]] = [(value, 0)]
-        while stack:
-            item, depth = stack.pop()
-            if isinstance(item, float):
-                if not math.isfinite(item):
-                    label, name = _field_label(key)
-                    raise ContractError(
-                        "bad_number",
-                        f"{label} holds a number too large to store (beyond ±1.8e308, it reads as infinity)",
-                        name,
-                    )
-            elif isinstance(item, (dict, list)):
-                if depth == MAX_NESTING_DEPTH:
-                    raise _too_deep(key)
-                children = item.values() if isinstance(item, dict) else item
-                stack.extend((child, depth + 1) for child in children)
+        level = [value]
+        depth = 0
+        while level:
+            below: list[Any] = []
+            for item in level:
+                kind = type(item)
+                if kind is float:
+                    if not math.isfinite(item):
+                        label, name = _field_label(key)
+                        raise ContractError(
+                            "bad_number",
+                            f"{label} holds a number too large to store (beyond ±1.8e308, it reads as infinity)",
+                            name,
+                        )
+                elif kind is dict:
+                    if depth == MAX_NESTING_DEPTH:
+                        raise _too_deep(key)
+                    below.extend(item.values())
+                elif kind is list:
+                    if depth == MAX_NESTING_DEPTH:
+                        raise _too_deep(key)
+                    below.extend(item)
+            level = below
+            depth += 1
 
 
 # A JSON string or a structural character: enough to follow nesting without parsing.
