@@ -32,6 +32,13 @@ requester's groups for the "not a member of the requester's groups" rule.
 Only ``taskToken`` is required; unknown keys are ignored because Step Functions
 payloads grow over time. JSON ``null`` for an optional key means "absent".
 
+Whatever the key, the body must be storable JSON: every number finite (``1e400``
+reads as infinity, which PostgreSQL's jsonb refuses), arrays and objects nested at
+most :data:`MAX_NESTING_DEPTH` levels inside a field's value. One-line fields (the
+title, e-mail addresses, group names, ARNs, the state name) hold no control or
+Unicode format characters (bidi overrides such as U+202E, zero-width characters
+such as U+200B): shown to an approver they can disguise what is being approved.
+
 The task token is a secret (anyone holding it can approve or reject the
 execution), so no error produced here ever contains it or echoes any raw field
 value: messages name the field and what was expected, nothing more. Errors are
@@ -44,6 +51,9 @@ This module only parses and validates; it does not touch the database or AWS.
 from __future__ import annotations
 
 import json
+import math
+import re
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -58,6 +68,7 @@ __all__ = [
     "MAX_APPROVER_USERS",
     "MAX_EXECUTION_ARN_LENGTH",
     "MAX_GROUP_NAME_LENGTH",
+    "MAX_NESTING_DEPTH",
     "MAX_POLICY_COUNT",
     "MAX_SECONDS",
     "MAX_STATE_MACHINE_ARN_LENGTH",
@@ -90,6 +101,34 @@ MAX_STATE_MACHINE_ARN_LENGTH = 2048
 MAX_STATE_NAME_LENGTH = 80
 # N-of-M policies: at most as many as a message may name approvers.
 MAX_POLICY_COUNT = MAX_APPROVER_USERS
+# Arrays and objects inside one field's value (``details`` is the one that nests): deep
+# enough for any real order or ticket, shallow enough that no walk over it (parsing,
+# storing, rendering a table) comes near Python's recursion limit.
+MAX_NESTING_DEPTH = 32
+# The top-level fields the contract reads; only these are named in an error message
+# (any other key is text the sender chose).
+_KNOWN_FIELDS = frozenset(
+    {
+        "taskToken",
+        "title",
+        "approvers",
+        "requester",
+        "details",
+        "approvalRequest",
+        "approvalDeadline",
+        "timeoutSeconds",
+        "heartbeatSeconds",
+        "execution",
+        "stateMachine",
+        "state",
+        "policy",
+        "requesterGroups",
+    }
+)
+# Unicode categories a one-line field may not hold: control (Cc), format (Cf: bidi
+# overrides and isolates, zero-width space/joiners, soft hyphen, BOM, tags), and the
+# line and paragraph separators (Zl, Zp).
+_NOT_ONE_LINE = frozenset({"Cc", "Cf", "Zl", "Zp"})
 # Long enough for any ISO 8601 timestamp; a bound so garbage is refused cheaply.
 _MAX_DEADLINE_LENGTH = 64
 
@@ -100,8 +139,9 @@ class ContractError(Exception):
     """A message body does not follow the approval message contract.
 
     ``code`` is a stable machine code (``oversized``, ``not_utf8``,
-    ``not_json``, ``not_object``, ``missing_token``, ``wrong_type``,
-    ``bad_approvers``, ``bad_value``); ``message`` is a human-readable
+    ``not_json``, ``too_deep``, ``bad_number``, ``not_object``,
+    ``missing_token``, ``wrong_type``, ``bad_approvers``, ``bad_value``,
+    ``bad_policy``); ``message`` is a human-readable
     explanation that names the offending ``field`` (a dotted path such as
     ``approvers.users``, or ``None`` for problems with the body as a whole).
     The message never contains the task token or any raw value from the body.
@@ -174,6 +214,7 @@ def parse_message(body: str | bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> A
             "not_object",
             f"message body must be a JSON object, got {_json_type(data)}",
         )
+    _check_values(data)
 
     token = _parse_token(data)
     # State context first: the default title mentions the state name.
@@ -281,11 +322,89 @@ def _load_json(text: str) -> Any:
             f"message body is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})",
         )
     except RecursionError:
-        error = ContractError("not_json", "message body is JSON nested too deeply to process")
+        # Far deeper than the limit (the parser ran out of stack first).
+        error = _too_deep(_deep_field(text))
     except ValueError:
         # NaN/Infinity, or an integer literal beyond Python's digit limit.
         error = ContractError("not_json", "message body is not valid JSON (NaN, Infinity or an oversized number)")
     raise error
+
+
+def _field_label(key: str | None) -> tuple[str, str | None]:
+    """How an error names a top-level key: by name if the contract knows it, else generically."""
+    if key is None:
+        return "the message body", None
+    if key in _KNOWN_FIELDS:
+        return f"field '{key}'", key
+    return "a field", None
+
+
+def _too_deep(key: str | None) -> ContractError:
+    label, name = _field_label(key)
+    return ContractError(
+        "too_deep",
+        f"{label} nests arrays and objects more than {MAX_NESTING_DEPTH} levels deep (the limit)",
+        name,
+    )
+
+
+def _check_values(data: dict[str, Any]) -> None:
+    """Every field's value: nested at most MAX_NESTING_DEPTH levels, every number finite.
+
+    Level by level, not recursive, so a value nested just short of the parser's limit cannot
+    exhaust the stack here (and a 256 KiB value costs one pass).
+    """
+    for key, value in data.items():
+        level = [value]
+        depth = 0
+        while level:
+            below: list[Any] = []
+            for item in level:
+                kind = type(item)
+                if kind is float:
+                    if not math.isfinite(item):
+                        label, name = _field_label(key)
+                        raise ContractError(
+                            "bad_number",
+                            f"{label} holds a number too large to store (beyond ±1.8e308, it reads as infinity)",
+                            name,
+                        )
+                elif kind is dict:
+                    if depth == MAX_NESTING_DEPTH:
+                        raise _too_deep(key)
+                    below.extend(item.values())
+                elif kind is list:
+                    if depth == MAX_NESTING_DEPTH:
+                        raise _too_deep(key)
+                    below.extend(item)
+            level = below
+            depth += 1
+
+
+# A JSON string or a structural character: enough to follow nesting without parsing.
+# Possessive: a string is consumed once, never re-tried from inside (linear time).
+_JSON_STRUCTURE = re.compile(r'"(?:[^"\\]|\\.)*+"|[\[\]{}:]')
+
+
+def _deep_field(text: str) -> str | None:
+    """The top-level key whose value nests too deep, for a body too deep to parse; None if unknown."""
+    depth = 0
+    key: str | None = None
+    candidate: str | None = None
+    for match in _JSON_STRUCTURE.finditer(text):
+        piece = match.group()
+        if piece in ("[", "{"):
+            depth += 1
+            if depth - 1 > MAX_NESTING_DEPTH:
+                return key
+        elif piece in ("]", "}"):
+            depth -= 1
+        elif piece == ":":
+            if depth == 1 and candidate is not None:
+                key = candidate
+        elif depth == 1:
+            candidate = piece[1:-1] if "\\" not in piece else None
+    return None
 
 
 # --------------------------------------------------------------------------
@@ -325,6 +444,21 @@ def _is_storable_text(value: str) -> bool:
     return True
 
 
+def _check_one_line(value: str, name: str, code: str = "bad_value") -> None:
+    """Refuse control and invisible formatting characters in a one-line field."""
+    if value.isprintable():  # the common case, at C speed (False also for harmless ones such as NBSP)
+        return
+    for index, char in enumerate(value):
+        if unicodedata.category(char) in _NOT_ONE_LINE:
+            what = unicodedata.name(char, "a control character")
+            raise ContractError(
+                code,
+                f"field '{name}' contains U+{ord(char):04X} ({what}) at character {index}: a one-line field "
+                f"may not hold control or invisible formatting characters (bidi overrides, zero-width characters)",
+                name,
+            )
+
+
 def _unstorable(name: str) -> ContractError:
     return ContractError(
         "bad_value",
@@ -349,6 +483,7 @@ def _optional_text(data: dict[str, Any], name: str, max_length: int) -> str:
         )
     if not _is_storable_text(value):
         raise _unstorable(name)
+    _check_one_line(value, name)
     return value
 
 
@@ -408,6 +543,7 @@ def _parse_title(data: dict[str, Any], state_name: str) -> str:
         return f"{DEFAULT_TITLE} — {state_name}" if state_name else DEFAULT_TITLE
     if not _is_storable_text(title):
         raise _unstorable(name)
+    _check_one_line(title, name)
     if len(title) > MAX_TITLE_LENGTH:
         # A long title is a display problem, not a reason to refuse the request.
         title = title[: MAX_TITLE_LENGTH - len(_ELLIPSIS)].rstrip() + _ELLIPSIS
@@ -468,6 +604,7 @@ def _parse_approvers(data: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, 
     clean_users: dict[str, None] = {}  # a dict de-duplicates and keeps order
     for index, item in enumerate(users):
         email = item.strip()
+        _check_one_line(email, "approvers.users", "bad_approvers")
         if not _is_email(email):
             raise ContractError(
                 "bad_approvers",
@@ -498,6 +635,7 @@ def _clean_group_names(groups: list[str], name: str, code: str) -> tuple[str, ..
                 f"field '{name}' item {index} contains a NUL character or invalid Unicode",
                 name,
             )
+        _check_one_line(group, name, code)
         clean[group] = None
     return tuple(clean)
 
@@ -608,6 +746,7 @@ def _parse_requester(data: dict[str, Any]) -> str:
     email = value.strip()
     if not email:
         return ""
+    _check_one_line(email, name)
     if not _is_email(email):
         raise ContractError("bad_value", f"field '{name}' must be an email address", name)
     return email.lower()

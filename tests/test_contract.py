@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from approvals.contract import (
+    MAX_NESTING_DEPTH,
     MAX_TOKEN_LENGTH,
     ApprovalMessage,
     ContractError,
@@ -332,7 +333,6 @@ def test_the_token_key_is_case_sensitive():
         '{"taskToken": "' + TOKEN + '", "details": NaN}',
         '{"taskToken": "' + TOKEN + '", "details": Infinity}',
         '{"taskToken": "' + TOKEN + '", "details": ' + "9" * 5000 + "}",
-        '{"taskToken": "' + TOKEN + '", "details": ' + "[" * 100_000 + "]" * 100_000 + "}",
         "\ufeff" + body(),
     ],
 )
@@ -508,6 +508,102 @@ def test_a_hundred_users_and_a_hundred_groups_are_accepted():
 )
 def test_text_that_postgresql_cannot_store_is_refused(field, value):
     refused(body(**{field: value}), "bad_value", field)
+
+
+def nested(depth: int, leaf: Any = 1) -> Any:
+    value = leaf
+    for level in range(depth):
+        value = [value] if level % 2 else {"level": value}
+    return value
+
+
+def test_details_nested_exactly_to_the_limit_are_accepted():
+    value = nested(MAX_NESTING_DEPTH)
+    assert parse_message(body(details=value)).details == value
+
+
+@pytest.mark.parametrize("field", ["details", "approvalRequest", "policy"])
+def test_a_field_nested_one_level_deeper_than_the_limit_is_refused_and_named(field):
+    error = refused(body(**{field: nested(MAX_NESTING_DEPTH + 1)}), "too_deep", field)
+    assert f"{field}" in error.message and str(MAX_NESTING_DEPTH) in error.message
+
+
+@pytest.mark.parametrize("depth", [1_000, 100_000])
+def test_details_nested_too_deep_to_parse_are_refused_as_too_deep_and_named(depth):
+    raw = '{"taskToken": "' + TOKEN + '", "title": "x", "details": ' + "[" * depth + "]" * depth + "}"
+    refused(raw, "too_deep", "details")
+
+
+def test_an_unknown_field_nested_too_deep_is_refused_without_echoing_its_name():
+    error = refused(body(secretLookingKey=nested(MAX_NESTING_DEPTH + 1)), "too_deep")
+    assert error.field is None
+    assert "secretLookingKey" not in error.message
+    error = refused('{"taskToken": "t", "secretLookingKey": ' + "[" * 5000 + "]" * 5000 + "}", "too_deep")
+    assert error.field is None and "secretLookingKey" not in error.message
+
+
+def test_a_body_that_is_only_deep_nesting_is_refused_as_too_deep():
+    assert refused("[" * 5000 + "]" * 5000, "too_deep").field is None
+
+
+@pytest.mark.parametrize("number", ["1e400", "-1e400", "123456789e999"])
+@pytest.mark.parametrize("field", ["details", "approvalRequest"])
+def test_a_number_beyond_a_double_is_refused_as_not_finite_and_the_field_named(field, number):
+    # Python reads 1e400 as float("inf"), which PostgreSQL's jsonb cannot store.
+    raw = '{"taskToken": "' + TOKEN + '", "' + field + '": {"amounts": [1, ' + number + "]}}"
+    error = refused(raw, "bad_number", field)
+    assert field in error.message
+
+
+def test_numbers_at_the_edges_of_a_double_are_accepted():
+    value = [1.7976931348623157e308, -1.7976931348623157e308, 5e-324, 1e-400, -0.0, 10**300, -(2**63)]
+    assert parse_message(body(details=value)).details == value
+
+
+@pytest.mark.parametrize(
+    "character",
+    [
+        "\u202e",  # RIGHT-TO-LEFT OVERRIDE
+        "\u202a",  # LEFT-TO-RIGHT EMBEDDING
+        "\u2066",  # LEFT-TO-RIGHT ISOLATE
+        "\u200b",  # ZERO WIDTH SPACE
+        "\u200d",  # ZERO WIDTH JOINER
+        "\u200f",  # RIGHT-TO-LEFT MARK
+        "\u2060",  # WORD JOINER
+        "\ufeff",  # ZERO WIDTH NO-BREAK SPACE (BOM)
+        "\u00ad",  # SOFT HYPHEN
+        "\x07",  # BEL, a control character
+        "\x1b",  # ESC
+    ],
+)
+@pytest.mark.parametrize(
+    ("field", "make", "code"),
+    [
+        ("title", lambda c: {"title": f"Approve order 12{c}34"}, "bad_value"),
+        ("requester", lambda c: {"requester": f"bob{c}@example.com"}, "bad_value"),
+        ("approvers.users", lambda c: {"approvers": {"users": [f"alice{c}@example.com"]}}, "bad_approvers"),
+        ("approvers.groups", lambda c: {"approvers": {"groups": [f"finance{c}"]}}, "bad_approvers"),
+        ("requesterGroups", lambda c: {"requesterGroups": [f"sales{c}"]}, "bad_value"),
+        ("execution", lambda c: {"execution": f"arn:aws:states:eu-west-1:1:execution:M:{c}run"}, "bad_value"),
+        ("stateMachine", lambda c: {"stateMachine": f"arn:aws:states:eu-west-1:1:stateMachine:{c}M"}, "bad_value"),
+        ("state", lambda c: {"state": f"Wait{c}ForApproval"}, "bad_value"),
+    ],
+)
+def test_control_and_invisible_format_characters_in_a_one_line_field_are_refused_and_named(
+    field, make, code, character
+):
+    error = refused(body(**make(character)), code, field)
+    assert f"U+{ord(character):04X}" in error.message
+
+
+def test_a_title_keeps_ordinary_unicode_and_turns_line_breaks_into_spaces():
+    title = "Zahlung\nfür Müller\u2028(€\u00a05.300) 👍 — 日本"
+    assert parse_message(body(title=title)).title == "Zahlung für Müller (€ 5.300) 👍 — 日本"
+
+
+def test_details_may_hold_format_characters_they_are_data_not_a_one_line_field():
+    value = {"note": "right-to-left \u202e text, zero\u200bwidth"}
+    assert parse_message(body(details=value)).details == value
 
 
 def test_a_token_with_a_nul_character_is_refused():

@@ -19,7 +19,6 @@ logger = logging.getLogger(__name__)
 def consume_once(*, queue_url: str, wait_seconds: int, visibility_timeout: int, max_bytes: int) -> int:
     """Receive one batch, ingest it, delete what was committed. Returns messages handled."""
     from approvals import metrics, services
-    from approvals.contract import ContractError, parse_message
     from portal.logging import bind_log_context
     from worker import gateway
 
@@ -28,28 +27,29 @@ def consume_once(*, queue_url: str, wait_seconds: int, visibility_timeout: int, 
     metrics.messages_received(len(batch))
     extended = False
     done: list[str] = []
-    for index, message in enumerate(batch):
-        bind_log_context(message_id=message.message_id, approval_id=None)
-        if not extended and time.monotonic() - received_at > visibility_timeout / 2:
-            # A slow batch (a slow database): keep the rest hidden so no other consumer
-            # receives them meanwhile.
-            rest = [m.receipt_handle for m in batch[index:]]
-            gateway.extend_visibility(queue_url=queue_url, receipt_handles=rest, timeout=visibility_timeout)
-            extended = True
-        try:
-            parsed = parse_message(message.body, max_bytes=max_bytes)
-        except ContractError as error:
-            # Left on the queue: its redrive policy moves it to the DLQ after maxReceiveCount.
-            services.ingest_error_record(sqs_message_id=message.message_id, error=error, body=message.body)
-            continue
-        services.approval_request_ingest(message=parsed, sqs_message_id=message.message_id)
-        done.append(message.receipt_handle)  # committed: safe to delete
-    bind_log_context(message_id=None, approval_id=None)
-    if done:
-        failed = gateway.delete_messages(queue_url=queue_url, receipt_handles=done)
-        if failed:
-            # Harmless: the message comes back and ingestion finds the existing request.
-            logger.warning("%d ingested messages could not be deleted; they will be re-received", len(failed))
+    try:
+        for index, message in enumerate(batch):
+            bind_log_context(message_id=message.message_id, approval_id=None)
+            if not extended and time.monotonic() - received_at > visibility_timeout / 2:
+                # A slow batch (a slow database): keep the rest hidden so no other consumer
+                # receives them meanwhile.
+                rest = [m.receipt_handle for m in batch[index:]]
+                gateway.extend_visibility(queue_url=queue_url, receipt_handles=rest, timeout=visibility_timeout)
+                extended = True
+            # Each message's failure is its own (an IngestError); one that is not stored is left
+            # on the queue, and its redrive policy moves it to the DLQ after maxReceiveCount.
+            if services.received_message_ingest(
+                sqs_message_id=message.message_id, body=message.body, max_bytes=max_bytes
+            ):
+                done.append(message.receipt_handle)  # committed: safe to delete
+    finally:
+        # Also when the database went away mid-batch: what was committed is not received again.
+        bind_log_context(message_id=None, approval_id=None)
+        if done:
+            failed = gateway.delete_messages(queue_url=queue_url, receipt_handles=done)
+            if failed:
+                # Harmless: the message comes back and ingestion finds the existing request.
+                logger.warning("%d ingested messages could not be deleted; they will be re-received", len(failed))
     return len(batch)
 
 

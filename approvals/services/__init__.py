@@ -34,7 +34,7 @@ from approvals.services.consumers import consumer_error_recorded, consumer_poll_
 from approvals.services.conversations import info_answer, info_request
 from approvals.services.decisions import REASON_REQUIRED, approval_decide, approval_expire, refusal_record
 from approvals.services.delegations import delegation_revoke, delegation_set
-from approvals.services.ingest import approval_request_ingest, ingest_error_record
+from approvals.services.ingest import approval_request_ingest, ingest_error_record, received_message_ingest
 from approvals.services.keys import KeyRotationReport, approval_token_erase, token_keys_rotate
 from approvals.services.policies import approval_policy_delete, approval_policy_save
 
@@ -73,6 +73,7 @@ __all__ = [
     "ingest_error_discard",
     "ingest_error_record",
     "ingest_error_replay",
+    "received_message_ingest",
     "new_assignees_notify",
     "refusal_record",
     "routing_rule_delete",

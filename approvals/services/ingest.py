@@ -1,14 +1,15 @@
-"""Turning queue messages into approval requests, and recording the ones that break the contract."""
+"""Turning queue messages into approval requests, and recording the ones that cannot become one."""
 
 import logging
+import traceback
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
 from approvals import metrics, selectors, tokens
-from approvals.contract import ApprovalMessage, ContractError
+from approvals.contract import ApprovalMessage, ContractError, parse_message
 from approvals.models import ApprovalPolicy, ApprovalRequest, Assignment, IngestError
 from approvals.redaction import redact, redact_body
 from approvals.services.common import audit
@@ -123,10 +124,79 @@ def approval_request_ingest(*, message: ApprovalMessage, sqs_message_id: str = "
     return request, True
 
 
+# ---------------------------------------------------------------------------
+# One received message
+# ---------------------------------------------------------------------------
+# SQLSTATE classes that say the database (connection, server, concurrency) failed, not this
+# message: connection exception, transaction rollback (serialization, deadlock), insufficient
+# resources, operator intervention (shutdown, statement timeout), system error; lock timeout.
+_UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57", "58"})
+_MAX_FAILURE_TEXT = 500
+
+
+def _database_unavailable(error: Exception) -> bool:
+    """True when every message would fail alike: leave the batch to the consumer's backoff."""
+    if isinstance(error, InterfaceError):
+        return True
+    if not isinstance(error, OperationalError):
+        return False
+    sqlstate = getattr(error.__cause__, "sqlstate", None)
+    # No SQLSTATE: the connection broke (or SQLite was locked).
+    return sqlstate is None or sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES or sqlstate == "55P03"
+
+
+def received_message_ingest(*, sqs_message_id: str, body: str | bytes, max_bytes: int) -> bool:
+    """Parse and store one received message, its failure its own; True when it may be deleted.
+
+    A body the contract refuses, and a message that fails while being stored (the database
+    refusing a value, a bug), become an IngestError for this message alone (`store_failed`
+    for the latter), and the message stays on the queue for its redrive policy to move to the
+    dead-letter queue, from where an admin replays or discards it. The store runs in its own
+    transaction (a savepoint inside a caller's), so a failure rolls back only this message.
+    Only a database that is unavailable as a whole propagates: the consumer backs off.
+    """
+    try:
+        message = parse_message(body, max_bytes=max_bytes)
+    except ContractError as error:
+        ingest_error_record(sqs_message_id=sqs_message_id, error=error, body=body)
+        return False
+    try:
+        approval_request_ingest(message=message, sqs_message_id=sqs_message_id)
+    except ContractError as error:  # a rule applied at store time refused it
+        ingest_error_record(sqs_message_id=sqs_message_id, error=error, body=body)
+        return False
+    except Exception as error:  # noqa: BLE001 - recorded for this message, logged with its traceback
+        if _database_unavailable(error):
+            raise
+        if ApprovalRequest.objects.filter(token_fingerprint=tokens.fingerprint_token(message.task_token)).exists():
+            # Raised after the commit (an on-commit hook), or a concurrent consumer stored the
+            # same token: the request is there, so the message is done, not failed.
+            logger.error("message %s stored, then %s was raised after the commit", sqs_message_id, type(error).__name__)
+            return True
+        _store_failure_record(sqs_message_id=sqs_message_id, error=error, body=body, task_token=message.task_token)
+        return False
+    return True
+
+
+def _store_failure_record(*, sqs_message_id: str, error: Exception, body: str | bytes, task_token: str) -> None:
+    # The exception's text and traceback may quote what was being stored (the token too, in
+    # a bug's message): redacted with the token itself, not only by its shape.
+    first_line = (str(error).strip().splitlines() or [""])[0][:_MAX_FAILURE_TEXT]
+    reason = redact(f"could not store the message: {type(error).__name__}: {first_line}".rstrip(": "), task_token)
+    trace = redact("".join(traceback.format_exception(error)), task_token)
+    logger.error("message %s could not be stored (%s); traceback:\n%s", sqs_message_id, type(error).__name__, trace)
+    _ingest_error_upsert(sqs_message_id=sqs_message_id, code="store_failed", reason=reason, body=body)
+
+
 @transaction.atomic
 def ingest_error_record(*, sqs_message_id: str, error: ContractError, body: str | bytes) -> IngestError:
     """Record a message that broke the contract, once per message however often it returns."""
-    metrics.ingest_error(reason=error.code)
+    return _ingest_error_upsert(sqs_message_id=sqs_message_id, code=error.code, reason=error.message, body=body)
+
+
+@transaction.atomic
+def _ingest_error_upsert(*, sqs_message_id: str, code: str, reason: str, body: str | bytes) -> IngestError:
+    metrics.ingest_error(reason=code)
     now = timezone.now()
     row = IngestError.objects.select_for_update().filter(sqs_message_id=sqs_message_id).first()
     if row is not None:
@@ -136,12 +206,12 @@ def ingest_error_record(*, sqs_message_id: str, error: ContractError, body: str 
         return row
     row = IngestError.objects.create(
         sqs_message_id=sqs_message_id,
-        code=error.code,
-        reason=redact(error.message),
+        code=code,
+        reason=redact(reason),
         body_redacted=redact_body(body),
         first_seen_at=now,
         last_seen_at=now,
     )
-    audit(action="ingest_error", request=None, actor=None, sqs_message_id=sqs_message_id, code=error.code)
-    logger.warning("message %s refused: %s (%s)", sqs_message_id, error.code, redact(error.message))
+    audit(action="ingest_error", request=None, actor=None, sqs_message_id=sqs_message_id, code=code)
+    logger.warning("message %s refused: %s (%s)", sqs_message_id, code, redact(reason))
     return row
