@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('approvals', '0010_vote_user_created'),
+        ('approvals', '0011_slack_identity'),
     ]
 
     operations = [
