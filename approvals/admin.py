@@ -59,6 +59,7 @@ from approvals.models import (
     RequestStatus,
     RoutingRule,
     User,
+    Vote,
 )
 from approvals.paginators import AuditTrailPaginator, LargeTablePaginator
 from approvals.services.policies import POLICY_FIELDS
@@ -453,6 +454,17 @@ class ApprovalRequestAdmin(ActionsOnlyMixin, BigTableAdmin):
                 for vote in votes
             ),
         )
+        withdrawn = format_html_join(
+            "",
+            "<li>{} by {} — withdrawn, no longer counts: {}</li>",
+            (
+                ("Approval" if vote.approve else "Rejection", vote.user.email, vote.withdrawn_reason)
+                for vote in Vote.with_withdrawn.filter(request=obj, withdrawn_at__isnull=False)
+                .select_related("user")
+                .order_by("withdrawn_at", "pk")
+            ),
+        )
+        lines = format_html("{}{}", lines, withdrawn)
         return format_html("{}<ul>{}</ul>", summary, lines) if lines else summary
 
     @admin.display(description="callback")

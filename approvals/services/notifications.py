@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 Kind = Notification.Kind
 Channel = Notification.Channel
 # Sent to approvers; pointless (and never sent) once the request is decided.
-APPROVER_KINDS = {Kind.NEW_REQUEST, Kind.REASSIGNED, Kind.REMINDER, Kind.ESCALATION}
+APPROVER_KINDS = {Kind.NEW_REQUEST, Kind.REASSIGNED, Kind.REOPENED, Kind.REMINDER, Kind.ESCALATION}
 # A question nobody can answer any more, an answer nobody decides on: moot once decided too.
 PENDING_ONLY_KINDS = APPROVER_KINDS | {Kind.QUESTION, Kind.ANSWER}
 # How long one task may hold a row while it sends (SMTP and Slack calls have shorter timeouts).
