@@ -17,6 +17,7 @@ from approvals.paginators import seek_page
 ERROR_STATUS = {
     "not_found": 404,
     "requester": 403,
+    "self_assigned": 403,
     "not_assignee": 403,
     "inactive_user": 403,
     "other_user": 403,
