@@ -1,5 +1,7 @@
 """Pages: parse input, call one service or selector, render. No business rules here."""
 
+from functools import wraps
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponseRedirect
@@ -112,8 +114,8 @@ def inbox(request):
             "filters": filters,
             "narrowed": narrowed,
             "filtering": filtering,
-            # Every state machine that sent requests, as the admin's filter lists them.
-            "state_machines": selectors.state_machine_arns(),
+            # The state machines of the requests this user may see (admins: all).
+            "state_machines": selectors.inbox_state_machine_arns(request.user, groups=groups, delegated=delegated),
         },
     )
 
@@ -132,6 +134,23 @@ def _visible_request(request, public_id):
     if approval is None or not permissions.can_view(request.user, approval):
         return None
     return approval
+
+
+def visible_or_not_found(view):
+    """A POST on a request page answers a request the user may not see exactly as a GET does
+    (and as a request that does not exist): the same 404 page. What the service would refuse
+    ("not an approver", "already decided") is said only to those who may see the request."""
+
+    @wraps(view)
+    def checked(request, public_id, *args, **kwargs):
+        if _visible_request(request, public_id) is None:
+            services.refusal_record(
+                user=request.user, request=None, code="not_found", attempted=view.__name__, public_id=str(public_id)
+            )
+            return _not_found(request)
+        return view(request, public_id, *args, **kwargs)
+
+    return checked
 
 
 def _detail_page(request, approval, *, form=None, status: int = 200, just_decided: bool = False):
@@ -166,6 +185,7 @@ def request_detail(request, public_id):
 
 @login_required
 @require_POST
+@visible_or_not_found
 def confirm_decision(request, public_id):
     """The step between the request page and the decision: "Yes, approve" or go back.
 
@@ -201,6 +221,7 @@ def confirm_decision(request, public_id):
 
 @login_required
 @require_POST
+@visible_or_not_found
 def decide(request, public_id):
     form = DecisionForm(request.POST)
     if not form.is_valid():
