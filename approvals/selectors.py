@@ -148,7 +148,10 @@ def inbox_tab(
         # Joined to the user's own vote (one per request, a unique constraint), newest first:
         # read from the votes' (user, created_at) index, a page costs the same at 100 or 10,000
         # votes (ordered by the request's decision time, every vote was read and sorted).
-        requests = requests.filter(votes__user=user).annotate(voted_at=F("votes__created_at"))
+        # A vote the callback's re-check withdrew no longer counts (Vote.objects): nor here.
+        requests = requests.filter(votes__user=user, votes__withdrawn_at__isnull=True).annotate(
+            voted_at=F("votes__created_at")
+        )
         order = ("-voted_at", "-id")
     else:
         # UPPER(requester_email) = UPPER(…): the btree index of migration 0008.

@@ -19,7 +19,7 @@ import pytest
 from django.contrib.auth.models import Group
 from django.core import mail
 from django.test import Client
-from hypothesis import given
+from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
@@ -285,3 +285,33 @@ def test_only_addresses_in_an_allowed_domain_pass_whatever_their_shape(local, do
         assert not notification_services.address_allowed(f"{local}@example.com.evil.test")
     finally:
         django_settings.OIDC_ALLOWED_EMAIL_DOMAINS = old
+
+
+@hypothesis_settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    posted=st.lists(
+        st.one_of(
+            st.integers(min_value=-(2**70), max_value=2**70).map(str),
+            st.text(max_size=12),
+            st.sampled_from(["1", "01", " 2", "3.0", "1e3", "", "-0"]),
+        ),
+        max_size=30,
+    )
+)
+def test_whatever_ids_are_posted_a_bulk_action_only_ever_acts_on_rows_of_the_users_list(people, posted):
+    from django.test import RequestFactory
+
+    from approvals import selectors
+    from approvals.admin import _selected_ids, _unseen_ids
+
+    mine = ingest(f"Finance {uuid.uuid4().hex[:6]}", groups=["finance-approvers"])
+    ingest(f"Legal {uuid.uuid4().hex[:6]}", groups=["legal"])
+    queryset = selectors.admin_requests_for(people["alice"])
+    request = RequestFactory().post(CHANGELIST, {"_selected_action": [*posted, str(mine.pk)]})
+
+    selected = _selected_ids(request, queryset)
+    unseen = _unseen_ids(request, selected)
+
+    assert set(selected) <= set(queryset.values_list("pk", flat=True))
+    assert mine.pk in selected
+    assert not set(selected) & set(unseen)

@@ -11,7 +11,7 @@ import uuid
 import pytest
 from django.contrib.auth.models import Group
 
-from approvals import services
+from approvals import selectors, services
 from approvals.contract import parse_message
 from approvals.models import ApprovalRequest, AuditEvent, Callback, CallbackStatus, Notification, RequestStatus, Vote
 from tests.support import make_user, signed_in, wait_for, wait_for_execution_end
@@ -185,6 +185,10 @@ def test_a_rejection_whose_rejector_left_is_withdrawn_and_the_earlier_approvals_
     execution = wait_for_execution_end(execution_arn)
     assert execution["status"] == "FAILED" and execution.get("error") == "ApprovalDenied"
     assert Vote.with_withdrawn.filter(request=request, user=people["carol"]).count() == 2
+    # Her "Decided by me" tab lists it once, by the vote that counts.
+    decided = list(selectors.inbox_tab(people["carol"], "decided"))
+    assert [row.pk for row in decided] == [request.pk]
+    assert decided[0].voted_at == Vote.objects.get(request=request, user=people["carol"]).created_at
 
 
 def test_the_decision_stands_when_the_votes_left_meet_the_policy(aws, demo_state_machine, people):
@@ -223,3 +227,23 @@ def test_a_callback_that_may_already_have_reached_step_functions_is_not_reopened
     request.refresh_from_db()
     assert callback.status == CallbackStatus.FAILED and callback.error_code == "identity_recheck_failed"
     assert request.status == RequestStatus.APPROVED
+
+
+def test_a_vote_through_an_assignment_the_voter_made_themselves_is_withdrawn_by_the_recheck(people):
+    """The four-eyes rule for admins holds at send time too (a vote recorded before the rule)."""
+    body = {"taskToken": str(uuid.uuid4()), "title": "Order 6", "approvers": {"groups": ["finance-approvers"]}}
+    request, _ = services.approval_request_ingest(message=parse_message(json.dumps(body)))
+    services.approval_reassign(
+        request_id=request.pk, actor=people["root"], users=["root@example.com"], reason="mine", mode="add"
+    )
+    # Written directly: the decision service refuses it today (tests/test_four_eyes_admins.py).
+    Vote.objects.create(request=request, user=people["root"], approve=True, group="user:root@example.com")
+    ApprovalRequest.objects.filter(pk=request.pk).update(status=RequestStatus.APPROVED)
+    callback = Callback.objects.create(request=request, kind=Callback.Kind.SUCCESS, payload={"output": {}})
+
+    assert services.callback_claim(callback_id=callback.pk) is None
+
+    request.refresh_from_db()
+    assert request.status == RequestStatus.PENDING
+    withdrawn = AuditEvent.objects.get(request=request, action="vote_withdrawn")
+    assert withdrawn.data["code"] == "self_assigned" and withdrawn.data["voter"] == "root@example.com"
