@@ -145,7 +145,11 @@ def visible_or_not_found(view):
     def checked(request, public_id, *args, **kwargs):
         if _visible_request(request, public_id) is None:
             services.refusal_record(
-                user=request.user, request=None, code="not_found", attempted=view.__name__, public_id=str(public_id)
+                user=request.user,
+                request=None,
+                code="not_found",
+                attempted=view.__name__.removesuffix("_decision"),
+                public_id=str(public_id),
             )
             return _not_found(request)
         return view(request, public_id, *args, **kwargs)
