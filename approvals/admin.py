@@ -59,6 +59,7 @@ from approvals.models import (
     RequestStatus,
     RoutingRule,
     User,
+    Vote,
 )
 from approvals.paginators import AuditTrailPaginator, LargeTablePaginator
 from approvals.services.policies import POLICY_FIELDS
@@ -105,10 +106,7 @@ class BigTableAdmin(admin.ModelAdmin):
         return obj
 
 
-def _selected_ids(request: HttpRequest, queryset: QuerySet) -> list[int]:
-    """The rows a bulk action was asked for, as posted (each is checked by its service)."""
-    if request.POST.get("select_across") == "1":
-        return list(queryset.values_list("pk", flat=True)[: MAX_BULK_ROWS + 1])
+def _posted_ids(request: HttpRequest) -> list[int]:
     ids = []
     for value in request.POST.getlist(helpers.ACTION_CHECKBOX_NAME):
         try:
@@ -116,6 +114,28 @@ def _selected_ids(request: HttpRequest, queryset: QuerySet) -> list[int]:
         except ValueError:
             continue
     return list(dict.fromkeys(ids))
+
+
+def _selected_ids(request: HttpRequest, queryset: QuerySet) -> list[int]:
+    """The rows a bulk action was asked for, narrowed to the user's own list (`queryset`, the
+    changelist's rows) before anything else: a posted id outside it is treated exactly like an
+    id that does not exist (see _unseen_ids), never handed to a service."""
+    if request.POST.get("select_across") == "1":
+        return list(queryset.values_list("pk", flat=True)[: MAX_BULK_ROWS + 1])
+    posted = _posted_ids(request)[: MAX_BULK_ROWS + 1]
+    seen = set(queryset.filter(pk__in=posted).values_list("pk", flat=True))
+    return [pk for pk in posted if pk in seen]
+
+
+def _unseen_ids(request: HttpRequest, selected: list[int]) -> list[int]:
+    """Posted ids not in the user's list: rows that do not exist and rows they may not see, alike."""
+    if request.POST.get("select_across") == "1":
+        return []
+    chosen = set(selected)
+    return [pk for pk in _posted_ids(request)[: MAX_BULK_ROWS + 1] if pk not in chosen]
+
+
+NOT_YOURS = "There is no such row, or it is not yours to see."
 
 
 def _run_bulk(
@@ -137,16 +157,18 @@ def _run_bulk(
     and lists which were done and which were refused, with the reason.
     """
     ids = _selected_ids(request, queryset)
-    if len(ids) > MAX_BULK_ROWS:
+    unseen = _unseen_ids(request, ids)
+    if len(ids) + len(unseen) > MAX_BULK_ROWS:
         modeladmin.message_user(
             request, f"Select at most {MAX_BULK_ROWS} rows for one action; filter the list first.", messages.ERROR
         )
         return None
-    labels = describe(ids)
+    # Unseen rows are described like rows that do not exist: by their number only.
+    labels = describe(ids + unseen)
     confirmed = "confirm" in request.POST
     form = form_class(request.POST if confirmed else None)
     if confirmed and form.is_valid():
-        done, refused = [], []
+        done, refused = [], [(pk, NOT_YOURS) for pk in unseen]
         for pk in ids:
             try:
                 run(pk, form.cleaned_data)
@@ -165,8 +187,8 @@ def _run_bulk(
         "opts": modeladmin.model._meta,
         "title": title,
         "intro": intro,
-        "rows": [labels[pk] for pk in ids],
-        "ids": ids,
+        "rows": [labels[pk] for pk in ids + unseen],
+        "ids": ids + unseen,  # posted back as they came: the confirm POST narrows them again
         "action": action,
         "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
         "form": form,
@@ -454,6 +476,17 @@ class ApprovalRequestAdmin(ActionsOnlyMixin, BigTableAdmin):
                 for vote in votes
             ),
         )
+        withdrawn = format_html_join(
+            "",
+            "<li>{} by {} — withdrawn, no longer counts: {}</li>",
+            (
+                ("Approval" if vote.approve else "Rejection", vote.user.email, vote.withdrawn_reason)
+                for vote in Vote.with_withdrawn.filter(request=obj, withdrawn_at__isnull=False)
+                .select_related("user")
+                .order_by("withdrawn_at", "pk")
+            ),
+        )
+        lines = format_html("{}{}", lines, withdrawn)
         return format_html("{}<ul>{}</ul>", summary, lines) if lines else summary
 
     @admin.display(description="callback")
@@ -602,13 +635,11 @@ class ApprovalRequestAdmin(ActionsOnlyMixin, BigTableAdmin):
         return describe
 
     def _decide_in_bulk(self, request, queryset, *, approve: bool):
-        public_ids = dict(
-            ApprovalRequest.objects.filter(pk__in=_selected_ids(request, queryset)).values_list("pk", "public_id")
-        )
+        public_ids = dict(queryset.filter(pk__in=_selected_ids(request, queryset)).values_list("pk", "public_id"))
 
         def run(pk: int, data: dict) -> None:
             if pk not in public_ids:
-                raise services.ApprovalError("This approval request does not exist.", "not_found")
+                raise services.ApprovalError(NOT_YOURS, "not_found")
             services.approval_decide(
                 public_id=public_ids[pk], user=request.user, approve=approve, comment=data["comment"], via="admin"
             )

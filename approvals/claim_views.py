@@ -5,11 +5,12 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from approvals import services
-from approvals.views import after_service
+from approvals.views import after_service, visible_or_not_found
 
 
 @login_required
 @require_POST
+@visible_or_not_found
 def claim(request, public_id):
     return after_service(
         request,
@@ -21,6 +22,7 @@ def claim(request, public_id):
 
 @login_required
 @require_POST
+@visible_or_not_found
 def unclaim(request, public_id):
     return after_service(
         request,

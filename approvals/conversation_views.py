@@ -8,7 +8,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from approvals import services
-from approvals.views import after_service
+from approvals.views import after_service, visible_or_not_found
 
 
 def _conversation(public_id) -> str:
@@ -17,6 +17,7 @@ def _conversation(public_id) -> str:
 
 @login_required
 @require_POST
+@visible_or_not_found
 def ask(request, public_id):
     question = request.POST.get("question", "")
     return after_service(
@@ -28,6 +29,7 @@ def ask(request, public_id):
 
 @login_required
 @require_POST
+@visible_or_not_found
 def answer(request, public_id):
     answer = request.POST.get("answer", "")
     return after_service(

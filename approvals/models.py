@@ -142,12 +142,24 @@ class ApprovalRequest(models.Model):
         return self.required_approvals > 1
 
 
+class CountedVoteManager(models.Manager):
+    """The votes that count. A vote withdrawn by the callback's identity re-check stays as
+    history (`Vote.with_withdrawn`), but no rule, count or list of votes sees it any more."""
+
+    def get_queryset(self):
+        return super().get_queryset().filter(withdrawn_at__isnull=True)
+
+
 class Vote(models.Model):
     """One approver's approval or rejection. A request closes when its policy is met.
 
     `user` is who clicked; `on_behalf_of` the approver whose right they used (delegation),
     else null. `group` is the assignment the right came from: an assigned group's name, or
     "user:<email>" for a named approver (distinctGroups counts these).
+
+    `withdrawn_at`/`withdrawn_reason`: the re-check before the callback found the voter no
+    longer allowed (left the group, deactivated); the vote no longer counts and the request
+    went back to pending (approvals/services/recheck.py).
     """
 
     request = models.ForeignKey(ApprovalRequest, on_delete=models.PROTECT, related_name="votes")
@@ -159,14 +171,22 @@ class Vote(models.Model):
     comment = models.TextField(blank=True, default="")
     group = models.CharField(max_length=254, blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
+    withdrawn_at = models.DateTimeField(null=True, blank=True)
+    withdrawn_reason = models.TextField(blank=True, default="")
+
+    objects = CountedVoteManager()  # the default: what rules, counts and lists read
+    with_withdrawn = models.Manager()  # noqa: DJ012 - a manager, not a field
 
     class Meta:
         ordering = ["created_at", "id"]
         constraints = [
-            models.UniqueConstraint(fields=["request", "user"], name="vote_once_per_user"),
+            # One counted vote per person: after a withdrawal they may vote again (if allowed).
+            models.UniqueConstraint(
+                fields=["request", "user"], condition=Q(withdrawn_at__isnull=True), name="vote_once_per_user"
+            ),
             models.UniqueConstraint(
                 fields=["request", "on_behalf_of"],
-                condition=Q(on_behalf_of__isnull=False),
+                condition=Q(on_behalf_of__isnull=False, withdrawn_at__isnull=True),
                 name="vote_once_per_principal",
             ),
         ]
@@ -290,6 +310,11 @@ class Assignment(models.Model):
     kind = models.CharField(max_length=8, choices=Kind.choices)
     value = models.CharField(max_length=254)
     created_at = models.DateTimeField(default=timezone.now)
+    # The admin whose reassignment added it; null when the message or a routing rule named it.
+    # Four eyes: nobody decides with an assignment they made themselves (approvals/permissions.py).
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
 
     class Meta:
         constraints = [
@@ -531,12 +556,15 @@ class Notification(models.Model):
         DIGEST = "digest", "Daily digest"
         QUESTION = "question", "Question for the requester"
         ANSWER = "answer", "The requester answered"
+        REOPENED = "reopened", "Reopened: a vote no longer counts"
 
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"
         SENT = "sent", "Sent"
         FAILED = "failed", "Failed"
         SKIPPED = "skipped", "Not needed any more"
+        # The address is outside OIDC_ALLOWED_EMAIL_DOMAINS: never sent (the admin sees why).
+        REFUSED = "refused", "Refused: address not in an allowed domain"
 
     request = models.ForeignKey(
         ApprovalRequest, null=True, blank=True, on_delete=models.CASCADE, related_name="notifications"

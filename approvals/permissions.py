@@ -144,6 +144,28 @@ def _duties_refusal(user: User, authority: Authority, request: ApprovalRequest, 
     return None
 
 
+def _assignment_creators(request: ApprovalRequest) -> dict[str, int | None]:
+    """Who made each assignment of `request` (by its key, as _assignment_keys spells them):
+    the admin whose reassignment added it, or None when the message or a routing rule named it."""
+    return {
+        (f"user:{assignment.value}" if assignment.kind == Assignment.Kind.USER else assignment.value): (
+            assignment.created_by_id
+        )
+        for assignment in request.assignments.all()
+    }
+
+
+def _self_assigned_refusal(user: User, authority: Authority, request: ApprovalRequest) -> Refusal | None:
+    """Four eyes for admins too: nobody decides with an assignment they made themselves."""
+    if _assignment_creators(request).get(authority.group) != user.pk:
+        return None
+    return Refusal(
+        "self_assigned",
+        "You assigned this request to yourself, so someone else has to decide it "
+        "(or another admin has to assign it to you).",
+    )
+
+
 def _voted(request: ApprovalRequest, people: set[int]) -> bool:
     return any(vote.user_id in people or vote.on_behalf_of_id in people for vote in request.votes.all())
 
@@ -181,7 +203,7 @@ def decision_authority(
                 "already_voted", f"{authority.principal.email} already decided this request themselves."
             )
             continue
-        duties = _duties_refusal(user, authority, request)
+        duties = _self_assigned_refusal(user, authority, request) or _duties_refusal(user, authority, request)
         if duties is not None:
             refusal = refusal or duties
             continue
@@ -222,6 +244,8 @@ def vote_refusal(vote: Vote, request: ApprovalRequest) -> Refusal | None:
     authority = Authority(principal=principal, group=vote.group or keys[0], delegation=None)
     if _is_requester(user, request):
         return Refusal("requester", "The requester may not decide their own request.")
+    if _assignment_creators(request).get(authority.group) == user.pk:
+        return Refusal("self_assigned", f"{user.email} decided with an assignment they made themselves.")
     return _duties_refusal(user, authority, request, before=vote.created_at)
 
 

@@ -169,7 +169,10 @@ def inbox_tab(
         # Joined to the user's own vote (one per request, a unique constraint), newest first:
         # read from the votes' (user, created_at) index, a page costs the same at 100 or 10,000
         # votes (ordered by the request's decision time, every vote was read and sorted).
-        requests = requests.filter(votes__user=user).annotate(voted_at=F("votes__created_at"))
+        # A vote the callback's re-check withdrew no longer counts (Vote.objects): nor here.
+        requests = requests.filter(votes__user=user, votes__withdrawn_at__isnull=True).annotate(
+            voted_at=F("votes__created_at")
+        )
         order = ("-voted_at", "-id")
     else:
         # UPPER(requester_email) = UPPER(…): the btree index of migration 0008.
@@ -389,6 +392,24 @@ def state_machine_arns() -> list[str]:
     return _distinct_values(ApprovalRequest, "state_machine_arn")
 
 
+def inbox_state_machine_arns(
+    user: User, *, groups: set[str] | None = None, delegated: tuple[set[str], set[str]] | None = None
+) -> list[str]:
+    """The state machines of requests `user` may see, for the inbox's filter: the name of a
+    state machine says what a company automates, so nobody learns of one they have no request of.
+    `groups` and `delegated` as for inbox_tab, when the caller already has them."""
+    if user.is_superuser:
+        return state_machine_arns()
+    rows = (
+        ApprovalRequest.objects.filter(_visible_to(user, groups, delegated))
+        .exclude(state_machine_arn="")
+        .order_by("state_machine_arn")
+        .values_list("state_machine_arn", flat=True)
+        .distinct()
+    )
+    return list(rows)
+
+
 def assigned_group_names() -> list[str]:
     """The groups requests were ever assigned to, for the admin's filter."""
     return _distinct_values(Assignment, "value", kind=Assignment.Kind.GROUP)
@@ -437,12 +458,12 @@ def approval_policy_for(*, state_machine_arn: str, state_name: str) -> ApprovalP
 MAX_EXECUTION_SIBLINGS = 50
 
 
-def _visible_to(user: User) -> Q:
+def _visible_to(user: User, groups: set[str] | None = None, delegated: tuple[set[str], set[str]] | None = None) -> Q:
     """permissions.can_view's rule as a query: assigned to them (or to whom they stand in for),
     requested by them, decided or voted on by them; admins see everything."""
     if user.is_superuser:
         return Q()
-    visible = _assigned_to(user) | _voted_by(user) | Q(decided_by=user)
+    visible = _assigned_to(user, groups, delegated) | _voted_by(user) | Q(decided_by=user)
     if user.email:
         visible |= Q(requester_email__iexact=user.email)
     return visible

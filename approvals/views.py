@@ -1,6 +1,7 @@
 """Pages: parse input, call one service or selector, render. No business rules here."""
 
 import json
+from functools import wraps
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -21,6 +22,7 @@ from approvals.templatetags.approvals_tags import callback_status as callback_st
 ERROR_STATUS = {
     "not_found": 404,
     "requester": 403,
+    "self_assigned": 403,
     "not_assignee": 403,
     "inactive_user": 403,
     "other_user": 403,
@@ -116,8 +118,8 @@ def inbox(request):
             "filters": filters,
             "narrowed": narrowed,
             "filtering": filtering,
-            # Every state machine that sent requests, as the admin's filter lists them.
-            "state_machines": selectors.state_machine_arns(),
+            # The state machines of the requests this user may see (admins: all).
+            "state_machines": selectors.inbox_state_machine_arns(request.user, groups=groups, delegated=delegated),
         },
     )
 
@@ -136,6 +138,27 @@ def _visible_request(request, public_id):
     if approval is None or not permissions.can_view(request.user, approval):
         return None
     return approval
+
+
+def visible_or_not_found(view):
+    """A POST on a request page answers a request the user may not see exactly as a GET does
+    (and as a request that does not exist): the same 404 page. What the service would refuse
+    ("not an approver", "already decided") is said only to those who may see the request."""
+
+    @wraps(view)
+    def checked(request, public_id, *args, **kwargs):
+        if _visible_request(request, public_id) is None:
+            services.refusal_record(
+                user=request.user,
+                request=None,
+                code="not_found",
+                attempted=view.__name__.removesuffix("_decision"),
+                public_id=str(public_id),
+            )
+            return _not_found(request)
+        return view(request, public_id, *args, **kwargs)
+
+    return checked
 
 
 def _detail_page(request, approval, *, form=None, status: int = 200, just_decided: bool = False):
@@ -170,6 +193,7 @@ def request_detail(request, public_id):
 
 @login_required
 @require_POST
+@visible_or_not_found
 def confirm_decision(request, public_id):
     """The step between the request page and the decision: "Yes, approve" or go back.
 
@@ -205,6 +229,7 @@ def confirm_decision(request, public_id):
 
 @login_required
 @require_POST
+@visible_or_not_found
 def decide(request, public_id):
     form = DecisionForm(request.POST)
     if not form.is_valid():

@@ -450,12 +450,15 @@ def test_a_decider_who_is_no_longer_allowed_by_send_time_is_refused_and_the_exec
     change(alice, request)
     assert deliver_callback(callback.pk) == "nothing-to-send"
 
-    callback.refresh_from_db()
-    assert callback.status == CallbackStatus.FAILED
-    assert callback.error_code == "identity_recheck_failed"
-    assert callback.attempts == 0  # never sent
-    assert callback.last_error
-    assert AuditEvent.objects.filter(request=request, action="callback_failed", data__code="identity_recheck_failed")
+    # Never sent: the vote is withdrawn, the request waits for a decision again, and the
+    # unsent callback is gone (tests/test_recheck_reopens.py follows it to the end).
+    assert not Callback.objects.filter(pk=callback.pk).exists()
+    request.refresh_from_db()
+    assert request.status == RequestStatus.PENDING
+    reopened = AuditEvent.objects.get(request=request, action="reopened")
+    assert reopened.data["code"] == "identity_recheck_failed"
+    assert reopened.data["callback"]["attempts"] == 0  # never sent
+    assert reopened.data["reason"]
     time.sleep(0.3)
     assert gateway.describe_execution(execution_arn=execution_arn)["status"] == "RUNNING"
     assert_token_nowhere(token_of(request), logs)

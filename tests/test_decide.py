@@ -125,15 +125,16 @@ def test_the_requester_cannot_approve_their_own_request(people, approval):
     assert AuditEvent.objects.filter(request=approval, action="decision_refused", actor=people["bob"]).exists()
 
 
-def test_someone_who_is_not_an_approver_gets_403(people, approval):
+def test_someone_who_is_not_an_approver_gets_the_404_of_a_request_they_may_not_see(people, approval):
     response = post_decision(client_for(people["dave"]), approval)
 
-    assert response.status_code == 403
-    assert "not an approver" in response.content.decode()
+    assert response.status_code == 404
+    assert "not yours to see" in response.content.decode()
     approval.refresh_from_db()
     assert approval.status == RequestStatus.PENDING
-    refusal = AuditEvent.objects.get(request=approval, action="decision_refused")
-    assert refusal.data["code"] == "not_assignee"
+    refusal = AuditEvent.objects.get(action="decision_refused")
+    assert refusal.request is None and refusal.data["code"] == "not_found"
+    assert refusal.data["public_id"] == str(approval.public_id)
 
 
 def test_a_get_on_the_decide_url_changes_nothing(people, approval):
@@ -217,7 +218,7 @@ def test_an_unknown_request_is_a_clear_404(people):
     assert client.get(f"/requests/{unknown}/").status_code == 404
     response = client.post(f"/requests/{unknown}/decide/", {"decision": "approve", "csrfmiddlewaretoken": csrf})
     assert response.status_code == 404
-    assert "does not exist" in response.content.decode()
+    assert "There is no such approval request" in response.content.decode()
     assert AuditEvent.objects.get(action="decision_refused").data["code"] == "not_found"
 
 

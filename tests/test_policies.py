@@ -11,7 +11,7 @@ from django.db import close_old_connections, connection
 
 from approvals import permissions, services
 from approvals.contract import ContractError, parse_message
-from approvals.models import ApprovalRequest, AuditEvent, Callback, CallbackStatus, RequestStatus, Vote
+from approvals.models import ApprovalRequest, AuditEvent, Callback, RequestStatus, Vote
 from tests.support import make_user
 from tests.support import signed_in as client_for
 
@@ -225,10 +225,14 @@ def test_every_counted_vote_is_checked_again_before_the_callback(people):
 
     callback = Callback.objects.get(request=request)
     assert services.callback_claim(callback_id=callback.pk) is None
-    callback.refresh_from_db()
-    assert callback.status == CallbackStatus.FAILED
-    assert callback.error_code == "identity_recheck_failed"
-    assert "alice@example.com is no longer an approver" in callback.last_error
+    # Alice's vote no longer counts, erin's alone does not meet 2 of 2: pending again.
+    assert not Callback.objects.filter(pk=callback.pk).exists()
+    request.refresh_from_db()
+    assert request.status == RequestStatus.PENDING
+    reopened = AuditEvent.objects.get(request=request, action="reopened")
+    assert reopened.data["code"] == "identity_recheck_failed"
+    assert "alice@example.com is no longer an approver" in reopened.data["reason"]
+    assert reopened.data["withdrawn_votes"] == ["alice@example.com"]
 
 
 # ---------------------------------------------------------------------------

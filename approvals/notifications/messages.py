@@ -137,6 +137,13 @@ def _approver_content(notification: Notification, request: ApprovalRequest) -> d
             "Reassigned to you",
             "An admin made you an approver of this request.",
         )
+    elif kind == Notification.Kind.REOPENED:
+        subject, headline, intro = (
+            f"Approval needed again: {title}",
+            "Waiting for a decision again",
+            "A vote on this request no longer counts (its approver may no longer decide it), "
+            "so it waits for a decision again.",
+        )
     elif kind == Notification.Kind.REMINDER:
         subject, headline, intro = (
             f"Reminder: approval needed: {title}",

@@ -133,9 +133,13 @@ def approval_reassign(
         request.assignments.filter(kind=Assignment.Kind.USER, value__in=removed_users).delete()
     if removed_groups:
         request.assignments.filter(kind=Assignment.Kind.GROUP, value__in=removed_groups).delete()
+    # Each new assignment records who made it: its maker may not decide with it (four eyes).
     Assignment.objects.bulk_create(
-        [Assignment(request=request, kind=Assignment.Kind.USER, value=email) for email in added_users]
-        + [Assignment(request=request, kind=Assignment.Kind.GROUP, value=name) for name in added_groups]
+        [Assignment(request=request, kind=Assignment.Kind.USER, value=email, created_by=actor) for email in added_users]
+        + [
+            Assignment(request=request, kind=Assignment.Kind.GROUP, value=name, created_by=actor)
+            for name in added_groups
+        ]
     )
     request.save(update_fields=["updated_at"])
     audit(

@@ -6,13 +6,14 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q, prefetch_related_objects
+from django.db.models import Q
 from django.utils import timezone
 
-from approvals import metrics, permissions, tokens
+from approvals import metrics, tokens
 from approvals.models import ApprovalRequest, Callback, CallbackStatus, RequestStatus
 from approvals.redaction import redact
 from approvals.services.common import MAX_CAUSE_LENGTH, MAX_ERROR_LENGTH, audit
+from approvals.services.recheck import RECHECK_FAILED, decision_recheck
 
 # Step Functions' limits, checked before the call so a refusal is ours, clear and recorded.
 MAX_OUTPUT_BYTES = 262_144
@@ -48,10 +49,14 @@ def callback_claim(*, callback_id: int) -> CallbackSend | None:
         return None  # another worker is sending it right now
 
     if request.status in {RequestStatus.APPROVED, RequestStatus.REJECTED}:
-        # The same rule as the decision, once more: every vote that counted must still be allowed.
-        reason = _vote_recheck_failure(request)
-        if reason:
-            _callback_fail(callback, code="identity_recheck_failed", message=reason)
+        # The same rule as the decision, once more (approvals/services/recheck.py): a vote that
+        # no longer holds is withdrawn, and the request reopens unless the rest still decide it.
+        maybe_delivered = callback.attempts > 0 and callback.error_code not in NOT_SENT_CODES
+        recheck = decision_recheck(callback, maybe_delivered=maybe_delivered)
+        if recheck.reopened:
+            return None
+        if not recheck.send:
+            _callback_fail(callback, code=RECHECK_FAILED, message=recheck.failure)
             return None
 
     try:
@@ -78,21 +83,6 @@ def callback_claim(*, callback_id: int) -> CallbackSend | None:
         payload=callback.payload,
         attempts=callback.attempts,
     )
-
-
-def _vote_recheck_failure(request: ApprovalRequest) -> str:
-    """Why the decision may not be sent any more, or "" when every counted vote still holds."""
-    votes = list(request.votes.select_related("user", "on_behalf_of").order_by("created_at", "pk"))
-    approve = request.status == RequestStatus.APPROVED
-    counted = [vote for vote in votes if vote.approve == approve]
-    if not counted:
-        return "The decision has no decider."
-    prefetch_related_objects([request], "assignments")  # each vote's check reads them
-    for vote in counted:
-        refusal = permissions.vote_refusal(vote, request)
-        if refusal is not None:
-            return refusal.message
-    return ""
 
 
 def output_size(output: dict) -> int:

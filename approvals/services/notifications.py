@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 Kind = Notification.Kind
 Channel = Notification.Channel
 # Sent to approvers; pointless (and never sent) once the request is decided.
-APPROVER_KINDS = {Kind.NEW_REQUEST, Kind.REASSIGNED, Kind.REMINDER, Kind.ESCALATION}
+APPROVER_KINDS = {Kind.NEW_REQUEST, Kind.REASSIGNED, Kind.REOPENED, Kind.REMINDER, Kind.ESCALATION}
 # A question nobody can answer any more, an answer nobody decides on: moot once decided too.
 PENDING_ONLY_KINDS = APPROVER_KINDS | {Kind.QUESTION, Kind.ANSWER}
 # How long one task may hold a row while it sends (SMTP and Slack calls have shorter timeouts).
@@ -161,15 +161,57 @@ def _escalation_targets(request: ApprovalRequest) -> list[tuple[str, str]]:
 # ---------------------------------------------------------------------------
 # Planning and queueing
 # ---------------------------------------------------------------------------
+OUTSIDE_ALLOWED_DOMAINS = "not sent: the address is outside the allowed email domains (OIDC_ALLOWED_EMAIL_DOMAINS)"
+
+
+def address_allowed(recipient: str) -> bool:
+    """May the portal write to `recipient`? With OIDC_ALLOWED_EMAIL_DOMAINS set, only to an email
+    address in one of those domains: a message can name any address as approver or requester,
+    and a mail with the request's details (and decision links) must not leave the company.
+    A Slack channel id is not an address; Slack direct messages are found by email, so they obey it too."""
+    domains = settings.OIDC_ALLOWED_EMAIL_DOMAINS
+    if not domains or "@" not in recipient:
+        return True
+    return recipient.rsplit("@", 1)[1].lower() in domains
+
+
 def _create(request: ApprovalRequest | None, kind: str, targets: list[tuple[str, str]], now=None) -> list[int]:
+    """The rows, planned; returns the ids to send. A recipient outside the allowed domains gets a
+    row too, `refused` with the reason, never sent: the admin sees who was not told, and why."""
     now = now or timezone.now()
     rows = Notification.objects.bulk_create(
         [
             Notification(request=request, kind=kind, channel=channel, recipient=recipient, created_at=now)
+            if address_allowed(recipient)
+            else Notification(
+                request=request,
+                kind=kind,
+                channel=channel,
+                recipient=recipient,
+                created_at=now,
+                status=Notification.Status.REFUSED,
+                last_error=OUTSIDE_ALLOWED_DOMAINS,
+            )
             for channel, recipient in targets
         ]
     )
-    return [row.pk for row in rows]
+    refused = [row for row in rows if row.status == Notification.Status.REFUSED]
+    if refused:
+        _refusals_audit(request, kind, refused)
+    return [row.pk for row in rows if row.status == Notification.Status.PENDING]
+
+
+def _refusals_audit(request: ApprovalRequest | None, kind: str, rows: list[Notification]) -> None:
+    logger.warning("%s notification(s) not sent: address outside the allowed email domains", len(rows))
+    audit(
+        action="notification_refused",
+        request=request,
+        actor=None,
+        code="outside_allowed_domains",
+        kind=kind,
+        recipients=[f"{row.channel}:{row.recipient}" for row in rows],
+        reason=OUTSIDE_ALLOWED_DOMAINS,
+    )
 
 
 def _publish(notification_ids: list[int]) -> None:
@@ -284,6 +326,13 @@ def notification_claim(*, notification_id: int) -> Notification | None:
         return None
     if notification.locked_until is not None and notification.locked_until > now:
         return None  # another task is sending it right now
+    if not address_allowed(notification.recipient):
+        # Planned before the domains were restricted (or resent by an admin): still never sent.
+        notification.status = Notification.Status.REFUSED
+        notification.last_error = OUTSIDE_ALLOWED_DOMAINS
+        notification.save(update_fields=["status", "last_error", "updated_at"])
+        _refusals_audit(notification.request, notification.kind, [notification])
+        return None
     if notification.kind in PENDING_ONLY_KINDS and not notification.request.is_pending:
         notification.status = Notification.Status.SKIPPED
         notification.save(update_fields=["status", "updated_at"])

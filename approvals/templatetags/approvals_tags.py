@@ -387,3 +387,15 @@ def query(context, **changes) -> str:
 def approvals_count(approval) -> int:
     """How many approvals a request has so far (from its prefetched votes)."""
     return sum(1 for vote in approval.votes.all() if vote.approve)
+
+
+@register.simple_tag
+def withdrawn_votes(approval) -> list:
+    """Votes the callback's identity re-check withdrew (they no longer count), oldest first."""
+    from approvals.models import Vote
+
+    return list(
+        Vote.with_withdrawn.filter(request=approval, withdrawn_at__isnull=False)
+        .select_related("user", "on_behalf_of")
+        .order_by("withdrawn_at", "pk")
+    )

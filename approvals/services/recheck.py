@@ -1,0 +1,131 @@
+"""The identity re-check before a decision is sent, and what happens when it refuses a vote.
+
+A vote that no longer holds (its voter left the group, was deactivated, a delegation did not
+cover it) is withdrawn — kept, with the reason, but no longer counted. If the votes that still
+count meet the request's policy, the callback goes ahead with them; otherwise the request is
+pending again for the remaining approvers (who are told), an admin can cancel it, and the
+unsent callback row is removed so that nothing stale can be delivered later. Never an
+APPROVED request with a failed callback, waiting for Step Functions to time out.
+
+Called by callbacks.callback_claim with the callback row locked, in its transaction.
+"""
+
+from dataclasses import dataclass
+
+from django.db.models import prefetch_related_objects
+from django.utils import timezone
+
+from approvals import metrics, permissions
+from approvals.models import ApprovalRequest, Callback, RequestStatus, Vote
+from approvals.services.common import audit
+
+RECHECK_FAILED = "identity_recheck_failed"
+
+
+@dataclass(frozen=True)
+class RecheckOutcome:
+    """`send`: go ahead with the (possibly rebuilt) callback. Else `reopened`: the request is
+    pending again and the callback is gone; or `failure`: fail the callback with this reason."""
+
+    send: bool = False
+    reopened: bool = False
+    failure: str = ""
+
+
+def decision_recheck(callback: Callback, *, maybe_delivered: bool) -> RecheckOutcome:
+    """The same rule as the decision, once more: every vote that counted must still be allowed.
+
+    `maybe_delivered`: an earlier attempt may have reached Step Functions; then nothing is
+    reopened (the execution may have moved on) and the callback fails as before.
+    """
+    request = callback.request
+    approve = request.status == RequestStatus.APPROVED
+    votes = list(request.votes.select_related("user", "on_behalf_of").order_by("created_at", "pk"))
+    counted = [vote for vote in votes if vote.approve == approve]
+    if not counted:
+        return RecheckOutcome(failure="The decision has no decider.")
+    prefetch_related_objects([request], "assignments")  # each vote's check reads them
+    refused = [(vote, refusal) for vote in counted if (refusal := permissions.vote_refusal(vote, request))]
+    if not refused:
+        return RecheckOutcome(send=True)
+    if maybe_delivered:
+        return RecheckOutcome(failure=refused[0][1].message)
+
+    request = ApprovalRequest.objects.select_for_update(of=("self",)).get(pk=request.pk)
+    now = timezone.now()
+    for vote, refusal in refused:
+        _vote_withdraw(vote, request=request, code=refusal.code, reason=refusal.message, now=now)
+    withdrawn = {vote.pk for vote, _ in refused}
+    remaining = [vote for vote in votes if vote.pk not in withdrawn]
+    approvals = sum(1 for vote in remaining if vote.approve)
+    rejections = len(remaining) - approvals
+    still_met = approvals >= request.required_approvals if approve else rejections >= request.rejections_to_deny
+    if still_met:
+        _decision_recount(request, callback, remaining=remaining, approve=approve)
+        return RecheckOutcome(send=True)
+    _request_reopen(request, callback, refused=refused, approvals=approvals, rejections=rejections)
+    return RecheckOutcome(reopened=True)
+
+
+def _vote_withdraw(vote: Vote, *, request: ApprovalRequest, code: str, reason: str, now) -> None:
+    vote.withdrawn_at = now
+    vote.withdrawn_reason = reason
+    vote.save(update_fields=["withdrawn_at", "withdrawn_reason"])
+    audit(
+        action="vote_withdrawn",
+        request=request,
+        actor=None,
+        voter=vote.user.email,
+        approve=vote.approve,
+        code=code,
+        reason=reason,
+        **({"on_behalf_of": vote.on_behalf_of.email} if vote.on_behalf_of else {}),
+    )
+
+
+def _decision_recount(request: ApprovalRequest, callback: Callback, *, remaining: list[Vote], approve: bool) -> None:
+    """The votes that still count meet the policy: the decision stands, sent with those votes."""
+    from approvals.services.decisions import _callback_payload  # decisions imports callbacks, which imports this
+
+    last = [vote for vote in remaining if vote.approve == approve][-1]
+    request.decided_by = last.user
+    request.decision_comment = last.comment
+    request.save(update_fields=["decided_by", "decision_comment", "updated_at"])
+    callback.kind, callback.payload = _callback_payload(request, last)
+    callback.save(update_fields=["kind", "payload", "updated_at"])
+    audit(action="decision_recounted", request=request, actor=None, decided_by=last.user.email)
+
+
+def _request_reopen(
+    request: ApprovalRequest, callback: Callback, *, refused: list, approvals: int, rejections: int
+) -> None:
+    from approvals.services.notifications import approval_notify  # notifications imports little; keep it late
+
+    previous = request.status
+    request.status = RequestStatus.PENDING
+    request.decided_by = None
+    request.decided_at = None
+    request.decision_comment = ""
+    request.claimed_by, request.claimed_at = None, None
+    fields = ["status", "decided_by", "decided_at", "decision_comment", "claimed_by", "claimed_at", "updated_at"]
+    request.save(update_fields=fields)
+    # Never sent (checked by the caller): remove it, so no relay or retry can deliver it later.
+    # The next decision (or an admin's cancel) creates the request's callback afresh.
+    withdrawn_callback = {"id": callback.pk, "kind": callback.kind, "attempts": callback.attempts}
+    callback.delete()
+    audit(
+        action="reopened",
+        request=request,
+        actor=None,
+        code=RECHECK_FAILED,
+        previous_status=previous,
+        reason=" ".join(refusal.message for _, refusal in refused),
+        withdrawn_votes=[vote.user.email for vote, _ in refused],
+        approvals=approvals,
+        required=request.required_approvals,
+        rejections=rejections,
+        rejections_to_deny=request.rejections_to_deny,
+        callback=withdrawn_callback,
+    )
+    metrics.callback_failed(code=RECHECK_FAILED)
+    approval_notify(request=request, kind="reopened")  # the remaining approvers; sent after commit
