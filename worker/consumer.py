@@ -38,11 +38,12 @@ def consume_once(*, queue_url: str, wait_seconds: int, visibility_timeout: int, 
             extended = True
         try:
             parsed = parse_message(message.body, max_bytes=max_bytes)
+            # Refused by the approver trust setting: a ContractError too, nothing written.
+            services.approval_request_ingest(message=parsed, sqs_message_id=message.message_id)
         except ContractError as error:
             # Left on the queue: its redrive policy moves it to the DLQ after maxReceiveCount.
             services.ingest_error_record(sqs_message_id=message.message_id, error=error, body=message.body)
             continue
-        services.approval_request_ingest(message=parsed, sqs_message_id=message.message_id)
         done.append(message.receipt_handle)  # committed: safe to delete
     bind_log_context(message_id=None, approval_id=None)
     if done:
