@@ -439,3 +439,45 @@ def test_the_assignees_never_exceed_what_the_trust_setting_allows(
 @pytest.fixture
 def django_settings(settings):
     return settings
+
+
+@pytest.mark.trust_unconfigured
+def test_an_admin_adds_a_setting_in_the_admin_and_choosing_free_is_warned_about_and_audited(people):
+    carol = signed_in(people["carol"])
+    add_url = "/admin/approvals/approvertrust/add/"
+    form = carol.get(add_url)
+    assert form.status_code == 200 and "trusts every principal allowed to start executions" in form.content.decode()
+
+    saved = carol.post(
+        add_url,
+        {
+            "name": "front door",
+            "state_machine_arn": MACHINE,
+            "state_name": "",
+            "mode": "free",
+            "users_text": "",
+            "groups_text": "",
+            "require_requester": "on",
+            "priority": "0",
+            "enabled": "on",
+            "csrfmiddlewaretoken": carol.cookies["portal_csrftoken"].value,
+        },
+        follow=True,
+    )
+
+    assert saved.status_code == 200
+    assert any("trusts every principal" in str(message) for message in saved.context["messages"])
+    setting = ApproverTrust.objects.get(name="front door")
+    assert setting.mode == "free" and setting.require_requester
+    event = AuditEvent.objects.get(action="approver_trust_saved")
+    assert event.actor == people["carol"] and event.data["before"] is None and event.data["after"]["mode"] == "free"
+    listing = carol.get("/admin/approvals/approvertrust/").content.decode()
+    assert "front door" in listing
+
+
+@pytest.mark.trust_unconfigured
+def test_an_approver_cannot_change_trust_settings(people):
+    response = signed_in(people["bob"]).get("/admin/approvals/approvertrust/")
+    assert response.status_code == 403
+    with pytest.raises(services.ApprovalError):
+        services.approver_trust_save(actor=people["carol"], name="x", mode="everyone")
