@@ -38,7 +38,9 @@ from django.views.decorators.http import require_POST
 
 from approvals import permissions, selectors, services
 from approvals.forms import (
+    FREE_TRUST_WARNING,
     AdminDecisionForm,
+    ApproverTrustAdminForm,
     BulkApproveForm,
     BulkRejectForm,
     ConfirmForm,
@@ -50,6 +52,7 @@ from approvals.forms import (
 from approvals.models import (
     ApprovalPolicy,
     ApprovalRequest,
+    ApproverTrust,
     Assignment,
     AuditEvent,
     Callback,
@@ -350,6 +353,7 @@ class ApprovalRequestAdmin(ActionsOnlyMixin, BigTableAdmin):
         "details_table",
         "requester_email",
         "assignees",
+        "ignored_approvers_display",
         "claimed_by_email",
         "execution_link",
         "state_machine_arn",
@@ -406,6 +410,26 @@ class ApprovalRequestAdmin(ActionsOnlyMixin, BigTableAdmin):
     def assignees(self, obj: ApprovalRequest) -> str:
         return ", ".join(
             a.value if a.kind == Assignment.Kind.USER else f"{a.value} (group)" for a in obj.assignments.all()
+        )
+
+    @admin.display(description="ignored approvers")
+    def ignored_approvers_display(self, obj: ApprovalRequest) -> str:
+        if not obj.ignored_approvers:
+            return "—"
+        return format_html(
+            "<ul>{}</ul>",
+            format_html_join(
+                "",
+                "<li>{}{}: {}</li>",
+                (
+                    (
+                        entry.get("value", ""),
+                        " (group)" if entry.get("kind") == "group" else "",
+                        entry.get("reason", ""),
+                    )
+                    for entry in obj.ignored_approvers
+                ),
+            ),
         )
 
     @admin.display(description="claimed by")
@@ -1001,6 +1025,75 @@ class ApprovalPolicyAdmin(admin.ModelAdmin):
     def delete_queryset(self, request, queryset):
         for pk in queryset.values_list("pk", flat=True):
             services.approval_policy_delete(policy_id=pk, actor=request.user)
+
+
+# ---------------------------------------------------------------------------
+# Approver trust: how far a state machine's messages may name who decides
+# ---------------------------------------------------------------------------
+@admin.register(ApproverTrust)
+class ApproverTrustAdmin(admin.ModelAdmin):
+    """No setting for a state machine: routing only (approvals/trust.py, README "Trust boundary")."""
+
+    list_display = ["name", "enabled", "priority", "machine", "state_name", "mode", "allow_list", "require_requester"]
+    list_filter = ["enabled", "mode"]
+    search_fields = ["name", "state_machine_arn", "state_name"]
+    form = ApproverTrustAdminForm
+    fields = [
+        "name",
+        "state_machine_arn",
+        "state_name",
+        "mode",
+        "users_text",
+        "groups_text",
+        "require_requester",
+        "priority",
+        "enabled",
+    ]
+
+    @admin.display(description="state machine")
+    def machine(self, obj: ApproverTrust) -> str:
+        return state_machine_name(obj.state_machine_arn) or "any"
+
+    @admin.display(description="allow-list")
+    def allow_list(self, obj: ApproverTrust) -> str:
+        if obj.mode != ApproverTrust.Mode.ALLOW_LIST:
+            return "—"
+        return ", ".join([*obj.allowed_users, *(f"{name} (group)" for name in obj.allowed_groups)]) or "nobody"
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        setting = ApproverTrust.objects.filter(pk=object_id).first() if str(object_id).isdigit() else None
+        if setting is not None and setting.mode == ApproverTrust.Mode.FREE and request.method == "GET":
+            messages.warning(request, FREE_TRUST_WARNING)
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def save_model(self, request, obj, form, change):
+        data = form.cleaned_data
+        try:
+            setting = services.approver_trust_save(
+                actor=request.user,
+                setting_id=obj.pk if change else None,
+                name=data["name"],
+                state_machine_arn=data["state_machine_arn"],
+                state_name=data["state_name"],
+                mode=data["mode"],
+                allowed_users=data["allowed_users"],
+                allowed_groups=data["allowed_groups"],
+                require_requester=data["require_requester"],
+                priority=data["priority"],
+                enabled=data["enabled"],
+            )
+        except services.ApprovalError as error:  # the form validated it; a race at most
+            raise PermissionDenied(error.message) from None
+        obj.pk = setting.pk
+        if setting.mode == ApproverTrust.Mode.FREE:
+            messages.warning(request, FREE_TRUST_WARNING)
+
+    def delete_model(self, request, obj):
+        services.approver_trust_delete(setting_id=obj.pk, actor=request.user)
+
+    def delete_queryset(self, request, queryset):
+        for pk in queryset.values_list("pk", flat=True):
+            services.approver_trust_delete(setting_id=pk, actor=request.user)
 
 
 # ---------------------------------------------------------------------------

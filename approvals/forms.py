@@ -1,6 +1,6 @@
 from django import forms
 
-from approvals.models import RoutingRule
+from approvals.models import ApproverTrust, RoutingRule
 
 REJECT_NEEDS_COMMENT = "Say why you reject: the requester and the workflow see it."
 
@@ -180,4 +180,62 @@ class RoutingRuleAdminForm(forms.ModelForm):
             raise forms.ValidationError(error.message) from None
         if not users and not groups:
             raise forms.ValidationError("Name at least one approver: an email or a group.")
+        return data
+
+
+# What an admin must read before choosing "free" (also the warning on its change page).
+FREE_TRUST_WARNING = (
+    "Free trusts every principal allowed to start executions of this state machine: whoever can "
+    "start one can name any approver, themselves included, and any requester. Choose it only for a "
+    "definition that takes approvers and requester from its own text or from context the starter "
+    "cannot forge, never from the execution's input."
+)
+
+
+class ApproverTrustAdminForm(forms.ModelForm):
+    """An approver trust setting with its allow-list typed as lists; saved by services.approver_trust_save."""
+
+    users_text = forms.CharField(
+        required=False,
+        label="Allowed approvers (emails)",
+        help_text="Allow-list only. One per line, or separated by commas.",
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+    )
+    groups_text = forms.CharField(
+        required=False,
+        label="Allowed approver groups (SSO group names)",
+        help_text="Allow-list only. One per line, or separated by commas.",
+        widget=forms.Textarea(attrs={"rows": 2, "cols": 60}),
+    )
+
+    class Meta:
+        model = ApproverTrust
+        fields = ["name", "state_machine_arn", "state_name", "mode", "require_requester", "priority", "enabled"]
+        help_texts = {
+            "state_machine_arn": "Blank: any state machine.",
+            "state_name": "Blank: any state.",
+            "mode": "Routing only: approvers the message names are ignored; routing rules and the default group "
+            "decide. Allow-list: a message naming anyone outside the lists is refused (an ingest error). "
+            + FREE_TRUST_WARNING,
+            "priority": "Among equally specific settings, the higher priority wins.",
+        }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.fields["users_text"].initial = "\n".join(self.instance.allowed_users)
+            self.fields["groups_text"].initial = "\n".join(self.instance.allowed_groups)
+
+    def clean(self):
+        from approvals.services import ApprovalError
+        from approvals.services.admin_ops import clean_assignees
+
+        data = super().clean()
+        users, groups = split_list(data.get("users_text", "")), split_list(data.get("groups_text", ""))
+        if users or groups:
+            try:
+                users, groups = clean_assignees(users=users, groups=groups)
+            except ApprovalError as error:
+                raise forms.ValidationError(error.message) from None
+        data["allowed_users"], data["allowed_groups"] = users, groups
         return data

@@ -47,6 +47,11 @@ class ApprovalRequest(models.Model):
     title = models.CharField(max_length=300)
     details = models.JSONField(null=True, blank=True)
     requester_email = models.EmailField(blank=True, default="")
+    # The account the requester's email named when the request arrived: four eyes refuses it
+    # even after the account's email changes (approvals/permissions.py).
+    requester_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="requested"
+    )
     execution_arn = models.CharField(max_length=2048, blank=True, default="")
     state_machine_arn = models.CharField(max_length=2048, blank=True, default="")
     state_name = models.CharField(max_length=80, blank=True, default="")
@@ -83,6 +88,9 @@ class ApprovalRequest(models.Model):
     claimed_at = models.DateTimeField(null=True, blank=True)
     # An approver asked the requester a question that has no answer yet.
     awaiting_info = models.BooleanField(default=False)
+    # Approvers the message (or a routing rule) named that were not assigned, each with why:
+    # [{"kind": "user"|"group", "value": ..., "reason": ...}] (approvals/trust.py).
+    ignored_approvers = models.JSONField(default=list, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -515,6 +523,29 @@ class ApprovalPolicy(MatchedByStateMachine):
             models.CheckConstraint(condition=Q(required_approvals__gte=1), name="policy_required_at_least_one"),
             models.CheckConstraint(condition=Q(rejections_to_deny__gte=1), name="policy_reject_at_least_one"),
         ]
+
+
+class ApproverTrust(MatchedByStateMachine):
+    """How far the portal trusts what a state machine's messages say about who decides.
+
+    Whoever may start an execution controls its input; a message's approvers and requester are
+    claims. No row matches a message: routing only (approvals/trust.py, README "Trust boundary").
+    """
+
+    class Mode(models.TextChoices):
+        FREE = "free", "Free: the message names its approvers"
+        ALLOW_LIST = "allow_list", "Allow-list: the message chooses among the listed users and groups"
+        ROUTING_ONLY = "routing_only", "Routing only: approvers the message names are ignored"
+
+    mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.ROUTING_ONLY)
+    allowed_users = models.JSONField(default=list, blank=True, help_text="Emails a message may name (allow-list).")
+    allowed_groups = models.JSONField(default=list, blank=True, help_text="Groups a message may name (allow-list).")
+    require_requester = models.BooleanField(
+        default=False, help_text="Refuse a message that names no requester (an ingest error)."
+    )
+
+    class Meta(MatchedByStateMachine.Meta):
+        verbose_name = "approver trust setting"
 
 
 class ConsumerStatus(models.Model):

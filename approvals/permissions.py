@@ -82,6 +82,10 @@ def authorities(user: User, request: ApprovalRequest, at: datetime | None = None
 
 
 def _is_requester(user: User, request: ApprovalRequest) -> bool:
+    """The requester by email now, or the account that email named when the request arrived
+    (an email changed since does not make them someone else)."""
+    if request.requester_user_id is not None and user.pk == request.requester_user_id:
+        return True
     email = (user.email or "").lower()
     return bool(request.requester_email) and email == request.requester_email.lower()
 

@@ -15,6 +15,7 @@ from approvals import permissions
 from approvals.models import (
     ApprovalPolicy,
     ApprovalRequest,
+    ApproverTrust,
     Assignment,
     AuditEvent,
     ConsumerStatus,
@@ -444,6 +445,12 @@ def routing_rule_for(*, state_machine_arn: str, state_name: str) -> RoutingRule 
         state_name=state_name,
         usable=lambda rule: rule.users or rule.groups,
     )
+
+
+def approver_trust_for(*, state_machine_arn: str, state_name: str) -> ApproverTrust | None:
+    """The admins' approver trust setting for this state machine and state (matched like routing);
+    None: nobody configured it, and approvals.trust treats it as routing only."""
+    return _most_specific(ApproverTrust, state_machine_arn=state_machine_arn, state_name=state_name)
 
 
 def approval_policy_for(*, state_machine_arn: str, state_name: str) -> ApprovalPolicy | None:

@@ -127,15 +127,51 @@ def aws(moto_server, settings):
 
 @pytest.fixture
 def demo_state_machine(aws):
-    """The example state machine from deploy/, wired to this test's queue."""
+    """The example state machine from deploy/, wired to this test's queue, in its variant that
+    takes approvers and requester from the execution's input (as behind a trusted front door;
+    the tests' approver trust setting is "free", see `approver_trust_free`)."""
     from approvals.management.commands.aws_bootstrap import demo_definition
     from worker import gateway
 
     return gateway.ensure_state_machine(
         name=f"approval-demo-{uuid.uuid4().hex[:8]}",
+        definition=demo_definition(aws.APPROVAL_QUEUE_URL, from_input=True),
+        role_arn="arn:aws:iam::123456789012:role/approval-demo-states",
+    )
+
+
+@pytest.fixture
+def shipped_state_machine(aws):
+    """The example state machine exactly as deploy/ ships it (approvers and requester from its
+    definition), with the approver trust setting `manage.py aws_bootstrap` gives it."""
+    from approvals.management.commands.aws_bootstrap import demo_definition, demo_trust_configure
+    from worker import gateway
+
+    arn = gateway.ensure_state_machine(
+        name=f"approval-shipped-{uuid.uuid4().hex[:8]}",
         definition=demo_definition(aws.APPROVAL_QUEUE_URL),
         role_arn="arn:aws:iam::123456789012:role/approval-demo-states",
     )
+    demo_trust_configure(arn)
+    return arn
+
+
+# ---------------------------------------------------------------------------
+# Approver trust: the tests' messages name their approvers
+# ---------------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def approver_trust_free(request):
+    """For tests with a database: one catch-all "free" approver trust setting, so the many test
+    messages that name their approvers keep doing so. A state machine nobody configured is routing
+    only (approvals/trust.py); `@pytest.mark.trust_unconfigured` tests that default."""
+    if request.node.get_closest_marker("trust_unconfigured"):
+        return
+    if not request.node.get_closest_marker("django_db") and not {"db", "transactional_db"} & set(request.fixturenames):
+        return
+    request.getfixturevalue("_django_db_helper")  # pytest-django's own way in: db or transactional_db
+    from approvals.models import ApproverTrust
+
+    ApproverTrust.objects.create(name="tests: messages name their approvers", mode=ApproverTrust.Mode.FREE)
 
 
 # ---------------------------------------------------------------------------

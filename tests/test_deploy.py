@@ -722,3 +722,32 @@ def test_the_default_broker_of_make_run_accepts_a_task(tmp_path):
 
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "celery-broker.sqlite3").exists()
+
+
+def test_the_shipped_state_machine_takes_approvers_and_requester_from_its_definition_not_its_input(template):
+    # Whoever may start an execution writes its input: it must not choose who decides or who asked.
+    for text in (ASL.read_text(), str(template["Resources"]["ApprovalStateMachine"]["Properties"]["DefinitionString"])):
+        body = json.loads(text)["States"]["WaitForApproval"]["Parameters"]["MessageBody"]
+        assert not {"approvers.$", "requester.$"} & set(body)
+        assert body["approvers"] == {"groups": ["${ApproverGroup}"]}
+        assert body["requester"] == "${Requester}"
+        assert not any(key.endswith(".$") and value.startswith("$.") and key != "title.$" and key != "details.$"
+                       for key, value in body.items())  # fmt: skip
+    substitutions = template["Resources"]["ApprovalStateMachine"]["Properties"]["DefinitionSubstitutions"]
+    assert substitutions["ApproverGroup"] == {"Ref": "ApproverGroup"}
+    assert substitutions["Requester"] == {"Ref": "Requester"}
+
+
+def test_the_queue_policy_lets_only_the_state_machine_role_send(template):
+    resources = template["Resources"]
+    policy = resources["ApprovalQueuePolicy"]["Properties"]
+    assert policy["Queues"] == [{"Ref": "ApprovalQueue"}]
+    [statement] = policy["PolicyDocument"]["Statement"]
+    assert statement["Effect"] == "Deny" and statement["Principal"] == "*"
+    assert statement["Action"] == "sqs:SendMessage"
+    allowed = statement["Condition"]["ArnNotEquals"]["aws:PrincipalArn"]["Fn::If"]
+    state_machine_role = {"Fn::GetAtt": ["StateMachineRole", "Arn"]}
+    # The state machine's role, and the portal's own role when named (it replays dead letters).
+    assert allowed[0] == "AttachToPortalRole"
+    assert allowed[1][0] == state_machine_role and "${PortalRoleName}" in allowed[1][1]["Fn::Sub"]
+    assert allowed[2] == [state_machine_role]

@@ -27,7 +27,7 @@ EXECUTION_INPUT = {
 @pytest.fixture
 def two_of_three_machine(aws) -> str:
     """The example state machine from deploy/, asking for two approvals."""
-    definition = demo_definition(aws.APPROVAL_QUEUE_URL)
+    definition = demo_definition(aws.APPROVAL_QUEUE_URL, from_input=True)
     definition["States"]["WaitForApproval"]["Parameters"]["MessageBody"]["policy"] = {"required": 2}
     return gateway.ensure_state_machine(
         name=f"two-of-three-{uuid.uuid4().hex[:8]}",
@@ -85,7 +85,7 @@ def test_two_of_three_the_second_approval_succeeds_with_both_identities(portal_s
 
 def test_a_rejection_before_the_second_approval_fails_it_with_the_approvals_so_far(portal_stack, aws):
     # A workflow that lets ApprovalDenied end the execution, so its cause is the portal's own.
-    definition = demo_definition(aws.APPROVAL_QUEUE_URL)
+    definition = demo_definition(aws.APPROVAL_QUEUE_URL, from_input=True)
     task = definition["States"]["WaitForApproval"]
     task["Parameters"]["MessageBody"]["policy"] = {"required": 2}
     task["Catch"] = [catch for catch in task["Catch"] if "ApprovalDenied" not in catch["ErrorEquals"]]

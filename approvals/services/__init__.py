@@ -37,6 +37,7 @@ from approvals.services.delegations import delegation_revoke, delegation_set
 from approvals.services.ingest import approval_request_ingest, ingest_error_record, received_message_ingest
 from approvals.services.keys import KeyRotationReport, approval_token_erase, token_keys_rotate
 from approvals.services.policies import approval_policy_delete, approval_policy_save
+from approvals.services.trust import approver_trust_delete, approver_trust_save
 
 __all__ = [
     "CLOSED_TASK_CODES",
@@ -58,6 +59,8 @@ __all__ = [
     "approval_decide",
     "approval_policy_delete",
     "approval_policy_save",
+    "approver_trust_delete",
+    "approver_trust_save",
     "approval_expire",
     "approval_reassign",
     "approval_request_ingest",

@@ -4,11 +4,10 @@ import logging
 import traceback
 from datetime import timedelta
 
-from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
-from approvals import metrics, selectors, tokens
+from approvals import metrics, selectors, tokens, trust
 from approvals.contract import ApprovalMessage, ContractError, parse_message
 from approvals.models import ApprovalPolicy, ApprovalRequest, Assignment, IngestError
 from approvals.redaction import redact, redact_body
@@ -66,6 +65,8 @@ def approval_request_ingest(*, message: ApprovalMessage, sqs_message_id: str = "
     if existing is not None:
         return existing, False
 
+    # Who decides, under the admins' approver trust setting; a refusal is an ingest error.
+    trusted = trust.approvers_resolve(message)
     received_at = timezone.now()
     policy = selectors.approval_policy_for(state_machine_arn=message.state_machine_arn, state_name=message.state_name)
     request, created = ApprovalRequest.objects.get_or_create(
@@ -74,6 +75,8 @@ def approval_request_ingest(*, message: ApprovalMessage, sqs_message_id: str = "
             "title": message.title,
             "details": message.details,
             "requester_email": message.requester,
+            "requester_user": trusted.requester_user,
+            "ignored_approvers": trusted.ignored,
             "execution_arn": message.execution_arn,
             "state_machine_arn": message.state_machine_arn,
             "state_name": message.state_name,
@@ -89,18 +92,7 @@ def approval_request_ingest(*, message: ApprovalMessage, sqs_message_id: str = "
     if not created:  # a concurrent consumer won the race
         return request, False
 
-    users = list(message.approver_users)
-    groups = list(message.approver_groups)
-    routed_to_default = False
-    rule = None
-    if not users and not groups:
-        # Never dropped: an admin's routing rule, else the default group.
-        rule = selectors.routing_rule_for(state_machine_arn=request.state_machine_arn, state_name=request.state_name)
-        if rule is not None:
-            users, groups = list(rule.users), list(rule.groups)
-        else:
-            routed_to_default = True
-            groups = [settings.APPROVAL_DEFAULT_GROUP]
+    users, groups, rule = trusted.users, trusted.groups, trusted.rule
     Assignment.objects.bulk_create(
         [Assignment(request=request, kind=Assignment.Kind.USER, value=email) for email in users]
         + [Assignment(request=request, kind=Assignment.Kind.GROUP, value=name) for name in groups]
@@ -112,10 +104,13 @@ def approval_request_ingest(*, message: ApprovalMessage, sqs_message_id: str = "
         sqs_message_id=sqs_message_id,
         users=users,
         groups=groups,
-        routed_to_default_group=routed_to_default,
+        routed_to_default_group=trusted.routed_to_default,
         routing_rule={"id": rule.pk, "name": rule.name} if rule is not None else None,
         policy=request.policy,
         policy_default={"id": policy.pk, "name": policy.name} if policy is not None else None,
+        approver_trust={"id": trusted.setting.pk, "name": trusted.setting.name} if trusted.setting else None,
+        approver_trust_mode=trusted.mode,
+        ignored_approvers=trusted.ignored,
     )
     approval_notify(request=request, kind="new_request")  # exception-safe; sent after commit
     bind_log_context(approval_id=request.public_id)

@@ -30,7 +30,7 @@ def state_machine(bench) -> str:
     from worker import gateway
 
     return gateway.ensure_state_machine(
-        name="bench-approval-demo", definition=demo_definition(bench.queue_url), role_arn=ROLE_ARN
+        name="bench-approval-demo", definition=demo_definition(bench.queue_url, from_input=True), role_arn=ROLE_ARN
     )
 
 

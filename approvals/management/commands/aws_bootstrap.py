@@ -1,4 +1,5 @@
-"""Create the approval queue (with its DLQ) and the demo state machine from deploy/."""
+"""Create the approval queue (with its DLQ) and the demo state machine from deploy/, and tell the
+portal how far to trust the demo state machine's messages (README, "Trust boundary")."""
 
 import json
 from pathlib import Path
@@ -6,14 +7,57 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from approvals import services
+from approvals.models import ApproverTrust
 from worker import gateway
 
 DEFINITION = Path(settings.BASE_DIR) / "deploy" / "state-machine.asl.json"
+# What the demo fills in for the definition's placeholders (CloudFormation's parameter defaults).
+DEMO_APPROVER_GROUP = "finance-approvers"
+DEMO_REQUESTER = "bob@example.com"
 
 
-def demo_definition(queue_url: str) -> dict:
-    """The example state machine with its queue filled in (CloudFormation does the same)."""
-    return json.loads(DEFINITION.read_text().replace("${ApprovalQueueUrl}", queue_url))
+def demo_definition(
+    queue_url: str,
+    *,
+    approver_group: str = DEMO_APPROVER_GROUP,
+    requester: str = DEMO_REQUESTER,
+    from_input: bool = False,
+) -> dict:
+    """The example state machine with its queue, approver group and requester filled in
+    (CloudFormation does the same): the execution's input names neither approvers nor requester.
+
+    `from_input`: the variant that copies `approvers` and `requester` from the input — only for a
+    state machine that nobody but an authenticating front door may start, and whose approver trust
+    setting says so (README, "Trust boundary").
+    """
+    text = DEFINITION.read_text()
+    for name, value in {"ApprovalQueueUrl": queue_url, "ApproverGroup": approver_group, "Requester": requester}.items():
+        text = text.replace("${" + name + "}", value)
+    definition = json.loads(text)
+    if from_input:
+        body = definition["States"]["WaitForApproval"]["Parameters"]["MessageBody"]
+        del body["approvers"], body["requester"]
+        body.update({"approvers.$": "$.approvers", "requester.$": "$.requester"})
+    return definition
+
+
+def demo_trust_configure(state_machine_arn: str, *, approver_group: str = DEMO_APPROVER_GROUP) -> ApproverTrust:
+    """The demo state machine's approver trust setting, unless an admin already keeps one: its
+    messages may name only the group its definition names, and must name a requester."""
+    existing = ApproverTrust.objects.filter(state_machine_arn=state_machine_arn, state_name="").first()
+    if existing is not None:
+        return existing
+    return services.approver_trust_save(
+        actor=None,
+        name=f"{state_machine_arn.rsplit(':', 1)[-1]}: approvers from its definition",
+        state_machine_arn=state_machine_arn,
+        state_name="",
+        mode=ApproverTrust.Mode.ALLOW_LIST,
+        allowed_users=[],
+        allowed_groups=[approver_group],
+        require_requester=True,
+    )
 
 
 class Command(BaseCommand):
@@ -45,4 +89,6 @@ class Command(BaseCommand):
         if queue_url != settings.APPROVAL_QUEUE_URL:
             self.stderr.write(f"warning: APPROVAL_QUEUE_URL is {settings.APPROVAL_QUEUE_URL}, the queue is {queue_url}")
         self.stdout.write(f"queue:         {queue_url}")
+        setting = demo_trust_configure(machine_arn)
         self.stdout.write(f"state machine: {machine_arn}")
+        self.stdout.write(f"approver trust: {setting.name} ({setting.get_mode_display()})")

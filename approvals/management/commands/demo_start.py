@@ -7,11 +7,11 @@ from django.core.management.base import BaseCommand, CommandError
 
 from worker import gateway
 
+# Title and details only: the demo state machine takes approvers and requester from its
+# definition (deploy/state-machine.asl.json), never from the input whoever starts it chose.
 DEMO_INPUTS = [
     {
         "title": "Approve order 1234 (EUR 5,300)",
-        "approvers": {"users": [], "groups": ["finance-approvers"]},
-        "requester": "bob@example.com",
         "details": {
             "order": {"id": 1234, "total": {"amount": "5300.00", "currency": "EUR"}},
             "supplier": "Müller & Söhne GmbH",
@@ -20,14 +20,10 @@ DEMO_INPUTS = [
     },
     {
         "title": "Grant production database access to Bob",
-        "approvers": {"users": ["alice@example.com"], "groups": []},
-        "requester": "bob@example.com",
         "details": {"system": "orders-db (production)", "role": "read-only", "duration": "7 days"},
     },
     {
         "title": "Publish release 2.4.0",
-        "approvers": {"users": [], "groups": ["portal-admins", "finance-approvers"]},
-        "requester": "bob@example.com",
         "details": {"changes": ["New invoice layout", "Faster exports"], "risk": "low"},
     },
 ]
