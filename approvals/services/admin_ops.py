@@ -27,7 +27,7 @@ from approvals.models import (
 from approvals.roles import APPROVER_ACCESS_GROUP
 from approvals.services.common import MAX_CAUSE_LENGTH, ApprovalError, audit, truncate
 from approvals.services.decisions import _identity, _queue_callback
-from approvals.services.notifications import approval_notify
+from approvals.services.notifications import approval_decided_notify
 from worker import gateway
 
 logger = logging.getLogger(__name__)
@@ -183,7 +183,7 @@ def approval_cancel(*, request_id: int, actor: User, reason: str) -> ApprovalReq
     )
     audit(action="cancelled", request=request, actor=actor, reason=reason)
     _queue_callback(callback)
-    approval_notify(request=request, kind="outcome")  # exception-safe; sent after commit
+    approval_decided_notify(request=request)  # the requester hears once the callback is settled
     return request
 
 
