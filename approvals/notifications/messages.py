@@ -18,6 +18,7 @@ from approvals import delivery, links, permissions
 from approvals.models import (
     ApprovalRequest,
     Assignment,
+    CallbackResolution,
     CallbackStatus,
     InfoMessage,
     Notification,
@@ -209,9 +210,13 @@ def _outcome_content(request: ApprovalRequest) -> dict:
     subject = f"{word}: {title}"
     headline = word
     if callback is not None and callback.status == CallbackStatus.FAILED:
-        subject = f"{word}, but the workflow was not told: {title}"
-        headline = f"{word}, but the workflow was not told"
-        intro += f" The decision could not reach the workflow: {delivery.failure_reason(callback)}."
+        if callback.resolution == CallbackResolution.UNCERTAIN:
+            headline = f"{word}, not confirmed by the workflow"
+            intro += " The portal could not confirm that the decision reached the workflow; an admin will check."
+        else:
+            headline = f"{word}, but the workflow was not told"
+            intro += f" The decision could not reach the workflow: {delivery.failure_reason(callback)}."
+        subject = f"{headline}: {title}"
     elif callback is not None and callback.status == CallbackStatus.DELIVERED:
         intro += " The workflow was told it expired." if decided == RequestStatus.EXPIRED else " The workflow was told."
     return {
