@@ -159,6 +159,7 @@ def test_a_retry_answered_invalid_token_because_the_task_timed_out_shows_closed_
 
     aws.CALLBACK_STALE_SECONDS = 0
     assert services.callbacks_lease_stale() == [callback.pk]
+    aws.CALLBACK_STALE_SECONDS = 120  # as a worker sees it: the sweep's lease is fresh, the row still retaken
     assert tasks.deliver_callback(callback.pk) == "failed"
 
     callback.refresh_from_db()
@@ -243,6 +244,7 @@ def test_when_reading_the_execution_is_not_allowed_the_admin_sees_delivery_uncer
 
     aws.CALLBACK_STALE_SECONDS = 0
     assert services.callbacks_lease_stale() == [callback.pk]
+    aws.CALLBACK_STALE_SECONDS = 120  # as a worker sees it: the sweep's lease is fresh, the row still retaken
     with mock.patch.object(gateway, "_sfn", return_value=ReadRefused(gateway._sfn())):
         assert tasks.deliver_callback(callback.pk) == "failed"
 
