@@ -35,7 +35,7 @@ from approvals.models import (
     Notification,
     RequestStatus,
 )
-from approvals.notifications import messages
+from approvals.notifications import channels, messages
 from approvals.services.callbacks import _settle_from_execution
 from tests.conftest import Process, database_url, venv_bin
 from tests.support import make_user, signed_in, wait_for, wait_for_execution_end
@@ -304,6 +304,36 @@ def test_a_decision_that_cannot_reach_the_workflow_is_mailed_as_such(aws, demo_s
     content = outcome_mail(approval)
     assert content.subject.startswith("Approved, but the workflow was not told")
     assert "The decision could not reach the workflow: Step Functions had stopped waiting" in content.intro
+    # A requester told in Slack reads the same (the message as channels.py posts it).
+    text, blocks = channels._outcome_for_requester(approval, content)
+    assert text.startswith("Approved, but the workflow was not told")
+    assert any("could not reach the workflow" in json.dumps(block) for block in blocks)
+
+
+@pytest.mark.django_db
+def test_an_admin_retry_of_an_uncertain_delivery_is_settled_afresh(aws, demo_state_machine, people):
+    execution_arn = start(demo_state_machine)
+    approval = ingest_execution(aws, execution_arn)
+    callback = approve(approval, people["alice"])
+    worker_lost_after_claim(callback)
+    gateway.send_task_success(
+        task_token=tokens.decrypt_token(approval.token_ciphertext), output=callback.payload["output"]
+    )
+    aws.CALLBACK_STALE_SECONDS = 0
+    services.callbacks_lease_stale()
+    with mock.patch.object(gateway, "_sfn", return_value=ReadRefused(gateway._sfn())):  # see ReadRefused
+        assert tasks.deliver_callback(callback.pk) == "failed"
+    assert Callback.objects.get(pk=callback.pk).resolution == CallbackResolution.UNCERTAIN
+
+    # The admin granted the read permission and sends it again: now the history settles it.
+    with mock.patch.object(tasks, "queue_delivery"):  # no worker here: the test delivers below
+        services.callback_retry(callback_id=callback.pk, actor=people["carol"])
+    assert tasks.deliver_callback(callback.pk) == "delivered"
+
+    callback.refresh_from_db()
+    assert (callback.status, callback.resolution) == (CallbackStatus.DELIVERED, CallbackResolution.CONFIRMED)
+    retried = AuditEvent.objects.get(request=approval, action="callback_retried")
+    assert retried.data["previous"]["resolution"] == "uncertain"
 
 
 # ---------------------------------------------------------------------------

@@ -207,12 +207,17 @@ def callback_retry(*, callback_id: int, actor: User) -> Callback:
             request=callback.request,
         )
     previous = {"attempts": callback.attempts, "error_code": callback.error_code, "error": callback.last_error}
+    if callback.resolution:
+        previous["resolution"] = callback.resolution
     callback.status = CallbackStatus.PENDING
     callback.attempts = 0
     callback.error_code = ""
     callback.last_error = ""
     callback.next_attempt_at = None
-    callback.save(update_fields=["status", "attempts", "error_code", "last_error", "next_attempt_at", "updated_at"])
+    callback.resolution = ""  # settled again by this attempt (maybe_delivered stays: the past is unchanged)
+    callback.save(
+        update_fields=["status", "attempts", "error_code", "last_error", "next_attempt_at", "resolution", "updated_at"]
+    )
     audit(action="callback_retried", request=callback.request, actor=actor, callback_id=callback.pk, previous=previous)
     _queue_callback(callback)
     return callback
