@@ -185,7 +185,11 @@ def callback_mark_retrying(*, callback_id: int, code: str, message: str, retry_i
     if callback.status == CallbackStatus.DELIVERED:
         return False
     if callback.attempts >= settings.CALLBACK_MAX_ATTEMPTS:
-        _callback_fail(callback, code=code, message=f"gave up after {callback.attempts} attempts: {message}")
+        # Some attempt may have reached AWS (a timeout, a 5xx): then nobody knows, say so.
+        maybe = callback.maybe_delivered or code not in NOT_SENT_CODES
+        resolution = CallbackResolution.UNCERTAIN if maybe else ""
+        message = f"gave up after {callback.attempts} attempts: {message}"
+        _callback_fail(callback, code=code, message=message, resolution=resolution)
         return False
     callback.status = CallbackStatus.RETRYING
     callback.error_code = code
