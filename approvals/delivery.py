@@ -41,6 +41,7 @@ class ExecutionReading:
     output: str  # DescribeExecution's output (a succeeded execution's), "" otherwise
     task_found: bool  # the history shows the TaskScheduled event that issued our token
     closures: tuple[TaskClosure, ...]
+    complete: bool = True  # False: the history was longer than the gateway reads
 
 
 # ---------------------------------------------------------------------------

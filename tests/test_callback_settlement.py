@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from approvals import services, tokens
+from approvals.contract import parse_message
 from approvals.delivery import ExecutionReading, TaskClosure
 from approvals.models import (
     ApprovalRequest,
@@ -352,6 +353,7 @@ READINGS = st.builds(
     output=TEXT,
     task_found=st.booleans(),
     closures=st.lists(CLOSURES, max_size=6).map(tuple),
+    complete=st.booleans(),
 )
 
 
@@ -367,10 +369,16 @@ def test_a_reading_without_our_request_id_or_our_error_on_our_task_never_confirm
     assert resolution in {CallbackResolution.CONFIRMED, CallbackResolution.CLOSED, CallbackResolution.UNCERTAIN}
     assert why
     if resolution == CallbackResolution.CONFIRMED:
-        our_error = any(c.event == "TaskFailed" and c.error == "ApprovalDenied" and c.ours for c in reading.closures)
-        assert str(request.public_id) in reading.output + "".join(c.output + c.cause for c in reading.closures) or (
-            kind == "failure" and our_error
-        )
+        # Only an event on our own task (found by the secret token) confirms, or, with a history
+        # too long to read whole, the succeeded execution's output naming the request.
+        rid = str(request.public_id)
+        ours = [c for c in reading.closures if c.ours]
+        if kind == "success":
+            assert any(c.event == "TaskSucceeded" and rid in c.output for c in ours) or (
+                not reading.complete and rid in reading.output
+            )
+        else:
+            assert any(c.event == "TaskFailed" and c.error == "ApprovalDenied" for c in ours)
 
 
 @settings(max_examples=200, deadline=None)
@@ -395,3 +403,37 @@ def test_any_history_reads_without_crashing_and_the_reading_holds_no_token(event
     reading = gateway._execution_reading({"status": "RUNNING"}, events, token)
     assert token not in repr(reading)
     assert len(reading.closures) == sum(e["type"] in {"TaskSucceeded", "TaskFailed", "TaskTimedOut"} for e in events)
+
+
+@pytest.mark.django_db
+def test_a_message_naming_someone_elses_execution_cannot_make_a_lost_delivery_look_confirmed(
+    aws, demo_state_machine, people
+):
+    # The workflow author controls the message: its "execution" names another execution, which
+    # they resume themselves with an output that names this request.
+    other_arn = start(demo_state_machine)
+    other = ingest_execution(aws, other_arn)
+    body = {
+        "taskToken": str(uuid.uuid4()),
+        "title": "Pay supplier",
+        "approvers": {"groups": ["finance-approvers"]},
+        "requester": "bob@example.com",
+        "execution": other_arn,
+    }
+    approval, _ = services.approval_request_ingest(message=parse_message(json.dumps(body)))
+    assert approval.execution_arn == other_arn
+    gateway.send_task_success(
+        task_token=tokens.decrypt_token(other.token_ciphertext),
+        output={"approved": True, "requestId": str(approval.public_id)},
+    )
+    assert wait_for_execution_end(other_arn)["status"] == "SUCCEEDED"
+    callback = approve(approval, people["alice"])
+    worker_lost_after_claim(callback)
+    aws.CALLBACK_STALE_SECONDS = 0
+    services.callbacks_lease_stale()
+
+    assert tasks.deliver_callback(callback.pk) == "failed"  # its own token is unknown to Step Functions
+
+    callback.refresh_from_db()
+    assert callback.resolution == CallbackResolution.UNCERTAIN  # not "confirmed" by the other execution
+    assert Callback.objects.get(pk=callback.pk).status == CallbackStatus.FAILED

@@ -382,6 +382,7 @@ def _execution_reading(described: dict, events: list[dict], task_token: str) -> 
         output=described.get("output", "") or "",
         task_found=bool(ours),
         closures=closures,
+        complete=len(events) < MAX_HISTORY_EVENTS,
     )
 
 

@@ -250,31 +250,33 @@ def callback_mark_failed(
 
 
 def _settle_from_execution(callback: Callback, reading: ExecutionReading | None, read_error: str) -> tuple[str, str]:
-    """(resolution, why) for a closed answer after an attempt that may have been delivered."""
+    """(resolution, why) for a closed answer after an attempt that may have been delivered.
+
+    The execution ARN is the message's claim; only our secret token (in the TaskScheduled event
+    that issued it) ties an event to our task, so an execution that is not ours can at worst
+    leave the delivery uncertain, never confirm it.
+    """
     if reading is None:
         return CallbackResolution.UNCERTAIN, f"an earlier attempt may have been delivered, and {read_error}"
     request_id = str(callback.request.public_id)
+    ours = [closure for closure in reading.closures if closure.ours]
     if callback.kind == Callback.Kind.SUCCESS:
-        if any(c.event == "TaskSucceeded" and _names_request(c.output, request_id) for c in reading.closures):
+        if any(c.event == "TaskSucceeded" and _names_request(c.output, request_id) for c in ours):
             return CallbackResolution.CONFIRMED, "the execution history shows our output"
-        # The history may be cut short (MAX_HISTORY_EVENTS): a succeeded execution's output
-        # carrying our request id (the example state machine keeps it under $.approval) is ours.
-        if reading.status == "SUCCEEDED" and request_id in reading.output:
+        # A history longer than the gateway reads may end before our task does: a succeeded
+        # execution whose output carries our request id (the example keeps it under $.approval).
+        if not reading.complete and reading.status == "SUCCEEDED" and request_id in reading.output:
             return CallbackResolution.CONFIRMED, "the execution's output shows our decision"
     else:
         error = callback.payload.get("error", "")
-        for closure in reading.closures:
-            # AWS keeps the cause we sent (it names the request); moto drops it, so there the
-            # error on our own task has to do.
-            names_us = request_id in closure.cause or (closure.ours and not closure.cause)
-            if closure.event == "TaskFailed" and closure.error == error and names_us:
-                return CallbackResolution.CONFIRMED, "the execution history shows our error"
-    ours = [closure for closure in reading.closures if closure.ours]
+        # AWS keeps the cause we sent (it names the request); moto drops it.
+        if any(c.event == "TaskFailed" and c.error == error and (request_id in c.cause or not c.cause) for c in ours):
+            return CallbackResolution.CONFIRMED, "the execution history shows our error"
     if any(closure.event == "TaskTimedOut" for closure in ours):
         return CallbackResolution.CLOSED, "the execution history shows the task timed out before it arrived"
     if ours:
         return CallbackResolution.CLOSED, "the execution history shows the task was answered with something else"
-    if reading.task_found and reading.status not in {"RUNNING", ""}:
+    if reading.task_found and reading.complete and reading.status not in {"RUNNING", ""}:
         return CallbackResolution.CLOSED, f"the execution ended ({reading.status}) without it"
     status = reading.status or "unknown"
     return CallbackResolution.UNCERTAIN, f"the execution ({status}) does not show what became of it"
