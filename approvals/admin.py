@@ -36,7 +36,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.timesince import timesince
 from django.views.decorators.http import require_POST
 
-from approvals import permissions, selectors, services
+from approvals import delivery, permissions, selectors, services
 from approvals.forms import (
     FREE_TRUST_WARNING,
     AdminDecisionForm,
@@ -519,7 +519,8 @@ class ApprovalRequestAdmin(ActionsOnlyMixin, BigTableAdmin):
         if callback is None:
             return "—"
         detail = f" ({callback.error_code})" if callback.error_code else ""
-        return f"{callback.get_kind_display()}: {callback.get_status_display()}{detail}, {callback.attempts} attempt(s)"
+        label = delivery.callback_label(callback)
+        return f"{callback.get_kind_display()}: {label}{detail}, {callback.attempts} attempt(s)"
 
     # -- the change page: decide, and the admins' tools ----------------------------------
     def get_urls(self):
@@ -766,8 +767,8 @@ def console_url(execution_arn: str) -> str:
 # ---------------------------------------------------------------------------
 @admin.register(Callback)
 class CallbackAdmin(ActionsOnlyMixin, BigTableAdmin):
-    list_display = ["request_link", "kind", "status", "attempts", "error_code", "next_attempt_at", "updated_at"]
-    list_filter = ["status", "kind"]
+    list_display = ["request_link", "kind", "delivery_state", "attempts", "error_code", "next_attempt_at", "updated_at"]
+    list_filter = ["status", "resolution", "kind"]
     list_select_related = ["request"]
     search_fields = ["=request__public_id"]
     ordering = ["-updated_at", "-id"]
@@ -775,6 +776,9 @@ class CallbackAdmin(ActionsOnlyMixin, BigTableAdmin):
         "request_link",
         "kind",
         "status",
+        "delivery_state",
+        "resolution",
+        "maybe_delivered",
         "attempts",
         "error_code",
         "last_error",
@@ -788,6 +792,10 @@ class CallbackAdmin(ActionsOnlyMixin, BigTableAdmin):
 
     def has_retry_permission(self, request) -> bool:
         return request.user.has_perm("approvals.retry_callback")
+
+    @admin.display(description="delivery", ordering="status")
+    def delivery_state(self, obj: Callback) -> str:
+        return delivery.callback_label(obj)
 
     @admin.display(description="request")
     def request_link(self, obj: Callback) -> str:

@@ -389,6 +389,17 @@ class CallbackStatus(models.TextChoices):
 CALLBACK_IN_FLIGHT = (CallbackStatus.PENDING, CallbackStatus.SENDING, CallbackStatus.RETRYING)
 
 
+class CallbackResolution(models.TextChoices):
+    """What reading the execution showed, after an ambiguous delivery met a closed task.
+
+    The words people see for a callback live in approvals/delivery.py."""
+
+    NONE = "", "Not needed"
+    CONFIRMED = "confirmed", "Delivered (confirmed from the execution history)"
+    CLOSED = "closed", "Closed by Step Functions (timed out / execution ended)"
+    UNCERTAIN = "uncertain", "Delivery uncertain"
+
+
 class Callback(models.Model):
     """The outbox row for the one call that resumes the execution."""
 
@@ -407,6 +418,11 @@ class Callback(models.Model):
     error_code = models.CharField(max_length=64, blank=True, default="")
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
+    # An attempt may have reached Step Functions without us learning it did (its response lost,
+    # or its worker gone before recording it): a later "task closed" answer proves nothing.
+    maybe_delivered = models.BooleanField(default=False)
+    # How a "task closed" answer was settled (reading the execution when maybe_delivered).
+    resolution = models.CharField(max_length=16, choices=CallbackResolution.choices, blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -235,14 +235,16 @@ def test_the_requester_hears_the_outcome(people, committed, aws, demo_state_mach
     assert "Approve:" not in message.body  # the requester gets no decision links
 
 
-def test_an_expired_request_tells_the_requester(people, committed, aws):
-    request = committed(ingest, timeoutSeconds=60)
+def test_an_expired_request_tells_the_requester(people, committed, aws, demo_state_machine):
+    # A real execution behind the token: the mail goes once the workflow was told it expired.
+    _, request = start_and_ingest(aws, demo_state_machine, title="Approve order 1234")
     ApprovalRequest.objects.filter(pk=request.pk).update(deadline=timezone.now() - timedelta(seconds=1))
     mail.outbox.clear()
 
     assert committed(services.approval_expire, request_id=request.pk)
 
     assert [(m.to[0], m.subject) for m in mail.outbox] == [("bob@example.com", "Expired: Approve order 1234")]
+    assert "The workflow was told it expired." in mail.outbox[0].body
 
 
 def test_approvers_who_turned_email_off_get_none(people, committed):

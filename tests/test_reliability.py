@@ -28,6 +28,7 @@ from approvals.models import (
     ApprovalRequest,
     AuditEvent,
     Callback,
+    CallbackResolution,
     CallbackStatus,
     IngestError,
     Notification,
@@ -433,7 +434,9 @@ def test_a_crash_between_commit_and_publish_is_repaired_by_the_relay_and_a_rollb
 
 
 @pytest.mark.django_db
-def test_an_ambiguous_send_answered_by_a_closed_token_is_recorded_without_a_loop(aws, demo_state_machine):
+def test_an_ambiguous_send_answered_by_a_closed_token_is_confirmed_from_the_execution_history_without_a_loop(
+    aws, demo_state_machine
+):
     execution_arn = start(demo_state_machine)
     approval = ingest_execution(aws, execution_arn)
     # Injected: the first call reaches AWS but its response is lost (moto can't lose one).
@@ -448,10 +451,11 @@ def test_an_ambiguous_send_answered_by_a_closed_token_is_recorded_without_a_loop
         tasks.deliver_callback(callback.pk)
 
     callback.refresh_from_db()
-    assert callback.status == CallbackStatus.FAILED
-    assert callback.error_code in services.CLOSED_TASK_CODES
-    assert "may have been delivered" in callback.last_error
+    # The retry was answered "closed"; the execution's history shows our output: delivered.
+    assert callback.status == CallbackStatus.DELIVERED
+    assert callback.resolution == CallbackResolution.CONFIRMED
     assert callback.attempts == 2
+    assert AuditEvent.objects.get(request=approval, action="callback_delivered").data["resolution"] == "confirmed"
     approval.refresh_from_db()
     assert approval.status == RequestStatus.APPROVED  # the decision stands
     wait_for(lambda: status_of(execution_arn)["status"] == "SUCCEEDED", timeout=15)

@@ -16,6 +16,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 
+from approvals.delivery import ExecutionReading, TaskClosure
 from approvals.redaction import redact
 
 logger = logging.getLogger(__name__)
@@ -305,6 +306,84 @@ def send_task_heartbeat(*, task_token: str) -> None:
         _sfn().send_task_heartbeat(taskToken=task_token)
     except (ClientError, BotoCoreError) as error:
         raise _translate(error, task_token) from None
+
+
+# ---------------------------------------------------------------------------
+# Step Functions: reading an execution (what became of an ambiguous callback)
+# ---------------------------------------------------------------------------
+# At most this many history events are read (1,000 a page); an approval execution has dozens.
+MAX_HISTORY_EVENTS = 20_000
+_CLOSURE_DETAILS = {
+    "TaskSucceeded": "taskSucceededEventDetails",
+    "TaskFailed": "taskFailedEventDetails",
+    "TaskTimedOut": "taskTimedOutEventDetails",
+}
+
+
+def read_execution(*, execution_arn: str, task_token: str) -> ExecutionReading:
+    """DescribeExecution and GetExecutionHistory, boiled down to what closed which task.
+
+    Needs states:DescribeExecution and states:GetExecutionHistory (deploy/iam-policy.json); a
+    refusal comes out as AwsPermanentError (AccessDeniedException). `task_token` only finds the
+    TaskScheduled event that issued it; it is never returned, logged or put in an error.
+    """
+    try:
+        sfn = _sfn()
+        described = sfn.describe_execution(executionArn=execution_arn)
+        pages = sfn.get_paginator("get_execution_history").paginate(
+            executionArn=execution_arn,
+            includeExecutionData=True,
+            PaginationConfig={"MaxItems": MAX_HISTORY_EVENTS, "PageSize": 1000},
+        )
+        events = [event for page in pages for event in page["events"]]
+    except (ClientError, BotoCoreError) as error:
+        raise _translate(error, task_token) from None
+    return _execution_reading(described, events, task_token)
+
+
+def _execution_reading(described: dict, events: list[dict], task_token: str) -> ExecutionReading:
+    by_id = {event["id"]: event for event in events}
+    quoted = json.dumps(task_token)[1:-1]
+    ours = {
+        event["id"]
+        for event in events
+        if event["type"] == "TaskScheduled"
+        and (
+            task_token in (parameters := event.get("taskScheduledEventDetails", {}).get("parameters", ""))
+            or quoted in parameters
+        )
+    }
+
+    def scheduled_by(event: dict) -> int | None:
+        # TaskSucceeded -> TaskSubmitted -> TaskStarted -> TaskScheduled, by previousEventId.
+        for _ in range(20):
+            previous = by_id.get(event.get("previousEventId"))
+            if previous is None:
+                return None
+            if previous["type"] == "TaskScheduled":
+                return previous["id"]
+            event = previous
+        return None
+
+    closures = tuple(
+        TaskClosure(
+            event=event["type"],
+            ours=scheduled_by(event) in ours,
+            output=details.get("output", "") or "",
+            error=details.get("error", "") or "",
+            cause=details.get("cause", "") or "",
+        )
+        for event in events
+        if event["type"] in _CLOSURE_DETAILS
+        for details in [event.get(_CLOSURE_DETAILS[event["type"]], {})]
+    )
+    return ExecutionReading(
+        status=described.get("status", ""),
+        output=described.get("output", "") or "",
+        task_found=bool(ours),
+        closures=closures,
+        complete=len(events) < MAX_HISTORY_EVENTS,
+    )
 
 
 # ---------------------------------------------------------------------------

@@ -1,11 +1,13 @@
 """Celery tasks: thin, take ids, call services and the gateway."""
 
 import logging
+import os
 import random
 
 from celery import shared_task
 
 from approvals import metrics, selectors, services
+from approvals.delivery import ExecutionReading
 from worker import gateway
 
 logger = logging.getLogger(__name__)
@@ -40,8 +42,13 @@ def deliver_callback(callback_id: int) -> str:
             )
     except gateway.AwsPermanentError as error:
         logger.warning("callback %s refused by Step Functions: %s %s", callback_id, error.code, error.message)
-        services.callback_mark_failed(callback_id=callback_id, code=error.code, message=error.message)
-        return "failed"
+        reading, read_error = None, ""
+        if error.code in services.CLOSED_TASK_CODES and send.maybe_delivered:
+            reading, read_error = _read_execution(send)
+        outcome = services.callback_mark_failed(
+            callback_id=callback_id, code=error.code, message=error.message, reading=reading, read_error=read_error
+        )
+        return str(outcome)
     except gateway.AwsTransientError as error:
         delay = _backoff(send.attempts)
         if services.callback_mark_retrying(
@@ -51,8 +58,34 @@ def deliver_callback(callback_id: int) -> str:
             logger.info("callback %s: %s, retry %s in %.0fs", callback_id, error.code, send.attempts, delay)
             return "retrying"
         return "failed"
+    _crash_here_in_tests()
     services.callback_mark_delivered(callback_id=callback_id)
     return "delivered"
+
+
+def _read_execution(send: services.CallbackSend) -> tuple[ExecutionReading | None, str]:
+    """What the execution shows about an earlier attempt: (reading, "") or (None, why not)."""
+    if not send.execution_arn:
+        return None, "the message named no execution to read"
+    try:
+        return gateway.read_execution(execution_arn=send.execution_arn, task_token=send.task_token), ""
+    except gateway.AwsError as error:
+        logger.warning("callback %s: cannot read its execution: %s", send.callback_id, error.code)
+        if error.code in {"AccessDeniedException", "AccessDenied", "UnauthorizedOperation"}:
+            return None, f"reading the execution is not allowed ({error.code}: see deploy/iam-policy.json)"
+        return None, f"the execution could not be read ({error.code})"
+
+
+def _crash_here_in_tests() -> None:
+    """Test-only fault point, off unless PORTAL_TEST_CRASH_AFTER_SEND names a file that exists.
+
+    tests/test_reliability.py sets it to make a real worker die right after Step Functions
+    accepted a callback and before it is recorded; the file is removed first, so it fires once.
+    """
+    flag = os.environ.get("PORTAL_TEST_CRASH_AFTER_SEND")
+    if flag and os.path.exists(flag):
+        os.remove(flag)
+        os._exit(70)
 
 
 @shared_task(ignore_result=True)

@@ -8,7 +8,8 @@ from django.conf import settings
 from django.urls import reverse
 from django.utils import timezone
 
-from approvals.models import ApprovalRequest, Notification
+from approvals import delivery
+from approvals.models import ApprovalRequest, CallbackStatus, Notification
 from approvals.notifications import DeliveryError, email, messages, slack
 from approvals.notifications.selectors import pending_requests_for
 
@@ -38,7 +39,7 @@ def _send_slack(notification: Notification, content: messages.MessageContent) ->
     request = notification.request
     is_person = "@" in notification.recipient
     if notification.kind == Notification.Kind.OUTCOME:
-        text, blocks = slack.outcome_message(request, request_url=content.request_url)
+        text, blocks = _outcome_for_requester(request, content)
     elif notification.kind in (Notification.Kind.QUESTION, Notification.Kind.ANSWER):
         text, blocks = slack.conversation_message(content)
     elif notification.kind == Notification.Kind.DIGEST:
@@ -51,6 +52,18 @@ def _send_slack(notification: Notification, content: messages.MessageContent) ->
         text, blocks = slack.request_message(content, with_buttons=with_buttons)
     channel = slack.direct_message_channel(notification.recipient) if is_person else notification.recipient
     return slack.post_message(channel=channel, text=text, blocks=blocks)
+
+
+def _outcome_for_requester(request: ApprovalRequest, content: messages.MessageContent) -> tuple[str, list[dict]]:
+    """The outcome in Slack, saying what the mail says when the workflow was not (surely) told."""
+    text, blocks = slack.outcome_message(request, request_url=content.request_url)
+    callback = delivery.request_callback(request)
+    if (callback is not None and callback.status == CallbackStatus.FAILED) or delivery.closed_by_step_functions(
+        request
+    ):
+        text = slack.escape(messages.one_line(content.subject, 300))
+        blocks.insert(1, {"type": "section", "text": {"type": "mrkdwn", "text": slack.escape(content.intro)}})
+    return text, blocks
 
 
 def close_slack_messages(request: ApprovalRequest, references: list[str]) -> None:

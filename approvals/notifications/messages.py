@@ -14,9 +14,18 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.timesince import timesince
 
-from approvals import links, permissions
+from approvals import delivery, links, permissions
 from approvals.details_view import MAIL_LIMITS, bound, text_lines
-from approvals.models import ApprovalRequest, Assignment, InfoMessage, Notification, RequestStatus, User
+from approvals.models import (
+    ApprovalRequest,
+    Assignment,
+    CallbackResolution,
+    CallbackStatus,
+    InfoMessage,
+    Notification,
+    RequestStatus,
+    User,
+)
 
 MAX_SUBJECT_TITLE = 120
 MAX_DETAIL_LINES = 40
@@ -168,19 +177,59 @@ def _approver_content(notification: Notification, request: ApprovalRequest) -> d
     return content
 
 
+# The decision a failed callback carried, when Step Functions closing the task has since made
+# the request "expired" in the portal (services/callbacks.py: _close_request).
+_DECISION_OF_ERROR = {
+    "ApprovalDenied": RequestStatus.REJECTED,
+    "ApprovalCancelled": RequestStatus.CANCELLED,
+    "ApprovalExpired": RequestStatus.EXPIRED,
+}
+
+
+def _decision_sent(request: ApprovalRequest, callback) -> str:
+    """What the portal decided: the request's status, or the decision its callback carried."""
+    if callback is None:
+        return request.status
+    if callback.kind == "success":
+        return RequestStatus.APPROVED
+    return _DECISION_OF_ERROR.get(callback.payload.get("error", ""), request.status)
+
+
 def _outcome_content(request: ApprovalRequest) -> dict:
+    """The requester's outcome, planned only once the callback's fate is known: delivered, or
+    why the decision could not reach the workflow (approvals/delivery.py words it)."""
     title = one_line(request.title)
-    word = OUTCOME_WORDS.get(request.status, request.get_status_display())
+    callback = delivery.request_callback(request)
+    decided = _decision_sent(request, callback)
+    word = OUTCOME_WORDS.get(decided, request.get_status_display())
     decider = request.decided_by.email if request.decided_by_id else ""
-    if request.status == RequestStatus.EXPIRED:
-        intro = "Nobody decided your request before its deadline. The workflow was told it expired."
-    elif request.status == RequestStatus.CANCELLED:
+    if decided == RequestStatus.EXPIRED and delivery.closed_by_step_functions(request) and callback is None:
+        word = delivery.CLOSED_BY_STEP_FUNCTIONS
+        intro = (
+            "Step Functions stopped waiting for your request (the task timed out or the execution ended) "
+            "before anyone decided it."
+        )
+    elif decided == RequestStatus.EXPIRED:
+        intro = "Nobody decided your request before its deadline."
+    elif decided == RequestStatus.CANCELLED:
         intro = f"{decider or 'An admin'} cancelled your request."
     else:
         intro = f"{decider or 'An approver'} {word.lower()} your request."
+    subject = f"{word}: {title}"
+    headline = word
+    if callback is not None and callback.status == CallbackStatus.FAILED:
+        if callback.resolution == CallbackResolution.UNCERTAIN:
+            headline = f"{word}, not confirmed by the workflow"
+            intro += " The portal could not confirm that the decision reached the workflow; an admin will check."
+        else:
+            headline = f"{word}, but the workflow was not told"
+            intro += f" The decision could not reach the workflow: {delivery.failure_reason(callback)}."
+        subject = f"{headline}: {title}"
+    elif callback is not None and callback.status == CallbackStatus.DELIVERED:
+        intro += " The workflow was told it expired." if decided == RequestStatus.EXPIRED else " The workflow was told."
     return {
-        "subject": f"{word}: {title}",
-        "headline": word,
+        "subject": subject,
+        "headline": headline,
         "intro": intro,
         "comment": request.decision_comment,
         "request_url": portal_url(reverse("request-result", args=[request.public_id])),

@@ -28,7 +28,7 @@ from approvals.models import (
 from approvals.roles import APPROVER_ACCESS_GROUP
 from approvals.services.common import MAX_CAUSE_LENGTH, ApprovalError, audit, truncate
 from approvals.services.decisions import _identity, _queue_callback
-from approvals.services.notifications import approval_notify
+from approvals.services.notifications import approval_decided_notify
 from worker import gateway
 
 logger = logging.getLogger(__name__)
@@ -188,7 +188,7 @@ def approval_cancel(*, request_id: int, actor: User, reason: str) -> ApprovalReq
     )
     audit(action="cancelled", request=request, actor=actor, reason=reason)
     _queue_callback(callback)
-    approval_notify(request=request, kind="outcome")  # exception-safe; sent after commit
+    approval_decided_notify(request=request)  # the requester hears once the callback is settled
     return request
 
 
@@ -219,12 +219,17 @@ def callback_retry(*, callback_id: int, actor: User) -> Callback:
             request=callback.request,
         )
     previous = {"attempts": callback.attempts, "error_code": callback.error_code, "error": callback.last_error}
+    if callback.resolution:
+        previous["resolution"] = callback.resolution
     callback.status = CallbackStatus.PENDING
     callback.attempts = 0
     callback.error_code = ""
     callback.last_error = ""
     callback.next_attempt_at = None
-    callback.save(update_fields=["status", "attempts", "error_code", "last_error", "next_attempt_at", "updated_at"])
+    callback.resolution = ""  # settled again by this attempt (maybe_delivered stays: the past is unchanged)
+    callback.save(
+        update_fields=["status", "attempts", "error_code", "last_error", "next_attempt_at", "resolution", "updated_at"]
+    )
     audit(action="callback_retried", request=callback.request, actor=actor, callback_id=callback.pk, previous=previous)
     _queue_callback(callback)
     return callback

@@ -10,7 +10,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from approvals import metrics, tokens
-from approvals.models import ApprovalRequest, Callback, CallbackStatus, RequestStatus
+from approvals.delivery import ExecutionReading
+from approvals.models import ApprovalRequest, Callback, CallbackResolution, CallbackStatus, RequestStatus
 from approvals.redaction import redact
 from approvals.services.common import MAX_CAUSE_LENGTH, MAX_ERROR_LENGTH, audit
 from approvals.services.recheck import RECHECK_FAILED, decision_recheck
@@ -32,6 +33,15 @@ class CallbackSend:
     task_token: str = field(repr=False)
     payload: dict
     attempts: int
+    # An earlier attempt may have been delivered: a "task closed" answer must be checked
+    # against the execution (its ARN, "" when the message named none).
+    maybe_delivered: bool = False
+    execution_arn: str = ""
+
+
+# error_code of an attempt whose worker was lost before it recorded the result.
+LEASE_EXPIRED = "lease_expired"
+LEASE_EXPIRED_MESSAGE = "the previous attempt stopped before its result was recorded; it may have been delivered"
 
 
 @transaction.atomic
@@ -45,13 +55,17 @@ def callback_claim(*, callback_id: int) -> CallbackSend | None:
         return None
     request = callback.request
     stale = timezone.now() - timedelta(seconds=settings.CALLBACK_STALE_SECONDS)
-    if callback.status == CallbackStatus.SENDING and callback.updated_at > stale:
-        return None  # another worker is sending it right now
+    if callback.status == CallbackStatus.SENDING:
+        if callback.updated_at > stale:
+            return None  # another worker is sending it right now
+        _record_lost_attempt(callback)
 
     if request.status in {RequestStatus.APPROVED, RequestStatus.REJECTED}:
         # The same rule as the decision, once more (approvals/services/recheck.py): a vote that
         # no longer holds is withdrawn, and the request reopens unless the rest still decide it.
-        maybe_delivered = callback.attempts > 0 and callback.error_code not in NOT_SENT_CODES
+        maybe_delivered = callback.maybe_delivered or (
+            callback.attempts > 0 and callback.error_code not in NOT_SENT_CODES
+        )
         recheck = decision_recheck(callback, maybe_delivered=maybe_delivered)
         if recheck.reopened:
             return None
@@ -82,7 +96,19 @@ def callback_claim(*, callback_id: int) -> CallbackSend | None:
         task_token=task_token,
         payload=callback.payload,
         attempts=callback.attempts,
+        maybe_delivered=callback.maybe_delivered,
+        execution_arn=request.execution_arn,
     )
+
+
+def _record_lost_attempt(callback: Callback) -> None:
+    """The attempt in flight was lost with its worker (between the call and its record)."""
+    callback.status = CallbackStatus.RETRYING
+    callback.maybe_delivered = True
+    callback.error_code = LEASE_EXPIRED
+    callback.last_error = LEASE_EXPIRED_MESSAGE
+    callback.next_attempt_at = timezone.now()
+    callback.save(update_fields=["status", "maybe_delivered", "error_code", "last_error", "next_attempt_at"])
 
 
 def output_size(output: dict) -> int:
@@ -105,14 +131,26 @@ def _limit_violation(callback: Callback, task_token: str) -> str:
     return ""
 
 
-def _callback_fail(callback: Callback, *, code: str, message: str) -> None:
+def _callback_fail(callback: Callback, *, code: str, message: str, resolution: str = "") -> None:
     callback.status = CallbackStatus.FAILED
     callback.error_code = code
     callback.last_error = redact(message)[:2000]
     callback.next_attempt_at = None
-    callback.save(update_fields=["status", "error_code", "last_error", "next_attempt_at", "updated_at"])
-    audit(action="callback_failed", request=callback.request, actor=None, code=code, message=callback.last_error)
+    callback.resolution = resolution
+    callback.save(update_fields=["status", "error_code", "last_error", "next_attempt_at", "resolution", "updated_at"])
+    extra = {"resolution": resolution} if resolution else {}
+    audit(
+        action="callback_failed", request=callback.request, actor=None, code=code, message=callback.last_error, **extra
+    )
     metrics.callback_failed(code=code)
+    _tell_requester(callback.request)
+
+
+def _tell_requester(request: ApprovalRequest) -> None:
+    """The outcome mail, once the callback's fate is known (delivered, or why it could not be)."""
+    from approvals.services.notifications import approval_notify
+
+    approval_notify(request=request, kind="outcome", close_slack=False)  # the Slack buttons closed at the decision
 
 
 @transaction.atomic
@@ -120,13 +158,20 @@ def callback_mark_delivered(*, callback_id: int) -> None:
     callback = Callback.objects.select_for_update(of=("self",)).select_related("request").get(pk=callback_id)
     if callback.status == CallbackStatus.DELIVERED:
         return
+    _callback_delivered(callback)
+
+
+def _callback_delivered(callback: Callback, *, resolution: str = "") -> None:
     callback.status = CallbackStatus.DELIVERED
     callback.delivered_at = timezone.now()
     callback.error_code = ""
     callback.next_attempt_at = None
-    callback.save(update_fields=["status", "delivered_at", "error_code", "next_attempt_at", "updated_at"])
-    audit(action="callback_delivered", request=callback.request, actor=None, attempts=callback.attempts)
+    callback.resolution = resolution
+    callback.save(update_fields=["status", "delivered_at", "error_code", "next_attempt_at", "resolution", "updated_at"])
+    extra = {"resolution": resolution} if resolution else {}
+    audit(action="callback_delivered", request=callback.request, actor=None, attempts=callback.attempts, **extra)
     metrics.callback_delivered(callback)
+    _tell_requester(callback.request)
 
 
 @transaction.atomic
@@ -136,13 +181,21 @@ def callback_mark_retrying(*, callback_id: int, code: str, message: str, retry_i
     if callback.status == CallbackStatus.DELIVERED:
         return False
     if callback.attempts >= settings.CALLBACK_MAX_ATTEMPTS:
-        _callback_fail(callback, code=code, message=f"gave up after {callback.attempts} attempts: {message}")
+        # Some attempt may have reached AWS (a timeout, a 5xx): then nobody knows, say so.
+        maybe = callback.maybe_delivered or code not in NOT_SENT_CODES
+        resolution = CallbackResolution.UNCERTAIN if maybe else ""
+        message = f"gave up after {callback.attempts} attempts: {message}"
+        _callback_fail(callback, code=code, message=message, resolution=resolution)
         return False
     callback.status = CallbackStatus.RETRYING
     callback.error_code = code
     callback.last_error = redact(message)[:2000]
     callback.next_attempt_at = timezone.now() + timedelta(seconds=retry_in)
-    callback.save(update_fields=["status", "error_code", "last_error", "next_attempt_at", "updated_at"])
+    # A timeout or a 5xx may have been acted on by AWS; a throttle or no connection was not.
+    callback.maybe_delivered = callback.maybe_delivered or code not in NOT_SENT_CODES
+    callback.save(
+        update_fields=["status", "error_code", "last_error", "next_attempt_at", "maybe_delivered", "updated_at"]
+    )
     metrics.callback_retried(code=code)
     return True
 
@@ -161,22 +214,76 @@ NOT_SENT_CODES = {
 
 
 @transaction.atomic
-def callback_mark_failed(*, callback_id: int, code: str, message: str) -> None:
-    """A permanent outcome. A task closed in Step Functions shows the request as expired.
+def callback_mark_failed(
+    *, callback_id: int, code: str, message: str, reading: ExecutionReading | None = None, read_error: str = ""
+) -> str:
+    """A permanent outcome; returns what the callback became (delivered / failed).
 
-    After an ambiguous attempt (its response lost, so it may have been delivered) a "closed"
-    answer is expected and proves nothing: the decision is kept and the doubt recorded.
+    A task closed in Step Functions shows the request as closed by Step Functions. After an
+    attempt that may have been delivered (`maybe_delivered`), such an answer proves nothing: the
+    caller read the execution (`reading`, or why it could not: `read_error`) and that decides —
+    our output in the history means delivered (confirmed), the task timed out or the execution
+    ended without it means closed, anything else is "delivery uncertain" and the decision stands.
     """
     callback = Callback.objects.select_for_update(of=("self",)).select_related("request").get(pk=callback_id)
     if callback.status in {CallbackStatus.DELIVERED, CallbackStatus.FAILED}:
-        return
-    # The previous attempt failed in a way where AWS may still have acted on it.
-    ambiguous = callback.attempts > 1 and callback.error_code not in {"", *NOT_SENT_CODES}
-    if code in CLOSED_TASK_CODES and ambiguous:
-        message = f"{message} (an earlier attempt's response was lost: it may have been delivered)"
-    _callback_fail(callback, code=code, message=message)
-    if code in CLOSED_TASK_CODES and not ambiguous:
+        return callback.status
+    if code not in CLOSED_TASK_CODES:
+        _callback_fail(callback, code=code, message=message)
+        return CallbackStatus.FAILED
+    if not callback.maybe_delivered:
+        _callback_fail(callback, code=code, message=message, resolution=CallbackResolution.CLOSED)
         _close_request(callback.request, code=code)
+        return CallbackStatus.FAILED
+    resolution, why = _settle_from_execution(callback, reading, read_error)
+    if resolution == CallbackResolution.CONFIRMED:
+        _callback_delivered(callback, resolution=resolution)
+        return CallbackStatus.DELIVERED
+    _callback_fail(callback, code=code, message=f"{message}; {why}", resolution=resolution)
+    if resolution == CallbackResolution.CLOSED:
+        _close_request(callback.request, code=code)
+    return CallbackStatus.FAILED
+
+
+def _settle_from_execution(callback: Callback, reading: ExecutionReading | None, read_error: str) -> tuple[str, str]:
+    """(resolution, why) for a closed answer after an attempt that may have been delivered.
+
+    The execution ARN is the message's claim; only our secret token (in the TaskScheduled event
+    that issued it) ties an event to our task, so an execution that is not ours can at worst
+    leave the delivery uncertain, never confirm it.
+    """
+    if reading is None:
+        return CallbackResolution.UNCERTAIN, f"an earlier attempt may have been delivered, and {read_error}"
+    request_id = str(callback.request.public_id)
+    ours = [closure for closure in reading.closures if closure.ours]
+    if callback.kind == Callback.Kind.SUCCESS:
+        if any(c.event == "TaskSucceeded" and _names_request(c.output, request_id) for c in ours):
+            return CallbackResolution.CONFIRMED, "the execution history shows our output"
+        # A history longer than the gateway reads may end before our task does: a succeeded
+        # execution whose output carries our request id (the example keeps it under $.approval).
+        if not reading.complete and reading.status == "SUCCEEDED" and request_id in reading.output:
+            return CallbackResolution.CONFIRMED, "the execution's output shows our decision"
+    else:
+        error = callback.payload.get("error", "")
+        # AWS keeps the cause we sent (it names the request); moto drops it.
+        if any(c.event == "TaskFailed" and c.error == error and (request_id in c.cause or not c.cause) for c in ours):
+            return CallbackResolution.CONFIRMED, "the execution history shows our error"
+    if any(closure.event == "TaskTimedOut" for closure in ours):
+        return CallbackResolution.CLOSED, "the execution history shows the task timed out before it arrived"
+    if ours:
+        return CallbackResolution.CLOSED, "the execution history shows the task was answered with something else"
+    if reading.task_found and reading.complete and reading.status not in {"RUNNING", ""}:
+        return CallbackResolution.CLOSED, f"the execution ended ({reading.status}) without it"
+    status = reading.status or "unknown"
+    return CallbackResolution.UNCERTAIN, f"the execution ({status}) does not show what became of it"
+
+
+def _names_request(output: str, request_id: str) -> bool:
+    try:
+        data = json.loads(output)
+    except ValueError:
+        return request_id in output  # cut short: the id still tells
+    return isinstance(data, dict) and data.get("requestId") == request_id
 
 
 def _close_request(request: ApprovalRequest, *, code: str) -> None:
@@ -191,7 +298,7 @@ def _close_request(request: ApprovalRequest, *, code: str) -> None:
     request.save(update_fields=["status", "decided_at", "awaiting_info", "updated_at"])
     audit(action="closed_by_step_functions", request=request, actor=None, code=code, previous_status=previous)
     if previous == RequestStatus.PENDING:
-        # Nobody decided: the requester still hears how it ended (a decision already told them).
+        # Nobody decided (no callback): the requester still hears how it ended.
         from approvals.services.notifications import approval_notify
 
         approval_notify(request=request, kind="outcome")
@@ -212,6 +319,16 @@ def callbacks_lease_stale(*, limit: int = 200) -> list[int]:
     ids = [row.pk for row in rows]
     if ids:
         Callback.objects.filter(pk__in=ids).update(updated_at=now)
+    lost = [row.pk for row in rows if row.status == CallbackStatus.SENDING]
+    if lost:
+        # Their worker is gone mid-call; the claim must be able to take them again.
+        Callback.objects.filter(pk__in=lost).update(
+            status=CallbackStatus.RETRYING,
+            maybe_delivered=True,
+            error_code=LEASE_EXPIRED,
+            last_error=LEASE_EXPIRED_MESSAGE,
+            next_attempt_at=now,
+        )
     return ids
 
 

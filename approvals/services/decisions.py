@@ -9,7 +9,7 @@ from django.utils import timezone
 from approvals import metrics, permissions
 from approvals.models import ApprovalRequest, AuditEvent, Callback, RequestStatus, User, Vote
 from approvals.services.common import MAX_CAUSE_LENGTH, ApprovalError, audit, locked_request, truncate
-from approvals.services.notifications import approval_notify
+from approvals.services.notifications import approval_decided_notify
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ def _decide(*, public_id, user: User, approve: bool, comment: str) -> ApprovalRe
     metrics.request_closed(request)
     logger.info("approval request %s %s by user %s", request.public_id, request.status, user.pk)
     _queue_callback(callback)
-    approval_notify(request=request, kind="outcome")  # exception-safe; sent after commit
+    approval_decided_notify(request=request)  # the requester hears once the callback is settled
     return request
 
 
@@ -221,5 +221,5 @@ def approval_expire(*, request_id: int) -> bool:
     audit(action="expired", request=request, actor=None, deadline=request.deadline.isoformat())
     metrics.request_closed(request)
     _queue_callback(callback)
-    approval_notify(request=request, kind="outcome")  # exception-safe; sent after commit
+    approval_decided_notify(request=request)  # the requester hears once the callback is settled
     return True

@@ -233,13 +233,20 @@ def _queue_on_commit(notification_ids: list[int]) -> None:
 
 
 def approval_notify(
-    *, request: ApprovalRequest, kind: str, users: Sequence[str] | None = None, groups: Sequence[str] | None = None
+    *,
+    request: ApprovalRequest,
+    kind: str,
+    users: Sequence[str] | None = None,
+    groups: Sequence[str] | None = None,
+    close_slack: bool = True,
 ) -> list[int]:
     """Plan notifications about `request` in the caller's transaction; sent after commit.
 
     `kind` new_request / reassigned (to `users` and `groups`, default: all approvers) or
-    outcome (to the requester). Exception-safe: a failure is logged and the caller's change
-    (an ingest, a decision) goes ahead without notifications.
+    outcome (to the requester; `close_slack`: also close the approvers' Slack messages). An outcome
+    that Step Functions must be told is planned by services/callbacks.py once the callback's fate
+    is known, never at the decision (see approval_decided_notify). Exception-safe: a failure is
+    logged and the caller's change (an ingest, a decision) goes ahead without notifications.
     """
     try:
         with transaction.atomic():  # a savepoint inside the caller's transaction
@@ -252,9 +259,19 @@ def approval_notify(
         logger.exception("could not plan %s notifications for request %s", kind, request.pk)
         return []
     _queue_on_commit(ids)
-    if kind == Kind.OUTCOME and slack.enabled():
-        transaction.on_commit(lambda: _publish_slack_close(request.pk), robust=True)
+    if kind == Kind.OUTCOME and close_slack:
+        approval_decided_notify(request=request)
     return ids
+
+
+def approval_decided_notify(*, request: ApprovalRequest) -> None:
+    """A request was closed in the portal: its approvers' Slack messages lose their buttons now.
+
+    The requester's outcome mail waits until Step Functions has the decision, or until it is
+    known why it could not (services/callbacks.py): "approved" only once the workflow resumed.
+    """
+    if slack.enabled():
+        transaction.on_commit(lambda: _publish_slack_close(request.pk), robust=True)
 
 
 def _publish_slack_close(request_id: int) -> None:

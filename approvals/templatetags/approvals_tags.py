@@ -14,6 +14,7 @@ from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 from django.utils.timesince import timesince, timeuntil
 
+from approvals import delivery
 from approvals.details_view import (
     MAIL_LIMITS,
     PAGE_LIMITS,
@@ -331,31 +332,21 @@ def arn_name(arn: str) -> str:
     return arn
 
 
-CALLBACK_WORDING = {
-    "pending": "queued to be sent",
-    "sending": "being sent",
-    "retrying": "waiting to retry",
-    "delivered": "sent to Step Functions",
-}
-CLOSED_ELSEWHERE = {
-    "TaskTimedOut": "the workflow had already timed out",
-    "TaskDoesNotExist": "the workflow no longer waits for it",
-    "InvalidToken": "the workflow no longer waits for it",
-}
-CALLBACK_FINAL = {"delivered", "failed"}
-
-
 @register.simple_tag
 def callback_status(callback):
-    if callback.status == "failed":
-        return f"not sent: {CLOSED_ELSEWHERE.get(callback.error_code, 'failed, an admin has been told')}"
-    return CALLBACK_WORDING.get(callback.status, callback.status)
+    return delivery.callback_label(callback)
 
 
 @register.filter
 def callback_final(callback) -> bool:
     """Nothing more will happen to it on its own (the page stops checking)."""
-    return callback is None or callback.status in CALLBACK_FINAL
+    return delivery.is_final(callback)
+
+
+@register.filter
+def request_status_label(approval) -> str:
+    """Expired in the portal, or closed by Step Functions: the status words tell them apart."""
+    return delivery.request_status_label(approval)
 
 
 @register.filter
