@@ -842,6 +842,7 @@ class IngestErrorAdmin(ActionsOnlyMixin, BigTableAdmin):
         "resolved_by_email",
         "resolved_at",
         "replayed_as_message_id",
+        "message_kept",
         "body",
     ]
     readonly_fields = fields
@@ -859,6 +860,10 @@ class IngestErrorAdmin(ActionsOnlyMixin, BigTableAdmin):
     def resolved_by_email(self, obj: IngestError) -> str:
         return obj.resolved_by.email if obj.resolved_by else "—"
 
+    @admin.display(description="message kept for replay", boolean=True)
+    def message_kept(self, obj: IngestError) -> bool:
+        return bool(obj.message_ciphertext)
+
     @admin.display(description="body (token redacted)")
     def body(self, obj: IngestError) -> str:
         return format_html('<pre style="white-space: pre-wrap">{}</pre>', obj.body_redacted)
@@ -867,8 +872,14 @@ class IngestErrorAdmin(ActionsOnlyMixin, BigTableAdmin):
         rows = dict(IngestError.objects.filter(pk__in=ids).values_list("pk", "sqs_message_id"))
         return {pk: f"message {rows.get(pk, '?')} (#{pk})" for pk in ids}
 
-    @admin.action(description="Replay: move the message from the DLQ back to the queue", permissions=["resolve"])
+    @admin.action(description="Replay: ingest the message again", permissions=["resolve"])
     def replay_selected(self, request, queryset):
+        def replay(pk: int, data: dict) -> IngestError:
+            row = services.ingest_error_replay(ingest_error_id=pk, actor=request.user)
+            if row.status == IngestError.Status.OPEN:  # recorded (new reason, count) and committed
+                raise services.ApprovalError(f"refused again: {row.reason}", row.code)
+            return row
+
         return _run_bulk(
             self,
             request,
@@ -877,14 +888,14 @@ class IngestErrorAdmin(ActionsOnlyMixin, BigTableAdmin):
             title="Replay the selected messages",
             verb="Replayed",
             form_class=ConfirmForm,
-            run=lambda pk, data: services.ingest_error_replay(ingest_error_id=pk, actor=request.user),
+            run=replay,
             describe=self._describe,
-            intro="Each message goes from the dead-letter queue back to the approval queue and is ingested "
-            "again. Do it once the cause is fixed: a message that still breaks the contract comes back "
-            "as a new ingest error.",
+            intro="Each message is ingested again from the copy kept with its error (older errors: from the "
+            "dead-letter queue). Do it once the cause is fixed: a message refused again keeps its error, "
+            "with the new reason.",
         )
 
-    @admin.action(description="Discard: delete the message from the DLQ", permissions=["resolve"])
+    @admin.action(description="Discard: give up on the message", permissions=["resolve"])
     def discard_selected(self, request, queryset):
         return _run_bulk(
             self,
@@ -896,8 +907,9 @@ class IngestErrorAdmin(ActionsOnlyMixin, BigTableAdmin):
             form_class=ConfirmForm,
             run=lambda pk, data: services.ingest_error_discard(ingest_error_id=pk, actor=request.user),
             describe=self._describe,
-            intro="Each message is deleted from the dead-letter queue. Its execution keeps waiting until "
-            "its own timeout: stop it in Step Functions if it should not.",
+            intro="The copy of each message kept with its error is erased (older errors: the message is deleted "
+            "from the dead-letter queue). Its execution keeps waiting until its own timeout: stop it in Step "
+            "Functions if it should not.",
         )
 
 

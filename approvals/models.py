@@ -438,10 +438,13 @@ class Callback(models.Model):
 
 
 class IngestError(models.Model):
-    """A queue message the portal could not turn into a request; its body stored redacted.
+    """A queue message the portal could not turn into a request.
 
-    The stored body has no token, so it cannot be ingested again; the message itself waits
-    on the dead-letter queue, and an admin replays it (back to the queue) or discards it.
+    Its body is shown redacted (`body_redacted`, no token). The whole message is kept
+    encrypted like task tokens (`message_ciphertext`: it holds one), so the queue message is
+    deleted once this row is committed, and an admin replays it from here (ingested again in
+    place) or discards it (the ciphertext erased). Rows recorded before the message was kept
+    (empty ciphertext, never erased) are replayed from the dead-letter queue instead.
     """
 
     class Status(models.TextChoices):
@@ -453,6 +456,10 @@ class IngestError(models.Model):
     code = models.CharField(max_length=32)
     reason = models.TextField()
     body_redacted = models.TextField(blank=True, default="")
+    # The whole message, Fernet-encrypted with TOKEN_ENCRYPTION_KEYS; "" when erased (discarded,
+    # replayed, past TOKEN_RETENTION_DAYS) or never kept.
+    message_ciphertext = models.TextField(blank=True, default="", editable=False)
+    message_erased_at = models.DateTimeField(null=True, blank=True, editable=False)
     receive_count = models.PositiveIntegerField(default=1)
     first_seen_at = models.DateTimeField(default=timezone.now)
     last_seen_at = models.DateTimeField(default=timezone.now)

@@ -523,3 +523,21 @@ def closed_token_request_ids(*, limit: int = 1000) -> list[int]:
         .order_by("decided_at", "pk")
         .values_list("pk", flat=True)[:limit]
     )
+
+
+def expired_ingest_message_ids(*, limit: int = 1000) -> list[int]:
+    """Ingest errors last seen more than TOKEN_RETENTION_DAYS ago that still keep their message
+    (it holds a task token, long refused by Step Functions by then)."""
+    from django.conf import settings
+
+    from approvals.models import IngestError
+
+    if settings.TOKEN_RETENTION_DAYS <= 0:
+        return []
+    cutoff = timezone.now() - timedelta(days=settings.TOKEN_RETENTION_DAYS)
+    return list(
+        IngestError.objects.exclude(message_ciphertext="")
+        .filter(last_seen_at__lte=cutoff)
+        .order_by("last_seen_at", "pk")
+        .values_list("pk", flat=True)[:limit]
+    )

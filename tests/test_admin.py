@@ -38,7 +38,7 @@ from tests.support import signed_in as client_for
 from tests.support import wait_for, wait_for_execution_end
 from worker import gateway
 from worker.consumer import consume_once
-from worker.tasks import deliver_callback
+from worker.tasks import deliver_callback, erase_closed_tokens
 
 pytestmark = pytest.mark.django_db
 
@@ -568,29 +568,29 @@ def bulk_action_on(client: Client, changelist: str, action: str, ids: list[int],
 # ---------------------------------------------------------------------------
 # Ingest errors: replay and discard
 # ---------------------------------------------------------------------------
-def dead_letter(aws, demo_state_machine, *, max_bytes: int) -> tuple[str, IngestError]:
-    """A real execution whose message breaks our (too small) size limit until the DLQ takes it."""
+def refused_message(aws, demo_state_machine, *, max_bytes: int) -> tuple[str, IngestError]:
+    """A real execution whose message breaks our (too small) size limit: an ingest error that
+    keeps the message, and nothing left on the queue."""
     execution_arn = gateway.start_execution(
         state_machine_arn=demo_state_machine,
-        name=f"dlq-{uuid.uuid4().hex[:12]}",
+        name=f"refused-{uuid.uuid4().hex[:12]}",
         execution_input={**EXECUTION_INPUT, "details": {"notes": "x" * 600}},
     )
-    dlq_url = gateway.dead_letter_queue_url(queue_url=aws.APPROVAL_QUEUE_URL)
+    def refused():
+        consume(aws, max_bytes=max_bytes)
+        return IngestError.objects.first()
 
-    def in_dlq():
-        consume(aws, max_bytes=max_bytes)  # refused each time; redriven after maxReceiveCount (3)
-        sqs = gateway._sqs()
-        attributes = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["ApproximateNumberOfMessages"])
-        return int(attributes["Attributes"]["ApproximateNumberOfMessages"]) == 1
-
-    wait_for(in_dlq)
-    row = IngestError.objects.get()
-    assert row.code == "oversized" and row.status == IngestError.Status.OPEN
+    row = wait_for(refused)
+    assert row.code == "oversized" and row.status == IngestError.Status.OPEN and row.message_ciphertext
+    attributes = gateway._sqs().get_queue_attributes(
+        QueueUrl=aws.APPROVAL_QUEUE_URL, AttributeNames=["ApproximateNumberOfMessages"]
+    )
+    assert attributes["Attributes"]["ApproximateNumberOfMessages"] == "0"
     return execution_arn, row
 
 
-def test_replaying_an_ingest_error_moves_the_message_back_and_it_becomes_a_request(aws, demo_state_machine, people):
-    execution_arn, row = dead_letter(aws, demo_state_machine, max_bytes=500)
+def test_replaying_an_ingest_error_ingests_the_kept_message_and_it_becomes_a_request(aws, demo_state_machine, people):
+    execution_arn, row = refused_message(aws, demo_state_machine, max_bytes=500)
     # The cause is fixed (the limit raised back); the admin replays the message.
     carol = client_for(people["carol"])
 
@@ -600,13 +600,12 @@ def test_replaying_an_ingest_error_moves_the_message_back_and_it_becomes_a_reque
     row.refresh_from_db()
     assert row.status == IngestError.Status.REPLAYED
     assert row.resolved_by == people["carol"] and row.resolved_at is not None
-    assert row.replayed_as_message_id and row.replayed_as_message_id != row.sqs_message_id
+    assert row.message_ciphertext == "" and row.message_erased_at is not None  # the request holds the token now
+    request = ApprovalRequest.objects.get(execution_arn=execution_arn)
+    assert request.sqs_message_id == row.sqs_message_id
     event = AuditEvent.objects.get(action="ingest_error_replayed")
-    assert event.actor == people["carol"]
-    assert event.data["sqs_message_id"] == row.sqs_message_id
-    assert event.data["new_sqs_message_id"] == row.replayed_as_message_id
-    request = wait_for(lambda: consume(aws) or ApprovalRequest.objects.filter(execution_arn=execution_arn).first())
-    assert request.sqs_message_id == row.replayed_as_message_id
+    assert event.actor == people["carol"] and event.request == request
+    assert event.data["sqs_message_id"] == row.sqs_message_id and event.data["in_place"] is True
     services.approval_decide(public_id=request.public_id, user=people["alice"], approve=True)
     assert deliver(request) == "delivered"
     assert wait_for_execution_end(execution_arn)["status"] == "SUCCEEDED"
@@ -615,20 +614,49 @@ def test_replaying_an_ingest_error_moves_the_message_back_and_it_becomes_a_reque
         services.ingest_error_replay(ingest_error_id=row.pk, actor=people["carol"])
 
 
-def test_discarding_an_ingest_error_deletes_the_message_from_the_dlq(aws, demo_state_machine, people):
-    _, row = dead_letter(aws, demo_state_machine, max_bytes=500)
+def test_a_replay_refused_again_keeps_the_error_open_with_the_new_sighting_and_says_so(
+    aws, demo_state_machine, people, settings
+):
+    _, row = refused_message(aws, demo_state_machine, max_bytes=500)
+    settings.APPROVAL_MAX_MESSAGE_BYTES = 500  # the cause is not fixed
+
+    _, done = bulk_action_on(client_for(people["carol"]), "/admin/approvals/ingesterror/", "replay_selected", [row.pk])
+
+    notes = messages_of(done)
+    assert any(note.startswith("Not replayed:") and "refused again" in note for note in notes), notes
+    row.refresh_from_db()
+    assert (row.status, row.code, row.receive_count) == (IngestError.Status.OPEN, "oversized", 2)
+    assert row.message_ciphertext  # still kept, for a replay once the cause is fixed
+    assert AuditEvent.objects.filter(action="ingest_error_replay_refused", actor=people["carol"]).count() == 1
+    assert not ApprovalRequest.objects.exists()
+
+
+def test_discarding_an_ingest_error_erases_the_kept_message(aws, demo_state_machine, people):
+    _, row = refused_message(aws, demo_state_machine, max_bytes=500)
 
     _, done = bulk_action_on(client_for(people["carol"]), "/admin/approvals/ingesterror/", "discard_selected", [row.pk])
 
     assert any(note.startswith("Discarded 1:") for note in messages_of(done))
     row.refresh_from_db()
     assert row.status == IngestError.Status.DISCARDED
+    assert row.message_ciphertext == "" and row.message_erased_at is not None
     event = AuditEvent.objects.get(action="ingest_error_discarded")
-    assert event.actor == people["carol"] and event.data["deleted_from_dlq"] is True
+    assert event.actor == people["carol"] and event.data["deleted_from_dlq"] is None
+    with pytest.raises(services.ApprovalError):
+        services.ingest_error_replay(ingest_error_id=row.pk, actor=people["carol"])
+
+
+def test_an_error_recorded_before_messages_were_kept_is_replayed_from_the_dlq(aws, people):
     dlq_url = gateway.dead_letter_queue_url(queue_url=aws.APPROVAL_QUEUE_URL)
-    assert (
-        gateway.move_message(source_queue_url=dlq_url, target_queue_url=dlq_url, message_id=row.sqs_message_id) is None
-    )
+    message_id = gateway.send_message(queue_url=dlq_url, body='{"taskToken": "' + str(uuid.uuid4()) + '"}')
+    row = IngestError.objects.create(sqs_message_id=message_id, code="oversized", reason="too large then")
+
+    replayed = services.ingest_error_replay(ingest_error_id=row.pk, actor=people["carol"])
+
+    assert replayed.status == IngestError.Status.REPLAYED
+    assert replayed.replayed_as_message_id and replayed.replayed_as_message_id != message_id
+    consume(aws)
+    assert ApprovalRequest.objects.get().sqs_message_id == replayed.replayed_as_message_id
 
 
 def test_replaying_a_message_that_is_not_on_the_dlq_is_refused_with_the_reason(aws, people):
@@ -641,6 +669,21 @@ def test_replaying_a_message_that_is_not_on_the_dlq_is_refused_with_the_reason(a
     row.refresh_from_db()
     assert row.status == IngestError.Status.OPEN
     assert not AuditEvent.objects.filter(action="ingest_error_replayed").exists()
+
+
+def test_a_message_erased_after_the_retention_period_cannot_be_replayed(aws, demo_state_machine, people, settings):
+    _, row = refused_message(aws, demo_state_machine, max_bytes=500)
+    settings.TOKEN_RETENTION_DAYS = 1
+    IngestError.objects.filter(pk=row.pk).update(last_seen_at=timezone.now() - timedelta(days=2))
+
+    assert erase_closed_tokens() == 1
+
+    row.refresh_from_db()
+    assert row.message_ciphertext == "" and row.message_erased_at is not None
+    assert AuditEvent.objects.filter(action="ingest_message_erased", data__ingest_error_id=row.pk).count() == 1
+    with pytest.raises(services.ApprovalError) as refused:
+        services.ingest_error_replay(ingest_error_id=row.pk, actor=people["carol"])
+    assert refused.value.code == "message_erased"
 
 
 # ---------------------------------------------------------------------------

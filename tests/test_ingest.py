@@ -273,7 +273,7 @@ BAD_MESSAGES = {
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("token", [new_token(), LONG_TOKEN], ids=["uuid-token", "long-token"])
 @pytest.mark.parametrize("case", list(BAD_MESSAGES))
-def test_a_bad_message_is_recorded_with_its_token_redacted_and_left_on_the_queue_without_blocking_a_good_one(
+def test_a_bad_message_is_recorded_with_its_token_redacted_kept_encrypted_and_deleted_without_blocking_a_good_one(
     aws, caplog, case, token
 ):
     caplog.set_level(logging.INFO)
@@ -301,10 +301,13 @@ def test_a_bad_message_is_recorded_with_its_token_redacted_and_left_on_the_queue
     assert_token_absent(token, error.reason, error.body_redacted, caplog.text)  # ... but never the token
     assert AuditEvent.objects.filter(action="ingest_error", data__sqs_message_id=bad_id).count() == 1
 
-    # Not deleted: left for the queue's redrive policy. Visibility 0 expired at once, so it returns;
-    # the second sighting counts on the same row instead of adding one.
-    assert messages_on(queue_url) == 1
-    assert consume(queue_url, max_bytes=max_bytes) == 1
+    # Kept with its error (encrypted: it holds the token) for the admin's replay, so it is deleted
+    # from the queue at once, like the good one.
+    assert messages_on(queue_url) == 0
+    assert tokens.decrypt_token(error.message_ciphertext) == bad_body
+    assert_token_absent(token, error.message_ciphertext)
+    # SQS delivers at least once: the same message again counts on the same row instead of adding one.
+    services.received_message_ingest(sqs_message_id=bad_id, body=bad_body, max_bytes=max_bytes)
     error.refresh_from_db()
     assert IngestError.objects.count() == 1
     assert error.receive_count == 2
@@ -315,27 +318,20 @@ def test_a_bad_message_is_recorded_with_its_token_redacted_and_left_on_the_queue
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_bad_message_stays_hidden_for_its_visibility_timeout_then_returns_and_finally_moves_to_the_dlq(aws):
+def test_a_bad_message_is_deleted_once_recorded_and_never_reaches_the_dlq(aws):
     queue_url = aws.APPROVAL_QUEUE_URL  # the fixture's queue redrives to "<name>-dlq" after 3 receives
     dlq_url = sqs_client().get_queue_url(QueueName=f"{aws.APPROVAL_QUEUE_NAME}-dlq")["QueueUrl"]
     token = new_token()
-    bad_id = gateway.send_message(queue_url=queue_url, body=json.dumps({"taskToken": token, "timeoutSeconds": -1}))
+    gateway.send_message(queue_url=queue_url, body=json.dumps({"taskToken": token, "timeoutSeconds": -1}))
 
     assert consume(queue_url, visibility_timeout=1) == 1
     assert IngestError.objects.get().code == "bad_value"
-    assert consume(queue_url) == 0  # hidden, not deleted ...
-    assert messages_on(queue_url) == 1
-    time.sleep(1.2)
-    assert consume(queue_url) == 1  # ... and back once the visibility timeout expired
-    assert consume(queue_url) == 1
-    assert IngestError.objects.get().receive_count == 3
-
-    # maxReceiveCount reached: the next receive moves it to the dead-letter queue.
-    assert consume(queue_url) == 0
+    time.sleep(1.2)  # past the visibility timeout: a message left on the queue would be back
+    for _ in range(4):  # more receives than the redrive policy's maxReceiveCount
+        assert consume(queue_url) == 0
     assert messages_on(queue_url) == 0
-    moved = sqs_client().receive_message(QueueUrl=dlq_url, MaxNumberOfMessages=10)["Messages"]
-    assert [message["MessageId"] for message in moved] == [bad_id]
-    assert IngestError.objects.get().receive_count == 3
+    assert "Messages" not in sqs_client().receive_message(QueueUrl=dlq_url, MaxNumberOfMessages=10)
+    assert IngestError.objects.get().receive_count == 1
     assert ApprovalRequest.objects.count() == 0
 
 
@@ -460,7 +456,7 @@ def test_an_email_longer_than_the_database_allows_is_an_ingest_error_not_a_crash
     assert (error.sqs_message_id, error.code) == (bad_id, code)
     assert TOO_LONG_EMAIL not in error.reason
     assert ApprovalRequest.objects.count() == 1
-    assert messages_on(queue_url) == 1  # only the bad one, left for the DLQ
+    assert messages_on(queue_url) == 0  # the bad one too: kept with its error
 
 
 # ---------------------------------------------------------------------------
@@ -476,15 +472,6 @@ def dead_lettered_ids(aws) -> set[str]:
         QueueUrl=dead_letter_queue_url(aws), MaxNumberOfMessages=10, VisibilityTimeout=0
     )
     return {message["MessageId"] for message in received.get("Messages", [])}
-
-
-def until_dead_lettered(queue_url: str) -> None:
-    """Receive what is left until the queue's redrive policy (maxReceiveCount 3) moved it to the DLQ."""
-    for _ in range(5):
-        if messages_on(queue_url) == 0:
-            return
-        consume(queue_url)
-    assert messages_on(queue_url) == 0
 
 
 @pytest.mark.django_db(transaction=True)
@@ -516,13 +503,14 @@ def test_a_batch_of_ten_with_an_infinite_number_and_a_thousand_deep_message_stor
         assert error.status == IngestError.Status.OPEN and error.body_redacted
         assert_token_absent(infinite_token, error.reason, error.body_redacted)
         assert_token_absent(deep_token, error.reason, error.body_redacted)
-    # The eight were deleted; only the two refused ones are left, for the DLQ and the admin.
-    assert messages_on(queue_url) == 2
-
-    # Received twice more, then the redrive policy moves exactly those two to the DLQ, where
-    # each has its IngestError to replay or discard; no good message is ever there.
-    until_dead_lettered(queue_url)
-    assert dead_lettered_ids(aws) == {infinite_id, deep_id}
+    # All ten were deleted: the two refused ones are kept with their errors (encrypted) for the
+    # admin's replay or discard, so nothing is left for the redrive policy to move to the DLQ.
+    assert messages_on(queue_url) == 0
+    assert tokens.decrypt_token(errors[infinite_id].message_ciphertext) == infinite
+    assert tokens.decrypt_token(errors[deep_id].message_ciphertext) == deep
+    for _ in range(4):  # more receives than the redrive policy's maxReceiveCount
+        assert consume(queue_url) == 0
+    assert dead_lettered_ids(aws) == set()
     assert IngestError.objects.count() == 2
     assert ApprovalRequest.objects.count() == 8
     for token in (infinite_token, deep_token):
@@ -565,20 +553,18 @@ def test_a_message_the_database_refuses_becomes_a_store_failed_ingest_error_and_
     assert_token_absent(bad_token, error.reason, error.body_redacted, caplog.text)  # ... without the token
     assert AuditEvent.objects.filter(action="ingest_error", data__code="store_failed").count() == 1
     assert f"message {bad_id} could not be stored" in caplog.text  # with its traceback, for operators
-    assert messages_on(queue_url) == 1  # the refused one only, left for the DLQ
+    assert messages_on(queue_url) == 0  # kept with its error, so deleted like the others
+    assert dead_lettered_ids(aws) == set()
 
-    # Every return counts on the same row; then the DLQ holds it, and an admin can replay it.
-    until_dead_lettered(queue_url)
-    error.refresh_from_db()
-    assert error.receive_count == 3
-    assert dead_lettered_ids(aws) == {bad_id}
+    # The admin replays it from the kept copy: refused again, the error stays open with the new
+    # sighting counted, and nothing else is lost.
     admin = User.objects.create_superuser(username="carol", email="carol@example.com")
     replayed = services.ingest_error_replay(ingest_error_id=error.pk, actor=admin)
-    assert replayed.status == IngestError.Status.REPLAYED
-    assert consume(queue_url) == 1  # refused again: a new error for the new message, nothing else lost
-    again = IngestError.objects.get(sqs_message_id=replayed.replayed_as_message_id)
-    assert again.code == "store_failed"
+    assert (replayed.pk, replayed.status, replayed.code) == (error.pk, IngestError.Status.OPEN, "store_failed")
+    assert replayed.receive_count == 2
+    assert AuditEvent.objects.filter(action="ingest_error_replay_refused", actor=admin).count() == 1
     assert ApprovalRequest.objects.count() == 2
+    assert_token_absent(bad_token, caplog.text)
 
 
 def failing_for(title: str, error: Exception):
@@ -619,7 +605,7 @@ def test_an_unexpected_exception_while_storing_one_message_is_its_store_failed_e
     assert (error.sqs_message_id, error.code) == (bad_id, "store_failed")
     assert error.reason.startswith(f"could not store the message: {kind.__name__}")
     assert_token_absent(token, error.reason, error.body_redacted, caplog.text)
-    assert messages_on(queue_url) == 1
+    assert messages_on(queue_url) == 0  # kept with its error
 
 
 @pytest.mark.django_db(transaction=True)

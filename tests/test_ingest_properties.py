@@ -33,7 +33,7 @@ from worker.consumer import consume_once
 MAX_EXAMPLES = 20
 # A small size limit keeps a batch of ten bodies "around the limit" far below SQS's 256 KiB.
 LIMIT = 6 * 1024
-# Hidden long enough that a message left on the queue (refused) is not received by the next example.
+# Hidden long enough that a message left on the queue by mistake is not received by the next example.
 VISIBILITY = 600
 
 # Characters SQS accepts in a body (#x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF).
@@ -286,6 +286,10 @@ def test_any_batch_of_bodies_ingests_every_good_message_once_and_records_every_o
             break
         handled += received
     assert handled == len(batch)
+    attributes = sqs_client().get_queue_attributes(
+        QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    assert attributes == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"}
 
     for index, (token, body, good) in enumerate(batch):
         message_id = message_ids[index]
@@ -299,6 +303,8 @@ def test_any_batch_of_bodies_ingests_every_good_message_once_and_records_every_o
             assert tokens.decrypt_token(requests[0].token_ciphertext) == token
         else:
             assert errors and errors[0].receive_count == 1
+            # Kept whole (encrypted) for the admin's replay: the queue message itself is gone.
+            assert tokens.decrypt_token(errors[0].message_ciphertext) == body
         for error in errors:
             audit = AuditEvent.objects.filter(action="ingest_error", data__sqs_message_id=message_id)
             for other_token, _, _ in batch:

@@ -257,3 +257,30 @@ def test_the_retention_sweep_is_in_the_beat_schedule_and_registered_with_celery(
 
     assert len(entries) == 1
     assert entries[0]["task"] in celery_app.tasks
+
+
+def test_rotation_re_encrypts_the_messages_ingest_errors_keep_so_the_old_key_can_be_dropped(settings):
+    old_key, new_key = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    settings.TOKEN_ENCRYPTION_KEYS = [old_key]
+    body = '{"taskToken": "kept-token", "timeoutSeconds": -1}'
+    error = services.received_message_ingest(sqs_message_id="m-kept", body=body, max_bytes=4096)
+    assert error is not None and error.code == "bad_value"
+    unreadable = services.received_message_ingest(sqs_message_id="m-lost", body="not json", max_bytes=4096)
+    settings.TOKEN_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
+    unreadable.message_ciphertext = tokens.encrypt_token("a message under a key nobody has any more")
+    unreadable.save(update_fields=["message_ciphertext"])
+    settings.TOKEN_ENCRYPTION_KEYS = [new_key, old_key]  # new key deployed first
+
+    with pytest.raises(CommandError):  # exits non-zero: one row was skipped, and said so
+        call_command("rotate_token_keys")
+    settings.TOKEN_ENCRYPTION_KEYS = [new_key]  # old key dropped
+
+    error.refresh_from_db()
+    assert tokens.decrypt_token(error.message_ciphertext) == body
+    skipped = AuditEvent.objects.get(action="token_keys_rotated").data["skipped"]
+    assert skipped == [
+        {
+            "request": f"ingest error #{unreadable.pk}",
+            "reason": "no key in TOKEN_ENCRYPTION_KEYS decrypts the kept message",
+        }
+    ]

@@ -36,12 +36,11 @@ def consume_once(*, queue_url: str, wait_seconds: int, visibility_timeout: int, 
                 rest = [m.receipt_handle for m in batch[index:]]
                 gateway.extend_visibility(queue_url=queue_url, receipt_handles=rest, timeout=visibility_timeout)
                 extended = True
-            # Each message's failure is its own (an IngestError); one that is not stored is left
-            # on the queue, and its redrive policy moves it to the DLQ after maxReceiveCount.
-            if services.received_message_ingest(
-                sqs_message_id=message.message_id, body=message.body, max_bytes=max_bytes
-            ):
-                done.append(message.receipt_handle)  # committed: safe to delete
+            # Each message's failure is its own: an IngestError that keeps the message, so once
+            # either is committed the message is deleted. Only a database unavailable as a whole
+            # raises: the rest stay on the queue (and go to the DLQ if that lasts).
+            services.received_message_ingest(sqs_message_id=message.message_id, body=message.body, max_bytes=max_bytes)
+            done.append(message.receipt_handle)  # committed: safe to delete
     finally:
         # Also when the database went away mid-batch: what was committed is not received again.
         bind_log_context(message_id=None, approval_id=None)

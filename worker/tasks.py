@@ -134,10 +134,13 @@ def send_heartbeats() -> int:
 
 @shared_task(ignore_result=True)
 def erase_closed_tokens() -> int:
-    """Retention: erase the task tokens of requests closed more than TOKEN_RETENTION_DAYS ago."""
+    """Retention: erase the task tokens of requests closed more than TOKEN_RETENTION_DAYS ago,
+    and the messages (with their tokens) that ingest errors kept for replay that long."""
     erased = 0
     for request_id in selectors.closed_token_request_ids():
         erased += services.approval_token_erase(request_id=request_id)
+    for ingest_error_id in selectors.expired_ingest_message_ids():
+        erased += services.ingest_error_message_erase(ingest_error_id=ingest_error_id)
     return erased
 
 

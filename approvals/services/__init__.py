@@ -35,7 +35,12 @@ from approvals.services.conversations import info_answer, info_request
 from approvals.services.decisions import REASON_REQUIRED, approval_decide, approval_expire, refusal_record
 from approvals.services.delegations import delegation_revoke, delegation_set
 from approvals.services.ingest import approval_request_ingest, ingest_error_record, received_message_ingest
-from approvals.services.keys import KeyRotationReport, approval_token_erase, token_keys_rotate
+from approvals.services.keys import (
+    KeyRotationReport,
+    approval_token_erase,
+    ingest_error_message_erase,
+    token_keys_rotate,
+)
 from approvals.services.policies import approval_policy_delete, approval_policy_save
 from approvals.services.trust import approver_trust_delete, approver_trust_save
 
@@ -83,5 +88,6 @@ __all__ = [
     "routing_rule_save",
     "token_keys_rotate",
     "approval_token_erase",
+    "ingest_error_message_erase",
     "KeyRotationReport",
 ]

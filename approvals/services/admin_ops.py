@@ -28,6 +28,7 @@ from approvals.models import (
 from approvals.roles import APPROVER_ACCESS_GROUP
 from approvals.services.common import MAX_CAUSE_LENGTH, ApprovalError, audit, truncate
 from approvals.services.decisions import _identity, _queue_callback
+from approvals.services.ingest import received_message_ingest
 from approvals.services.notifications import approval_decided_notify
 from worker import gateway
 
@@ -259,13 +260,66 @@ def _dead_letter_queue_url() -> str:
 
 @transaction.atomic
 def ingest_error_replay(*, ingest_error_id: int, actor: User) -> IngestError:
-    """Move the message from the dead-letter queue back to the approval queue, to be ingested again.
+    """Ingest the message again, now that its cause is fixed (a raised size limit, a newer
+    contract, a widened approver trust setting, an outage).
 
-    The stored body is redacted (no token), so the message itself is what gets replayed. Worth
-    it when the cause is fixed on our side: a raised size limit, a newer contract, an outage.
-    A message that breaks the contract again comes back as a new ingest error.
+    The message kept with the error (encrypted) is ingested again in place: a request, and the
+    error marked replayed (the kept message erased: the request holds the token now). Refused
+    again, the error stays open with the new reason and count: check `status` on the result.
+    An error recorded before messages were kept is replayed from the dead-letter queue.
     """
     row = _locked_open_ingest_error(ingest_error_id)
+    if row.message_ciphertext:
+        return _ingest_error_replay_kept(row, actor)
+    if row.message_erased_at is not None:
+        raise ApprovalError(
+            "The message was erased after the retention period (TOKEN_RETENTION_DAYS); discard this error.",
+            "message_erased",
+        )
+    return _ingest_error_replay_from_dlq(row, actor)
+
+
+def _ingest_error_replay_kept(row: IngestError, actor: User) -> IngestError:
+    try:
+        body = tokens.decrypt_token(row.message_ciphertext)
+    except tokens.TokenKeyError:
+        raise ApprovalError(
+            "The kept message cannot be decrypted with the configured TOKEN_ENCRYPTION_KEYS.", "key_error"
+        ) from None
+    refused = received_message_ingest(
+        sqs_message_id=row.sqs_message_id, body=body, max_bytes=settings.APPROVAL_MAX_MESSAGE_BYTES
+    )
+    if refused is not None:
+        audit(
+            action="ingest_error_replay_refused",
+            request=None,
+            actor=actor,
+            ingest_error_id=row.pk,
+            sqs_message_id=row.sqs_message_id,
+            code=refused.code,
+        )
+        return refused
+    request = ApprovalRequest.objects.filter(sqs_message_id=row.sqs_message_id).order_by("pk").first()
+    row.status = IngestError.Status.REPLAYED
+    row.resolved_by = actor
+    row.resolved_at = timezone.now()
+    row.message_ciphertext = ""
+    row.message_erased_at = row.resolved_at
+    row.save(update_fields=["status", "resolved_by", "resolved_at", "message_ciphertext", "message_erased_at"])
+    audit(
+        action="ingest_error_replayed",
+        request=request,
+        actor=actor,
+        ingest_error_id=row.pk,
+        sqs_message_id=row.sqs_message_id,
+        code=row.code,
+        in_place=True,
+    )
+    logger.info("ingest error %s: message %s ingested again", row.pk, row.sqs_message_id)
+    return row
+
+
+def _ingest_error_replay_from_dlq(row: IngestError, actor: User) -> IngestError:
     dlq_url = _dead_letter_queue_url()
     try:
         new_id = gateway.move_message(
@@ -299,17 +353,22 @@ def ingest_error_replay(*, ingest_error_id: int, actor: User) -> IngestError:
 
 @transaction.atomic
 def ingest_error_discard(*, ingest_error_id: int, actor: User) -> IngestError:
-    """Give up on a message: mark the error discarded and delete the message from the DLQ if it is there."""
+    """Give up on a message: mark the error discarded and erase the kept message (or, for an
+    error recorded before messages were kept, delete it from the DLQ if it is there)."""
     row = _locked_open_ingest_error(ingest_error_id)
-    dlq_url = _dead_letter_queue_url()
-    try:
-        deleted = gateway.delete_message_by_id(queue_url=dlq_url, message_id=row.sqs_message_id)
-    except gateway.AwsError as error:
-        raise ApprovalError(f"AWS did not answer: {error.code}. Try again later.", "aws_error") from None
+    deleted = None
+    if not row.message_ciphertext and row.message_erased_at is None:
+        dlq_url = _dead_letter_queue_url()
+        try:
+            deleted = gateway.delete_message_by_id(queue_url=dlq_url, message_id=row.sqs_message_id)
+        except gateway.AwsError as error:
+            raise ApprovalError(f"AWS did not answer: {error.code}. Try again later.", "aws_error") from None
     row.status = IngestError.Status.DISCARDED
     row.resolved_by = actor
     row.resolved_at = timezone.now()
-    row.save(update_fields=["status", "resolved_by", "resolved_at"])
+    row.message_ciphertext = ""
+    row.message_erased_at = row.message_erased_at or row.resolved_at
+    row.save(update_fields=["status", "resolved_by", "resolved_at", "message_ciphertext", "message_erased_at"])
     audit(
         action="ingest_error_discarded",
         request=None,

@@ -140,26 +140,27 @@ def _database_unavailable(error: Exception) -> bool:
     return sqlstate is None or sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES or sqlstate == "55P03"
 
 
-def received_message_ingest(*, sqs_message_id: str, body: str | bytes, max_bytes: int) -> bool:
-    """Parse and store one received message, its failure its own; True when it may be deleted.
+def received_message_ingest(*, sqs_message_id: str, body: str | bytes, max_bytes: int) -> IngestError | None:
+    """Parse and store one received message, its failure its own. Once this returns, the
+    message may be deleted from the queue: it is a request, or an IngestError that keeps it.
 
-    A body the contract refuses, and a message that fails while being stored (the database
-    refusing a value, a bug), become an IngestError for this message alone (`store_failed`
-    for the latter), and the message stays on the queue for its redrive policy to move to the
-    dead-letter queue, from where an admin replays or discards it. The store runs in its own
-    transaction (a savepoint inside a caller's), so a failure rolls back only this message.
-    Only a database that is unavailable as a whole propagates: the consumer backs off.
+    A body the contract refuses, a rule applied at store time (the approver trust setting),
+    and a failure while storing (`store_failed`: the database refusing a value, a bug) become
+    an IngestError for this message alone, with the whole message kept encrypted so an admin
+    replays it from the portal (`ingest_error_replay`) or discards it. The store runs in its
+    own transaction (a savepoint inside a caller's), so a failure rolls back only this message.
+    Only a database that is unavailable as a whole propagates: the consumer backs off and the
+    message stays on the queue (its redrive policy moves it to the DLQ if that lasts).
+    Returns the IngestError, or None when the message is a request (new, or already there).
     """
     try:
         message = parse_message(body, max_bytes=max_bytes)
     except ContractError as error:
-        ingest_error_record(sqs_message_id=sqs_message_id, error=error, body=body)
-        return False
+        return ingest_error_record(sqs_message_id=sqs_message_id, error=error, body=body)
     try:
         approval_request_ingest(message=message, sqs_message_id=sqs_message_id)
     except ContractError as error:  # a rule applied at store time refused it
-        ingest_error_record(sqs_message_id=sqs_message_id, error=error, body=body)
-        return False
+        return ingest_error_record(sqs_message_id=sqs_message_id, error=error, body=body)
     except Exception as error:  # noqa: BLE001 - recorded for this message, logged with its traceback
         if _database_unavailable(error):
             raise
@@ -167,20 +168,20 @@ def received_message_ingest(*, sqs_message_id: str, body: str | bytes, max_bytes
             # Raised after the commit (an on-commit hook), or a concurrent consumer stored the
             # same token: the request is there, so the message is done, not failed.
             logger.error("message %s stored, then %s was raised after the commit", sqs_message_id, type(error).__name__)
-            return True
-        _store_failure_record(sqs_message_id=sqs_message_id, error=error, body=body, task_token=message.task_token)
-        return False
-    return True
+            return None
+        token = message.task_token
+        return _store_failure_record(sqs_message_id=sqs_message_id, error=error, body=body, task_token=token)
+    return None
 
 
-def _store_failure_record(*, sqs_message_id: str, error: Exception, body: str | bytes, task_token: str) -> None:
+def _store_failure_record(*, sqs_message_id: str, error: Exception, body: str | bytes, task_token: str) -> IngestError:
     # The exception's text and traceback may quote what was being stored (the token too, in
     # a bug's message): redacted with the token itself, not only by its shape.
     first_line = (str(error).strip().splitlines() or [""])[0][:_MAX_FAILURE_TEXT]
     reason = redact(f"could not store the message: {type(error).__name__}: {first_line}".rstrip(": "), task_token)
     trace = redact("".join(traceback.format_exception(error)), task_token)
     logger.error("message %s could not be stored (%s); traceback:\n%s", sqs_message_id, type(error).__name__, trace)
-    _ingest_error_upsert(sqs_message_id=sqs_message_id, code="store_failed", reason=reason, body=body)
+    return _ingest_error_upsert(sqs_message_id=sqs_message_id, code="store_failed", reason=reason, body=body)
 
 
 @transaction.atomic
@@ -191,22 +192,37 @@ def ingest_error_record(*, sqs_message_id: str, error: ContractError, body: str 
 
 @transaction.atomic
 def _ingest_error_upsert(*, sqs_message_id: str, code: str, reason: str, body: str | bytes) -> IngestError:
+    """One row per message however often it comes (again from the queue, or replayed): the
+    newest reason, counted; the message kept encrypted unless it was erased."""
     metrics.ingest_error(reason=code)
     now = timezone.now()
     row = IngestError.objects.select_for_update().filter(sqs_message_id=sqs_message_id).first()
     if row is not None:
         row.receive_count += 1
         row.last_seen_at = now
-        row.save(update_fields=["receive_count", "last_seen_at"])
+        row.code = code
+        row.reason = redact(reason)
+        fields = ["receive_count", "last_seen_at", "code", "reason"]
+        if not row.message_ciphertext and row.message_erased_at is None:
+            row.message_ciphertext = _message_encrypt(body)
+            fields.append("message_ciphertext")
+        row.save(update_fields=fields)
         return row
     row = IngestError.objects.create(
         sqs_message_id=sqs_message_id,
         code=code,
         reason=redact(reason),
         body_redacted=redact_body(body),
+        message_ciphertext=_message_encrypt(body),
         first_seen_at=now,
         last_seen_at=now,
     )
     audit(action="ingest_error", request=None, actor=None, sqs_message_id=sqs_message_id, code=code)
     logger.warning("message %s refused: %s (%s)", sqs_message_id, code, redact(reason))
     return row
+
+
+def _message_encrypt(body: str | bytes) -> str:
+    # The message holds a task token (or may): kept like one, with the same keys.
+    text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
+    return tokens.encrypt_token(text)

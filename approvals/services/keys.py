@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 from cryptography.fernet import InvalidToken
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from approvals import tokens
-from approvals.models import CALLBACK_IN_FLIGHT, ApprovalRequest, Callback, RequestStatus, User
+from approvals.models import CALLBACK_IN_FLIGHT, ApprovalRequest, Callback, IngestError, RequestStatus, User
 from approvals.services.common import audit
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ def token_keys_rotate(*, actor: User | None = None, batch_size: int = 500) -> Ke
             last_pk = batch[-1].pk
             changed = _rotate_batch(batch, report)
             ApprovalRequest.objects.bulk_update(changed, ["token_ciphertext", "token_fingerprint"])
+    _rotate_kept_messages(report, batch_size)
     with transaction.atomic():
         audit(
             action="token_keys_rotated",
@@ -102,6 +104,36 @@ def _rotate_batch(batch: list[ApprovalRequest], report: KeyRotationReport) -> li
     return changed
 
 
+def _rotate_kept_messages(report: KeyRotationReport, batch_size: int) -> None:
+    """Re-encrypt the messages ingest errors keep for replay (each holds a task token)."""
+    fernet = tokens.current_fernet()
+    last_pk = 0
+    while True:
+        with transaction.atomic():
+            batch = list(
+                IngestError.objects.select_for_update()
+                .filter(pk__gt=last_pk)
+                .exclude(message_ciphertext="")
+                .order_by("pk")
+                .only("pk", "message_ciphertext")[:batch_size]
+            )
+            if not batch:
+                return
+            last_pk = batch[-1].pk
+            changed = []
+            for row in batch:
+                try:
+                    row.message_ciphertext = fernet.rotate(row.message_ciphertext.encode()).decode()
+                except (InvalidToken, UnicodeError, ValueError):
+                    reason = "no key in TOKEN_ENCRYPTION_KEYS decrypts the kept message"
+                    report.skipped.append((f"ingest error #{row.pk}", reason))
+                    logger.warning("rotate_token_keys skipped ingest error %s: %s", row.pk, reason)
+                    continue
+                report.rotated += 1
+                changed.append(row)
+            IngestError.objects.bulk_update(changed, ["message_ciphertext"])
+
+
 def _skip(request: ApprovalRequest, report: KeyRotationReport, reason: str) -> None:
     report.skipped.append((str(request.public_id), reason))
     logger.warning("rotate_token_keys skipped request %s: %s", request.public_id, reason)
@@ -135,5 +167,28 @@ def approval_token_erase(*, request_id: int, actor: User | None = None) -> bool:
         actor=actor,
         retention_days=settings.TOKEN_RETENTION_DAYS,
         closed_at=request.decided_at.isoformat() if request.decided_at else None,
+    )
+    return True
+
+
+@transaction.atomic
+def ingest_error_message_erase(*, ingest_error_id: int, actor: User | None = None) -> bool:
+    """Erase the message an ingest error kept for replay (the error and its redacted body stay).
+
+    False when there was nothing to erase. A replay then answers that the message was erased.
+    """
+    row = IngestError.objects.select_for_update().filter(pk=ingest_error_id).exclude(message_ciphertext="").first()
+    if row is None:
+        return False
+    row.message_ciphertext = ""
+    row.message_erased_at = timezone.now()
+    row.save(update_fields=["message_ciphertext", "message_erased_at"])
+    audit(
+        action="ingest_message_erased",
+        request=None,
+        actor=actor,
+        ingest_error_id=row.pk,
+        sqs_message_id=row.sqs_message_id,
+        retention_days=settings.TOKEN_RETENTION_DAYS,
     )
     return True
