@@ -1052,7 +1052,7 @@ class ApprovalPolicyAdmin(admin.ModelAdmin):
 # ---------------------------------------------------------------------------
 @admin.register(ApproverTrust)
 class ApproverTrustAdmin(admin.ModelAdmin):
-    """No setting for a state machine: routing only (approvals/trust.py, README "Trust boundary")."""
+    """No setting for a state machine: routing only (approvals/trust.py, docs/security.md "Trust boundary")."""
 
     list_display = ["name", "enabled", "priority", "machine", "state_name", "mode", "allow_list", "require_requester"]
     list_filter = ["enabled", "mode"]

@@ -552,7 +552,7 @@ class ApproverTrust(MatchedByStateMachine):
     """How far the portal trusts what a state machine's messages say about who decides.
 
     Whoever may start an execution controls its input; a message's approvers and requester are
-    claims. No row matches a message: routing only (approvals/trust.py, README "Trust boundary").
+    claims. No row matches a message: routing only (approvals/trust.py, docs/security.md "Trust boundary").
     """
 
     class Mode(models.TextChoices):

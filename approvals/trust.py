@@ -1,4 +1,4 @@
-"""What the portal believes of a message's approvers and requester (README "Trust boundary").
+"""What the portal believes of a message's approvers and requester (docs/security.md, "Trust boundary").
 
 Whoever may start an execution controls its input, so the approvers and the requester a message
 names are claims. The admins' ApproverTrust setting for the state machine (and state) says how
@@ -91,7 +91,7 @@ def approvers_resolve(message: ApprovalMessage) -> TrustedApprovers:
         raise TrustRefusal(
             "requester_required",
             f"The message names no requester, and the {setting_label(setting)} requires one. "
-            "Make the state machine send one (see the README's trust boundary), then replay the message.",
+            "Make the state machine send one (docs/security.md, Trust boundary), then replay the message.",
             "requester",
         )
     users, groups = list(message.approver_users), list(message.approver_groups)

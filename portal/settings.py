@@ -236,7 +236,7 @@ DEMO_STATE_MACHINE_ARN = env.str(
 TOKEN_ENCRYPTION_KEYS = env.list("TOKEN_ENCRYPTION_KEYS", default=dev_default([dev_keys.TOKEN_ENCRYPTION_KEY]))
 # HMAC keys for the token fingerprint that finds a request by its token without decrypting
 # (comma-separated, newest first): the first fingerprints new tokens, every one still finds a
-# duplicate; `manage.py rotate_token_keys` moves stored fingerprints to the first (README, "Keys").
+# duplicate; `manage.py rotate_token_keys` moves stored fingerprints to the first (docs/configuration.md).
 # TOKEN_FINGERPRINT_KEY is the one-key spelling of the same setting.
 if env.str("TOKEN_FINGERPRINT_KEYS", default=""):
     TOKEN_FINGERPRINT_KEYS = env.list("TOKEN_FINGERPRINT_KEYS")
@@ -300,7 +300,7 @@ SLACK_GROUP_CHANNELS = env.dict("SLACK_GROUP_CHANNELS", default={})
 # The workspace (team id, "T…") whose clicks count; a click from any other workspace is refused.
 SLACK_TEAM_ID = env.str("SLACK_TEAM_ID", default="")
 # Slack has no sign-in of its own to the portal: a click counts only while the clicker's last SSO
-# sign-in or session refresh is at most this old (README "Slack": why 4 hours).
+# sign-in or session refresh is at most this old (docs/notifications.md, "Slack": why 4 hours).
 SLACK_SSO_MAX_AGE_SECONDS = env.int("SLACK_SSO_MAX_AGE_SECONDS", default=4 * 3600)
 # How long the link that binds a Slack user to a portal account stays valid.
 SLACK_BIND_LINK_TTL_SECONDS = env.int("SLACK_BIND_LINK_TTL_SECONDS", default=30 * 60)
@@ -374,7 +374,7 @@ LOGGING = {
 }
 
 # ---------------------------------------------------------------------------
-# Operations: metrics, health checks, structured logs (README "Operations")
+# Operations: metrics, health checks, structured logs (docs/operations.md)
 # ---------------------------------------------------------------------------
 # json: one JSON object per line (production default); plain: readable text (dev default).
 LOG_FORMAT = env.str("LOG_FORMAT", default="plain" if DEV else "json")

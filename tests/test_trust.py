@@ -1,5 +1,5 @@
 """Approver trust: a message's approvers and requester are claims, believed only as far as the
-admins' setting for its state machine says (approvals/trust.py, README "Trust boundary").
+admins' setting for its state machine says (approvals/trust.py, docs/security.md "Trust boundary").
 
 The attacker is bob: he may start executions, so he writes their input. He names himself
 approver (and somebody else, or nobody, as requester) and tries to approve on every channel.

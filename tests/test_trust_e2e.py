@@ -1,5 +1,5 @@
 """The shipped demo state machine end to end: whatever its input says, the requester cannot
-approve their own request (README, "Trust boundary").
+approve their own request (docs/security.md, "Trust boundary").
 
 bob may start executions, so he writes the input: he names himself approver and carol as the
 requester. The state machine from deploy/ takes approvers and requester from its definition,

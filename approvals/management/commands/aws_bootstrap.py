@@ -1,5 +1,5 @@
 """Create the approval queue (with its DLQ) and the demo state machine from deploy/, and tell the
-portal how far to trust the demo state machine's messages (README, "Trust boundary")."""
+portal how far to trust the demo state machine's messages (docs/security.md, "Trust boundary")."""
 
 import json
 from pathlib import Path
@@ -29,7 +29,7 @@ def demo_definition(
 
     `from_input`: the variant that copies `approvers` and `requester` from the input — only for a
     state machine that nobody but an authenticating front door may start, and whose approver trust
-    setting says so (README, "Trust boundary").
+    setting says so (docs/security.md, "Trust boundary").
     """
     text = DEFINITION.read_text()
     for name, value in {"ApprovalQueueUrl": queue_url, "ApproverGroup": approver_group, "Requester": requester}.items():
