@@ -156,7 +156,15 @@ def provider_logout_url(request) -> str:
     id_token = request.session.get("oidc_id_token")
     if not endpoint or not id_token:
         return settings.LOGOUT_REDIRECT_URL
-    query = urlencode({"id_token_hint": id_token, "post_logout_redirect_uri": f"{settings.PORTAL_BASE_URL}/"})
+    # client_id too (RP-Initiated Logout 1.0): the IdP can still check the post-logout URI
+    # when the hint is no longer valid there (revoked by a sign-out in another browser).
+    query = urlencode(
+        {
+            "id_token_hint": id_token,
+            "client_id": settings.OIDC_RP_CLIENT_ID,
+            "post_logout_redirect_uri": f"{settings.PORTAL_BASE_URL}/",
+        }
+    )
     return f"{endpoint}?{query}"
 
 
