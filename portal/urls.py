@@ -12,6 +12,7 @@ urlpatterns = [
     path("admin/dashboard/", ops_views.ops_dashboard, name="ops-dashboard"),
     # The admin signs in through SSO like everything else.
     path("admin/login/", views.admin_login),
+    path("admin/logout/", PortalLogoutView.as_view()),  # the admin's "Log out" ends the IdP session too
     path("admin/", admin.site.urls),
     path("oidc/logout/", PortalLogoutView.as_view(), name="oidc_logout"),  # before the library's
     path("oidc/", include("mozilla_django_oidc.urls")),

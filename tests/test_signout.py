@@ -83,3 +83,20 @@ def test_signing_out_in_a_second_browser_after_the_first_ends_that_browsers_idp_
     assert out.url.startswith(f"{url}/signin/"), out.url  # back at the portal, not an IdP error
     again = phone.get(f"{url}/oidc/authenticate/?next=/", timeout=15)
     assert "/accounts/login/" in again.url  # the IdP asks the phone for the password again
+
+
+def test_the_admins_log_out_button_ends_the_idp_session_too(db, settings):
+    settings.OIDC_OP_LOGOUT_ENDPOINT = "https://idp.example.com/logout"
+    admin = signed_in(make_user("erin", admin=True))
+    session = admin.session
+    session["oidc_id_token"] = "id-token-of-erin"
+    session.save()
+    page = admin.get("/admin/")
+    assert page.status_code == 200
+    assert 'action="/admin/logout/"' in page.content.decode()
+
+    response = admin.post("/admin/logout/", {"csrfmiddlewaretoken": admin.cookies["portal_csrftoken"].value})
+
+    assert response.status_code == 302
+    assert response["Location"].startswith("https://idp.example.com/logout?id_token_hint=id-token-of-erin&")
+    assert admin.get("/admin/").status_code == 302  # the portal session is over too
