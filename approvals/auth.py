@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 import jwt
 import requests
 from django.conf import settings
-from django.contrib import auth
+from django.contrib import auth, messages
 from django.contrib.auth.models import Group
 from django.core.exceptions import SuspiciousOperation
 from django.db import transaction
@@ -21,6 +21,7 @@ from django.http import HttpResponseRedirect
 from django.utils.http import url_has_allowed_host_and_scheme
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 from mozilla_django_oidc.middleware import SessionRefresh
+from mozilla_django_oidc.views import OIDCLogoutView
 
 from approvals.models import User
 from approvals.roles import APPROVER_ACCESS_GROUP
@@ -155,8 +156,31 @@ def provider_logout_url(request) -> str:
     id_token = request.session.get("oidc_id_token")
     if not endpoint or not id_token:
         return settings.LOGOUT_REDIRECT_URL
-    query = urlencode({"id_token_hint": id_token, "post_logout_redirect_uri": f"{settings.PORTAL_BASE_URL}/"})
+    # client_id too (RP-Initiated Logout 1.0): the IdP can still check the post-logout URI
+    # when the hint is no longer valid there (revoked by a sign-out in another browser).
+    query = urlencode(
+        {
+            "id_token_hint": id_token,
+            "client_id": settings.OIDC_RP_CLIENT_ID,
+            "post_logout_redirect_uri": f"{settings.PORTAL_BASE_URL}/",
+        }
+    )
     return f"{endpoint}?{query}"
+
+
+class PortalLogoutView(OIDCLogoutView):
+    """mozilla-django-oidc's sign-out, plus: the page the person comes back to says so.
+
+    The IdP sends the browser back to the registered post-logout URI (the portal's root), which
+    shows the sign-in page; the message travels in the new, anonymous session's messages.
+    """
+
+    def post(self, request):
+        signed_in = request.user.is_authenticated
+        response = super().post(request)
+        if signed_in:
+            messages.info(request, "You are signed out.")
+        return response
 
 
 class PortalSessionRefresh(SessionRefresh):

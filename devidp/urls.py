@@ -3,7 +3,7 @@ from django.urls import include, path
 from django.views.generic import TemplateView
 from oauth2_provider import urls as dot_urls
 
-from devidp import config
+from devidp import config, views
 from devidp.seed import DEMO_USERS, demo_passwords
 
 # Only the protocol endpoints: DOT's application-management and dynamic
@@ -34,5 +34,6 @@ urlpatterns = [
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     # Mounted under the issuer's path (default "o/") so endpoints are {issuer}/authorize/ etc.
+    path(f"{config.issuer_path_prefix()}logout/", views.LogoutView.as_view()),  # before DOT's own
     path(config.issuer_path_prefix(), include(oauth2_patterns)),
 ]

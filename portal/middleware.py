@@ -1,5 +1,9 @@
 """HTTP hardening the portal adds beyond Django's SecurityMiddleware."""
 
+import re
+from functools import lru_cache
+from urllib.parse import urlsplit
+
 from django.conf import settings
 
 
@@ -12,5 +16,50 @@ class ContentSecurityPolicyMiddleware:
     def __call__(self, request):
         response = self.get_response(request)
         if settings.CONTENT_SECURITY_POLICY:
-            response.headers.setdefault("Content-Security-Policy", settings.CONTENT_SECURITY_POLICY)
+            response.headers.setdefault("Content-Security-Policy", content_security_policy())
         return response
+
+
+def content_security_policy() -> str:
+    """CONTENT_SECURITY_POLICY, with the IdP's origin added to its `form-action`."""
+    return _with_form_action_origins(settings.CONTENT_SECURITY_POLICY, idp_origins())
+
+
+def idp_origins() -> tuple[str, ...]:
+    """The IdP's origins a form's answer may redirect to: sign-in re-checks and RP-initiated logout.
+
+    `form-action` also governs the redirects after a form's POST. Signing out answers with a
+    redirect to the IdP's end-session endpoint; a POST after the sign-in window is answered
+    with its page again, whose GET re-checks the sign-in at the authorization endpoint.
+    """
+    endpoints = (settings.OIDC_OP_AUTHORIZATION_ENDPOINT, settings.OIDC_OP_LOGOUT_ENDPOINT)
+    return tuple(dict.fromkeys(origin for origin in map(_origin, endpoints) if origin))
+
+
+_HOST = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\]")
+
+
+def _origin(url: str) -> str:
+    """scheme://host[:port] of an http(s) URL; "" for anything else (never a stray CSP token)."""
+    try:
+        parts = urlsplit(url or "")
+        port = parts.port
+    except ValueError:
+        return ""
+    host = parts.netloc.rpartition("@")[2].lower()
+    host = host[: -len(f":{port}")] if port is not None else host.removesuffix(":")
+    if parts.scheme not in {"https", "http"} or not _HOST.fullmatch(host):
+        return ""
+    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
+
+
+@lru_cache(maxsize=8)
+def _with_form_action_origins(policy: str, origins: tuple[str, ...]) -> str:
+    directives = [d.strip() for d in policy.split(";") if d.strip()]
+    for index, directive in enumerate(directives):
+        name, _, sources = directive.partition(" ")
+        if name.lower() != "form-action" or "'none'" in sources.split():
+            continue  # an operator's 'none' stays none (and no form-action allows every target)
+        present = sources.split()
+        directives[index] = " ".join([name, *present, *(o for o in origins if o not in present)])
+    return "; ".join(directives)

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 
 from approvals import ops_views, views
+from approvals.auth import PortalLogoutView
 
 urlpatterns = [
     # Operations: probes, Prometheus, and the admin's dashboard (before the admin's own URLs).
@@ -11,7 +12,9 @@ urlpatterns = [
     path("admin/dashboard/", ops_views.ops_dashboard, name="ops-dashboard"),
     # The admin signs in through SSO like everything else.
     path("admin/login/", views.admin_login),
+    path("admin/logout/", PortalLogoutView.as_view()),  # the admin's "Log out" ends the IdP session too
     path("admin/", admin.site.urls),
+    path("oidc/logout/", PortalLogoutView.as_view(), name="oidc_logout"),  # before the library's
     path("oidc/", include("mozilla_django_oidc.urls")),
     path("", include("approvals.urls")),
 ]

@@ -338,3 +338,23 @@ def test_authorization_code_flow_with_pkce_and_logout(idp):
     again = _authorize(session, idp, challenge, "s", "n")
     assert urlsplit(again.headers["Location"]).path == "/accounts/login/"
     assert requests.get(userinfo_url, headers=bearer, timeout=5).status_code == 401
+
+
+@pytest.mark.parametrize("hint", ["not-a-jwt", "eyJhbGciOiJSUzI1NiJ9.e30.c2ln"])
+def test_a_stale_logout_hint_with_a_client_id_still_only_returns_to_a_registered_uri(idp, hint):
+    logout_url = idp["discovery"]["end_session_endpoint"]
+
+    def logout(**params):
+        return requests.get(logout_url, params={"id_token_hint": hint, **params}, allow_redirects=False, timeout=5)
+
+    # Without client_id, an unusable hint is an error (DOT's own answer).
+    assert logout(post_logout_redirect_uri=idp["post_logout_uri"]).status_code == 400
+    # With it, nobody signed in here: straight back to the registered post-logout URI...
+    back = logout(client_id=CLIENT_ID, post_logout_redirect_uri=idp["post_logout_uri"], state="s")
+    assert back.status_code == 302
+    assert back.headers["Location"] == idp["post_logout_uri"] + "?state=s"
+    # ...and never anywhere else, nor for a client that does not exist.
+    assert logout(client_id=CLIENT_ID, post_logout_redirect_uri="http://evil.example/").status_code == 400
+    refused = logout(client_id="someone-else", post_logout_redirect_uri="http://evil.example/")
+    assert refused.status_code >= 400
+    assert "evil.example" not in refused.headers.get("Location", "")
