@@ -74,6 +74,8 @@ MAX_BULK_ROWS = 500
 admin.site.site_header = "Approval portal"
 admin.site.site_title = "Approval portal admin"
 admin.site.index_title = "Workbench"
+# The index links the operations dashboard (approvals/ops_views.py) for those who may see it.
+admin.site.index_template = "admin/approvals/index.html"
 
 
 # ---------------------------------------------------------------------------
@@ -340,7 +342,9 @@ class ApprovalRequestAdmin(ActionsOnlyMixin, BigTableAdmin):
     list_select_related = ["claimed_by"]
     # The search itself is get_search_results; this turns the search box on and says what it finds.
     search_fields = ["title"]
-    search_help_text = "Title or requester (contains), approver email or group, execution ARN, or request id."
+    search_help_text = (
+        "Title, requester or execution name (contains), approver email or group, execution ARN, or request id."
+    )
     date_hierarchy = "received_at"
     # Only the orderings the indexes serve.
     sortable_by = ["age", "deadline_display"]
@@ -581,7 +585,9 @@ class ApprovalRequestAdmin(ActionsOnlyMixin, BigTableAdmin):
             self.message_user(request, f"{verb}: the workflow is being told.", messages.SUCCESS)
         return HttpResponseRedirect(self._change_url(obj))
 
-    def _single_action_view(self, request, object_id, *, allowed: bool, title: str, form_class, run):
+    def _single_action_view(
+        self, request, object_id, *, allowed: bool, title: str, form_class, run, show_approvers=False
+    ):
         if not allowed:
             raise PermissionDenied
         obj = self.get_object(request, unquote(object_id))
@@ -602,6 +608,8 @@ class ApprovalRequestAdmin(ActionsOnlyMixin, BigTableAdmin):
             "form": form,
             "submit_label": title,
             "original": obj,
+            # Reassign: who the request is with now, so "add" and "replace" are chosen knowingly.
+            "current_approvers": (self.assignees(obj) or "nobody") if show_approvers else None,
         }
         return TemplateResponse(request, "admin/approvals/action_form.html", context)
 
@@ -612,6 +620,7 @@ class ApprovalRequestAdmin(ActionsOnlyMixin, BigTableAdmin):
             allowed=self.has_reassign_permission(request),
             title="Reassign",
             form_class=ReassignForm,
+            show_approvers=True,
             run=lambda obj, data: services.approval_reassign(
                 request_id=obj.pk,
                 actor=request.user,

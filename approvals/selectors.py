@@ -344,8 +344,9 @@ def admin_requests_for(user: User) -> QuerySet[ApprovalRequest]:
 def request_ids_matching(term: str) -> QuerySet:
     """Ids of requests the admin's search box finds: one indexed lookup per kind of match.
 
-    Title or requester containing the term (trigram indexes on PostgreSQL), an approver's
-    email or a group exactly, an execution ARN exactly, or the request's id.
+    Title, requester or execution ARN containing the term (trigram indexes on PostgreSQL: an
+    execution is found by its name, the ARN's last part), an approver's email or a group
+    exactly, an execution ARN exactly, or the request's id.
     """
     term = term.strip()
     requests = ApprovalRequest.objects.order_by()
@@ -353,6 +354,7 @@ def request_ids_matching(term: str) -> QuerySet:
         requests.filter(title__icontains=term).values("pk"),
         requests.filter(requester_email__icontains=term).values("pk"),
         requests.filter(execution_arn=term).values("pk"),
+        requests.filter(execution_arn__icontains=term).values("pk"),
         Assignment.objects.filter(
             Q(kind=Assignment.Kind.USER, value=term.lower()) | Q(kind=Assignment.Kind.GROUP, value=term)
         )

@@ -77,13 +77,13 @@ INBOX_SEARCH_COUNT_LIMIT = 50
 @require_GET
 def inbox(request):
     filters = InboxFilterForm(request.GET, tabs=selectors.INBOX_TABS)
-    tab = filters.value("tab") or "waiting"
     groups = permissions.user_group_names(request.user)
     delegated = selectors.delegated_identities(request.user)
+    counts = selectors.inbox_counts(request.user, groups=groups, delegated=delegated)
+    tab = filters.value("tab") or _landing_tab(counts)
     requests = selectors.inbox_tab(request.user, tab, groups=groups, delegated=delegated)
     if tab == "waiting":  # rows that reach the user through a delegation say for whom
         requests = delegation_selectors.with_delegated_for(requests, request.user, groups=groups, delegated=delegated)
-    counts = selectors.inbox_counts(request.user, groups=groups, delegated=delegated)
     narrowed = {name: filters.value(name) for name in ("q", "machine", "due", "sort")}
     listed = selectors.inbox_filter(
         requests,
@@ -122,6 +122,12 @@ def inbox(request):
             "state_machines": selectors.inbox_state_machine_arns(request.user, groups=groups, delegated=delegated),
         },
     )
+
+
+def _landing_tab(counts: dict[str, int]) -> str:
+    """The tab the inbox opens on: "Waiting for me", unless nothing waits and the user has
+    requested something (a requester, not an approver, follows their own requests)."""
+    return "requested" if not counts["waiting"] and counts["requested"] else "waiting"
 
 
 def _count_label(count: int) -> str:

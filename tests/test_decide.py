@@ -198,9 +198,10 @@ def test_pages_show_escaped_details_and_never_the_token(people, approval):
 
 
 def test_the_inbox_lists_only_what_the_user_may_decide(people, approval):
-    assert "Approve order 1234" in client_for(people["alice"]).get("/").content.decode()
-    assert "Approve order 1234" not in client_for(people["bob"]).get("/").content.decode()
-    assert "Approve order 1234" not in client_for(people["dave"]).get("/").content.decode()
+    # "Waiting for me" by name: bob, the requester with nothing waiting, lands on "I requested".
+    assert "Approve order 1234" in client_for(people["alice"]).get("/?tab=waiting").content.decode()
+    assert "Approve order 1234" not in client_for(people["bob"]).get("/?tab=waiting").content.decode()
+    assert "Approve order 1234" not in client_for(people["dave"]).get("/?tab=waiting").content.decode()
 
 
 def test_someone_unrelated_cannot_even_see_the_request(people, approval):

@@ -257,7 +257,8 @@ def test_approvers_who_turned_email_off_get_none(people, committed):
     assert sorted(message.to[0] for message in mail.outbox) == ["alice@example.com", "zoe@example.com"]
 
 
-def test_the_preferences_page_saves_the_signed_in_users_choices_with_csrf(people):
+def test_the_preferences_page_saves_the_signed_in_users_choices_with_csrf(people, settings):
+    settings.SLACK_BOT_TOKEN = "xoxb-test"  # noqa: S105 - Slack set up, so its box can be changed
     client = signed_in(people["alice"])
     page = client.get("/preferences/")
     assert page.status_code == 200 and "Send me a daily digest" in page.content.decode()

@@ -14,7 +14,7 @@ from approvals.services import notifications as services
 @login_required
 def preferences(request):
     current = NotificationPreference.objects.filter(user=request.user).first() or NotificationPreference()
-    form = NotificationPreferenceForm(request.POST or None, instance=current)
+    form = NotificationPreferenceForm(request.POST or None, instance=current, slack_available=slack.enabled())
     if request.method == "POST" and form.is_valid():
         services.notification_preference_update(user=request.user, actor=request.user, **form.cleaned_data)
         messages.success(request, "Your notification preferences are saved.")

@@ -85,6 +85,8 @@ def open_from_inbox_by_search(page, search: str, title: str, prefix: str, width:
     assert_accessible(page, "inbox")
     assert_fits(page, width, "inbox")
 
+    if width <= PHONE["width"]:  # on a phone the filters are folded away: open them first
+        page.get_by_text("Search and filter").click()
     page.get_by_role("searchbox", name="Search").fill(search)
     page.get_by_role("button", name="Search").click()
 
