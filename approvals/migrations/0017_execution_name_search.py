@@ -35,7 +35,7 @@ def drop_index(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("approvals", "0015_callback_resolution"),
+        ("approvals", "0016_ingest_error_message"),
     ]
 
     operations = [
