@@ -576,6 +576,7 @@ def refused_message(aws, demo_state_machine, *, max_bytes: int) -> tuple[str, In
         name=f"refused-{uuid.uuid4().hex[:12]}",
         execution_input={**EXECUTION_INPUT, "details": {"notes": "x" * 600}},
     )
+
     def refused():
         consume(aws, max_bytes=max_bytes)
         return IngestError.objects.first()
