@@ -188,6 +188,8 @@ def main() -> int:
     if busy:
         print(f"check_make_run: FAILED: ports already in use: {', '.join(busy)}", file=sys.stderr)
         return 1
+    # A CI timeout (SIGTERM) still stops the stack: SystemExit runs the `finally` below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("check_make_run: FAILED: stopped by SIGTERM"))
     marker = uuid.uuid4().hex
     env = {name: value for name, value in os.environ.items() if name not in DERIVED | EMBEDDED}
     env.update({name: str(port) for name, port in ports.items()})
