@@ -10,7 +10,8 @@ points the session, and every process a test starts (they inherit the environmen
   broker, beat's schedule, mail files and metrics live there when DATABASE_URL and
   CELERY_BROKER_URL are unset, whatever PORTAL_VAR_DIR the shell exports for `make run`;
 - a Celery queue of its own, so a broker given in CELERY_BROKER_URL (Redis, RabbitMQ) that a
-  running stack shares carries the session's tasks to the session's workers only.
+  running stack shares carries the session's tasks to the session's workers only;
+- none of `make run`'s port settings (PORTAL_PORT, ...): the tests' addresses are their own.
 
 A DATABASE_URL's server holds the tests in their own database anyway (Django's `test_` name).
 """
@@ -25,9 +26,13 @@ SESSION_ID = uuid.uuid4().hex[:10]
 VAR_DIR = Path(tempfile.mkdtemp(prefix=f"portal-tests-{SESSION_ID}-"))
 CELERY_QUEUE = f"tests-{SESSION_ID}"
 
+# `make run`'s ports (portal/devports.py) in the shell do not move the tests' own addresses.
+PORTS = ("PORTAL_PORT", "DEVIDP_PORT", "MOTO_PORT", "WORKER_METRICS_PORT")
 # What the shell had, for the tests that compare with what `make run` would use.
-MAKE_RUN_ENVIRONMENT = {name: os.environ.get(name) for name in ("PORTAL_VAR_DIR", "CELERY_TASK_DEFAULT_QUEUE")}
+MAKE_RUN_ENVIRONMENT = {name: os.environ.get(name) for name in ("PORTAL_VAR_DIR", "CELERY_TASK_DEFAULT_QUEUE", *PORTS)}
 
+for _name in PORTS:
+    os.environ.pop(_name, None)
 os.environ["PORTAL_VAR_DIR"] = str(VAR_DIR)
 os.environ["CELERY_TASK_DEFAULT_QUEUE"] = CELERY_QUEUE
 
