@@ -264,3 +264,33 @@ def test_the_aws_emulators_access_log_can_be_turned_on(tmp_path):
     output = run_emulator(tmp_path, AWS_EMULATOR_ACCESS_LOG="1")
 
     assert output.count("GET /moto-api/") >= 3
+
+
+def test_the_dev_idp_started_on_other_ports_accepts_the_portals_derived_redirect_and_logout_uris(tmp_path):
+    env = devports.stack_environment({**shell_without_ports(), **OTHER_PORTS, "PORTAL_VAR_DIR": str(tmp_path)})
+    env.pop("DEVIDP_DATA_DIR", None)
+    script = (
+        "import json; from oauth2_provider.models import get_application_model as m; "
+        "from devidp import config; app = m().objects.get(client_id='approval-portal'); "
+        "print(json.dumps([config.issuer(), str(config.data_dir()), app.redirect_uris, app.post_logout_redirect_uris]))"
+    )
+    setup = subprocess.run(
+        [sys.executable, "-m", "devidp", "setup"], cwd=REPO_DIR, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert setup.returncode == 0, setup.stderr[-2000:]
+    result = subprocess.run(
+        [sys.executable, "-m", "devidp", "shell", "-c", script],
+        cwd=REPO_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == [
+        "http://127.0.0.1:19001/o",
+        str(tmp_path / "devidp"),  # beside the portal's files
+        "http://127.0.0.1:18001/oidc/callback/",
+        "http://127.0.0.1:18001/",
+    ]
