@@ -5,7 +5,7 @@ environment's DATABASE_URL or CELERY_BROKER_URL) with PORTAL_PORT, DEVIDP_PORT, 
 WORKER_METRICS_PORT set and no other address, then, each step bounded in time:
 
 1. the first page answers (the time from `make run` to it is printed: the first-start figure);
-2. /readyz is all green;
+2. /readyz is all green, and the worker's metrics answer on their port;
 3. alice signs in through the dev IdP (the real OIDC redirects and login form), opens a demo
    request from her inbox and approves it;
 4. the execution SUCCEEDS on the emulator;
@@ -143,6 +143,8 @@ def check(args, env: dict, output: Path, timings: dict) -> None:
 
     body = wait("/readyz all green", ready, 120, interval=2)
     print(f"check_make_run: /readyz ok: {', '.join(body['checks'])}", flush=True)
+    metrics = f"http://127.0.0.1:{args.metrics_port}/metrics"
+    wait(f"the worker's metrics at {metrics}", lambda: requests.get(metrics, timeout=10).ok, 60)
 
     session = sign_in(requests, portal, "alice", "alice-demo")
     arn = approve_a_demo_request(session, portal)
