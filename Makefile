@@ -4,12 +4,19 @@ PY := $(VENV)/bin/python
 
 .PHONY: run test lint validate e2e bench bench-admin clean lock
 
-# Installs exactly the lock file: every package (the transitive ones too, pip itself among them)
+# Installs exactly a lock file: every package (the transitive ones too, pip itself among them)
 # at its pinned version, and only a file whose hash the lock lists (docs/development.md).
-$(VENV)/.installed: requirements.lock requirements-dev.lock
+# Two stamps: `make run` needs only the run-time lock (a quicker first start); the tests, lint and
+# the other tools install the development lock, which includes it.
+$(VENV)/.installed-runtime: requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --require-hashes -r requirements.lock
+	touch $@
+
+$(VENV)/.installed-dev: requirements.lock requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --require-hashes -r requirements-dev.lock
-	touch $@
+	touch $@ $(VENV)/.installed-runtime
 
 ## Compile requirements.lock and requirements-dev.lock (pins + hashes of every dependency) from
 ## requirements.txt and requirements-dev.txt, after editing either. Keeps the other pins as they
@@ -17,27 +24,30 @@ $(VENV)/.installed: requirements.lock requirements-dev.lock
 PIP_COMPILE = CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe \
 	--strip-extras --no-emit-index-url --no-emit-find-links $(if $(UPGRADE),--upgrade) \
 	$(if $(UPGRADE_PACKAGE),--upgrade-package $(UPGRADE_PACKAGE))
-lock: $(VENV)/.installed
+lock: $(VENV)/.installed-dev
 	$(PIP_COMPILE) --output-file requirements.lock requirements.txt
 	$(PIP_COMPILE) --output-file requirements-dev.lock requirements-dev.txt
 	$(VENV)/bin/pip install --quiet --require-hashes -r requirements-dev.lock
-	touch $(VENV)/.installed
+	touch $(VENV)/.installed-dev $(VENV)/.installed-runtime
 
 ## Start the whole product locally: AWS emulator, dev IdP, web, worker, beat, demo data.
-run: $(VENV)/.installed
+## Installs only the run-time lock. Ports: PORTAL_PORT, DEVIDP_PORT, MOTO_PORT, WORKER_METRICS_PORT
+## (docs/running-locally.md).
+run: $(VENV)/.installed-runtime
 	$(PY) scripts/devstack.py
 
 ## Install what the tests need and run them all (set DATABASE_URL / CELERY_BROKER_URL for real services).
-test: $(VENV)/.installed
+## The tests never use `make run`'s var/, database or broker queue (tests/isolation.py).
+test: $(VENV)/.installed-dev
 	$(PY) -m pytest
 
-lint: $(VENV)/.installed
+lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
 ## Check the deployment files offline: docker-compose.yml (Compose spec schema and docker-compose),
 ## deploy/cloudformation.yaml (cfn-lint) and the Dockerfile (hadolint). No Docker engine needed.
-validate: $(VENV)/.installed
+validate: $(VENV)/.installed-dev
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 	@if command -v docker-compose >/dev/null 2>&1; then echo "docker-compose config -q"; docker-compose config -q; \
 	elif docker compose version >/dev/null 2>&1; then echo "docker compose config -q"; docker compose config -q; \
@@ -48,19 +58,19 @@ validate: $(VENV)/.installed
 ## Measure every hot path beside a bare baseline (bench/run.py, docs/benchmarks.md): starts the
 ## moto server, web and Celery workers on PostgreSQL (DATABASE_URL's server, its own database) and
 ## Redis (CELERY_BROKER_URL); prints a table, writes bench/results.json. QUICK=1: a smoke run (< 2 min).
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed-dev
 	QUICK=$(QUICK) $(PY) bench/run.py
 
 ## The admin's changelists alone at 1k/10k/100k requests and 1M audit events (bench/admin_changelist.py;
 ## `make bench` runs it too, without the audit events).
-bench-admin: $(VENV)/.installed
+bench-admin: $(VENV)/.installed-dev
 	mkdir -p var/bench
 	$(PY) bench/admin_changelist.py --output var/bench/admin_changelist.json
 
 ## The inbox and the request page for an approver with 10,000 waiting requests among 100,000
 ## (bench/inbox.py); prints a table, writes var/bench/inbox.json.
 .PHONY: bench-inbox
-bench-inbox: $(VENV)/.installed
+bench-inbox: $(VENV)/.installed-dev
 	$(PY) bench/inbox.py
 
 clean:

@@ -39,7 +39,8 @@ def issuer_path_prefix() -> str:
 
 
 def data_dir() -> Path:
-    return Path(env("DEVIDP_DATA_DIR", str(REPO_DIR / "var" / "devidp")))
+    # Beside the portal's own files: PORTAL_VAR_DIR (default var/) moves both.
+    return Path(env("DEVIDP_DATA_DIR", str(Path(env("PORTAL_VAR_DIR", str(REPO_DIR / "var"))) / "devidp")))
 
 
 def db_path() -> Path:

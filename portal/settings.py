@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import environ
 from celery.schedules import crontab
 
-from portal import dev_keys
+from portal import dev_keys, devports
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("PORTAL_VAR_DIR", default=str(BASE_DIR / "var")))
@@ -42,8 +42,9 @@ DEBUG = env.bool("DJANGO_DEBUG", default=DEV)
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default=dev_default(dev_keys.DJANGO_SECRET_KEY))
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
-# The public base URL of the portal, for links in notifications and logs.
-PORTAL_BASE_URL = env.str("PORTAL_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
+# The public base URL of the portal, for links in notifications and logs. In dev it, the IdP's
+# issuer and the AWS endpoint follow PORTAL_PORT, DEVIDP_PORT and MOTO_PORT (portal/devports.py).
+PORTAL_BASE_URL = env.str("PORTAL_BASE_URL", default=devports.portal_url(env.ENVIRON)).rstrip("/")
 
 # ---------------------------------------------------------------------------
 # Django
@@ -166,7 +167,7 @@ LOGIN_REDIRECT_URL = "/"
 LOGIN_REDIRECT_URL_FAILURE = "/signin/?failed=1"
 LOGOUT_REDIRECT_URL = "/signin/?signed_out=1"
 
-OIDC_OP_ISSUER = env.str("OIDC_OP_ISSUER", default=dev_default("http://127.0.0.1:9000/o")).rstrip("/")
+OIDC_OP_ISSUER = env.str("OIDC_OP_ISSUER", default=dev_default(devports.issuer(env.ENVIRON))).rstrip("/")
 OIDC_OP_AUTHORIZATION_ENDPOINT = env.str("OIDC_OP_AUTHORIZATION_ENDPOINT", default=f"{OIDC_OP_ISSUER}/authorize/")
 OIDC_OP_TOKEN_ENDPOINT = env.str("OIDC_OP_TOKEN_ENDPOINT", default=f"{OIDC_OP_ISSUER}/token/")
 OIDC_OP_USER_ENDPOINT = env.str("OIDC_OP_USER_ENDPOINT", default=f"{OIDC_OP_ISSUER}/userinfo/")
@@ -205,7 +206,7 @@ ADMIN_APPROVER_ACCESS = env.bool("ADMIN_APPROVER_ACCESS", default=True)
 AWS_REGION = env.str("AWS_REGION", default="us-east-1")
 # Unset in production means real AWS. In dev it points at the local moto server; set it to
 # an empty string to use real AWS from a dev checkout.
-AWS_ENDPOINT_URL = env.str("AWS_ENDPOINT_URL", default="http://127.0.0.1:5005" if DEV else "") or None
+AWS_ENDPOINT_URL = env.str("AWS_ENDPOINT_URL", default=devports.aws_endpoint(env.ENVIRON) if DEV else "") or None
 AWS_EMULATOR = AWS_ENDPOINT_URL is not None and urlsplit(AWS_ENDPOINT_URL).hostname in {
     "127.0.0.1",
     "localhost",
@@ -263,7 +264,8 @@ CALLBACK_STALE_SECONDS = env.int("CALLBACK_STALE_SECONDS", default=120)
 # ---------------------------------------------------------------------------
 # Notifications: email, Slack, reminders, escalation, digest (approvals/notifications/)
 # ---------------------------------------------------------------------------
-# SMTP when EMAIL_HOST is set (docker-compose: mailpit), else the console (make run prints mail).
+# SMTP when EMAIL_HOST is set (docker-compose: mailpit), else in dev a file per mail in var/mail
+# with one log line linking it (portal/mail.py), else the console.
 EMAIL_HOST = env.str("EMAIL_HOST", default="")
 EMAIL_PORT = env.int("EMAIL_PORT", default=25)
 EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
@@ -275,6 +277,8 @@ EMAIL_BACKEND = env.str(
     "EMAIL_BACKEND",
     default="django.core.mail.backends.smtp.EmailBackend"
     if EMAIL_HOST
+    else "portal.mail.LocalFileEmailBackend"
+    if DEV
     else "django.core.mail.backends.console.EmailBackend",
 )
 EMAIL_FILE_PATH = env.str("EMAIL_FILE_PATH", default=str(VAR_DIR / "mail"))
@@ -322,6 +326,8 @@ DIGEST_HOUR_UTC = env.int("DIGEST_HOUR_UTC", default=7)
 # Celery
 # ---------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=f"sqla+sqlite:///{VAR_DIR / 'celery-broker.sqlite3'}")
+# The queue every task goes to and every worker without -Q takes from (a test session uses its own).
+CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="celery")
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -409,7 +415,9 @@ METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=["127.0.0.1", "::1"] if DEV else [])
 # The Celery worker's own metrics endpoint; 0 = none. Off by default in production: turn it on
 # with a port and a bind address your Prometheus reaches (same token / allow-list).
-WORKER_METRICS_PORT = env.int("WORKER_METRICS_PORT", default=9808 if DEV else 0)
+WORKER_METRICS_PORT = env.int(
+    "WORKER_METRICS_PORT", default=devports.DEFAULT_PORTS["WORKER_METRICS_PORT"] if DEV else 0
+)
 WORKER_METRICS_BIND = env.str("WORKER_METRICS_BIND", default="127.0.0.1")
 # SQS's queue counts are fetched at most this often per web process (each scrape reads the cache).
 METRICS_QUEUE_CACHE_SECONDS = env.float("METRICS_QUEUE_CACHE_SECONDS", default=15.0)

@@ -2,6 +2,10 @@
 
 Order: the AWS emulator and the dev IdP, then `init` (migrate, queue + state machine), then
 web, worker and beat, then `demo` (a few executions, so the inbox is not empty).
+
+Ports: PORTAL_PORT, DEVIDP_PORT, MOTO_PORT and WORKER_METRICS_PORT; every URL that depends on
+them is derived (portal/devports.py, docs/running-locally.md). Each output line starts with the
+name of the program that wrote it, as foreman and honcho do.
 """
 
 import os
@@ -10,12 +14,20 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from portal import devports  # noqa: E402 - after the repository is on the path
+
 SERVICES = ["aws", "idp", "web", "worker", "beat"]
+NAME_WIDTH = max(len(name) for name in [*SERVICES, "init", "demo", "devstack"])
+COLORS = ["36", "33", "32", "35", "34", "31", "96", "93"]
+_print_lock = threading.Lock()
 
 
 def procfile() -> dict[str, str]:
@@ -25,6 +37,39 @@ def procfile() -> dict[str, str]:
         if match:
             entries[match.group(1)] = match.group(2)
     return entries
+
+
+def prefix(name: str, color: bool) -> str:
+    label = f"{name:<{NAME_WIDTH}} |"
+    if not color:
+        return label
+    code = COLORS[sum(map(ord, name)) % len(COLORS)]
+    return f"\033[{code}m{label}\033[0m"
+
+
+def emit(name: str, line: str, *, color: bool | None = None) -> None:
+    """One line of output, after the name of the program that wrote it."""
+    color = sys.stdout.isatty() if color is None else color
+    with _print_lock:
+        sys.stdout.write(f"{prefix(name, color)} {line.rstrip()}\n")
+        sys.stdout.flush()
+
+
+def say(line: str) -> None:
+    emit("devstack", line)
+
+
+def relay(name: str, stream) -> threading.Thread:
+    """Copy a child's output to ours, line by line, each after the child's name."""
+
+    def run() -> None:
+        with stream:
+            for raw in iter(stream.readline, b""):
+                emit(name, raw.decode(errors="replace"))
+
+    thread = threading.Thread(target=run, name=f"relay-{name}", daemon=True)
+    thread.start()
+    return thread
 
 
 def group_alive(pgid: int) -> bool:
@@ -49,24 +94,60 @@ def wait_for_port(host: str, port: int, name: str, timeout: float = 60) -> None:
     raise SystemExit(f"{name} did not start listening on {host}:{port} within {timeout:.0f}s")
 
 
-def main() -> int:
-    env = dict(os.environ)
+def stack_environment(environ: dict[str, str]) -> dict[str, str]:
+    """The environment of every process of the stack: the ports and what follows from them."""
+    env = devports.stack_environment(environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.setdefault("MOTO_PORT", "5005")
-    env.setdefault("AWS_ENDPOINT_URL", f"http://127.0.0.1:{env['MOTO_PORT']}")
     env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def bind_address(bind: str) -> tuple[str, int]:
+    """Where to reach a `host:port` bind address (a wildcard host is reached on 127.0.0.1)."""
+    host, _, port = bind.rpartition(":")
+    host = host.strip("[]")
+    return (host if host not in {"", "0.0.0.0", "::"} else "127.0.0.1"), int(port)  # noqa: S104
+
+
+def main() -> int:
+    try:
+        env = stack_environment(dict(os.environ))
+    except ValueError as error:
+        raise SystemExit(f"make run: {error}") from None
     commands = procfile()
     processes: dict[str, subprocess.Popen] = {}
+    relays: list[threading.Thread] = []
+
+    def spawn(name: str, command: str) -> subprocess.Popen:
+        process = subprocess.Popen(  # noqa: S602 - the Procfile's own commands
+            command,
+            shell=True,
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        relays.append(relay(name, process.stdout))
+        return process
 
     def start(name: str) -> None:
-        print(f"[devstack] starting {name}: {commands[name]}", flush=True)
+        say(f"starting {name}: {commands[name]}")
         # `exec`: the shell becomes the program, so the stop signal reaches it, as in a container.
-        command = f"exec {commands[name]}"
-        processes[name] = subprocess.Popen(command, shell=True, cwd=ROOT, env=env, start_new_session=True)  # noqa: S602
+        processes[name] = spawn(name, f"exec {commands[name]}")
 
     def one_shot(name: str) -> None:
-        print(f"[devstack] running {name}: {commands[name]}", flush=True)
-        if subprocess.run(commands[name], shell=True, cwd=ROOT, env=env, check=False).returncode != 0:  # noqa: S602
+        say(f"running {name}: {commands[name]}")
+        process = spawn(name, commands[name])
+        try:
+            returncode = process.wait()
+        except KeyboardInterrupt:
+            if group_alive(process.pid):
+                os.killpg(process.pid, signal.SIGTERM)
+            process.wait()
+            raise
+        if returncode != 0:
             raise SystemExit(f"'{name}' failed; see the output above")
 
     def stop(*_args) -> None:
@@ -76,7 +157,7 @@ def main() -> int:
         deadline = time.monotonic() + 20
         for name, process in reversed(processes.items()):
             if process.poll() is None:
-                print(f"[devstack] stopping {name}", flush=True)
+                say(f"stopping {name}")
                 # The program only (it stops its own children): a Celery worker whose pool
                 # children got the signal too can hang in its shutdown.
                 process.send_signal(signal.SIGTERM)
@@ -84,9 +165,11 @@ def main() -> int:
                 process.poll()  # reaps the shell, so its own pid stops counting
                 time.sleep(0.1)
             if group_alive(process.pid):
-                print(f"[devstack] killing what is left of process group {process.pid}", flush=True)
+                say(f"killing what is left of process group {process.pid}")
                 os.killpg(process.pid, signal.SIGKILL)
             process.poll()
+        for thread in relays:  # the last lines the programs wrote while stopping
+            thread.join(timeout=max(0.5, deadline - time.monotonic()))
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     # Ctrl-C stops everything, even when a non-interactive shell started us with SIGINT ignored.
@@ -96,17 +179,17 @@ def main() -> int:
         start("aws")
         wait_for_port(aws.hostname, aws.port, "the AWS emulator")
         start("idp")
-        wait_for_port("127.0.0.1", int(env.get("DEVIDP_PORT", "9000")), "the dev IdP")
+        wait_for_port("127.0.0.1", int(env["DEVIDP_PORT"]), "the dev IdP")
         one_shot("init")
         for name in ("web", "worker", "beat"):
             start(name)
-        wait_for_port("127.0.0.1", 8000, "the web server")
+        wait_for_port(*bind_address(env["WEB_BIND"]), "the web server")
         one_shot("demo")
         print_banner(env)
         while True:
             for name, process in processes.items():
                 if process.poll() is not None:
-                    print(f"[devstack] {name} exited with {process.returncode}; stopping everything", flush=True)
+                    say(f"{name} exited with {process.returncode}; stopping everything")
                     return 1
             time.sleep(1)
     except KeyboardInterrupt:
@@ -115,24 +198,32 @@ def main() -> int:
         stop()
 
 
-def print_banner(env: dict) -> None:
-    sys.path.insert(0, str(ROOT))
+def banner(env: dict) -> str:
+    """What runs, where: every address from the environment the processes really got."""
     from devidp.seed import demo_passwords
 
     passwords = demo_passwords()
-    issuer = env.get("OIDC_OP_ISSUER", "http://127.0.0.1:9000/o")
     endpoint = env["AWS_ENDPOINT_URL"]
     queue = env.get("APPROVAL_QUEUE_URL", f"{endpoint}/123456789012/approval-requests")
-    print(
-        f"""
+    metrics_port = int(env.get("WORKER_METRICS_PORT") or 0)
+    metrics = f"http://127.0.0.1:{metrics_port}/metrics" if metrics_port else "off (WORKER_METRICS_PORT=0)"
+    var_dir = env.get("PORTAL_VAR_DIR") or str(ROOT / "var")
+    machine = env.get("DEMO_STATE_MACHINE_ARN", "arn:aws:states:us-east-1:123456789012:stateMachine:approval-demo")
+    # The ports that differ from the defaults, which another shell needs to reach this stack.
+    ports = "".join(
+        f"{name}={env[name]} " for name, default in devports.DEFAULT_PORTS.items() if env[name] != str(default)
+    )
+    return f"""
 ==========================================================================
  Approval portal is running.           Stop everything with Ctrl-C.
 
- Portal:        http://127.0.0.1:8000/          (admin: /admin/)
- Dev IdP:       {issuer}  (OIDC issuer)
- AWS emulator:  {endpoint}  (moto server; any credentials)
- Queue URL:     {queue}
- State machine: arn:aws:states:us-east-1:123456789012:stateMachine:approval-demo
+ Portal:         {env["PORTAL_BASE_URL"]}/          (admin: /admin/, health: /readyz)
+ Dev IdP:        {env["OIDC_OP_ISSUER"]}  (OIDC issuer)
+ AWS emulator:   {endpoint}  (moto server; any credentials)
+ Queue URL:      {queue}
+ State machine:  {machine}
+ Worker metrics: {metrics}
+ Files:          {var_dir}  (database, broker, mail: {Path(var_dir) / "mail"})
 
  Sign in as (user / password):
    alice / {passwords["alice"]}   approver, group finance-approvers
@@ -140,11 +231,15 @@ def print_banner(env: dict) -> None:
    carol / {passwords["carol"]}   portal admin (group portal-admins)
    dave  / {passwords["dave"]}   no groups
 
- Start another approval:  .venv/bin/python manage.py demo_start --count 1
+ Start another approval:
+   {ports}.venv/bin/python manage.py demo_start --count 1
 ==========================================================================
-""",
-        flush=True,
-    )
+"""
+
+
+def print_banner(env: dict) -> None:
+    with _print_lock:
+        print(banner(env), flush=True)
 
 
 if __name__ == "__main__":

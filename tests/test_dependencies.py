@@ -54,6 +54,15 @@ def test_every_locked_package_has_hashes(lock):
     assert [name for name, (_, hashes) in entries.items() if not hashes] == []
 
 
+def test_make_run_needs_nothing_beyond_the_run_time_lock():
+    # `make run` installs requirements.lock only: the AWS emulator (moto server) and the dev IdP
+    # (django-oauth-toolkit) it starts are run-time dependencies (docker-compose runs them from
+    # the image too).
+    runtime = lock_entries(REPO_DIR / "requirements.lock")
+    for name in ("moto", "django-oauth-toolkit", "gunicorn", "celery", "sqlalchemy", "flask", "werkzeug"):
+        assert name in runtime, name
+
+
 def test_transitive_dependencies_are_locked_too():
     runtime = lock_entries(REPO_DIR / "requirements.lock")
     # Not named in requirements.txt, but sign-in (mozilla-django-oidc verifies ID tokens with PyJWT)
@@ -75,9 +84,18 @@ def test_development_runs_exactly_the_versions_production_runs():
 
 def test_make_and_the_dockerfile_install_the_locks_with_require_hashes():
     makefile = (REPO_DIR / "Makefile").read_text()
-    installed = re.search(r"^\$\(VENV\)/\.installed:(.*?)\n\n", makefile, flags=re.MULTILINE | re.DOTALL)[0]
-    assert "requirements.lock requirements-dev.lock" in installed.splitlines()[0]
-    assert "pip install --quiet --require-hashes -r requirements-dev.lock" in installed
+
+    def recipe(stamp: str) -> str:
+        return re.search(rf"^\$\(VENV\)/\.{stamp}:(.*?)\n\n", makefile, flags=re.MULTILINE | re.DOTALL)[0]
+
+    # `make run`: the run-time lock only; `make test` and the other tools: the development lock.
+    runtime, dev = recipe("installed-runtime"), recipe("installed-dev")
+    assert runtime.splitlines()[0].split(":", 1)[1].split() == ["requirements.lock"]
+    assert "pip install --quiet --require-hashes -r requirements.lock" in runtime
+    assert "requirements.lock requirements-dev.lock" in dev.splitlines()[0]
+    assert "pip install --quiet --require-hashes -r requirements-dev.lock" in dev
+    assert re.search(r"^run: \$\(VENV\)/\.installed-runtime$", makefile, flags=re.MULTILINE)
+    assert re.search(r"^test: \$\(VENV\)/\.installed-dev$", makefile, flags=re.MULTILINE)
     assert "pip install --no-cache-dir --require-hashes -r requirements.lock" in (REPO_DIR / "Dockerfile").read_text()
     # CI goes through make: every make target that runs something depends on the locked install.
     assert "make lint" in (REPO_DIR / ".ci" / "run").read_text()

@@ -131,7 +131,7 @@ def test_pages_send_security_headers(db):
     assert response["Referrer-Policy"] == "same-origin"
 
 
-def test_production_settings_pass_check_deploy_without_warnings():
+def test_production_settings_pass_check_deploy_without_warnings(tmp_path):
     env = {
         "PATH": os.environ["PATH"],
         "PORTAL_ENV": "production",
@@ -143,7 +143,7 @@ def test_production_settings_pass_check_deploy_without_warnings():
         "OIDC_RP_CLIENT_ID": "approval-portal",
         "OIDC_RP_CLIENT_SECRET": "client-secret",
         "APPROVAL_QUEUE_URL": "https://sqs.eu-west-1.amazonaws.com/123456789012/approval-requests",
-        "PORTAL_VAR_DIR": str(REPO_DIR / "var"),
+        "PORTAL_VAR_DIR": str(tmp_path / "var"),
     }
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
