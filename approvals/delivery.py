@@ -232,9 +232,12 @@ def workflow_gone_audit_note(found_by: str) -> str:
 
 def forgotten_requests_notice(count: int) -> str:
     """`make run`'s line, at its start, for waiting requests the restarted emulator forgot."""
-    requests_word = "waiting request" if count == 1 else "waiting requests"
+    if count == 1:
+        what = "1 waiting request belonged to an execution the AWS emulator no longer knows"
+        closed = "the system closed it"
+    else:
+        what = f"{count} waiting requests belonged to executions the AWS emulator no longer knows"
+        closed = "the system closed them"
     return (
-        f"{count} {requests_word} belonged to executions the AWS emulator no longer knows "
-        f'(it keeps nothing across restarts): the system closed them, each shows "{CLOSED_BY_SYSTEM}". '
-        f"Start fresh: {START_FRESH_COMMAND}"
+        f"{what} (it keeps nothing across restarts): {closed} ({CLOSED_BY_SYSTEM}). Start fresh: {START_FRESH_COMMAND}"
     )

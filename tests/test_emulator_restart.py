@@ -9,6 +9,7 @@ Real parts: a moto server of this test's own (restarted on the same port, as `ma
 PostgreSQL, the example state machine.
 """
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -297,3 +298,27 @@ def test_against_real_aws_the_start_check_does_nothing(emulator, settings):
     approval.refresh_from_db()
     assert approval.status == RequestStatus.PENDING
     assert not AuditEvent.objects.filter(action="closed_by_system").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_make_run_closes_the_forgotten_requests_before_serving_and_has_the_line_for_its_banner(
+    emulator, settings, capsys
+):
+    approval = ingest_execution(settings, start(state_machine(settings)))
+    emulator.restart()
+    spec = importlib.util.spec_from_file_location("devstack", REPO_DIR / "scripts" / "devstack.py")
+    devstack = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(devstack)
+    env = {**os.environ, "DATABASE_URL": database_url(), "AWS_ENDPOINT_URL": emulator.url}
+
+    notice = devstack.close_forgotten_requests(env)
+
+    assert notice == (
+        "1 waiting request belonged to an execution the AWS emulator no longer knows (it keeps nothing across "
+        "restarts): the system closed it (Closed by the system). Start fresh: make clean && make run"
+    )
+    assert f"[devstack] {notice}" in capsys.readouterr().out
+    approval.refresh_from_db()
+    assert approval.status == RequestStatus.CLOSED
+    # Nothing forgotten any more: nothing to say under the banner.
+    assert devstack.close_forgotten_requests(env) == ""
