@@ -10,6 +10,7 @@ PostgreSQL, the example state machine.
 """
 
 import importlib.util
+import io
 import json
 import os
 import subprocess
@@ -18,11 +19,15 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from django.core.management import call_command
 from django.db import transaction
 from django.utils import timezone
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from approvals import services
-from approvals.contract import parse_message
+from approvals.contract import ContractError, parse_message
 from approvals.models import (
     ApprovalRequest,
     AuditEvent,
@@ -322,3 +327,52 @@ def test_make_run_closes_the_forgotten_requests_before_serving_and_has_the_line_
     assert approval.status == RequestStatus.CLOSED
     # Nothing forgotten any more: nothing to say under the banner.
     assert devstack.close_forgotten_requests(env) == ""
+
+
+# ---------------------------------------------------------------------------
+# The execution ARN is the message's claim: any text, checked against the emulator
+# ---------------------------------------------------------------------------
+_NAME = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=80)
+EXECUTION_CLAIMS = st.one_of(
+    st.text(max_size=300),  # anything at all: unicode, empty, huge
+    st.builds(lambda machine, name: f"arn:aws:states:us-east-1:123456789012:execution:{machine}:{name}", _NAME, _NAME),
+    st.builds(lambda account: f"arn:aws:states:us-east-1:{account}:execution:m:n", st.text(max_size=20)),
+)
+
+
+@pytest.fixture
+def live_request(aws, demo_state_machine) -> ApprovalRequest:
+    """A request whose execution runs on the emulator (one for all of a property test's examples)."""
+    return ingest_execution(aws, start(demo_state_machine))
+
+
+@pytest.mark.django_db
+@hypothesis_settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(claims=st.lists(EXECUTION_CLAIMS, min_size=1, max_size=4))
+def test_whatever_execution_a_message_claims_the_start_check_never_crashes_and_never_closes_a_live_one(
+    live_request, claims
+):
+    claimed = []
+    for claim in claims:
+        body = {"taskToken": f"t-{uuid.uuid4().hex}", **BODY, "execution": claim}
+        try:
+            message = parse_message(json.dumps(body))
+        except ContractError:
+            continue  # refused at ingest (an ingest error): it never becomes a waiting request
+        request, _ = services.approval_request_ingest(message=message, sqs_message_id=uuid.uuid4().hex)
+        claimed.append((request.pk, request.execution_arn))
+
+    call_command("close_forgotten_requests", stdout=io.StringIO(), stderr=io.StringIO())
+
+    assert ApprovalRequest.objects.get(pk=live_request.pk).status == RequestStatus.PENDING
+    for request_id, claim in claimed:
+        status = ApprovalRequest.objects.get(pk=request_id).status
+        if status == RequestStatus.CLOSED:
+            # Closed only on the emulator's own word that this execution does not exist.
+            with pytest.raises(gateway.AwsPermanentError) as refused:
+                gateway.describe_execution(execution_arn=claim)
+            assert refused.value.code == "ExecutionDoesNotExist"
+        else:
+            assert status == RequestStatus.PENDING
+    # The next example starts with only the live request waiting (test bookkeeping, not a service).
+    ApprovalRequest.objects.filter(pk__in=[pk for pk, _ in claimed]).update(status=RequestStatus.CANCELLED)
