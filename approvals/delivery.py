@@ -180,7 +180,7 @@ def closed_by_system_notice(request: ApprovalRequest) -> str:
     before = "after it was decided, before the decision reached it" if decided else "before anyone decided it"
     return (
         f"The system closed this request {before}: {WORKFLOW_GONE} ({workflow_gone_cause()}). "
-        "Nobody expired or cancelled it, and no workflow was resumed."
+        "Nobody closed it by hand, and no workflow was resumed."
     )
 
 

@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from approvals import services
+from approvals import links, services
 from approvals.contract import ContractError, parse_message
 from approvals.models import (
     ApprovalRequest,
@@ -376,3 +376,33 @@ def test_whatever_execution_a_message_claims_the_start_check_never_crashes_and_n
             assert status == RequestStatus.PENDING
     # The next example starts with only the live request waiting (test bookkeeping, not a service).
     ApprovalRequest.objects.filter(pk__in=[pk for pk, _ in claimed]).update(status=RequestStatus.CANCELLED)
+
+
+@pytest.mark.django_db
+def test_an_approver_arriving_later_by_page_or_mailed_link_reads_closed_by_the_system_and_cannot_decide(
+    emulator, settings
+):
+    alice = make_user("alice", "finance-approvers")
+    approval = ingest_execution(settings, start(state_machine(settings)))
+    emulator.restart()
+    call_command("close_forgotten_requests", stdout=io.StringIO())  # what `make run` did at its start
+    client = signed_in(alice)
+    client.get("/")
+    csrf = client.cookies["portal_csrftoken"].value
+
+    page = client.post(
+        f"/requests/{approval.public_id}/decide/", {"decision": "approve", "csrfmiddlewaretoken": csrf}
+    ).content.decode()
+    token = links.make_link_token(public_id=approval.public_id, approver_email="alice@example.com", action="approve")
+    link_page = client.get(f"/links/{token}/").content.decode()
+
+    for shown in (page, link_page):
+        assert "Already closed by the system" in shown
+        assert "The system closed this request before anyone decided it" in shown
+        assert "<code>make clean &amp;&amp; make run</code>" in shown
+        assert "expired" not in shown.lower()
+    approval.refresh_from_db()
+    assert approval.status == RequestStatus.CLOSED and approval.decided_by is None
+    assert not Callback.objects.filter(request=approval).exists()
+    detail = client.get(f"/requests/{approval.public_id}/").content.decode()
+    assert "Closed by the system" in detail and "Your decision" not in detail
