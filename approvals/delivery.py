@@ -203,17 +203,20 @@ def closed_by_system_mail_intro(request: ApprovalRequest, *, decider: str, decis
     cause = workflow_gone_cause()
     if callback is None:
         intro = f"The system closed your request before anyone decided it: {WORKFLOW_GONE} ({cause})."
+        closed = "No workflow was resumed."
     elif callback.maybe_delivered:
         intro = (
             f"{decider or 'An approver'} {decision_word.lower()} your request, and the portal cannot tell whether "
             f"the decision reached the workflow before it was gone: {WORKFLOW_GONE} ({cause})."
         )
+        closed = "The system closed the request."
     else:
         intro = (
             f"{decider or 'An approver'} {decision_word.lower()} your request, but the decision could not reach "
             f"the workflow because it no longer exists ({cause})."
         )
-    return f"{intro} The system closed the request; no workflow was resumed. {workflow_gone_next_step()}"
+        closed = "The system closed the request; no workflow was resumed."
+    return f"{intro} {closed} {workflow_gone_next_step()}"
 
 
 # When it was found (services/workflow_gone.py FOUND_*), for the audit event.

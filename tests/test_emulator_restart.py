@@ -406,3 +406,27 @@ def test_an_approver_arriving_later_by_page_or_mailed_link_reads_closed_by_the_s
     assert not Callback.objects.filter(request=approval).exists()
     detail = client.get(f"/requests/{approval.public_id}/").content.decode()
     assert "Closed by the system" in detail and "Your decision" not in detail
+
+
+@pytest.mark.django_db
+def test_after_an_attempt_that_may_have_arrived_the_mail_does_not_claim_the_workflow_never_heard_it(settings):
+    settings.AWS_EMULATOR = True
+    alice = make_user("alice", "finance-approvers")
+    body = {"taskToken": f"t-{uuid.uuid4().hex}", **BODY, "approvers": {"groups": ["finance-approvers"]}}
+    approval, _ = services.approval_request_ingest(message=parse_message(json.dumps(body)), sqs_message_id="m-1")
+    with transaction.atomic():
+        services.approval_decide(public_id=approval.public_id, user=alice, approve=True, comment="")
+    callback = Callback.objects.get(request=approval)
+    Callback.objects.filter(pk=callback.pk).update(maybe_delivered=True)  # an earlier attempt's answer was lost
+
+    outcome = services.callback_mark_failed(
+        callback_id=callback.pk, code="InvalidToken", message="Invalid Token", execution_gone=True
+    )
+
+    assert outcome == "failed"
+    approval.refresh_from_db()
+    assert approval.status == RequestStatus.CLOSED
+    assert Callback.objects.get(pk=callback.pk).resolution == CallbackResolution.GONE
+    body = " ".join(outcome_mail(approval).body.split())
+    assert "the portal cannot tell whether the decision reached the workflow before it was gone" in body
+    assert "could not reach the workflow" not in body and "no workflow was resumed" not in body
