@@ -8,6 +8,8 @@ reading an execution (`ExecutionReading`), which the callback service judges.
 
 from dataclasses import dataclass
 
+from django.conf import settings
+
 from approvals.models import ApprovalRequest, Callback, CallbackResolution, CallbackStatus, RequestStatus
 
 # ---------------------------------------------------------------------------
@@ -57,6 +59,7 @@ DELIVERED = "sent to Step Functions"
 CONFIRMED = "delivered (confirmed from the execution history)"
 CLOSED = "closed by Step Functions (timed out / execution ended)"
 UNCERTAIN = "delivery uncertain: an admin must check the execution"
+GONE = "not sent: the workflow no longer exists (closed by the system)"
 # A failure recorded before the execution was read (or a row from before resolutions existed).
 CLOSED_ELSEWHERE = {
     "TaskTimedOut": "the workflow had already timed out",
@@ -66,6 +69,7 @@ CLOSED_ELSEWHERE = {
 FAILED_OTHERWISE = "failed, an admin has been told"
 EXPIRED_IN_PORTAL = "Expired in the portal"
 CLOSED_BY_STEP_FUNCTIONS = "Closed by Step Functions"
+CLOSED_BY_SYSTEM = "Closed by the system"
 
 # Why a decision did not reach the workflow, in words for the requester (no error text).
 FAILURE_REASONS = {
@@ -89,6 +93,8 @@ def callback_label(callback: Callback | None) -> str:
     if callback.status == CallbackStatus.FAILED:
         if callback.resolution == CallbackResolution.CLOSED:
             return CLOSED
+        if callback.resolution == CallbackResolution.GONE:
+            return GONE
         if callback.resolution == CallbackResolution.UNCERTAIN:
             return UNCERTAIN
         return f"not sent: {CLOSED_ELSEWHERE.get(callback.error_code, FAILED_OTHERWISE)}"
@@ -102,6 +108,8 @@ def is_final(callback: Callback | None) -> bool:
 
 def failure_reason(callback: Callback) -> str:
     """Why a failed callback did not reach the workflow, for the requester."""
+    if callback.resolution == CallbackResolution.GONE:
+        return f"it no longer exists ({workflow_gone_cause()})"
     if callback.resolution in FAILURE_REASONS:
         return FAILURE_REASONS[callback.resolution]
     return FAILURE_REASONS.get(callback.error_code, DEFAULT_FAILURE_REASON)
@@ -123,8 +131,116 @@ def closed_by_step_functions(request: ApprovalRequest) -> bool:
 
 
 def request_status_label(request: ApprovalRequest) -> str:
+    if request.status == RequestStatus.CLOSED:
+        return CLOSED_BY_SYSTEM
     if closed_by_step_functions(request):
         return CLOSED_BY_STEP_FUNCTIONS
     if request.status == RequestStatus.EXPIRED:
         return EXPIRED_IN_PORTAL
     return request.get_status_display()
+
+
+# ---------------------------------------------------------------------------
+# A workflow that no longer exists: the system, not a person, closed the request
+# ---------------------------------------------------------------------------
+# Step Functions refused the token (InvalidToken / TaskDoesNotExist) and DescribeExecution says
+# ExecutionDoesNotExist; or `make run` found, at its start, waiting requests whose executions the
+# restarted AWS emulator no longer knows (manage.py close_forgotten_requests).
+WORKFLOW_GONE = "the workflow no longer exists"
+EMULATOR_FORGOT = "the local AWS emulator was restarted, and it keeps nothing across restarts"
+EXECUTION_UNKNOWN = "Step Functions no longer knows its execution"
+START_FRESH_COMMAND = "make clean && make run"
+# {} is the command (in <code> on a page).
+START_FRESH = (
+    "To start fresh, stop make run (Ctrl-C) and run {}: it deletes var/ (the local database with it) "
+    "and starts again with new demo approvals."
+)
+START_AGAIN = "If the decision is still needed, whoever runs the workflow must start a new execution."
+
+
+def workflow_gone_cause() -> str:
+    """Why a workflow can be gone, in words for people: on the emulator, it was restarted."""
+    return EMULATOR_FORGOT if settings.AWS_EMULATOR else EXECUTION_UNKNOWN
+
+
+def workflow_gone_next_step(command: str = START_FRESH_COMMAND) -> str:
+    """What the people who see a request closed by the system can do about it (`command`: the
+    start-fresh command as the caller shows it)."""
+    return START_FRESH.format(command) if settings.AWS_EMULATOR else START_AGAIN
+
+
+def closed_by_system(request: ApprovalRequest) -> bool:
+    return request.status == RequestStatus.CLOSED
+
+
+def closed_by_system_notice(request: ApprovalRequest) -> str:
+    """The request page's explanation of a request the system closed."""
+    callback = request_callback(request)
+    decided = callback is not None and request.decided_by_id is not None
+    before = "after it was decided, before the decision reached it" if decided else "before anyone decided it"
+    return (
+        f"The system closed this request {before}: {WORKFLOW_GONE} ({workflow_gone_cause()}). "
+        "Nobody closed it by hand, and no workflow was resumed."
+    )
+
+
+def outcome_title(request: ApprovalRequest, user_id: int | None) -> str:
+    """The first line of the result page after a decision: who closed the request, truly."""
+    if closed_by_system(request):
+        return f"The system closed this request: {WORKFLOW_GONE}."
+    if closed_by_step_functions(request):
+        return "Step Functions closed this request (the task timed out or the execution ended)."
+    if request.decided_by_id is not None and request.decided_by_id == user_id:
+        return f"You {request.status} this request."
+    by = f" by {request.decided_by.email}" if request.decided_by_id else ""
+    return f"This request was {request.status}{by}."
+
+
+def closed_by_system_mail_intro(request: ApprovalRequest, *, decider: str, decision_word: str) -> str:
+    """The requester's outcome mail for a request the system closed (no "Approved" headline:
+    no workflow resumed)."""
+    callback = request_callback(request)
+    cause = workflow_gone_cause()
+    if callback is None:
+        intro = f"The system closed your request before anyone decided it: {WORKFLOW_GONE} ({cause})."
+        closed = "No workflow was resumed."
+    elif callback.maybe_delivered:
+        intro = (
+            f"{decider or 'An approver'} {decision_word.lower()} your request, and the portal cannot tell whether "
+            f"the decision reached the workflow before it was gone: {WORKFLOW_GONE} ({cause})."
+        )
+        closed = "The system closed the request."
+    else:
+        intro = (
+            f"{decider or 'An approver'} {decision_word.lower()} your request, but the decision could not reach "
+            f"the workflow because it no longer exists ({cause})."
+        )
+        closed = "The system closed the request; no workflow was resumed."
+    return f"{intro} {closed} {workflow_gone_next_step()}"
+
+
+# When it was found (services/workflow_gone.py FOUND_*), for the audit event.
+FOUND_WHEN = {
+    "start": "found when make run started",
+    "callback": "found when the decision was sent",
+    "heartbeat": "found by a heartbeat",
+}
+
+
+def workflow_gone_audit_note(found_by: str) -> str:
+    """The audit event's words for a request the system closed (the event reads "Closed by system")."""
+    when = FOUND_WHEN.get(found_by, found_by)
+    return f"The workflow no longer exists: {workflow_gone_cause()} ({when})."
+
+
+def forgotten_requests_notice(count: int) -> str:
+    """`make run`'s line, at its start, for waiting requests the restarted emulator forgot."""
+    if count == 1:
+        what = "1 waiting request belonged to an execution the AWS emulator no longer knows"
+        closed = "the system closed it"
+    else:
+        what = f"{count} waiting requests belonged to executions the AWS emulator no longer knows"
+        closed = "the system closed them"
+    return (
+        f"{what} (it keeps nothing across restarts): {closed} ({CLOSED_BY_SYSTEM}). Start fresh: {START_FRESH_COMMAND}"
+    )

@@ -38,6 +38,9 @@ class RequestStatus(models.TextChoices):
     REJECTED = "rejected", "Rejected"
     CANCELLED = "cancelled", "Cancelled"
     EXPIRED = "expired", "Expired"
+    # Its workflow no longer exists (a restarted AWS emulator forgot the execution, or Step
+    # Functions no longer keeps it): nobody decided this, the system closed it.
+    CLOSED = "closed", "Closed by the system"
 
 
 class ApprovalRequest(models.Model):
@@ -398,6 +401,7 @@ class CallbackResolution(models.TextChoices):
     CONFIRMED = "confirmed", "Delivered (confirmed from the execution history)"
     CLOSED = "closed", "Closed by Step Functions (timed out / execution ended)"
     UNCERTAIN = "uncertain", "Delivery uncertain"
+    GONE = "gone", "The workflow no longer exists"
 
 
 class Callback(models.Model):

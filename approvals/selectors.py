@@ -543,3 +543,21 @@ def expired_ingest_message_ids(*, limit: int = 1000) -> list[int]:
         .order_by("last_seen_at", "pk")
         .values_list("pk", flat=True)[:limit]
     )
+
+
+# ---------------------------------------------------------------------------
+# Workflows that may no longer exist (approvals/services/workflow_gone.py)
+# ---------------------------------------------------------------------------
+def request_execution_arn(*, request_id: int) -> str:
+    """The execution the request's message named ("" when none, or no such request)."""
+    return ApprovalRequest.objects.filter(pk=request_id).values_list("execution_arn", flat=True).first() or ""
+
+
+def waiting_executions() -> list[tuple[int, str]]:
+    """(request id, execution ARN) of every waiting request whose message named its execution."""
+    return list(
+        ApprovalRequest.objects.filter(status=RequestStatus.PENDING)
+        .exclude(execution_arn="")
+        .order_by("pk")
+        .values_list("pk", "execution_arn")
+    )

@@ -181,11 +181,14 @@ def main() -> int:
         start("idp")
         wait_for_port("127.0.0.1", int(env["DEVIDP_PORT"]), "the dev IdP")
         one_shot("init")
+        forgotten = close_forgotten_requests(env)
         for name in ("web", "worker", "beat"):
             start(name)
         wait_for_port(*bind_address(env["WEB_BIND"]), "the web server")
         one_shot("demo")
         print_banner(env)
+        if forgotten:
+            print(f" Note: {forgotten}\n", flush=True)
         while True:
             for name, process in processes.items():
                 if process.poll() is not None:
@@ -196,6 +199,21 @@ def main() -> int:
         return 0
     finally:
         stop()
+
+
+def close_forgotten_requests(env: dict) -> str:
+    """Before serving: the waiting requests whose executions the restarted AWS emulator forgot
+    (it keeps nothing across restarts) are closed by the system. Returns the line for the banner."""
+    command = [sys.executable, "manage.py", "close_forgotten_requests", "-v0"]
+    print("[devstack] running: python manage.py close_forgotten_requests", flush=True)
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)  # noqa: S603
+    sys.stderr.write(result.stderr)
+    if result.returncode != 0:
+        return "Could not check the waiting requests against the restarted AWS emulator; see the output above."
+    notice = result.stdout.strip()
+    if notice:
+        print(f"[devstack] {notice}", flush=True)
+    return notice
 
 
 def banner(env: dict) -> str:

@@ -43,10 +43,16 @@ def deliver_callback(callback_id: int) -> str:
     except gateway.AwsPermanentError as error:
         logger.warning("callback %s refused by Step Functions: %s %s", callback_id, error.code, error.message)
         reading, read_error = None, ""
-        if error.code in services.CLOSED_TASK_CODES and send.maybe_delivered:
+        gone = error.code in services.TOKEN_UNKNOWN_CODES and execution_gone(send.execution_arn)
+        if error.code in services.CLOSED_TASK_CODES and send.maybe_delivered and not gone:
             reading, read_error = _read_execution(send)
         outcome = services.callback_mark_failed(
-            callback_id=callback_id, code=error.code, message=error.message, reading=reading, read_error=read_error
+            callback_id=callback_id,
+            code=error.code,
+            message=error.message,
+            reading=reading,
+            read_error=read_error,
+            execution_gone=gone,
         )
         return str(outcome)
     except gateway.AwsTransientError as error:
@@ -74,6 +80,18 @@ def _read_execution(send: services.CallbackSend) -> tuple[ExecutionReading | Non
         if error.code in {"AccessDeniedException", "AccessDenied", "UnauthorizedOperation"}:
             return None, f"reading the execution is not allowed ({error.code}: see deploy/iam-policy.json)"
         return None, f"the execution could not be read ({error.code})"
+
+
+def execution_gone(execution_arn: str) -> bool:
+    """DescribeExecution answers that the execution does not exist (a restarted AWS emulator
+    forgot it, or Step Functions no longer keeps it). False when it exists or cannot be read."""
+    if not execution_arn:
+        return False
+    try:
+        gateway.describe_execution(execution_arn=execution_arn)
+    except gateway.AwsError as error:
+        return error.code == services.EXECUTION_UNKNOWN_CODE
+    return False
 
 
 def _crash_here_in_tests() -> None:
@@ -117,7 +135,13 @@ def send_heartbeats() -> int:
             gateway.send_task_heartbeat(task_token=token)
         except gateway.AwsPermanentError as error:
             metrics.heartbeat("closed" if error.code in services.CLOSED_TASK_CODES else "refused")
-            if error.code in services.CLOSED_TASK_CODES:
+            if error.code in services.TOKEN_UNKNOWN_CODES and execution_gone(
+                selectors.request_execution_arn(request_id=request_id)
+            ):
+                services.approval_close_workflow_gone(
+                    request_id=request_id, found_by=services.FOUND_BY_HEARTBEAT, code=error.code
+                )
+            elif error.code in services.CLOSED_TASK_CODES:
                 services.approval_close_by_step_functions(request_id=request_id, code=error.code)
             else:
                 logger.warning("heartbeat for request %s refused: %s", request_id, error.code)

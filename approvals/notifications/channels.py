@@ -58,8 +58,10 @@ def _outcome_for_requester(request: ApprovalRequest, content: messages.MessageCo
     """The outcome in Slack, saying what the mail says when the workflow was not (surely) told."""
     text, blocks = slack.outcome_message(request, request_url=content.request_url)
     callback = delivery.request_callback(request)
-    if (callback is not None and callback.status == CallbackStatus.FAILED) or delivery.closed_by_step_functions(
-        request
+    if (
+        (callback is not None and callback.status == CallbackStatus.FAILED)
+        or delivery.closed_by_step_functions(request)
+        or delivery.closed_by_system(request)
     ):
         text = slack.escape(messages.one_line(content.subject, 300))
         blocks.insert(1, {"type": "section", "text": {"type": "mrkdwn", "text": slack.escape(content.intro)}})

@@ -36,6 +36,7 @@ OUTCOME_WORDS = {
     RequestStatus.REJECTED: "Rejected",
     RequestStatus.CANCELLED: "Cancelled",
     RequestStatus.EXPIRED: "Expired",
+    RequestStatus.CLOSED: delivery.CLOSED_BY_SYSTEM,
 }
 
 
@@ -203,6 +204,17 @@ def _outcome_content(request: ApprovalRequest) -> dict:
     decided = _decision_sent(request, callback)
     word = OUTCOME_WORDS.get(decided, request.get_status_display())
     decider = request.decided_by.email if request.decided_by_id else ""
+    if delivery.closed_by_system(request):
+        # The workflow no longer exists: the headline is the system's closing, not the decision.
+        intro = delivery.closed_by_system_mail_intro(request, decider=decider, decision_word=word)
+        word = delivery.CLOSED_BY_SYSTEM
+        return {
+            "subject": f"{word}: {title}",
+            "headline": word,
+            "intro": intro,
+            "comment": request.decision_comment,
+            "request_url": portal_url(reverse("request-result", args=[request.public_id])),
+        }
     if decided == RequestStatus.EXPIRED and delivery.closed_by_step_functions(request) and callback is None:
         word = delivery.CLOSED_BY_STEP_FUNCTIONS
         intro = (

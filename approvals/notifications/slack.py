@@ -17,7 +17,7 @@ import requests
 from django.conf import settings
 
 from approvals import slack_payloads
-from approvals.models import ApprovalRequest
+from approvals.models import ApprovalRequest, RequestStatus
 from approvals.notifications import DeliveryError
 from approvals.notifications.messages import OUTCOME_WORDS, MessageContent, detail_lines, one_line
 
@@ -212,7 +212,8 @@ def request_message(content: MessageContent, *, with_buttons: bool) -> tuple[str
 def outcome_message(request: ApprovalRequest, *, request_url: str) -> tuple[str, list[dict]]:
     """The message once decided: the buttons are gone, who decided shows."""
     word = OUTCOME_WORDS.get(request.status, request.get_status_display())
-    who = f" by {request.decided_by.email}" if request.decided_by_id else ""
+    # Closed by the system: whoever decided did not close it (the workflow no longer exists).
+    who = f" by {request.decided_by.email}" if request.decided_by_id and request.status != RequestStatus.CLOSED else ""
     text = escape(f"{word}{who}: {one_line(request.title, 200)}")
     lines = [f"*{escape(word)}*{escape(who)}"]
     if request.decision_comment:

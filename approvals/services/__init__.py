@@ -43,9 +43,21 @@ from approvals.services.keys import (
 )
 from approvals.services.policies import approval_policy_delete, approval_policy_save
 from approvals.services.trust import approver_trust_delete, approver_trust_save
+from approvals.services.workflow_gone import (
+    EXECUTION_UNKNOWN_CODE,
+    FOUND_AT_START,
+    FOUND_BY_HEARTBEAT,
+    TOKEN_UNKNOWN_CODES,
+    approval_close_workflow_gone,
+)
 
 __all__ = [
     "CLOSED_TASK_CODES",
+    "EXECUTION_UNKNOWN_CODE",
+    "FOUND_AT_START",
+    "FOUND_BY_HEARTBEAT",
+    "TOKEN_UNKNOWN_CODES",
+    "approval_close_workflow_gone",
     "MAX_OUTPUT_BYTES",
     "REASON_REQUIRED",
     "approval_close_by_step_functions",

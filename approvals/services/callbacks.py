@@ -15,6 +15,7 @@ from approvals.models import ApprovalRequest, Callback, CallbackResolution, Call
 from approvals.redaction import redact
 from approvals.services.common import MAX_CAUSE_LENGTH, MAX_ERROR_LENGTH, audit
 from approvals.services.recheck import RECHECK_FAILED, decision_recheck
+from approvals.services.workflow_gone import FOUND_BY_CALLBACK, TOKEN_UNKNOWN_CODES, close_request_workflow_gone
 
 # Step Functions' limits, checked before the call so a refusal is ours, clear and recorded.
 MAX_OUTPUT_BYTES = 262_144
@@ -215,7 +216,13 @@ NOT_SENT_CODES = {
 
 @transaction.atomic
 def callback_mark_failed(
-    *, callback_id: int, code: str, message: str, reading: ExecutionReading | None = None, read_error: str = ""
+    *,
+    callback_id: int,
+    code: str,
+    message: str,
+    reading: ExecutionReading | None = None,
+    read_error: str = "",
+    execution_gone: bool = False,
 ) -> str:
     """A permanent outcome; returns what the callback became (delivered / failed).
 
@@ -224,12 +231,23 @@ def callback_mark_failed(
     caller read the execution (`reading`, or why it could not: `read_error`) and that decides —
     our output in the history means delivered (confirmed), the task timed out or the execution
     ended without it means closed, anything else is "delivery uncertain" and the decision stands.
+    `execution_gone`: the token was refused and DescribeExecution says the execution does not
+    exist (a restarted AWS emulator forgot it): the system closes the request.
     """
     callback = Callback.objects.select_for_update(of=("self",)).select_related("request").get(pk=callback_id)
     if callback.status in {CallbackStatus.DELIVERED, CallbackStatus.FAILED}:
         return callback.status
     if code not in CLOSED_TASK_CODES:
         _callback_fail(callback, code=code, message=message)
+        return CallbackStatus.FAILED
+    if execution_gone and code in TOKEN_UNKNOWN_CODES:
+        _callback_fail(
+            callback,
+            code=code,
+            message=f"{message}; the execution no longer exists",
+            resolution=CallbackResolution.GONE,
+        )
+        close_request_workflow_gone(callback.request, found_by=FOUND_BY_CALLBACK, code=code)
         return CallbackStatus.FAILED
     if not callback.maybe_delivered:
         _callback_fail(callback, code=code, message=message, resolution=CallbackResolution.CLOSED)

@@ -9,7 +9,7 @@ from django import template
 from django.conf import settings
 from django.utils import timezone
 from django.utils.dateformat import format as format_date
-from django.utils.html import format_html, format_html_join
+from django.utils.html import conditional_escape, format_html, format_html_join
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 from django.utils.timesince import timesince, timeuntil
@@ -347,6 +347,24 @@ def callback_final(callback) -> bool:
 def request_status_label(approval) -> str:
     """Expired in the portal, or closed by Step Functions: the status words tell them apart."""
     return delivery.request_status_label(approval)
+
+
+@register.simple_tag
+def outcome_title(approval, user) -> str:
+    """The result page's first line: you decided it, someone else did, or the system closed it."""
+    return delivery.outcome_title(approval, getattr(user, "pk", None))
+
+
+@register.simple_tag
+def closed_by_system_notice(approval) -> str:
+    return delivery.closed_by_system_notice(approval)
+
+
+@register.simple_tag
+def workflow_gone_next_step() -> str:
+    """What to do about a request the system closed, the start-fresh command as code."""
+    command = format_html("<code>{}</code>", delivery.START_FRESH_COMMAND)
+    return format_html(conditional_escape(delivery.workflow_gone_next_step("{}")), command)
 
 
 @register.filter
