@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from approvals import services
 from approvals.contract import parse_message
-from approvals.models import ApprovalRequest, AuditEvent, Notification, RequestStatus, Vote
+from approvals.models import ApprovalRequest, AuditEvent, Notification, RequestStatus, User, Vote
 from approvals.roles import APPROVER_ACCESS_GROUP
 from approvals.services import notifications as notification_services
 from portal.celery import app as celery_app
@@ -219,6 +219,11 @@ def test_no_mail_goes_to_an_address_outside_the_allowed_domains_and_the_admin_se
 ):
     settings.OIDC_ALLOWED_EMAIL_DOMAINS = ["example.com"]
     settings.NOTIFICATION_EMAIL_ENABLED = True
+    # Named by the message, mallory is not even assigned (approvals/trust.py: nobody in her domain
+    # can sign in); an account of hers from before the domains were restricted is still a member
+    # of the group, so the notifications themselves must refuse her.
+    mallory = make_user("mallory", "finance-approvers")
+    User.objects.filter(pk=mallory.pk).update(email="mallory@evil.test")
     mail.outbox.clear()
 
     request = committed(
@@ -230,6 +235,7 @@ def test_no_mail_goes_to_an_address_outside_the_allowed_domains_and_the_admin_se
     )
 
     assert sorted(message.to[0] for message in mail.outbox) == ["alice@example.com", "zoe@example.com"]
+    assert not request.assignments.filter(value="mallory@evil.test").exists()
     refused = Notification.objects.get(request=request, recipient="mallory@evil.test")
     assert refused.status == Notification.Status.REFUSED and "allowed email domains" in refused.last_error
     event = AuditEvent.objects.get(request=request, action="notification_refused")
