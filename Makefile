@@ -31,6 +31,15 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest
 
+## The suite on `make run`'s defaults: SQLite and the SQLite broker (DATABASE_URL and CELERY_BROKER_URL
+## ignored), in a var directory of their own (SQLITE_VAR_DIR). Tests that need PostgreSQL itself
+## (@pytest.mark.postgres: query plans, its indexes and limits) are left out. CI runs it after `make test`.
+SQLITE_VAR_DIR ?= $(CURDIR)/var/test-sqlite
+.PHONY: test-sqlite
+test-sqlite: $(VENV)/.installed
+	rm -f $(SQLITE_VAR_DIR)/test-portal.sqlite3 $(SQLITE_VAR_DIR)/celery-broker.sqlite3
+	env -u DATABASE_URL -u CELERY_BROKER_URL PORTAL_VAR_DIR=$(SQLITE_VAR_DIR) $(PY) -m pytest -m "not postgres"
+
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
