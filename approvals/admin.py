@@ -26,6 +26,7 @@ from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth.admin import UserAdmin
 from django.core.exceptions import PermissionDenied
+from django.db import connections
 from django.db.models import Q, QuerySet
 from django.forms import Form
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
@@ -128,7 +129,9 @@ def _selected_ids(request: HttpRequest, queryset: QuerySet) -> list[int]:
     if request.POST.get("select_across") == "1":
         return list(queryset.values_list("pk", flat=True)[: MAX_BULK_ROWS + 1])
     posted = _posted_ids(request)[: MAX_BULK_ROWS + 1]
-    seen = set(queryset.filter(pk__in=posted).values_list("pk", flat=True))
+    # An id no key can hold names no row; SQLite's driver would raise on it instead of matching none.
+    low, high = connections[queryset.db].ops.integer_field_range(queryset.model._meta.pk.get_internal_type())
+    seen = set(queryset.filter(pk__in=[pk for pk in posted if low <= pk <= high]).values_list("pk", flat=True))
     return [pk for pk in posted if pk in seen]
 
 

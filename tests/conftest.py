@@ -30,6 +30,24 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = f"skipped in CI (CI=true), which counts as a failure: {report.longrepr}"
 
 
+def pytest_report_header(config):
+    """Which leg this is (docs/development.md, "Test legs"): database and broker kind, no credentials."""
+    from django.conf import settings
+    from django.db import connection
+
+    broker = settings.CELERY_BROKER_URL.split("://", 1)[0]
+    return f"database: {connection.vendor}, broker: {broker}, var directory: {settings.VAR_DIR}"
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("postgres"):
+        from django.db import connection
+
+        if connection.vendor != "postgresql":
+            # CI's SQLite leg deselects these (-m "not postgres") rather than skipping them.
+            pytest.skip(f"needs PostgreSQL, the database is {connection.vendor} (set DATABASE_URL)")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

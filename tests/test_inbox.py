@@ -365,7 +365,7 @@ def query_plan(queryset, *, disable: tuple[str, ...] = ("seqscan",)) -> str:
         return "\n".join(row[0] for row in cursor.fetchall())
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="the search indexes are PostgreSQL's")
+@pytest.mark.postgres  # the trigram and text-search indexes are PostgreSQL's
 def test_search_words_use_the_trigram_or_text_search_index_on_postgresql():
     from approvals.selectors import inbox_filter
 
@@ -379,7 +379,7 @@ def test_search_words_use_the_trigram_or_text_search_index_on_postgresql():
     assert "request_search_words" in plan("eu-c")
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="a PostgreSQL plan")
+@pytest.mark.postgres  # reads PostgreSQL's query plan (EXPLAIN)
 def test_decided_by_me_reads_the_users_votes_newest_first_from_their_index(people, inbox):
     from approvals.selectors import inbox_tab
 

@@ -21,7 +21,7 @@ from unittest import mock
 import boto3
 import pytest
 from django.conf import settings as django_settings
-from django.db import OperationalError, connection, transaction
+from django.db import OperationalError, transaction
 
 from approvals import services, tokens
 from approvals.models import ApprovalRequest, Assignment, AuditEvent, IngestError, User
@@ -529,7 +529,7 @@ def cjk_text(length: int, seed: int) -> str:
 UNINDEXABLE_EXECUTION_ARN = "arn:aws:states:us-east-1:123456789012:execution:OrderApproval:" + cjk_text(1900, 20)
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="the refusal under test is PostgreSQL's btree row limit")
+@pytest.mark.postgres  # the refusal under test is PostgreSQL's btree row limit
 @pytest.mark.django_db(transaction=True)
 def test_a_message_the_database_refuses_becomes_a_store_failed_ingest_error_and_the_others_commit(aws, caplog):
     caplog.set_level(logging.INFO)
