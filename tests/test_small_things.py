@@ -9,7 +9,6 @@ the checkboxes beside their labels are browser matters: tests/browser/test_small
 import re
 
 import pytest
-from django.db import connection
 
 from approvals import selectors
 from approvals.models import ApprovalRequest, NotificationPreference
@@ -141,7 +140,7 @@ def test_an_approver_searching_by_execution_name_finds_only_their_own_requests(p
     assert changelist_titles(client_for(people["erin"]), "order-4711-Run") == {"Legal contract"}
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="the search indexes are PostgreSQL's")
+@pytest.mark.postgres  # the trigram index and its query plan are PostgreSQL's
 def test_the_search_by_execution_name_reads_an_index_not_the_whole_table():
     searched = ApprovalRequest.objects.filter(pk__in=selectors.request_ids_matching("order-4711-Run"))
 
