@@ -68,6 +68,16 @@ def split_list(value: str) -> list[str]:
     return [item.strip() for line in value.splitlines() for item in line.split(",") if item.strip()]
 
 
+def typed_list_field(label: str, *, rows: int, prefix: str = "") -> forms.CharField:
+    """An optional textarea of emails or group names, one per line or comma-separated (see split_list)."""
+    return forms.CharField(
+        required=False,
+        label=label,
+        help_text=f"{prefix} One per line, or separated by commas.".strip(),
+        widget=forms.Textarea(attrs={"rows": rows, "cols": 60}),
+    )
+
+
 class AdminDecisionForm(forms.Form):
     """Approve or reject from the admin; a rejection needs a comment (the requester reads it)."""
 
@@ -86,18 +96,8 @@ class AdminDecisionForm(forms.Form):
 
 
 class ReassignForm(forms.Form):
-    users = forms.CharField(
-        required=False,
-        label="Approvers (emails)",
-        help_text="One per line, or separated by commas.",
-        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
-    )
-    groups = forms.CharField(
-        required=False,
-        label="Approver groups (SSO group names)",
-        help_text="One per line, or separated by commas.",
-        widget=forms.Textarea(attrs={"rows": 2, "cols": 60}),
-    )
+    users = typed_list_field("Approvers (emails)", rows=3)
+    groups = typed_list_field("Approver groups (SSO group names)", rows=2)
     mode = forms.ChoiceField(
         choices=[("replace", "Replace the current approvers"), ("add", "Add to the current approvers")],
         initial="replace",
@@ -139,18 +139,8 @@ class BulkRejectForm(forms.Form):
 class RoutingRuleAdminForm(forms.ModelForm):
     """A routing rule with its approvers typed as lists; saved by services.routing_rule_save."""
 
-    users_text = forms.CharField(
-        required=False,
-        label="Approvers (emails)",
-        help_text="One per line, or separated by commas.",
-        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
-    )
-    groups_text = forms.CharField(
-        required=False,
-        label="Approver groups (SSO group names)",
-        help_text="One per line, or separated by commas.",
-        widget=forms.Textarea(attrs={"rows": 2, "cols": 60}),
-    )
+    users_text = typed_list_field("Approvers (emails)", rows=3)
+    groups_text = typed_list_field("Approver groups (SSO group names)", rows=2)
 
     class Meta:
         model = RoutingRule
@@ -195,18 +185,8 @@ FREE_TRUST_WARNING = (
 class ApproverTrustAdminForm(forms.ModelForm):
     """An approver trust setting with its allow-list typed as lists; saved by services.approver_trust_save."""
 
-    users_text = forms.CharField(
-        required=False,
-        label="Allowed approvers (emails)",
-        help_text="Allow-list only. One per line, or separated by commas.",
-        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
-    )
-    groups_text = forms.CharField(
-        required=False,
-        label="Allowed approver groups (SSO group names)",
-        help_text="Allow-list only. One per line, or separated by commas.",
-        widget=forms.Textarea(attrs={"rows": 2, "cols": 60}),
-    )
+    users_text = typed_list_field("Allowed approvers (emails)", rows=3, prefix="Allow-list only.")
+    groups_text = typed_list_field("Allowed approver groups (SSO group names)", rows=2, prefix="Allow-list only.")
 
     class Meta:
         model = ApproverTrust
