@@ -16,12 +16,10 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_DIR))
@@ -35,28 +33,6 @@ AUDIT_EVENTS = 1_000_000
 MACHINES = [f"arn:aws:states:eu-west-1:123456789012:stateMachine:flow-{n}" for n in range(8)]
 GROUPS = [f"team-{n}" for n in range(20)]
 GOAL_P95_MS = 200
-
-
-def ensure_database(url: str) -> None:
-    import psycopg
-
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    admin_url = parts._replace(path="/postgres").geturl()
-    with psycopg.connect(admin_url, autocommit=True) as connection:
-        exists = connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
-        if not exists:
-            connection.execute(f'CREATE DATABASE "{name}"')
-
-
-def reset_tables() -> None:
-    from django.db import connection
-
-    from approvals.models import ApprovalRequest, Assignment, AuditEvent, Callback
-
-    tables = ", ".join(m._meta.db_table for m in (AuditEvent, Callback, Assignment, ApprovalRequest))
-    with connection.cursor() as cursor:
-        cursor.execute(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")  # noqa: S608 - our own table names
 
 
 def add_requests(start: int, stop: int, *, decider, batch: int = 5_000) -> None:
@@ -136,51 +112,6 @@ def add_audit_events(count: int) -> None:
         )
 
 
-def vacuum_analyze() -> None:
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "VACUUM ANALYZE approvals_approvalrequest, approvals_assignment, approvals_callback, approvals_auditevent"
-        )
-
-
-def signed_in_client(user):
-    from django.test import Client
-
-    client = Client()
-    client.force_login(user)
-    session = client.session
-    session["oidc_id_token_expiration"] = time.time() + 24 * 3600
-    session.save()
-    return client
-
-
-def measure(client, url: str, repeat: int) -> dict:
-    from django.db import connection, reset_queries
-    from django.test.utils import CaptureQueriesContext
-
-    for _ in range(3):
-        response = client.get(url)
-        assert response.status_code == 200, (url, response.status_code)
-    reset_queries()
-    with CaptureQueriesContext(connection) as queries:
-        client.get(url)
-    query_count = len(queries)  # read now: the next request clears the connection's log
-    timings = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        response = client.get(url)
-        timings.append((time.perf_counter() - started) * 1000)
-        assert response.status_code == 200
-    timings.sort()
-    return {
-        "p50_ms": round(statistics.median(timings), 1),
-        "p95_ms": round(timings[max(0, int(len(timings) * 0.95) - 1)], 1),
-        "queries": query_count,
-    }
-
-
 REQUEST_PAGES = [
     ("changelist", "/admin/approvals/approvalrequest/"),
     ("filter: status", "/admin/approvals/approvalrequest/?status__exact=pending"),
@@ -214,31 +145,19 @@ def main() -> int:
     parser.add_argument("--wipe", action="store_true", help="empty the approvals tables of a non-bench database")
     args = parser.parse_args()
 
-    ensure_database(os.environ["DATABASE_URL"])
-    import django
+    from bench import common as bench_common
 
-    django.setup()
-    from django.core.management import call_command
+    bench_common.setup_page_bench(os.environ["DATABASE_URL"])
     from django.db import connection
-    from django.test.utils import override_settings
 
     from approvals.auth import PortalOIDCBackend
-
-    # Static file URLs without a collectstatic manifest (production resolves them from one).
-    override_settings(
-        STORAGES={
-            "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-            "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-        }
-    ).enable()
-    call_command("migrate", verbosity=0)
     from approvals.models import ApprovalRequest
 
     name = connection.settings_dict["NAME"]
     if "bench" not in name and ApprovalRequest.objects.exists() and not args.wipe:
         print(f"refusing to empty the approvals tables of database {name!r}: use a bench database, or --wipe")
         return 2
-    reset_tables()
+    bench_common.reset_request_tables()
     backend = PortalOIDCBackend()
     user_claims = {"iss": "https://bench.example.com", "email_verified": True}
     admin = backend.filter_users_by_claims({**user_claims, "sub": "bench-admin"}).first() or backend.create_user(
@@ -247,7 +166,7 @@ def main() -> int:
     approver = backend.filter_users_by_claims({**user_claims, "sub": "bench-approver"}).first() or backend.create_user(
         {**user_claims, "sub": "bench-approver", "email": "approver7@example.com", "groups": ["team-7"]}
     )
-    admin_client, approver_client = signed_in_client(admin), signed_in_client(approver)
+    admin_client, approver_client = bench_common.signed_in_client(admin), bench_common.signed_in_client(approver)
 
     results = []
     done = 0
@@ -255,12 +174,14 @@ def main() -> int:
         started = time.perf_counter()
         add_requests(done, size, decider=approver)
         done = size
-        vacuum_analyze()
+        bench_common.vacuum_analyze(
+            "approvals_approvalrequest", "approvals_assignment", "approvals_callback", "approvals_auditevent"
+        )
         print(f"\n{size:,} requests (inserted in {time.perf_counter() - started:.1f}s)", flush=True)
         pages = [(name, admin_client, url) for name, url in REQUEST_PAGES]
         pages.append(("approver's changelist", approver_client, REQUEST_PAGES[0][1]))
         for name, client, url in pages:
-            result = {"rows": size, "page": name, "url": url, **measure(client, url, args.repeat)}
+            result = {"rows": size, "page": name, "url": url, **bench_common.page_timings(client, url, args.repeat)}
             results.append(result)
             print(
                 f"  {name:28} p50 {result['p50_ms']:7.1f} ms   p95 {result['p95_ms']:7.1f} ms   "
@@ -271,10 +192,17 @@ def main() -> int:
     if args.audit_events:
         started = time.perf_counter()
         add_audit_events(args.audit_events)
-        vacuum_analyze()
+        bench_common.vacuum_analyze(
+            "approvals_approvalrequest", "approvals_assignment", "approvals_callback", "approvals_auditevent"
+        )
         print(f"\n{args.audit_events:,} audit events (inserted in {time.perf_counter() - started:.1f}s)", flush=True)
         for name, url in AUDIT_PAGES:
-            result = {"rows": args.audit_events, "page": name, "url": url, **measure(admin_client, url, args.repeat)}
+            result = {
+                "rows": args.audit_events,
+                "page": name,
+                "url": url,
+                **bench_common.page_timings(admin_client, url, args.repeat),
+            }
             results.append(result)
             print(
                 f"  {name:28} p50 {result['p50_ms']:7.1f} ms   p95 {result['p95_ms']:7.1f} ms   "

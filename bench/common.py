@@ -146,6 +146,91 @@ def signed_in_session(user, base_url: str):
     return session
 
 
+def signed_in_client(user):
+    """Django's test client with the session of a signed-in browser (the page benches' client)."""
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    session = client.session
+    session["oidc_id_token_expiration"] = time.time() + 24 * 3600  # no IdP round trip while benching
+    session.save()
+    return client
+
+
+# ---------------------------------------------------------------------------
+# Pages rendered in-process (the inbox, admin and scaling benches)
+# ---------------------------------------------------------------------------
+def setup_page_bench(database_url: str) -> None:
+    """For a page bench run as its own script: its PostgreSQL database (created when missing),
+    Django set up and migrated, static file URLs without a collectstatic manifest."""
+    from urllib.parse import urlsplit
+
+    import psycopg
+
+    parts = urlsplit(database_url)
+    name = parts.path.lstrip("/")
+    with psycopg.connect(parts._replace(path="/postgres").geturl(), autocommit=True) as connection:
+        if not connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            connection.execute(f'CREATE DATABASE "{name}"')
+
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.test.utils import override_settings
+
+    override_settings(
+        STORAGES={
+            "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+            "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+        }
+    ).enable()
+    call_command("migrate", verbosity=0)
+
+
+def reset_request_tables() -> None:
+    """Every request and what hangs off it (assignments, votes, callbacks, audit events) gone."""
+    from django.db import connection
+
+    from approvals.models import ApprovalRequest, AuditEvent
+
+    tables = ", ".join(m._meta.db_table for m in (AuditEvent, ApprovalRequest))
+    with connection.cursor() as cursor:
+        cursor.execute(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")  # noqa: S608 - our own table names
+
+
+def page_timings(client, url: str, repeat: int) -> dict:
+    """One page's server time over `repeat` GETs after three warm-ups, and its number of SQL queries."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    for _ in range(3):
+        response = client.get(url)
+        if response.status_code != 200:
+            raise RuntimeError(f"GET {url}: {response.status_code}")
+    with CaptureQueriesContext(connection) as queries:
+        client.get(url)
+    # Read now: every request's request_started signal empties the connection's query log.
+    query_count = len(queries.captured_queries)
+    timings = []
+    for _ in range(repeat):
+        before = time.perf_counter()
+        response = client.get(url)
+        timings.append(1000 * (time.perf_counter() - before))
+        if response.status_code != 200:
+            raise RuntimeError(f"GET {url}: {response.status_code}")
+    return {**summarize_ms(timings), "queries": query_count}
+
+
+def vacuum_analyze(*tables: str) -> None:
+    """Fresh planner statistics after bulk rows, as autovacuum would give them in time."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"VACUUM ANALYZE {', '.join(tables)}")
+
+
 # ---------------------------------------------------------------------------
 # Rows in bulk (fixtures for the scenarios that don't measure ingestion)
 # ---------------------------------------------------------------------------

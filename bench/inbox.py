@@ -18,12 +18,10 @@ import json
 import os
 import platform
 import re
-import statistics
 import sys
 import time
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_DIR))
@@ -37,26 +35,6 @@ GROUPS = [f"team-{n}" for n in range(10)]
 APPROVER_EMAIL = "approver@example.com"
 APPROVER_GROUP = "team-0"
 GOAL_P95_MS = 100
-
-
-def ensure_database(url: str) -> None:
-    import psycopg
-
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    with psycopg.connect(parts._replace(path="/postgres").geturl(), autocommit=True) as connection:
-        if not connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            connection.execute(f'CREATE DATABASE "{name}"')
-
-
-def reset_tables() -> None:
-    from django.db import connection
-
-    from approvals.models import ApprovalRequest, Assignment, AuditEvent, Callback
-
-    tables = ", ".join(m._meta.db_table for m in (AuditEvent, Callback, Assignment, ApprovalRequest))
-    with connection.cursor() as cursor:
-        cursor.execute(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")  # noqa: S608 - our own table names
 
 
 def add_requests(total: int, approver, batch: int = 5_000) -> None:
@@ -106,56 +84,12 @@ def add_requests(total: int, approver, batch: int = 5_000) -> None:
         )
 
 
-def vacuum_analyze() -> None:
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "VACUUM ANALYZE approvals_approvalrequest, approvals_assignment, approvals_callback, approvals_vote"
-        )
-
-
-def signed_in_client(user):
-    from django.test import Client
-
-    client = Client()
-    client.force_login(user)
-    session = client.session
-    session["oidc_id_token_expiration"] = time.time() + 24 * 3600
-    session.save()
-    return client
-
-
 def follow_next(client, url: str, times: int) -> str:
     """The URL of the page `times` clicks on "Next →" away from `url`, as a person gets there."""
     for _ in range(times):
         page = client.get(url).content.decode()
         url = "/" + html.unescape(re.search(r'<a href="([^"]+)" rel="next">', page).group(1))
     return url
-
-
-def measure(client, url: str, repeat: int) -> dict:
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
-    for _ in range(3):
-        assert client.get(url).status_code == 200, url
-    with CaptureQueriesContext(connection) as queries:
-        client.get(url)
-    # Count now: the captured list is a slice of the connection's log, which the next request resets.
-    query_count = len(queries.captured_queries)
-    timings = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        response = client.get(url)
-        timings.append((time.perf_counter() - started) * 1000)
-        assert response.status_code == 200
-    timings.sort()
-    return {
-        "p50_ms": round(statistics.median(timings), 1),
-        "p95_ms": round(timings[max(0, int(len(timings) * 0.95) - 1)], 1),
-        "queries": query_count,
-    }
 
 
 PAGES = [
@@ -179,37 +113,29 @@ def main() -> int:
     parser.add_argument("--output", default=str(REPO_DIR / "var" / "bench" / "inbox.json"))
     args = parser.parse_args()
 
-    ensure_database(os.environ["DATABASE_URL"])
-    import django
+    from bench import common as bench_common
 
-    django.setup()
+    bench_common.setup_page_bench(os.environ["DATABASE_URL"])
     from django.contrib.auth.models import Group
-    from django.core.management import call_command
     from django.db import connection
-    from django.test.utils import override_settings
 
     from approvals.models import ApprovalRequest, User
     from approvals.selectors import inbox_counts
 
-    override_settings(
-        STORAGES={
-            "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-            "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-        }
-    ).enable()
-    call_command("migrate", verbosity=0)
-    reset_tables()
+    bench_common.reset_request_tables()
     approver, _ = User.objects.get_or_create(
         username="bench-approver", defaults={"email": APPROVER_EMAIL, "oidc_issuer": "https://bench", "oidc_sub": "a"}
     )
     approver.groups.add(Group.objects.get_or_create(name=APPROVER_GROUP)[0])
     started = time.perf_counter()
     add_requests(args.total, approver)
-    vacuum_analyze()
+    bench_common.vacuum_analyze(
+        "approvals_approvalrequest", "approvals_assignment", "approvals_callback", "approvals_vote"
+    )
     counts = inbox_counts(approver)
     print(f"{args.total:,} requests (inserted in {time.perf_counter() - started:.1f}s); approver's tabs: {counts}")
 
-    client = signed_in_client(approver)
+    client = bench_common.signed_in_client(approver)
     pages = list(PAGES)
     pages.append(("page 200 of 400, by Next", follow_next(client, "/", 199)))
     pages.append(("decided: page 40, by Next", follow_next(client, "/?tab=decided", 39)))
@@ -217,7 +143,7 @@ def main() -> int:
     pages.append(("request page", f"/requests/{waiting.public_id}/"))
     results = []
     for name, url in pages:
-        result = {"page": name, "url": url, **measure(client, url, args.repeat)}
+        result = {"page": name, "url": url, **bench_common.page_timings(client, url, args.repeat)}
         results.append(result)
         print(
             f"  {name:26} p50 {result['p50_ms']:6.1f} ms   p95 {result['p95_ms']:6.1f} ms   {result['queries']} queries"

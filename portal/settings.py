@@ -62,6 +62,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # X-Request-ID and the log context, first so that every later middleware logs with them.
+    "portal.logging.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -147,6 +149,9 @@ SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 if env.str("SECURE_PROXY_SSL_HEADER_NAME", default=""):
     SECURE_PROXY_SSL_HEADER = (env.str("SECURE_PROXY_SSL_HEADER_NAME"), "https")
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEV)
+# Probes and Prometheus: no HTTPS redirect (a plain-HTTP probe inside the cluster). They still
+# need a Host in DJANGO_ALLOWED_HOSTS.
+SECURE_REDIRECT_EXEMPT = [r"^(healthz|readyz|metrics)$"]
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEV else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEV)
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=not DEV)
@@ -199,6 +204,8 @@ OIDC_ADMIN_GROUPS = env.list("OIDC_ADMIN_GROUPS", default=["portal-admins"])
 # Every other signed-in user may use the admin as an approver: staff with only the approver
 # permissions, seeing only the requests they may decide or decided (approvals/roles.py).
 ADMIN_APPROVER_ACCESS = env.bool("ADMIN_APPROVER_ACCESS", default=True)
+# Probes and Prometheus have no session: no OIDC re-check (approvals.auth.PortalSessionRefresh).
+OIDC_EXEMPT_URLS = ["healthz", "readyz", "metrics"]
 
 # ---------------------------------------------------------------------------
 # AWS: Step Functions and the approval queue
@@ -362,50 +369,44 @@ CELERY_BEAT_SCHEDULE = {
 }
 
 # ---------------------------------------------------------------------------
-# Logging: to stdout, with anything shaped like a task token redacted.
+# Operations: logging, metrics, health checks (docs/operations.md)
 # ---------------------------------------------------------------------------
+# Logs go to stdout, anything shaped like a task token redacted first on every handler, then the
+# correlation ids (X-Request-ID, request/execution ids: portal/logging.py).
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+# json: one JSON object per line (production default); plain: readable text (dev default).
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain" if DEV else "json")
+if LOG_FORMAT not in {"plain", "json"}:
+    raise environ.ImproperlyConfigured("LOG_FORMAT must be 'plain' or 'json'")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"redact_tokens": {"()": "approvals.redaction.TokenRedactingFilter"}},
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "filters": {
+        "redact_tokens": {"()": "approvals.redaction.TokenRedactingFilter"},
+        "log_context": {"()": "portal.logging.LogContextFilter"},
+    },
+    "formatters": {
+        "plain": {"()": "portal.logging.PlainFormatter"},
+        "json": {"()": "portal.logging.JsonFormatter"},
+    },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_tokens"]},
+        "console": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stdout",
+            "formatter": LOG_FORMAT,
+            "filters": ["redact_tokens", "log_context"],
+        },
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "botocore": {"level": "WARNING"},
         "urllib3": {"level": "WARNING"},
+        # Django's defaults attach their own handlers to "django" (an unfiltered console in DEBUG,
+        # mail to ADMINS with the traceback): none, so its records reach only the filtered root handler.
+        "django": {"handlers": [], "propagate": True},
+        "django.server": {"handlers": [], "propagate": True},
     },
 }
-
-# ---------------------------------------------------------------------------
-# Operations: metrics, health checks, structured logs (docs/operations.md)
-# ---------------------------------------------------------------------------
-# json: one JSON object per line (production default); plain: readable text (dev default).
-LOG_FORMAT = env.str("LOG_FORMAT", default="plain" if DEV else "json")
-if LOG_FORMAT not in {"plain", "json"}:
-    raise environ.ImproperlyConfigured("LOG_FORMAT must be 'plain' or 'json'")
-LOGGING["filters"]["log_context"] = {"()": "portal.logging.LogContextFilter"}
-LOGGING["formatters"]["plain"] = {"()": "portal.logging.PlainFormatter"}
-LOGGING["formatters"]["json"] = {"()": "portal.logging.JsonFormatter"}
-for _handler in LOGGING["handlers"].values():
-    # The token redaction stays first on every handler; the correlation ids come after it.
-    _handler["filters"] = [*_handler.get("filters", []), "log_context"]
-    _handler["formatter"] = LOG_FORMAT
-    _handler.setdefault("stream", "ext://sys.stdout")
-# Django's defaults attach their own handlers to "django" (an unfiltered console in DEBUG, mail
-# to ADMINS with the traceback): none, so its records reach only the filtered root handler.
-LOGGING["loggers"]["django"] = {"handlers": [], "propagate": True}
-LOGGING["loggers"]["django.server"] = {"handlers": [], "propagate": True}
-# X-Request-ID and the log context, first so that every later middleware logs with them.
-MIDDLEWARE.insert(0, "portal.logging.RequestIdMiddleware")
-
-# Probes and Prometheus have no session: no OIDC re-check, and no HTTPS redirect (a plain-HTTP
-# probe inside the cluster). They still need a Host in DJANGO_ALLOWED_HOSTS.
-OIDC_EXEMPT_URLS = [*globals().get("OIDC_EXEMPT_URLS", []), "healthz", "readyz", "metrics"]
-SECURE_REDIRECT_EXEMPT = [*globals().get("SECURE_REDIRECT_EXEMPT", []), r"^(healthz|readyz|metrics)$"]
 
 # prometheus-client's multiprocess files: <dir>/web and <dir>/worker-<node> (portal/observability.py).
 PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default=str(VAR_DIR / "prometheus"))

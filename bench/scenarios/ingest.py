@@ -128,32 +128,25 @@ def portal_ingest(bench, count: int, run: str) -> dict:
     return {"n": count, "seconds": round(seconds, 3), "rate": count / seconds}
 
 
+def start_baseline_loop(bench, queue_url: str, count: int, wait: int, out, *, progress: bool = False):
+    """The bare boto3 receive/delete loop (bench/baselines.py) on `queue_url`, in its own process.
+
+    With `progress` it prints the count deleted so far after each batch (read from its stdout).
+    """
+    command = [sys.executable, "-m", "bench.baselines", "consume", "--endpoint", bench.moto_url]
+    command += ["--queue-url", queue_url, "--count", str(count), "--wait", str(wait), "--out", str(out)]
+    if progress:
+        command.append("--progress")
+    return subprocess.Popen(  # noqa: S603
+        command, cwd=REPO_DIR, stdout=subprocess.PIPE if progress else None, text=True
+    )
+
+
 def baseline_ingest(bench, count: int, run: str, *, wait: int = 10) -> dict:
     """The same sends to another queue, drained by a bare boto3 receive/delete loop."""
     queue_url = make_queue(bench.moto_url, f"bench-baseline-{run}")
     out = bench.out_dir / f"baseline-consume-{run}.json"
-    loop = subprocess.Popen(  # noqa: S603
-        [
-            sys.executable,
-            "-m",
-            "bench.baselines",
-            "consume",
-            "--endpoint",
-            bench.moto_url,
-            "--queue-url",
-            queue_url,
-            "--count",
-            str(count),
-            "--wait",
-            str(wait),
-            "--out",
-            str(out),
-            "--progress",
-        ],  # fmt: skip
-        cwd=REPO_DIR,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    loop = start_baseline_loop(bench, queue_url, count, wait, out, progress=True)
     progress = [0]
 
     def read_progress() -> None:

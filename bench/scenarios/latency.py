@@ -11,15 +11,12 @@ Goal: portal p95 ÷ baseline p95 ≤ 1.5.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import time
 
 from bench import common
 from bench.common import Row
-from bench.scenarios.ingest import make_queue, sqs_client
-from bench.stack import REPO_DIR
+from bench.scenarios.ingest import make_queue, sqs_client, start_baseline_loop
 
 
 def steady_sender(endpoint: str, queue_url: str, count: int, rate: float, run: str) -> dict[str, float]:
@@ -84,25 +81,7 @@ def portal_latencies(bench, count: int, rate: float, run: str) -> list[float]:
 def baseline_latencies(bench, count: int, rate: float, run: str, wait: int) -> list[float]:
     queue_url = make_queue(bench.moto_url, f"bench-latency-{run}")
     out = bench.out_dir / f"baseline-latency-{run}.json"
-    loop = subprocess.Popen(  # noqa: S603
-        [
-            sys.executable,
-            "-m",
-            "bench.baselines",
-            "consume",
-            "--endpoint",
-            bench.moto_url,
-            "--queue-url",
-            queue_url,
-            "--count",
-            str(count),
-            "--wait",
-            str(wait),
-            "--out",
-            str(out),
-        ],  # fmt: skip
-        cwd=REPO_DIR,
-    )
+    loop = start_baseline_loop(bench, queue_url, count, wait, out)
     time.sleep(1.5)  # up and long-polling
     sent = steady_sender(bench.moto_url, queue_url, count, rate, run)
     loop.wait(timeout=120)

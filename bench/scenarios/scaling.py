@@ -30,15 +30,6 @@ OTHER_GROUPS = [f"team-{n}" for n in range(9)]
 MACHINES = [f"arn:aws:states:{common.REGION}:{common.ACCOUNT}:stateMachine:flow-{n}" for n in range(8)]
 
 
-def reset_tables() -> None:
-    from django.db import connection
-
-    from approvals.models import ApprovalRequest
-
-    with connection.cursor() as cursor:
-        cursor.execute(f"TRUNCATE {ApprovalRequest._meta.db_table} RESTART IDENTITY CASCADE")  # noqa: S608
-
-
 def add_requests(start: int, stop: int, approver, batch: int = 5000) -> None:
     """Requests numbered start..stop-1, shaped like inbox.py's (a busy portal's mix)."""
     from django.utils import timezone
@@ -86,33 +77,6 @@ def add_requests(start: int, stop: int, approver, batch: int = 5000) -> None:
         )
 
 
-def vacuum_analyze() -> None:
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute("VACUUM ANALYZE approvals_approvalrequest, approvals_assignment, approvals_callback")
-
-
-def measure(client, url: str, repeat: int) -> dict:
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
-    for _ in range(3):
-        response = client.get(url)
-        if response.status_code != 200:
-            raise RuntimeError(f"GET {url}: {response.status_code}")
-    with CaptureQueriesContext(connection) as queries:
-        client.get(url)
-    # Read now: every request's request_started signal empties the connection's query log.
-    query_count = len(queries.captured_queries)
-    timings = []
-    for _ in range(repeat):
-        before = time.perf_counter()
-        client.get(url)
-        timings.append(1000 * (time.perf_counter() - before))
-    return {**common.summarize_ms(timings), "queries": query_count}
-
-
 def admin_matrix(bench, sizes: list[int]) -> dict | None:
     """Run bench/admin_changelist.py (the admin helper's benchmark) in its own database."""
     script = REPO_DIR / "bench" / "admin_changelist.py"
@@ -154,9 +118,9 @@ def run(bench) -> None:
     sizes, repeat = bench.sizes["scaling_sizes"], bench.sizes["scaling_repeat"]
     # The web and workers are done: the test client works in this process on a quiet database.
     bench.stop_worker()
-    reset_tables()
+    common.reset_request_tables()
     approver = common.ensure_user(common.APPROVER_EMAIL, groups=[common.APPROVER_GROUP])
-    client = common_client(approver)
+    client = common.signed_in_client(approver)
     results: dict[str, list[dict]] = {"inbox": [], "request page": [], "admin changelist": []}
     done = 0
     detail_url = ""
@@ -164,7 +128,7 @@ def run(bench) -> None:
         before = time.perf_counter()
         add_requests(done, size, approver)
         done = size
-        vacuum_analyze()
+        common.vacuum_analyze("approvals_approvalrequest", "approvals_assignment", "approvals_callback")
         if not detail_url:
             first = ApprovalRequest.objects.filter(status="pending", assignments__value=common.APPROVER_GROUP).first()
             detail_url = f"/requests/{first.public_id}/"
@@ -174,7 +138,7 @@ def run(bench) -> None:
             ("request page", detail_url),
             ("admin changelist", "/admin/approvals/approvalrequest/"),
         ):
-            result = {"rows": size, "url": url, **measure(client, url, repeat)}
+            result = {"rows": size, "url": url, **common.page_timings(client, url, repeat)}
             results[page].append(result)
             print(f"  {page:18} p95 {result['p95_ms']:7.1f} ms  {result['queries']} queries", flush=True)
 
@@ -242,12 +206,3 @@ def admin_summary(bench, matrix: dict, sizes: list[int]) -> None:
             extra={"worst_page": worst_page, "unequal_queries": unequal},
         )
     )
-
-
-def common_client(user):
-    from django.test import Client
-
-    client = Client()
-    for name, value in common.session_cookies(user).items():
-        client.cookies[name] = value
-    return client
