@@ -13,7 +13,7 @@ from django.conf import settings
 from approvals.models import ApprovalRequest, Callback, CallbackResolution, CallbackStatus, RequestStatus
 
 # ---------------------------------------------------------------------------
-# What reading an execution showed (filled by worker.gateway.read_execution)
+# What reading an execution showed (filled by approvals.integrations.aws.read_execution)
 # ---------------------------------------------------------------------------
 # Real AWS, GetExecutionHistory for a `.waitForTaskToken` task: TaskScheduled (its
 # `parameters` are the resolved Parameters, the task token among them), TaskStarted,

@@ -92,13 +92,13 @@ class ApprovalRequest(models.Model):
     # An approver asked the requester a question that has no answer yet.
     awaiting_info = models.BooleanField(default=False)
     # Approvers the message (or a routing rule) named that were not assigned, each with why:
-    # [{"kind": "user"|"group", "value": ..., "reason": ...}] (approvals/trust.py).
+    # [{"kind": "user"|"group", "value": ..., "reason": ...}] (approvals/selectors/trust.py).
     ignored_approvers = models.JSONField(default=list, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-received_at", "-id"]
-        # Every filter and ordering the admin offers has an index (see approvals/admin.py);
+        # Every filter and ordering the admin offers has an index (see approvals/admin/);
         # the changelists must stay fast with hundreds of thousands of rows.
         indexes = [
             models.Index(fields=["status", "-received_at"], name="request_status_received"),
@@ -556,7 +556,7 @@ class ApproverTrust(MatchedByStateMachine):
     """How far the portal trusts what a state machine's messages say about who decides.
 
     Whoever may start an execution controls its input; a message's approvers and requester are
-    claims. No row matches a message: routing only (approvals/trust.py, docs/security.md "Trust boundary").
+    claims. No row matches a message: routing only (approvals/selectors/trust.py, docs/security.md "Trust boundary").
     """
 
     class Mode(models.TextChoices):

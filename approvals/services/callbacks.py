@@ -1,4 +1,5 @@
-"""The callback outbox: claiming a row, and recording what Step Functions answered."""
+"""The callback outbox: queueing a delivery, claiming a row, recording what Step Functions answered,
+and an admin's retry."""
 
 import json
 from dataclasses import dataclass, field
@@ -9,17 +10,42 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from approvals import metrics, tokens
+from approvals import tokens
 from approvals.delivery import ExecutionReading
-from approvals.models import ApprovalRequest, Callback, CallbackResolution, CallbackStatus, RequestStatus
+from approvals.models import (
+    ApprovalRequest,
+    Callback,
+    CallbackResolution,
+    CallbackStatus,
+    RequestStatus,
+    User,
+)
+from approvals.ops import metrics
 from approvals.redaction import redact
-from approvals.services.common import MAX_CAUSE_LENGTH, MAX_ERROR_LENGTH, audit
+from approvals.services.common import (
+    MAX_CAUSE_LENGTH,
+    MAX_ERROR_LENGTH,
+    ApprovalError,
+    audit,
+    enqueue_on_commit,
+)
+from approvals.services.notifications import approval_notify
+from approvals.services.payloads import MAX_OUTPUT_BYTES, output_size
 from approvals.services.recheck import RECHECK_FAILED, decision_recheck
 from approvals.services.workflow_gone import FOUND_BY_CALLBACK, TOKEN_UNKNOWN_CODES, close_request_workflow_gone
 
 # Step Functions' limits, checked before the call so a refusal is ours, clear and recorded.
-MAX_OUTPUT_BYTES = 262_144
 MAX_TOKEN_LENGTH = 2048
+
+
+# The delivery task (approvals/tasks/callbacks.py), enqueued by name.
+DELIVER_CALLBACK = "worker.tasks.deliver_callback"
+
+
+def queue_callback(callback: Callback) -> None:
+    """Deliver the callback once the decision has committed (approvals/tasks/callbacks.py); if it
+    cannot be queued then, the row stays pending and the outbox sweep delivers it."""
+    enqueue_on_commit(DELIVER_CALLBACK, callback_id=callback.pk)
 
 
 # ---------------------------------------------------------------------------
@@ -112,11 +138,6 @@ def _record_lost_attempt(callback: Callback) -> None:
     callback.save(update_fields=["status", "maybe_delivered", "error_code", "last_error", "next_attempt_at"])
 
 
-def output_size(output: dict) -> int:
-    """The UTF-8 size of the output exactly as the gateway sends it."""
-    return len(json.dumps(output, ensure_ascii=False).encode())
-
-
 def _limit_violation(callback: Callback, task_token: str) -> str:
     if len(task_token) > MAX_TOKEN_LENGTH:
         return f"the task token is longer than {MAX_TOKEN_LENGTH} characters"
@@ -149,8 +170,6 @@ def _callback_fail(callback: Callback, *, code: str, message: str, resolution: s
 
 def _tell_requester(request: ApprovalRequest) -> None:
     """The outcome mail, once the callback's fate is known (delivered, or why it could not be)."""
-    from approvals.services.notifications import approval_notify
-
     approval_notify(request=request, kind="outcome", close_slack=False)  # the Slack buttons closed at the decision
 
 
@@ -317,8 +336,6 @@ def _close_request(request: ApprovalRequest, *, code: str) -> None:
     audit(action="closed_by_step_functions", request=request, actor=None, code=code, previous_status=previous)
     if previous == RequestStatus.PENDING:
         # Nobody decided (no callback): the requester still hears how it ended.
-        from approvals.services.notifications import approval_notify
-
         approval_notify(request=request, kind="outcome")
 
 
@@ -381,3 +398,46 @@ def approval_close_by_step_functions(*, request_id: int, code: str) -> None:
     request = ApprovalRequest.objects.select_for_update().filter(pk=request_id).first()
     if request is not None and request.status == RequestStatus.PENDING:
         _close_request(request, code=code)
+
+
+# ---------------------------------------------------------------------------
+# Callbacks
+# ---------------------------------------------------------------------------
+@transaction.atomic
+def callback_retry(*, callback_id: int, actor: User) -> Callback:
+    """Send a failed callback again, with a fresh budget of CALLBACK_MAX_ATTEMPTS.
+
+    The attempts start from zero again (what failed before is kept in the audit event): an
+    admin retries after fixing the cause, e.g. restoring a dropped token key.
+    """
+    callback = Callback.objects.select_for_update(of=("self",)).select_related("request").filter(pk=callback_id).first()
+    if callback is None:
+        raise ApprovalError("This callback does not exist.", "not_found")
+    if callback.status != CallbackStatus.FAILED:
+        raise ApprovalError(
+            f"Only a failed callback can be sent again; this one is {callback.get_status_display().lower()}.",
+            "not_failed",
+            request=callback.request,
+        )
+    if tokens.is_erased(callback.request.token_ciphertext):
+        raise ApprovalError(
+            "This request's task token was erased after the retention period (TOKEN_RETENTION_DAYS): "
+            "nothing can be sent to Step Functions any more.",
+            "token_erased",
+            request=callback.request,
+        )
+    previous = {"attempts": callback.attempts, "error_code": callback.error_code, "error": callback.last_error}
+    if callback.resolution:
+        previous["resolution"] = callback.resolution
+    callback.status = CallbackStatus.PENDING
+    callback.attempts = 0
+    callback.error_code = ""
+    callback.last_error = ""
+    callback.next_attempt_at = None
+    callback.resolution = ""  # settled again by this attempt (maybe_delivered stays: the past is unchanged)
+    callback.save(
+        update_fields=["status", "attempts", "error_code", "last_error", "next_attempt_at", "resolution", "updated_at"]
+    )
+    audit(action="callback_retried", request=callback.request, actor=actor, callback_id=callback.pk, previous=previous)
+    queue_callback(callback)
+    return callback

@@ -1,7 +1,7 @@
 """Requests whose workflow no longer exists: the system closes them, nobody else.
 
 Two ways to find one: Step Functions refuses a request's token (InvalidToken / TaskDoesNotExist)
-and DescribeExecution answers ExecutionDoesNotExist (worker/tasks.py), or `make run` finds, at
+and DescribeExecution answers ExecutionDoesNotExist (approvals/tasks/), or `make run` finds, at
 its start, waiting requests whose executions the restarted AWS emulator no longer knows
 (manage.py close_forgotten_requests). Either way the request is closed as "Closed by the
 system", audited with no person as its actor, never as expired or as anyone's decision.
@@ -13,6 +13,7 @@ from django.utils import timezone
 from approvals import delivery
 from approvals.models import ApprovalRequest, RequestStatus
 from approvals.services.common import audit
+from approvals.services.notifications import approval_notify
 
 # How it was found (the audit event's `found_by`).
 FOUND_AT_START = "start"  # `make run` asked the emulator before serving
@@ -60,6 +61,4 @@ def close_request_workflow_gone(request: ApprovalRequest, *, found_by: str, code
     )
     if previous == RequestStatus.PENDING:
         # Nobody decided (no callback will tell): the requester still hears how it ended.
-        from approvals.services.notifications import approval_notify
-
         approval_notify(request=request, kind="outcome")

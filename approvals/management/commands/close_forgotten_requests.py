@@ -10,7 +10,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from approvals import delivery, selectors, services
-from worker import gateway
+from approvals.integrations import aws
 
 
 class Command(BaseCommand):
@@ -28,8 +28,8 @@ class Command(BaseCommand):
         closed = unreadable = 0
         for request_id, execution_arn in selectors.waiting_executions():
             try:
-                gateway.describe_execution(execution_arn=execution_arn)
-            except gateway.AwsError as error:
+                aws.describe_execution(execution_arn=execution_arn)
+            except aws.AwsError as error:
                 if error.code != services.EXECUTION_UNKNOWN_CODE:
                     unreadable += 1  # left waiting: only a certain "does not exist" closes one
                     continue

@@ -25,21 +25,19 @@ from approvals import links, permissions, services, slack_access, slack_payloads
 from approvals.models import ApprovalRequest
 from approvals.notifications import DeliveryError, slack
 from approvals.services import notifications as notification_services
+from approvals.services.common import enqueue
 from approvals.slack_payloads import Interaction, SlackPayloadError, parse_interaction
 
 logger = logging.getLogger(__name__)
 
+# The task that answers a click through its response_url (approvals/tasks/notifications.py).
+SLACK_RESPOND = "worker.notify_tasks.slack_respond"
+
 
 def _reply(response_url: str, payload: dict) -> None:
     """Queue the answer; Slack's 3-second budget is for acknowledging, not for talking back."""
-    from worker.notify_tasks import slack_respond  # worker imports services; import late
-
-    if not response_url:
-        return
-    try:
-        slack_respond.delay(response_url, payload)
-    except Exception:
-        logger.warning("could not queue the answer to a Slack click", exc_info=True)
+    if response_url:
+        enqueue(SLACK_RESPOND, response_url=response_url, payload=payload)
 
 
 def _json(payload: dict) -> HttpResponse:

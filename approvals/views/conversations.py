@@ -8,7 +8,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from approvals import services
-from approvals.views import after_service, visible_or_not_found
+from approvals.views.requests import after_service, visible_or_not_found
 
 
 def _conversation(public_id) -> str:

@@ -1,67 +1,14 @@
+"""The admin's forms: decisions and bulk actions, reassign, routing rules, approver trust."""
+
 from django import forms
 
 from approvals.models import ApproverTrust, RoutingRule
-
-REJECT_NEEDS_COMMENT = "Say why you reject: the requester and the workflow see it."
-
-
-class DecisionForm(forms.Form):
-    """Approve or reject on the request page; a rejection needs a comment.
-
-    The page's JavaScript marks the comment `required` only when Reject is pressed; this check
-    is the one that counts (and the only one without JavaScript).
-    """
-
-    decision = forms.ChoiceField(choices=[("approve", "Approve"), ("reject", "Reject")])
-    comment = forms.CharField(required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 3}))
-
-    def clean(self):
-        data = super().clean()
-        if data.get("decision") == "reject" and not data.get("comment"):
-            self.add_error("comment", REJECT_NEEDS_COMMENT)
-        return data
-
-    @property
-    def approve(self) -> bool:
-        return self.cleaned_data["decision"] == "approve"
-
-    @property
-    def only_the_comment_is_missing(self) -> bool:
-        """Invalid just because a rejection came without a comment."""
-        return set(self.errors) == {"comment"} and self.errors["comment"] == [REJECT_NEEDS_COMMENT]
-
-
-class InboxFilterForm(forms.Form):
-    """The inbox's query string: tab, search, filters, sort. Bad values fall back to defaults."""
-
-    tab = forms.ChoiceField(required=False, choices=[])
-    q = forms.CharField(required=False, max_length=200, strip=True, label="Search")
-    machine = forms.CharField(required=False, max_length=2048, label="State machine")
-    due = forms.ChoiceField(
-        required=False,
-        label="Deadline",
-        choices=[("", "Any deadline"), ("overdue", "Overdue"), ("soon", "Due within 24 hours")],
-    )
-    sort = forms.ChoiceField(
-        required=False, label="Sort by", choices=[("", "Newest first"), ("deadline", "Deadline, closest first")]
-    )
-
-    def __init__(self, *args, tabs: dict[str, str], **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fields["tab"].choices = list(tabs.items())
-
-    def value(self, name: str) -> str:
-        """The cleaned value, or the default ("") when it was invalid."""
-        self.is_valid()  # invalid fields are left out of cleaned_data
-        return self.cleaned_data.get(name) or ""
-
-
-class LinkConfirmForm(forms.Form):
-    comment = forms.CharField(required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 3}))
+from approvals.services import ApprovalError
+from approvals.services.assignments import clean_assignees
 
 
 # ---------------------------------------------------------------------------
-# The admin's forms (approvals/admin.py)
+# The admin's forms (approvals/admin/)
 # ---------------------------------------------------------------------------
 def split_list(value: str) -> list[str]:
     """Emails or group names, one per line or separated by commas."""
@@ -158,9 +105,6 @@ class RoutingRuleAdminForm(forms.ModelForm):
             self.fields["groups_text"].initial = "\n".join(self.instance.groups)
 
     def clean(self):
-        from approvals.services import ApprovalError
-        from approvals.services.admin_ops import clean_assignees
-
         data = super().clean()
         try:
             users, groups = clean_assignees(
@@ -207,9 +151,6 @@ class ApproverTrustAdminForm(forms.ModelForm):
             self.fields["groups_text"].initial = "\n".join(self.instance.allowed_groups)
 
     def clean(self):
-        from approvals.services import ApprovalError
-        from approvals.services.admin_ops import clean_assignees
-
         data = super().clean()
         users, groups = split_list(data.get("users_text", "")), split_list(data.get("groups_text", ""))
         if users or groups:

@@ -5,9 +5,9 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 
+from approvals.forms.preferences import NotificationPreferenceForm
 from approvals.models import NotificationPreference
 from approvals.notifications import slack
-from approvals.notifications.forms import NotificationPreferenceForm
 from approvals.services import notifications as services
 
 

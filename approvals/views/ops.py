@@ -15,7 +15,9 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from approvals import health, metrics, ops_charts, ops_selectors
+from approvals.ops import charts as ops_charts
+from approvals.ops import health, metrics
+from approvals.selectors import ops as ops_selectors
 
 
 def _is_scraper(request) -> bool:

@@ -1,4 +1,4 @@
-"""Celery tasks: thin, take ids, call services and the gateway."""
+"""Delivering decisions to Step Functions (SendTaskSuccess / SendTaskFailure) and the outbox sweep."""
 
 import logging
 import os
@@ -6,9 +6,9 @@ import random
 
 from celery import shared_task
 
-from approvals import metrics, selectors, services
+from approvals import services
 from approvals.delivery import ExecutionReading
-from worker import gateway
+from approvals.integrations import aws
 
 logger = logging.getLogger(__name__)
 
@@ -18,16 +18,7 @@ def _backoff(attempt: int) -> float:
     return random.uniform(1, min(600, 5 * 2**attempt))  # noqa: S311 - jitter, not crypto
 
 
-def queue_delivery(callback_id: int) -> None:
-    """Publish a delivery; if the broker is down the row stays pending and the sweep sends it."""
-    try:
-        deliver_callback.delay(callback_id)
-    except Exception:
-        # The decision is committed either way (the outbox row is the source of truth).
-        logger.warning("could not queue callback %s now; the sweep will deliver it", callback_id, exc_info=True)
-
-
-@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+@shared_task(name="worker.tasks.deliver_callback", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def deliver_callback(callback_id: int) -> str:
     """Send one decision to Step Functions: SendTaskSuccess or SendTaskFailure."""
     send = services.callback_claim(callback_id=callback_id)
@@ -35,12 +26,12 @@ def deliver_callback(callback_id: int) -> str:
         return "nothing-to-send"
     try:
         if send.kind == "success":
-            gateway.send_task_success(task_token=send.task_token, output=send.payload["output"])
+            aws.send_task_success(task_token=send.task_token, output=send.payload["output"])
         else:
-            gateway.send_task_failure(
+            aws.send_task_failure(
                 task_token=send.task_token, error=send.payload["error"], cause=send.payload.get("cause", "")
             )
-    except gateway.AwsPermanentError as error:
+    except aws.AwsPermanentError as error:
         logger.warning("callback %s refused by Step Functions: %s %s", callback_id, error.code, error.message)
         reading, read_error = None, ""
         gone = error.code in services.TOKEN_UNKNOWN_CODES and execution_gone(send.execution_arn)
@@ -55,7 +46,7 @@ def deliver_callback(callback_id: int) -> str:
             execution_gone=gone,
         )
         return str(outcome)
-    except gateway.AwsTransientError as error:
+    except aws.AwsTransientError as error:
         delay = _backoff(send.attempts)
         if services.callback_mark_retrying(
             callback_id=callback_id, code=error.code, message=error.message, retry_in=delay
@@ -74,8 +65,8 @@ def _read_execution(send: services.CallbackSend) -> tuple[ExecutionReading | Non
     if not send.execution_arn:
         return None, "the message named no execution to read"
     try:
-        return gateway.read_execution(execution_arn=send.execution_arn, task_token=send.task_token), ""
-    except gateway.AwsError as error:
+        return aws.read_execution(execution_arn=send.execution_arn, task_token=send.task_token), ""
+    except aws.AwsError as error:
         logger.warning("callback %s: cannot read its execution: %s", send.callback_id, error.code)
         if error.code in {"AccessDeniedException", "AccessDenied", "UnauthorizedOperation"}:
             return None, f"reading the execution is not allowed ({error.code}: see deploy/iam-policy.json)"
@@ -88,8 +79,8 @@ def execution_gone(execution_arn: str) -> bool:
     if not execution_arn:
         return False
     try:
-        gateway.describe_execution(execution_arn=execution_arn)
-    except gateway.AwsError as error:
+        aws.describe_execution(execution_arn=execution_arn)
+    except aws.AwsError as error:
         return error.code == services.EXECUTION_UNKNOWN_CODE
     return False
 
@@ -106,67 +97,10 @@ def _crash_here_in_tests() -> None:
         os._exit(70)
 
 
-@shared_task(ignore_result=True)
+@shared_task(name="worker.tasks.sweep_callbacks", ignore_result=True)
 def sweep_callbacks() -> int:
     """The outbox relay: queue again what the on-commit enqueue lost (a crash, a broker outage)."""
     ids = services.callbacks_lease_stale()
     for callback_id in ids:
         deliver_callback.delay(callback_id)
     return len(ids)
-
-
-@shared_task(ignore_result=True)
-def expire_overdue_requests() -> int:
-    expired = 0
-    for request_id in selectors.overdue_pending_request_ids():
-        expired += services.approval_expire(request_id=request_id)
-    return expired
-
-
-@shared_task(ignore_result=True)
-def send_heartbeats() -> int:
-    """SendTaskHeartbeat for waiting requests whose state has HeartbeatSeconds."""
-    sent = 0
-    for request_id in selectors.heartbeat_due_request_ids():
-        token = services.heartbeat_token(request_id=request_id)
-        if token is None:
-            continue
-        try:
-            gateway.send_task_heartbeat(task_token=token)
-        except gateway.AwsPermanentError as error:
-            metrics.heartbeat("closed" if error.code in services.CLOSED_TASK_CODES else "refused")
-            if error.code in services.TOKEN_UNKNOWN_CODES and execution_gone(
-                selectors.request_execution_arn(request_id=request_id)
-            ):
-                services.approval_close_workflow_gone(
-                    request_id=request_id, found_by=services.FOUND_BY_HEARTBEAT, code=error.code
-                )
-            elif error.code in services.CLOSED_TASK_CODES:
-                services.approval_close_by_step_functions(request_id=request_id, code=error.code)
-            else:
-                logger.warning("heartbeat for request %s refused: %s", request_id, error.code)
-            continue
-        except gateway.AwsTransientError as error:
-            metrics.heartbeat("transient")
-            logger.warning("heartbeat for request %s failed (%s); next sweep retries", request_id, error.code)
-            continue
-        services.heartbeat_recorded(request_id=request_id)
-        metrics.heartbeat("sent")
-        sent += 1
-    return sent
-
-
-@shared_task(ignore_result=True)
-def erase_closed_tokens() -> int:
-    """Retention: erase the task tokens of requests closed more than TOKEN_RETENTION_DAYS ago,
-    and the messages (with their tokens) that ingest errors kept for replay that long."""
-    erased = 0
-    for request_id in selectors.closed_token_request_ids():
-        erased += services.approval_token_erase(request_id=request_id)
-    for ingest_error_id in selectors.expired_ingest_message_ids():
-        erased += services.ingest_error_message_erase(ingest_error_id=ingest_error_id)
-    return erased
-
-
-# Celery's autodiscovery imports only this module: load the notification tasks with it.
-from worker import notify_tasks  # noqa: E402, F401

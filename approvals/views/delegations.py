@@ -6,9 +6,10 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from approvals import delegation_selectors, services
-from approvals.delegation_forms import DelegationForm, add_service_error
-from approvals.views import _refusal_page
+from approvals import services
+from approvals.forms.delegations import DelegationForm, add_service_error
+from approvals.selectors import delegations as delegation_selectors
+from approvals.views.requests import refusal_page
 
 
 def _page(request, form: DelegationForm, *, status: int = 200):
@@ -55,6 +56,6 @@ def revoke(request, delegation_id: int):
     try:
         delegation = services.delegation_revoke(delegation_id=delegation_id, actor=request.user)
     except services.ApprovalError as error:
-        return _refusal_page(request, error.message, error.code)
+        return refusal_page(request, error.message, error.code)
     messages.success(request, f"{delegation.delegate.email} no longer stands in for you.")
     return redirect("out-of-office")

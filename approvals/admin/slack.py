@@ -1,6 +1,6 @@
 """The admin's view of Slack identities: who is linked to which account; unlinking is deleting.
 
-Registered from approvals/admin.py. Links are made only by the account's owner (the bind page);
+Registered by approvals/admin/__init__.py. Links are made only by the account's owner (the bind page);
 an admin can remove one (services.slack_identity_unbind, audited), e.g. for a Slack account
 that was handed to someone else.
 """

@@ -6,13 +6,15 @@ import uuid
 from collections.abc import Iterable
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import NotSupportedError, connection
 from django.db.models import BooleanField, Count, F, Func, Prefetch, Q, QuerySet, TextField
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from approvals import permissions
+from approvals import permissions, tokens
 from approvals.models import (
+    CALLBACK_IN_FLIGHT,
     ApprovalPolicy,
     ApprovalRequest,
     ApproverTrust,
@@ -20,6 +22,7 @@ from approvals.models import (
     AuditEvent,
     ConsumerStatus,
     InfoMessage,
+    IngestError,
     RequestStatus,
     RoutingRule,
     User,
@@ -122,7 +125,7 @@ _STATUS_DEFERRED = (
 
 
 # ---------------------------------------------------------------------------
-# The inbox (approvals/views.py): tabs, search, filters
+# The inbox (approvals/views/): tabs, search, filters
 # ---------------------------------------------------------------------------
 INBOX_TABS = {
     "waiting": "Waiting for me",
@@ -509,11 +512,6 @@ def closed_token_request_ids(*, limit: int = 1000) -> list[int]:
 
     A request whose callback may still be sent (pending, sending, retrying) keeps its token.
     """
-    from django.conf import settings
-
-    from approvals import tokens
-    from approvals.models import CALLBACK_IN_FLIGHT
-
     if settings.TOKEN_RETENTION_DAYS <= 0:
         return []
     cutoff = timezone.now() - timedelta(days=settings.TOKEN_RETENTION_DAYS)
@@ -530,10 +528,6 @@ def closed_token_request_ids(*, limit: int = 1000) -> list[int]:
 def expired_ingest_message_ids(*, limit: int = 1000) -> list[int]:
     """Ingest errors last seen more than TOKEN_RETENTION_DAYS ago that still keep their message
     (it holds a task token, long refused by Step Functions by then)."""
-    from django.conf import settings
-
-    from approvals.models import IngestError
-
     if settings.TOKEN_RETENTION_DAYS <= 0:
         return []
     cutoff = timezone.now() - timedelta(days=settings.TOKEN_RETENTION_DAYS)

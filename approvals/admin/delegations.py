@@ -2,18 +2,19 @@
 
 Like the rest of the admin, nothing here writes a model: "add" calls services.delegation_set
 and the Revoke action services.delegation_revoke, row by row. A delegation is never changed
-or deleted in a form (the audit trail keeps its history). Registered from approvals/admin.py.
+or deleted in a form (the audit trail keeps its history). Registered by approvals/admin/__init__.py.
 """
 
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 
-from approvals import delegation_selectors, services
-from approvals.admin import _run_bulk
-from approvals.delegation_forms import DelegationAdminForm
-from approvals.forms import ConfirmForm
+from approvals import services
+from approvals.admin.base import run_bulk
+from approvals.forms.admin import ConfirmForm
+from approvals.forms.delegations import DelegationAdminForm
 from approvals.models import Delegation
+from approvals.selectors import delegations as delegation_selectors
 from approvals.services.delegations import ADMIN_PERMISSION
 
 ADD_FIELDS = ["delegator_email", "delegate_email", "starts_at", "ends_at", "reason"]
@@ -126,7 +127,7 @@ class DelegationAdmin(admin.ModelAdmin):
             labels = {row.pk: f"{row.delegator.email} → {row.delegate.email}" for row in rows}
             return {pk: labels.get(pk, f"delegation #{pk}") for pk in ids}
 
-        return _run_bulk(
+        return run_bulk(
             self,
             request,
             queryset,

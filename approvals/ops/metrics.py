@@ -34,6 +34,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, ThreadingWSGIServe
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import REGISTRY, Collector
 
+from approvals.integrations import aws
+from approvals.selectors import ops as ops_selectors
+from approvals.stepfunctions import state_machine_name
 from portal import observability
 
 logger = logging.getLogger(__name__)
@@ -146,8 +149,7 @@ def error_label(code: str) -> str:
 
 def state_machine_label(arn: str) -> str:
     """A state machine's name (arn:aws:states:<region>:<account>:stateMachine:<name>)."""
-    name = arn.rsplit(":", 1)[-1] if arn else ""
-    return name[:80] or "unknown"
+    return state_machine_name(arn)[:80] or "unknown"
 
 
 def _on_commit(record: Callable[[], None]) -> None:
@@ -238,14 +240,12 @@ class _QueueDepthCache:
         self._error = ""
 
     def get(self):
-        from worker import gateway
-
         with self._lock:
             if time.monotonic() - self._at < settings.METRICS_QUEUE_CACHE_SECONDS:
                 return self._value, self._error
             try:
-                self._value, self._error = gateway.queue_depth(queue_url=settings.APPROVAL_QUEUE_URL), ""
-            except gateway.AwsError as error:
+                self._value, self._error = aws.queue_depth(queue_url=settings.APPROVAL_QUEUE_URL), ""
+            except aws.AwsError as error:
                 self._value, self._error = None, error.code
             self._at = time.monotonic()
             return self._value, self._error
@@ -272,8 +272,6 @@ class PortalStateCollector(Collector):
         yield from self._queue()
 
     def _database(self):
-        from approvals import ops_selectors
-
         now = timezone.now()
         up = GaugeMetricFamily("approvals_state_database_up", "1 when the scrape could read the database.")
         try:

@@ -1,6 +1,6 @@
 """The admin's view of notifications: every send, read-only, failures first to find.
 
-Registered from approvals/admin.py. Nothing here writes a model: resending a failed
+Registered by approvals/admin/__init__.py. Nothing here writes a model: resending a failed
 notification and editing someone's preferences go through approvals.services.notifications.
 """
 
@@ -8,7 +8,7 @@ from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils.html import format_html
 
-from approvals.admin import ActionsOnlyMixin  # approvals.admin imports this module at its end
+from approvals.admin.base import ActionsOnlyMixin
 from approvals.models import Notification, NotificationPreference
 from approvals.services import notifications as services
 

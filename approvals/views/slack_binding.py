@@ -17,7 +17,7 @@ from django.views.decorators.http import require_http_methods
 from approvals import links, services
 from approvals.notifications import DeliveryError, slack
 from approvals.services import slack_identities
-from approvals.views import _refusal_page
+from approvals.views.requests import refusal_page
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def bind(request, token):
         link = links.read_slack_bind_token(token)
     except links.LinkError as error:
         slack_identities.slack_binding_refusal_record(user=request.user, code=error.code)
-        return _refusal_page(request, error.message, error.code)
+        return refusal_page(request, error.message, error.code)
     try:
         slack_email = slack.user_email(link.slack_user_id)
     except DeliveryError as error:
@@ -66,6 +66,6 @@ def bind(request, token):
 
 
 def _binding_refused(request, error: services.ApprovalError):
-    response = _refusal_page(request, error.message, error.code)
+    response = refusal_page(request, error.message, error.code)
     response.status_code = BINDING_STATUS.get(error.code, 403)
     return response

@@ -1,7 +1,4 @@
-"""Celery tasks for notifications: thin, take ids, call services and the channels.
-
-Loaded by worker/tasks.py (Celery's autodiscovery imports only that module).
-"""
+"""Celery tasks for notifications: thin, take ids, call services and the channels."""
 
 import logging
 
@@ -11,7 +8,7 @@ from django.utils import timezone
 
 from approvals.models import ApprovalRequest, Notification
 from approvals.notifications import DeliveryError, channels, slack
-from approvals.notifications.selectors import digest_user_ids, follow_up_due_request_ids
+from approvals.selectors.notifications import digest_user_ids, follow_up_due_request_ids
 from approvals.services import notifications as services
 
 logger = logging.getLogger(__name__)
@@ -25,6 +22,7 @@ RETRY_OPTIONS = {
 
 
 @shared_task(
+    name="worker.notify_tasks.send_notification",
     bind=True,
     acks_late=True,
     reject_on_worker_lost=True,
@@ -53,7 +51,9 @@ def send_notification(self, notification_id: int) -> str:
     return "sent"
 
 
-@shared_task(acks_late=True, ignore_result=True, max_retries=3, **RETRY_OPTIONS)
+@shared_task(
+    name="worker.notify_tasks.close_slack_messages", acks_late=True, ignore_result=True, max_retries=3, **RETRY_OPTIONS
+)
 def close_slack_messages(request_id: int) -> int:
     """After the outcome: replace the buttons of the request's Slack messages with the outcome."""
     references = list(
@@ -78,7 +78,9 @@ def close_slack_messages(request_id: int) -> int:
     return len(references)
 
 
-@shared_task(acks_late=True, ignore_result=True, max_retries=3, **RETRY_OPTIONS)
+@shared_task(
+    name="worker.notify_tasks.slack_respond", acks_late=True, ignore_result=True, max_retries=3, **RETRY_OPTIONS
+)
 def slack_respond(response_url: str, payload: dict) -> None:
     """Answer a Slack click through its response_url (the outcome, or why it was refused)."""
     try:
@@ -90,7 +92,7 @@ def slack_respond(response_url: str, payload: dict) -> None:
         raise
 
 
-@shared_task(ignore_result=True)
+@shared_task(name="worker.notify_tasks.sweep_notifications", ignore_result=True)
 def sweep_notifications() -> int:
     """Queue again what the on-commit enqueue lost (a broker outage, a crash)."""
     ids = services.notifications_lease_stale()
@@ -99,7 +101,7 @@ def sweep_notifications() -> int:
     return len(ids)
 
 
-@shared_task(ignore_result=True)
+@shared_task(name="worker.notify_tasks.send_follow_ups", ignore_result=True)
 def send_follow_ups() -> int:
     """Reminders, then escalations, for pending requests that waited long enough."""
     now = timezone.now()
@@ -113,7 +115,7 @@ def send_follow_ups() -> int:
     return done
 
 
-@shared_task(ignore_result=True)
+@shared_task(name="worker.notify_tasks.send_digests", ignore_result=True)
 def send_digests() -> int:
     """The daily digest, for people who turned it on and have many pending requests."""
     now = timezone.now()

@@ -1,20 +1,17 @@
-"""Pages: parse input, call one service or selector, render. No business rules here."""
+"""A request's pages: detail, decide (page and signed link), the result and its status; and the refusal
+page the other views share."""
 
 import json
 from functools import wraps
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpResponse, HttpResponseRedirect, JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
-from django.urls import reverse
-from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.http import require_GET, require_POST
 
-from approvals import delegation_selectors, links, permissions, selectors, services
-from approvals.execution_groups import mark_execution_groups
-from approvals.forms import DecisionForm, InboxFilterForm, LinkConfirmForm
-from approvals.paginators import seek_page
+from approvals import links, permissions, selectors, services
+from approvals.forms.requests import DecisionForm, LinkConfirmForm
 from approvals.templatetags.approvals_tags import callback_final
 from approvals.templatetags.approvals_tags import callback_status as callback_status_text
 
@@ -38,7 +35,7 @@ ERROR_STATUS = {
     "not_claimer": 403,
     "expired": 410,
     "link_expired": 410,
-    # "Needs more information" (approvals/conversation_views.py)
+    # "Needs more information" (approvals/views/conversations.py)
     "not_requester": 403,
     "no_requester": 409,
     "no_question": 409,
@@ -46,97 +43,9 @@ ERROR_STATUS = {
 }
 
 
-def _safe_next(request, default: str = "/") -> str:
-    target = request.GET.get("next", "")
-    if url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
-        return target
-    return default
-
-
-@require_GET
-def signin(request):
-    next_url = _safe_next(request)
-    if request.user.is_authenticated:
-        return HttpResponseRedirect(next_url)
-    sso_url = reverse("oidc_authentication_init") + "?" + urlencode({"next": next_url})
-    return render(request, "approvals/signin.html", {"sso_url": sso_url})
-
-
-def admin_login(request):
-    """The admin has no password form: it signs in through SSO."""
-    if request.user.is_authenticated and not request.user.is_staff:
-        return render(request, "approvals/error.html", {"message": "The admin is for portal admins."}, status=403)
-    return redirect(reverse("signin") + "?" + urlencode({"next": _safe_next(request, "/admin/")}))
-
-
-INBOX_PAGE_SIZE = 25
-INBOX_SEARCH_COUNT_LIMIT = 50
-
-
-@login_required
-@require_GET
-def inbox(request):
-    filters = InboxFilterForm(request.GET, tabs=selectors.INBOX_TABS)
-    groups = permissions.user_group_names(request.user)
-    delegated = selectors.delegated_identities(request.user)
-    counts = selectors.inbox_counts(request.user, groups=groups, delegated=delegated)
-    tab = filters.value("tab") or _landing_tab(counts)
-    requests = selectors.inbox_tab(request.user, tab, groups=groups, delegated=delegated)
-    if tab == "waiting":  # rows that reach the user through a delegation say for whom
-        requests = delegation_selectors.with_delegated_for(requests, request.user, groups=groups, delegated=delegated)
-    narrowed = {name: filters.value(name) for name in ("q", "machine", "due", "sort")}
-    listed = selectors.inbox_filter(
-        requests,
-        search=narrowed["q"],
-        state_machine=narrowed["machine"],
-        due=narrowed["due"],
-        sort=narrowed["sort"],
-    )
-    filtering = any(narrowed[name] for name in ("q", "machine", "due"))
-    page = seek_page(
-        listed,
-        per_page=INBOX_PAGE_SIZE,
-        after=request.GET.get("after", ""),
-        before=request.GET.get("before", ""),
-        page=request.GET.get("page", ""),
-        # Unfiltered: the tab's count, the same rows (don't count them twice). A search is
-        # counted up to a limit ("more than 50"); the filters' indexes make their count cheap.
-        count=None if filtering else min(counts[tab], selectors.INBOX_COUNT_CAP),
-        capped=not filtering and counts[tab] > selectors.INBOX_COUNT_CAP,
-        count_limit=INBOX_SEARCH_COUNT_LIMIT if narrowed["q"] else None,
-    )
-    page.object_list = mark_execution_groups(
-        page.object_list, selectors.execution_counts(requests, [row.execution_arn for row in page.object_list])
-    )
-    return render(
-        request,
-        "approvals/inbox.html",
-        {
-            "page": page,
-            "tab": tab,
-            "tabs": [(key, label, _count_label(counts[key])) for key, label in selectors.INBOX_TABS.items()],
-            "filters": filters,
-            "narrowed": narrowed,
-            "filtering": filtering,
-            # The state machines of the requests this user may see (admins: all).
-            "state_machines": selectors.inbox_state_machine_arns(request.user, groups=groups, delegated=delegated),
-        },
-    )
-
-
-def _landing_tab(counts: dict[str, int]) -> str:
-    """The tab the inbox opens on: "Waiting for me", unless nothing waits and the user has
-    requested something (a requester, not an approver, follows their own requests)."""
-    return "requested" if not counts["waiting"] and counts["requested"] else "waiting"
-
-
-def _count_label(count: int) -> str:
-    return f"{selectors.INBOX_COUNT_CAP}+" if count > selectors.INBOX_COUNT_CAP else str(count)
-
-
 def _not_found(request):
     # Not found and not yours look the same: request ids reveal nothing.
-    return _refusal_page(request, "There is no such approval request, or it is not yours to see.", "not_found")
+    return refusal_page(request, "There is no such approval request, or it is not yours to see.", "not_found")
 
 
 def _visible_request(request, public_id):
@@ -212,11 +121,11 @@ def confirm_decision(request, public_id):
         services.refusal_record(
             user=request.user, request=None, code="not_found", attempted="confirm", public_id=str(public_id)
         )
-        return _refusal_page(request, "This approval request does not exist.", "not_found")
+        return refusal_page(request, "This approval request does not exist.", "not_found")
     authority, refusal = permissions.decision_authority(request.user, approval)
     if refusal is not None:
         services.refusal_record(user=request.user, request=approval, code=refusal.code, attempted="confirm")
-        return _refusal_page(request, refusal.message, refusal.code, approval)
+        return refusal_page(request, refusal.message, refusal.code, approval)
     if request.POST.get("edit"):  # "Change the comment" on the confirm page
         return _detail_page(request, approval, form=DecisionForm(initial={"comment": request.POST.get("comment", "")}))
     if not form.is_valid():
@@ -252,7 +161,7 @@ def decide(request, public_id):
             public_id=public_id, user=request.user, approve=form.approve, comment=form.cleaned_data.get("comment", "")
         )
     except services.ApprovalError as error:
-        return _refusal_page(request, error.message, error.code, error.request)
+        return refusal_page(request, error.message, error.code, error.request)
     return redirect("request-result", public_id=public_id)
 
 
@@ -262,13 +171,13 @@ def after_service(request, call, *, then: str, message: str = ""):
     try:
         call()
     except services.ApprovalError as error:
-        return _refusal_page(request, error.message, error.code, error.request)
+        return refusal_page(request, error.message, error.code, error.request)
     if message:
         messages.success(request, message)
     return redirect(then)
 
 
-def _refusal_page(request, message: str, code: str, approval=None):
+def refusal_page(request, message: str, code: str, approval=None):
     return render(
         request,
         "approvals/error.html",
@@ -284,21 +193,21 @@ def decision_link(request, token):
         link = links.read_link_token(token)
     except links.LinkError as error:
         services.refusal_record(user=request.user, request=None, code=error.code, attempted="link")
-        return _refusal_page(request, error.message, error.code)
+        return refusal_page(request, error.message, error.code)
     approval = selectors.request_detail(link.public_id)
     if link.approver_email != (request.user.email or "").lower():
         services.refusal_record(user=request.user, request=approval, code="other_user", attempted=link.action)
-        return _refusal_page(
+        return refusal_page(
             request, "This link was sent to someone else. Sign in as that person to use it.", "other_user"
         )
     if approval is None:
         services.refusal_record(user=request.user, request=None, code="not_found", attempted=link.action)
-        return _refusal_page(request, "This approval request does not exist.", "not_found")
+        return refusal_page(request, "This approval request does not exist.", "not_found")
 
     if request.method == "POST":
         form = LinkConfirmForm(request.POST)
         if not form.is_valid():
-            return _refusal_page(request, "The comment is too long.", "bad_input")
+            return refusal_page(request, "The comment is too long.", "bad_input")
         try:
             services.approval_decide(
                 public_id=approval.public_id,
@@ -311,17 +220,17 @@ def decision_link(request, token):
             if error.code == services.REASON_REQUIRED:  # the same page again, saying what is missing
                 form.add_error("comment", error.message)
                 return _link_confirm_page(request, approval, link.action, form, status=400)
-            return _refusal_page(request, error.message, error.code, error.request)
+            return refusal_page(request, error.message, error.code, error.request)
         return redirect("request-result", public_id=approval.public_id)
     if request.method != "GET":
-        return _refusal_page(request, "Use the button on the page.", "bad_input")
+        return refusal_page(request, "Use the button on the page.", "bad_input")
 
     refusal = permissions.decision_refusal(request.user, approval)
     if refusal is not None:
         services.refusal_record(
             user=request.user, request=approval, code=refusal.code, attempted=link.action, via="link"
         )
-        return _refusal_page(request, refusal.message, refusal.code, approval)
+        return refusal_page(request, refusal.message, refusal.code, approval)
     return _link_confirm_page(request, approval, link.action, LinkConfirmForm())
 
 

@@ -25,7 +25,9 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from approvals.integrations import aws
 from approvals.redaction import redact
+from approvals.selectors import ops as ops_selectors
 
 CHECKS = ("database", "broker", "aws", "consumer")
 
@@ -90,15 +92,11 @@ def check_broker() -> tuple[str, dict]:
 
 
 def check_aws() -> tuple[str, dict]:
-    from worker import gateway
-
-    gateway.probe_queue(queue_url=settings.APPROVAL_QUEUE_URL)
+    aws.probe_queue(queue_url=settings.APPROVAL_QUEUE_URL)
     return "SQS answered for the approval queue", {}
 
 
 def check_consumer() -> tuple[str, dict]:
-    from approvals import ops_selectors
-
     max_age = settings.READYZ_CONSUMER_MAX_AGE_SECONDS
     summary = ops_selectors.consumer_summary()
     if summary.registered == 0 or summary.latest_poll_at is None:
