@@ -39,3 +39,38 @@ def execution_console_url(arn: str) -> str:
 def state_machine_console_url(arn: str) -> str:
     """The state machine in the AWS console, in the region its ARN names."""
     return f"{CONSOLE}?region={quote(arn_region(arn))}#/statemachines/view/{quote(arn, safe=':')}"
+
+
+# ---------------------------------------------------------------------------
+# Error codes the Step Functions / AWS APIs answer, and what each means to the portal
+# ---------------------------------------------------------------------------
+# The task is gone (timed out, execution ended, token unknown): no retry can help.
+CLOSED_TASK_CODES = frozenset({"TaskTimedOut", "TaskDoesNotExist", "InvalidToken"})
+# Answers that may mean the execution itself is gone (then DescribeExecution tells).
+TOKEN_UNKNOWN_CODES = frozenset({"InvalidToken", "TaskDoesNotExist"})
+EXECUTION_UNKNOWN_CODE = "ExecutionDoesNotExist"
+# Worth retrying later: throttling and AWS's own bad minute (any HTTP 5xx counts too).
+TRANSIENT_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "TooManyRequestsException",
+        "RequestThrottled",
+        "ServiceUnavailable",
+        "InternalFailure",
+        "InternalError",
+        "RequestTimeout",
+        "KMSThrottlingException",
+    }
+)
+# Transient failures where the request certainly did not reach (or was refused by) AWS.
+NOT_SENT_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "TooManyRequestsException",
+        "RequestThrottled",
+        "EndpointConnectionError",
+        "ConnectTimeoutError",
+    }
+)

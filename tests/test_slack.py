@@ -969,7 +969,7 @@ def test_an_admin_unlinks_a_slack_identity_and_its_clicks_count_no_more(people, 
 
 
 def test_slack_without_a_workspace_id_is_a_configuration_error(settings):
-    from approvals.notifications.checks import notification_settings_check
+    from approvals.checks import notification_settings_check
 
     settings.SLACK_BOT_TOKEN, settings.SLACK_SIGNING_SECRET, settings.SLACK_TEAM_ID = "xoxb-1", "secret", ""
 

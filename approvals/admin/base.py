@@ -1,6 +1,7 @@
 """What every admin page shares: the site's titles, actions-only and big-table changelists, the bulk-action base."""
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
@@ -11,6 +12,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from approvals import services
+from approvals.forms.admin import ConfirmForm
 from approvals.paginators import LargeTablePaginator
 
 # A bulk action over more rows than this is refused: narrow the list with a filter first.
@@ -90,18 +92,22 @@ def unseen_ids(request: HttpRequest, selected: list[int]) -> list[int]:
 NOT_YOURS = "There is no such row, or it is not yours to see."
 
 
+@dataclass(frozen=True)
+class BulkAction:
+    """A bulk admin action, declared once: what its confirmation page says, the form it asks for,
+    and the one service call per row, `run(request, row_id, cleaned_data)` (an ApprovalError refuses
+    that row with its reason). The admin class labels the rows with `bulk_labels(request, ids)`."""
+
+    name: str  # the admin action's method name: the confirmation page posts it back
+    title: str
+    verb: str  # past tense, for the result messages: "Cancelled 3: …"
+    run: Callable[[HttpRequest, int, dict], object]
+    form_class: type[Form] = ConfirmForm
+    intro: str = ""
+
+
 def run_bulk(
-    modeladmin: admin.ModelAdmin,
-    request: HttpRequest,
-    queryset: QuerySet,
-    *,
-    action: str,
-    title: str,
-    verb: str,
-    form_class: type[Form],
-    run: Callable[[int, dict], object],
-    describe: Callable[[list[int]], dict[int, str]],
-    intro: str = "",
+    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet, bulk: BulkAction
 ) -> HttpResponse | None:
     """An action through a confirmation page with one form, then one service call per row.
 
@@ -116,34 +122,34 @@ def run_bulk(
         )
         return None
     # Unseen rows are described like rows that do not exist: by their number only.
-    labels = describe(ids + unseen)
+    labels = modeladmin.bulk_labels(request, ids + unseen)
     confirmed = "confirm" in request.POST
-    form = form_class(request.POST if confirmed else None)
+    form = bulk.form_class(request.POST if confirmed else None)
     if confirmed and form.is_valid():
         done, refused = [], [(pk, NOT_YOURS) for pk in unseen]
         for pk in ids:
             try:
-                run(pk, form.cleaned_data)
+                bulk.run(request, pk, form.cleaned_data)
             except services.ApprovalError as error:
                 refused.append((pk, error.message))
             else:
                 done.append(pk)
         if done:
             names = ", ".join(labels[pk] for pk in done)
-            modeladmin.message_user(request, f"{verb} {len(done)}: {names}.", messages.SUCCESS)
+            modeladmin.message_user(request, f"{bulk.verb} {len(done)}: {names}.", messages.SUCCESS)
         for pk, reason in refused:
-            modeladmin.message_user(request, f"Not {verb.lower()}: {labels[pk]} — {reason}", messages.ERROR)
+            modeladmin.message_user(request, f"Not {bulk.verb.lower()}: {labels[pk]} — {reason}", messages.ERROR)
         return None
     context = {
         **modeladmin.admin_site.each_context(request),
         "opts": modeladmin.model._meta,
-        "title": title,
-        "intro": intro,
+        "title": bulk.title,
+        "intro": bulk.intro,
         "rows": [labels[pk] for pk in ids + unseen],
         "ids": ids + unseen,  # posted back as they came: the confirm POST narrows them again
-        "action": action,
+        "action": bulk.name,
         "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
         "form": form,
-        "submit_label": title,
+        "submit_label": bulk.title,
     }
     return TemplateResponse(request, "admin/approvals/action_form.html", context)

@@ -5,16 +5,23 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from approvals import delivery, services
-from approvals.admin.base import ActionsOnlyMixin, BigTableAdmin, run_bulk
-from approvals.forms.admin import ConfirmForm
+from approvals.admin.base import ActionsOnlyMixin, BigTableAdmin, BulkAction, run_bulk
 from approvals.models import (
     Callback,
 )
 
-
 # ---------------------------------------------------------------------------
 # Callbacks (the outbox)
 # ---------------------------------------------------------------------------
+RETRY = BulkAction(
+    name="retry_selected",
+    title="Send the selected callbacks again",
+    verb="Queued",
+    run=lambda request, pk, data: services.callback_retry(callback_id=pk, actor=request.user),
+    intro="Only failed callbacks are sent again, with a fresh set of attempts.",
+)
+
+
 @admin.register(Callback)
 class CallbackAdmin(ActionsOnlyMixin, BigTableAdmin):
     list_display = ["request_link", "kind", "delivery_state", "attempts", "error_code", "next_attempt_at", "updated_at"]
@@ -52,21 +59,10 @@ class CallbackAdmin(ActionsOnlyMixin, BigTableAdmin):
         url = reverse("admin:approvals_approvalrequest_change", args=[obj.request_id])
         return format_html('<a href="{}">{}</a>', url, obj.request.title)
 
+    def bulk_labels(self, request, ids: list[int]) -> dict[int, str]:
+        titles = dict(Callback.objects.filter(pk__in=ids).values_list("pk", "request__title"))
+        return {pk: f"callback #{pk} (“{titles.get(pk, '?')}”)" for pk in ids}
+
     @admin.action(description="Send the selected failed callbacks again", permissions=["retry"])
     def retry_selected(self, request, queryset):
-        def describe(ids: list[int]) -> dict[int, str]:
-            titles = dict(Callback.objects.filter(pk__in=ids).values_list("pk", "request__title"))
-            return {pk: f"callback #{pk} (“{titles.get(pk, '?')}”)" for pk in ids}
-
-        return run_bulk(
-            self,
-            request,
-            queryset,
-            action="retry_selected",
-            title="Send the selected callbacks again",
-            verb="Queued",
-            form_class=ConfirmForm,
-            run=lambda pk, data: services.callback_retry(callback_id=pk, actor=request.user),
-            describe=describe,
-            intro="Only failed callbacks are sent again, with a fresh set of attempts.",
-        )
+        return run_bulk(self, request, queryset, RETRY)

@@ -10,8 +10,7 @@ from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 
 from approvals import services
-from approvals.admin.base import run_bulk
-from approvals.forms.admin import ConfirmForm
+from approvals.admin.base import BulkAction, run_bulk
 from approvals.forms.delegations import DelegationAdminForm
 from approvals.models import Delegation
 from approvals.selectors import delegations as delegation_selectors
@@ -42,6 +41,16 @@ class DelegationStateFilter(admin.SimpleListFilter):
         if self.value() in delegation_selectors.DELEGATION_STATES:
             return delegation_selectors.delegations_in_state(queryset, self.value())
         return queryset
+
+
+REVOKE = BulkAction(
+    name="revoke_selected",
+    title="Revoke the selected delegations",
+    verb="Revoked",
+    run=lambda request, pk, data: services.delegation_revoke(delegation_id=pk, actor=request.user),
+    intro="From now on, each delegate no longer sees or decides the approver's requests. "
+    "Decisions they already made stay as they are.",
+)
 
 
 @admin.register(Delegation)
@@ -120,23 +129,11 @@ class DelegationAdmin(admin.ModelAdmin):
         obj.delegator, obj.delegate, obj.created_by = delegation.delegator, delegation.delegate, delegation.created_by
         obj.starts_at, obj.ends_at, obj.created_at = delegation.starts_at, delegation.ends_at, delegation.created_at
 
+    def bulk_labels(self, request, ids: list[int]) -> dict[int, str]:
+        rows = Delegation.objects.filter(pk__in=ids).select_related("delegator", "delegate")
+        labels = {row.pk: f"{row.delegator.email} → {row.delegate.email}" for row in rows}
+        return {pk: labels.get(pk, f"delegation #{pk}") for pk in ids}
+
     @admin.action(description="Revoke the selected delegations", permissions=["revoke"])
     def revoke_selected(self, request, queryset):
-        def describe(ids: list[int]) -> dict[int, str]:
-            rows = Delegation.objects.filter(pk__in=ids).select_related("delegator", "delegate")
-            labels = {row.pk: f"{row.delegator.email} → {row.delegate.email}" for row in rows}
-            return {pk: labels.get(pk, f"delegation #{pk}") for pk in ids}
-
-        return run_bulk(
-            self,
-            request,
-            queryset,
-            action="revoke_selected",
-            title="Revoke the selected delegations",
-            verb="Revoked",
-            form_class=ConfirmForm,
-            run=lambda pk, data: services.delegation_revoke(delegation_id=pk, actor=request.user),
-            describe=describe,
-            intro="From now on, each delegate no longer sees or decides the approver's requests. "
-            "Decisions they already made stay as they are.",
-        )
+        return run_bulk(self, request, queryset, REVOKE)

@@ -1,12 +1,10 @@
 """Approval requests: the changelist approvers and admins work from, its filters, and its actions."""
 
-from collections.abc import Callable
-
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
-from django.http import HttpResponseRedirect
+from django.http import HttpRequest, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -15,7 +13,7 @@ from django.utils.timesince import timesince
 from django.views.decorators.http import require_POST
 
 from approvals import delivery, permissions, selectors, services
-from approvals.admin.base import MAX_BULK_ROWS, NOT_YOURS, ActionsOnlyMixin, BigTableAdmin, run_bulk, selected_ids
+from approvals.admin.base import MAX_BULK_ROWS, NOT_YOURS, ActionsOnlyMixin, BigTableAdmin, BulkAction, run_bulk
 from approvals.forms.admin import AdminDecisionForm, BulkApproveForm, BulkRejectForm, ReasonForm, ReassignForm
 from approvals.models import (
     ApprovalRequest,
@@ -100,6 +98,64 @@ class ClaimedFilter(admin.SimpleListFilter):
         if self.value() in {"yes", "no"}:
             return queryset.filter(status=RequestStatus.PENDING, claimed_by__isnull=self.value() == "no")
         return queryset
+
+
+# ---------------------------------------------------------------------------
+# Approval requests: bulk actions (one service call per row, approvals/admin/base.py)
+# ---------------------------------------------------------------------------
+def _decide(approve: bool):
+    def run(request: HttpRequest, pk: int, data: dict) -> None:
+        # The row is in the user's list (run_bulk narrowed the ids to it); the service checks the rest.
+        public_id = ApprovalRequest.objects.filter(pk=pk).values_list("public_id", flat=True).first()
+        if public_id is None:
+            raise services.ApprovalError(NOT_YOURS, "not_found")
+        services.approval_decide(
+            public_id=public_id, user=request.user, approve=approve, comment=data["comment"], via="admin"
+        )
+
+    return run
+
+
+DECIDE_INTRO = "Each request is checked on its own: those you may not decide are listed with the reason."
+APPROVE = BulkAction(
+    name="approve_selected",
+    title="Approve the selected requests",
+    verb="Approved",
+    form_class=BulkApproveForm,
+    run=_decide(approve=True),
+    intro=DECIDE_INTRO,
+)
+REJECT = BulkAction(
+    name="reject_selected",
+    title="Reject the selected requests",
+    verb="Rejected",
+    form_class=BulkRejectForm,
+    run=_decide(approve=False),
+    intro=DECIDE_INTRO,
+)
+REASSIGN = BulkAction(
+    name="reassign_selected",
+    title="Reassign the selected requests",
+    verb="Reassigned",
+    form_class=ReassignForm,
+    run=lambda request, pk, data: services.approval_reassign(
+        request_id=pk,
+        actor=request.user,
+        users=data["users"],
+        groups=data["groups"],
+        mode=data["mode"],
+        reason=data["reason"],
+    ),
+    intro="Decided requests are refused, each with its reason.",
+)
+CANCEL = BulkAction(
+    name="cancel_selected",
+    title="Cancel the selected requests",
+    verb="Cancelled",
+    form_class=ReasonForm,
+    run=lambda request, pk, data: services.approval_cancel(request_id=pk, actor=request.user, reason=data["reason"]),
+    intro="Each workflow gets SendTaskFailure with the error ApprovalCancelled and your reason.",
+)
 
 
 # ---------------------------------------------------------------------------
@@ -484,83 +540,26 @@ class ApprovalRequestAdmin(ActionsOnlyMixin, BigTableAdmin):
         return HttpResponseRedirect(self._change_url(obj))
 
     # -- bulk actions --------------------------------------------------------------------
-    def _labels(self, request) -> Callable[[list[int]], dict[int, str]]:
+    def bulk_labels(self, request, ids: list[int]) -> dict[int, str]:
         """Titles for the rows this user may see; just the number for any other posted id."""
-
-        def describe(ids: list[int]) -> dict[int, str]:
-            visible = dict(self.get_queryset(request).filter(pk__in=ids).values_list("pk", "title"))
-            return {pk: f"“{visible[pk]}” (#{pk})" if pk in visible else f"request #{pk}" for pk in ids}
-
-        return describe
-
-    def _decide_in_bulk(self, request, queryset, *, approve: bool):
-        public_ids = dict(queryset.filter(pk__in=selected_ids(request, queryset)).values_list("pk", "public_id"))
-
-        def run(pk: int, data: dict) -> None:
-            if pk not in public_ids:
-                raise services.ApprovalError(NOT_YOURS, "not_found")
-            services.approval_decide(
-                public_id=public_ids[pk], user=request.user, approve=approve, comment=data["comment"], via="admin"
-            )
-
-        verb = "Approve" if approve else "Reject"
-        return run_bulk(
-            self,
-            request,
-            queryset,
-            action="approve_selected" if approve else "reject_selected",
-            title=f"{verb} the selected requests",
-            verb="Approved" if approve else "Rejected",
-            form_class=BulkApproveForm if approve else BulkRejectForm,
-            run=run,
-            describe=self._labels(request),
-            intro="Each request is checked on its own: those you may not decide are listed with the reason.",
-        )
+        visible = dict(self.get_queryset(request).filter(pk__in=ids).values_list("pk", "title"))
+        return {pk: f"“{visible[pk]}” (#{pk})" if pk in visible else f"request #{pk}" for pk in ids}
 
     @admin.action(description="Approve the selected requests", permissions=["decide"])
     def approve_selected(self, request, queryset):
-        return self._decide_in_bulk(request, queryset, approve=True)
+        return run_bulk(self, request, queryset, APPROVE)
 
     @admin.action(description="Reject the selected requests", permissions=["decide"])
     def reject_selected(self, request, queryset):
-        return self._decide_in_bulk(request, queryset, approve=False)
+        return run_bulk(self, request, queryset, REJECT)
 
     @admin.action(description="Reassign the selected requests", permissions=["reassign"])
     def reassign_selected(self, request, queryset):
-        return run_bulk(
-            self,
-            request,
-            queryset,
-            action="reassign_selected",
-            title="Reassign the selected requests",
-            verb="Reassigned",
-            form_class=ReassignForm,
-            run=lambda pk, data: services.approval_reassign(
-                request_id=pk,
-                actor=request.user,
-                users=data["users"],
-                groups=data["groups"],
-                mode=data["mode"],
-                reason=data["reason"],
-            ),
-            describe=self._labels(request),
-            intro="Decided requests are refused, each with its reason.",
-        )
+        return run_bulk(self, request, queryset, REASSIGN)
 
     @admin.action(description="Cancel the selected requests", permissions=["cancel"])
     def cancel_selected(self, request, queryset):
-        return run_bulk(
-            self,
-            request,
-            queryset,
-            action="cancel_selected",
-            title="Cancel the selected requests",
-            verb="Cancelled",
-            form_class=ReasonForm,
-            run=lambda pk, data: services.approval_cancel(request_id=pk, actor=request.user, reason=data["reason"]),
-            describe=self._labels(request),
-            intro="Each workflow gets SendTaskFailure with the error ApprovalCancelled and your reason.",
-        )
+        return run_bulk(self, request, queryset, CANCEL)
 
     @admin.action(description="Release claims on the selected requests", permissions=["release_claim"])
     def release_claims_selected(self, request, queryset):

@@ -18,20 +18,9 @@ from django.conf import settings
 
 from approvals.delivery import ExecutionReading, TaskClosure
 from approvals.redaction import redact
+from approvals.stepfunctions import TRANSIENT_CODES
 
 logger = logging.getLogger(__name__)
-
-TRANSIENT_CODES = {
-    "ThrottlingException",
-    "Throttling",
-    "TooManyRequestsException",
-    "RequestThrottled",
-    "ServiceUnavailable",
-    "InternalFailure",
-    "InternalError",
-    "RequestTimeout",
-    "KMSThrottlingException",
-}
 
 
 class AwsError(Exception):
@@ -69,12 +58,15 @@ def _translate(error: Exception, *secrets: str) -> AwsError:
     return AwsTransientError(type(error).__name__, redact(str(error), *secrets))
 
 
-@lru_cache(maxsize=8)
-def _client(service: str, endpoint_url: str | None, region: str, read_timeout: float):
+@lru_cache(maxsize=16)
+def _client(
+    service: str, *, endpoint_url: str | None, region: str, connect_timeout: float, read_timeout: float, attempts: int
+):
+    """The one place a boto3 client is made: one per service and timeouts, cached (clients are thread-safe)."""
     config = Config(
-        connect_timeout=settings.AWS_CONNECT_TIMEOUT,
+        connect_timeout=connect_timeout,
         read_timeout=read_timeout,
-        retries={"max_attempts": 3, "mode": "standard"},
+        retries={"max_attempts": attempts, "mode": "standard"},
     )
     return boto3.session.Session().client(
         service,
@@ -86,13 +78,24 @@ def _client(service: str, endpoint_url: str | None, region: str, read_timeout: f
     )
 
 
+def _working_client(service: str, read_timeout: float):
+    return _client(
+        service,
+        endpoint_url=settings.AWS_ENDPOINT_URL,
+        region=settings.AWS_REGION,
+        connect_timeout=settings.AWS_CONNECT_TIMEOUT,
+        read_timeout=read_timeout,
+        attempts=3,
+    )
+
+
 def _sqs(read_timeout: float | None = None):
     timeout = max(settings.AWS_READ_TIMEOUT, read_timeout or 0)
-    return _client("sqs", settings.AWS_ENDPOINT_URL, settings.AWS_REGION, timeout)
+    return _working_client("sqs", timeout)
 
 
 def _sfn():
-    return _client("stepfunctions", settings.AWS_ENDPOINT_URL, settings.AWS_REGION, settings.AWS_READ_TIMEOUT)
+    return _working_client("stepfunctions", settings.AWS_READ_TIMEOUT)
 
 
 # ---------------------------------------------------------------------------
@@ -450,22 +453,17 @@ class QueueDepth:
     dead_letter_visible: int | None  # None: no redrive policy, or not allowed to read the DLQ
 
 
-@lru_cache(maxsize=4)
-def _probe_client(service: str, endpoint_url: str | None, region: str, timeout: float):
-    # Health checks and scrapes must answer fast: short timeouts and no retries.
-    config = Config(connect_timeout=timeout, read_timeout=timeout, retries={"max_attempts": 1, "mode": "standard"})
-    return boto3.session.Session().client(
-        service,
-        region_name=region,
-        endpoint_url=endpoint_url,
-        aws_access_key_id=settings.AWS_ACCESS_KEY_ID,
-        aws_secret_access_key=settings.AWS_SECRET_ACCESS_KEY,
-        config=config,
-    )
-
-
 def _sqs_probe():
-    return _probe_client("sqs", settings.AWS_ENDPOINT_URL, settings.AWS_REGION, settings.AWS_PROBE_TIMEOUT)
+    # Health checks and scrapes must answer fast: short timeouts and no retries.
+    timeout = settings.AWS_PROBE_TIMEOUT
+    return _client(
+        "sqs",
+        endpoint_url=settings.AWS_ENDPOINT_URL,
+        region=settings.AWS_REGION,
+        connect_timeout=timeout,
+        read_timeout=timeout,
+        attempts=1,
+    )
 
 
 _DEPTH_ATTRIBUTES = [

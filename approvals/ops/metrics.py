@@ -36,7 +36,7 @@ from prometheus_client.registry import REGISTRY, Collector
 
 from approvals.integrations import aws
 from approvals.selectors import ops as ops_selectors
-from approvals.stepfunctions import state_machine_name
+from approvals.stepfunctions import CLOSED_TASK_CODES, state_machine_name
 from portal import observability
 
 logger = logging.getLogger(__name__)
@@ -105,10 +105,7 @@ HTTP_REQUESTS = Histogram(
 # Error codes that are reported as themselves; anything else is "connection" or "other".
 KNOWN_ERROR_CODES = frozenset(
     {
-        # Step Functions: the task is gone
-        "TaskTimedOut",
-        "TaskDoesNotExist",
-        "InvalidToken",
+        *CLOSED_TASK_CODES,  # Step Functions: the task is gone
         # Step Functions / AWS: refused or overloaded
         "InvalidOutput",
         "AccessDeniedException",

@@ -6,7 +6,6 @@ write the models themselves.
 
 from approvals.services.assignments import approval_reassign, new_assignees_notify
 from approvals.services.callbacks import (
-    CLOSED_TASK_CODES,
     CallbackSend,
     approval_close_by_step_functions,
     callback_claim,
@@ -52,12 +51,11 @@ from approvals.services.routing import (
 )
 from approvals.services.trust import approver_trust_delete, approver_trust_save
 from approvals.services.workflow_gone import (
-    EXECUTION_UNKNOWN_CODE,
     FOUND_AT_START,
     FOUND_BY_HEARTBEAT,
-    TOKEN_UNKNOWN_CODES,
     approval_close_workflow_gone,
 )
+from approvals.stepfunctions import CLOSED_TASK_CODES, EXECUTION_UNKNOWN_CODE, TOKEN_UNKNOWN_CODES
 
 __all__ = [
     "CLOSED_TASK_CODES",

@@ -14,6 +14,7 @@ from django.db import transaction
 from approvals.models import (
     ApprovalRequest,
     Assignment,
+    AuditAction,
     User,
 )
 from approvals.roles import APPROVER_ACCESS_GROUP
@@ -113,7 +114,7 @@ def approval_reassign(
     )
     request.save(update_fields=["updated_at"])
     audit(
-        action="reassigned",
+        action=AuditAction.REASSIGNED,
         request=request,
         actor=actor,
         mode=mode,

@@ -14,6 +14,7 @@ from approvals import tokens
 from approvals.delivery import ExecutionReading
 from approvals.models import (
     ApprovalRequest,
+    AuditAction,
     Callback,
     CallbackResolution,
     CallbackStatus,
@@ -32,7 +33,8 @@ from approvals.services.common import (
 from approvals.services.notifications import approval_notify
 from approvals.services.payloads import MAX_OUTPUT_BYTES, output_size
 from approvals.services.recheck import RECHECK_FAILED, decision_recheck
-from approvals.services.workflow_gone import FOUND_BY_CALLBACK, TOKEN_UNKNOWN_CODES, close_request_workflow_gone
+from approvals.services.workflow_gone import FOUND_BY_CALLBACK, close_request_workflow_gone
+from approvals.stepfunctions import CLOSED_TASK_CODES, NOT_SENT_CODES, TOKEN_UNKNOWN_CODES
 
 # Step Functions' limits, checked before the call so a refusal is ours, clear and recorded.
 MAX_TOKEN_LENGTH = 2048
@@ -162,7 +164,12 @@ def _callback_fail(callback: Callback, *, code: str, message: str, resolution: s
     callback.save(update_fields=["status", "error_code", "last_error", "next_attempt_at", "resolution", "updated_at"])
     extra = {"resolution": resolution} if resolution else {}
     audit(
-        action="callback_failed", request=callback.request, actor=None, code=code, message=callback.last_error, **extra
+        action=AuditAction.CALLBACK_FAILED,
+        request=callback.request,
+        actor=None,
+        code=code,
+        message=callback.last_error,
+        **extra,
     )
     metrics.callback_failed(code=code)
     _tell_requester(callback.request)
@@ -189,7 +196,9 @@ def _callback_delivered(callback: Callback, *, resolution: str = "") -> None:
     callback.resolution = resolution
     callback.save(update_fields=["status", "delivered_at", "error_code", "next_attempt_at", "resolution", "updated_at"])
     extra = {"resolution": resolution} if resolution else {}
-    audit(action="callback_delivered", request=callback.request, actor=None, attempts=callback.attempts, **extra)
+    audit(
+        action=AuditAction.CALLBACK_DELIVERED, request=callback.request, actor=None, attempts=callback.attempts, **extra
+    )
     metrics.callback_delivered(callback)
     _tell_requester(callback.request)
 
@@ -218,19 +227,6 @@ def callback_mark_retrying(*, callback_id: int, code: str, message: str, retry_i
     )
     metrics.callback_retried(code=code)
     return True
-
-
-# Step Functions' answers that mean the task is gone: no retry can help.
-CLOSED_TASK_CODES = {"TaskTimedOut", "TaskDoesNotExist", "InvalidToken"}
-# Transient failures where the request certainly did not reach (or was refused by) AWS.
-NOT_SENT_CODES = {
-    "ThrottlingException",
-    "Throttling",
-    "TooManyRequestsException",
-    "RequestThrottled",
-    "EndpointConnectionError",
-    "ConnectTimeoutError",
-}
 
 
 @transaction.atomic
@@ -333,7 +329,7 @@ def _close_request(request: ApprovalRequest, *, code: str) -> None:
     request.decided_at = request.decided_at or timezone.now()
     request.awaiting_info = False
     request.save(update_fields=["status", "decided_at", "awaiting_info", "updated_at"])
-    audit(action="closed_by_step_functions", request=request, actor=None, code=code, previous_status=previous)
+    audit(action=AuditAction.CLOSED_BY_STEP_FUNCTIONS, request=request, actor=None, code=code, previous_status=previous)
     if previous == RequestStatus.PENDING:
         # Nobody decided (no callback): the requester still hears how it ended.
         approval_notify(request=request, kind="outcome")
@@ -438,6 +434,12 @@ def callback_retry(*, callback_id: int, actor: User) -> Callback:
     callback.save(
         update_fields=["status", "attempts", "error_code", "last_error", "next_attempt_at", "resolution", "updated_at"]
     )
-    audit(action="callback_retried", request=callback.request, actor=actor, callback_id=callback.pk, previous=previous)
+    audit(
+        action=AuditAction.CALLBACK_RETRIED,
+        request=callback.request,
+        actor=actor,
+        callback_id=callback.pk,
+        previous=previous,
+    )
     queue_callback(callback)
     return callback

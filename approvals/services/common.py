@@ -7,6 +7,7 @@ from django.db import transaction
 
 from approvals.models import (
     ApprovalRequest,
+    AuditAction,
     AuditEvent,
     User,
 )
@@ -29,7 +30,8 @@ class ApprovalError(Exception):
         self.request = request
 
 
-def audit(*, action: str, request: ApprovalRequest | None, actor: User | None, **data) -> AuditEvent:
+def audit(*, action: AuditAction, request: ApprovalRequest | None, actor: User | None, **data) -> AuditEvent:
+    action = AuditAction(action)  # one vocabulary: an action not in the list is a bug, not a new word
     label = actor.email or actor.get_username() if actor is not None else SYSTEM
     return AuditEvent.objects.create(request=request, actor=actor, actor_label=label, action=action, data=data)
 

@@ -9,6 +9,7 @@ from django.utils import timezone
 from approvals import permissions
 from approvals.models import (
     ApprovalRequest,
+    AuditAction,
     AuditEvent,
     Callback,
     RequestStatus,
@@ -72,9 +73,9 @@ def _decide(*, public_id, user: User, approve: bool, comment: str) -> ApprovalRe
             # The claimer did their part; what the quorum still needs is free for colleagues to take.
             request.claimed_by, request.claimed_at = None, None
             request.save(update_fields=["claimed_by", "claimed_at", "updated_at"])
-            audit(action="unclaimed", request=request, actor=user, ended_by="vote")
+            audit(action=AuditAction.UNCLAIMED, request=request, actor=user, ended_by="vote")
         audit(
-            action="approval_recorded" if approve else "rejection_recorded",
+            action=AuditAction.APPROVAL_RECORDED if approve else AuditAction.REJECTION_RECORDED,
             request=request,
             actor=user,
             comment=comment,
@@ -105,7 +106,7 @@ def _decide(*, public_id, user: User, approve: bool, comment: str) -> ApprovalRe
     kind, payload = callback_payload(request, vote)
     callback = Callback.objects.create(request=request, kind=kind, payload=payload)
     quorum = {"approvals": approvals, "rejections": rejections} if request.has_quorum or len(votes) > 1 else {}
-    audit(action=request.status, request=request, actor=user, comment=comment, **quorum, **on_behalf)
+    audit(action=AuditAction(request.status), request=request, actor=user, comment=comment, **quorum, **on_behalf)
     metrics.request_closed(request)
     logger.info("approval request %s %s by user %s", request.public_id, request.status, user.pk)
     queue_callback(callback)
@@ -145,7 +146,9 @@ def refusal_record(*, user: User, request: ApprovalRequest | None, code: str, at
     """Every refused attempt is visible to admins: who, what, why."""
     logger.info("refused %s for %s: %s", attempted, user.email or user.pk, code)
     metrics.decision_refused(reason=code)
-    return audit(action="decision_refused", request=request, actor=user, code=code, attempted=attempted, **data)
+    return audit(
+        action=AuditAction.DECISION_REFUSED, request=request, actor=user, code=code, attempted=attempted, **data
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -165,7 +168,7 @@ def approval_expire(*, request_id: int) -> bool:
     callback = Callback.objects.create(
         request=request, kind=Callback.Kind.FAILURE, payload={"error": "ApprovalExpired", "cause": cause}
     )
-    audit(action="expired", request=request, actor=None, deadline=request.deadline.isoformat())
+    audit(action=AuditAction.EXPIRED, request=request, actor=None, deadline=request.deadline.isoformat())
     metrics.request_closed(request)
     queue_callback(callback)
     approval_decided_notify(request=request)  # the requester hears once the callback is settled
@@ -202,7 +205,7 @@ def approval_cancel(*, request_id: int, actor: User, reason: str) -> ApprovalReq
         kind=Callback.Kind.FAILURE,
         payload={"error": "ApprovalCancelled", "cause": truncate(cause, MAX_CAUSE_LENGTH)},
     )
-    audit(action="cancelled", request=request, actor=actor, reason=reason)
+    audit(action=AuditAction.CANCELLED, request=request, actor=actor, reason=reason)
     queue_callback(callback)
     approval_decided_notify(request=request)  # the requester hears once the callback is settled
     return request

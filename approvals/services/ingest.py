@@ -16,6 +16,7 @@ from approvals.models import (
     ApprovalPolicy,
     ApprovalRequest,
     Assignment,
+    AuditAction,
     IngestError,
     User,
 )
@@ -109,7 +110,7 @@ def approval_request_ingest(*, message: ApprovalMessage, sqs_message_id: str = "
         + [Assignment(request=request, kind=Assignment.Kind.GROUP, value=name) for name in groups]
     )
     audit(
-        action="ingested",
+        action=AuditAction.INGESTED,
         request=request,
         actor=None,
         sqs_message_id=sqs_message_id,
@@ -228,7 +229,7 @@ def _ingest_error_upsert(*, sqs_message_id: str, code: str, reason: str, body: s
         first_seen_at=now,
         last_seen_at=now,
     )
-    audit(action="ingest_error", request=None, actor=None, sqs_message_id=sqs_message_id, code=code)
+    audit(action=AuditAction.INGEST_ERROR, request=None, actor=None, sqs_message_id=sqs_message_id, code=code)
     logger.warning("message %s refused: %s (%s)", sqs_message_id, code, redact(reason))
     return row
 
@@ -294,7 +295,7 @@ def _ingest_error_replay_kept(row: IngestError, actor: User) -> IngestError:
     )
     if refused is not None:
         audit(
-            action="ingest_error_replay_refused",
+            action=AuditAction.INGEST_ERROR_REPLAY_REFUSED,
             request=None,
             actor=actor,
             ingest_error_id=row.pk,
@@ -310,7 +311,7 @@ def _ingest_error_replay_kept(row: IngestError, actor: User) -> IngestError:
     row.message_erased_at = row.resolved_at
     row.save(update_fields=["status", "resolved_by", "resolved_at", "message_ciphertext", "message_erased_at"])
     audit(
-        action="ingest_error_replayed",
+        action=AuditAction.INGEST_ERROR_REPLAYED,
         request=request,
         actor=actor,
         ingest_error_id=row.pk,
@@ -342,7 +343,7 @@ def _ingest_error_replay_from_dlq(row: IngestError, actor: User) -> IngestError:
     row.replayed_as_message_id = new_id
     row.save(update_fields=["status", "resolved_by", "resolved_at", "replayed_as_message_id"])
     audit(
-        action="ingest_error_replayed",
+        action=AuditAction.INGEST_ERROR_REPLAYED,
         request=None,
         actor=actor,
         ingest_error_id=row.pk,
@@ -373,7 +374,7 @@ def ingest_error_discard(*, ingest_error_id: int, actor: User) -> IngestError:
     row.message_erased_at = row.message_erased_at or row.resolved_at
     row.save(update_fields=["status", "resolved_by", "resolved_at", "message_ciphertext", "message_erased_at"])
     audit(
-        action="ingest_error_discarded",
+        action=AuditAction.INGEST_ERROR_DISCARDED,
         request=None,
         actor=actor,
         ingest_error_id=row.pk,

@@ -18,6 +18,7 @@ from django.utils import timezone
 from approvals.models import (
     ApprovalRequest,
     Assignment,
+    AuditAction,
     Delegation,
     FollowUp,
     InfoMessage,
@@ -208,7 +209,7 @@ def _create(request: ApprovalRequest | None, kind: str, targets: list[tuple[str,
 def _refusals_audit(request: ApprovalRequest | None, kind: str, rows: list[Notification]) -> None:
     logger.warning("%s notification(s) not sent: address outside the allowed email domains", len(rows))
     audit(
-        action="notification_refused",
+        action=AuditAction.NOTIFICATION_REFUSED,
         request=request,
         actor=None,
         code="outside_allowed_domains",
@@ -401,7 +402,7 @@ def notification_resend(*, notification_id: int, actor: User) -> bool:
     notification.locked_until = None
     notification.save(update_fields=["status", "attempts", "locked_until", "updated_at"])
     audit(
-        action="notification_resent",
+        action=AuditAction.NOTIFICATION_RESENT,
         request=notification.request,
         actor=actor,
         notification_id=notification.pk,
@@ -435,8 +436,8 @@ def notifications_lease_stale(*, limit: int = 500) -> list[int]:
 # Reminders and escalation
 # ---------------------------------------------------------------------------
 FOLLOW_UPS = {
-    FollowUp.Kind.REMINDER: ("REMINDER_AFTER_SECONDS", Kind.REMINDER, "reminder_sent"),
-    FollowUp.Kind.ESCALATION: ("ESCALATION_AFTER_SECONDS", Kind.ESCALATION, "escalated"),
+    FollowUp.Kind.REMINDER: ("REMINDER_AFTER_SECONDS", Kind.REMINDER, AuditAction.REMINDER_SENT),
+    FollowUp.Kind.ESCALATION: ("ESCALATION_AFTER_SECONDS", Kind.ESCALATION, AuditAction.ESCALATED),
 }
 
 
@@ -523,7 +524,7 @@ def notification_preference_update(
     after = {"email": email_enabled, "slack": slack_enabled, "digest": digest_enabled}
     if after != before:
         audit(
-            action="notification_preferences_changed",
+            action=AuditAction.NOTIFICATION_PREFERENCES_CHANGED,
             request=None,
             actor=actor,
             user=user.email or user.get_username(),
@@ -541,4 +542,12 @@ def slack_refusal_record(
 ) -> None:
     """A Slack click refused before any decision: bad signature, stale, unknown user."""
     logger.info("refused Slack interaction: %s", code)
-    audit(action="decision_refused", request=request, actor=user, code=code, attempted="slack", via="slack", **data)
+    audit(
+        action=AuditAction.DECISION_REFUSED,
+        request=request,
+        actor=user,
+        code=code,
+        attempted="slack",
+        via="slack",
+        **data,
+    )

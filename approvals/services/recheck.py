@@ -16,7 +16,7 @@ from django.db.models import prefetch_related_objects
 from django.utils import timezone
 
 from approvals import permissions
-from approvals.models import ApprovalRequest, Callback, RequestStatus, Vote
+from approvals.models import ApprovalRequest, AuditAction, Callback, RequestStatus, Vote
 from approvals.ops import metrics
 from approvals.services.common import audit
 from approvals.services.notifications import approval_notify
@@ -75,7 +75,7 @@ def _vote_withdraw(vote: Vote, *, request: ApprovalRequest, code: str, reason: s
     vote.withdrawn_reason = reason
     vote.save(update_fields=["withdrawn_at", "withdrawn_reason"])
     audit(
-        action="vote_withdrawn",
+        action=AuditAction.VOTE_WITHDRAWN,
         request=request,
         actor=None,
         voter=vote.user.email,
@@ -95,7 +95,7 @@ def _decision_recount(request: ApprovalRequest, callback: Callback, *, remaining
     request.save(update_fields=["decided_by", "decision_comment", "updated_at"])
     callback.kind, callback.payload = callback_payload(request, last)
     callback.save(update_fields=["kind", "payload", "updated_at"])
-    audit(action="decision_recounted", request=request, actor=None, decided_by=last.user.email)
+    audit(action=AuditAction.DECISION_RECOUNTED, request=request, actor=None, decided_by=last.user.email)
 
 
 def _request_reopen(
@@ -115,7 +115,7 @@ def _request_reopen(
     withdrawn_callback = {"id": callback.pk, "kind": callback.kind, "attempts": callback.attempts}
     callback.delete()
     audit(
-        action="reopened",
+        action=AuditAction.REOPENED,
         request=request,
         actor=None,
         code=RECHECK_FAILED,

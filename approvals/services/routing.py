@@ -9,6 +9,7 @@ from django.forms.models import model_to_dict
 from approvals.contract import MAX_POLICY_COUNT
 from approvals.models import (
     ApprovalPolicy,
+    AuditAction,
     RoutingRule,
     User,
 )
@@ -55,7 +56,9 @@ def approval_policy_save(*, actor: User, policy_id: int | None = None, **fields)
     if not policy.name:
         raise ApprovalError("An approval policy needs a name.", "bad_input")
     policy.save()
-    audit(action="approval_policy_saved", request=None, actor=actor, before=before, after=_policy_data(policy))
+    audit(
+        action=AuditAction.APPROVAL_POLICY_SAVED, request=None, actor=actor, before=before, after=_policy_data(policy)
+    )
     return policy
 
 
@@ -66,7 +69,7 @@ def approval_policy_delete(*, policy_id: int, actor: User) -> None:
         return
     before = _policy_data(policy)
     policy.delete()
-    audit(action="approval_policy_deleted", request=None, actor=actor, before=before)
+    audit(action=AuditAction.APPROVAL_POLICY_DELETED, request=None, actor=actor, before=before)
 
 
 # ---------------------------------------------------------------------------
@@ -117,7 +120,7 @@ def routing_rule_save(
     rule.priority = priority
     rule.enabled = enabled
     rule.save()
-    audit(action="routing_rule_saved", request=None, actor=actor, before=before, after=_rule_data(rule))
+    audit(action=AuditAction.ROUTING_RULE_SAVED, request=None, actor=actor, before=before, after=_rule_data(rule))
     return rule
 
 
@@ -128,4 +131,4 @@ def routing_rule_delete(*, rule_id: int, actor: User) -> None:
         return
     before = _rule_data(rule)
     rule.delete()
-    audit(action="routing_rule_deleted", request=None, actor=actor, before=before)
+    audit(action=AuditAction.ROUTING_RULE_DELETED, request=None, actor=actor, before=before)

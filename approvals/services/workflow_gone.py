@@ -11,18 +11,15 @@ from django.db import transaction
 from django.utils import timezone
 
 from approvals import delivery
-from approvals.models import ApprovalRequest, RequestStatus
+from approvals.models import ApprovalRequest, AuditAction, RequestStatus
 from approvals.services.common import audit
 from approvals.services.notifications import approval_notify
+from approvals.stepfunctions import EXECUTION_UNKNOWN_CODE
 
 # How it was found (the audit event's `found_by`).
 FOUND_AT_START = "start"  # `make run` asked the emulator before serving
 FOUND_BY_CALLBACK = "callback"  # the decision's callback was refused
 FOUND_BY_HEARTBEAT = "heartbeat"  # a heartbeat was refused
-
-# Step Functions' answers that may mean the execution itself is gone (then DescribeExecution tells).
-TOKEN_UNKNOWN_CODES = {"InvalidToken", "TaskDoesNotExist"}
-EXECUTION_UNKNOWN_CODE = "ExecutionDoesNotExist"
 
 
 @transaction.atomic
@@ -50,7 +47,7 @@ def close_request_workflow_gone(request: ApprovalRequest, *, found_by: str, code
     request.awaiting_info = False
     request.save(update_fields=["status", "decided_at", "awaiting_info", "updated_at"])
     audit(
-        action="closed_by_system",
+        action=AuditAction.CLOSED_BY_SYSTEM,
         request=request,
         actor=None,
         reason=delivery.workflow_gone_audit_note(found_by),

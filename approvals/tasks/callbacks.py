@@ -6,7 +6,7 @@ import random
 
 from celery import shared_task
 
-from approvals import services
+from approvals import services, stepfunctions
 from approvals.delivery import ExecutionReading
 from approvals.integrations import aws
 
@@ -34,8 +34,8 @@ def deliver_callback(callback_id: int) -> str:
     except aws.AwsPermanentError as error:
         logger.warning("callback %s refused by Step Functions: %s %s", callback_id, error.code, error.message)
         reading, read_error = None, ""
-        gone = error.code in services.TOKEN_UNKNOWN_CODES and execution_gone(send.execution_arn)
-        if error.code in services.CLOSED_TASK_CODES and send.maybe_delivered and not gone:
+        gone = error.code in stepfunctions.TOKEN_UNKNOWN_CODES and execution_gone(send.execution_arn)
+        if error.code in stepfunctions.CLOSED_TASK_CODES and send.maybe_delivered and not gone:
             reading, read_error = _read_execution(send)
         outcome = services.callback_mark_failed(
             callback_id=callback_id,
@@ -81,7 +81,7 @@ def execution_gone(execution_arn: str) -> bool:
     try:
         aws.describe_execution(execution_arn=execution_arn)
     except aws.AwsError as error:
-        return error.code == services.EXECUTION_UNKNOWN_CODE
+        return error.code == stepfunctions.EXECUTION_UNKNOWN_CODE
     return False
 
 

@@ -4,7 +4,7 @@ import logging
 
 from celery import shared_task
 
-from approvals import selectors, services
+from approvals import selectors, services, stepfunctions
 from approvals.integrations import aws
 from approvals.ops import metrics
 from approvals.tasks.callbacks import execution_gone
@@ -31,14 +31,14 @@ def send_heartbeats() -> int:
         try:
             aws.send_task_heartbeat(task_token=token)
         except aws.AwsPermanentError as error:
-            metrics.heartbeat("closed" if error.code in services.CLOSED_TASK_CODES else "refused")
-            if error.code in services.TOKEN_UNKNOWN_CODES and execution_gone(
+            metrics.heartbeat("closed" if error.code in stepfunctions.CLOSED_TASK_CODES else "refused")
+            if error.code in stepfunctions.TOKEN_UNKNOWN_CODES and execution_gone(
                 selectors.request_execution_arn(request_id=request_id)
             ):
                 services.approval_close_workflow_gone(
                     request_id=request_id, found_by=services.FOUND_BY_HEARTBEAT, code=error.code
                 )
-            elif error.code in services.CLOSED_TASK_CODES:
+            elif error.code in stepfunctions.CLOSED_TASK_CODES:
                 services.approval_close_by_step_functions(request_id=request_id, code=error.code)
             else:
                 logger.warning("heartbeat for request %s refused: %s", request_id, error.code)

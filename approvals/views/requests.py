@@ -10,10 +10,8 @@ from django.http import HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from approvals import links, permissions, selectors, services
+from approvals import delivery, links, permissions, selectors, services
 from approvals.forms.requests import DecisionForm, LinkConfirmForm
-from approvals.templatetags.approvals_tags import callback_final
-from approvals.templatetags.approvals_tags import callback_status as callback_status_text
 
 # Refusal codes → HTTP status of the page that explains them.
 ERROR_STATUS = {
@@ -294,8 +292,8 @@ def request_status(request, public_id):
                 if callback is None
                 else {
                     "status": callback.status,
-                    "text": callback_status_text(callback),
-                    "final": callback_final(callback),
+                    "text": delivery.callback_label(callback),
+                    "final": delivery.is_final(callback),
                 },
             }
         )
