@@ -1,8 +1,9 @@
 """How `approvals/` and `worker/` are laid out: module count, the largest module, import cycles, upward imports.
 
 Reads the source with `ast` (nothing is imported or run), so it measures any checkout:
-`python scripts/layout_report.py [ROOT]`. Layers, top to bottom: interface (views, admin, tasks, api, scim,
-urls, forms, templatetags, management commands), application (services, selectors), domain (everything
+`python scripts/layout_report.py [ROOT]`. Layers, top to bottom, as pyproject.toml's import-linter contract
+names them: urls; interface (admin, views, tasks, management, auth, api, scim; worker/); forms and template
+tags; services; delivery and ops (notifications, ops); selectors; the AWS integration; the domain (everything
 else). An upward import is a module importing one of a higher layer; a cycle is a strongly connected set of
 modules (imports inside functions count: a late import hides a cycle, it doesn't remove it).
 """
@@ -14,9 +15,44 @@ import sys
 from pathlib import Path
 
 PACKAGES = ("approvals", "worker")
-INTERFACE = {"views", "admin", "tasks", "api", "scim", "urls", "forms", "templatetags", "management"}
-APPLICATION = {"services", "selectors"}
-LAYER_NAMES = {3: "interface", 2: "application", 1: "domain"}
+# The layers of pyproject.toml's import-linter contract, top to bottom; the old tree's names map onto them.
+RANKS = {
+    "urls": 7,
+    **dict.fromkeys(["admin", "views", "tasks", "management", "auth", "api", "scim"], 6),
+    **dict.fromkeys(["forms", "templatetags"], 5),
+    "services": 4,
+    **dict.fromkeys(["notifications", "ops", "metrics", "health", "charts"], 3),
+    "selectors": 2,
+    **dict.fromkeys(["integrations", "gateway"], 1),
+}
+LAYER_NAMES = {
+    7: "urls",
+    6: "interface",
+    5: "forms/tags",
+    4: "services",
+    3: "delivery/ops",
+    2: "selectors",
+    1: "integration",
+    0: "domain",
+}
+
+
+def rank_of(name: str) -> int | None:
+    """A module or package name's layer: `ops_selectors` and `claim_views` (the old flat names) by their suffix."""
+    return RANKS.get(name, RANKS.get(name.rsplit("_", 1)[-1]) if "_" in name else None)
+
+
+def layer(module: str) -> int:
+    parts = module.split(".")
+    if parts[0] == "worker":  # process wiring (the old tree's tasks and gateway lived there too)
+        return 1 if parts[-1] == "gateway" else 6
+    if len(parts) == 1:
+        return 0
+    # approvals.notifications.{admin,views,forms,selectors}: the old tree filed those by subject.
+    if len(parts) > 2 and parts[1] == "notifications" and rank_of(parts[2]) not in (None, 3):
+        return rank_of(parts[2])
+    found = rank_of(parts[1])
+    return 0 if found is None else found
 
 
 def module_files(root: Path) -> dict[str, Path]:
@@ -30,18 +66,6 @@ def module_files(root: Path) -> dict[str, Path]:
                 parts = parts[:-1]
             found[".".join(parts)] = path
     return found
-
-
-def layer(module: str) -> int:
-    if module in ("worker.tasks", "worker.notify_tasks"):  # the old tree's Celery tasks
-        return 3
-    for part in module.split(".")[1:]:
-        stem = part.rsplit("_", 1)[-1] if "_" in part else part
-        if part in INTERFACE or stem in INTERFACE:
-            return 3
-        if part in APPLICATION or stem in APPLICATION:
-            return 2
-    return 1
 
 
 def imports_of(module: str, path: Path, known: set[str]) -> set[str]:
