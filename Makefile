@@ -51,6 +51,7 @@ test-sqlite: $(VENV)/.installed-dev
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 ## Check the deployment files offline: docker-compose.yml (Compose spec schema and docker-compose),
 ## deploy/cloudformation.yaml (cfn-lint) and the Dockerfile (hadolint). No Docker engine needed.

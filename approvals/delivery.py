@@ -13,7 +13,7 @@ from django.conf import settings
 from approvals.models import ApprovalRequest, Callback, CallbackResolution, CallbackStatus, RequestStatus
 
 # ---------------------------------------------------------------------------
-# What reading an execution showed (filled by worker.gateway.read_execution)
+# What reading an execution showed (filled by approvals.integrations.aws.read_execution)
 # ---------------------------------------------------------------------------
 # Real AWS, GetExecutionHistory for a `.waitForTaskToken` task: TaskScheduled (its
 # `parameters` are the resolved Parameters, the task token among them), TaskStarted,
@@ -55,9 +55,16 @@ IN_FLIGHT = {
     CallbackStatus.SENDING: "being sent",
     CallbackStatus.RETRYING: "waiting to retry",
 }
-DELIVERED = "sent to Step Functions"
-CONFIRMED = "delivered (confirmed from the execution history)"
-CLOSED = "closed by Step Functions (timed out / execution ended)"
+
+
+def _in_a_sentence(label: str) -> str:
+    return label[:1].lower() + label[1:]
+
+
+# The model's choice labels (what the admin's filters show) are these words, capitalised.
+DELIVERED = _in_a_sentence(CallbackStatus.DELIVERED.label)
+CONFIRMED = _in_a_sentence(CallbackResolution.CONFIRMED.label)
+CLOSED = _in_a_sentence(CallbackResolution.CLOSED.label)
 UNCERTAIN = "delivery uncertain: an admin must check the execution"
 GONE = "not sent: the workflow no longer exists (closed by the system)"
 # A failure recorded before the execution was read (or a row from before resolutions existed).

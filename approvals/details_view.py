@@ -11,7 +11,7 @@ therefore starts from `bound(details, limits)`, which walks at most what it will
 - `max_total_chars` and `max_values`: the budget of the whole view. It is spent breadth-first
   (every top-level field before anything nested), so a huge first field cannot hide the others.
 
-The full details are served on their own URL ("show all", approvals/views.py `request_details`).
+The full details are served on their own URL ("show all", approvals/views/ `request_details`).
 """
 
 from __future__ import annotations

@@ -92,13 +92,13 @@ class ApprovalRequest(models.Model):
     # An approver asked the requester a question that has no answer yet.
     awaiting_info = models.BooleanField(default=False)
     # Approvers the message (or a routing rule) named that were not assigned, each with why:
-    # [{"kind": "user"|"group", "value": ..., "reason": ...}] (approvals/trust.py).
+    # [{"kind": "user"|"group", "value": ..., "reason": ...}] (approvals/selectors/trust.py).
     ignored_approvers = models.JSONField(default=list, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-received_at", "-id"]
-        # Every filter and ordering the admin offers has an index (see approvals/admin.py);
+        # Every filter and ordering the admin offers has an index (see approvals/admin/);
         # the changelists must stay fast with hundreds of thousands of rows.
         indexes = [
             models.Index(fields=["status", "-received_at"], name="request_status_received"),
@@ -337,6 +337,57 @@ class Assignment(models.Model):
         return f"{self.kind}:{self.value}"
 
 
+class AuditAction(models.TextChoices):
+    """What an audit event records: the one list of actions (stored as these strings)."""
+
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    APPROVAL_RECORDED = "approval_recorded"
+    REJECTION_RECORDED = "rejection_recorded"
+    DECISION_REFUSED = "decision_refused"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    REASSIGNED = "reassigned"
+    CLAIMED = "claimed"
+    UNCLAIMED = "unclaimed"
+    CLAIM_RELEASED = "claim_released"
+    REOPENED = "reopened"
+    VOTE_WITHDRAWN = "vote_withdrawn"
+    DECISION_RECOUNTED = "decision_recounted"
+    CALLBACK_DELIVERED = "callback_delivered"
+    CALLBACK_FAILED = "callback_failed"
+    CALLBACK_RETRIED = "callback_retried"
+    CLOSED_BY_STEP_FUNCTIONS = "closed_by_step_functions"
+    CLOSED_BY_SYSTEM = "closed_by_system"
+    INFO_REQUESTED = "info_requested"
+    INFO_ANSWERED = "info_answered"
+    DELEGATION_SET = "delegation_set"
+    DELEGATION_REVOKED = "delegation_revoked"
+    INGESTED = "ingested"
+    INGEST_ERROR = "ingest_error"
+    INGEST_ERROR_REPLAYED = "ingest_error_replayed"
+    INGEST_ERROR_REPLAY_REFUSED = "ingest_error_replay_refused"
+    INGEST_ERROR_DISCARDED = "ingest_error_discarded"
+    TOKEN_KEYS_ROTATED = "token_keys_rotated"  # noqa: S105 - an audit action, not a secret
+    TOKEN_KEY_ROTATION_SKIPPED = "token_key_rotation_skipped"  # noqa: S105 - an audit action, not a secret
+    TOKEN_ERASED = "token_erased"  # noqa: S105 - an audit action, not a secret
+    INGEST_MESSAGE_ERASED = "ingest_message_erased"
+    NOTIFICATION_REFUSED = "notification_refused"
+    NOTIFICATION_RESENT = "notification_resent"
+    NOTIFICATION_PREFERENCES_CHANGED = "notification_preferences_changed"
+    REMINDER_SENT = "reminder_sent"
+    ESCALATED = "escalated"
+    APPROVAL_POLICY_SAVED = "approval_policy_saved"
+    APPROVAL_POLICY_DELETED = "approval_policy_deleted"
+    ROUTING_RULE_SAVED = "routing_rule_saved"
+    ROUTING_RULE_DELETED = "routing_rule_deleted"
+    APPROVER_TRUST_SAVED = "approver_trust_saved"
+    APPROVER_TRUST_DELETED = "approver_trust_deleted"
+    SLACK_IDENTITY_BOUND = "slack_identity_bound"
+    SLACK_IDENTITY_UNBOUND = "slack_identity_unbound"
+    SLACK_BINDING_REFUSED = "slack_binding_refused"
+
+
 class AuditEventQuerySet(models.QuerySet):
     def update(self, **kwargs):
         raise TypeError("Audit events are append-only")
@@ -354,7 +405,7 @@ class AuditEvent(models.Model):
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT)
     # Who acted, as text that survives the user row: an email, or "system".
     actor_label = models.CharField(max_length=254)
-    action = models.CharField(max_length=64)
+    action = models.CharField(max_length=64)  # an AuditAction
     data = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
@@ -556,7 +607,7 @@ class ApproverTrust(MatchedByStateMachine):
     """How far the portal trusts what a state machine's messages say about who decides.
 
     Whoever may start an execution controls its input; a message's approvers and requester are
-    claims. No row matches a message: routing only (approvals/trust.py, docs/security.md "Trust boundary").
+    claims. No row matches a message: routing only (approvals/selectors/trust.py, docs/security.md "Trust boundary").
     """
 
     class Mode(models.TextChoices):

@@ -14,9 +14,9 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from approvals import permissions, tokens
+from approvals.integrations import aws as gateway
 from approvals.models import ApprovalRequest, RequestStatus
 from portal.urls import urlpatterns as portal_urlpatterns
-from worker import gateway
 
 
 @login_required

@@ -214,7 +214,7 @@ def setup(bench: Bench) -> None:
     from django.core.management import call_command
 
     import portal.celery  # noqa: F401 - the Celery app, so that tasks queued from here reach the broker
-    from worker import gateway
+    from approvals.integrations import aws as gateway
 
     call_command("migrate", verbosity=0)
     call_command("collectstatic", "--noinput", verbosity=0)

@@ -1,4 +1,4 @@
-"""The Celery application: configured from Django settings (CELERY_*), tasks from worker/."""
+"""The Celery application: configured from Django settings (CELERY_*), tasks from approvals/tasks/."""
 
 import os
 
@@ -8,7 +8,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
 app = Celery("portal")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["worker"])
+app.autodiscover_tasks(["approvals"])  # approvals.tasks: every task module
 
 from worker import observability  # noqa: E402, F401 - the worker's logging, metrics and log-context signals
 

@@ -163,7 +163,7 @@ class RequestIdMiddleware:
 
 
 def _record_http(request, response, seconds: float) -> None:
-    from approvals import metrics  # imported late: prometheus_client after the multiprocess setup
+    from approvals.ops import metrics  # imported late: prometheus_client after the multiprocess setup
 
     match = getattr(request, "resolver_match", None)
     route = match.route if match is not None and match.route else "unmatched"

@@ -9,7 +9,7 @@ worker's samples (and the other way round), even when they share a host and a va
 The directory is chosen and emptied by the process family's first process, before any metric
 records a sample: gunicorn's master (gunicorn.conf.py, ``on_starting``, before the app loads)
 and the Celery worker's main process (worker/observability.py, ``celeryd_init``: Django and
-the metrics are loaded by then, but no metric has a sample, see approvals/metrics.py). Their
+the metrics are loaded by then, but no metric has a sample, see approvals/ops/metrics.py). Their
 children inherit it. Processes started any other way (manage.py, tests) keep
 prometheus-client's ordinary in-process registry.
 

@@ -359,7 +359,7 @@ CELERY_BEAT_SCHEDULE = {
     "expire-overdue": {"task": "worker.tasks.expire_overdue_requests", "schedule": 60.0},
     "send-heartbeats": {"task": "worker.tasks.send_heartbeats", "schedule": HEARTBEAT_SWEEP_SECONDS},
     "erase-closed-tokens": {"task": "worker.tasks.erase_closed_tokens", "schedule": TOKEN_ERASE_SWEEP_SECONDS},
-    # Notifications (worker/notify_tasks.py)
+    # Notifications (approvals/tasks/notifications.py)
     "sweep-notifications": {"task": "worker.notify_tasks.sweep_notifications", "schedule": 60.0},
     "send-follow-ups": {"task": "worker.notify_tasks.send_follow_ups", "schedule": FOLLOW_UP_SWEEP_SECONDS},
     "send-digests": {

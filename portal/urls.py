@@ -1,17 +1,17 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from approvals import ops_views, views
 from approvals.auth import PortalLogoutView
+from approvals.views import inbox, ops
 
 urlpatterns = [
     # Operations: probes, Prometheus, and the admin's dashboard (before the admin's own URLs).
-    path("healthz", ops_views.healthz, name="healthz"),
-    path("readyz", ops_views.readyz, name="readyz"),
-    path("metrics", ops_views.metrics_view, name="metrics"),
-    path("admin/dashboard/", ops_views.ops_dashboard, name="ops-dashboard"),
+    path("healthz", ops.healthz, name="healthz"),
+    path("readyz", ops.readyz, name="readyz"),
+    path("metrics", ops.metrics_view, name="metrics"),
+    path("admin/dashboard/", ops.ops_dashboard, name="ops-dashboard"),
     # The admin signs in through SSO like everything else.
-    path("admin/login/", views.admin_login),
+    path("admin/login/", inbox.admin_login),
     path("admin/logout/", PortalLogoutView.as_view()),  # the admin's "Log out" ends the IdP session too
     path("admin/", admin.site.urls),
     path("oidc/logout/", PortalLogoutView.as_view(), name="oidc_logout"),  # before the library's

@@ -118,7 +118,7 @@ def moto_server(log_dir):
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{url}/moto-api/", process.popen, process.log)
-        from worker.gateway import configure_emulator
+        from approvals.integrations.aws import configure_emulator
 
         configure_emulator(url)
         yield url
@@ -129,7 +129,7 @@ def moto_server(log_dir):
 @pytest.fixture
 def aws(moto_server, settings):
     """Point the portal at the moto server, with a fresh queue (and DLQ) for this test."""
-    from worker import gateway
+    from approvals.integrations import aws as gateway
 
     settings.AWS_ENDPOINT_URL = moto_server
     settings.AWS_EMULATOR = True
@@ -148,8 +148,8 @@ def demo_state_machine(aws):
     """The example state machine from deploy/, wired to this test's queue, in its variant that
     takes approvers and requester from the execution's input (as behind a trusted front door;
     the tests' approver trust setting is "free", see `approver_trust_free`)."""
+    from approvals.integrations import aws as gateway
     from approvals.management.commands.aws_bootstrap import demo_definition
-    from worker import gateway
 
     return gateway.ensure_state_machine(
         name=f"approval-demo-{uuid.uuid4().hex[:8]}",
@@ -162,8 +162,8 @@ def demo_state_machine(aws):
 def shipped_state_machine(aws):
     """The example state machine exactly as deploy/ ships it (approvers and requester from its
     definition), with the approver trust setting `manage.py aws_bootstrap` gives it."""
+    from approvals.integrations import aws as gateway
     from approvals.management.commands.aws_bootstrap import demo_definition, demo_trust_configure
-    from worker import gateway
 
     arn = gateway.ensure_state_machine(
         name=f"approval-shipped-{uuid.uuid4().hex[:8]}",

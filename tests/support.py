@@ -53,7 +53,7 @@ def wait_for(predicate, timeout: float = 60, interval: float = 0.2):
 
 def wait_for_execution_end(execution_arn: str, timeout: float = 60) -> dict:
     """The execution's description once it no longer runs (on the moto server)."""
-    from worker import gateway
+    from approvals.integrations import aws as gateway
 
     def ended():
         execution = gateway.describe_execution(execution_arn=execution_arn)

@@ -22,6 +22,7 @@ from django.utils import timezone
 from approvals import permissions, selectors, services, tokens
 from approvals.auth import PortalOIDCBackend
 from approvals.contract import parse_message
+from approvals.integrations import aws as gateway
 from approvals.models import (
     ApprovalRequest,
     Assignment,
@@ -34,11 +35,10 @@ from approvals.models import (
     User,
 )
 from approvals.roles import APPROVER_ACCESS_GROUP
+from approvals.tasks import deliver_callback, erase_closed_tokens
 from tests.support import signed_in as client_for
 from tests.support import wait_for, wait_for_execution_end
-from worker import gateway
 from worker.consumer import consume_once
-from worker.tasks import deliver_callback, erase_closed_tokens
 
 pytestmark = pytest.mark.django_db
 

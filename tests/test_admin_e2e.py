@@ -15,9 +15,9 @@ import requests
 
 from approvals import services
 from approvals.contract import parse_message
+from approvals.integrations import aws as gateway
 from approvals.models import ApprovalRequest, AuditEvent, RequestStatus, User
 from tests.support import sso_login, wait_for, wait_for_execution_end
-from worker import gateway
 
 pytestmark = pytest.mark.e2e
 

@@ -24,9 +24,10 @@ from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from approvals import services, tokens
+from approvals import services, tasks, tokens
 from approvals.contract import parse_message
 from approvals.delivery import ExecutionReading, TaskClosure
+from approvals.integrations import aws as gateway
 from approvals.models import (
     ApprovalRequest,
     AuditEvent,
@@ -41,7 +42,6 @@ from approvals.services.callbacks import _settle_from_execution
 from tests.conftest import Process, database_url, venv_bin
 from tests.support import make_user, signed_in, wait_for, wait_for_execution_end
 from tests.test_reliability import ingest_execution, start, state_machine
-from worker import gateway, tasks
 
 
 @pytest.fixture
@@ -275,7 +275,7 @@ def test_the_requester_gets_no_approved_mail_before_the_workflow_has_the_decisio
     approval = ingest_execution(aws, execution_arn)
     # mock: holds back the broker publish (no worker in this test), so the decision is
     # committed and the callback not yet sent, the state a busy or slow worker leaves.
-    with mock.patch.object(tasks, "queue_delivery"), django_capture_on_commit_callbacks(execute=True):
+    with mock.patch("approvals.services.callbacks.enqueue_on_commit"), django_capture_on_commit_callbacks(execute=True):
         callback = approve(approval, people["alice"])
 
     assert not Notification.objects.filter(request=approval, kind="outcome").exists()
@@ -327,7 +327,7 @@ def test_an_admin_retry_of_an_uncertain_delivery_is_settled_afresh(aws, demo_sta
     assert Callback.objects.get(pk=callback.pk).resolution == CallbackResolution.UNCERTAIN
 
     # The admin granted the read permission and sends it again: now the history settles it.
-    with mock.patch.object(tasks, "queue_delivery"):  # no worker here: the test delivers below
+    with mock.patch("approvals.services.callbacks.enqueue_on_commit"):  # no worker here: the test delivers below
         services.callback_retry(callback_id=callback.pk, actor=people["carol"])
     assert tasks.deliver_callback(callback.pk) == "delivered"
 

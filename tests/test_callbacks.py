@@ -26,14 +26,14 @@ from cryptography.fernet import Fernet
 from django.contrib.auth.models import Group
 from django.utils import timezone
 
-from approvals import services, tokens
+from approvals import services, tasks, tokens
 from approvals.contract import parse_message
+from approvals.integrations import aws as gateway
 from approvals.models import ApprovalRequest, AuditEvent, Callback, CallbackStatus, IngestError, RequestStatus, User
+from approvals.tasks import deliver_callback, expire_overdue_requests, sweep_callbacks
 from portal.celery import app as celery_app
 from tests.support import wait_for, wait_for_execution_end
-from worker import gateway, tasks
 from worker.consumer import consume_once
-from worker.tasks import deliver_callback, expire_overdue_requests, sweep_callbacks
 
 ISSUER = "https://sso.example.com/o"
 EXECUTION_INPUT = {
@@ -379,7 +379,7 @@ def test_a_transient_aws_fault_schedules_a_retry_until_the_attempts_are_used_up(
     # apply_async is captured because no Celery worker consumes in this test: we only check the
     # retry was scheduled, with a countdown.
     with (
-        mock.patch("worker.gateway._sfn", return_value=client),
+        mock.patch("approvals.integrations.aws._sfn", return_value=client),
         mock.patch.object(tasks.deliver_callback, "apply_async") as scheduled,
     ):
         before = timezone.now()

@@ -31,11 +31,11 @@ from approvals.models import (
 )
 from approvals.notifications import messages, slack
 from approvals.services.conversations import MAX_MESSAGES
+from approvals.tasks import deliver_callback
+from approvals.tasks import notifications as notify_tasks
 from portal.celery import app as celery_app
 from tests.support import make_user, signed_in, wait_for_execution_end
 from tests.test_callbacks import start_and_ingest
-from worker import notify_tasks
-from worker.tasks import deliver_callback
 
 pytestmark = pytest.mark.django_db
 

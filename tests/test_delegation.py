@@ -550,9 +550,9 @@ def test_the_inbox_marks_only_what_reaches_the_delegate_through_the_delegation(p
 # Step Functions (the moto server): the execution's output names both
 # ---------------------------------------------------------------------------
 def test_the_delegate_approves_and_the_execution_output_says_on_behalf_of_whom(aws, demo_state_machine, people):
-    from worker import gateway
+    from approvals.integrations import aws as gateway
+    from approvals.tasks import deliver_callback
     from worker.consumer import consume_once
-    from worker.tasks import deliver_callback
 
     delegate(people)
     execution_arn = gateway.start_execution(

@@ -711,7 +711,7 @@ def test_the_default_broker_of_make_run_accepts_a_task(tmp_path):
     # `make run` uses the SQLite broker when CELERY_BROKER_URL is unset: publishing must work.
     env = {k: v for k, v in os.environ.items() if k not in {"CELERY_BROKER_URL", "DATABASE_URL"}}
     env["PORTAL_VAR_DIR"] = str(tmp_path)
-    script = "from worker.tasks import sweep_callbacks; print(sweep_callbacks.delay().id)"
+    script = "from approvals.tasks import sweep_callbacks; print(sweep_callbacks.delay().id)"
     result = subprocess.run(
         [sys.executable, "manage.py", "shell", "-c", script],
         cwd=REPO_DIR,

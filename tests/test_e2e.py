@@ -12,9 +12,9 @@ import pytest
 import requests
 
 from approvals import tokens
+from approvals.integrations import aws as gateway
 from approvals.models import ApprovalRequest, CallbackStatus
 from tests.support import sso_login, wait_for, wait_for_execution_end
-from worker import gateway
 
 pytestmark = pytest.mark.e2e
 

@@ -26,8 +26,9 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from approvals import links, services
+from approvals import links, services, tasks
 from approvals.contract import ContractError, parse_message
+from approvals.integrations import aws as gateway
 from approvals.models import (
     ApprovalRequest,
     AuditEvent,
@@ -40,7 +41,6 @@ from approvals.notifications import email, messages
 from tests.conftest import REPO_DIR, Process, database_url, free_port, venv_bin, wait_for_http
 from tests.support import make_user, signed_in, wait_for_execution_end
 from tests.test_reliability import BODY, ingest_execution, start, state_machine
-from worker import gateway, tasks
 
 
 class RestartableMoto:

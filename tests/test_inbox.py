@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from approvals import services
 from approvals.contract import parse_message
-from approvals.forms import REJECT_NEEDS_COMMENT
+from approvals.forms.requests import REJECT_NEEDS_COMMENT
 from approvals.models import ApprovalRequest, Assignment, AuditEvent, Callback, CallbackStatus, RequestStatus, Vote
 from tests.support import make_user
 from tests.support import signed_in as client_for

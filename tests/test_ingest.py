@@ -24,9 +24,9 @@ from django.conf import settings as django_settings
 from django.db import OperationalError, transaction
 
 from approvals import services, tokens
+from approvals.integrations import aws as gateway
 from approvals.models import ApprovalRequest, Assignment, AuditEvent, IngestError, User
 from tests.support import wait_for
-from worker import gateway
 from worker.consumer import consume_once
 
 # A real-format task token: long, opaque base64 with '+', '/' and '=' padding (AWS issues up

@@ -28,9 +28,9 @@ from approvals.contract import parse_message
 from approvals.models import ApprovalRequest, AuditEvent, Notification, RequestStatus, User, Vote
 from approvals.roles import APPROVER_ACCESS_GROUP
 from approvals.services import notifications as notification_services
+from approvals.tasks import notifications as notify_tasks
 from portal.celery import app as celery_app
 from tests.support import make_user, signed_in
-from worker import notify_tasks
 
 pytestmark = pytest.mark.django_db
 
@@ -309,7 +309,8 @@ def test_whatever_ids_are_posted_a_bulk_action_only_ever_acts_on_rows_of_the_use
     from django.test import RequestFactory
 
     from approvals import selectors
-    from approvals.admin import _selected_ids, _unseen_ids
+    from approvals.admin.base import selected_ids as _selected_ids
+    from approvals.admin.base import unseen_ids as _unseen_ids
 
     mine = ingest(f"Finance {uuid.uuid4().hex[:6]}", groups=["finance-approvers"])
     ingest(f"Legal {uuid.uuid4().hex[:6]}", groups=["legal"])

@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from approvals import links, services
 from approvals.contract import parse_message
+from approvals.integrations import aws as gateway
 from approvals.models import (
     ApprovalRequest,
     AuditEvent,
@@ -34,13 +35,13 @@ from approvals.models import (
     NotificationPreference,
     RequestStatus,
 )
-from approvals.notifications.selectors import follow_up_due_request_ids
+from approvals.selectors.notifications import follow_up_due_request_ids
 from approvals.services import notifications as notification_services
+from approvals.tasks import notifications as notify_tasks
 from portal.celery import app as celery_app
 from tests.conftest import free_port
 from tests.support import make_user, signed_in, sso_login, wait_for, wait_for_execution_end
 from tests.test_callbacks import start_and_ingest
-from worker import gateway, notify_tasks
 
 pytestmark = pytest.mark.django_db
 

@@ -28,15 +28,16 @@ from django.utils import timezone
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
-from approvals import metrics, services
+from approvals import services, tasks
 from approvals.contract import parse_message
+from approvals.integrations import aws as gateway
 from approvals.models import ApprovalRequest, Callback, CallbackStatus, ConsumerStatus, RequestStatus, User, Vote
+from approvals.ops import metrics
 from approvals.redaction import TokenRedactingFilter
 from portal.logging import JsonFormatter, LogContextFilter, PlainFormatter, clear_log_context, log_context
 from tests.conftest import REPO_DIR, Process, free_port, venv_bin, wait_for_http
 from tests.support import sso_login, wait_for, wait_for_execution_end
 from tests.test_e2e import decide, start_and_wait_for_request
-from worker import gateway, tasks
 from worker.consumer import consume_once
 
 ALERTS = REPO_DIR / "deploy" / "prometheus-alerts.yml"
@@ -416,7 +417,7 @@ def test_a_real_format_token_reaches_no_log_line(log_format, every_log_line, aws
     def crash(public_id):
         raise RuntimeError(f"could not load the request for {REAL_TOKEN}")
 
-    monkeypatch.setattr("approvals.views.selectors.request_detail", crash)
+    monkeypatch.setattr("approvals.views.requests.selectors.request_detail", crash)
     browser = signed_in(alice, raise_request_exception=False)
     crashed = browser.get(f"/requests/{request.public_id}/")
 
@@ -609,7 +610,7 @@ def exposed_metric_names() -> set[str]:
     names = set()
     for collector in list(metrics.REGISTRY._collector_to_names):
         names.update(metrics.REGISTRY._collector_to_names[collector])
-    source = (REPO_DIR / "approvals" / "metrics.py").read_text()
+    source = (REPO_DIR / "approvals" / "ops" / "metrics.py").read_text()
     names.update(re.findall(r'"(approvals_[a-z_]+)"', source))
     for name in list(names):
         names.update({f"{name}_bucket", f"{name}_count", f"{name}_sum"})

@@ -353,7 +353,7 @@ def test_the_requester_never_approves_even_when_named(people):
     [("sod_previous_level", 403), ("sod_requester_group", 403), ("already_voted", 409), ("distinct_groups", 403)],
 )
 def test_refusal_pages_have_a_status_for_each_policy_refusal(code, status):
-    from approvals.views import ERROR_STATUS
+    from approvals.views.requests import ERROR_STATUS
 
     assert ERROR_STATUS[code] == status
 

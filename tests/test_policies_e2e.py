@@ -9,10 +9,10 @@ import uuid
 import pytest
 import requests
 
+from approvals.integrations import aws as gateway
 from approvals.management.commands.aws_bootstrap import demo_definition
 from approvals.models import ApprovalRequest, Callback, CallbackStatus, RequestStatus, Vote
 from tests.support import sso_login, wait_for, wait_for_execution_end
-from worker import gateway
 
 pytestmark = pytest.mark.e2e
 

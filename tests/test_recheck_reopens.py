@@ -13,11 +13,11 @@ from django.contrib.auth.models import Group
 
 from approvals import selectors, services
 from approvals.contract import parse_message
+from approvals.integrations import aws as gateway
 from approvals.models import ApprovalRequest, AuditEvent, Callback, CallbackStatus, Notification, RequestStatus, Vote
+from approvals.tasks import deliver_callback
 from tests.support import make_user, signed_in, wait_for, wait_for_execution_end
 from tests.test_callbacks import take_from_queue
-from worker import gateway
-from worker.tasks import deliver_callback
 
 pytestmark = pytest.mark.django_db
 

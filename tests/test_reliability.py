@@ -21,8 +21,9 @@ from botocore.exceptions import ClientError, ReadTimeoutError
 from django.contrib.auth.models import Group
 from django.db import connection, transaction
 
-from approvals import services
+from approvals import services, tasks
 from approvals.contract import parse_message
+from approvals.integrations import aws as gateway
 from approvals.management.commands.aws_bootstrap import demo_definition
 from approvals.models import (
     ApprovalRequest,
@@ -37,7 +38,6 @@ from approvals.models import (
 )
 from tests.conftest import Process, database_url, free_port, venv_bin
 from tests.support import sso_login, wait_for
-from worker import gateway, tasks
 from worker.consumer import consume_once
 
 BODY = {
@@ -397,7 +397,7 @@ def test_two_approvers_deciding_at_the_same_moment_make_exactly_one_decision(aws
             connection.close()
 
     threads = [threading.Thread(target=decide_now, args=(user,)) for user in people]
-    with mock.patch.object(tasks, "queue_delivery"):  # no worker in this test: nothing to publish to
+    with mock.patch("approvals.services.callbacks.enqueue_on_commit"):  # no worker in this test: nothing to publish to
         for thread in threads:
             thread.start()
         for thread in threads:

@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from approvals import links, services, slack_payloads
+from approvals import links, services, slack_payloads, tasks
 from approvals.contract import parse_message
 from approvals.models import (
     ApprovalRequest,
@@ -39,10 +39,10 @@ from approvals.models import (
 )
 from approvals.notifications import slack
 from approvals.services import notifications as notification_services
+from approvals.tasks import notifications as notify_tasks
 from portal.celery import app as celery_app
 from tests.support import signed_in
 from tests.test_callbacks import start_and_ingest, wait_for_execution_end
-from worker import notify_tasks, tasks
 
 pytestmark = pytest.mark.django_db
 
@@ -730,8 +730,8 @@ def test_an_unknown_slack_address_is_a_permanent_failure_not_retried(people, sla
 
 
 def test_tasks_module_loads_the_notification_tasks():
-    # Celery autodiscovery imports worker.tasks only; the notification tasks must come with it.
-    assert tasks.notify_tasks.send_notification.name in celery_app.tasks
+    # Celery autodiscovery imports approvals.tasks only; the notification tasks must come with it.
+    assert tasks.notifications.send_notification.name in celery_app.tasks
 
 
 # ---------------------------------------------------------------------------
@@ -969,7 +969,7 @@ def test_an_admin_unlinks_a_slack_identity_and_its_clicks_count_no_more(people, 
 
 
 def test_slack_without_a_workspace_id_is_a_configuration_error(settings):
-    from approvals.notifications.checks import notification_settings_check
+    from approvals.checks import notification_settings_check
 
     settings.SLACK_BOT_TOKEN, settings.SLACK_SIGNING_SECRET, settings.SLACK_TEAM_ID = "xoxb-1", "secret", ""
 

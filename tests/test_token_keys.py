@@ -18,8 +18,8 @@ from approvals import selectors, services, tokens
 from approvals.contract import parse_message
 from approvals.models import ApprovalRequest, AuditEvent, Callback, CallbackStatus, RequestStatus, User
 from approvals.services.common import ApprovalError
+from approvals.tasks import deliver_callback, erase_closed_tokens, send_heartbeats
 from portal.celery import app as celery_app
-from worker.tasks import deliver_callback, erase_closed_tokens, send_heartbeats
 
 pytestmark = pytest.mark.django_db
 

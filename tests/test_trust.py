@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from approvals import links, permissions, services
 from approvals.contract import ContractError, parse_message
-from approvals.forms import FREE_TRUST_WARNING
+from approvals.forms.admin import FREE_TRUST_WARNING
+from approvals.integrations import aws as gateway
 from approvals.models import (
     ApprovalRequest,
     ApproverTrust,
@@ -28,9 +29,8 @@ from approvals.models import (
     RoutingRule,
 )
 from approvals.roles import APPROVER_ACCESS_GROUP
-from approvals.trust import TrustRefusal
+from approvals.selectors.trust import TrustRefusal
 from tests.support import make_user, signed_in
-from worker import gateway
 from worker.consumer import consume_once
 
 pytestmark = pytest.mark.django_db

@@ -16,9 +16,9 @@ import pytest
 import requests
 
 from approvals import links
+from approvals.integrations import aws as gateway
 from approvals.models import ApprovalRequest, ApproverTrust, Callback, RequestStatus
 from tests.support import sso_login, wait_for, wait_for_execution_end
-from worker import gateway
 
 pytestmark = [pytest.mark.e2e, pytest.mark.trust_unconfigured]
 

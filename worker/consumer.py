@@ -18,11 +18,12 @@ logger = logging.getLogger(__name__)
 
 def consume_once(*, queue_url: str, wait_seconds: int, visibility_timeout: int, max_bytes: int) -> int:
     """Receive one batch, ingest it, delete what was committed. Returns messages handled."""
-    from approvals import metrics, services
+    from approvals import services
+    from approvals.integrations import aws
+    from approvals.ops import metrics
     from portal.logging import bind_log_context
-    from worker import gateway
 
-    batch = gateway.receive_batch(queue_url=queue_url, wait_seconds=wait_seconds, visibility_timeout=visibility_timeout)
+    batch = aws.receive_batch(queue_url=queue_url, wait_seconds=wait_seconds, visibility_timeout=visibility_timeout)
     received_at = time.monotonic()
     metrics.messages_received(len(batch))
     extended = False
@@ -34,7 +35,7 @@ def consume_once(*, queue_url: str, wait_seconds: int, visibility_timeout: int, 
                 # A slow batch (a slow database): keep the rest hidden so no other consumer
                 # receives them meanwhile.
                 rest = [m.receipt_handle for m in batch[index:]]
-                gateway.extend_visibility(queue_url=queue_url, receipt_handles=rest, timeout=visibility_timeout)
+                aws.extend_visibility(queue_url=queue_url, receipt_handles=rest, timeout=visibility_timeout)
                 extended = True
             # Each message's failure is its own: an IngestError that keeps the message, so once
             # either is committed the message is deleted. Only a database unavailable as a whole
@@ -45,7 +46,7 @@ def consume_once(*, queue_url: str, wait_seconds: int, visibility_timeout: int, 
         # Also when the database went away mid-batch: what was committed is not received again.
         bind_log_context(message_id=None, approval_id=None)
         if done:
-            failed = gateway.delete_messages(queue_url=queue_url, receipt_handles=done)
+            failed = aws.delete_messages(queue_url=queue_url, receipt_handles=done)
             if failed:
                 # Harmless: the message comes back and ingestion finds the existing request.
                 logger.warning("%d ingested messages could not be deleted; they will be re-received", len(failed))
@@ -65,7 +66,8 @@ class QueueConsumer(threading.Thread):
         from django.conf import settings
         from django.db import close_old_connections
 
-        from approvals import metrics, services
+        from approvals import services
+        from approvals.ops import metrics
 
         name = consumer_name()
         logger.info("approval queue consumer %s started", name)

@@ -46,7 +46,7 @@ def _start_metrics_server(**kwargs) -> None:
     port = settings.WORKER_METRICS_PORT
     if not port:
         return
-    from approvals import metrics
+    from approvals.ops import metrics
 
     try:
         metrics.start_worker_metrics_server(port=port, bind=settings.WORKER_METRICS_BIND)
@@ -75,7 +75,7 @@ def _bind_task_context(task_id=None, task=None, args=None, kwargs=None, **extra)
     if name == DELIVER_CALLBACK:
         callback_id = (args or [None])[0] if args else (kwargs or {}).get("callback_id")
         if callback_id is not None:
-            from approvals import ops_selectors
+            from approvals.selectors import ops as ops_selectors
 
             bind_log_context(callback_id=callback_id, **ops_selectors.callback_log_ids(callback_id))
 

@@ -4,10 +4,10 @@
   row at send time, so a late retry never shows stale approvers;
 - `email`: HTML + plain text through Django's mail backend (SMTP, console, file, locmem);
 - `slack`: Block Kit messages through the Web API (plain `requests`), and the checks the
-  interactivity endpoint (`approvals/slack_views.py`) needs: signature and user mapping.
+  interactivity endpoint (`approvals/views/slack.py`) needs: signature and user mapping.
 
 Rows are written only by `approvals.services.notifications`; Celery tasks in
-`worker/notify_tasks.py` do the sending, after commit, never inside a web request.
+`approvals/tasks/notifications.py` do the sending, after commit, never inside a web request.
 """
 
 

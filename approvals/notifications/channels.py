@@ -1,6 +1,6 @@
 """One send: build the content for the recipient and hand it to the channel.
 
-Called by worker/notify_tasks.py for a claimed row; raises DeliveryError when the channel
+Called by approvals/tasks/notifications.py for a claimed row; raises DeliveryError when the channel
 does not take it (the task retries or marks it failed).
 """
 
@@ -11,7 +11,7 @@ from django.utils import timezone
 from approvals import delivery
 from approvals.models import ApprovalRequest, CallbackStatus, Notification
 from approvals.notifications import DeliveryError, email, messages, slack
-from approvals.notifications.selectors import pending_requests_for
+from approvals.selectors.notifications import pending_requests_for
 
 
 class NothingToSend(Exception):

@@ -2,7 +2,7 @@
 
 Plain `requests` with a timeout, against SLACK_API_URL (https://slack.com/api; tests point it
 at a local server). The bot needs the scopes chat:write, users:read, users:read.email and im:write.
-Nothing here decides: approvals/slack_views.py verifies the request, maps the Slack user to its
+Nothing here decides: approvals/views/slack.py verifies the request, maps the Slack user to its
 bound portal account (approvals/slack_access.py) and calls services.approval_decide, which
 applies the one authorization rule.
 """

@@ -4,52 +4,58 @@ Views, admin actions, management commands and Celery tasks call these functions;
 write the models themselves.
 """
 
-from approvals.services.admin_ops import (
-    approval_cancel,
-    approval_reassign,
-    callback_retry,
-    ingest_error_discard,
-    ingest_error_replay,
-    new_assignees_notify,
-    routing_rule_delete,
-    routing_rule_save,
-)
+from approvals.services.assignments import approval_reassign, new_assignees_notify
 from approvals.services.callbacks import (
-    CLOSED_TASK_CODES,
-    MAX_OUTPUT_BYTES,
     CallbackSend,
     approval_close_by_step_functions,
     callback_claim,
     callback_mark_delivered,
     callback_mark_failed,
     callback_mark_retrying,
+    callback_retry,
     callbacks_lease_stale,
     heartbeat_recorded,
     heartbeat_token,
-    output_size,
 )
 from approvals.services.claims import approval_claim, approval_unclaim, claims_release
 from approvals.services.common import ApprovalError
 from approvals.services.consumers import consumer_error_recorded, consumer_poll_recorded
 from approvals.services.conversations import info_answer, info_request
-from approvals.services.decisions import REASON_REQUIRED, approval_decide, approval_expire, refusal_record
+from approvals.services.decisions import (
+    REASON_REQUIRED,
+    approval_cancel,
+    approval_decide,
+    approval_expire,
+    refusal_record,
+)
 from approvals.services.delegations import delegation_revoke, delegation_set
-from approvals.services.ingest import approval_request_ingest, ingest_error_record, received_message_ingest
+from approvals.services.ingest import (
+    approval_request_ingest,
+    ingest_error_discard,
+    ingest_error_record,
+    ingest_error_replay,
+    received_message_ingest,
+)
 from approvals.services.keys import (
     KeyRotationReport,
     approval_token_erase,
     ingest_error_message_erase,
     token_keys_rotate,
 )
-from approvals.services.policies import approval_policy_delete, approval_policy_save
+from approvals.services.payloads import MAX_OUTPUT_BYTES, output_size
+from approvals.services.routing import (
+    approval_policy_delete,
+    approval_policy_save,
+    routing_rule_delete,
+    routing_rule_save,
+)
 from approvals.services.trust import approver_trust_delete, approver_trust_save
 from approvals.services.workflow_gone import (
-    EXECUTION_UNKNOWN_CODE,
     FOUND_AT_START,
     FOUND_BY_HEARTBEAT,
-    TOKEN_UNKNOWN_CODES,
     approval_close_workflow_gone,
 )
+from approvals.stepfunctions import CLOSED_TASK_CODES, EXECUTION_UNKNOWN_CODE, TOKEN_UNKNOWN_CODES
 
 __all__ = [
     "CLOSED_TASK_CODES",

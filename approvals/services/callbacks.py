@@ -1,4 +1,5 @@
-"""The callback outbox: claiming a row, and recording what Step Functions answered."""
+"""The callback outbox: queueing a delivery, claiming a row, recording what Step Functions answered,
+and an admin's retry."""
 
 import json
 from dataclasses import dataclass, field
@@ -9,17 +10,44 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from approvals import metrics, tokens
+from approvals import tokens
 from approvals.delivery import ExecutionReading
-from approvals.models import ApprovalRequest, Callback, CallbackResolution, CallbackStatus, RequestStatus
+from approvals.models import (
+    ApprovalRequest,
+    AuditAction,
+    Callback,
+    CallbackResolution,
+    CallbackStatus,
+    RequestStatus,
+    User,
+)
+from approvals.ops import metrics
 from approvals.redaction import redact
-from approvals.services.common import MAX_CAUSE_LENGTH, MAX_ERROR_LENGTH, audit
+from approvals.services.common import (
+    MAX_CAUSE_LENGTH,
+    MAX_ERROR_LENGTH,
+    ApprovalError,
+    audit,
+    enqueue_on_commit,
+)
+from approvals.services.notifications import approval_notify
+from approvals.services.payloads import MAX_OUTPUT_BYTES, output_size
 from approvals.services.recheck import RECHECK_FAILED, decision_recheck
-from approvals.services.workflow_gone import FOUND_BY_CALLBACK, TOKEN_UNKNOWN_CODES, close_request_workflow_gone
+from approvals.services.workflow_gone import FOUND_BY_CALLBACK, close_request_workflow_gone
+from approvals.stepfunctions import CLOSED_TASK_CODES, NOT_SENT_CODES, TOKEN_UNKNOWN_CODES
 
 # Step Functions' limits, checked before the call so a refusal is ours, clear and recorded.
-MAX_OUTPUT_BYTES = 262_144
 MAX_TOKEN_LENGTH = 2048
+
+
+# The delivery task (approvals/tasks/callbacks.py), enqueued by name.
+DELIVER_CALLBACK = "worker.tasks.deliver_callback"
+
+
+def queue_callback(callback: Callback) -> None:
+    """Deliver the callback once the decision has committed (approvals/tasks/callbacks.py); if it
+    cannot be queued then, the row stays pending and the outbox sweep delivers it."""
+    enqueue_on_commit(DELIVER_CALLBACK, callback_id=callback.pk)
 
 
 # ---------------------------------------------------------------------------
@@ -112,11 +140,6 @@ def _record_lost_attempt(callback: Callback) -> None:
     callback.save(update_fields=["status", "maybe_delivered", "error_code", "last_error", "next_attempt_at"])
 
 
-def output_size(output: dict) -> int:
-    """The UTF-8 size of the output exactly as the gateway sends it."""
-    return len(json.dumps(output, ensure_ascii=False).encode())
-
-
 def _limit_violation(callback: Callback, task_token: str) -> str:
     if len(task_token) > MAX_TOKEN_LENGTH:
         return f"the task token is longer than {MAX_TOKEN_LENGTH} characters"
@@ -141,7 +164,12 @@ def _callback_fail(callback: Callback, *, code: str, message: str, resolution: s
     callback.save(update_fields=["status", "error_code", "last_error", "next_attempt_at", "resolution", "updated_at"])
     extra = {"resolution": resolution} if resolution else {}
     audit(
-        action="callback_failed", request=callback.request, actor=None, code=code, message=callback.last_error, **extra
+        action=AuditAction.CALLBACK_FAILED,
+        request=callback.request,
+        actor=None,
+        code=code,
+        message=callback.last_error,
+        **extra,
     )
     metrics.callback_failed(code=code)
     _tell_requester(callback.request)
@@ -149,8 +177,6 @@ def _callback_fail(callback: Callback, *, code: str, message: str, resolution: s
 
 def _tell_requester(request: ApprovalRequest) -> None:
     """The outcome mail, once the callback's fate is known (delivered, or why it could not be)."""
-    from approvals.services.notifications import approval_notify
-
     approval_notify(request=request, kind="outcome", close_slack=False)  # the Slack buttons closed at the decision
 
 
@@ -170,7 +196,9 @@ def _callback_delivered(callback: Callback, *, resolution: str = "") -> None:
     callback.resolution = resolution
     callback.save(update_fields=["status", "delivered_at", "error_code", "next_attempt_at", "resolution", "updated_at"])
     extra = {"resolution": resolution} if resolution else {}
-    audit(action="callback_delivered", request=callback.request, actor=None, attempts=callback.attempts, **extra)
+    audit(
+        action=AuditAction.CALLBACK_DELIVERED, request=callback.request, actor=None, attempts=callback.attempts, **extra
+    )
     metrics.callback_delivered(callback)
     _tell_requester(callback.request)
 
@@ -199,19 +227,6 @@ def callback_mark_retrying(*, callback_id: int, code: str, message: str, retry_i
     )
     metrics.callback_retried(code=code)
     return True
-
-
-# Step Functions' answers that mean the task is gone: no retry can help.
-CLOSED_TASK_CODES = {"TaskTimedOut", "TaskDoesNotExist", "InvalidToken"}
-# Transient failures where the request certainly did not reach (or was refused by) AWS.
-NOT_SENT_CODES = {
-    "ThrottlingException",
-    "Throttling",
-    "TooManyRequestsException",
-    "RequestThrottled",
-    "EndpointConnectionError",
-    "ConnectTimeoutError",
-}
 
 
 @transaction.atomic
@@ -314,11 +329,9 @@ def _close_request(request: ApprovalRequest, *, code: str) -> None:
     request.decided_at = request.decided_at or timezone.now()
     request.awaiting_info = False
     request.save(update_fields=["status", "decided_at", "awaiting_info", "updated_at"])
-    audit(action="closed_by_step_functions", request=request, actor=None, code=code, previous_status=previous)
+    audit(action=AuditAction.CLOSED_BY_STEP_FUNCTIONS, request=request, actor=None, code=code, previous_status=previous)
     if previous == RequestStatus.PENDING:
         # Nobody decided (no callback): the requester still hears how it ended.
-        from approvals.services.notifications import approval_notify
-
         approval_notify(request=request, kind="outcome")
 
 
@@ -381,3 +394,52 @@ def approval_close_by_step_functions(*, request_id: int, code: str) -> None:
     request = ApprovalRequest.objects.select_for_update().filter(pk=request_id).first()
     if request is not None and request.status == RequestStatus.PENDING:
         _close_request(request, code=code)
+
+
+# ---------------------------------------------------------------------------
+# Callbacks
+# ---------------------------------------------------------------------------
+@transaction.atomic
+def callback_retry(*, callback_id: int, actor: User) -> Callback:
+    """Send a failed callback again, with a fresh budget of CALLBACK_MAX_ATTEMPTS.
+
+    The attempts start from zero again (what failed before is kept in the audit event): an
+    admin retries after fixing the cause, e.g. restoring a dropped token key.
+    """
+    callback = Callback.objects.select_for_update(of=("self",)).select_related("request").filter(pk=callback_id).first()
+    if callback is None:
+        raise ApprovalError("This callback does not exist.", "not_found")
+    if callback.status != CallbackStatus.FAILED:
+        raise ApprovalError(
+            f"Only a failed callback can be sent again; this one is {callback.get_status_display().lower()}.",
+            "not_failed",
+            request=callback.request,
+        )
+    if tokens.is_erased(callback.request.token_ciphertext):
+        raise ApprovalError(
+            "This request's task token was erased after the retention period (TOKEN_RETENTION_DAYS): "
+            "nothing can be sent to Step Functions any more.",
+            "token_erased",
+            request=callback.request,
+        )
+    previous = {"attempts": callback.attempts, "error_code": callback.error_code, "error": callback.last_error}
+    if callback.resolution:
+        previous["resolution"] = callback.resolution
+    callback.status = CallbackStatus.PENDING
+    callback.attempts = 0
+    callback.error_code = ""
+    callback.last_error = ""
+    callback.next_attempt_at = None
+    callback.resolution = ""  # settled again by this attempt (maybe_delivered stays: the past is unchanged)
+    callback.save(
+        update_fields=["status", "attempts", "error_code", "last_error", "next_attempt_at", "resolution", "updated_at"]
+    )
+    audit(
+        action=AuditAction.CALLBACK_RETRIED,
+        request=callback.request,
+        actor=actor,
+        callback_id=callback.pk,
+        previous=previous,
+    )
+    queue_callback(callback)
+    return callback

@@ -13,7 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from approvals import permissions
-from approvals.models import ApprovalRequest, RequestStatus, User
+from approvals.models import ApprovalRequest, AuditAction, RequestStatus, User
 from approvals.services.common import ApprovalError, audit, locked_request
 from approvals.services.decisions import refusals_recorded
 
@@ -46,7 +46,7 @@ def _claim(*, public_id, user: User) -> ApprovalRequest:
     request.claimed_by = user
     request.claimed_at = timezone.now()
     request.save(update_fields=["claimed_by", "claimed_at", "updated_at"])
-    audit(action="claimed", request=request, actor=user)
+    audit(action=AuditAction.CLAIMED, request=request, actor=user)
     return request
 
 
@@ -74,7 +74,7 @@ def _unclaim(*, public_id, user: User) -> ApprovalRequest:
     request.claimed_by = None
     request.claimed_at = None
     request.save(update_fields=["claimed_by", "claimed_at", "updated_at"])
-    audit(action="unclaimed", request=request, actor=user, claimed_at=claimed_at.isoformat())
+    audit(action=AuditAction.UNCLAIMED, request=request, actor=user, claimed_at=claimed_at.isoformat())
     return request
 
 
@@ -108,7 +108,7 @@ def claims_release(*, request_ids: Sequence[int], actor: User) -> list[ReleasedC
         request.claimed_at = None
         request.save(update_fields=["claimed_by", "claimed_at", "updated_at"])
         audit(
-            action="claim_released",
+            action=AuditAction.CLAIM_RELEASED,
             request=request,
             actor=actor,
             claimed_by=holder.email or holder.get_username(),

@@ -1,6 +1,18 @@
-"""What every service shares: the domain error and the audit writer."""
+"""What every service shares: the domain error, the audit writer, enqueueing a task by name."""
 
-from approvals.models import ApprovalRequest, AuditEvent, User
+import logging
+
+from celery import current_app
+from django.db import transaction
+
+from approvals.models import (
+    ApprovalRequest,
+    AuditAction,
+    AuditEvent,
+    User,
+)
+
+logger = logging.getLogger(__name__)
 
 SYSTEM = "system"
 # SendTaskFailure's documented limits.
@@ -18,7 +30,8 @@ class ApprovalError(Exception):
         self.request = request
 
 
-def audit(*, action: str, request: ApprovalRequest | None, actor: User | None, **data) -> AuditEvent:
+def audit(*, action: AuditAction, request: ApprovalRequest | None, actor: User | None, **data) -> AuditEvent:
+    action = AuditAction(action)  # one vocabulary: an action not in the list is a bug, not a new word
     label = actor.email or actor.get_username() if actor is not None else SYSTEM
     return AuditEvent.objects.create(request=request, actor=actor, actor_label=label, action=action, data=data)
 
@@ -41,4 +54,48 @@ def locked_request(public_id, *, related: tuple[str, ...] = ()) -> ApprovalReque
     )
     if request is None:
         raise ApprovalError("This approval request does not exist.", "not_found")
+    return request
+
+
+def enqueue(name: str, **kwargs) -> bool:
+    """Publish the task called `name` (its Celery name, approvals/tasks/) with `kwargs`.
+
+    By name, so services never import task modules (tasks import services). Never raises: the
+    rows a task works from stay pending when the broker is down, and beat's sweeps queue them
+    later. With `task_always_eager` (tests) the task runs here, like `.delay()` would run it.
+    """
+    app = current_app._get_current_object()
+    try:
+        if app.conf.task_always_eager:
+            if name not in app.tasks:
+                app.loader.import_default_modules()  # what a worker does at start: autodiscovery
+            app.tasks[name].apply(kwargs=kwargs)
+        else:
+            app.send_task(name, kwargs=kwargs)
+    except Exception:
+        logger.warning("could not queue %s now; a sweep will", name, exc_info=True)
+        return False
+    return True
+
+
+def enqueue_on_commit(name: str, **kwargs) -> None:
+    """`enqueue(name, **kwargs)` once the caller's transaction has committed (at once outside one)."""
+    transaction.on_commit(lambda: enqueue(name, **kwargs), robust=True)
+
+
+def require_reason(reason: str) -> str:
+    reason = (reason or "").strip()
+    if not reason:
+        raise ApprovalError("Give a reason: it goes into the audit trail.", "reason_required")
+    return reason
+
+
+def locked_pending_request(request_id: int) -> ApprovalRequest:
+    request = ApprovalRequest.objects.select_for_update(of=("self",)).filter(pk=request_id).first()
+    if request is None:
+        raise ApprovalError("This approval request does not exist.", "not_found")
+    if not request.is_pending:
+        raise ApprovalError(
+            f"This request is already {request.get_status_display().lower()}.", "not_pending", request=request
+        )
     return request

@@ -11,7 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from approvals import permissions
-from approvals.models import ApprovalRequest, InfoMessage, User
+from approvals.models import ApprovalRequest, AuditAction, InfoMessage, User
 from approvals.services.common import ApprovalError, audit, locked_request
 from approvals.services.decisions import refusals_recorded
 from approvals.services.notifications import conversation_notify
@@ -81,7 +81,7 @@ def _ask(*, public_id, user: User, question: str) -> InfoMessage:
     if not request.awaiting_info:
         request.awaiting_info = True
         request.save(update_fields=["awaiting_info", "updated_at"])
-    audit(action="info_requested", request=request, actor=user, text=text, message_id=message.pk)
+    audit(action=AuditAction.INFO_REQUESTED, request=request, actor=user, text=text, message_id=message.pk)
     logger.info("approval request %s: user %s asked the requester a question", request.public_id, user.pk)
     conversation_notify(request=request, message=message)  # exception-safe; sent after commit
     return message
@@ -113,7 +113,7 @@ def _answer(*, public_id, user: User, answer: str) -> InfoMessage:
     message = _add_message(request=request, user=user, kind=InfoMessage.Kind.ANSWER, text=text)
     request.awaiting_info = False
     request.save(update_fields=["awaiting_info", "updated_at"])
-    audit(action="info_answered", request=request, actor=user, text=text, message_id=message.pk)
+    audit(action=AuditAction.INFO_ANSWERED, request=request, actor=user, text=text, message_id=message.pk)
     logger.info("approval request %s: the requester answered", request.public_id)
     conversation_notify(request=request, message=message)  # exception-safe; sent after commit
     return message

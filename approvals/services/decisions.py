@@ -1,4 +1,4 @@
-"""Decisions on approval requests: approve, reject, expire, and every refusal."""
+"""Decisions on approval requests: approve, reject, an admin's cancel, expire, and every refusal."""
 
 import json
 import logging
@@ -6,10 +6,29 @@ import logging
 from django.db import transaction
 from django.utils import timezone
 
-from approvals import metrics, permissions
-from approvals.models import ApprovalRequest, AuditEvent, Callback, RequestStatus, User, Vote
-from approvals.services.common import MAX_CAUSE_LENGTH, ApprovalError, audit, locked_request, truncate
+from approvals import permissions
+from approvals.models import (
+    ApprovalRequest,
+    AuditAction,
+    AuditEvent,
+    Callback,
+    RequestStatus,
+    User,
+    Vote,
+)
+from approvals.ops import metrics
+from approvals.services.callbacks import queue_callback
+from approvals.services.common import (
+    MAX_CAUSE_LENGTH,
+    ApprovalError,
+    audit,
+    locked_pending_request,
+    locked_request,
+    require_reason,
+    truncate,
+)
 from approvals.services.notifications import approval_decided_notify
+from approvals.services.payloads import callback_payload, identity
 
 logger = logging.getLogger(__name__)
 
@@ -21,77 +40,6 @@ REASON_REQUIRED_MESSAGE = "Say why you reject: the requester and the workflow se
 # ---------------------------------------------------------------------------
 # Decide
 # ---------------------------------------------------------------------------
-def _identity(user: User) -> dict:
-    return {"email": user.email, "sub": user.oidc_sub, "issuer": user.oidc_issuer}
-
-
-def _vote_entry(vote: Vote) -> dict:
-    entry = {**_identity(vote.user), "decidedAt": vote.created_at.isoformat(), "comment": vote.comment}
-    if vote.on_behalf_of is not None:
-        entry["onBehalfOf"] = _identity(vote.on_behalf_of)
-    if vote.group_name:
-        entry["group"] = vote.group_name
-    return entry
-
-
-def conversation_entries(request: ApprovalRequest) -> list[dict]:
-    return [
-        {"kind": message.kind, "from": message.author_label, "at": message.created_at.isoformat(), "text": message.text}
-        for message in request.info_messages.all()
-    ]
-
-
-def _outcome(request: ApprovalRequest, last: Vote) -> dict:
-    votes = list(request.votes.select_related("user", "on_behalf_of").order_by("created_at", "pk"))
-    decided_by = _identity(last.user)
-    if last.on_behalf_of is not None:
-        decided_by["onBehalfOf"] = _identity(last.on_behalf_of)
-    return {
-        "requestId": str(request.public_id),
-        "decision": request.status,
-        "decidedBy": decided_by,
-        "decidedAt": request.decided_at.isoformat(),
-        "comment": request.decision_comment,
-        "policy": request.policy,
-        "approvals": [_vote_entry(vote) for vote in votes if vote.approve],
-        "rejections": [_vote_entry(vote) for vote in votes if not vote.approve],
-        "conversation": conversation_entries(request),
-    }
-
-
-def _without_conversation(outcome: dict) -> dict:
-    return {**outcome, "conversation": [], "conversationOmitted": len(outcome["conversation"])}
-
-
-def _callback_payload(request: ApprovalRequest, last: Vote) -> tuple[str, dict]:
-    """What Step Functions gets. The conversation is context: it is left out when the output
-    would not fit (a decision is never held back for it). Comments are not cut from an output
-    (callbacks refuses an oversized one before the call, clearly); a failure's cause is short
-    (32,768 characters), so there they are shortened, and the cause cut as a last resort."""
-    from approvals.services.callbacks import MAX_OUTPUT_BYTES, output_size  # callbacks imports this module
-
-    outcome = _outcome(request, last)
-    if request.status == RequestStatus.APPROVED:
-        output = {"approved": True, **outcome}
-        if output_size(output) > MAX_OUTPUT_BYTES and output["conversation"]:
-            output = _without_conversation(output)
-        return Callback.Kind.SUCCESS, {"output": output}
-
-    body = {"approved": False, **outcome}
-    cause = json.dumps(body, ensure_ascii=False)
-    if len(cause) > MAX_CAUSE_LENGTH:
-        body = _without_conversation(body)
-        for key in ("approvals", "rejections"):
-            body[key] = [{**entry, "comment": truncate(entry["comment"], 200)} for entry in body[key]]
-        body["comment"] = truncate(body["comment"], 2000)
-        cause = json.dumps(body, ensure_ascii=False)
-    return Callback.Kind.FAILURE, {"error": "ApprovalDenied", "cause": truncate(cause, MAX_CAUSE_LENGTH)}
-
-
-def _queue_callback(callback: Callback) -> None:
-    from worker.tasks import queue_delivery  # worker imports services; import late
-
-    transaction.on_commit(lambda: queue_delivery(callback.pk))
 
 
 @transaction.atomic
@@ -125,9 +73,9 @@ def _decide(*, public_id, user: User, approve: bool, comment: str) -> ApprovalRe
             # The claimer did their part; what the quorum still needs is free for colleagues to take.
             request.claimed_by, request.claimed_at = None, None
             request.save(update_fields=["claimed_by", "claimed_at", "updated_at"])
-            audit(action="unclaimed", request=request, actor=user, ended_by="vote")
+            audit(action=AuditAction.UNCLAIMED, request=request, actor=user, ended_by="vote")
         audit(
-            action="approval_recorded" if approve else "rejection_recorded",
+            action=AuditAction.APPROVAL_RECORDED if approve else AuditAction.REJECTION_RECORDED,
             request=request,
             actor=user,
             comment=comment,
@@ -155,13 +103,13 @@ def _decide(*, public_id, user: User, approve: bool, comment: str) -> ApprovalRe
     request.save(
         update_fields=["status", "decided_by", "decided_at", "decision_comment", "awaiting_info", "updated_at"]
     )
-    kind, payload = _callback_payload(request, vote)
+    kind, payload = callback_payload(request, vote)
     callback = Callback.objects.create(request=request, kind=kind, payload=payload)
     quorum = {"approvals": approvals, "rejections": rejections} if request.has_quorum or len(votes) > 1 else {}
-    audit(action=request.status, request=request, actor=user, comment=comment, **quorum, **on_behalf)
+    audit(action=AuditAction(request.status), request=request, actor=user, comment=comment, **quorum, **on_behalf)
     metrics.request_closed(request)
     logger.info("approval request %s %s by user %s", request.public_id, request.status, user.pk)
-    _queue_callback(callback)
+    queue_callback(callback)
     approval_decided_notify(request=request)  # the requester hears once the callback is settled
     return request
 
@@ -198,7 +146,9 @@ def refusal_record(*, user: User, request: ApprovalRequest | None, code: str, at
     """Every refused attempt is visible to admins: who, what, why."""
     logger.info("refused %s for %s: %s", attempted, user.email or user.pk, code)
     metrics.decision_refused(reason=code)
-    return audit(action="decision_refused", request=request, actor=user, code=code, attempted=attempted, **data)
+    return audit(
+        action=AuditAction.DECISION_REFUSED, request=request, actor=user, code=code, attempted=attempted, **data
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -218,8 +168,44 @@ def approval_expire(*, request_id: int) -> bool:
     callback = Callback.objects.create(
         request=request, kind=Callback.Kind.FAILURE, payload={"error": "ApprovalExpired", "cause": cause}
     )
-    audit(action="expired", request=request, actor=None, deadline=request.deadline.isoformat())
+    audit(action=AuditAction.EXPIRED, request=request, actor=None, deadline=request.deadline.isoformat())
     metrics.request_closed(request)
-    _queue_callback(callback)
+    queue_callback(callback)
     approval_decided_notify(request=request)  # the requester hears once the callback is settled
     return True
+
+
+# ---------------------------------------------------------------------------
+# Cancel
+# ---------------------------------------------------------------------------
+@transaction.atomic
+def approval_cancel(*, request_id: int, actor: User, reason: str) -> ApprovalRequest:
+    """Close a pending request; the execution gets SendTaskFailure with ApprovalCancelled."""
+    reason = require_reason(reason)
+    request = locked_pending_request(request_id)
+    request.status = RequestStatus.CANCELLED
+    request.decided_by = actor
+    request.decided_at = timezone.now()
+    request.decision_comment = reason
+    request.awaiting_info = False  # closed: nobody waits for an answer any more
+    request.save(
+        update_fields=["status", "decided_by", "decided_at", "decision_comment", "awaiting_info", "updated_at"]
+    )
+    cause = json.dumps(
+        {
+            "requestId": str(request.public_id),
+            "cancelledBy": identity(actor),
+            "cancelledAt": request.decided_at.isoformat(),
+            "reason": reason,
+        },
+        ensure_ascii=False,
+    )
+    callback = Callback.objects.create(
+        request=request,
+        kind=Callback.Kind.FAILURE,
+        payload={"error": "ApprovalCancelled", "cause": truncate(cause, MAX_CAUSE_LENGTH)},
+    )
+    audit(action=AuditAction.CANCELLED, request=request, actor=actor, reason=reason)
+    queue_callback(callback)
+    approval_decided_notify(request=request)  # the requester hears once the callback is settled
+    return request

@@ -13,7 +13,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from approvals.models import Delegation, User
+from approvals.models import AuditAction, Delegation, User
 from approvals.services.common import ApprovalError, audit, truncate
 
 logger = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ def _revoke(delegation: Delegation, *, at: datetime, actor: User, **data) -> Non
     delegation.revoked_at = at
     delegation.save(update_fields=["revoked_at"])
     audit(
-        action="delegation_revoked",
+        action=AuditAction.DELEGATION_REVOKED,
         request=None,
         actor=actor,
         delegation=delegation.pk,
@@ -149,7 +149,7 @@ def delegation_set(
         created_at=now,
     )
     audit(
-        action="delegation_set",
+        action=AuditAction.DELEGATION_SET,
         request=None,
         actor=actor,
         delegation=delegation.pk,

@@ -1,17 +1,29 @@
-"""Turning queue messages into approval requests, and recording the ones that cannot become one."""
+"""Turning queue messages into approval requests, recording the ones that cannot become one, and an
+admin's replay or discard of those."""
 
 import logging
 import traceback
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
-from approvals import metrics, selectors, tokens, trust
+from approvals import selectors, tokens
 from approvals.contract import ApprovalMessage, ContractError, parse_message
-from approvals.models import ApprovalPolicy, ApprovalRequest, Assignment, IngestError
+from approvals.integrations import aws
+from approvals.models import (
+    ApprovalPolicy,
+    ApprovalRequest,
+    Assignment,
+    AuditAction,
+    IngestError,
+    User,
+)
+from approvals.ops import metrics
 from approvals.redaction import redact, redact_body
-from approvals.services.common import audit
+from approvals.selectors import trust
+from approvals.services.common import ApprovalError, audit
 from approvals.services.notifications import approval_notify
 from portal.logging import bind_log_context
 
@@ -98,7 +110,7 @@ def approval_request_ingest(*, message: ApprovalMessage, sqs_message_id: str = "
         + [Assignment(request=request, kind=Assignment.Kind.GROUP, value=name) for name in groups]
     )
     audit(
-        action="ingested",
+        action=AuditAction.INGESTED,
         request=request,
         actor=None,
         sqs_message_id=sqs_message_id,
@@ -217,7 +229,7 @@ def _ingest_error_upsert(*, sqs_message_id: str, code: str, reason: str, body: s
         first_seen_at=now,
         last_seen_at=now,
     )
-    audit(action="ingest_error", request=None, actor=None, sqs_message_id=sqs_message_id, code=code)
+    audit(action=AuditAction.INGEST_ERROR, request=None, actor=None, sqs_message_id=sqs_message_id, code=code)
     logger.warning("message %s refused: %s (%s)", sqs_message_id, code, redact(reason))
     return row
 
@@ -226,3 +238,148 @@ def _message_encrypt(body: str | bytes) -> str:
     # The message holds a task token (or may): kept like one, with the same keys.
     text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
     return tokens.encrypt_token(text)
+
+
+# ---------------------------------------------------------------------------
+# Ingest errors
+# ---------------------------------------------------------------------------
+def _locked_open_ingest_error(ingest_error_id: int) -> IngestError:
+    row = IngestError.objects.select_for_update().filter(pk=ingest_error_id).first()
+    if row is None:
+        raise ApprovalError("This ingest error does not exist.", "not_found")
+    if row.status != IngestError.Status.OPEN:
+        raise ApprovalError(f"This ingest error was already {row.get_status_display().lower()}.", "resolved")
+    return row
+
+
+def _dead_letter_queue_url() -> str:
+    try:
+        url = aws.dead_letter_queue_url(queue_url=settings.APPROVAL_QUEUE_URL)
+    except aws.AwsError as error:
+        raise ApprovalError(f"AWS did not answer: {error.code}. Try again later.", "aws_error") from None
+    if url is None:
+        raise ApprovalError("The approval queue has no dead-letter queue (no redrive policy).", "no_dlq")
+    return url
+
+
+@transaction.atomic
+def ingest_error_replay(*, ingest_error_id: int, actor: User) -> IngestError:
+    """Ingest the message again, now that its cause is fixed (a raised size limit, a newer
+    contract, a widened approver trust setting, an outage).
+
+    The message kept with the error (encrypted) is ingested again in place: a request, and the
+    error marked replayed (the kept message erased: the request holds the token now). Refused
+    again, the error stays open with the new reason and count: check `status` on the result.
+    An error recorded before messages were kept is replayed from the dead-letter queue.
+    """
+    row = _locked_open_ingest_error(ingest_error_id)
+    if row.message_ciphertext:
+        return _ingest_error_replay_kept(row, actor)
+    if row.message_erased_at is not None:
+        raise ApprovalError(
+            "The message was erased after the retention period (TOKEN_RETENTION_DAYS); discard this error.",
+            "message_erased",
+        )
+    return _ingest_error_replay_from_dlq(row, actor)
+
+
+def _ingest_error_replay_kept(row: IngestError, actor: User) -> IngestError:
+    try:
+        body = tokens.decrypt_token(row.message_ciphertext)
+    except tokens.TokenKeyError:
+        raise ApprovalError(
+            "The kept message cannot be decrypted with the configured TOKEN_ENCRYPTION_KEYS.", "key_error"
+        ) from None
+    refused = received_message_ingest(
+        sqs_message_id=row.sqs_message_id, body=body, max_bytes=settings.APPROVAL_MAX_MESSAGE_BYTES
+    )
+    if refused is not None:
+        audit(
+            action=AuditAction.INGEST_ERROR_REPLAY_REFUSED,
+            request=None,
+            actor=actor,
+            ingest_error_id=row.pk,
+            sqs_message_id=row.sqs_message_id,
+            code=refused.code,
+        )
+        return refused
+    request = ApprovalRequest.objects.filter(sqs_message_id=row.sqs_message_id).order_by("pk").first()
+    row.status = IngestError.Status.REPLAYED
+    row.resolved_by = actor
+    row.resolved_at = timezone.now()
+    row.message_ciphertext = ""
+    row.message_erased_at = row.resolved_at
+    row.save(update_fields=["status", "resolved_by", "resolved_at", "message_ciphertext", "message_erased_at"])
+    audit(
+        action=AuditAction.INGEST_ERROR_REPLAYED,
+        request=request,
+        actor=actor,
+        ingest_error_id=row.pk,
+        sqs_message_id=row.sqs_message_id,
+        code=row.code,
+        in_place=True,
+    )
+    logger.info("ingest error %s: message %s ingested again", row.pk, row.sqs_message_id)
+    return row
+
+
+def _ingest_error_replay_from_dlq(row: IngestError, actor: User) -> IngestError:
+    dlq_url = _dead_letter_queue_url()
+    try:
+        new_id = aws.move_message(
+            source_queue_url=dlq_url, target_queue_url=settings.APPROVAL_QUEUE_URL, message_id=row.sqs_message_id
+        )
+    except aws.AwsError as error:
+        raise ApprovalError(f"AWS did not answer: {error.code}. Try again later.", "aws_error") from None
+    if new_id is None:
+        raise ApprovalError(
+            "The message is not on the dead-letter queue: it may still be on the approval queue (being "
+            "retried until the redrive policy moves it), or it was deleted or outlived the retention period.",
+            "not_in_dlq",
+        )
+    row.status = IngestError.Status.REPLAYED
+    row.resolved_by = actor
+    row.resolved_at = timezone.now()
+    row.replayed_as_message_id = new_id
+    row.save(update_fields=["status", "resolved_by", "resolved_at", "replayed_as_message_id"])
+    audit(
+        action=AuditAction.INGEST_ERROR_REPLAYED,
+        request=None,
+        actor=actor,
+        ingest_error_id=row.pk,
+        sqs_message_id=row.sqs_message_id,
+        new_sqs_message_id=new_id,
+        code=row.code,
+    )
+    logger.info("ingest error %s: message %s sent to the queue again as %s", row.pk, row.sqs_message_id, new_id)
+    return row
+
+
+@transaction.atomic
+def ingest_error_discard(*, ingest_error_id: int, actor: User) -> IngestError:
+    """Give up on a message: mark the error discarded and erase the kept message (or, for an
+    error recorded before messages were kept, delete it from the DLQ if it is there)."""
+    row = _locked_open_ingest_error(ingest_error_id)
+    deleted = None
+    if not row.message_ciphertext and row.message_erased_at is None:
+        dlq_url = _dead_letter_queue_url()
+        try:
+            deleted = aws.delete_message_by_id(queue_url=dlq_url, message_id=row.sqs_message_id)
+        except aws.AwsError as error:
+            raise ApprovalError(f"AWS did not answer: {error.code}. Try again later.", "aws_error") from None
+    row.status = IngestError.Status.DISCARDED
+    row.resolved_by = actor
+    row.resolved_at = timezone.now()
+    row.message_ciphertext = ""
+    row.message_erased_at = row.message_erased_at or row.resolved_at
+    row.save(update_fields=["status", "resolved_by", "resolved_at", "message_ciphertext", "message_erased_at"])
+    audit(
+        action=AuditAction.INGEST_ERROR_DISCARDED,
+        request=None,
+        actor=actor,
+        ingest_error_id=row.pk,
+        sqs_message_id=row.sqs_message_id,
+        code=row.code,
+        deleted_from_dlq=deleted,
+    )
+    return row

@@ -9,7 +9,15 @@ from django.db import transaction
 from django.utils import timezone
 
 from approvals import tokens
-from approvals.models import CALLBACK_IN_FLIGHT, ApprovalRequest, Callback, IngestError, RequestStatus, User
+from approvals.models import (
+    CALLBACK_IN_FLIGHT,
+    ApprovalRequest,
+    AuditAction,
+    Callback,
+    IngestError,
+    RequestStatus,
+    User,
+)
 from approvals.services.common import audit
 
 logger = logging.getLogger(__name__)
@@ -55,7 +63,7 @@ def token_keys_rotate(*, actor: User | None = None, batch_size: int = 500) -> Ke
     _rotate_kept_messages(report, batch_size)
     with transaction.atomic():
         audit(
-            action="token_keys_rotated",
+            action=AuditAction.TOKEN_KEYS_ROTATED,
             request=None,
             actor=actor,
             count=report.rotated,
@@ -137,7 +145,7 @@ def _rotate_kept_messages(report: KeyRotationReport, batch_size: int) -> None:
 def _skip(request: ApprovalRequest, report: KeyRotationReport, reason: str) -> None:
     report.skipped.append((str(request.public_id), reason))
     logger.warning("rotate_token_keys skipped request %s: %s", request.public_id, reason)
-    audit(action="token_key_rotation_skipped", request=request, actor=None, reason=reason)
+    audit(action=AuditAction.TOKEN_KEY_ROTATION_SKIPPED, request=request, actor=None, reason=reason)
 
 
 # ---------------------------------------------------------------------------
@@ -162,7 +170,7 @@ def approval_token_erase(*, request_id: int, actor: User | None = None) -> bool:
     request.token_ciphertext = tokens.ERASED
     request.save(update_fields=["token_ciphertext", "updated_at"])
     audit(
-        action="token_erased",
+        action=AuditAction.TOKEN_ERASED,
         request=request,
         actor=actor,
         retention_days=settings.TOKEN_RETENTION_DAYS,
@@ -184,7 +192,7 @@ def ingest_error_message_erase(*, ingest_error_id: int, actor: User | None = Non
     row.message_erased_at = timezone.now()
     row.save(update_fields=["message_ciphertext", "message_erased_at"])
     audit(
-        action="ingest_message_erased",
+        action=AuditAction.INGEST_MESSAGE_ERASED,
         request=None,
         actor=actor,
         ingest_error_id=row.pk,

@@ -2,7 +2,7 @@
 
 Planning happens in the caller's transaction (a savepoint, so a failure here rolls back only
 the notifications and never blocks ingestion or a decision); sending happens in Celery tasks
-queued on commit (worker/notify_tasks.py). A lost enqueue (broker down) is made good by the
+queued on commit (approvals/tasks/notifications.py). A lost enqueue (broker down) is made good by the
 sweep, which queues again what stayed pending too long.
 """
 
@@ -18,6 +18,7 @@ from django.utils import timezone
 from approvals.models import (
     ApprovalRequest,
     Assignment,
+    AuditAction,
     Delegation,
     FollowUp,
     InfoMessage,
@@ -27,12 +28,16 @@ from approvals.models import (
     User,
 )
 from approvals.notifications import slack
-from approvals.notifications.selectors import pending_requests_for
 from approvals.redaction import redact
 from approvals.roles import APPROVER_ACCESS_GROUP
-from approvals.services.common import audit, truncate
+from approvals.selectors.notifications import pending_requests_for
+from approvals.services.common import audit, enqueue, enqueue_on_commit, truncate
 
 logger = logging.getLogger(__name__)
+
+# The notification tasks (approvals/tasks/notifications.py), enqueued by name.
+SEND_NOTIFICATION = "worker.notify_tasks.send_notification"
+CLOSE_SLACK_MESSAGES = "worker.notify_tasks.close_slack_messages"
 
 Kind = Notification.Kind
 Channel = Notification.Channel
@@ -204,7 +209,7 @@ def _create(request: ApprovalRequest | None, kind: str, targets: list[tuple[str,
 def _refusals_audit(request: ApprovalRequest | None, kind: str, rows: list[Notification]) -> None:
     logger.warning("%s notification(s) not sent: address outside the allowed email domains", len(rows))
     audit(
-        action="notification_refused",
+        action=AuditAction.NOTIFICATION_REFUSED,
         request=request,
         actor=None,
         code="outside_allowed_domains",
@@ -216,14 +221,9 @@ def _refusals_audit(request: ApprovalRequest | None, kind: str, rows: list[Notif
 
 def _publish(notification_ids: list[int]) -> None:
     """Queue the sends. Never raises: what cannot be queued now, the sweep queues later."""
-    from worker.notify_tasks import send_notification  # worker imports services; import late
-
     for notification_id in notification_ids:
-        try:
-            send_notification.delay(notification_id)
-        except Exception:
+        if not enqueue(SEND_NOTIFICATION, notification_id=notification_id):
             # The broker is down: the rows stay pending and sweep_notifications queues them.
-            logger.warning("could not queue notification %s now; the sweep will", notification_id, exc_info=True)
             return
 
 
@@ -271,16 +271,7 @@ def approval_decided_notify(*, request: ApprovalRequest) -> None:
     known why it could not (services/callbacks.py): "approved" only once the workflow resumed.
     """
     if slack.enabled():
-        transaction.on_commit(lambda: _publish_slack_close(request.pk), robust=True)
-
-
-def _publish_slack_close(request_id: int) -> None:
-    from worker.notify_tasks import close_slack_messages
-
-    try:
-        close_slack_messages.delay(request_id)
-    except Exception:
-        logger.warning("could not queue the Slack message update for request %s", request_id, exc_info=True)
+        enqueue_on_commit(CLOSE_SLACK_MESSAGES, request_id=request.pk)
 
 
 def reassigned_notify(*, request_id: int, users: list[str], groups: list[str]) -> list[int]:
@@ -411,7 +402,7 @@ def notification_resend(*, notification_id: int, actor: User) -> bool:
     notification.locked_until = None
     notification.save(update_fields=["status", "attempts", "locked_until", "updated_at"])
     audit(
-        action="notification_resent",
+        action=AuditAction.NOTIFICATION_RESENT,
         request=notification.request,
         actor=actor,
         notification_id=notification.pk,
@@ -445,8 +436,8 @@ def notifications_lease_stale(*, limit: int = 500) -> list[int]:
 # Reminders and escalation
 # ---------------------------------------------------------------------------
 FOLLOW_UPS = {
-    FollowUp.Kind.REMINDER: ("REMINDER_AFTER_SECONDS", Kind.REMINDER, "reminder_sent"),
-    FollowUp.Kind.ESCALATION: ("ESCALATION_AFTER_SECONDS", Kind.ESCALATION, "escalated"),
+    FollowUp.Kind.REMINDER: ("REMINDER_AFTER_SECONDS", Kind.REMINDER, AuditAction.REMINDER_SENT),
+    FollowUp.Kind.ESCALATION: ("ESCALATION_AFTER_SECONDS", Kind.ESCALATION, AuditAction.ESCALATED),
 }
 
 
@@ -533,7 +524,7 @@ def notification_preference_update(
     after = {"email": email_enabled, "slack": slack_enabled, "digest": digest_enabled}
     if after != before:
         audit(
-            action="notification_preferences_changed",
+            action=AuditAction.NOTIFICATION_PREFERENCES_CHANGED,
             request=None,
             actor=actor,
             user=user.email or user.get_username(),
@@ -551,4 +542,12 @@ def slack_refusal_record(
 ) -> None:
     """A Slack click refused before any decision: bad signature, stale, unknown user."""
     logger.info("refused Slack interaction: %s", code)
-    audit(action="decision_refused", request=request, actor=user, code=code, attempted="slack", via="slack", **data)
+    audit(
+        action=AuditAction.DECISION_REFUSED,
+        request=request,
+        actor=user,
+        code=code,
+        attempted="slack",
+        via="slack",
+        **data,
+    )

@@ -15,9 +15,12 @@ from dataclasses import dataclass
 from django.db.models import prefetch_related_objects
 from django.utils import timezone
 
-from approvals import metrics, permissions
-from approvals.models import ApprovalRequest, Callback, RequestStatus, Vote
+from approvals import permissions
+from approvals.models import ApprovalRequest, AuditAction, Callback, RequestStatus, Vote
+from approvals.ops import metrics
 from approvals.services.common import audit
+from approvals.services.notifications import approval_notify
+from approvals.services.payloads import callback_payload
 
 RECHECK_FAILED = "identity_recheck_failed"
 
@@ -72,7 +75,7 @@ def _vote_withdraw(vote: Vote, *, request: ApprovalRequest, code: str, reason: s
     vote.withdrawn_reason = reason
     vote.save(update_fields=["withdrawn_at", "withdrawn_reason"])
     audit(
-        action="vote_withdrawn",
+        action=AuditAction.VOTE_WITHDRAWN,
         request=request,
         actor=None,
         voter=vote.user.email,
@@ -85,21 +88,19 @@ def _vote_withdraw(vote: Vote, *, request: ApprovalRequest, code: str, reason: s
 
 def _decision_recount(request: ApprovalRequest, callback: Callback, *, remaining: list[Vote], approve: bool) -> None:
     """The votes that still count meet the policy: the decision stands, sent with those votes."""
-    from approvals.services.decisions import _callback_payload  # decisions imports callbacks, which imports this
 
     last = [vote for vote in remaining if vote.approve == approve][-1]
     request.decided_by = last.user
     request.decision_comment = last.comment
     request.save(update_fields=["decided_by", "decision_comment", "updated_at"])
-    callback.kind, callback.payload = _callback_payload(request, last)
+    callback.kind, callback.payload = callback_payload(request, last)
     callback.save(update_fields=["kind", "payload", "updated_at"])
-    audit(action="decision_recounted", request=request, actor=None, decided_by=last.user.email)
+    audit(action=AuditAction.DECISION_RECOUNTED, request=request, actor=None, decided_by=last.user.email)
 
 
 def _request_reopen(
     request: ApprovalRequest, callback: Callback, *, refused: list, approvals: int, rejections: int
 ) -> None:
-    from approvals.services.notifications import approval_notify  # notifications imports little; keep it late
 
     previous = request.status
     request.status = RequestStatus.PENDING
@@ -114,7 +115,7 @@ def _request_reopen(
     withdrawn_callback = {"id": callback.pk, "kind": callback.kind, "attempts": callback.attempts}
     callback.delete()
     audit(
-        action="reopened",
+        action=AuditAction.REOPENED,
         request=request,
         actor=None,
         code=RECHECK_FAILED,

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from approvals.models import SlackIdentity, User
+from approvals.models import AuditAction, SlackIdentity, User
 from approvals.services.common import ApprovalError, audit
 
 logger = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def _bind(*, user: User, team_id: str, slack_user_id: str, slack_email: str) -> 
     SlackIdentity.objects.filter(team_id=team_id, user=user).delete()
     identity = SlackIdentity.objects.create(team_id=team_id, slack_user_id=slack_user_id, user=user)
     audit(
-        action="slack_identity_bound",
+        action=AuditAction.SLACK_IDENTITY_BOUND,
         request=None,
         actor=user,
         team_id=team_id,
@@ -91,7 +91,7 @@ def _bind(*, user: User, team_id: str, slack_user_id: str, slack_email: str) -> 
 @transaction.atomic
 def slack_binding_refusal_record(*, user: User, code: str, **data) -> None:
     logger.info("refused Slack binding for user %s: %s", user.pk, code)
-    audit(action="slack_binding_refused", request=None, actor=user, code=code, **data)
+    audit(action=AuditAction.SLACK_BINDING_REFUSED, request=None, actor=user, code=code, **data)
 
 
 @transaction.atomic
@@ -101,7 +101,7 @@ def slack_identity_unbind(*, identity_id: int, actor: User) -> bool:
     if identity is None:
         return False
     audit(
-        action="slack_identity_unbound",
+        action=AuditAction.SLACK_IDENTITY_UNBOUND,
         request=None,
         actor=actor,
         user=identity.user.email or identity.user.get_username(),

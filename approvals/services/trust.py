@@ -3,7 +3,7 @@
 from django.db import transaction
 from django.forms.models import model_to_dict
 
-from approvals.models import ApproverTrust, User
+from approvals.models import ApproverTrust, AuditAction, User
 from approvals.services.common import ApprovalError, audit
 
 TRUST_FIELDS = (
@@ -59,7 +59,7 @@ def approver_trust_save(*, actor: User | None, setting_id: int | None = None, **
     if not setting.name:
         raise ApprovalError("An approver trust setting needs a name.", "bad_input")
     setting.save()
-    audit(action="approver_trust_saved", request=None, actor=actor, before=before, after=_trust_data(setting))
+    audit(action=AuditAction.APPROVER_TRUST_SAVED, request=None, actor=actor, before=before, after=_trust_data(setting))
     return setting
 
 
@@ -70,4 +70,4 @@ def approver_trust_delete(*, setting_id: int, actor: User) -> None:
         return
     before = _trust_data(setting)
     setting.delete()
-    audit(action="approver_trust_deleted", request=None, actor=actor, before=before)
+    audit(action=AuditAction.APPROVER_TRUST_DELETED, request=None, actor=actor, before=before)

@@ -1,7 +1,7 @@
 """Requests whose workflow no longer exists: the system closes them, nobody else.
 
 Two ways to find one: Step Functions refuses a request's token (InvalidToken / TaskDoesNotExist)
-and DescribeExecution answers ExecutionDoesNotExist (worker/tasks.py), or `make run` finds, at
+and DescribeExecution answers ExecutionDoesNotExist (approvals/tasks/), or `make run` finds, at
 its start, waiting requests whose executions the restarted AWS emulator no longer knows
 (manage.py close_forgotten_requests). Either way the request is closed as "Closed by the
 system", audited with no person as its actor, never as expired or as anyone's decision.
@@ -11,17 +11,15 @@ from django.db import transaction
 from django.utils import timezone
 
 from approvals import delivery
-from approvals.models import ApprovalRequest, RequestStatus
+from approvals.models import ApprovalRequest, AuditAction, RequestStatus
 from approvals.services.common import audit
+from approvals.services.notifications import approval_notify
+from approvals.stepfunctions import EXECUTION_UNKNOWN_CODE
 
 # How it was found (the audit event's `found_by`).
 FOUND_AT_START = "start"  # `make run` asked the emulator before serving
 FOUND_BY_CALLBACK = "callback"  # the decision's callback was refused
 FOUND_BY_HEARTBEAT = "heartbeat"  # a heartbeat was refused
-
-# Step Functions' answers that may mean the execution itself is gone (then DescribeExecution tells).
-TOKEN_UNKNOWN_CODES = {"InvalidToken", "TaskDoesNotExist"}
-EXECUTION_UNKNOWN_CODE = "ExecutionDoesNotExist"
 
 
 @transaction.atomic
@@ -49,7 +47,7 @@ def close_request_workflow_gone(request: ApprovalRequest, *, found_by: str, code
     request.awaiting_info = False
     request.save(update_fields=["status", "decided_at", "awaiting_info", "updated_at"])
     audit(
-        action="closed_by_system",
+        action=AuditAction.CLOSED_BY_SYSTEM,
         request=request,
         actor=None,
         reason=delivery.workflow_gone_audit_note(found_by),
@@ -60,6 +58,4 @@ def close_request_workflow_gone(request: ApprovalRequest, *, found_by: str, code
     )
     if previous == RequestStatus.PENDING:
         # Nobody decided (no callback will tell): the requester still hears how it ended.
-        from approvals.services.notifications import approval_notify
-
         approval_notify(request=request, kind="outcome")

@@ -6,7 +6,6 @@ from decimal import Decimal, InvalidOperation
 from urllib.parse import urlsplit
 
 from django import template
-from django.conf import settings
 from django.utils import timezone
 from django.utils.dateformat import format as format_date
 from django.utils.html import conditional_escape, format_html, format_html_join
@@ -14,7 +13,7 @@ from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 from django.utils.timesince import timesince, timeuntil
 
-from approvals import delivery
+from approvals import delivery, stepfunctions
 from approvals.details_view import (
     MAIL_LIMITS,
     PAGE_LIMITS,
@@ -29,6 +28,7 @@ from approvals.details_view import (
     folded_text,
     more_text,
 )
+from approvals.models import Vote
 from approvals.selectors import DUE_SOON
 
 register = template.Library()
@@ -308,28 +308,9 @@ def deadline(approval):
 # ---------------------------------------------------------------------------
 # Step Functions: names, console links, callback wording
 # ---------------------------------------------------------------------------
-def _region(arn: str) -> str:
-    parts = arn.split(":")
-    return parts[3] if len(parts) > 4 and parts[0] == "arn" and parts[3] else settings.AWS_REGION
-
-
-@register.filter
-def execution_console_url(arn: str) -> str:
-    return f"https://console.aws.amazon.com/states/home?region={_region(arn)}#/v2/executions/details/{arn}"
-
-
-@register.filter
-def state_machine_console_url(arn: str) -> str:
-    return f"https://console.aws.amazon.com/states/home?region={_region(arn)}#/statemachines/view/{arn}"
-
-
-@register.filter
-def arn_name(arn: str) -> str:
-    """`arn:aws:states:…:stateMachine:approval-demo` → approval-demo; executions: `machine/name`."""
-    parts = (arn or "").split(":")
-    if len(parts) >= 7 and parts[0] == "arn":
-        return "/".join(parts[6:]) if parts[5] == "execution" else parts[-1]
-    return arn
+register.filter("execution_console_url", stepfunctions.execution_console_url)
+register.filter("state_machine_console_url", stepfunctions.state_machine_console_url)
+register.filter("arn_name", stepfunctions.arn_name)
 
 
 @register.simple_tag
@@ -401,8 +382,6 @@ def approvals_count(approval) -> int:
 @register.simple_tag
 def withdrawn_votes(approval) -> list:
     """Votes the callback's identity re-check withdrew (they no longer count), oldest first."""
-    from approvals.models import Vote
-
     return list(
         Vote.with_withdrawn.filter(request=approval, withdrawn_at__isnull=False)
         .select_related("user", "on_behalf_of")

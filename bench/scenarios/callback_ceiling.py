@@ -57,7 +57,7 @@ def deliver(callback_ids: list[int], timeout: float) -> dict:
     from django.db.models import Max
 
     from approvals.models import Callback
-    from worker.tasks import deliver_callback
+    from approvals.tasks import deliver_callback
 
     started = time.time()
     for callback_id in callback_ids:

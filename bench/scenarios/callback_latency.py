@@ -26,8 +26,8 @@ ROLE_ARN = "arn:aws:iam::123456789012:role/approval-demo-states"
 
 
 def state_machine(bench) -> str:
+    from approvals.integrations import aws as gateway
     from approvals.management.commands.aws_bootstrap import demo_definition
-    from worker import gateway
 
     return gateway.ensure_state_machine(
         name="bench-approval-demo", definition=demo_definition(bench.queue_url, from_input=True), role_arn=ROLE_ARN
@@ -36,8 +36,8 @@ def state_machine(bench) -> str:
 
 def start_waiting_executions(machine_arn: str, count: int, run: str) -> list:
     """Start `count` executions and return their requests once the portal ingested them all."""
+    from approvals.integrations import aws as gateway
     from approvals.models import ApprovalRequest
-    from worker import gateway
 
     arns = []
     for n in range(count):
@@ -102,7 +102,7 @@ def wait_delivered(requests: list, timeout: float = 120) -> dict:
 
 
 def executions_succeeded(requests: list, timeout: float = 60) -> int:
-    from worker import gateway
+    from approvals.integrations import aws as gateway
 
     deadline = time.monotonic() + timeout
     pending = {r.execution_arn for r in requests}

@@ -12,10 +12,10 @@ import uuid
 
 import pytest
 
+from approvals.integrations import aws as gateway
 from approvals.models import ApprovalRequest, InfoMessage, RequestStatus
 from tests.browser.conftest import PHONE, assert_accessible, assert_fits, screenshot, sign_in
 from tests.support import wait_for, wait_for_execution_end
-from worker import gateway
 
 pytestmark = pytest.mark.browser
 

@@ -17,10 +17,10 @@ from django.utils import timezone
 
 from approvals import services
 from approvals.contract import parse_message
+from approvals.integrations import aws as gateway
 from approvals.models import ApprovalRequest, AuditEvent, Callback, CallbackStatus, RequestStatus
 from tests.browser.conftest import DESKTOP, PHONE, assert_accessible, assert_fits, screenshot, sign_in
 from tests.support import wait_for, wait_for_execution_end
-from worker import gateway
 
 pytestmark = pytest.mark.browser
 

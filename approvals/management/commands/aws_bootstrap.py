@@ -8,8 +8,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from approvals import services
+from approvals.integrations import aws
 from approvals.models import ApproverTrust
-from worker import gateway
 
 DEFINITION = Path(settings.BASE_DIR) / "deploy" / "state-machine.asl.json"
 # What the demo fills in for the definition's placeholders (CloudFormation's parameter defaults).
@@ -70,21 +70,19 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         role_arn = options["role_arn"]
         if settings.AWS_EMULATOR:
-            gateway.configure_emulator(settings.AWS_ENDPOINT_URL)
+            aws.configure_emulator(settings.AWS_ENDPOINT_URL)
             role_arn = role_arn or "arn:aws:iam::123456789012:role/approval-demo-states"
         elif not role_arn:
             raise CommandError("--role-arn is required against real AWS (see deploy/)")
         try:
-            queue_url = gateway.ensure_queue(
+            queue_url = aws.ensure_queue(
                 name=settings.APPROVAL_QUEUE_NAME,
                 visibility_timeout=settings.APPROVAL_CONSUMER_VISIBILITY_TIMEOUT,
                 max_receive_count=options["max_receive_count"],
             )
             name = settings.DEMO_STATE_MACHINE_ARN.rsplit(":", 1)[-1]
-            machine_arn = gateway.ensure_state_machine(
-                name=name, definition=demo_definition(queue_url), role_arn=role_arn
-            )
-        except gateway.AwsError as error:
+            machine_arn = aws.ensure_state_machine(name=name, definition=demo_definition(queue_url), role_arn=role_arn)
+        except aws.AwsError as error:
             raise CommandError(f"AWS refused: {error}") from None
         if queue_url != settings.APPROVAL_QUEUE_URL:
             self.stderr.write(f"warning: APPROVAL_QUEUE_URL is {settings.APPROVAL_QUEUE_URL}, the queue is {queue_url}")

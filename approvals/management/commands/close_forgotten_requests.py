@@ -9,8 +9,8 @@ runs this before it serves (scripts/devstack.py). Only against a local emulator
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from approvals import delivery, selectors, services
-from worker import gateway
+from approvals import delivery, selectors, services, stepfunctions
+from approvals.integrations import aws
 
 
 class Command(BaseCommand):
@@ -28,9 +28,9 @@ class Command(BaseCommand):
         closed = unreadable = 0
         for request_id, execution_arn in selectors.waiting_executions():
             try:
-                gateway.describe_execution(execution_arn=execution_arn)
-            except gateway.AwsError as error:
-                if error.code != services.EXECUTION_UNKNOWN_CODE:
+                aws.describe_execution(execution_arn=execution_arn)
+            except aws.AwsError as error:
+                if error.code != stepfunctions.EXECUTION_UNKNOWN_CODE:
                     unreadable += 1  # left waiting: only a certain "does not exist" closes one
                     continue
                 closed += services.approval_close_workflow_gone(request_id=request_id, found_by=services.FOUND_AT_START)

@@ -5,7 +5,7 @@ import uuid
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from worker import gateway
+from approvals.integrations import aws
 
 # Title and details only: the demo state machine takes approvers and requester from its
 # definition (deploy/state-machine.asl.json), never from the input whoever starts it chose.
@@ -39,12 +39,12 @@ class Command(BaseCommand):
         for index in range(options["count"]):
             execution_input = DEMO_INPUTS[index % len(DEMO_INPUTS)]
             try:
-                arn = gateway.start_execution(
+                arn = aws.start_execution(
                     state_machine_arn=settings.DEMO_STATE_MACHINE_ARN,
                     # moto names every unnamed execution "None": always pass a unique name.
                     name=f"demo-{uuid.uuid4().hex[:12]}",
                     execution_input=execution_input,
                 )
-            except gateway.AwsError as error:
+            except aws.AwsError as error:
                 raise CommandError(f"could not start an execution: {error}") from None
             self.stdout.write(f"started {arn}")

@@ -1,0 +1,155 @@
+"""What every admin page shares: the site's titles, actions-only and big-table changelists, the bulk-action base."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.db import connections
+from django.db.models import QuerySet
+from django.forms import Form
+from django.http import Http404, HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+
+from approvals import services
+from approvals.forms.admin import ConfirmForm
+from approvals.paginators import LargeTablePaginator
+
+# A bulk action over more rows than this is refused: narrow the list with a filter first.
+MAX_BULK_ROWS = 500
+
+admin.site.site_header = "Approval portal"
+admin.site.site_title = "Approval portal admin"
+admin.site.index_title = "Workbench"
+# The index links the operations dashboard (approvals/views/ops.py) for those who may see it.
+admin.site.index_template = "admin/approvals/index.html"
+
+
+# ---------------------------------------------------------------------------
+# Shared pieces
+# ---------------------------------------------------------------------------
+class ActionsOnlyMixin:
+    """Rows are never added, edited or deleted in a form: changes are actions that call services."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class BigTableAdmin(admin.ModelAdmin):
+    """Changelist settings that keep a list fast with hundreds of thousands of rows."""
+
+    paginator = LargeTablePaginator
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    list_per_page = 50
+
+    def get_object(self, request, object_id, from_field=None):
+        # A row outside what this user may see answers 404, like a row that does not exist
+        # (Django's admin would redirect to the index instead).
+        obj = super().get_object(request, object_id, from_field)
+        if obj is None:
+            raise Http404("Not found")
+        return obj
+
+
+def posted_ids(request: HttpRequest) -> list[int]:
+    ids = []
+    for value in request.POST.getlist(helpers.ACTION_CHECKBOX_NAME):
+        try:
+            ids.append(int(value))
+        except ValueError:
+            continue
+    return list(dict.fromkeys(ids))
+
+
+def selected_ids(request: HttpRequest, queryset: QuerySet) -> list[int]:
+    """The rows a bulk action was asked for, narrowed to the user's own list (`queryset`, the
+    changelist's rows) before anything else: a posted id outside it is treated exactly like an
+    id that does not exist (see unseen_ids), never handed to a service."""
+    if request.POST.get("select_across") == "1":
+        return list(queryset.values_list("pk", flat=True)[: MAX_BULK_ROWS + 1])
+    posted = posted_ids(request)[: MAX_BULK_ROWS + 1]
+    # An id no key can hold names no row; SQLite's driver would raise on it instead of matching none.
+    low, high = connections[queryset.db].ops.integer_field_range(queryset.model._meta.pk.get_internal_type())
+    seen = set(queryset.filter(pk__in=[pk for pk in posted if low <= pk <= high]).values_list("pk", flat=True))
+    return [pk for pk in posted if pk in seen]
+
+
+def unseen_ids(request: HttpRequest, selected: list[int]) -> list[int]:
+    """Posted ids not in the user's list: rows that do not exist and rows they may not see, alike."""
+    if request.POST.get("select_across") == "1":
+        return []
+    chosen = set(selected)
+    return [pk for pk in posted_ids(request)[: MAX_BULK_ROWS + 1] if pk not in chosen]
+
+
+NOT_YOURS = "There is no such row, or it is not yours to see."
+
+
+@dataclass(frozen=True)
+class BulkAction:
+    """A bulk admin action, declared once: what its confirmation page says, the form it asks for,
+    and the one service call per row, `run(request, row_id, cleaned_data)` (an ApprovalError refuses
+    that row with its reason). The admin class labels the rows with `bulk_labels(request, ids)`."""
+
+    name: str  # the admin action's method name: the confirmation page posts it back
+    title: str
+    verb: str  # past tense, for the result messages: "Cancelled 3: …"
+    run: Callable[[HttpRequest, int, dict], object]
+    form_class: type[Form] = ConfirmForm
+    intro: str = ""
+
+
+def run_bulk(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet, bulk: BulkAction
+) -> HttpResponse | None:
+    """An action through a confirmation page with one form, then one service call per row.
+
+    The first POST (from the changelist) shows the page; its own POST (`confirm`) runs the rows
+    and lists which were done and which were refused, with the reason.
+    """
+    ids = selected_ids(request, queryset)
+    unseen = unseen_ids(request, ids)
+    if len(ids) + len(unseen) > MAX_BULK_ROWS:
+        modeladmin.message_user(
+            request, f"Select at most {MAX_BULK_ROWS} rows for one action; filter the list first.", messages.ERROR
+        )
+        return None
+    # Unseen rows are described like rows that do not exist: by their number only.
+    labels = modeladmin.bulk_labels(request, ids + unseen)
+    confirmed = "confirm" in request.POST
+    form = bulk.form_class(request.POST if confirmed else None)
+    if confirmed and form.is_valid():
+        done, refused = [], [(pk, NOT_YOURS) for pk in unseen]
+        for pk in ids:
+            try:
+                bulk.run(request, pk, form.cleaned_data)
+            except services.ApprovalError as error:
+                refused.append((pk, error.message))
+            else:
+                done.append(pk)
+        if done:
+            names = ", ".join(labels[pk] for pk in done)
+            modeladmin.message_user(request, f"{bulk.verb} {len(done)}: {names}.", messages.SUCCESS)
+        for pk, reason in refused:
+            modeladmin.message_user(request, f"Not {bulk.verb.lower()}: {labels[pk]} — {reason}", messages.ERROR)
+        return None
+    context = {
+        **modeladmin.admin_site.each_context(request),
+        "opts": modeladmin.model._meta,
+        "title": bulk.title,
+        "intro": bulk.intro,
+        "rows": [labels[pk] for pk in ids + unseen],
+        "ids": ids + unseen,  # posted back as they came: the confirm POST narrows them again
+        "action": bulk.name,
+        "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        "form": form,
+        "submit_label": bulk.title,
+    }
+    return TemplateResponse(request, "admin/approvals/action_form.html", context)

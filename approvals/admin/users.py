@@ -1,0 +1,24 @@
+"""Users: kept in step with the IdP at every sign-in."""
+
+from django.contrib import admin
+from django.contrib.auth.admin import UserAdmin
+
+from approvals.models import (
+    User,
+)
+
+
+# ---------------------------------------------------------------------------
+# Users: kept in step with the IdP at every sign-in
+# ---------------------------------------------------------------------------
+@admin.register(User)
+class PortalUserAdmin(UserAdmin):
+    list_display = ["email", "first_name", "last_name", "is_staff", "is_superuser", "oidc_issuer", "last_login"]
+    search_fields = ["email", "first_name", "last_name", "oidc_sub"]
+    readonly_fields = ["oidc_issuer", "oidc_sub", "last_login", "sso_verified_at", "date_joined"]
+    fieldsets = [
+        (None, {"fields": ["username", "email", "first_name", "last_name"]}),
+        ("SSO", {"fields": ["oidc_issuer", "oidc_sub"]}),
+        ("Access (from SSO groups)", {"fields": ["is_active", "is_staff", "is_superuser", "groups"]}),
+        ("Dates", {"fields": ["last_login", "sso_verified_at", "date_joined"]}),
+    ]

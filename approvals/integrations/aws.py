@@ -1,0 +1,516 @@
+"""The only module that talks to AWS (boto3): small typed functions, timeouts, our own errors.
+
+Errors come out as `AwsTransientError` (retry with backoff: throttling, 5xx, connection
+trouble) or `AwsPermanentError` (retrying cannot help: the task is closed, the input is bad).
+Their messages never contain a task token.
+"""
+
+import json
+import logging
+from dataclasses import dataclass
+from functools import lru_cache
+
+import boto3
+import requests
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from django.conf import settings
+
+from approvals.delivery import ExecutionReading, TaskClosure
+from approvals.redaction import redact
+from approvals.stepfunctions import TRANSIENT_CODES
+
+logger = logging.getLogger(__name__)
+
+
+class AwsError(Exception):
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class AwsTransientError(AwsError):
+    """Worth retrying later."""
+
+
+class AwsPermanentError(AwsError):
+    """Retrying cannot help."""
+
+
+@dataclass(frozen=True)
+class QueueMessage:
+    message_id: str
+    receipt_handle: str
+    body: str
+    receive_count: int
+
+
+def _translate(error: Exception, *secrets: str) -> AwsError:
+    if isinstance(error, ClientError):
+        code = error.response.get("Error", {}).get("Code", "Unknown")
+        message = redact(error.response.get("Error", {}).get("Message", ""), *secrets)
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if code in TRANSIENT_CODES or status >= 500:
+            return AwsTransientError(code, message)
+        return AwsPermanentError(code, message)
+    # Connection refused, read timeout, endpoint unreachable: the network's bad minute.
+    return AwsTransientError(type(error).__name__, redact(str(error), *secrets))
+
+
+@lru_cache(maxsize=16)
+def _client(
+    service: str, *, endpoint_url: str | None, region: str, connect_timeout: float, read_timeout: float, attempts: int
+):
+    """The one place a boto3 client is made: one per service and timeouts, cached (clients are thread-safe)."""
+    config = Config(
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        retries={"max_attempts": attempts, "mode": "standard"},
+    )
+    return boto3.session.Session().client(
+        service,
+        region_name=region,
+        endpoint_url=endpoint_url,
+        aws_access_key_id=settings.AWS_ACCESS_KEY_ID,
+        aws_secret_access_key=settings.AWS_SECRET_ACCESS_KEY,
+        config=config,
+    )
+
+
+def _working_client(service: str, read_timeout: float):
+    return _client(
+        service,
+        endpoint_url=settings.AWS_ENDPOINT_URL,
+        region=settings.AWS_REGION,
+        connect_timeout=settings.AWS_CONNECT_TIMEOUT,
+        read_timeout=read_timeout,
+        attempts=3,
+    )
+
+
+def _sqs(read_timeout: float | None = None):
+    timeout = max(settings.AWS_READ_TIMEOUT, read_timeout or 0)
+    return _working_client("sqs", timeout)
+
+
+def _sfn():
+    return _working_client("stepfunctions", settings.AWS_READ_TIMEOUT)
+
+
+# ---------------------------------------------------------------------------
+# SQS: the approval queue
+# ---------------------------------------------------------------------------
+def receive_batch(
+    *, queue_url: str, wait_seconds: int, visibility_timeout: int, max_messages: int = 10
+) -> list[QueueMessage]:
+    """Long-poll for up to `max_messages` (SQS caps a batch at 10)."""
+    try:
+        response = _sqs(read_timeout=wait_seconds + 10).receive_message(
+            QueueUrl=queue_url,
+            MaxNumberOfMessages=min(max_messages, 10),
+            WaitTimeSeconds=wait_seconds,
+            VisibilityTimeout=visibility_timeout,
+            MessageSystemAttributeNames=["ApproximateReceiveCount"],
+        )
+    except (ClientError, BotoCoreError) as error:
+        raise _translate(error) from None
+    return [
+        QueueMessage(
+            message_id=item["MessageId"],
+            receipt_handle=item["ReceiptHandle"],
+            body=item.get("Body", ""),
+            receive_count=int(item.get("Attributes", {}).get("ApproximateReceiveCount", 1)),
+        )
+        for item in response.get("Messages", [])
+    ]
+
+
+def delete_messages(*, queue_url: str, receipt_handles: list[str]) -> list[str]:
+    """Delete in batches of 10; returns the receipt handles that failed."""
+    failed: list[str] = []
+    for start in range(0, len(receipt_handles), 10):
+        chunk = receipt_handles[start : start + 10]
+        entries = [{"Id": str(i), "ReceiptHandle": handle} for i, handle in enumerate(chunk)]
+        try:
+            response = _sqs().delete_message_batch(QueueUrl=queue_url, Entries=entries)
+        except (ClientError, BotoCoreError) as error:
+            logger.warning("delete_message_batch failed: %s", _translate(error))
+            failed.extend(chunk)
+            continue
+        failed.extend(chunk[int(item["Id"])] for item in response.get("Failed", []))
+    return failed
+
+
+def extend_visibility(*, queue_url: str, receipt_handles: list[str], timeout: int) -> None:
+    """Keep messages hidden while a slow batch is still being ingested."""
+    for start in range(0, len(receipt_handles), 10):
+        chunk = receipt_handles[start : start + 10]
+        entries = [{"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": timeout} for i, h in enumerate(chunk)]
+        try:
+            _sqs().change_message_visibility_batch(QueueUrl=queue_url, Entries=entries)
+        except (ClientError, BotoCoreError) as error:
+            # Not fatal: at worst a message is received twice, and ingestion is idempotent.
+            logger.warning("change_message_visibility_batch failed: %s", _translate(error))
+
+
+def send_message(*, queue_url: str, body: str) -> str:
+    try:
+        return _sqs().send_message(QueueUrl=queue_url, MessageBody=body)["MessageId"]
+    except (ClientError, BotoCoreError) as error:
+        raise _translate(error) from None
+
+
+def ensure_queue(*, name: str, visibility_timeout: int, max_receive_count: int) -> str:
+    """Create the queue and its dead-letter queue (redrive after `max_receive_count`)."""
+    try:
+        sqs = _sqs()
+        dlq_url = sqs.create_queue(QueueName=f"{name}-dlq", Attributes={"MessageRetentionPeriod": "1209600"})[
+            "QueueUrl"
+        ]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)})
+        queue_url = sqs.create_queue(QueueName=name)["QueueUrl"]
+        sqs.set_queue_attributes(
+            QueueUrl=queue_url,
+            Attributes={"VisibilityTimeout": str(visibility_timeout), "RedrivePolicy": redrive},
+        )
+        return queue_url
+    except (ClientError, BotoCoreError) as error:
+        raise _translate(error) from None
+
+
+def queue_arn(queue_url: str) -> str:
+    try:
+        return _sqs().get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    except (ClientError, BotoCoreError) as error:
+        raise _translate(error) from None
+
+
+# ---------------------------------------------------------------------------
+# SQS: the dead-letter queue (ingest errors an admin replays or discards)
+# ---------------------------------------------------------------------------
+# How far a search for one message looks into a queue: 100 receives of 10.
+MESSAGE_SEARCH_BATCHES = 100
+
+
+def dead_letter_queue_url(*, queue_url: str) -> str | None:
+    """The DLQ named by the queue's redrive policy, or None when it has none."""
+    try:
+        sqs = _sqs()
+        attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["RedrivePolicy"])["Attributes"]
+        policy = attributes.get("RedrivePolicy")
+        if not policy:
+            return None
+        # arn:aws:sqs:<region>:<account>:<name>
+        _, _, _, _, account, name = json.loads(policy)["deadLetterTargetArn"].split(":", 5)
+        return sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
+    except (ClientError, BotoCoreError) as error:
+        raise _translate(error) from None
+
+
+def _find_message(sqs, queue_url: str, message_id: str) -> dict | None:
+    """Receive from `queue_url` until the message with `message_id` turns up, or the queue runs dry.
+
+    Messages looked at on the way are hidden for a moment (so the next receive returns others)
+    and made visible again at the end. Only for a dead-letter queue, which nobody consumes.
+    """
+    passed: list[str] = []
+    found = None
+    try:
+        for _ in range(MESSAGE_SEARCH_BATCHES):
+            messages = sqs.receive_message(
+                QueueUrl=queue_url,
+                MaxNumberOfMessages=10,
+                WaitTimeSeconds=1,
+                VisibilityTimeout=60,
+                MessageAttributeNames=["All"],
+            ).get("Messages", [])
+            if not messages:
+                break
+            for message in messages:
+                if found is None and message["MessageId"] == message_id:
+                    found = message
+                else:
+                    passed.append(message["ReceiptHandle"])
+            if found is not None:
+                break
+    finally:
+        for start in range(0, len(passed), 10):
+            entries = [
+                {"Id": str(i), "ReceiptHandle": handle, "VisibilityTimeout": 0}
+                for i, handle in enumerate(passed[start : start + 10])
+            ]
+            try:
+                sqs.change_message_visibility_batch(QueueUrl=queue_url, Entries=entries)
+            except (ClientError, BotoCoreError) as error:  # they reappear after 60 s anyway
+                logger.warning("could not release messages on %s: %s", queue_url, _translate(error))
+    return found
+
+
+def move_message(*, source_queue_url: str, target_queue_url: str, message_id: str) -> str | None:
+    """Send one message (found by id) from `source` to `target` and delete it from `source`.
+
+    Returns the id it got on `target`, or None when it is not on `source` (any more). The
+    body goes across untouched: it holds the task token, and never passes through our logs.
+    """
+    try:
+        sqs = _sqs()
+        message = _find_message(sqs, source_queue_url, message_id)
+        if message is None:
+            return None
+        attributes = {
+            name: {key: value[key] for key in ("DataType", "StringValue", "BinaryValue") if key in value}
+            for name, value in message.get("MessageAttributes", {}).items()
+        }
+        sent = sqs.send_message(QueueUrl=target_queue_url, MessageBody=message["Body"], MessageAttributes=attributes)
+    except (ClientError, BotoCoreError) as error:
+        raise _translate(error) from None
+    try:
+        sqs.delete_message(QueueUrl=source_queue_url, ReceiptHandle=message["ReceiptHandle"])
+    except (ClientError, BotoCoreError) as error:
+        # Harmless: ingestion is idempotent on the token; the copy left behind can be discarded.
+        logger.warning("message %s sent again but not deleted from %s: %s", message_id, source_queue_url, error)
+    return sent["MessageId"]
+
+
+def delete_message_by_id(*, queue_url: str, message_id: str) -> bool:
+    """Delete one message (found by id); False when it is not on the queue (any more)."""
+    try:
+        sqs = _sqs()
+        message = _find_message(sqs, queue_url, message_id)
+        if message is None:
+            return False
+        sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+        return True
+    except (ClientError, BotoCoreError) as error:
+        raise _translate(error) from None
+
+
+# ---------------------------------------------------------------------------
+# Step Functions: the callbacks
+# ---------------------------------------------------------------------------
+def send_task_success(*, task_token: str, output: dict) -> None:
+    try:
+        _sfn().send_task_success(taskToken=task_token, output=json.dumps(output, ensure_ascii=False))
+    except (ClientError, BotoCoreError) as error:
+        raise _translate(error, task_token) from None
+
+
+def send_task_failure(*, task_token: str, error: str, cause: str) -> None:
+    try:
+        _sfn().send_task_failure(taskToken=task_token, error=error, cause=cause)
+    except (ClientError, BotoCoreError) as exc:
+        raise _translate(exc, task_token) from None
+
+
+def send_task_heartbeat(*, task_token: str) -> None:
+    try:
+        _sfn().send_task_heartbeat(taskToken=task_token)
+    except (ClientError, BotoCoreError) as error:
+        raise _translate(error, task_token) from None
+
+
+# ---------------------------------------------------------------------------
+# Step Functions: reading an execution (what became of an ambiguous callback)
+# ---------------------------------------------------------------------------
+# At most this many history events are read (1,000 a page); an approval execution has dozens.
+MAX_HISTORY_EVENTS = 20_000
+_CLOSURE_DETAILS = {
+    "TaskSucceeded": "taskSucceededEventDetails",
+    "TaskFailed": "taskFailedEventDetails",
+    "TaskTimedOut": "taskTimedOutEventDetails",
+}
+
+
+def read_execution(*, execution_arn: str, task_token: str) -> ExecutionReading:
+    """DescribeExecution and GetExecutionHistory, boiled down to what closed which task.
+
+    Needs states:DescribeExecution and states:GetExecutionHistory (deploy/iam-policy.json); a
+    refusal comes out as AwsPermanentError (AccessDeniedException). `task_token` only finds the
+    TaskScheduled event that issued it; it is never returned, logged or put in an error.
+    """
+    try:
+        sfn = _sfn()
+        described = sfn.describe_execution(executionArn=execution_arn)
+        pages = sfn.get_paginator("get_execution_history").paginate(
+            executionArn=execution_arn,
+            includeExecutionData=True,
+            PaginationConfig={"MaxItems": MAX_HISTORY_EVENTS, "PageSize": 1000},
+        )
+        events = [event for page in pages for event in page["events"]]
+    except (ClientError, BotoCoreError) as error:
+        raise _translate(error, task_token) from None
+    return _execution_reading(described, events, task_token)
+
+
+def _execution_reading(described: dict, events: list[dict], task_token: str) -> ExecutionReading:
+    by_id = {event["id"]: event for event in events}
+    quoted = json.dumps(task_token)[1:-1]
+    ours = {
+        event["id"]
+        for event in events
+        if event["type"] == "TaskScheduled"
+        and (
+            task_token in (parameters := event.get("taskScheduledEventDetails", {}).get("parameters", ""))
+            or quoted in parameters
+        )
+    }
+
+    def scheduled_by(event: dict) -> int | None:
+        # TaskSucceeded -> TaskSubmitted -> TaskStarted -> TaskScheduled, by previousEventId.
+        for _ in range(20):
+            previous = by_id.get(event.get("previousEventId"))
+            if previous is None:
+                return None
+            if previous["type"] == "TaskScheduled":
+                return previous["id"]
+            event = previous
+        return None
+
+    closures = tuple(
+        TaskClosure(
+            event=event["type"],
+            ours=scheduled_by(event) in ours,
+            output=details.get("output", "") or "",
+            error=details.get("error", "") or "",
+            cause=details.get("cause", "") or "",
+        )
+        for event in events
+        if event["type"] in _CLOSURE_DETAILS
+        for details in [event.get(_CLOSURE_DETAILS[event["type"]], {})]
+    )
+    return ExecutionReading(
+        status=described.get("status", ""),
+        output=described.get("output", "") or "",
+        task_found=bool(ours),
+        closures=closures,
+        complete=len(events) < MAX_HISTORY_EVENTS,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Step Functions: the demo state machine (local development and tests)
+# ---------------------------------------------------------------------------
+def ensure_state_machine(*, name: str, definition: dict, role_arn: str) -> str:
+    body = json.dumps(definition)
+    try:
+        sfn = _sfn()
+        for machine in sfn.list_state_machines()["stateMachines"]:
+            if machine["name"] == name:
+                sfn.update_state_machine(stateMachineArn=machine["stateMachineArn"], definition=body, roleArn=role_arn)
+                return machine["stateMachineArn"]
+        return sfn.create_state_machine(name=name, definition=body, roleArn=role_arn)["stateMachineArn"]
+    except (ClientError, BotoCoreError) as error:
+        raise _translate(error) from None
+
+
+def start_execution(*, state_machine_arn: str, name: str, execution_input: dict) -> str:
+    try:
+        return _sfn().start_execution(
+            stateMachineArn=state_machine_arn, name=name, input=json.dumps(execution_input, ensure_ascii=False)
+        )["executionArn"]
+    except (ClientError, BotoCoreError) as error:
+        raise _translate(error) from None
+
+
+def describe_execution(*, execution_arn: str) -> dict:
+    try:
+        return _sfn().describe_execution(executionArn=execution_arn)
+    except (ClientError, BotoCoreError) as error:
+        raise _translate(error) from None
+
+
+def get_execution_history(*, execution_arn: str) -> list[dict]:
+    """Every event of an execution, oldest first."""
+    try:
+        pages = _sfn().get_paginator("get_execution_history").paginate(executionArn=execution_arn)
+        return [event for page in pages for event in page["events"]]
+    except (ClientError, BotoCoreError) as error:
+        raise _translate(error) from None
+
+
+def configure_emulator(endpoint_url: str) -> None:
+    """Turn on the moto server's state machine execution (off by default: executions never run)."""
+    response = requests.post(
+        f"{endpoint_url.rstrip('/')}/moto-api/config",
+        json={"stepfunctions": {"execute_state_machine": True}},
+        timeout=10,
+    )
+    response.raise_for_status()
+
+
+# ---------------------------------------------------------------------------
+# Operations: queue depth for /metrics, reachability for /readyz
+# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class QueueDepth:
+    """SQS's approximate counts (CloudWatch's ApproximateAgeOfOldestMessage is not in the API)."""
+
+    visible: int
+    in_flight: int
+    delayed: int
+    dead_letter_visible: int | None  # None: no redrive policy, or not allowed to read the DLQ
+
+
+def _sqs_probe():
+    # Health checks and scrapes must answer fast: short timeouts and no retries.
+    timeout = settings.AWS_PROBE_TIMEOUT
+    return _client(
+        "sqs",
+        endpoint_url=settings.AWS_ENDPOINT_URL,
+        region=settings.AWS_REGION,
+        connect_timeout=timeout,
+        read_timeout=timeout,
+        attempts=1,
+    )
+
+
+_DEPTH_ATTRIBUTES = [
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesNotVisible",
+    "ApproximateNumberOfMessagesDelayed",
+]
+
+
+def probe_queue(*, queue_url: str) -> None:
+    """One cheap call that proves AWS answers and the queue exists (raises AwsError if not)."""
+    try:
+        _sqs_probe().get_queue_attributes(QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages"])
+    except (ClientError, BotoCoreError) as error:
+        raise _translate(error) from None
+
+
+def queue_depth(*, queue_url: str) -> QueueDepth:
+    """The queue's message counts, and its dead-letter queue's when the redrive policy names one."""
+    try:
+        sqs = _sqs_probe()
+        attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=[*_DEPTH_ATTRIBUTES, "RedrivePolicy"])[
+            "Attributes"
+        ]
+    except (ClientError, BotoCoreError) as error:
+        raise _translate(error) from None
+    return QueueDepth(
+        visible=int(attributes.get("ApproximateNumberOfMessages", 0)),
+        in_flight=int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
+        delayed=int(attributes.get("ApproximateNumberOfMessagesDelayed", 0)),
+        dead_letter_visible=_dead_letter_depth(sqs, attributes.get("RedrivePolicy")),
+    )
+
+
+def _dead_letter_depth(sqs, policy: str | None) -> int | None:
+    if not policy:
+        return None
+    try:
+        # arn:aws:sqs:<region>:<account>:<name>
+        _, _, _, _, account, name = json.loads(policy)["deadLetterTargetArn"].split(":", 5)
+        url = sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
+        response = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
+    except (ValueError, KeyError) as error:
+        logger.debug("unreadable redrive policy: %s", error)
+        return None
+    except (ClientError, BotoCoreError) as error:
+        # The portal's IAM policy may not cover the DLQ: the main queue's numbers still count.
+        logger.debug("dead-letter queue depth unavailable: %s", _translate(error))
+        return None
+    return int(response["Attributes"].get("ApproximateNumberOfMessages", 0))

@@ -1,0 +1,76 @@
+"""Step Functions' vocabulary, in one place: ARNs (names, regions), links to the AWS console, and the
+error codes its API answers (closed task, unknown token or execution, transient, never sent)."""
+
+from urllib.parse import quote
+
+from django.conf import settings
+
+CONSOLE = "https://console.aws.amazon.com/states/home"
+
+
+# ---------------------------------------------------------------------------
+# ARNs: arn:aws:states:<region>:<account>:stateMachine:<name>
+#       arn:aws:states:<region>:<account>:execution:<machine>:<name>
+# ---------------------------------------------------------------------------
+def arn_region(arn: str) -> str:
+    """The region an ARN names; the configured AWS_REGION when it names none."""
+    parts = (arn or "").split(":")
+    return parts[3] if len(parts) > 4 and parts[0] == "arn" and parts[3] else settings.AWS_REGION
+
+
+def state_machine_name(arn: str) -> str:
+    """The last part of a state machine's ARN (its name); "" without an ARN."""
+    return arn.rsplit(":", 1)[-1] if arn else ""
+
+
+def arn_name(arn: str) -> str:
+    """`arn:aws:states:…:stateMachine:approval-demo` → approval-demo; executions: `machine/name`."""
+    parts = (arn or "").split(":")
+    if len(parts) >= 7 and parts[0] == "arn":
+        return "/".join(parts[6:]) if parts[5] == "execution" else parts[-1]
+    return arn
+
+
+def execution_console_url(arn: str) -> str:
+    """The execution in the AWS console, in the region its ARN names."""
+    return f"{CONSOLE}?region={quote(arn_region(arn))}#/v2/executions/details/{quote(arn, safe=':')}"
+
+
+def state_machine_console_url(arn: str) -> str:
+    """The state machine in the AWS console, in the region its ARN names."""
+    return f"{CONSOLE}?region={quote(arn_region(arn))}#/statemachines/view/{quote(arn, safe=':')}"
+
+
+# ---------------------------------------------------------------------------
+# Error codes the Step Functions / AWS APIs answer, and what each means to the portal
+# ---------------------------------------------------------------------------
+# The task is gone (timed out, execution ended, token unknown): no retry can help.
+CLOSED_TASK_CODES = frozenset({"TaskTimedOut", "TaskDoesNotExist", "InvalidToken"})
+# Answers that may mean the execution itself is gone (then DescribeExecution tells).
+TOKEN_UNKNOWN_CODES = frozenset({"InvalidToken", "TaskDoesNotExist"})
+EXECUTION_UNKNOWN_CODE = "ExecutionDoesNotExist"
+# Worth retrying later: throttling and AWS's own bad minute (any HTTP 5xx counts too).
+TRANSIENT_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "TooManyRequestsException",
+        "RequestThrottled",
+        "ServiceUnavailable",
+        "InternalFailure",
+        "InternalError",
+        "RequestTimeout",
+        "KMSThrottlingException",
+    }
+)
+# Transient failures where the request certainly did not reach (or was refused by) AWS.
+NOT_SENT_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "TooManyRequestsException",
+        "RequestThrottled",
+        "EndpointConnectionError",
+        "ConnectTimeoutError",
+    }
+)

@@ -1,0 +1,122 @@
+"""Celery tasks for notifications: thin, take ids, call services and the channels."""
+
+import logging
+
+from celery import shared_task
+from django.conf import settings
+from django.utils import timezone
+
+from approvals.models import ApprovalRequest, Notification
+from approvals.notifications import DeliveryError, channels, slack
+from approvals.selectors.notifications import digest_user_ids, follow_up_due_request_ids
+from approvals.services import notifications as services
+
+logger = logging.getLogger(__name__)
+
+RETRY_OPTIONS = {
+    "autoretry_for": (DeliveryError,),
+    "retry_backoff": settings.NOTIFICATION_RETRY_BACKOFF_SECONDS,
+    "retry_backoff_max": settings.NOTIFICATION_RETRY_BACKOFF_MAX_SECONDS,
+    "retry_jitter": True,
+}
+
+
+@shared_task(
+    name="worker.notify_tasks.send_notification",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    # A bound, not the budget: the row's attempts (NOTIFICATION_MAX_ATTEMPTS) decide when to stop.
+    max_retries=settings.NOTIFICATION_MAX_ATTEMPTS,
+    **RETRY_OPTIONS,
+)
+def send_notification(self, notification_id: int) -> str:
+    """Send one notification; a channel that is down is retried with backoff, then marked failed."""
+    notification = services.notification_claim(notification_id=notification_id)
+    if notification is None:
+        return "nothing-to-send"
+    try:
+        reference = channels.deliver(notification)
+    except channels.NothingToSend:
+        services.notification_mark_skipped(notification_id=notification_id)
+        return "skipped"
+    except DeliveryError as error:
+        final = error.permanent or notification.attempts >= settings.NOTIFICATION_MAX_ATTEMPTS
+        services.notification_mark_failed(notification_id=notification_id, error=error.message, final=final)
+        if final:
+            return "failed"
+        raise  # autoretry_for: again after an exponential, jittered countdown
+    services.notification_mark_sent(notification_id=notification_id, external_ref=reference)
+    return "sent"
+
+
+@shared_task(
+    name="worker.notify_tasks.close_slack_messages", acks_late=True, ignore_result=True, max_retries=3, **RETRY_OPTIONS
+)
+def close_slack_messages(request_id: int) -> int:
+    """After the outcome: replace the buttons of the request's Slack messages with the outcome."""
+    references = list(
+        Notification.objects.filter(
+            request_id=request_id, channel=Notification.Channel.SLACK, status=Notification.Status.SENT
+        )
+        # A question or an answer keeps its text: only messages with buttons get the outcome.
+        .exclude(kind__in=[Notification.Kind.OUTCOME, Notification.Kind.QUESTION, Notification.Kind.ANSWER])
+        .exclude(external_ref="")
+        .values_list("external_ref", flat=True)
+    )
+    if not references or not slack.enabled():
+        return 0
+    request = ApprovalRequest.objects.select_related("decided_by").get(pk=request_id)
+    try:
+        channels.close_slack_messages(request, references)
+    except DeliveryError as error:
+        if error.permanent:  # e.g. the message was deleted: nothing to update
+            logger.info("could not update the Slack messages of request %s: %s", request_id, error.message)
+            return 0
+        raise
+    return len(references)
+
+
+@shared_task(
+    name="worker.notify_tasks.slack_respond", acks_late=True, ignore_result=True, max_retries=3, **RETRY_OPTIONS
+)
+def slack_respond(response_url: str, payload: dict) -> None:
+    """Answer a Slack click through its response_url (the outcome, or why it was refused)."""
+    try:
+        slack.respond(response_url, payload)
+    except DeliveryError as error:
+        if error.permanent:
+            logger.info("Slack response_url refused the answer: %s", error.message)
+            return
+        raise
+
+
+@shared_task(name="worker.notify_tasks.sweep_notifications", ignore_result=True)
+def sweep_notifications() -> int:
+    """Queue again what the on-commit enqueue lost (a broker outage, a crash)."""
+    ids = services.notifications_lease_stale()
+    for notification_id in ids:
+        send_notification.delay(notification_id)
+    return len(ids)
+
+
+@shared_task(name="worker.notify_tasks.send_follow_ups", ignore_result=True)
+def send_follow_ups() -> int:
+    """Reminders, then escalations, for pending requests that waited long enough."""
+    now = timezone.now()
+    done = 0
+    for kind in (services.FollowUp.Kind.REMINDER, services.FollowUp.Kind.ESCALATION):
+        after = services.follow_up_after(kind)
+        if after is None:
+            continue
+        for request_id in follow_up_due_request_ids(kind=kind, after=after, now=now):
+            done += services.approval_follow_up(request_id=request_id, kind=kind, now=now)
+    return done
+
+
+@shared_task(name="worker.notify_tasks.send_digests", ignore_result=True)
+def send_digests() -> int:
+    """The daily digest, for people who turned it on and have many pending requests."""
+    now = timezone.now()
+    return sum(services.digest_plan(user_id=user_id, now=now) is not None for user_id in digest_user_ids())

@@ -1,0 +1,65 @@
+"""Beat's sweeps over waiting and closed requests: expiry, heartbeats, token retention."""
+
+import logging
+
+from celery import shared_task
+
+from approvals import selectors, services, stepfunctions
+from approvals.integrations import aws
+from approvals.ops import metrics
+from approvals.tasks.callbacks import execution_gone
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(name="worker.tasks.expire_overdue_requests", ignore_result=True)
+def expire_overdue_requests() -> int:
+    expired = 0
+    for request_id in selectors.overdue_pending_request_ids():
+        expired += services.approval_expire(request_id=request_id)
+    return expired
+
+
+@shared_task(name="worker.tasks.send_heartbeats", ignore_result=True)
+def send_heartbeats() -> int:
+    """SendTaskHeartbeat for waiting requests whose state has HeartbeatSeconds."""
+    sent = 0
+    for request_id in selectors.heartbeat_due_request_ids():
+        token = services.heartbeat_token(request_id=request_id)
+        if token is None:
+            continue
+        try:
+            aws.send_task_heartbeat(task_token=token)
+        except aws.AwsPermanentError as error:
+            metrics.heartbeat("closed" if error.code in stepfunctions.CLOSED_TASK_CODES else "refused")
+            if error.code in stepfunctions.TOKEN_UNKNOWN_CODES and execution_gone(
+                selectors.request_execution_arn(request_id=request_id)
+            ):
+                services.approval_close_workflow_gone(
+                    request_id=request_id, found_by=services.FOUND_BY_HEARTBEAT, code=error.code
+                )
+            elif error.code in stepfunctions.CLOSED_TASK_CODES:
+                services.approval_close_by_step_functions(request_id=request_id, code=error.code)
+            else:
+                logger.warning("heartbeat for request %s refused: %s", request_id, error.code)
+            continue
+        except aws.AwsTransientError as error:
+            metrics.heartbeat("transient")
+            logger.warning("heartbeat for request %s failed (%s); next sweep retries", request_id, error.code)
+            continue
+        services.heartbeat_recorded(request_id=request_id)
+        metrics.heartbeat("sent")
+        sent += 1
+    return sent
+
+
+@shared_task(name="worker.tasks.erase_closed_tokens", ignore_result=True)
+def erase_closed_tokens() -> int:
+    """Retention: erase the task tokens of requests closed more than TOKEN_RETENTION_DAYS ago,
+    and the messages (with their tokens) that ingest errors kept for replay that long."""
+    erased = 0
+    for request_id in selectors.closed_token_request_ids():
+        erased += services.approval_token_erase(request_id=request_id)
+    for ingest_error_id in selectors.expired_ingest_message_ids():
+        erased += services.ingest_error_message_erase(ingest_error_id=ingest_error_id)
+    return erased

@@ -1,0 +1,302 @@
+"""A request's pages: detail, decide (page and signed link), the result and its status; and the refusal
+page the other views share."""
+
+import json
+from functools import wraps
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from approvals import delivery, links, permissions, selectors, services
+from approvals.forms.requests import DecisionForm, LinkConfirmForm
+
+# Refusal codes → HTTP status of the page that explains them.
+ERROR_STATUS = {
+    "not_found": 404,
+    "requester": 403,
+    "self_assigned": 403,
+    "not_assignee": 403,
+    "inactive_user": 403,
+    "other_user": 403,
+    "not_allowed": 403,
+    "link_tampered": 403,
+    "sod_previous_level": 403,
+    "sod_requester_group": 403,
+    "distinct_groups": 403,
+    "reason_required": 400,
+    "not_pending": 409,
+    "already_voted": 409,
+    "claimed": 409,
+    "not_claimer": 403,
+    "expired": 410,
+    "link_expired": 410,
+    # "Needs more information" (approvals/views/conversations.py)
+    "not_requester": 403,
+    "no_requester": 409,
+    "no_question": 409,
+    "too_many_messages": 409,
+}
+
+
+def _not_found(request):
+    # Not found and not yours look the same: request ids reveal nothing.
+    return refusal_page(request, "There is no such approval request, or it is not yours to see.", "not_found")
+
+
+def _visible_request(request, public_id):
+    approval = selectors.request_detail(public_id)
+    if approval is None or not permissions.can_view(request.user, approval):
+        return None
+    return approval
+
+
+def visible_or_not_found(view):
+    """A POST on a request page answers a request the user may not see exactly as a GET does
+    (and as a request that does not exist): the same 404 page. What the service would refuse
+    ("not an approver", "already decided") is said only to those who may see the request."""
+
+    @wraps(view)
+    def checked(request, public_id, *args, **kwargs):
+        if _visible_request(request, public_id) is None:
+            services.refusal_record(
+                user=request.user,
+                request=None,
+                code="not_found",
+                attempted=view.__name__.removesuffix("_decision"),
+                public_id=str(public_id),
+            )
+            return _not_found(request)
+        return view(request, public_id, *args, **kwargs)
+
+    return checked
+
+
+def _detail_page(request, approval, *, form=None, status: int = 200, just_decided: bool = False):
+    authority, refusal = permissions.decision_authority(request.user, approval)
+    if refusal is None and form is None:
+        form = DecisionForm()
+    siblings, more_siblings = selectors.execution_siblings(approval, request.user)
+    return render(
+        request,
+        "approvals/detail.html",
+        {
+            "approval": approval,
+            "refusal": refusal,
+            "form": form if refusal is None else None,
+            "on_behalf_of": authority.on_behalf_of if authority else None,
+            "just_decided": just_decided,
+            "siblings": siblings,
+            "more_siblings": more_siblings,
+        },
+        status=status,
+    )
+
+
+@login_required
+@require_GET
+def request_detail(request, public_id):
+    approval = _visible_request(request, public_id)
+    if approval is None:
+        return _not_found(request)
+    return _detail_page(request, approval)
+
+
+@login_required
+@require_POST
+@visible_or_not_found
+def confirm_decision(request, public_id):
+    """The step between the request page and the decision: "Yes, approve" or go back.
+
+    Nothing changes here; the confirm page's button POSTs to `decide`. A rejection without a
+    comment goes back to the request page with the reason (also without JavaScript).
+    """
+    form = DecisionForm(request.POST)
+    approval = selectors.request_detail(public_id)
+    if approval is None:
+        services.refusal_record(
+            user=request.user, request=None, code="not_found", attempted="confirm", public_id=str(public_id)
+        )
+        return refusal_page(request, "This approval request does not exist.", "not_found")
+    authority, refusal = permissions.decision_authority(request.user, approval)
+    if refusal is not None:
+        services.refusal_record(user=request.user, request=approval, code=refusal.code, attempted="confirm")
+        return refusal_page(request, refusal.message, refusal.code, approval)
+    if request.POST.get("edit"):  # "Change the comment" on the confirm page
+        return _detail_page(request, approval, form=DecisionForm(initial={"comment": request.POST.get("comment", "")}))
+    if not form.is_valid():
+        return _detail_page(request, approval, form=form, status=400)
+    return render(
+        request,
+        "approvals/confirm_decision.html",
+        {
+            "approval": approval,
+            "form": form,
+            "action": form.cleaned_data["decision"],
+            "on_behalf_of": authority.on_behalf_of,
+        },
+    )
+
+
+@login_required
+@require_POST
+@visible_or_not_found
+def decide(request, public_id):
+    form = DecisionForm(request.POST)
+    if not form.is_valid():
+        if not form.only_the_comment_is_missing:
+            return render(request, "approvals/error.html", {"message": "Choose approve or reject."}, status=400)
+        # A rejection without a comment: if the request can't be decided anyway, say that
+        # (already decided by whom, not yours, …); else back to the page with the reason.
+        approval = selectors.request_detail(public_id)
+        refusal = None if approval is None else permissions.decision_refusal(request.user, approval)
+        if approval is not None and refusal is None:
+            return _detail_page(request, approval, form=form, status=400)
+    try:
+        services.approval_decide(
+            public_id=public_id, user=request.user, approve=form.approve, comment=form.cleaned_data.get("comment", "")
+        )
+    except services.ApprovalError as error:
+        return refusal_page(request, error.message, error.code, error.request)
+    return redirect("request-result", public_id=public_id)
+
+
+def after_service(request, call, *, then: str, message: str = ""):
+    """A POST handler's end: run one service call; a refusal is the refusal page, else a
+    redirect to `then` (with `message` shown there)."""
+    try:
+        call()
+    except services.ApprovalError as error:
+        return refusal_page(request, error.message, error.code, error.request)
+    if message:
+        messages.success(request, message)
+    return redirect(then)
+
+
+def refusal_page(request, message: str, code: str, approval=None):
+    return render(
+        request,
+        "approvals/error.html",
+        {"message": message, "code": code, "approval": approval},
+        status=ERROR_STATUS.get(code, 400),
+    )
+
+
+@login_required
+def decision_link(request, token):
+    """A signed one-click link: GET shows a confirm page, only the POST decides."""
+    try:
+        link = links.read_link_token(token)
+    except links.LinkError as error:
+        services.refusal_record(user=request.user, request=None, code=error.code, attempted="link")
+        return refusal_page(request, error.message, error.code)
+    approval = selectors.request_detail(link.public_id)
+    if link.approver_email != (request.user.email or "").lower():
+        services.refusal_record(user=request.user, request=approval, code="other_user", attempted=link.action)
+        return refusal_page(
+            request, "This link was sent to someone else. Sign in as that person to use it.", "other_user"
+        )
+    if approval is None:
+        services.refusal_record(user=request.user, request=None, code="not_found", attempted=link.action)
+        return refusal_page(request, "This approval request does not exist.", "not_found")
+
+    if request.method == "POST":
+        form = LinkConfirmForm(request.POST)
+        if not form.is_valid():
+            return refusal_page(request, "The comment is too long.", "bad_input")
+        try:
+            services.approval_decide(
+                public_id=approval.public_id,
+                user=request.user,
+                approve=link.action == "approve",
+                comment=form.cleaned_data["comment"],
+                via="link",
+            )
+        except services.ApprovalError as error:
+            if error.code == services.REASON_REQUIRED:  # the same page again, saying what is missing
+                form.add_error("comment", error.message)
+                return _link_confirm_page(request, approval, link.action, form, status=400)
+            return refusal_page(request, error.message, error.code, error.request)
+        return redirect("request-result", public_id=approval.public_id)
+    if request.method != "GET":
+        return refusal_page(request, "Use the button on the page.", "bad_input")
+
+    refusal = permissions.decision_refusal(request.user, approval)
+    if refusal is not None:
+        services.refusal_record(
+            user=request.user, request=approval, code=refusal.code, attempted=link.action, via="link"
+        )
+        return refusal_page(request, refusal.message, refusal.code, approval)
+    return _link_confirm_page(request, approval, link.action, LinkConfirmForm())
+
+
+def _link_confirm_page(request, approval, action: str, form: LinkConfirmForm, *, status: int = 200):
+    return render(
+        request, "approvals/confirm.html", {"approval": approval, "action": action, "form": form}, status=status
+    )
+
+
+@login_required
+@require_GET
+def decision_result(request, public_id):
+    """After the decision: the request page with the outcome on top; portal.js refreshes the
+    callback's status until it is final."""
+    approval = _visible_request(request, public_id)
+    if approval is None:
+        return _not_found(request)
+    return _detail_page(request, approval, just_decided=True)
+
+
+# ---------------------------------------------------------------------------
+# Served on their own: all of a request's details, and the result page's status
+# ---------------------------------------------------------------------------
+_JSON_MARKUP_ESCAPES = {ord("<"): "\\u003c", ord(">"): "\\u003e", ord("&"): "\\u0026"}
+
+
+@login_required
+@require_GET
+def request_details(request, public_id):
+    """ "Show all details": the workflow's details in full, as indented JSON text (escaped in
+    the page), or `?format=json` as a JSON download. The request page shows a bounded view."""
+    approval = _visible_request(request, public_id)
+    if approval is None:
+        return _not_found(request)
+    if request.GET.get("format") == "json":
+        # <, > and & as \u escapes: no markup in it even for a client that sniffs.
+        text = json.dumps(approval.details, indent=2).translate(_JSON_MARKUP_ESCAPES)
+        response = HttpResponse(text, content_type="application/json")
+        response["Content-Disposition"] = f'attachment; filename="details-{approval.public_id}.json"'
+        response["X-Content-Type-Options"] = "nosniff"
+        return response
+    text = json.dumps(approval.details, indent=2, ensure_ascii=False, sort_keys=False)
+    return render(request, "approvals/details_all.html", {"approval": approval, "details_json": text})
+
+
+@login_required
+@require_GET
+def request_status(request, public_id):
+    """The result page's poll: the request's and its callback's status, nothing else (no details,
+    no token). Not yours and not there answer alike."""
+    approval = selectors.request_status(public_id)
+    if approval is None or not permissions.can_view(request.user, approval):
+        response = JsonResponse({"error": "not_found"}, status=404)
+    else:
+        callback = getattr(approval, "callback", None)
+        response = JsonResponse(
+            {
+                "status": approval.status,
+                "statusText": approval.get_status_display(),
+                "callback": None
+                if callback is None
+                else {
+                    "status": callback.status,
+                    "text": delivery.callback_label(callback),
+                    "final": delivery.is_final(callback),
+                },
+            }
+        )
+    response["Cache-Control"] = "no-store"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
