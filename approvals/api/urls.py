@@ -1,6 +1,6 @@
 """/api/ (mounted in portal/urls.py): v1 resources, the OpenAPI schema and its UIs."""
 
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from approvals.api import views
@@ -36,4 +36,6 @@ urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
+    # Anything else under /api/ (an id that is no id, a typo) is a problem document too, not a page.
+    re_path(r"", views.no_such_resource),
 ]

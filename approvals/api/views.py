@@ -7,7 +7,8 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db.models import Q
-from django.http import StreamingHttpResponse
+from django.http import JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.permissions import BasePermission, IsAuthenticated
@@ -38,8 +39,8 @@ NOT_FOUND = "There is no such approval request, or it is not yours to see."
 
 
 def problems(*statuses: int) -> dict:
-    """The problem responses an operation documents (401 and 429 for every one)."""
-    return {(status, PROBLEM_CONTENT_TYPE): ProblemSerializer for status in sorted({401, 429, *statuses})}
+    """The problem responses an operation documents (400, 401 and 429 for every one)."""
+    return {(status, PROBLEM_CONTENT_TYPE): ProblemSerializer for status in sorted({400, 401, 429, *statuses})}
 
 
 def _plain(data):
@@ -66,6 +67,15 @@ def with_etag(request, data, *, status: int = 200) -> Response:
 
 def answer(status: int, body: dict) -> Response:
     return Response(body, status=status, content_type=PROBLEM_CONTENT_TYPE if status >= 400 else None)
+
+
+@csrf_exempt  # changes nothing; a POST to a wrong URL hears "not found", not the CSRF page
+def no_such_resource(request, *args, **kwargs) -> JsonResponse:
+    return JsonResponse(
+        problem_body("not_found", "There is no such resource in this API.", 404),
+        status=404,
+        content_type=PROBLEM_CONTENT_TYPE,
+    )
 
 
 class IsPortalUser(IsAuthenticated):
@@ -147,7 +157,11 @@ class InboxView(ApiView):
         if account is not None and "*" not in account.state_machines:
             requests = requests.filter(state_machine_arn__in=account.state_machines)
         listed = selectors.inbox_filter(
-            requests, search=query["q"], state_machine=query["state_machine"], due=query["due"], sort=query["sort"]
+            requests,
+            search=query["q"],
+            state_machine=query["state_machine"],
+            due=query.get("due", ""),
+            sort=query.get("sort", ""),
         )
         after, before = _cursor(query["cursor"])
         page = seek_page(
@@ -465,7 +479,7 @@ class AuditEventsView(ApiView):
             events = events.filter(created_at__lt=query["until"])
         if (before := _id_cursor(query["cursor"])) is not None:
             events = events.filter(id__lt=before)
-        if query["format"] in {"csv", "jsonl"}:
+        if query.get("format") in {"csv", "jsonl"}:
             return _export(events[: settings.API_AUDIT_EXPORT_LIMIT], query["format"])
         page = list(events[: ADMIN_PAGE_SIZE + 1])
         url = request.build_absolute_uri()
