@@ -480,3 +480,24 @@ def test_an_admin_creates_a_service_account_in_the_admin_through_the_service(peo
     assert client.get(f"/admin/approvals/serviceaccount/{account.pk}/change/").status_code == 200
     # Someone who is not an admin does not manage service accounts.
     assert signed_in(people["alice"]).get("/admin/approvals/serviceaccount/add/").status_code in {302, 403}
+
+
+# ---------------------------------------------------------------------------
+# Throttling: per person, per service account, configurable
+# ---------------------------------------------------------------------------
+def test_each_caller_has_their_own_budget_and_a_429_says_when_to_come_back(people, settings):
+    from django.core.cache import cache
+
+    cache.clear()
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"user": "2/minute", "service_account": "3/minute"},
+    }
+    alice, erin, robot = Api(people["alice"]), Api(people["erin"]), Api(bot(people, may_decide=False).user)
+
+    assert [alice.get("/api/v1/inbox/").status_code for _ in range(2)] == [200, 200]
+    problem = assert_problem(alice.get("/api/v1/inbox/"), 429, "throttled")
+    assert int(alice.get("/api/v1/inbox/")["Retry-After"]) > 0 and problem["detail"]
+    assert erin.get("/api/v1/inbox/").status_code == 200  # someone else's budget
+    assert [robot.get("/api/v1/inbox/").status_code for _ in range(4)] == [200, 200, 200, 429]
+    cache.clear()
