@@ -46,6 +46,7 @@ def test_the_schema_and_its_ui_are_served_from_the_portal_nothing_from_a_cdn():
         html = Client().get(page).content.decode()
         assert "drf_spectacular_sidecar" in html, page
         assert "cdn." not in html and "unpkg" not in html, page
+        assert "<script>" not in html, f"{page}: an inline script, which the portal's CSP blocks"
 
 
 def _ingest(requester: str, groups: list[str]) -> str:

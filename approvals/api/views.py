@@ -6,7 +6,6 @@ import json
 from uuid import UUID
 
 from django.conf import settings
-from django.db.models import Q
 from django.http import JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
@@ -18,6 +17,7 @@ from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
 
 from approvals import delegation_selectors, permissions, selectors, services
+from approvals.api import selectors as api_selectors
 from approvals.api import serializers as s
 from approvals.api.authentication import service_account_of
 from approvals.api.problems import (
@@ -28,7 +28,7 @@ from approvals.api.problems import (
     refusal_problem,
 )
 from approvals.api.throttles import CallerRateThrottle
-from approvals.models import AuditEvent, IngestError
+from approvals.models import IngestError
 from approvals.paginators import seek_page
 from approvals.services.idempotency import IdempotencyConflict, idempotent_call, request_fingerprint
 
@@ -422,9 +422,8 @@ class IngestErrorsView(ApiView):
     )
     def get(self, request):
         status = request.query_params.get("status") or IngestError.Status.OPEN
-        rows = IngestError.objects.filter(status=status).order_by("-id")
-        if (before := _id_cursor(request.query_params.get("cursor", ""))) is not None:
-            rows = rows.filter(id__lt=before)
+        before = _id_cursor(request.query_params.get("cursor", ""))
+        rows = api_selectors.ingest_errors(status=status, before_id=before)
         page = list(rows[: ADMIN_PAGE_SIZE + 1])
         url = request.build_absolute_uri()
         data = {
@@ -466,19 +465,14 @@ class AuditEventsView(ApiView):
     )
     def get(self, request):
         query = validated(s.AuditQuerySerializer, request.query_params)
-        events = AuditEvent.objects.select_related("request").order_by("-id")
-        if query["action"]:
-            events = events.filter(action=query["action"])
-        if query["request"]:
-            events = events.filter(request__public_id=query["request"])
-        if query["actor"]:
-            events = events.filter(Q(actor_label__iexact=query["actor"]))
-        if query["since"]:
-            events = events.filter(created_at__gte=query["since"])
-        if query["until"]:
-            events = events.filter(created_at__lt=query["until"])
-        if (before := _id_cursor(query["cursor"])) is not None:
-            events = events.filter(id__lt=before)
+        events = api_selectors.audit_events(
+            action=query["action"],
+            request_public_id=query["request"],
+            actor=query["actor"],
+            since=query["since"],
+            until=query["until"],
+            before_id=_id_cursor(query["cursor"]),
+        )
         if query.get("format") in {"csv", "jsonl"}:
             return _export(events[: settings.API_AUDIT_EXPORT_LIMIT], query["format"])
         page = list(events[: ADMIN_PAGE_SIZE + 1])
