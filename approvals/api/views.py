@@ -78,10 +78,6 @@ def no_such_resource(request, *args, **kwargs) -> JsonResponse:
     )
 
 
-class IsPortalUser(IsAuthenticated):
-    pass
-
-
 class HasPermission(BasePermission):
     """An admin permission of the portal (the same ones the Django admin checks)."""
 
@@ -93,7 +89,7 @@ class HasPermission(BasePermission):
 
 
 class ApiView(APIView):
-    permission_classes = [IsPortalUser]
+    permission_classes = [IsAuthenticated]
     throttle_classes = [CallerRateThrottle]
     admin_permission = ""
 
