@@ -75,3 +75,18 @@ def seed() -> None:
         )
         app.full_clean()  # rejects malformed redirect URIs from the environment early
         app.save()
+
+        # The demo service account's client: a bot calling the portal's API with
+        # client-credentials tokens (docs/api.md, "Service accounts").
+        bot = Application.objects.filter(client_id=config.service_client_id()).first() or Application(
+            client_id=config.service_client_id()
+        )
+        bot.name = "Approvals demo bot"
+        bot.client_type = Application.CLIENT_CONFIDENTIAL
+        bot.authorization_grant_type = Application.GRANT_CLIENT_CREDENTIALS
+        bot.algorithm = Application.RS256_ALGORITHM
+        bot.hash_client_secret = True
+        bot.client_secret = config.service_client_secret()
+        bot.redirect_uris = ""
+        bot.full_clean()
+        bot.save()

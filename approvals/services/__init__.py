@@ -49,6 +49,7 @@ from approvals.services.routing import (
     routing_rule_delete,
     routing_rule_save,
 )
+from approvals.services.service_accounts import service_account_save
 from approvals.services.trust import approver_trust_delete, approver_trust_save
 from approvals.services.workflow_gone import (
     FOUND_AT_START,
@@ -104,6 +105,7 @@ __all__ = [
     "refusal_record",
     "routing_rule_delete",
     "routing_rule_save",
+    "service_account_save",
     "token_keys_rotate",
     "approval_token_erase",
     "ingest_error_message_erase",
