@@ -708,3 +708,60 @@ class SlackIdentity(models.Model):
 
     def __str__(self) -> str:
         return f"{self.slack_user_id} in {self.team_id}"
+
+
+# ---------------------------------------------------------------------------
+# The REST API (approvals/api/, docs/api.md): service accounts and idempotency keys
+# ---------------------------------------------------------------------------
+SERVICE_USERNAME_PREFIX = "service-"
+
+
+class ServiceAccount(models.Model):
+    """A bot or tool calling the API with the IdP's client-credentials tokens, mapped to a portal
+    user of its own (`user`, whose username starts with SERVICE_USERNAME_PREFIX). The token's
+    (iss, sub) picks the account, as (iss, sub) picks a person. An admin scopes it: the state
+    machines whose requests it sees, and whether it may decide (where it is an assignee, under
+    the same four-eyes rules and policies as a person)."""
+
+    name = models.CharField(max_length=100, unique=True)
+    issuer = models.CharField(max_length=255)
+    subject = models.CharField(
+        max_length=255, help_text="The token's `sub`: the client id (Okta, the dev IdP) or the app's object id (Entra)."
+    )
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="service_account")
+    state_machines = models.JSONField(
+        default=list, blank=True, help_text="State machine ARNs whose requests it sees; '*' for all."
+    )
+    may_decide = models.BooleanField(default=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["issuer", "subject"], name="service_account_identity_unique")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def covers(self, state_machine_arn: str) -> bool:
+        return "*" in self.state_machines or (bool(state_machine_arn) and state_machine_arn in self.state_machines)
+
+
+class IdempotencyKey(models.Model):
+    """The first response to an API write sent with an `Idempotency-Key`, per caller: a retry
+    with the same key and body gets it again instead of acting twice."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=200)
+    fingerprint = models.CharField(max_length=64, help_text="SHA-256 of the method, path and body.")
+    status_code = models.PositiveSmallIntegerField()
+    response = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "key"], name="idempotency_key_unique_per_user")]
+
+    def __str__(self) -> str:
+        return f"{self.key} of {self.user_id}"

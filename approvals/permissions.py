@@ -15,7 +15,15 @@ from datetime import datetime
 from django.db.models import Q
 from django.utils import timezone
 
-from approvals.models import ApprovalRequest, Assignment, Delegation, User, Vote
+from approvals.models import (
+    SERVICE_USERNAME_PREFIX,
+    ApprovalRequest,
+    Assignment,
+    Delegation,
+    ServiceAccount,
+    User,
+    Vote,
+)
 from approvals.roles import APPROVER_ACCESS_GROUP
 
 
@@ -174,6 +182,23 @@ def _voted(request: ApprovalRequest, people: set[int]) -> bool:
     return any(vote.user_id in people or vote.on_behalf_of_id in people for vote in request.votes.all())
 
 
+def service_account_refusal(user: User, request: ApprovalRequest) -> Refusal | None:
+    """A service user (a bot's client-credentials token, approvals/api/) decides only where an
+    admin allowed it: may decide, and the request's state machine in its scope."""
+    if not user.username.startswith(SERVICE_USERNAME_PREFIX):
+        return None
+    account = ServiceAccount.objects.filter(user_id=user.pk).first()
+    if account is None:
+        return None
+    if not account.may_decide:
+        return Refusal("service_account_read_only", f"The service account {account.name} may not decide.")
+    if not account.covers(request.state_machine_arn):
+        return Refusal(
+            "service_account_out_of_scope", f"The service account {account.name} may not decide for this workflow."
+        )
+    return None
+
+
 def decision_authority(
     user: User, request: ApprovalRequest, *, approve: bool | None = None
 ) -> tuple[Authority | None, Refusal | None]:
@@ -183,6 +208,8 @@ def decision_authority(
     """
     if not user.is_active:
         return None, Refusal("inactive_user", "Your account is disabled.")
+    if (refused := service_account_refusal(user, request)) is not None:
+        return None, refused
     if _is_requester(user, request):
         return None, Refusal("requester", "You requested this approval, so someone else has to decide it.")
     candidates = authorities(user, request)
@@ -235,6 +262,8 @@ def vote_refusal(vote: Vote, request: ApprovalRequest) -> Refusal | None:
     user = vote.user
     if not user.is_active:
         return Refusal("inactive_user", f"{user.email or user.pk}'s account is disabled.")
+    if (refused := service_account_refusal(user, request)) is not None:
+        return refused
     principal = vote.on_behalf_of or user
     if vote.on_behalf_of is not None:
         delegation = active_delegations_to(user, at=vote.created_at).filter(delegator=vote.on_behalf_of).exists()

@@ -32,6 +32,20 @@ def issuer() -> str:
     return env("DEVIDP_ISSUER", DEFAULT_ISSUER).rstrip("/")
 
 
+def api_audience() -> str:
+    """The `aud` of access tokens: the portal's API_AUDIENCE (devidp/access_tokens.py)."""
+    return env("DEVIDP_API_AUDIENCE", "approvals-api")
+
+
+def service_client_id() -> str:
+    """The demo service account's client (client-credentials grant, docs/api.md)."""
+    return env("DEVIDP_SERVICE_CLIENT_ID", "approvals-demo-bot")
+
+
+def service_client_secret() -> str:
+    return env("DEVIDP_SERVICE_CLIENT_SECRET", "approvals-demo-bot-dev-secret")
+
+
 def issuer_path_prefix() -> str:
     """URL prefix DOT is mounted under, so every endpoint lives at ``{issuer}/...``."""
     path = urlsplit(issuer()).path.strip("/")

@@ -93,3 +93,18 @@ def seed() -> None:
         cli.skip_authorization = False  # the person confirms "Accept" for this client on the IdP
         cli.full_clean()
         cli.save()
+
+        # The demo service account's client: a bot calling the portal's API with
+        # client-credentials tokens (docs/api.md, "Service accounts").
+        bot = Application.objects.filter(client_id=config.service_client_id()).first() or Application(
+            client_id=config.service_client_id()
+        )
+        bot.name = "Approvals demo bot"
+        bot.client_type = Application.CLIENT_CONFIDENTIAL
+        bot.authorization_grant_type = Application.GRANT_CLIENT_CREDENTIALS
+        bot.algorithm = Application.RS256_ALGORITHM
+        bot.hash_client_secret = True
+        bot.client_secret = config.service_client_secret()
+        bot.redirect_uris = ""
+        bot.full_clean()
+        bot.save()

@@ -125,6 +125,11 @@ OAUTH2_PROVIDER = {
     "DEVICE_FLOW_INTERVAL": int(config.env("DEVIDP_DEVICE_INTERVAL", "5")),
 }
 
+# Access tokens for the portal's REST API: JWTs it verifies against the JWKS (devidp/access_tokens.py);
+# refresh tokens stay random strings.
+OAUTH2_PROVIDER["ACCESS_TOKEN_GENERATOR"] = "devidp.access_tokens.signed_access_token"  # noqa: S105 - a function
+OAUTH2_PROVIDER["REFRESH_TOKEN_GENERATOR"] = "oauthlib.oauth2.rfc6749.tokens.random_token_generator"  # noqa: S105
+
 # Never log request bodies or query strings: they carry codes, tokens and id_token_hints.
 LOGGING = {
     "version": 1,

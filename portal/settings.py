@@ -427,3 +427,56 @@ READYZ_TIMEOUT_SECONDS = env.float("READYZ_TIMEOUT_SECONDS", default=4.0)
 READYZ_CONSUMER_MAX_AGE_SECONDS = env.int("READYZ_CONSUMER_MAX_AGE_SECONDS", default=120)
 # The checks whose failure makes /readyz answer 503 (all are reported either way).
 READYZ_REQUIRED_CHECKS = env.list("READYZ_REQUIRED_CHECKS", default=["database", "broker", "aws", "consumer"])
+
+# ---------------------------------------------------------------------------
+# REST API (/api/v1/, docs/api.md): Django REST framework, the OpenAPI schema, bearer tokens
+# Self-contained: everything the API reads from the environment is in this block.
+# ---------------------------------------------------------------------------
+INSTALLED_APPS += ["rest_framework", "drf_spectacular", "drf_spectacular_sidecar"]
+# The `aud` the IdP puts in access tokens for this API (its "resource"/"API identifier"; Entra:
+# the application ID URI). Empty: bearer tokens are refused, only the session cookie works.
+API_AUDIENCE = env.str("API_AUDIENCE", default="approvals-api" if DEV else "")
+# Asymmetric algorithms only (approvals/api/access_tokens.py refuses `none` and HS*).
+API_JWT_ALGORITHMS = env.list("API_JWT_ALGORITHMS", default=["RS256", "PS256", "ES256"])
+API_TOKEN_LEEWAY_SECONDS = env.int("API_TOKEN_LEEWAY_SECONDS", default=30)
+API_JWKS_CACHE_SECONDS = env.int("API_JWKS_CACHE_SECONDS", default=300)
+# An unknown `kid` refetches the JWKS at most this often (a rotated key, not a flood of made-up kids).
+API_JWKS_REFETCH_SECONDS = env.int("API_JWKS_REFETCH_SECONDS", default=60)
+# Opaque (non-JWT) tokens: RFC 7662 introspection, authenticated as the portal's OIDC client.
+API_INTROSPECTION_ENDPOINT = env.str(
+    "API_INTROSPECTION_ENDPOINT", default=f"{OIDC_OP_ISSUER}/introspect/" if DEV else ""
+)
+API_INTROSPECTION_CACHE_SECONDS = env.int("API_INTROSPECTION_CACHE_SECONDS", default=60)
+API_AUDIT_EXPORT_LIMIT = env.int("API_AUDIT_EXPORT_LIMIT", default=100_000)
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        # First: its WWW-Authenticate makes a missing or refused token a 401.
+        "approvals.api.authentication.BearerTokenAuthentication",
+        "approvals.api.authentication.CsrfSessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "approvals.api.problems.exception_handler",
+    # ?format= is the audit export's parameter, not DRF's renderer switch.
+    "URL_FORMAT_OVERRIDE": None,
+    "DEFAULT_THROTTLE_RATES": {
+        "user": env.str("API_THROTTLE_USER", default="600/minute"),
+        "service_account": env.str("API_THROTTLE_SERVICE_ACCOUNT", default="1200/minute"),
+    },
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Approval portal API",
+    "DESCRIPTION": "Decide and administer approval requests (docs/api.md). Errors are RFC 9457 problem details.",
+    "VERSION": "1.0.0",
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "COMPONENT_SPLIT_REQUEST": True,
+    # The UIs' files from drf-spectacular-sidecar, served by the portal: nothing from a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}

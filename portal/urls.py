@@ -16,5 +16,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("oidc/logout/", PortalLogoutView.as_view(), name="oidc_logout"),  # before the library's
     path("oidc/", include("mozilla_django_oidc.urls")),
+    path("api/", include("approvals.api.urls")),  # the REST API and its schema (docs/api.md)
     path("", include("approvals.urls")),
 ]

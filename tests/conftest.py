@@ -201,14 +201,20 @@ def web_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def devidp(web_port, log_dir, tmp_path_factory):
+def devidp_data_dir(tmp_path_factory) -> Path:
+    """The dev IdP's files: its database and its signing key (oidc-key.pem)."""
+    return tmp_path_factory.mktemp("devidp")
+
+
+@pytest.fixture(scope="session")
+def devidp(web_port, log_dir, devidp_data_dir):
     """The dev OIDC provider (django-oauth-toolkit), with the portal's callback registered."""
     port = free_port()
     issuer = f"http://127.0.0.1:{port}/o"
     env = {
         **os.environ,
         "DEVIDP_ISSUER": issuer,
-        "DEVIDP_DATA_DIR": str(tmp_path_factory.mktemp("devidp")),
+        "DEVIDP_DATA_DIR": str(devidp_data_dir),
         "DEVIDP_REDIRECT_URIS": f"http://127.0.0.1:{web_port}/oidc/callback/",
         "DEVIDP_POST_LOGOUT_REDIRECT_URIS": f"http://127.0.0.1:{web_port}/",
     }

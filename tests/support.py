@@ -77,3 +77,70 @@ def sso_login(portal_url: str, username: str) -> requests.Session:
     assert inbox.status_code == 200, inbox.text[:500]
     assert inbox.url == f"{portal_url}/", inbox.url
     return session
+
+
+# ---------------------------------------------------------------------------
+# API access tokens from the dev IdP's real endpoints (tests/test_api_*.py)
+# ---------------------------------------------------------------------------
+def client_credentials_token(issuer: str, client_id: str, client_secret: str) -> str:
+    """A service account's access token: the client-credentials grant at the token endpoint."""
+    response = requests.post(
+        f"{issuer}/token/", data={"grant_type": "client_credentials"}, auth=(client_id, client_secret), timeout=15
+    )
+    assert response.status_code == 200, response.text[:300]
+    return response.json()["access_token"]
+
+
+def user_access_token(issuer: str, username: str, redirect_uri: str) -> str:
+    """A person's access token: the authorization-code grant with PKCE, through the dev IdP's
+    login form, as the portal's client (its registered redirect URI is only read, not visited)."""
+    import base64
+    import hashlib
+    import secrets
+    from urllib.parse import parse_qs, urljoin, urlsplit
+
+    from devidp.seed import client_id
+
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    session = requests.Session()
+    params = {
+        "response_type": "code",
+        "client_id": client_id(),
+        "redirect_uri": redirect_uri,
+        "scope": "openid email",
+        "state": secrets.token_urlsafe(8),
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+    }
+    login_page = session.get(f"{issuer}/authorize/", params=params, timeout=15)
+    assert "/accounts/login/" in login_page.url, login_page.url
+    csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login_page.text).group(1)
+    response = session.post(
+        login_page.url,
+        data={"csrfmiddlewaretoken": csrf, "username": username, "password": demo_passwords()[username]},
+        headers={"Referer": login_page.url},
+        allow_redirects=False,
+        timeout=15,
+    )
+    for _ in range(5):  # login → authorize → the redirect URI with ?code=
+        location = urljoin(response.url, response.headers.get("Location", ""))
+        if location.startswith(redirect_uri):
+            break
+        response = session.get(location, allow_redirects=False, timeout=15)
+    code = parse_qs(urlsplit(location).query)["code"][0]
+    from django.conf import settings
+
+    token = requests.post(
+        f"{issuer}/token/",
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": redirect_uri,
+            "code_verifier": verifier,
+        },
+        auth=(client_id(), settings.OIDC_RP_CLIENT_SECRET),
+        timeout=15,
+    )
+    assert token.status_code == 200, token.text[:300]
+    return token.json()["access_token"]

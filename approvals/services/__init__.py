@@ -42,6 +42,7 @@ from approvals.services.keys import (
     token_keys_rotate,
 )
 from approvals.services.policies import approval_policy_delete, approval_policy_save
+from approvals.services.service_accounts import service_account_save
 from approvals.services.trust import approver_trust_delete, approver_trust_save
 from approvals.services.workflow_gone import (
     EXECUTION_UNKNOWN_CODE,
@@ -98,6 +99,7 @@ __all__ = [
     "refusal_record",
     "routing_rule_delete",
     "routing_rule_save",
+    "service_account_save",
     "token_keys_rotate",
     "approval_token_erase",
     "ingest_error_message_erase",

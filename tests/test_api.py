@@ -1,0 +1,444 @@
+"""The REST API in the portal's process: the same rules as the pages, answered as JSON and
+RFC 9457 problem details. Signed in with the session cookie + CSRF here (the bearer tokens have
+tests/test_api_tokens.py; the running stack tests/test_api_e2e.py)."""
+
+import json
+import threading
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django.utils import timezone
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+
+from approvals import services
+from approvals.contract import ContractError, parse_message
+from approvals.models import ApprovalRequest, AuditEvent, Callback, IdempotencyKey, IngestError, RequestStatus, Vote
+from tests.support import make_user, signed_in
+
+pytestmark = pytest.mark.django_db
+MACHINE = "arn:aws:states:us-east-1:123456789012:stateMachine:orders"
+
+
+class Api:
+    """A signed-in browser's JavaScript: JSON bodies, the CSRF header from the cookie."""
+
+    def __init__(self, user, *, csrf: bool = True):
+        self.client = signed_in(user)
+        self.client.get("/")  # sets the CSRF cookie, as opening a page does
+        self.csrf = self.client.cookies["portal_csrftoken"].value if csrf else ""
+
+    def get(self, path, **headers):
+        return self.client.get(path, headers=headers)
+
+    def send(self, method, path, body=None, **headers):
+        return getattr(self.client, method)(
+            path,
+            data=json.dumps(body) if body is not None else None,
+            content_type="application/json",
+            headers={"X-CSRFToken": self.csrf, **headers},
+        )
+
+    def post(self, path, body=None, **headers):
+        return self.send("post", path, body, **headers)
+
+
+@pytest.fixture
+def people():
+    return {
+        "alice": make_user("alice", "finance-approvers"),
+        "bob": make_user("bob"),
+        "carol": make_user("carol", "portal-admins", admin=True),
+        "dave": make_user("dave"),
+        "erin": make_user("erin", "finance-approvers"),
+    }
+
+
+def ingest(title="Approve order 1234", *, requester="bob@example.com", groups=("finance-approvers",), users=()):
+    body = {
+        "taskToken": f"token-{uuid.uuid4()}",
+        "title": title,
+        "requester": requester,
+        "approvers": {"users": list(users), "groups": list(groups)},
+        "details": {"amount": 5300},
+        "stateMachine": MACHINE,
+        "execution": f"arn:aws:states:us-east-1:123456789012:execution:orders:{uuid.uuid4().hex[:8]}",
+    }
+    request, _ = services.approval_request_ingest(
+        message=parse_message(json.dumps(body)), sqs_message_id=str(uuid.uuid4())
+    )
+    return request
+
+
+@pytest.fixture
+def approval(people) -> ApprovalRequest:
+    return ingest()
+
+
+def decision_url(approval) -> str:
+    return f"/api/v1/requests/{approval.public_id}/decision/"
+
+
+def assert_problem(response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.content[:500]
+    assert response["Content-Type"] == "application/problem+json"
+    body = response.json()
+    assert body["type"] == f"urn:approvals:problem:{code}", body
+    assert body["status"] == status and body["title"] and body["detail"]
+    return body
+
+
+# ---------------------------------------------------------------------------
+# Deciding: the one rule, every refusal a problem
+# ---------------------------------------------------------------------------
+def test_an_approver_approves_through_the_api_and_the_callback_is_queued(people, approval):
+    response = Api(people["alice"]).post(decision_url(approval), {"decision": "approve", "comment": "fine"})
+
+    assert response.status_code == 201, response.content[:500]
+    body = response.json()
+    assert body["request"]["status"] == "approved"
+    assert body["vote"] == {**body["vote"], "by": "alice@example.com", "decision": "approve", "comment": "fine"}
+    approval.refresh_from_db()
+    assert approval.status == RequestStatus.APPROVED and approval.decided_by == people["alice"]
+    assert Callback.objects.get(request=approval).payload["output"]["decidedBy"]["email"] == "alice@example.com"
+    assert AuditEvent.objects.filter(request=approval, action="approved").exists()
+
+
+def test_the_requester_gets_403_requester_cannot_decide(people):
+    approval = ingest(requester="alice@example.com")
+
+    assert_problem(
+        Api(people["alice"]).post(decision_url(approval), {"decision": "approve"}), 403, "requester_cannot_decide"
+    )
+    assert not Vote.objects.exists()
+
+
+def test_an_outsider_gets_404_as_for_a_request_that_does_not_exist_and_it_is_audited(people, approval):
+    assert_problem(Api(people["dave"]).post(decision_url(approval), {"decision": "approve"}), 404, "not_found")
+    assert_problem(Api(people["dave"]).get(f"/api/v1/requests/{approval.public_id}/"), 404, "not_found")
+    missing = f"/api/v1/requests/{uuid.uuid4()}/decision/"
+    assert_problem(Api(people["dave"]).post(missing, {"decision": "approve"}), 404, "not_found")
+    refused = AuditEvent.objects.filter(action="decision_refused", actor=people["dave"])
+    assert refused.count() == 2 and {event.data["via"] for event in refused} == {"api"}
+
+
+def test_a_second_decision_is_409_already_decided(people, approval):
+    assert Api(people["alice"]).post(decision_url(approval), {"decision": "approve"}).status_code == 201
+
+    assert_problem(
+        Api(people["erin"]).post(decision_url(approval), {"decision": "reject", "comment": "no"}),
+        409,
+        "already_decided",
+    )
+
+
+def test_a_rejection_without_a_reason_is_422_reason_required(people, approval):
+    assert_problem(Api(people["alice"]).post(decision_url(approval), {"decision": "reject"}), 422, "reason_required")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"decision": "maybe"}, {"decision": "approve", "comment": "x" * 2001}, [], "approve", {"decision": None}],
+)
+def test_a_malformed_decision_is_400_validation_error(people, approval, body):
+    problem = assert_problem(Api(people["alice"]).post(decision_url(approval), body), 400, "validation_error")
+    assert not Vote.objects.exists()
+    assert isinstance(problem.get("errors", {}), dict)
+
+
+def test_the_session_cookie_without_csrf_is_refused(people, approval):
+    response = Api(people["alice"], csrf=False).post(decision_url(approval), {"decision": "approve"})
+
+    assert_problem(response, 403, "permission_denied")
+    assert not Vote.objects.exists()
+
+
+def test_a_deactivated_persons_session_is_refused(people, approval):
+    api = Api(people["alice"])
+    people["alice"].is_active = False
+    people["alice"].save()
+
+    assert api.get("/api/v1/inbox/").status_code in {401, 403}
+    assert api.post(decision_url(approval), {"decision": "approve"}).status_code in {401, 403}
+    assert not Vote.objects.exists()
+
+
+@hypothesis_settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    body=st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=50),
+        lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+        max_leaves=12,
+    )
+    | st.fixed_dictionaries(
+        {"decision": st.sampled_from(["approve", "reject", "APPROVE", "", "\u0000"]), "comment": st.text(max_size=2100)}
+    )
+)
+def test_any_decision_body_is_a_clear_answer_never_a_crash(people, approval, body):
+    response = Api(people["dave"]).post(decision_url(approval), body)
+
+    assert response.status_code in {400, 404}
+    assert response["Content-Type"] == "application/problem+json"
+    assert not Vote.objects.exists()
+
+
+# ---------------------------------------------------------------------------
+# Idempotency-Key
+# ---------------------------------------------------------------------------
+def test_a_retried_decision_with_its_idempotency_key_returns_the_first_answer_and_votes_once(people, approval):
+    api = Api(people["alice"])
+    first = api.post(decision_url(approval), {"decision": "approve"}, **{"Idempotency-Key": "k-1"})
+    again = api.post(decision_url(approval), {"decision": "approve"}, **{"Idempotency-Key": "k-1"})
+
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json()
+    assert again["Idempotency-Replayed"] == "true"
+    assert Vote.objects.filter(request=approval).count() == 1
+    # Without the key, the same decision again is what it is: already decided.
+    assert_problem(api.post(decision_url(approval), {"decision": "approve"}), 409, "already_decided")
+
+
+def test_the_same_key_with_another_body_is_422_idempotency_conflict(people, approval):
+    api = Api(people["alice"])
+    api.post(decision_url(approval), {"decision": "approve"}, **{"Idempotency-Key": "k-2"})
+
+    response = api.post(decision_url(approval), {"decision": "reject", "comment": "no"}, **{"Idempotency-Key": "k-2"})
+    assert_problem(response, 422, "idempotency_conflict")
+
+
+def test_keys_are_per_caller(people, approval):
+    Api(people["alice"]).post(decision_url(approval), {"decision": "approve"}, **{"Idempotency-Key": "same"})
+    other = ingest("Another")
+
+    response = Api(people["erin"]).post(decision_url(other), {"decision": "approve"}, **{"Idempotency-Key": "same"})
+    assert response.status_code == 201
+    assert IdempotencyKey.objects.count() == 2
+
+
+@pytest.mark.parametrize("key", ["", "x" * 201, "caf\u00e9"])
+def test_a_bad_idempotency_key_is_400(people, approval, key):
+    response = Api(people["alice"]).post(decision_url(approval), {"decision": "approve"}, **{"Idempotency-Key": key})
+    assert_problem(response, 400, "validation_error")
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_concurrent_retries_with_one_key_decide_once():
+    alice = make_user("alice", "finance-approvers")
+    make_user("bob")
+    approval = ingest()
+    api = Api(alice)
+    start = threading.Barrier(2)
+    answers = []
+
+    def retry():
+        start.wait()
+        try:
+            answers.append(api.post(decision_url(approval), {"decision": "approve"}, **{"Idempotency-Key": "race"}))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=retry) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert [answer.status_code for answer in answers] == [201, 201]
+    assert answers[0].json() == answers[1].json()
+    assert Vote.objects.filter(request=approval).count() == 1
+    assert AuditEvent.objects.filter(request=approval, action="approved").count() == 1
+
+
+# ---------------------------------------------------------------------------
+# Reads: inbox, request, ETags
+# ---------------------------------------------------------------------------
+def test_the_inbox_pages_with_an_opaque_cursor_without_skipping_or_repeating(people):
+    made = {str(ingest(f"Order {n}").public_id) for n in range(30)}
+    api = Api(people["alice"])
+
+    first = api.get("/api/v1/inbox/?tab=waiting").json()
+    second = Client.get(api.client, first["next"]).json()
+
+    assert len(first["results"]) == 25 and len(second["results"]) == 5
+    seen = [row["id"] for row in first["results"] + second["results"]]
+    assert set(seen) == made and len(seen) == 30
+    assert second["next"] is None and second["previous"] is not None
+
+
+def test_the_inbox_search_and_tabs_are_the_pages_ones(people):
+    ingest("Laptop for Zed")
+    ingest("Order 77", requester="alice@example.com", groups=("ops",))
+    api = Api(people["alice"])
+
+    assert [row["title"] for row in api.get("/api/v1/inbox/?q=laptop").json()["results"]] == ["Laptop for Zed"]
+    assert [row["title"] for row in api.get("/api/v1/inbox/?tab=requested").json()["results"]] == ["Order 77"]
+    assert_problem(api.get("/api/v1/inbox/?tab=everything"), 400, "validation_error")
+
+
+def test_a_request_read_has_policy_votes_conversation_and_an_etag(people, approval):
+    api = Api(people["alice"])
+    response = api.get(f"/api/v1/requests/{approval.public_id}/")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["may_decide"] is True and body["refusal"] is None
+    assert body["policy"]["required_approvals"] == 1 and body["votes"] == [] and body["conversation"] == []
+    assert "token" not in json.dumps(body).lower()
+    etag = response["ETag"]
+    assert api.get(f"/api/v1/requests/{approval.public_id}/", **{"If-None-Match": etag}).status_code == 304
+
+    Api(people["erin"]).post(decision_url(approval), {"decision": "approve"})
+    assert api.get(f"/api/v1/requests/{approval.public_id}/", **{"If-None-Match": etag}).status_code == 200
+
+
+def test_the_requester_sees_their_request_but_may_not_decide(people, approval):
+    body = Api(people["bob"]).get(f"/api/v1/requests/{approval.public_id}/").json()
+
+    assert body["may_decide"] is False and body["refusal"]["code"] == "requester"
+
+
+# ---------------------------------------------------------------------------
+# Claim, conversation, delegations
+# ---------------------------------------------------------------------------
+def test_claim_release_ask_and_answer(people, approval):
+    alice, bob = Api(people["alice"]), Api(people["bob"])
+    base = f"/api/v1/requests/{approval.public_id}"
+
+    assert alice.post(f"{base}/claim/").json()["claimed_by"] == "alice@example.com"
+    assert_problem(Api(people["erin"]).post(f"{base}/claim/"), 409, "claimed")
+    assert alice.send("delete", f"{base}/claim/").json()["claimed_by"] is None
+    asked = alice.post(f"{base}/questions/", {"text": "Which cost centre?"}).json()
+    assert asked["awaiting_info"] is True
+    assert_problem(alice.post(f"{base}/answers/", {"text": "me?"}), 403, "not_requester")
+    answered = bob.post(f"{base}/answers/", {"text": "CC-42"}).json()
+    assert [message["text"] for message in answered["conversation"]] == ["Which cost centre?", "CC-42"]
+
+
+def test_delegations_of_ones_own(people):
+    alice = Api(people["alice"])
+    ends_at = (timezone.now() + timedelta(days=7)).isoformat()
+    created = alice.post("/api/v1/delegations/", {"delegate_email": "erin@example.com", "ends_at": ends_at})
+    assert created.status_code == 201, created.content
+    listed = alice.get("/api/v1/delegations/").json()
+    assert [row["delegate"] for row in listed["given"]] == ["erin@example.com"]
+    delegation_id = created.json()["id"]
+
+    assert_problem(
+        Api(people["dave"]).send("delete", f"/api/v1/delegations/{delegation_id}/"), 403, "permission_denied"
+    )
+    assert alice.send("delete", f"/api/v1/delegations/{delegation_id}/").status_code == 200
+
+
+# ---------------------------------------------------------------------------
+# Admin
+# ---------------------------------------------------------------------------
+def test_only_admins_reassign_and_cancel(people, approval):
+    base = f"/api/v1/requests/{approval.public_id}"
+    body = {"users": ["dave@example.com"], "reason": "Alice is away"}
+
+    assert_problem(Api(people["alice"]).post(f"{base}/reassign/", body), 403, "permission_denied")
+    reassigned = Api(people["carol"]).post(f"{base}/reassign/", body)
+    assert reassigned.status_code == 200 and reassigned.json()["approvers"] == {
+        "users": ["dave@example.com"],
+        "groups": [],
+    }
+    assert_problem(Api(people["carol"]).post(f"{base}/cancel/", {}), 400, "validation_error")
+    cancelled = Api(people["carol"]).post(f"{base}/cancel/", {"reason": "Order withdrawn"})
+    assert cancelled.json()["status"] == "cancelled"
+    assert AuditEvent.objects.filter(request=approval, action__in=["reassigned", "cancelled"]).count() == 2
+    assert_problem(Api(people["carol"]).post(f"{base}/cancel/", {"reason": "again"}), 409, "already_decided")
+
+
+def test_the_audit_trail_filters_and_exports_as_csv_and_json_lines(people, approval):
+    Api(people["alice"]).post(decision_url(approval), {"decision": "approve", "comment": "=HYPERLINK(1)"})
+    carol = Api(people["carol"])
+
+    page = carol.get(f"/api/v1/audit-events/?request={approval.public_id}&action=approved").json()
+    assert [event["action"] for event in page["results"]] == ["approved"]
+    jsonl = carol.get(f"/api/v1/audit-events/?request={approval.public_id}&format=jsonl")
+    lines = [json.loads(line) for line in b"".join(jsonl.streaming_content).decode().splitlines()]
+    assert {line["action"] for line in lines} >= {"received", "approved"} or len(lines) >= 2
+    csv_text = b"".join(carol.get("/api/v1/audit-events/?format=csv").streaming_content).decode()
+    assert csv_text.startswith("id,at,action,actor,request,data")
+    assert "alice@example.com" in csv_text
+    assert_problem(Api(people["alice"]).get("/api/v1/audit-events/"), 403, "permission_denied")
+
+
+def test_admins_list_and_discard_ingest_errors(people):
+    services.ingest_error_record(sqs_message_id="bad-1", error=ContractError("invalid_json", "Not JSON"), body="{oops")
+    carol = Api(people["carol"])
+    listed = carol.get("/api/v1/ingest-errors/").json()["results"]
+    assert [row["sqs_message_id"] for row in listed] == ["bad-1"]
+
+    discarded = carol.post(f"/api/v1/ingest-errors/{listed[0]['id']}/discard/")
+    assert discarded.status_code == 200 and discarded.json()["status"] == IngestError.Status.DISCARDED
+    assert_problem(Api(people["alice"]).get("/api/v1/ingest-errors/"), 403, "permission_denied")
+
+
+# ---------------------------------------------------------------------------
+# Service accounts: scoped, read-only or may decide, four eyes like a person
+# ---------------------------------------------------------------------------
+def bot(people, *, may_decide: bool, state_machines=(MACHINE,), email="bot@example.com", groups=("finance-approvers",)):
+    account = services.service_account_save(
+        actor=people["carol"],
+        name=f"bot {uuid.uuid4().hex[:6]}",
+        issuer="https://idp.test",
+        subject=f"client-{uuid.uuid4().hex[:6]}",
+        email=email,
+        groups=groups,
+        state_machines=state_machines,
+        may_decide=may_decide,
+    )
+    return account
+
+
+def test_a_read_only_service_account_sees_its_requests_but_gets_403_on_decide(people, approval):
+    account = bot(people, may_decide=False)
+    api = Api(account.user)
+
+    assert api.get(f"/api/v1/requests/{approval.public_id}/").status_code == 200
+    assert_problem(api.post(decision_url(approval), {"decision": "approve"}), 403, "service_account_read_only")
+    assert not Vote.objects.exists()
+
+
+def test_a_service_account_does_not_see_other_state_machines(people, approval):
+    account = bot(people, may_decide=True, state_machines=["arn:aws:states:us-east-1:123456789012:stateMachine:other"])
+    api = Api(account.user)
+
+    assert_problem(api.get(f"/api/v1/requests/{approval.public_id}/"), 404, "not_found")
+    assert api.get("/api/v1/inbox/").json()["results"] == []
+
+
+def test_a_service_account_allowed_to_decide_approves_where_assigned(people, approval):
+    account = bot(people, may_decide=True)
+
+    response = Api(account.user).post(decision_url(approval), {"decision": "approve"})
+    assert response.status_code == 201
+    assert Callback.objects.get(request=approval).payload["output"]["decidedBy"]["issuer"] == "https://idp.test"
+
+
+def test_four_eyes_holds_for_a_service_account(people):
+    account = bot(people, may_decide=True, email="bot@example.com")
+    approval = ingest(requester="bot@example.com")
+
+    assert_problem(
+        Api(account.user).post(decision_url(approval), {"decision": "approve"}), 403, "requester_cannot_decide"
+    )
+
+
+def test_service_accounts_are_created_and_changed_with_an_audit_event(people):
+    account = bot(people, may_decide=False)
+    services.service_account_save(
+        actor=people["carol"], account_id=account.pk, name=account.name, issuer=account.issuer, subject=account.subject,
+        may_decide=True, state_machines=["*"],
+    )  # fmt: skip
+
+    events = AuditEvent.objects.filter(action__startswith="service_account").order_by("id")
+    assert [event.action for event in events] == ["service_account_created", "service_account_saved"]
+    assert events[1].data["before"]["may_decide"] is False and events[1].data["after"]["may_decide"] is True
+    assert not account.user.is_staff and not account.user.has_usable_password()

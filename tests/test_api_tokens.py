@@ -1,0 +1,250 @@
+"""Bearer tokens of the API: the negative suite (like tests/test_oidc_security.py for ID tokens).
+
+Every token here is refused with 401 problem details, except the controls that prove the
+refusals are about the one thing each token gets wrong: a token signed with the dev IdP's own
+key and right in every claim, and tokens from the dev IdP's real token endpoint."""
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+import uuid
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from django.core.cache import cache
+from django.test import Client
+from jwcrypto import jwk
+
+from approvals import services
+from approvals.models import User
+from devidp import config as devidp_config
+from tests.support import client_credentials_token, make_user, user_access_token
+
+pytestmark = pytest.mark.django_db
+INBOX = "/api/v1/inbox/"
+
+
+@pytest.fixture
+def api(settings, devidp):
+    """The portal (in this process) trusting the session's dev IdP; caches emptied."""
+    settings.OIDC_OP_ISSUER = devidp
+    settings.OIDC_OP_JWKS_ENDPOINT = f"{devidp}/.well-known/jwks.json"
+    settings.API_INTROSPECTION_ENDPOINT = f"{devidp}/introspect/"
+    settings.API_AUDIENCE = "approvals-api"
+    cache.clear()
+    yield settings
+    cache.clear()
+
+
+@pytest.fixture
+def idp_key(devidp, devidp_data_dir) -> tuple[str, str]:
+    """The dev IdP's private signing key (PEM) and its kid as the JWKS publishes it."""
+    pem = (devidp_data_dir / "oidc-key.pem").read_text()
+    return pem, jwk.JWK.from_pem(pem.encode()).thumbprint()
+
+
+@pytest.fixture
+def alice(api):
+    user = make_user("alice", "finance-approvers")
+    user.oidc_issuer, user.oidc_sub = api.OIDC_OP_ISSUER, "sub-alice"
+    user.save()
+    return user
+
+
+def claims_for(issuer: str, sub: str = "sub-alice", **changes) -> dict:
+    now = int(time.time())
+    claims = {"iss": issuer, "sub": sub, "aud": "approvals-api", "iat": now, "nbf": now, "exp": now + 600}
+    claims.update(changes)
+    return {key: value for key, value in claims.items() if value is not None}
+
+
+def sign(claims: dict, pem: str, kid: str, algorithm: str = "RS256") -> str:
+    return jwt.encode(claims, pem, algorithm=algorithm, headers={"kid": kid})
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def unsigned(header: dict, claims: dict, secret: bytes | None = None) -> str:
+    """A token built by hand: `alg: none` (no signature) or HS256 with `secret` as the HMAC key."""
+    signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
+    if secret is None:
+        return signing_input + "."
+    return signing_input + "." + _b64(hmac.new(secret, signing_input.encode(), hashlib.sha256).digest())
+
+
+def other_key() -> str:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
+def call(token: str | None, path: str = INBOX):
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {token}"} if token is not None else {}
+    return Client().get(path, **headers)
+
+
+def assert_refused(response, code: str = "invalid_token") -> None:
+    assert response.status_code == 401, response.content[:300]
+    assert response["Content-Type"] == "application/problem+json"
+    assert response["WWW-Authenticate"].startswith("Bearer")
+    body = response.json()
+    assert body["type"] == f"urn:approvals:problem:{code}"
+    assert body["status"] == 401
+
+
+# ---------------------------------------------------------------------------
+# The controls
+# ---------------------------------------------------------------------------
+def test_a_token_signed_by_the_idp_for_this_api_is_accepted(api, alice, idp_key):
+    response = call(sign(claims_for(api.OIDC_OP_ISSUER), *idp_key))
+
+    assert response.status_code == 200, response.content[:300]
+    assert response.json()["results"] == []
+
+
+def test_a_persons_token_from_the_idps_token_endpoint_maps_to_their_portal_account(api, web_port):
+    token = user_access_token(api.OIDC_OP_ISSUER, "alice", f"http://127.0.0.1:{web_port}/oidc/callback/")
+    sub = jwt.decode(token, options={"verify_signature": False})["sub"]
+    make_user("alice-sso", sub=sub).__class__.objects.filter(oidc_sub=sub).update(oidc_issuer=api.OIDC_OP_ISSUER)
+
+    assert call(token).status_code == 200
+    # The same subject at another issuer is someone else: no account, refused.
+    User.objects.filter(oidc_sub=sub).update(oidc_issuer="https://other-idp.test")
+    cache.clear()
+    assert_refused(call(token))
+
+
+def test_a_service_accounts_client_credentials_token_is_accepted_and_refused_once_deactivated(api):
+    admin = make_user("carol", admin=True)
+    account = services.service_account_save(
+        actor=admin, name="demo bot", issuer=api.OIDC_OP_ISSUER, subject=devidp_config.service_client_id()
+    )
+    token = client_credentials_token(
+        api.OIDC_OP_ISSUER, devidp_config.service_client_id(), devidp_config.service_client_secret()
+    )
+    assert call(token).status_code == 200
+
+    services.service_account_save(
+        actor=admin,
+        account_id=account.pk,
+        name="demo bot",
+        issuer=api.OIDC_OP_ISSUER,
+        subject=devidp_config.service_client_id(),
+        active=False,
+    )
+    assert_refused(call(token))
+
+
+# ---------------------------------------------------------------------------
+# The refusals
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "changes",
+    [
+        pytest.param({"aud": "another-api"}, id="wrong-aud"),
+        pytest.param({"aud": None}, id="no-aud"),
+        pytest.param({"iss": "http://127.0.0.1:1/o"}, id="wrong-iss"),
+        pytest.param({"exp": int(time.time()) - 3600, "iat": int(time.time()) - 7200}, id="expired"),
+        pytest.param({"exp": None}, id="no-exp"),
+        pytest.param({"nbf": int(time.time()) + 3600}, id="nbf-in-the-future"),
+        pytest.param({"iat": int(time.time()) + 3600}, id="issued-in-the-future"),
+        pytest.param({"sub": None}, id="no-sub"),
+    ],
+)
+def test_a_token_with_a_wrong_claim_is_refused(api, alice, idp_key, changes):
+    assert_refused(call(sign(claims_for(api.OIDC_OP_ISSUER, **changes), *idp_key)))
+
+
+def test_alg_none_is_refused(api, alice, idp_key):
+    token = unsigned({"alg": "none", "typ": "JWT", "kid": idp_key[1]}, claims_for(api.OIDC_OP_ISSUER))
+
+    assert_refused(call(token))
+
+
+def test_hs256_signed_with_the_idps_public_key_is_refused(api, alice, idp_key):
+    public_pem = (
+        serialization.load_pem_private_key(idp_key[0].encode(), password=None)
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    token = unsigned({"alg": "HS256", "typ": "JWT", "kid": idp_key[1]}, claims_for(api.OIDC_OP_ISSUER), public_pem)
+
+    assert_refused(call(token))
+
+
+def test_a_token_of_another_key_with_the_idps_kid_is_refused(api, alice, idp_key):
+    assert_refused(call(sign(claims_for(api.OIDC_OP_ISSUER), other_key(), idp_key[1])))
+
+
+def test_a_token_of_another_idp_is_refused(api, alice):
+    pem = other_key()
+    kid = jwk.JWK.from_pem(pem.encode()).thumbprint()
+
+    assert_refused(call(sign(claims_for("https://other-idp.test", sub="sub-alice"), pem, kid)))
+    # Even claiming this IdP as its issuer: its key is not in this IdP's JWKS.
+    assert_refused(call(sign(claims_for(api.OIDC_OP_ISSUER), pem, kid)))
+
+
+def test_an_unknown_kid_refetches_the_jwks_once_then_is_refused(api, alice, idp_key, log_dir):
+    log = log_dir / "devidp.log"
+
+    def jwks_fetches() -> int:
+        return log.read_text().count("/.well-known/jwks.json")
+
+    assert call(sign(claims_for(api.OIDC_OP_ISSUER), *idp_key)).status_code == 200
+    fetched = jwks_fetches()
+    assert_refused(call(sign(claims_for(api.OIDC_OP_ISSUER), idp_key[0], "rotated-" + uuid.uuid4().hex)))
+    assert jwks_fetches() == fetched + 1  # one refetch: perhaps the IdP rotated its key
+    assert_refused(call(sign(claims_for(api.OIDC_OP_ISSUER), idp_key[0], "made-up-" + uuid.uuid4().hex)))
+    assert jwks_fetches() == fetched + 1  # rate-limited: made-up kids don't hammer the IdP
+
+
+def test_a_token_with_an_algorithm_outside_the_allow_list_is_refused(api, alice, idp_key):
+    api.API_JWT_ALGORITHMS = ["PS256"]
+
+    assert_refused(call(sign(claims_for(api.OIDC_OP_ISSUER), *idp_key)))
+
+
+def test_a_valid_token_of_a_deactivated_person_is_refused(api, alice, idp_key):
+    alice.is_active = False
+    alice.save()
+
+    assert_refused(call(sign(claims_for(api.OIDC_OP_ISSUER), *idp_key)))
+
+
+def test_a_valid_token_of_someone_without_a_portal_account_is_refused(api, idp_key):
+    assert_refused(call(sign(claims_for(api.OIDC_OP_ISSUER, sub="never-signed-in"), *idp_key)))
+
+
+def test_an_opaque_token_the_idp_does_not_know_is_refused_by_introspection(api, alice):
+    assert_refused(call("not-a-jwt-" + uuid.uuid4().hex))
+
+
+@pytest.mark.parametrize("header", ["Bearer", "Bearer a b", "Bearer \u00e9t\u00e9.x.y"])
+def test_a_malformed_authorization_header_is_refused(api, header):
+    response = Client().get(INBOX, HTTP_AUTHORIZATION=header)
+
+    assert_refused(response)
+
+
+def test_no_token_and_no_session_is_401_not_authenticated(api):
+    assert_refused(call(None), code="not_authenticated")
+
+
+def test_a_refused_token_is_never_echoed_in_the_answer_or_the_logs(api, alice, idp_key, caplog):
+    token = sign(claims_for(api.OIDC_OP_ISSUER, aud="another-api"), *idp_key)
+
+    response = call(token)
+
+    assert response.status_code == 401
+    signature = token.rsplit(".", 1)[1]
+    assert signature not in response.content.decode()
+    assert signature not in caplog.text
+    assert token.split(".")[1] not in caplog.text
