@@ -12,10 +12,13 @@ import io
 import json
 import os
 import stat
+import subprocess
+import sys
 import threading
 import unicodedata
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 import requests
@@ -27,6 +30,7 @@ from approvals_cli.cli import main
 from approvals_cli.errors import ExitCode
 from approvals_cli.terminal import safe
 
+REPO_DIR = Path(__file__).resolve().parent.parent
 TOKEN = "test-access-token-Zx81"  # noqa: S105
 REQUEST_ID = "7b0c7f7e-1d0a-4c53-9b62-5d8a3c4b2a10"
 
@@ -492,3 +496,34 @@ def test_polling_slows_down_when_asked_and_stops_at_expiry(stand_in):
         device_flow.poll(session, idp, grant, client_id="approvals-cli", sleep=sleep, clock=lambda: now[0])
     assert error.value.exit_code == ExitCode.NOT_SIGNED_IN and "expired" in error.value.message
     assert sum(waits) <= 102
+
+
+# ---------------------------------------------------------------------------
+# Packaging: a standalone client
+# ---------------------------------------------------------------------------
+def test_the_command_line_needs_neither_django_nor_the_portals_code(tmp_path):
+    code = (
+        "import sys, approvals_cli.cli; "
+        "ours = ('django', 'approvals', 'portal', 'worker', 'devidp'); "
+        "loaded = [m for m in sys.modules if m.split('.')[0] in ours]; "
+        "print(loaded)"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_DIR, env=env, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_scripts_wrapper_runs_it_from_anywhere(tmp_path):
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path)}
+    env.pop("APPROVALS_TOKEN", None)
+    result = subprocess.run(
+        [str(REPO_DIR / "scripts" / "approvals"), "inbox", "--portal", "http://127.0.0.1:1"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == ExitCode.NOT_SIGNED_IN
+    assert (
+        result.stderr
+        == "approvals: not signed in to http://127.0.0.1:1: run `approvals login` (or set APPROVALS_TOKEN)\n"
+    )
