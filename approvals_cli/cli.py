@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import sys
+import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -42,6 +43,14 @@ def _answers(text: str) -> dict:
     return value
 
 
+def _request_id(text: str) -> str:
+    """A request's id: the UUID in its page's URL (/requests/<id>/)."""
+    try:
+        return str(uuid.UUID(text.strip()))
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a request id (the UUID in the request's URL)") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     # The common options work before or after the command (`approvals --json inbox`, `approvals inbox --json`).
     common = argparse.ArgumentParser(add_help=False)
@@ -72,23 +81,23 @@ def build_parser() -> argparse.ArgumentParser:
     inbox.add_argument("--all", action="store_true", help="follow every page")
 
     show = commands.add_parser("show", parents=[common], help="one request in full")
-    show.add_argument("id")
+    show.add_argument("id", type=_request_id)
 
     for name, verb in (("approve", "approve"), ("reject", "reject")):
         decide = commands.add_parser(name, parents=[common], help=f"{verb} a request")
-        decide.add_argument("id")
+        decide.add_argument("id", type=_request_id)
         decide.add_argument("--comment", required=name == "reject", help="required to reject")
         decide.add_argument("--option", help="the option chosen, where the request offers options")
         decide.add_argument("--answers", type=_answers, metavar="JSON|@FILE", help="answers to the request's form")
 
     reassign = commands.add_parser("reassign", parents=[common], help="(admin) give a request to other approvers")
-    reassign.add_argument("id")
+    reassign.add_argument("id", type=_request_id)
     reassign.add_argument("--user", action="append", default=[], metavar="EMAIL", help="repeatable")
     reassign.add_argument("--group", action="append", default=[], metavar="NAME", help="repeatable")
     reassign.add_argument("--reason", required=True)
 
     cancel = commands.add_parser("cancel", parents=[common], help="(admin) cancel a request")
-    cancel.add_argument("id")
+    cancel.add_argument("id", type=_request_id)
     cancel.add_argument("--reason", required=True)
     return parser
 
@@ -205,6 +214,7 @@ def cmd_login(args: argparse.Namespace) -> None:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise CLIError(f"not an issuer URL: {truncate(safe(issuer), 120)}", ExitCode.USAGE)
     client_id = args.client_id or os.environ.get("APPROVALS_CLIENT_ID") or DEFAULT_CLIENT_ID
+    credentials.check_usable()
     idp = device_flow.discover(session, issuer)
     authorization = device_flow.start(session, idp, client_id=client_id, scope=args.scope)
     _out(f"To sign in, open {safe(authorization.verification_uri)}")

@@ -54,7 +54,7 @@ def _check_private(fd: int, path: Path) -> None:
         )
 
 
-def _read_all(path: Path) -> dict:
+def _read_all(path: Path, *, check: bool = True) -> dict:
     try:
         # O_NOFOLLOW: a symlink planted in our place is refused, not followed.
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
@@ -63,7 +63,8 @@ def _read_all(path: Path) -> dict:
     except OSError as error:
         raise CLIError(f"cannot read {path}: {error.strerror}", ExitCode.UNSAFE_CREDENTIALS) from None
     with os.fdopen(fd, "rb") as file:
-        _check_private(file.fileno(), path)
+        if check:
+            _check_private(file.fileno(), path)
         raw = file.read(1_000_000)
     try:
         document = json.loads(raw)
@@ -103,16 +104,36 @@ def save_token(portal: str, *, access_token: str, expires_in: object, issuer: st
     return path
 
 
-def forget_token(portal: str) -> bool:
-    """Remove the portal's token from the file; True if there was one."""
+def check_usable() -> None:
+    """Refuse an unsafe token file before a sign-in, not after the person went through it."""
     path = credentials_path()
-    document = _read_all(path)
+    if path.exists() or path.is_symlink():
+        _read_all(path)
+
+
+def forget_token(portal: str) -> bool:
+    """Remove the portal's token from the file; True if there was one.
+
+    Also the way out of a file `load_token` refuses: a symlink in its place is removed (not
+    followed), and a file others could read is rewritten as a new private one without the entry.
+    """
+    path = credentials_path()
+    if path.is_symlink():
+        path.unlink()
+        return True
+    unsafe = False
+    try:
+        document = _read_all(path)
+    except CLIError as error:
+        if error.exit_code != ExitCode.UNSAFE_CREDENTIALS:
+            raise
+        unsafe, document = True, _read_all(path, check=False)
     portals = document.get("portals") if isinstance(document.get("portals"), dict) else {}
-    if portal not in portals:
-        return False
-    del portals[portal]
-    _write_all(path, {"version": 1, "portals": portals})
-    return True
+    found = portals.pop(portal, None) is not None
+    if found or unsafe:
+        path.unlink()  # a new file, not the old inode whose mode or owner was wrong
+        _write_all(path, {"version": 1, "portals": portals})
+    return found
 
 
 def load_token(portal: str) -> StoredToken:

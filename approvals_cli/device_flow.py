@@ -125,6 +125,10 @@ def start(session: requests.Session, idp: IdP, *, client_id: str, scope: str) ->
         )
     except (ValueError, KeyError, TypeError, AttributeError):
         raise CLIError("the identity provider's device authorization answer is malformed", ExitCode.ERROR) from None
+    # The person is told to open these: web pages, nothing else (no javascript:, file:, ...).
+    for url in (authorization.verification_uri, authorization.verification_uri_complete):
+        if url is not None and (not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https")):
+            raise CLIError("the identity provider's verification address is not a web page", ExitCode.ERROR)
     return authorization
 
 

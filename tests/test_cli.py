@@ -527,3 +527,43 @@ def test_the_scripts_wrapper_runs_it_from_anywhere(tmp_path):
         result.stderr
         == "approvals: not signed in to http://127.0.0.1:1: run `approvals login` (or set APPROVALS_TOKEN)\n"
     )
+
+
+def test_logout_is_the_way_out_of_an_unsafe_token_file(token_file, portal, tmp_path):
+    token_file.chmod(0o644)
+    assert run("inbox")[0] == ExitCode.UNSAFE_CREDENTIALS
+    code, out, _ = run("logout")
+    assert code == 0 and out.startswith(f"Signed out of {portal.url}")
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600 and TOKEN not in token_file.read_text()
+
+    token_file.unlink()
+    token_file.symlink_to(tmp_path / "somewhere-else.json")
+    assert run("logout")[0] == 0 and not token_file.exists() and not token_file.is_symlink()
+
+
+def test_login_refuses_an_unsafe_token_file_before_the_person_signs_in(token_file, portal):
+    token_file.chmod(0o604)
+    code, out, err = run("login", "--issuer", portal.url)
+    assert code == ExitCode.UNSAFE_CREDENTIALS and out == ""
+    assert portal.received == []  # not even the IdP's discovery document was asked for
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(search=st.text(min_size=1, max_size=300).filter(str.strip), request_id=st.text(max_size=60))
+def test_any_search_reaches_the_portal_intact_and_a_non_uuid_id_never_leaves(portal, search, request_id):
+    from urllib.parse import parse_qs, urlsplit
+
+    portal.reset()
+    portal.json("GET", "/api/v1/inbox/", {"results": []})
+    code, _, _ = run("inbox", "--search", search)
+    assert code == 0
+    _, path, _, _ = portal.received[-1]
+    assert urlsplit(path).path == "/api/v1/inbox/"
+    assert parse_qs(urlsplit(path).query, keep_blank_values=True)["q"] == [search]
+
+    portal.reset()
+    try:
+        uuid.UUID(request_id.strip())
+    except ValueError:
+        code, out, err = run("show", request_id)
+        assert code == ExitCode.USAGE and portal.received == []
