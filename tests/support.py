@@ -159,7 +159,7 @@ def user_access_token(issuer: str, username: str, redirect_uri: str) -> str:
 CSRF_FIELD = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 
 
-def _post_form(session: requests.Session, page: requests.Response, **fields) -> requests.Response:
+def post_form(session: requests.Session, page: requests.Response, **fields) -> requests.Response:
     csrf = CSRF_FIELD.search(page.text).group(1)
     return session.post(
         page.url, data={"csrfmiddlewaretoken": csrf, **fields}, headers={"Referer": page.url}, timeout=15
@@ -171,11 +171,11 @@ def act_on_device_code(issuer: str, username: str, user_code: str, action: str =
     session = requests.Session()
     login = session.get(f"{issuer}/device/", timeout=15)
     assert "/accounts/login/" in login.url, login.url
-    code_page = _post_form(session, login, username=username, password=demo_passwords()[username])
+    code_page = post_form(session, login, username=username, password=demo_passwords()[username])
     assert code_page.url.startswith(f"{issuer}/device/"), code_page.url
-    confirm = _post_form(session, code_page, user_code=user_code)
+    confirm = post_form(session, code_page, user_code=user_code)
     assert "/device-confirm/" in confirm.url, confirm.text[-500:]
-    return _post_form(session, confirm, action=action)
+    return post_form(session, confirm, action=action)
 
 
 class CliLogin:

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support import CliLogin, act_on_device_code
+from devidp.seed import demo_passwords
+from tests.support import CliLogin, act_on_device_code, post_form
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
@@ -79,3 +80,21 @@ def test_only_the_cli_client_may_start_a_device_sign_in(devidp, tmp_path, client
     returncode, _, stderr = login.finish()
     assert returncode == 3
     assert re.fullmatch(r"approvals: the identity provider refused to start the sign-in \(invalid_\w+\); .*\n", stderr)
+
+
+def test_a_used_or_made_up_code_is_refused_on_the_device_page(devidp):
+    start = requests.post(
+        f"{devidp}/device-authorization/", data={"client_id": "approvals-cli", "scope": "openid"}, timeout=15
+    ).json()
+    act_on_device_code(devidp, "alice", start["user_code"])
+
+    session = requests.Session()
+    login = session.get(f"{devidp}/device/", timeout=15)
+    code_page = post_form(session, login, username="dave", password=demo_passwords()["dave"])
+    for code, refusal in ((start["user_code"], "User code has already been used"), ("ZZZZ0000", "Incorrect user code")):
+        answer = post_form(session, code_page, user_code=code)
+        assert answer.url.startswith(f"{devidp}/device/") and "/device-confirm/" not in answer.url
+        assert refusal in answer.text
+    # Nor can dave reach the confirmation of the code alice entered.
+    confirm = session.get(f"{devidp}/device-confirm/approvals-cli/{start['user_code']}", timeout=15)
+    assert confirm.status_code == 404
