@@ -207,6 +207,7 @@ def _issuer_of(portal: str, session: requests.Session) -> str:
 
 def cmd_login(args: argparse.Namespace) -> None:
     portal = _portal(args)
+    credentials.check_usable()
     session = requests.Session()
     session.trust_env = False
     issuer = args.issuer or os.environ.get("APPROVALS_ISSUER") or _issuer_of(portal, session)
@@ -214,7 +215,6 @@ def cmd_login(args: argparse.Namespace) -> None:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise CLIError(f"not an issuer URL: {truncate(safe(issuer), 120)}", ExitCode.USAGE)
     client_id = args.client_id or os.environ.get("APPROVALS_CLIENT_ID") or DEFAULT_CLIENT_ID
-    credentials.check_usable()
     idp = device_flow.discover(session, issuer)
     authorization = device_flow.start(session, idp, client_id=client_id, scope=args.scope)
     _out(f"To sign in, open {safe(authorization.verification_uri)}")
