@@ -1145,4 +1145,5 @@ class PortalUserAdmin(UserAdmin):
 
 
 from approvals import delegation_admin, slack_admin  # noqa: E402, F401 - register Delegation, SlackIdentity
+from approvals.api import admin as api_admin  # noqa: E402, F401 - ServiceAccount (the REST API's; moves with the admin)
 from approvals.notifications import admin as notifications_admin  # noqa: E402, F401 - registers its models

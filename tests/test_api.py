@@ -17,7 +17,16 @@ from hypothesis import strategies as st
 
 from approvals import services
 from approvals.contract import ContractError, parse_message
-from approvals.models import ApprovalRequest, AuditEvent, Callback, IdempotencyKey, IngestError, RequestStatus, Vote
+from approvals.models import (
+    ApprovalRequest,
+    AuditEvent,
+    Callback,
+    IdempotencyKey,
+    IngestError,
+    RequestStatus,
+    ServiceAccount,
+    Vote,
+)
 from tests.support import make_user, signed_in
 
 pytestmark = pytest.mark.django_db
@@ -442,3 +451,53 @@ def test_service_accounts_are_created_and_changed_with_an_audit_event(people):
     assert [event.action for event in events] == ["service_account_created", "service_account_saved"]
     assert events[1].data["before"]["may_decide"] is False and events[1].data["after"]["may_decide"] is True
     assert not account.user.is_staff and not account.user.has_usable_password()
+
+
+def test_an_admin_creates_a_service_account_in_the_admin_through_the_service(people):
+    client = signed_in(people["carol"])
+    page = client.get("/admin/approvals/serviceaccount/add/")
+    assert page.status_code == 200
+    response = client.post(
+        "/admin/approvals/serviceaccount/add/",
+        {
+            "csrfmiddlewaretoken": page.context["csrf_token"],
+            "name": "deploy bot",
+            "issuer": "https://idp.test",
+            "subject": "0oa-deploy-bot",
+            "email": "deploy-bot@example.com",
+            "groups_text": "release-approvers",
+            "state_machines_text": MACHINE,
+            "may_decide": "on",
+            "active": "on",
+        },
+    )
+
+    assert response.status_code == 302, response.content[:2000]
+    account = ServiceAccount.objects.get(name="deploy bot")
+    assert account.covers(MACHINE) and account.may_decide
+    assert account.user.email == "deploy-bot@example.com" and account.user.oidc_sub == "0oa-deploy-bot"
+    assert AuditEvent.objects.filter(action="service_account_created", actor=people["carol"]).exists()
+    assert client.get(f"/admin/approvals/serviceaccount/{account.pk}/change/").status_code == 200
+    # Someone who is not an admin does not manage service accounts.
+    assert signed_in(people["alice"]).get("/admin/approvals/serviceaccount/add/").status_code in {302, 403}
+
+
+# ---------------------------------------------------------------------------
+# Throttling: per person, per service account, configurable
+# ---------------------------------------------------------------------------
+def test_each_caller_has_their_own_budget_and_a_429_says_when_to_come_back(people, settings):
+    from django.core.cache import cache
+
+    cache.clear()
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"user": "2/minute", "service_account": "3/minute"},
+    }
+    alice, erin, robot = Api(people["alice"]), Api(people["erin"]), Api(bot(people, may_decide=False).user)
+
+    assert [alice.get("/api/v1/inbox/").status_code for _ in range(2)] == [200, 200]
+    problem = assert_problem(alice.get("/api/v1/inbox/"), 429, "throttled")
+    assert int(alice.get("/api/v1/inbox/")["Retry-After"]) > 0 and problem["detail"]
+    assert erin.get("/api/v1/inbox/").status_code == 200  # someone else's budget
+    assert [robot.get("/api/v1/inbox/").status_code for _ in range(4)] == [200, 200, 200, 429]
+    cache.clear()

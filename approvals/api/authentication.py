@@ -10,7 +10,7 @@ from rest_framework import authentication, exceptions
 
 from approvals.api import access_tokens
 from approvals.api.problems import Problem
-from approvals.models import ServiceAccount, User
+from approvals.models import SERVICE_USERNAME_PREFIX, ServiceAccount, User
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def service_account_of(request) -> ServiceAccount | None:
     if isinstance(auth, ApiCaller):
         return auth.service_account
     user = request.user
-    if user.is_authenticated and user.username.startswith("service-"):
+    if user.is_authenticated and user.username.startswith(SERVICE_USERNAME_PREFIX):
         return ServiceAccount.objects.filter(user=user).first()
     return None
 

@@ -44,6 +44,11 @@ REFUSALS = {
     "aws_error": ("aws_unavailable", 503),
     "token_erased": ("token_erased", 409),
     "not_failed": ("not_failed", 409),
+    "resolved": ("already_resolved", 409),
+    "message_erased": ("message_erased", 409),
+    "no_dlq": ("no_dead_letter_queue", 409),
+    "not_in_dlq": ("not_in_dead_letter_queue", 409),
+    "key_error": ("token_key_missing", 409),
     "not_open": ("not_open", 409),
 }
 

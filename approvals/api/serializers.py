@@ -19,8 +19,8 @@ class InboxQuerySerializer(serializers.Serializer):
     tab = serializers.ChoiceField(choices=list(selectors.INBOX_TABS), required=False, default="waiting")
     q = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
     state_machine = serializers.CharField(required=False, allow_blank=True, max_length=2048, default="")
-    due = serializers.ChoiceField(choices=["", "overdue", "soon"], required=False, default="")
-    sort = serializers.ChoiceField(choices=["", "received", "deadline"], required=False, default="")
+    due = serializers.ChoiceField(choices=["overdue", "soon"], required=False)
+    sort = serializers.ChoiceField(choices=["received", "deadline"], required=False)
     cursor = serializers.CharField(required=False, allow_blank=True, max_length=80, default="")
 
 
@@ -59,7 +59,7 @@ class AuditQuerySerializer(serializers.Serializer):
     since = serializers.DateTimeField(required=False, allow_null=True, default=None)
     until = serializers.DateTimeField(required=False, allow_null=True, default=None)
     cursor = serializers.CharField(required=False, allow_blank=True, max_length=40, default="")
-    format = serializers.ChoiceField(choices=["", "json", "csv", "jsonl"], required=False, default="")
+    format = serializers.ChoiceField(choices=["json", "csv", "jsonl"], required=False)
 
 
 # ---------------------------------------------------------------------------

@@ -1,7 +1,10 @@
 """Throttling per caller: one budget per person, another per service account (portal/settings.py,
 API_THROTTLE_USER / API_THROTTLE_SERVICE_ACCOUNT)."""
 
+from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
+
+from approvals.models import SERVICE_USERNAME_PREFIX
 
 
 class CallerRateThrottle(SimpleRateThrottle):
@@ -10,10 +13,14 @@ class CallerRateThrottle(SimpleRateThrottle):
     scope = "user"
 
     def allow_request(self, request, view):
-        self.scope = "service_account" if request.user.username.startswith("service-") else "user"
+        self.scope = "service_account" if request.user.username.startswith(SERVICE_USERNAME_PREFIX) else "user"
         self.rate = self.get_rate()
         self.num_requests, self.duration = self.parse_rate(self.rate)
         return super().allow_request(request, view)
+
+    def get_rate(self):
+        # Read when asked (not once at import), so a changed setting takes effect.
+        return api_settings.DEFAULT_THROTTLE_RATES[self.scope]
 
     def get_cache_key(self, request, view):
         if not request.user or not request.user.is_authenticated:

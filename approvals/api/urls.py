@@ -1,7 +1,7 @@
 """/api/ (mounted in portal/urls.py): v1 resources, the OpenAPI schema and its UIs."""
 
-from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 
 from approvals.api import views
 
@@ -34,6 +34,8 @@ v1 = [
 urlpatterns = [
     path("v1/", include((v1, "api"))),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
     path("redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
+    # Anything else under /api/ (an id that is no id, a typo) is a problem document too, not a page.
+    re_path(r"", views.no_such_resource),
 ]

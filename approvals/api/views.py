@@ -6,8 +6,8 @@ import json
 from uuid import UUID
 
 from django.conf import settings
-from django.db.models import Q
-from django.http import StreamingHttpResponse
+from django.http import JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.permissions import BasePermission, IsAuthenticated
@@ -17,6 +17,7 @@ from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
 
 from approvals import delegation_selectors, permissions, selectors, services
+from approvals.api import selectors as api_selectors
 from approvals.api import serializers as s
 from approvals.api.authentication import service_account_of
 from approvals.api.problems import (
@@ -27,7 +28,7 @@ from approvals.api.problems import (
     refusal_problem,
 )
 from approvals.api.throttles import CallerRateThrottle
-from approvals.models import AuditEvent, IngestError
+from approvals.models import IngestError
 from approvals.paginators import seek_page
 from approvals.services.idempotency import IdempotencyConflict, idempotent_call, request_fingerprint
 
@@ -38,8 +39,8 @@ NOT_FOUND = "There is no such approval request, or it is not yours to see."
 
 
 def problems(*statuses: int) -> dict:
-    """The problem responses an operation documents (401 and 429 for every one)."""
-    return {(status, PROBLEM_CONTENT_TYPE): ProblemSerializer for status in sorted({401, 429, *statuses})}
+    """The problem responses an operation documents (400, 401 and 429 for every one)."""
+    return {(status, PROBLEM_CONTENT_TYPE): ProblemSerializer for status in sorted({400, 401, 429, *statuses})}
 
 
 def _plain(data):
@@ -66,6 +67,15 @@ def with_etag(request, data, *, status: int = 200) -> Response:
 
 def answer(status: int, body: dict) -> Response:
     return Response(body, status=status, content_type=PROBLEM_CONTENT_TYPE if status >= 400 else None)
+
+
+@csrf_exempt  # changes nothing; a POST to a wrong URL hears "not found", not the CSRF page
+def no_such_resource(request, *args, **kwargs) -> JsonResponse:
+    return JsonResponse(
+        problem_body("not_found", "There is no such resource in this API.", 404),
+        status=404,
+        content_type=PROBLEM_CONTENT_TYPE,
+    )
 
 
 class IsPortalUser(IsAuthenticated):
@@ -147,7 +157,11 @@ class InboxView(ApiView):
         if account is not None and "*" not in account.state_machines:
             requests = requests.filter(state_machine_arn__in=account.state_machines)
         listed = selectors.inbox_filter(
-            requests, search=query["q"], state_machine=query["state_machine"], due=query["due"], sort=query["sort"]
+            requests,
+            search=query["q"],
+            state_machine=query["state_machine"],
+            due=query.get("due", ""),
+            sort=query.get("sort", ""),
         )
         after, before = _cursor(query["cursor"])
         page = seek_page(
@@ -408,9 +422,8 @@ class IngestErrorsView(ApiView):
     )
     def get(self, request):
         status = request.query_params.get("status") or IngestError.Status.OPEN
-        rows = IngestError.objects.filter(status=status).order_by("-id")
-        if (before := _id_cursor(request.query_params.get("cursor", ""))) is not None:
-            rows = rows.filter(id__lt=before)
+        before = _id_cursor(request.query_params.get("cursor", ""))
+        rows = api_selectors.ingest_errors(status=status, before_id=before)
         page = list(rows[: ADMIN_PAGE_SIZE + 1])
         url = request.build_absolute_uri()
         data = {
@@ -452,20 +465,15 @@ class AuditEventsView(ApiView):
     )
     def get(self, request):
         query = validated(s.AuditQuerySerializer, request.query_params)
-        events = AuditEvent.objects.select_related("request").order_by("-id")
-        if query["action"]:
-            events = events.filter(action=query["action"])
-        if query["request"]:
-            events = events.filter(request__public_id=query["request"])
-        if query["actor"]:
-            events = events.filter(Q(actor_label__iexact=query["actor"]))
-        if query["since"]:
-            events = events.filter(created_at__gte=query["since"])
-        if query["until"]:
-            events = events.filter(created_at__lt=query["until"])
-        if (before := _id_cursor(query["cursor"])) is not None:
-            events = events.filter(id__lt=before)
-        if query["format"] in {"csv", "jsonl"}:
+        events = api_selectors.audit_events(
+            action=query["action"],
+            request_public_id=query["request"],
+            actor=query["actor"],
+            since=query["since"],
+            until=query["until"],
+            before_id=_id_cursor(query["cursor"]),
+        )
+        if query.get("format") in {"csv", "jsonl"}:
             return _export(events[: settings.API_AUDIT_EXPORT_LIMIT], query["format"])
         page = list(events[: ADMIN_PAGE_SIZE + 1])
         url = request.build_absolute_uri()
