@@ -1,4 +1,4 @@
-"""Demo users and the portal's OAuth client.
+"""Demo users, the portal's OAuth client and the command line's (device grant).
 
 ``DEMO_USERS`` and ``demo_passwords()`` are importable without configuring Django
 (e.g. to print the sign-in hints); ``seed()`` needs ``devidp.settings`` loaded.
@@ -39,6 +39,10 @@ def client_id() -> str:
     return config.env("DEVIDP_CLIENT_ID", "approval-portal")
 
 
+def cli_client_id() -> str:
+    return config.env("DEVIDP_CLI_CLIENT_ID", "approvals-cli")
+
+
 def seed() -> None:
     """Create or update the demo users and the portal application from the environment."""
     from django.contrib.auth.models import Group, User
@@ -75,6 +79,20 @@ def seed() -> None:
         )
         app.full_clean()  # rejects malformed redirect URIs from the environment early
         app.save()
+
+        # The `approvals` command line: a public client (no secret to leak from a laptop) that may
+        # only use the device authorization grant (RFC 8628): it prints a code, the person enters
+        # it on the IdP's /device/ page after signing in here, and the command polls for a token.
+        cli = Application.objects.filter(client_id=cli_client_id()).first() or Application(client_id=cli_client_id())
+        cli.name = "Approvals command line"
+        cli.client_type = Application.CLIENT_PUBLIC
+        cli.authorization_grant_type = Application.GRANT_DEVICE_CODE
+        cli.algorithm = Application.RS256_ALGORITHM
+        cli.client_secret = ""
+        cli.redirect_uris = ""
+        cli.skip_authorization = False  # the person confirms "Accept" for this client on the IdP
+        cli.full_clean()
+        cli.save()
 
         # The demo service account's client: a bot calling the portal's API with
         # client-credentials tokens (docs/api.md, "Service accounts").

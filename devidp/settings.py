@@ -118,6 +118,11 @@ OAUTH2_PROVIDER = {
     "COMPLIANT_BCP_RFC9700_ACCESS_TOKEN_TRANSPORT": True,
     "COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS": True,
     "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,
+    # --- Device authorization grant (RFC 8628) for the `approvals` command line (approvals-cli) ---
+    # The page where a person enters the code the command prints; `{user_code}` pre-fills it.
+    "OAUTH_DEVICE_VERIFICATION_URI": f"{ISSUER}/device/",
+    "OAUTH_DEVICE_VERIFICATION_URI_COMPLETE": f"{ISSUER}/device/?user_code={{user_code}}",
+    "DEVICE_FLOW_INTERVAL": int(config.env("DEVIDP_DEVICE_INTERVAL", "5")),
 }
 
 # Access tokens for the portal's REST API: JWTs it verifies against the JWKS (devidp/access_tokens.py);

@@ -1,5 +1,7 @@
+import re
+
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from django.urls import include, path, re_path
 from django.views.generic import TemplateView
 from oauth2_provider import urls as dot_urls
 
@@ -35,5 +37,11 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     # Mounted under the issuer's path (default "o/") so endpoints are {issuer}/authorize/ etc.
     path(f"{config.issuer_path_prefix()}logout/", views.LogoutView.as_view()),  # before DOT's own
+    # Before DOT's own: the discovery document with the device authorization endpoint (RFC 8628).
+    re_path(
+        rf"^{re.escape(config.issuer_path_prefix())}\.well-known/openid-configuration/?$", views.DiscoveryView.as_view()
+    ),
+    # And its device authorization endpoint, fixed for oauthlib 4 (views.DeviceAuthorizationView).
+    path(f"{config.issuer_path_prefix()}device-authorization/", views.DeviceAuthorizationView.as_view()),
     path(config.issuer_path_prefix(), include(oauth2_patterns)),
 ]

@@ -2,7 +2,9 @@
 
 from typing import ClassVar
 
+from oauth2_provider.models import get_device_grant_model
 from oauth2_provider.oauth2_validators import OAuth2Validator
+from oauthlib.oauth2.rfc8628.grant_types.device_code import DeviceCodeGrant
 
 
 class ClaimsValidator(OAuth2Validator):
@@ -39,3 +41,25 @@ class ClaimsValidator(OAuth2Validator):
         # Silent only where consent is never asked; otherwise oauthlib answers consent_required
         # instead of DOT showing its consent form to a prompt=none request.
         return bool(getattr(request.client, "skip_authorization", False))
+
+    # --- Device authorization grant (RFC 8628) for the `approvals` command line ---
+    # oauthlib 4 asks the validator for the device code's status; DOT 3.4.1 predates that hook
+    # (without it every poll after "Allow" ended in a 500).
+    def validate_device_code(self, client_id, code, request, *args, **kwargs):
+        model = get_device_grant_model()
+        grant = model.objects.filter(device_code=code, client_id=client_id).select_related("user").first()
+        if grant is None:
+            return None
+        if grant.is_expired():
+            return DeviceCodeGrant.DEVICE_CODE_EXPIRED
+        if grant.status == model.DENIED:
+            return DeviceCodeGrant.DEVICE_CODE_DENIED
+        if grant.status != model.AUTHORIZED:
+            return DeviceCodeGrant.DEVICE_CODE_PENDING
+        # A device code buys one token: the first poll after "Allow" takes it, a replay or a
+        # concurrent poll finds it spent (invalid_grant).
+        if not model.objects.filter(pk=grant.pk, status=model.AUTHORIZED).update(status=model.EXPIRED):
+            return None
+        request.user = grant.user
+        request.scopes = grant.scope.split() if grant.scope else []
+        return DeviceCodeGrant.DEVICE_CODE_AUTHORIZED

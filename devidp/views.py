@@ -1,7 +1,11 @@
-"""The dev IdP's end-session endpoint: django-oauth-toolkit's, minus a dead end."""
+"""The dev IdP's end-session endpoint (django-oauth-toolkit's, minus a dead end) and its discovery document."""
 
+import json
+
+from django.urls import reverse
 from oauth2_provider.exceptions import InvalidIDTokenError
-from oauth2_provider.views.oidc import RPInitiatedLogoutView
+from oauth2_provider.views.device import DeviceAuthorizationView as DOTDeviceAuthorizationView
+from oauth2_provider.views.oidc import ConnectDiscoveryInfoView, RPInitiatedLogoutView
 
 
 class LogoutView(RPInitiatedLogoutView):
@@ -21,3 +25,35 @@ class LogoutView(RPInitiatedLogoutView):
             if not client_id:
                 raise
             return None
+
+
+# --- Device authorization grant (RFC 8628): advertised in discovery for the `approvals` command line ---
+class DiscoveryView(ConnectDiscoveryInfoView):
+    """DOT's OpenID discovery document plus `device_authorization_endpoint` (RFC 8628, section 4),
+    which DOT serves but does not list, so a client finds the device flow where it finds the rest."""
+
+    def get(self, request, *args, **kwargs):
+        response = super().get(request, *args, **kwargs)
+        document = json.loads(response.content)
+        document["device_authorization_endpoint"] = request.build_absolute_uri(
+            reverse("oauth2_provider:device-authorization")
+        )
+        grant_types = document.setdefault("grant_types_supported", ["authorization_code", "refresh_token"])
+        grant_types.append("urn:ietf:params:oauth:grant-type:device_code")
+        response.content = json.dumps(document)
+        return response
+
+
+class DeviceAuthorizationView(DOTDeviceAuthorizationView):
+    """DOT 3.4.1's device authorization endpoint, working with oauthlib 4.
+
+    oauthlib 4 adds the granted `scope` to the endpoint's response, and DOT builds its
+    `DeviceCodeResponse` from that dict, which has no `scope` field: every request ended in a 500.
+    The scope is kept from the request as DOT does; the response carries the RFC 8628 fields.
+    """
+
+    def create_device_authorization_response(self, request):
+        headers, response, status = super().create_device_authorization_response(request)
+        if status == 200 and isinstance(response, dict):
+            response = {key: value for key, value in response.items() if key != "scope"}
+        return headers, response, status

@@ -1,7 +1,12 @@
 """Small helpers the behaviour tests share: people and their signed-in browsers."""
 
+import os
 import re
+import subprocess
+import sys
+import threading
 import time
+from pathlib import Path
 
 import requests
 from django.contrib.auth.models import Group
@@ -9,6 +14,8 @@ from django.test import Client
 
 from approvals.models import User
 from devidp.seed import demo_passwords
+
+REPO_DIR = Path(__file__).resolve().parent.parent
 
 
 def make_user(username: str, *groups: str, admin: bool = False, sub: str | None = None) -> User:
@@ -144,3 +151,70 @@ def user_access_token(issuer: str, username: str, redirect_uri: str) -> str:
     )
     assert token.status_code == 200, token.text[:300]
     return token.json()["access_token"]
+
+
+# ---------------------------------------------------------------------------
+# The command line's device sign-in (approvals_cli, tests/test_cli_*.py): the test plays the person
+# ---------------------------------------------------------------------------
+CSRF_FIELD = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
+
+
+def post_form(session: requests.Session, page: requests.Response, **fields) -> requests.Response:
+    csrf = CSRF_FIELD.search(page.text).group(1)
+    return session.post(
+        page.url, data={"csrfmiddlewaretoken": csrf, **fields}, headers={"Referer": page.url}, timeout=15
+    )
+
+
+def act_on_device_code(issuer: str, username: str, user_code: str, action: str = "accept") -> requests.Response:
+    """The person: opens the IdP's device page, signs in with the login form, enters the code, allows/denies."""
+    session = requests.Session()
+    login = session.get(f"{issuer}/device/", timeout=15)
+    assert "/accounts/login/" in login.url, login.url
+    code_page = post_form(session, login, username=username, password=demo_passwords()[username])
+    assert code_page.url.startswith(f"{issuer}/device/"), code_page.url
+    confirm = post_form(session, code_page, user_code=user_code)
+    assert "/device-confirm/" in confirm.url, confirm.text[-500:]
+    return post_form(session, confirm, action=action)
+
+
+class CliLogin:
+    """`python -m approvals_cli login` as a child process, with its own config dir."""
+
+    def __init__(self, issuer: str, config_home: Path, *extra: str, portal: str = "http://127.0.0.1:8000"):
+        env = {**os.environ, "XDG_CONFIG_HOME": str(config_home), "PYTHONUNBUFFERED": "1"}
+        env.pop("APPROVALS_TOKEN", None)
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "approvals_cli", "login", "--issuer", issuer, "--portal", portal,
+             *extra],
+            cwd=REPO_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        self.lines: list[str] = []
+
+    def user_code(self) -> str:
+        """Read what the command prints until the code appears (as a person reads the screen)."""
+        timer = threading.Timer(60, self.popen.kill)  # a hung command fails the test instead of hanging it
+        timer.start()
+        try:
+            for line in self.popen.stdout:
+                self.lines.append(line)
+                match = re.search(r"enter the code: (\S+)", line)
+                if match:
+                    return match.group(1)
+        finally:
+            timer.cancel()
+        raise AssertionError(f"no code printed: {self.lines} {self.popen.stderr.read()}")
+
+    def finish(self) -> tuple[int, str, str]:
+        stdout, stderr = self.popen.communicate(timeout=90)
+        return self.popen.returncode, "".join(self.lines) + stdout, stderr
+
+
+def run_cli(config_home: Path, *argv: str, portal: str) -> subprocess.CompletedProcess:
+    """`python -m approvals_cli ...` with the token `approvals login` stored in `config_home`."""
+    env = {**os.environ, "XDG_CONFIG_HOME": str(config_home), "APPROVALS_PORTAL_URL": portal}
+    env.pop("APPROVALS_TOKEN", None)
+    return subprocess.run(
+        [sys.executable, "-m", "approvals_cli", *argv],
+        cwd=REPO_DIR, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip

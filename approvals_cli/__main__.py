@@ -1,0 +1,3 @@
+from approvals_cli.cli import main
+
+raise SystemExit(main())
