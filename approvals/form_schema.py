@@ -37,6 +37,7 @@ import re._parser as sre_parser
 import unicodedata
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timezone
+from decimal import Decimal
 from typing import Any
 
 import jsonschema
@@ -381,7 +382,11 @@ def keyword_problem(keyword: str, expected: Any, field: dict) -> str:
 
 
 def _number(value: Any) -> str:
-    return str(int(value)) if isinstance(value, float) and value.is_integer() and abs(value) < 1e16 else str(value)
+    """A bound as people write it: 5 rather than 5.0, and 1.00000E+400 rather than 401 digits."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e16:
+        return str(int(value))
+    text = str(value)
+    return text if len(text) <= 24 else format(Decimal(text), ".6g")
 
 
 def _meta_error(error: jsonschema.ValidationError) -> FormSchemaError:
