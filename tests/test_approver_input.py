@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -423,3 +425,33 @@ def test_a_request_without_options_or_form_stores_neither():
     request, _ = services.approval_request_ingest(message=parse_message(json.dumps({"taskToken": str(uuid.uuid4())})))
     request.refresh_from_db()
     assert (request.options, request.multiple_options, request.form_schema) == (None, False, None)
+
+
+# --------------------------------------------------------------------------
+# The documented examples
+# --------------------------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def json_blocks(text: str) -> list[str]:
+    return re.findall(r"```json\n(.*?)```", text, flags=re.DOTALL)
+
+
+def test_the_contracts_full_example_with_options_and_a_form_is_accepted():
+    section = (DOCS / "message-contract.md").read_text().split("## Options and a form", 1)[1]
+    state_body = json.loads(json_blocks(section)[0])
+    # What Step Functions sends for the state's MessageBody: ".$" keys arrive resolved.
+    body = {key.removesuffix(".$"): value for key, value in state_body.items()}
+    body.update(taskToken=TOKEN, details={"service": "billing"}, execution="arn:x", stateMachine="arn:y", state="S")
+    message = parse_message(json.dumps(body))
+    assert [option.id for option in message.options] == ["eu", "us", "postpone", "reject"]
+    assert message.multiple is True and message.form == state_body["form"]
+
+
+def test_the_examples_in_the_options_and_forms_page_are_accepted():
+    blocks = json_blocks((DOCS / "approver-input.md").read_text())
+    assert len(blocks) == 2
+    fields = json.loads("{" + ", ".join(blocks) + "}")
+    message = parse(**fields)
+    assert message.options[2].error == "Release.Postponed" and len(message.form["properties"]) == 8
