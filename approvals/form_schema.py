@@ -30,6 +30,7 @@ alternation unless both are short, and at most two long repetitions in all.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import re._constants as sre_constants  # the parsed form of a pattern: the only way to see its shape
@@ -279,6 +280,9 @@ def format_checker() -> jsonschema.FormatChecker:
     return checker
 
 
+_FORMAT_CHECKER = format_checker()
+
+
 # --------------------------------------------------------------------------
 # The check
 # --------------------------------------------------------------------------
@@ -352,8 +356,14 @@ def field_value_problem(field: dict, value: Any) -> str | None:
     if isinstance(value, str) and len(value) > max_length(field):
         # Before jsonschema, which would run the pattern on the whole string however long.
         return keyword_problem("maxLength", max_length(field), field)
-    error = best_match(jsonschema.Draft202012Validator(field, format_checker=format_checker()).iter_errors(value))
+    error = best_match(_field_validator(json.dumps(field, sort_keys=True)).iter_errors(value))
     return None if error is None else keyword_problem(error.validator, error.validator_value, field)
+
+
+@functools.lru_cache(maxsize=512)
+def _field_validator(field_json: str) -> jsonschema.Draft202012Validator:
+    """One validator per distinct field (a form's enum values, and every decision on a request)."""
+    return jsonschema.Draft202012Validator(json.loads(field_json), format_checker=_FORMAT_CHECKER)
 
 
 def keyword_problem(keyword: str, expected: Any, field: dict) -> str:
