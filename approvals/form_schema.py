@@ -25,7 +25,8 @@ Patterns are Python ``re`` syntax, matched with ``re.search`` as JSON Schema say
 unless anchored). Python's engine backtracks and has no time limit, so a pattern is refused
 unless its worst case is small on the longest answer it will ever see (:data:`MAX_PATTERN_INPUT`
 characters): no backreferences or lookarounds, no repetition of a repetition or of an
-alternation unless both are short, and at most two long repetitions in all.
+alternation unless both are short, and at most two side-by-side repetitions that can match
+the same characters (:func:`pattern_problem`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import re
 import re._constants as sre_constants  # the parsed form of a pattern: the only way to see its shape
 import re._parser as sre_parser
 import unicodedata
+import warnings
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timezone
 from decimal import Decimal
@@ -539,13 +541,16 @@ def pattern_problem(pattern: str) -> str | None:
     if "\x00" in pattern or not _encodes(pattern):
         return "contains a NUL character or invalid Unicode"
     parsed = None
-    try:
-        parsed = sre_parser.parse(pattern)
-        re.compile(pattern)
-    except (re.error, OverflowError, RecursionError, ValueError):
-        parsed = None
+    with warnings.catch_warnings():
+        # "Possible nested set" and the like: a pattern whose meaning a later Python changes.
+        warnings.simplefilter("error")
+        try:
+            parsed = sre_parser.parse(pattern)
+            re.compile(pattern)
+        except (re.error, OverflowError, RecursionError, ValueError, Warning):
+            parsed = None
     if parsed is None:
-        return "is not a regular expression Python's re module accepts"
+        return "is not a regular expression Python's re module accepts (without a warning)"
     for opcode, argument, enclosing in _walk(parsed, 1):
         if opcode in _REFUSED_OPCODES:
             return _REFUSED_OPCODES[opcode]

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from approvals import services
 from approvals.contract import DEFAULT_OPTIONS, ApprovalOption, ContractError, parse_message
@@ -455,3 +457,34 @@ def test_the_examples_in_the_options_and_forms_page_are_accepted():
     fields = json.loads("{" + ", ".join(blocks) + "}")
     message = parse(**fields)
     assert message.options[2].error == "Release.Postponed" and len(message.form["properties"]) == 8
+
+
+PATTERN_PIECES = [
+    "a",
+    "b",
+    "\\d",
+    "\\w",
+    "\\S",
+    ".",
+    "[a-z]",
+    "[^@]",
+    "(",
+    ")",
+    "(?:",
+    "(?=",
+    "(?P<n>",
+    "|",
+    "+",
+    "*",
+    "?",
+]
+PATTERN_PIECES += ["{2}", "{1,3}", "{2,}", "{0,300}", "+?", "*+", "^", "$", "\\1", "\\", "[", "]", "-", "é", "\u4e2d"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(pattern=st.lists(st.sampled_from(PATTERN_PIECES), max_size=24).map("".join) | st.text(max_size=60))
+def test_any_pattern_is_judged_without_crashing_and_an_accepted_one_compiles(pattern):
+    problem = pattern_problem(pattern)
+    assert problem is None or (isinstance(problem, str) and problem)
+    if problem is None:
+        re.compile(pattern)
