@@ -92,6 +92,7 @@ __all__ = [
     "ContractError",
     "find_token",
     "parse_message",
+    "stored_options",
 ]
 
 # SQS's own maximum message size is 256 KiB, so a larger body cannot be a
@@ -182,12 +183,28 @@ class ApprovalOption:
             data["default"] = True
         return data
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ApprovalOption:
+        """Back from what :meth:`as_json` stored."""
+        return cls(
+            id=data["id"],
+            label=data["label"],
+            outcome=data["outcome"],
+            error=data.get("error", ""),
+            default=data.get("default", False),
+        )
+
 
 #: The choices of a message without ``options``: today's approve and reject.
 DEFAULT_OPTIONS = (
     ApprovalOption(id="approve", label="Approve", outcome="success"),
     ApprovalOption(id="reject", label="Reject", outcome="failure", error=DEFAULT_FAILURE_ERROR),
 )
+
+
+def stored_options(value: list[dict[str, Any]] | None) -> tuple[ApprovalOption, ...]:
+    """A request's choices from its stored ``options``: :data:`DEFAULT_OPTIONS` when it has none."""
+    return tuple(ApprovalOption.from_json(item) for item in value) if value else DEFAULT_OPTIONS
 
 
 class ContractError(Exception):

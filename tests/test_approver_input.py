@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from approvals import services
-from approvals.contract import DEFAULT_OPTIONS, ApprovalOption, ContractError, parse_message
+from approvals.contract import DEFAULT_OPTIONS, ApprovalOption, ContractError, parse_message, stored_options
 from approvals.form_schema import MAX_FIELDS, MAX_PATTERN_INPUT, META_SCHEMA, pattern_problem
 
 TOKEN = "AAAAKgAAAAIAAAAAAAAAAb6K2ZBLvfIe0" + "x" * 600
@@ -420,6 +420,7 @@ def test_the_ingested_request_keeps_its_options_and_form_as_they_arrived():
     assert request.options == [*options[:2], {**options[2], "error": "ApprovalDenied"}]
     assert request.multiple_options is True
     assert request.form_schema == FULL_FORM
+    assert stored_options(request.options) == parse_message(json.dumps(body)).options
 
 
 @pytest.mark.django_db
@@ -427,6 +428,7 @@ def test_a_request_without_options_or_form_stores_neither():
     request, _ = services.approval_request_ingest(message=parse_message(json.dumps({"taskToken": str(uuid.uuid4())})))
     request.refresh_from_db()
     assert (request.options, request.multiple_options, request.form_schema) == (None, False, None)
+    assert stored_options(request.options) == DEFAULT_OPTIONS
 
 
 # --------------------------------------------------------------------------
