@@ -29,6 +29,11 @@ the default, or a number of rejections). A key left out takes the admins'
 default for the state machine and state. ``requesterGroups`` names the
 requester's groups for the "not a member of the requester's groups" rule.
 
+``options`` (2 to 10 choices, each ``{"id", "label", "outcome": "success" | "failure",
+"error"?, "default"?}``, with ``"multiple": true`` beside it to let an approver pick several
+success options) replaces the approve/reject pair; ``form`` is a JSON Schema in the subset
+:mod:`approvals.form_schema` defines, for the approver to fill in (docs/approver-input.md).
+
 Only ``taskToken`` is required; unknown keys are ignored because Step Functions
 payloads grow over time. JSON ``null`` for an optional key means "absent".
 
@@ -61,24 +66,33 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 
+from approvals.form_schema import FormSchemaError, form_schema_check
+
 __all__ = [
+    "DEFAULT_FAILURE_ERROR",
     "DEFAULT_MAX_BYTES",
+    "DEFAULT_OPTIONS",
     "DEFAULT_TITLE",
     "MAX_APPROVER_GROUPS",
     "MAX_APPROVER_USERS",
     "MAX_EXECUTION_ARN_LENGTH",
     "MAX_GROUP_NAME_LENGTH",
     "MAX_NESTING_DEPTH",
+    "MAX_OPTIONS",
+    "MAX_OPTION_LABEL_LENGTH",
     "MAX_POLICY_COUNT",
     "MAX_SECONDS",
     "MAX_STATE_MACHINE_ARN_LENGTH",
     "MAX_STATE_NAME_LENGTH",
     "MAX_TITLE_LENGTH",
     "MAX_TOKEN_LENGTH",
+    "RESERVED_ERRORS",
     "ApprovalMessage",
+    "ApprovalOption",
     "ContractError",
     "find_token",
     "parse_message",
+    "stored_options",
 ]
 
 # SQS's own maximum message size is 256 KiB, so a larger body cannot be a
@@ -123,8 +137,23 @@ _KNOWN_FIELDS = frozenset(
         "state",
         "policy",
         "requesterGroups",
+        "options",
+        "multiple",
+        "form",
     }
 )
+# Options: the approver's choices when the message names them.
+MIN_OPTIONS = 2
+MAX_OPTIONS = 10
+MAX_OPTION_LABEL_LENGTH = 80
+_OPTION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+_OPTION_KEYS = ("id", "label", "outcome", "error", "default")
+# What a failure option sends to SendTaskFailure as `error` (Step Functions allows 256
+# characters). Our own charset, so an error name is safe in a Catch, a log line and a page.
+DEFAULT_FAILURE_ERROR = "ApprovalDenied"
+_ERROR_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,255}")
+# The portal's own errors: a workflow catching them must be able to trust what they mean.
+RESERVED_ERRORS = frozenset({"ApprovalCancelled", "ApprovalExpired"})
 # Unicode categories a one-line field may not hold: control (Cc), format (Cf: bidi
 # overrides and isolates, zero-width space/joiners, soft hyphen, BOM, tags), and the
 # line and paragraph separators (Zl, Zp).
@@ -135,13 +164,56 @@ _MAX_DEADLINE_LENGTH = 64
 _ELLIPSIS = "…"
 
 
+@dataclass(frozen=True)
+class ApprovalOption:
+    """One choice the approver is offered; ``error`` is what a failure option sends."""
+
+    id: str
+    label: str
+    outcome: str  # "success" | "failure"
+    error: str = ""
+    default: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        """As the request stores it (and the contract spells it)."""
+        data: dict[str, Any] = {"id": self.id, "label": self.label, "outcome": self.outcome}
+        if self.outcome == "failure":
+            data["error"] = self.error
+        if self.default:
+            data["default"] = True
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ApprovalOption:
+        """Back from what :meth:`as_json` stored."""
+        return cls(
+            id=data["id"],
+            label=data["label"],
+            outcome=data["outcome"],
+            error=data.get("error", ""),
+            default=data.get("default", False),
+        )
+
+
+#: The choices of a message without ``options``: today's approve and reject.
+DEFAULT_OPTIONS = (
+    ApprovalOption(id="approve", label="Approve", outcome="success"),
+    ApprovalOption(id="reject", label="Reject", outcome="failure", error=DEFAULT_FAILURE_ERROR),
+)
+
+
+def stored_options(value: list[dict[str, Any]] | None) -> tuple[ApprovalOption, ...]:
+    """A request's choices from its stored ``options``: :data:`DEFAULT_OPTIONS` when it has none."""
+    return tuple(ApprovalOption.from_json(item) for item in value) if value else DEFAULT_OPTIONS
+
+
 class ContractError(Exception):
     """A message body does not follow the approval message contract.
 
     ``code`` is a stable machine code (``oversized``, ``not_utf8``,
     ``not_json``, ``too_deep``, ``bad_number``, ``not_object``,
     ``missing_token``, ``wrong_type``, ``bad_approvers``, ``bad_value``,
-    ``bad_policy``); ``message`` is a human-readable
+    ``bad_policy``, ``bad_options``, ``bad_form``); ``message`` is a human-readable
     explanation that names the offending ``field`` (a dotted path such as
     ``approvers.users``, or ``None`` for problems with the body as a whole).
     The message never contains the task token or any raw value from the body.
@@ -197,6 +269,12 @@ class ApprovalMessage:
     rejections_to_deny: int | None = None
     #: Stripped, de-duplicated group names from ``requesterGroups``.
     requester_groups: tuple[str, ...] = ()
+    #: The message's ``options``; () means the default approve/reject (:data:`DEFAULT_OPTIONS`).
+    options: tuple[ApprovalOption, ...] = ()
+    #: ``multiple``: the approver may pick several success options at once.
+    multiple: bool = False
+    #: The ``form`` JSON Schema as it arrived (validated), or None.
+    form: dict[str, Any] | None = None
 
 
 # --------------------------------------------------------------------------
@@ -230,6 +308,8 @@ def parse_message(body: str | bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> A
     heartbeat_seconds = _optional_seconds(data, "heartbeatSeconds")
     required, distinct_groups, rejections = _parse_policy(data, users, groups)
     requester_groups = _group_names(data, "requesterGroups", "wrong_type") if "requesterGroups" in data else ()
+    options, multiple = _parse_options(data)
+    form = _parse_form(data)
 
     return ApprovalMessage(
         task_token=token,
@@ -248,6 +328,9 @@ def parse_message(body: str | bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> A
         distinct_groups=distinct_groups,
         rejections_to_deny=rejections,
         requester_groups=requester_groups,
+        options=options,
+        multiple=multiple,
+        form=form,
     )
 
 
@@ -802,3 +885,105 @@ def _optional_seconds(data: dict[str, Any], name: str) -> int | None:
             name,
         )
     return value
+
+
+# --------------------------------------------------------------------------
+# Options and form
+# --------------------------------------------------------------------------
+
+
+def _options_error(name: str, expected: str) -> ContractError:
+    return ContractError("bad_options", f"field '{name}' {expected}", name)
+
+
+def _parse_options(data: dict[str, Any]) -> tuple[tuple[ApprovalOption, ...], bool]:
+    """``options`` and ``multiple``; ((), False) without options (``multiple`` alone means nothing)."""
+    items = data.get("options")
+    if items is None:
+        return (), False
+    if not isinstance(items, list) or not MIN_OPTIONS <= len(items) <= MAX_OPTIONS:
+        what = f"a list of {len(items):,}" if isinstance(items, list) else _json_type(items)
+        raise _options_error("options", f"must be a list of {MIN_OPTIONS} to {MAX_OPTIONS} choices, got {what}")
+    multiple = data.get("multiple")
+    if multiple is not None and not isinstance(multiple, bool):
+        raise ContractError(
+            "wrong_type", f"field 'multiple' must be true or false, got {_json_type(multiple)}", "multiple"
+        )
+    options = tuple(_parse_option(item, f"options[{index}]") for index, item in enumerate(items))
+    seen: set[str] = set()
+    for index, option in enumerate(options):
+        if option.id in seen:
+            raise _options_error(f"options[{index}].id", "repeats the id of an earlier option (ids must be unique)")
+        seen.add(option.id)
+    successes = [option for option in options if option.outcome == "success"]
+    defaults = [option for option in options if option.default]
+    if not successes:
+        raise _options_error("options", 'must offer at least one option with outcome "success"')
+    if multiple and len(successes) < 2:
+        raise _options_error("multiple", 'needs at least two options with outcome "success" to choose from')
+    if not multiple and len(defaults) > 1:
+        raise _options_error("options", "may mark at most one option as the default (unless 'multiple' is true)")
+    if multiple and any(option.outcome == "failure" for option in defaults):
+        raise _options_error("options", "may only mark success options as defaults when 'multiple' is true")
+    return options, bool(multiple)
+
+
+def _parse_option(item: Any, name: str) -> ApprovalOption:
+    if not isinstance(item, dict):
+        raise _options_error(name, f"must be an object with keys 'id', 'label' and 'outcome', got {_json_type(item)}")
+    if set(item) - set(_OPTION_KEYS):
+        raise _options_error(name, "may only contain the keys 'id', 'label', 'outcome', 'error' and 'default'")
+    option_id = item.get("id")
+    if not isinstance(option_id, str) or not _OPTION_ID.fullmatch(option_id):
+        raise _options_error(
+            f"{name}.id", "must be 1 to 64 letters, digits, '-' or '_', starting with a letter or digit"
+        )
+    label = item.get("label")
+    if not isinstance(label, str):
+        raise _options_error(f"{name}.label", f"must be a string, got {_json_type(label)}")
+    label = " ".join(label.split())
+    if not label or len(label) > MAX_OPTION_LABEL_LENGTH:
+        raise _options_error(f"{name}.label", f"must be 1 to {MAX_OPTION_LABEL_LENGTH} characters")
+    if not _is_storable_text(label):
+        raise _unstorable(f"{name}.label")
+    _check_one_line(label, f"{name}.label", "bad_options")
+    outcome = item.get("outcome")
+    if outcome not in ("success", "failure"):
+        raise _options_error(f"{name}.outcome", 'must be "success" or "failure"')
+    error = item.get("error")
+    if error is not None and outcome == "success":
+        raise _options_error(f"{name}.error", 'is only for options with outcome "failure"')
+    if error is None:
+        error = DEFAULT_FAILURE_ERROR if outcome == "failure" else ""
+    elif not isinstance(error, str) or not _ERROR_NAME.fullmatch(error) or error.startswith("States."):
+        raise _options_error(
+            f"{name}.error",
+            "must be a Step Functions error name of 1 to 256 letters, digits, '_', '.', ':' or '-', "
+            "starting with a letter and not with 'States.'",
+        )
+    elif error in RESERVED_ERRORS:
+        raise _options_error(
+            f"{name}.error", "may not be ApprovalCancelled or ApprovalExpired (the portal's own errors)"
+        )
+    default = item.get("default")
+    if default is not None and not isinstance(default, bool):
+        raise _options_error(f"{name}.default", f"must be true or false, got {_json_type(default)}")
+    return ApprovalOption(id=option_id, label=label, outcome=outcome, error=error, default=bool(default))
+
+
+def _parse_form(data: dict[str, Any]) -> dict[str, Any] | None:
+    """``form``: the JSON Schema as it arrived, once it is known to be in the subset."""
+    form = data.get("form")
+    if form is None:
+        return None
+    error: ContractError | None = None
+    if not _json_is_storable(form):
+        raise _unstorable("form")
+    try:
+        form_schema_check(form)
+    except FormSchemaError as exc:
+        # Built outside the except block: the jsonschema error behind it holds values.
+        error = ContractError("bad_form", exc.message, exc.path)
+    if error is not None:
+        raise error
+    return form

@@ -94,6 +94,12 @@ class ApprovalRequest(models.Model):
     # Approvers the message (or a routing rule) named that were not assigned, each with why:
     # [{"kind": "user"|"group", "value": ..., "reason": ...}] (approvals/selectors/trust.py).
     ignored_approvers = models.JSONField(default=list, blank=True)
+    # What the approver chooses from and fills in, kept as the message carried them (the
+    # contract's `options`, `multiple` and `form`; docs/approver-input.md). No options: the
+    # default approve/reject (contract.DEFAULT_OPTIONS).
+    options = models.JSONField(null=True, blank=True)
+    multiple_options = models.BooleanField(default=False)
+    form_schema = models.JSONField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -6,7 +6,9 @@ any bodies at all (random JSON shapes, sizes around the limit, unicode, numbers 
 the edges of a double, deep nesting, broken JSON), the pass never raises, every good message
 becomes exactly one request, every other message exactly one request or one IngestError
 (never both, never neither; the contract decides which), and no task token is in any stored
-error, audit event or log line.
+error, audit event or log line. Messages may carry `options` and a `form` (good ones, ones with
+one part broken, and random JSON in their place): a request keeps them as the contract parsed
+them, and a refusal names the path of what it refused.
 
 The example budget is bounded (MAX_EXAMPLES, some twenty seconds): CI runs this with the rest.
 Task tokens are made fresh for each example (os.urandom), so an example replayed while
@@ -27,6 +29,7 @@ from hypothesis import strategies as st
 from approvals import tokens
 from approvals.contract import MAX_NESTING_DEPTH, ContractError, parse_message
 from approvals.models import ApprovalRequest, AuditEvent, IngestError
+from tests.test_answers import schemas
 from tests.test_ingest import assert_token_absent, sqs_client
 from worker.consumer import consume_once
 
@@ -153,6 +156,8 @@ def any_message(draw, token: str) -> str:
     # Half start from a good message, so that a single bad part (one number, the depth) decides.
     data: dict = draw(good_data(token)) if draw(st.booleans()) else {}
     data.update(draw(st.just({}) | st.dictionaries(st.sampled_from(FIELDS), any_json, max_size=6)))
+    if draw(st.integers(0, 3)) == 0:
+        data = draw(near_miss(data))
     where = draw(st.sampled_from(["taskToken", "taskToken", "none", "in details too", "wrong type"]))
     data.pop("taskToken", None)
     if where in ("taskToken", "in details too"):
@@ -193,6 +198,9 @@ FIELDS = [
     "state",
     "policy",
     "requesterGroups",
+    "options",
+    "multiple",
+    "form",
     "somethingNew",
 ]
 
@@ -206,6 +214,68 @@ good_json = st.recursive(
     lambda children: st.lists(children, max_size=3) | st.dictionaries(one_line, children, max_size=3),
     max_leaves=8,
 )
+
+
+@st.composite
+def good_options(draw) -> list[dict]:
+    """2 to 4 choices the contract accepts, at least one a success."""
+    options = draw(
+        st.lists(
+            st.fixed_dictionaries(
+                {
+                    "id": st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9_-]{0,15}\Z"),
+                    "label": st.text(st.characters(categories=["L", "N"]), min_size=1, max_size=20),
+                    "outcome": st.sampled_from(["success", "failure"]),
+                },
+                optional={"error": st.from_regex(r"\A[A-Z][A-Za-z0-9_.:-]{0,30}\Z")},
+            ),
+            min_size=2,
+            max_size=4,
+            unique_by=lambda option: option["id"],
+        )
+    )
+    options[0]["outcome"] = "success"
+    for option in options:
+        if option["outcome"] == "success" or option.get("error", "").startswith("States."):
+            option.pop("error", None)
+    return options
+
+
+good_forms = schemas().map(lambda pair: pair[0])
+# Parts of a form or an option that the contract must refuse, each in its own way.
+BAD_PARTS = [
+    {"$ref": "#/properties/a"},
+    {"type": "object", "properties": {}},
+    {"type": "string", "pattern": "^(a+)+$"},
+    {"type": "string", "pattern": "(unclosed"},
+    {"type": "number", "minimum": EDGE},
+    {"type": "integer", "default": 2**60},
+    {"type": "string", "format": "date", "default": "2026-02-30"},
+    {"type": "string", "title": "\u202eevil"},
+    {"type": "string", "enum": []},
+    {"id": "x y", "label": "Bad", "outcome": "success"},
+    {"id": "bad", "label": "Bad", "outcome": "failure", "error": "ApprovalCancelled"},
+    {"id": "bad", "label": "\u0000", "outcome": "failure"},
+    "string",
+    None,
+]
+
+
+@st.composite
+def near_miss(draw, data: dict) -> dict:
+    """A good message whose options or form has one part replaced by something else."""
+    data = {**data, "options": draw(good_options()), "form": draw(good_forms)}
+    part = draw(st.sampled_from(BAD_PARTS) | any_json)
+    where = draw(st.sampled_from(["option", "field", "form key", "multiple"]))
+    if where == "option":
+        data["options"][draw(st.integers(0, len(data["options"]) - 1))] = part
+    elif where == "field":
+        data["form"]["properties"][draw(st.sampled_from(sorted(data["form"]["properties"])))] = part
+    elif where == "form key":
+        data["form"][draw(st.sampled_from(["type", "required", "properties", "title", "$ref", "items"]))] = part
+    else:
+        data["multiple"] = part
+    return data
 
 
 @st.composite
@@ -228,6 +298,11 @@ def good_data(draw, token: str) -> dict:
     else:
         data["approvalRequest"] = draw(good_json)
         data["approvalDeadline"] = draw(DEADLINES)
+    if draw(st.booleans()):
+        data["options"] = draw(good_options())
+        data["multiple"] = draw(st.none() | st.just(False))
+    if draw(st.booleans()):
+        data["form"] = draw(good_forms)
     return data
 
 
@@ -301,6 +376,11 @@ def test_any_batch_of_bodies_ingests_every_good_message_once_and_records_every_o
             assert good <= contract_accepts(body), "a good message the contract refuses: " + body[:300]
             assert requests, (errors[0].code, errors[0].reason, body[:300])
             assert tokens.decrypt_token(requests[0].token_ciphertext) == token
+            # Kept as the contract parsed them.
+            message = parse_message(body, max_bytes=LIMIT)
+            assert requests[0].options == ([option.as_json() for option in message.options] or None)
+            assert requests[0].form_schema == message.form
+            assert requests[0].multiple_options is message.multiple
         else:
             assert errors and errors[0].receive_count == 1
             # Kept whole (encrypted) for the admin's replay: the queue message itself is gone.
@@ -315,3 +395,22 @@ def test_any_batch_of_bodies_ingests_every_good_message_once_and_records_every_o
     log_text = "\n".join(record.getMessage() + (record.exc_text or "") for record in caplog.records[log_start:])
     for token, _, _ in batch:
         assert_token_absent(token, log_text)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data())
+def test_options_and_forms_with_one_part_broken_never_crash_and_every_refusal_names_its_path(data):
+    token = str(uuid.uuid4())
+    good = data.draw(good_data(token))
+    body = to_body(data.draw(near_miss(good)), ensure_ascii=data.draw(st.booleans()), edge_number="1e400")
+    try:
+        message = parse_message(body)
+    except ContractError as error:
+        event(f"refused: {error.code}")
+        assert error.field is not None and error.field.split(".")[0].split("[")[0] in ("options", "form", "multiple")
+        assert f"field '{error.field}'" in error.message, error.message
+        assert token not in error.message and error.__context__ is None
+        return
+    event("accepted")
+    # Accepted only as the contract promises: 2 to 10 options, a form in the subset.
+    assert 2 <= len(message.options) <= 10 and message.form is not None

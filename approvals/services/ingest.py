@@ -98,6 +98,9 @@ def approval_request_ingest(*, message: ApprovalMessage, sqs_message_id: str = "
             "token_ciphertext": tokens.encrypt_token(message.task_token),
             "sqs_message_id": sqs_message_id,
             "received_at": received_at,
+            "options": [option.as_json() for option in message.options] or None,
+            "multiple_options": message.multiple,
+            "form_schema": message.form,
             **_policy_fields(message, policy),
         },
     )
