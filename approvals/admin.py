@@ -1146,3 +1146,6 @@ class PortalUserAdmin(UserAdmin):
 
 from approvals import delegation_admin, slack_admin  # noqa: E402, F401 - register Delegation, SlackIdentity
 from approvals.notifications import admin as notifications_admin  # noqa: E402, F401 - registers its models
+
+# SCIM tokens' admin lives with the SCIM package until the admin becomes a package of its own.
+from approvals.scim import admin as scim_admin  # noqa: E402, F401 - registers ScimToken

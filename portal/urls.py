@@ -16,5 +16,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("oidc/logout/", PortalLogoutView.as_view(), name="oidc_logout"),  # before the library's
     path("oidc/", include("mozilla_django_oidc.urls")),
+    path("scim/v2/", include("approvals.scim.urls")),  # provisioning from the company's IdP (docs/scim.md)
     path("", include("approvals.urls")),
 ]
