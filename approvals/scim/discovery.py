@@ -70,7 +70,6 @@ GROUP_ATTRIBUTES = [
         subAttributes=[
             _attribute("value", mutability="immutable", caseExact=True),
             _attribute("$ref", type_="reference", mutability="immutable", referenceTypes=["User"], caseExact=True),
-            _attribute("display", mutability="readOnly"),
         ],
     ),
 ]

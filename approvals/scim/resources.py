@@ -388,6 +388,8 @@ def _apply(resource: dict, op: str, path: str, value, required: set[str]) -> Non
             # Entra ID: remove members given as a value list.
             drop = {str(_lower_keys(item).get("value")) for item in value if isinstance(item, dict)}
             resource[key] = [item for item in resource[key] if str(_lower_keys(item).get("value")) not in drop]
+        elif isinstance(resource.get(key), list):
+            resource[key] = []  # every value (an absent list would mean "unchanged" to a group)
         else:
             resource.pop(key, None)
         return

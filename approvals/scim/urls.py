@@ -6,6 +6,7 @@ from approvals.scim import views
 
 urlpatterns = [
     path("", views.not_found, name="scim-root"),
+    path(".search", views.search_everything),
     path("ServiceProviderConfig", views.service_provider_config),
     path("ResourceTypes", views.resource_types),
     path("ResourceTypes/<str:name>", views.resource_types),

@@ -130,7 +130,6 @@ def render_group(request: HttpRequest, scim_group: ScimGroup, token: ScimToken) 
         {
             "value": str(member.scim_id),
             "$ref": f"{_base(request)}/Users/{member.scim_id}",
-            "display": member.display_name or member.user.email or member.user_name,
         }
         for member in members
     ]
@@ -346,6 +345,14 @@ def schemas(request: HttpRequest, token: ScimToken, urn: str = "") -> HttpRespon
     if found is None:
         raise ScimError(404, "No such schema.")
     return scim_response(found)
+
+
+@scim_view({"POST"})
+def search_everything(request: HttpRequest, token: ScimToken) -> HttpResponse:
+    # RFC 7644 §3.4.3 lets a provider not search all resource types at once: 501.
+    raise ScimError(
+        501, "Search /Users/.search or /Groups/.search; searching every resource type at once is not supported."
+    )
 
 
 @scim_view({"GET", "POST", "PUT", "PATCH", "DELETE"})
