@@ -359,3 +359,73 @@ def test_delete_deactivates_keeps_the_account_and_get_is_404(scim):
     assert again["id"] != body["id"]
     user.refresh_from_db()
     assert user.is_active and User.objects.filter(oidc_sub="okta-alice").count() == 1
+
+
+def test_a_group_the_idp_takes_over_keeps_only_the_members_scim_names(scim):
+    sso_only = make_user("dave", "finance-approvers")  # put there by the groups claim at sign-in
+    alice = provision(scim)
+    response = scim.call(
+        "POST",
+        "Groups",
+        {"schemas": [GROUP_SCHEMA], "displayName": "finance-approvers", "members": [{"value": alice["id"]}]},
+    )
+    assert response.status_code == 201
+    group = Group.objects.get(name="finance-approvers")
+    assert list(group.user_set.values_list("email", flat=True)) == ["alice@example.com"]
+    assert sso_only.is_active  # they only left the group
+    assert AuditEvent.objects.get(action="scim_group_created").data["adopted"] is True
+
+
+def test_entra_ids_oid_claim_keys_accounts_so_sso_finds_the_provisioned_account(scim, settings):
+    from approvals.auth import PortalOIDCBackend
+
+    settings.OIDC_SUBJECT_CLAIM = "oid"
+    provision(scim, external_id="6f1c-oid-of-alice")
+    claims = {
+        "iss": ISSUER,
+        "sub": "pairwise-per-app",
+        "oid": "6f1c-oid-of-alice",
+        "email": "alice@example.com",
+        "email_verified": True,
+    }
+    backend = PortalOIDCBackend()
+    assert backend.verify_claims(claims)
+    (found,) = backend.filter_users_by_claims(claims)
+    assert found.scim.user_name == "alice@example.com"
+    assert not backend.verify_claims({**claims, "oid": ""})
+
+
+def test_the_admin_shows_a_new_token_once_never_stores_it_and_rotates_through_the_service(admin_user):
+    browser = signed_in(admin_user)
+    page = browser.get("/admin/approvals/scimtoken/add/")
+    assert page.status_code == 200
+    csrf = browser.cookies["portal_csrftoken"].value
+    created = browser.post(
+        "/admin/approvals/scimtoken/add/",
+        {"name": "entra", "issuer": ISSUER, "subject_attribute": "externalId", "csrfmiddlewaretoken": csrf},
+    )
+    assert created.status_code == 200, created.content[:500]
+    assert "no-store" in created["Cache-Control"]
+    token = ScimToken.objects.get(name="entra")
+    secret = created.content.decode().split("<code>")[1].split("</code>")[0]
+    assert secret.startswith(token.prefix) and secret not in json.dumps(list(ScimToken.objects.values()), default=str)
+    assert secret not in browser.get(f"/admin/approvals/scimtoken/{token.pk}/change/").content.decode()
+    assert secret not in browser.get("/admin/approvals/scimtoken/").content.decode()
+    assert AuditEvent.objects.filter(action="scim_token_created", actor=admin_user).exists()
+
+    rotated = browser.post(
+        "/admin/approvals/scimtoken/",
+        {"action": "rotate_tokens", "_selected_action": [token.pk], "csrfmiddlewaretoken": csrf},
+    )
+    assert rotated.status_code == 200 and "<code>scim_" in rotated.content.decode()
+    token.refresh_from_db()
+    assert token.revoked_at is not None and token.replaced_by is not None
+
+
+def test_staff_who_are_not_admins_cannot_see_or_make_scim_tokens(admin_user):
+    approver = make_user("alice")
+    approver.is_staff = True
+    approver.save()
+    browser = signed_in(approver)
+    assert browser.get("/admin/approvals/scimtoken/").status_code == 403
+    assert browser.get("/admin/approvals/scimtoken/add/").status_code == 403

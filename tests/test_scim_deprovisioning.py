@@ -157,3 +157,38 @@ def test_a_vote_given_before_deprovisioning_is_withdrawn_at_callback_time(aws, d
     )
     assert vote.withdrawn_at is not None and "disabled" in vote.withdrawn_reason
     assert AuditEvent.objects.filter(action="approver_deprovisioned", request=request).exists()
+
+
+def test_the_admins_mail_names_the_request_and_links_to_it_in_the_admin(scim, root):
+    from approvals.notifications import email, messages
+
+    erin = provision(scim, "erin")
+    group(scim, "finance-approvers", erin)
+    request = ingest()
+    deactivate(scim, erin)
+    notification = Notification.objects.get(kind="approver_lost")
+    mail = email.render(messages.build(notification), to=notification.recipient)
+    assert mail.subject == "An approver was deprovisioned: Approve order 88"
+    assert f"/admin/approvals/approvalrequest/{request.pk}/change/" in mail.body
+    assert "/links/" not in mail.body  # no decision links for the admin who is not an approver
+
+
+def test_a_deprovisioned_delegate_cannot_decide_on_behalf_and_a_deprovisioned_delegator_lends_nothing(scim):
+    from approvals import permissions
+
+    alice = make_user("alice", "finance-approvers")
+    provision(scim, "alice")
+    erin = provision(scim, "erin")
+    erin_user = User.objects.get(email="erin@example.com")
+    delegation_set(
+        delegator=alice, delegate_email="erin@example.com", ends_at=timezone.now() + timedelta(days=1), actor=alice
+    )
+    request = ingest()
+    assert permissions.decision_refusal(erin_user, request) is None  # erin stands in for alice
+
+    deactivate(scim, {"id": str(ScimUser.objects.get(user=alice).scim_id)})
+    erin_user.refresh_from_db()
+    assert permissions.decision_refusal(erin_user, request).code == "not_assignee"
+    deactivate(scim, erin)
+    erin_user.refresh_from_db()
+    assert permissions.decision_refusal(erin_user, request).code == "inactive_user"

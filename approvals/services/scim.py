@@ -359,9 +359,9 @@ def _members_set(token: ScimToken, group: Group, members: tuple[str, ...] | None
     wanted = {user.pk: user for user in _members(token, members)}
     current = set(group.user_set.values_list("pk", flat=True))
     added = [wanted[pk] for pk in wanted.keys() - current]
-    # Only SCIM users of this token's issuer are members the IdP manages; nobody else is touched.
-    managed = set(scim_users(token).filter(user__groups=group).values_list("user_id", flat=True))
-    removed = list((current & managed) - wanted.keys())
+    # SCIM wins for the groups it manages: whoever is not in its list leaves, also a member the
+    # groups claim put there before the IdP took the group over (docs/scim.md).
+    removed = list(current - wanted.keys())
     if added:
         group.user_set.add(*added)
     if removed:
