@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from approvals.models import AuditEvent, ScimToken, ScimUser, User
+from approvals.models import AuditEvent, ScimGroup, ScimToken, ScimUser, User
 from approvals.roles import APPROVER_ACCESS_GROUP
 from approvals.services.scim_tokens import scim_token_create, scim_token_revoke, scim_token_rotate
 from tests.support import make_user, signed_in
@@ -234,14 +234,25 @@ def test_any_post_body_is_created_or_refused_with_a_scim_error_never_a_crash(sci
 
 
 @hypothesis_settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(query=st.text(max_size=80))
-def test_any_filter_answers_200_or_a_400_invalid_filter(scim, query):
-    from urllib.parse import quote
-
-    response = scim.call("GET", f"Users?filter={quote(query)}")
+@given(
+    path=st.sampled_from(["Users", "Groups"]),
+    query=st.text(max_size=80) | st.from_regex(r'(userName|externalId|displayName|id) eq "[^"]{0,20}"', fullmatch=True),
+    attributes=st.none() | st.text(max_size=40),
+    start=st.none() | st.integers(min_value=-(2**70), max_value=2**70).map(str) | st.text(max_size=8),
+    count=st.none() | st.integers(min_value=-(2**70), max_value=2**70).map(str),
+)
+def test_any_query_answers_200_or_a_400_scim_error(scim, path, query, attributes, start, count):
+    params = {"filter": query, "attributes": attributes, "startIndex": start, "count": count}
+    response = scim.client.get(
+        f"/scim/v2/{path}",
+        {key: value for key, value in params.items() if value is not None},
+        HTTP_AUTHORIZATION=f"Bearer {scim.secret}",
+    )
     assert response.status_code in {200, 400}, response.content
     if response.status_code == 400:
         assert response.json()["scimType"] in {"invalidFilter", "invalidValue"}
+    else:
+        assert response.json()["totalResults"] >= 0
 
 
 patch_operation = st.fixed_dictionaries(
@@ -429,3 +440,27 @@ def test_staff_who_are_not_admins_cannot_see_or_make_scim_tokens(admin_user):
     browser = signed_in(approver)
     assert browser.get("/admin/approvals/scimtoken/").status_code == 403
     assert browser.get("/admin/approvals/scimtoken/add/").status_code == 403
+
+
+@hypothesis_settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    operations=st.lists(
+        json_values | patch_operation | st.builds(lambda v: {"op": "add", "path": "members", "value": v}, json_values),
+        max_size=4,
+    )
+)
+def test_any_group_patch_keeps_the_group_or_is_refused(scim, operations):
+    if not ScimUser.objects.exists():
+        member = provision(scim)
+        scim.call(
+            "POST",
+            "Groups",
+            {"schemas": [GROUP_SCHEMA], "displayName": "finance-approvers", "members": [{"value": member["id"]}]},
+        )
+    scim_group = ScimGroup.objects.get()
+    response = scim.call("PATCH", f"Groups/{scim_group.scim_id}", {"schemas": [PATCH_SCHEMA], "Operations": operations})
+    assert response.status_code in {200, 400, 409}, response.content
+    scim_group.refresh_from_db()
+    assert scim_group.group.name and scim_group.group.name != APPROVER_ACCESS_GROUP
+    if response.status_code == 200:
+        assert response.json()["displayName"] == scim_group.group.name

@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 CONTENT_TYPE = "application/scim+json"
 MAX_BODY = 2 * 1024 * 1024
+MAX_START_INDEX = 1_000_000_000  # past any real list, and inside the database's OFFSET range
 _SERVICE_ERRORS = {
     "conflict": (409, "uniqueness"),
     "not_found": (404, ""),
@@ -161,7 +162,7 @@ def _list(request: HttpRequest, queryset, render, params, filters: dict[str, str
             except ScimError:
                 value = None  # not an id of ours: nothing matches
         queryset = queryset.filter(**{filters[attribute]: value}) if value is not None else queryset.none()
-    start = max(_int(params.get("startIndex"), "startIndex", 1), 1)
+    start = min(max(_int(params.get("startIndex"), "startIndex", 1), 1), MAX_START_INDEX)
     count = min(max(_int(params.get("count"), "count", 100), 0), MAX_LIST_COUNT)
     total = queryset.count()
     page = list(queryset.order_by("pk")[start - 1 : start - 1 + count]) if count else []

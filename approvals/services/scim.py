@@ -155,7 +155,11 @@ def scim_user_create(*, token: ScimToken, data: ScimUserData) -> ScimUser:
     scim_user.external_id = data.external_id
     scim_user.display_name = data.display_name
     scim_user.attributes = data.attributes
-    scim_user.save()
+    try:
+        with transaction.atomic():
+            scim_user.save()
+    except IntegrityError as exc:  # the same userName provisioned concurrently
+        raise ApprovalError("Another user has this userName.", "conflict") from exc
     audit(
         action="scim_user_created" if created else "scim_user_linked",
         request=None,
@@ -374,9 +378,13 @@ def scim_group_create(*, token: ScimToken, data: ScimGroupData) -> ScimGroup:
     """A SCIM group is the group assignments and the groups claim name (by displayName)."""
     group = _check_group_name(token, data.display_name, scim_group=None)
     adopted = group is not None
-    if group is None:
-        group = Group.objects.create(name=data.display_name)
-    scim_group = ScimGroup.objects.create(group=group, issuer=token.issuer, external_id=data.external_id)
+    try:
+        with transaction.atomic():
+            if group is None:
+                group = Group.objects.create(name=data.display_name)
+            scim_group = ScimGroup.objects.create(group=group, issuer=token.issuer, external_id=data.external_id)
+    except IntegrityError as exc:  # the same group provisioned concurrently
+        raise ApprovalError("Another group has this displayName.", "conflict") from exc
     changes = _members_set(token, group, data.members)
     audit(
         action="scim_group_created",
