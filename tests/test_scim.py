@@ -464,3 +464,45 @@ def test_any_group_patch_keeps_the_group_or_is_refused(scim, operations):
     assert scim_group.group.name and scim_group.group.name != APPROVER_ACCESS_GROUP
     if response.status_code == 200:
         assert response.json()["displayName"] == scim_group.group.name
+
+
+def test_linking_an_account_an_admin_disabled_reactivates_it_only_visibly(scim):
+    existing = make_user("alice", sub="okta-alice")
+    User.objects.filter(pk=existing.pk).update(is_active=False)
+    provision(scim)
+    existing.refresh_from_db()
+    assert existing.is_active
+    assert AuditEvent.objects.filter(action="scim_user_reactivated", data__user_id=existing.pk).exists()
+
+
+def test_linking_an_active_sso_account_as_inactive_deprovisions_it(scim):
+    existing = make_user("alice", sub="okta-alice")
+    browser = signed_in(existing)
+    provision(scim, active=False)
+    existing.refresh_from_db()
+    assert not existing.is_active and browser.get("/").status_code == 302
+    assert AuditEvent.objects.filter(action="scim_user_deactivated", data__user_id=existing.pk).exists()
+
+
+def test_a_put_that_leaves_out_active_does_not_reactivate_a_deprovisioned_account(scim):
+    body = provision(scim, active=False)
+    replaced = user_body(displayName="Alice A.")
+    del replaced["active"]
+    response = scim.call("PUT", f"Users/{body['id']}", replaced)
+    assert response.status_code == 200 and response.json()["active"] is False
+    assert not User.objects.get(oidc_sub="okta-alice").is_active
+
+
+def test_listing_groups_without_members_reads_no_members(scim, django_assert_max_num_queries):
+    alice = provision(scim)
+    for index in range(5):
+        body = {"schemas": [GROUP_SCHEMA], "displayName": f"group-{index}", "members": [{"value": alice["id"]}]}
+        assert scim.call("POST", "Groups", body).status_code == 201
+    with django_assert_max_num_queries(8):
+        listed = scim.call("GET", 'Groups?excludedAttributes=members&filter=displayName eq "group-3"').json()
+    assert [group["displayName"] for group in listed["Resources"]] == ["group-3"]
+    assert "members" not in listed["Resources"][0]
+    full = scim.call("GET", "Groups").json()
+    assert all(
+        group["members"] == [{"value": alice["id"], "$ref": alice["meta"]["location"]}] for group in full["Resources"]
+    )

@@ -131,7 +131,9 @@ def parse_user(body: dict) -> ScimUserData:
             kept_emails.append(entry)
         if sum(1 for entry in kept_emails if entry.get("primary")) > 1:
             raise invalid("At most one email is primary.")
-    active = True if fields.get("active") is None else _boolean(fields.get("active"), "active")
+    # Absent: true for a new account, unchanged for an existing one (a PUT that leaves it out
+    # must not reactivate a deprovisioned account).
+    active = None if fields.get("active") is None else _boolean(fields.get("active"), "active")
     primary = next((e["value"] for e in kept_emails if e.get("primary")), None)
     work = next((e["value"] for e in kept_emails if e.get("type") == "work"), None)
     email = primary or work or (kept_emails[0]["value"] if kept_emails else "")

@@ -50,7 +50,8 @@ class ScimUserData:
     family_name: str = ""
     display_name: str = ""
     email: str = ""
-    active: bool = True
+    # None: not said (true for a new account, unchanged for an existing one).
+    active: bool | None = True
     # The declared SCIM attributes as sent (name, displayName, emails): returned as they came.
     attributes: dict = field(default_factory=dict)
 
@@ -138,8 +139,8 @@ def scim_user_create(*, token: ScimToken, data: ScimUserData) -> ScimUser:
         user = User(username=_username(token.issuer, subject), oidc_issuer=token.issuer, oidc_sub=subject)
         user.set_unusable_password()
     _user_fields_set(user, data)
-    was_active = created or user.is_active
-    user.is_active = data.active
+    if created:
+        user.is_active = data.active is not False
     try:
         with transaction.atomic():
             user.save()
@@ -167,11 +168,15 @@ def scim_user_create(*, token: ScimToken, data: ScimUserData) -> ScimUser:
         user_id=user.pk,
         email=user.email,
         user_name=data.user_name,
-        active=data.active,
+        active=data.active is not False,
         **_token_fields(token),
     )
-    if not data.active and was_active and not created:
+    if not created and user.is_active and data.active is False:
         _deprovision(user, token=token, reason="active: false")
+    elif not created and not user.is_active and data.active is not False:
+        # The IdP is the source of truth once it provisions an account: a DELETEd (or disabled)
+        # account provisioned again as active is active again — audited as such.
+        _reactivate(user, token=token)
     return scim_user
 
 
@@ -201,7 +206,8 @@ def scim_user_replace(*, token: ScimToken, scim_id, data: ScimUserData) -> ScimU
     scim_user.display_name = data.display_name
     scim_user.attributes = data.attributes
     scim_user.save()
-    after = {"email": user.email, "user_name": scim_user.user_name, "active": data.active}
+    active = user.is_active if data.active is None else data.active
+    after = {"email": user.email, "user_name": scim_user.user_name, "active": active}
     audit(
         action="scim_user_updated",
         request=None,
@@ -212,9 +218,9 @@ def scim_user_replace(*, token: ScimToken, scim_id, data: ScimUserData) -> ScimU
         **({"subject_changed_not_relinked": True} if relinked else {}),
         **_token_fields(token),
     )
-    if user.is_active and not data.active:
+    if user.is_active and not active:
         _deprovision(user, token=token, reason="active: false")
-    elif not user.is_active and data.active:
+    elif not user.is_active and active:
         _reactivate(user, token=token)
     return scim_user
 
