@@ -25,6 +25,7 @@ from mozilla_django_oidc.views import OIDCLogoutView
 
 from approvals.models import User
 from approvals.roles import APPROVER_ACCESS_GROUP
+from approvals.services.scim import scim_managed_group_names
 from approvals.services.slack_identities import user_sso_verified
 
 logger = logging.getLogger(__name__)
@@ -85,6 +86,9 @@ class PortalOIDCBackend(OIDCAuthenticationBackend):
         return {**id_token_claims, **claims, "iss": payload["iss"]}
 
     def verify_claims(self, claims) -> bool:
+        if not self._subject(claims):
+            logger.warning("sign-in refused: the IdP sent no %s claim", settings.OIDC_SUBJECT_CLAIM)
+            return False
         email = str(claims.get("email") or "").strip().lower()
         if not email or "@" not in email:
             logger.warning("sign-in refused: the IdP sent no email")
@@ -100,13 +104,19 @@ class PortalOIDCBackend(OIDCAuthenticationBackend):
             return False
         return True
 
+    def get_user(self, user_id):
+        # The library returns deactivated accounts too: a session that outlived a
+        # deprovisioning (any session engine) is anonymous from its next request on.
+        user = super().get_user(user_id)
+        return user if user is not None and user.is_active else None
+
     def filter_users_by_claims(self, claims):
-        return self.UserModel.objects.filter(oidc_issuer=claims["iss"], oidc_sub=claims["sub"])
+        return self.UserModel.objects.filter(oidc_issuer=claims["iss"], oidc_sub=self._subject(claims))
 
     @transaction.atomic
     def create_user(self, claims) -> User:
         user = self.UserModel.objects.create_user(
-            username=self._username(claims), oidc_issuer=claims["iss"], oidc_sub=claims["sub"]
+            username=self._username(claims), oidc_issuer=claims["iss"], oidc_sub=self._subject(claims)
         )
         return self.update_user(user, claims)
 
@@ -128,6 +138,10 @@ class PortalOIDCBackend(OIDCAuthenticationBackend):
         user.save()
         wanted = (groups | {APPROVER_ACCESS_GROUP}) if is_approver else groups
         current = set(user.groups.values_list("name", flat=True))
+        # Groups the IdP provisions by SCIM keep SCIM's membership: a token minted before a
+        # removal must not add it back (docs/scim.md, "Which source wins").
+        managed = scim_managed_group_names()
+        wanted = (wanted - managed) | (current & managed)
         if current != wanted:
             user.groups.set([Group.objects.get_or_create(name=name)[0] for name in sorted(wanted)])
         return user
@@ -144,9 +158,16 @@ class PortalOIDCBackend(OIDCAuthenticationBackend):
         return {str(name)[:150] for name in value if str(name).strip()}
 
     @staticmethod
-    def _username(claims) -> str:
+    def _subject(claims) -> str:
+        """The claim that keys accounts: `sub`, or what OIDC_SUBJECT_CLAIM names (Entra ID's `oid`,
+        which its SCIM provisioning can send as externalId; its `sub` is per application)."""
+        value = claims.get(settings.OIDC_SUBJECT_CLAIM)
+        return str(value)[:255] if isinstance(value, str | int) and str(value).strip() else ""
+
+    @classmethod
+    def _username(cls, claims) -> str:
         # Unique and stable; humans see the email, not this.
-        digest = hashlib.sha256(f"{claims['iss']}|{claims['sub']}".encode()).hexdigest()[:32]
+        digest = hashlib.sha256(f"{claims['iss']}|{cls._subject(claims)}".encode()).hexdigest()[:32]
         return f"oidc-{digest}"
 
 

@@ -394,6 +394,20 @@ class AuditAction(models.TextChoices):
     SLACK_BINDING_REFUSED = "slack_binding_refused"
     SERVICE_ACCOUNT_CREATED = "service_account_created"
     SERVICE_ACCOUNT_SAVED = "service_account_saved"
+    SCIM_USER_CREATED = "scim_user_created"
+    SCIM_USER_LINKED = "scim_user_linked"
+    SCIM_USER_UPDATED = "scim_user_updated"
+    SCIM_USER_DELETED = "scim_user_deleted"
+    SCIM_USER_REACTIVATED = "scim_user_reactivated"
+    SCIM_USER_DEACTIVATED = "scim_user_deactivated"
+    APPROVER_DEPROVISIONED = "approver_deprovisioned"
+    SCIM_GROUP_CREATED = "scim_group_created"
+    SCIM_GROUP_UPDATED = "scim_group_updated"
+    SCIM_GROUP_DELETED = "scim_group_deleted"
+    SCIM_TOKEN_CREATED = "scim_token_created"  # noqa: S105 - an audit action, not a secret
+    SCIM_TOKEN_REVOKED = "scim_token_revoked"  # noqa: S105 - an audit action, not a secret
+    SCIM_TOKEN_ROTATED = "scim_token_rotated"  # noqa: S105 - an audit action, not a secret
+    SCIM_AUTH_REFUSED = "scim_auth_refused"
 
 
 class AuditEventQuerySet(models.QuerySet):
@@ -674,6 +688,7 @@ class Notification(models.Model):
         QUESTION = "question", "Question for the requester"
         ANSWER = "answer", "The requester answered"
         REOPENED = "reopened", "Reopened: a vote no longer counts"
+        APPROVER_LOST = "approver_lost", "An approver was deprovisioned"
 
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"
@@ -824,3 +839,89 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} of {self.user_id}"
+
+
+class ScimToken(models.Model):
+    """A bearer token an IdP's SCIM client presents (docs/scim.md). Only its SHA-256 digest is
+    stored: the secret is shown once, when an admin creates or rotates it.
+
+    `issuer` is the OIDC issuer whose accounts this token provisions: the users it creates are
+    the accounts SSO signs in to from that issuer, and it sees no one else's.
+    """
+
+    class SubjectAttribute(models.TextChoices):
+        EXTERNAL_ID = "externalId", "externalId"
+        USER_NAME = "userName", "userName"
+
+    name = models.CharField(max_length=100)
+    issuer = models.CharField(max_length=255)
+    # The SCIM attribute that carries the IdP's OIDC subject (what SSO signs in with).
+    subject_attribute = models.CharField(
+        max_length=16, choices=SubjectAttribute.choices, default=SubjectAttribute.EXTERNAL_ID
+    )
+    # The first characters of the secret: tells tokens apart in the admin and the audit trail.
+    prefix = models.CharField(max_length=16, editable=False)
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    # Rotation: the token that replaced this one.
+    replaced_by = models.OneToOneField("self", null=True, blank=True, on_delete=models.PROTECT, related_name="replaces")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "SCIM token"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class ScimUser(models.Model):
+    """A portal account provisioned by SCIM: the link between the IdP's SCIM resource and the
+    account SSO signs in to (User.oidc_issuer, User.oidc_sub)."""
+
+    scim_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="scim")
+    issuer = models.CharField(max_length=255)
+    user_name = models.CharField(max_length=255)
+    external_id = models.CharField(max_length=255, blank=True, default="")
+    display_name = models.CharField(max_length=255, blank=True, default="")
+    # The SCIM attributes the portal declares (name, displayName, emails), as the IdP sent them.
+    attributes = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+    # SCIM DELETE: the account stays (deactivated, so votes and audit keep their author), the
+    # SCIM resource is gone. Provisioning the same subject again links it anew.
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                Upper("user_name"), "issuer", condition=Q(deleted_at__isnull=True), name="scim_user_unique_user_name"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.user_name
+
+
+class ScimGroup(models.Model):
+    """A group the IdP manages through SCIM: its membership comes from SCIM, not from ID tokens."""
+
+    scim_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    group = models.OneToOneField("auth.Group", on_delete=models.CASCADE, related_name="scim")
+    issuer = models.CharField(max_length=255)
+    external_id = models.CharField(max_length=255, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return self.group.name

@@ -204,6 +204,8 @@ OIDC_REQUIRE_VERIFIED_EMAIL = env.bool("OIDC_REQUIRE_VERIFIED_EMAIL", default=Tr
 OIDC_ALLOWED_EMAIL_DOMAINS = [d.lower().lstrip("@") for d in env.list("OIDC_ALLOWED_EMAIL_DOMAINS", default=[])]
 # Which claim carries the user's groups, and which groups make a user a portal admin.
 OIDC_GROUPS_CLAIM = env.str("OIDC_GROUPS_CLAIM", default="groups")
+# The claim that keys accounts (with the issuer). Entra ID: "oid" — what SCIM can send as externalId.
+OIDC_SUBJECT_CLAIM = env.str("OIDC_SUBJECT_CLAIM", default="sub")
 OIDC_ADMIN_GROUPS = env.list("OIDC_ADMIN_GROUPS", default=["portal-admins"])
 # Every other signed-in user may use the admin as an approver: staff with only the approver
 # permissions, seeing only the requests they may decide or decided (approvals/roles.py).

@@ -17,5 +17,6 @@ urlpatterns = [
     path("oidc/logout/", PortalLogoutView.as_view(), name="oidc_logout"),  # before the library's
     path("oidc/", include("mozilla_django_oidc.urls")),
     path("api/", include("approvals.api.urls")),  # the REST API and its schema (docs/api.md)
+    path("scim/v2/", include("approvals.scim.urls")),  # provisioning from the company's IdP (docs/scim.md)
     path("", include("approvals.urls")),
 ]

@@ -282,19 +282,27 @@ def portal_stack(request, transactional_db, aws, devidp, web_port, log_dir, sett
         env,
         log_dir,
     )
-    worker = Process(
-        "worker",
-        [
-            venv_bin("celery"), "-A", "portal", "worker", "--pool", "solo", "--loglevel", "INFO",
-            "--schedule", str(log_dir / f"beat-{uuid.uuid4().hex[:8]}"),
-            *(worker_args.args if worker_args else ()),
-        ],
-        env,
-        log_dir,
-    )  # fmt: skip
+    workers = []
+
+    def start_worker(name: str = "worker") -> Process:
+        """A Celery worker on this stack (a test that stopped one starts another: a restart)."""
+        workers.append(Process(
+            name,
+            [
+                venv_bin("celery"), "-A", "portal", "worker", "--pool", "solo", "--loglevel", "INFO",
+                "--schedule", str(log_dir / f"beat-{uuid.uuid4().hex[:8]}"),
+                *(worker_args.args if worker_args else ()),
+            ],
+            env,
+            log_dir,
+        ))  # fmt: skip
+        return workers[-1]
+
+    worker = start_worker()
     try:
         wait_for_http(f"http://127.0.0.1:{web_port}/signin/", web.popen, web.log)
-        yield {"url": f"http://127.0.0.1:{web_port}", "web": web, "worker": worker}
+        yield {"url": f"http://127.0.0.1:{web_port}", "web": web, "worker": worker, "start_worker": start_worker}
     finally:
-        worker.stop()
+        for each in workers:
+            each.stop()
         web.stop()

@@ -25,6 +25,7 @@ from approvals.admin import (  # noqa: F401 - each module registers its admin cl
     notifications,
     requests,
     routing,
+    scim_tokens,
     service_accounts,
     slack,
     users,

@@ -48,7 +48,7 @@ def _send_slack(notification: Notification, content: messages.MessageContent) ->
         if is_person:
             with_buttons = messages.may_decide(notification.recipient, request)
         else:  # a group's channel: whoever clicks is checked then
-            with_buttons = notification.kind != Notification.Kind.ESCALATION
+            with_buttons = notification.kind not in (Notification.Kind.ESCALATION, Notification.Kind.APPROVER_LOST)
         text, blocks = slack.request_message(content, with_buttons=with_buttons)
     channel = slack.direct_message_channel(notification.recipient) if is_person else notification.recipient
     return slack.post_message(channel=channel, text=text, blocks=blocks)

@@ -160,6 +160,13 @@ def _approver_content(notification: Notification, request: ApprovalRequest) -> d
             "Still waiting for a decision",
             f"This request has been waiting for a decision for {waiting}.",
         )
+    elif kind == Notification.Kind.APPROVER_LOST:
+        subject, headline, intro = (
+            f"An approver was deprovisioned: {title}",
+            "An approver left",
+            "An approver of this request was deactivated by the company's identity provider (SCIM): "
+            "their vote, if any, no longer counts. Check that someone can still decide it, or reassign it.",
+        )
     else:  # escalation
         subject, headline, intro = (
             f"Escalated: no decision on {title}",
@@ -173,7 +180,7 @@ def _approver_content(notification: Notification, request: ApprovalRequest) -> d
             content[f"{action}_url"] = links.decision_link_url(
                 public_id=request.public_id, approver_email=notification.recipient, action=action
             )
-    if kind == Notification.Kind.ESCALATION:
+    if kind in (Notification.Kind.ESCALATION, Notification.Kind.APPROVER_LOST):
         content["admin_url"] = portal_url(reverse("admin:approvals_approvalrequest_change", args=[request.pk]))
     return content
 

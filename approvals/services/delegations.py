@@ -42,8 +42,8 @@ def _delegate_by_email(email: str) -> User:
     found = list(User.objects.filter(email__iexact=email, is_active=True).order_by("pk")[:2])
     if not found:
         raise ApprovalError(
-            f"Nobody with the email {email} uses the portal yet: they have to sign in once "
-            "before they can stand in for someone.",
+            f"Nobody with the email {email} uses the portal yet: they have to sign in once (or be "
+            "provisioned by the company's identity provider) before they can stand in for someone.",
             "unknown_delegate",
         )
     if len(found) > 1:

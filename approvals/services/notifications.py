@@ -551,3 +551,16 @@ def slack_refusal_record(
         via="slack",
         **data,
     )
+
+
+def approver_lost_notify(*, request: ApprovalRequest) -> list[int]:
+    """Tell the admins (or the escalation group) that `request` lost an approver: deprovisioned
+    by SCIM (services/scim.py). Planned in the caller's transaction, sent after commit."""
+    try:
+        with transaction.atomic():  # a savepoint inside the caller's transaction
+            ids = _create(request, Kind.APPROVER_LOST, _escalation_targets(request))
+    except Exception:
+        logger.exception("could not plan approver_lost notifications for request %s", request.pk)
+        return []
+    _queue_on_commit(ids)
+    return ids
