@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from approvals.models import (
     CALLBACK_IN_FLIGHT,
+    SERVICE_USERNAME_PREFIX,
     ApprovalRequest,
     Assignment,
     AuditAction,
@@ -131,6 +132,9 @@ def scim_user_create(*, token: ScimToken, data: ScimUserData) -> ScimUser:
     _check_user_name(token, data.user_name, scim_user=None)
     user = User.objects.select_for_update().filter(oidc_issuer=token.issuer, oidc_sub=subject).first()
     linked = None
+    if user is not None and user.username.startswith(SERVICE_USERNAME_PREFIX):
+        # A bot's identity (a client id) is not a person's: SCIM never takes over a service account.
+        raise ApprovalError("This identity belongs to a service account, not a person.", "conflict")
     if user is not None:
         linked = ScimUser.objects.filter(user=user).first()
         if linked is not None and linked.deleted_at is None:

@@ -49,12 +49,14 @@ def service_account_save(
     name, issuer, subject, email = name.strip(), issuer.strip(), subject.strip(), email.strip().lower()
     if not (name and issuer and subject):
         raise ApprovalError("A service account needs a name, an issuer and a subject.", "validation_error")
-    if (
-        email
-        and User.objects.filter(email__iexact=email, is_active=True).exclude(service_account__pk=account_id).exists()
-    ):
-        raise ApprovalError("That email belongs to another active account.", "validation_error")
     account = ServiceAccount.objects.select_for_update().filter(pk=account_id).first() if account_id else None
+    others = User.objects.exclude(pk=account.user_id) if account is not None else User.objects.all()
+    if email and others.filter(email__iexact=email, is_active=True).exists():
+        # Assignments name people by email: a bot with a person's email would be that person's assignee too.
+        raise ApprovalError("That email belongs to another active account.", "validation_error")
+    if others.filter(oidc_issuer=issuer, oidc_sub=subject).exists():
+        # The token's (iss, sub) picks one account: a person's (SSO, SCIM) or this bot's, never both.
+        raise ApprovalError("That issuer and subject are another account's identity.", "validation_error")
     if account is None:
         user = User.objects.create_user(username=_service_username(issuer, subject))
         user.set_unusable_password()
