@@ -166,7 +166,17 @@ def test_a_worker_whose_database_sessions_are_terminated_mid_run_loses_nothing_a
         # (with a connection per task only the consumer's would).
         assert len(kept) >= 2, f"worker connections not kept across tasks: {kept_before} then {kept}"
 
-        # 2. PostgreSQL ends every worker session again and again while messages and callbacks flow.
+        # 2. PostgreSQL ends the idle worker's sessions (a restart between tasks): each task's health
+        # check replaces its connection before using it, so no task fails for it.
+        log_mark = len(worker.output())
+        assert terminator.terminate_all() >= 2
+        idle = start_executions(demo_state_machine, 4)
+        approve_as_they_arrive(idle, approver)
+        wait_for(lambda: all_delivered(idle), timeout=90)
+        failed = [line for line in worker.output()[log_mark:].splitlines() if "raised unexpected" in line]
+        assert failed == [], failed
+
+        # 3. PostgreSQL ends every worker session again and again while messages and callbacks flow.
         third = start_executions(demo_state_machine, 30)
         terminated: list[int] = []
         stop = threading.Event()
@@ -185,7 +195,7 @@ def test_a_worker_whose_database_sessions_are_terminated_mid_run_loses_nothing_a
         assert sum(terminated) > 0, "the fault never hit a worker session"
         wait_for(lambda: all_delivered(third), timeout=120)
 
-        # 3. Recovered: new work goes through with nothing terminating any more.
+        # 4. Recovered: new work goes through with nothing terminating any more.
         fourth = start_executions(demo_state_machine, 5)
         approve_as_they_arrive(fourth, approver)
         wait_for(lambda: all_delivered(fourth), timeout=90)
@@ -194,7 +204,7 @@ def test_a_worker_whose_database_sessions_are_terminated_mid_run_loses_nothing_a
         worker.stop()
         terminator.close()
 
-    executions = first + second + third + fourth
+    executions = first + second + idle + third + fourth
     # Every execution's message became exactly one request, and its decision reached Step Functions once.
     assert ApprovalRequest.objects.filter(execution_arn__in=executions).count() == len(executions)
     assert ApprovalRequest.objects.values("execution_arn").distinct().count() == len(executions)
