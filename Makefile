@@ -65,7 +65,7 @@ validate: $(VENV)/.installed-dev
 
 ## Measure every hot path beside a bare baseline (bench/run.py, docs/benchmarks.md): starts the
 ## moto server, web and Celery workers on PostgreSQL (DATABASE_URL's server, its own database) and
-## Redis (CELERY_BROKER_URL); prints a table, writes bench/results.json. QUICK=1: a smoke run (< 2 min).
+## Redis (CELERY_BROKER_URL); prints a table, writes bench/results.json. QUICK=1: a smoke run (< 3 min).
 bench: $(VENV)/.installed-dev
 	QUICK=$(QUICK) $(PY) bench/run.py
 

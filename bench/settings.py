@@ -14,9 +14,3 @@ from portal.settings import VAR_DIR
 
 ROOT_URLCONF = "bench.baseline_urls"
 STATIC_ROOT = VAR_DIR / "bench" / "static"
-
-# Optional, for the "what would close it" runs in docs/benchmarks.md: Celery's Django fixup closes
-# every database connection before and after each task unless CELERY_DB_REUSE_MAX is set, so
-# each task opens a new PostgreSQL connection. BENCH_CELERY_DB_REUSE_MAX=<n> measures the fix.
-if env.int("BENCH_CELERY_DB_REUSE_MAX", default=0):  # noqa: F405 - portal.settings' env
-    CELERY_DB_REUSE_MAX = env.int("BENCH_CELERY_DB_REUSE_MAX")  # noqa: F405

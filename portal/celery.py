@@ -10,7 +10,10 @@ app = Celery("portal")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(["approvals"])  # approvals.tasks: every task module
 
-from worker import observability  # noqa: E402, F401 - the worker's logging, metrics and log-context signals
+# The worker's signal handlers, in this order: health-checked database connections around every
+# task (worker/connections.py) before the logging, metrics and log context (whose task_prerun
+# handler queries the database).
+from worker import connections, observability  # noqa: E402, F401
 
 
 def _install_queue_consumer() -> None:

@@ -356,6 +356,14 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {}
 if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     # Redis's own socket timeouts (the SQLite and AMQP transports take other options).
     CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 3, "socket_timeout": 5}
+# Workers keep their database connections across tasks. Without this Celery's Django fixup closes
+# every connection before and after each task, so each task opened a new PostgreSQL connection
+# and CONN_MAX_AGE never applied in a worker. With it the fixup closes them only every N tasks,
+# and worker/connections.py runs Django's close_old_connections() before and after each task as
+# Django does around a web request: CONN_MAX_AGE and CONN_HEALTH_CHECKS (Database block) then
+# apply in workers too, so a connection PostgreSQL dropped (restart, failover,
+# pg_terminate_backend) is replaced before the task uses it. 0 turns reuse off.
+CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000) or None
 CALLBACK_SWEEP_SECONDS = env.float("CALLBACK_SWEEP_SECONDS", default=30.0)
 HEARTBEAT_SWEEP_SECONDS = env.float("HEARTBEAT_SWEEP_SECONDS", default=30.0)
 # How often the retention sweep erases the tokens of requests closed TOKEN_RETENTION_DAYS ago.

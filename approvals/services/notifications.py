@@ -227,6 +227,20 @@ def _publish(notification_ids: list[int]) -> None:
             return
 
 
+def _raise_if_caller_transaction_lost() -> None:
+    """Inside `except`: re-raise when the failure took the caller's transaction down with it.
+
+    A failure inside the planning savepoint is the notifications' own only while the savepoint
+    could be rolled back. When the connection itself broke (PostgreSQL restarted or ended the
+    session), Django cannot roll back to the savepoint and marks the whole transaction for
+    rollback; swallowing the error then would let the caller return normally from a transaction
+    that silently rolls back — an ingest would report a message stored (and the consumer would
+    delete it) that never was.
+    """
+    if transaction.get_connection().needs_rollback:
+        raise  # noqa: PLE0704 - called from an except block: re-raises the exception being handled
+
+
 def _queue_on_commit(notification_ids: list[int]) -> None:
     if notification_ids:
         transaction.on_commit(lambda: _publish(notification_ids), robust=True)
@@ -256,6 +270,7 @@ def approval_notify(
                 targets = _approver_targets(request, users=users, groups=groups)
             ids = _create(request, kind, targets)
     except Exception:
+        _raise_if_caller_transaction_lost()
         logger.exception("could not plan %s notifications for request %s", kind, request.pk)
         return []
     _queue_on_commit(ids)
@@ -304,6 +319,7 @@ def conversation_notify(*, request: ApprovalRequest, message: InfoMessage) -> li
                 kind = Kind.ANSWER
             ids = _create(request, kind, targets, now=message.created_at)
     except Exception:
+        _raise_if_caller_transaction_lost()
         logger.exception("could not plan %s notifications for request %s", message.kind, request.pk)
         return []
     _queue_on_commit(ids)

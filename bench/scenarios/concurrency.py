@@ -6,9 +6,10 @@ against gunicorn as the Procfile runs it (2 workers × 4 threads). Celery worker
 deliver the callbacks meanwhile, to the fake Step Functions endpoint of scenario 4 (moto would
 refuse the made-up tokens, and a refused callback closes its request).
 Measured: decisions per second, every POST's latency, errors (anything but the redirect to the
-result page), and double decisions (a request with more than one decision audit event or
-callback, or decided by someone it was not assigned to). A contested round then has all 20
-clients POST the same request at once: exactly one may win.
+result page), double decisions (a request with more than one decision audit event, or decided by
+someone it was not assigned to) and double callbacks (a request with other than exactly one
+callback row). A contested round then has all 20 clients POST the same request at once: exactly
+one may win, and the request has exactly one callback.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ def round_of(bench, users: list, per_client: int, run: str) -> dict:
         "errors": sum(status != 302 for _, status in results),
         "latency": common.summarize_ms([ms for ms, _ in results]),
         "doubles": double_decisions(all_ids),
+        "double_callbacks": double_callbacks(all_ids),
     }
 
 
@@ -88,9 +90,21 @@ def double_decisions(public_ids: list) -> int:
     return wrong
 
 
+def double_callbacks(public_ids: list) -> int:
+    """Requests with other than exactly one callback (outbox row), or whose callback was sent more
+    than once (the fake Step Functions endpoint accepts every call: one attempt is all it takes)."""
+    from django.db.models import Count
+
+    from approvals.models import ApprovalRequest, Callback
+
+    rows = ApprovalRequest.objects.filter(public_id__in=public_ids).annotate(callbacks=Count("callback"))
+    resent = Callback.objects.filter(request__public_id__in=public_ids, attempts__gt=1).count()
+    return rows.exclude(callbacks=1).count() + resent
+
+
 def contested(bench, users: list, rounds: int) -> dict:
     """All clients POST the same request at once; exactly one decision may come out of it."""
-    from approvals.models import ApprovalRequest, Assignment
+    from approvals.models import ApprovalRequest, Assignment, Callback
 
     outcomes = []
     sessions = [common.signed_in_session(user, bench.web_url) for user in users]
@@ -107,13 +121,18 @@ def contested(bench, users: list, rounds: int) -> dict:
         with ThreadPoolExecutor(max_workers=len(sessions)) as pool:
             statuses = list(pool.map(attempt, sessions))
         outcomes.append(
-            {"won": statuses.count(302), "refused": sum(s in {403, 409} for s in statuses), "statuses": statuses}
+            {
+                "won": statuses.count(302),
+                "refused": sum(s in {403, 409} for s in statuses),
+                "statuses": statuses,
+                "callbacks": Callback.objects.filter(request=request).count(),
+            }
         )
-    doubles = sum(o["won"] != 1 for o in outcomes)
+    doubles = sum(o["won"] != 1 or o["callbacks"] != 1 for o in outcomes)
     return {
         "rounds": rounds,
         "doubles_or_none": doubles,
-        "outcomes": [{k: o[k] for k in ("won", "refused")} for o in outcomes],
+        "outcomes": [{k: o[k] for k in ("won", "refused", "callbacks")} for o in outcomes],
     }
 
 
@@ -131,7 +150,7 @@ def run(bench) -> None:
     fight = contested(bench, users, sizes["concurrency_contested"])
     rss = bench.rss()
     for label, result in (("1 client", single), (f"{clients} clients", many)):
-        ok = result["errors"] == 0 and result["doubles"] == 0
+        ok = result["errors"] == 0 and result["doubles"] == 0 and result["double_callbacks"] == 0
         bench.rows.append(
             Row(
                 "6 concurrency",
@@ -145,7 +164,8 @@ def run(bench) -> None:
                 ratio=result["rate"] / single["rate"] if result is many else None,
                 goal="0 errors, 0 doubles",
                 passed=ok,
-                notes=f"errors {result['errors']}, double decisions {result['doubles']}"
+                notes=f"errors {result['errors']}, double decisions {result['doubles']}, requests without exactly "
+                f"one callback {result['double_callbacks']}"
                 + (f"; {clients} ÷ 1 throughput = {result['rate'] / single['rate']:.2f}" if result is many else ""),
                 extra={k: v for k, v in result.items() if k != "latency"},
             )
@@ -157,8 +177,8 @@ def run(bench) -> None:
             n=fight["rounds"],
             goal="exactly 1 wins",
             passed=fight["doubles_or_none"] == 0,
-            notes=f"{fight['rounds']} rounds; per round won/refused: "
-            + ", ".join(f"{o['won']}/{o['refused']}" for o in fight["outcomes"]),
+            notes=f"{fight['rounds']} rounds; per round won/refused/callbacks: "
+            + ", ".join(f"{o['won']}/{o['refused']}/{o['callbacks']}" for o in fight["outcomes"]),
             extra=fight,
         )
     )

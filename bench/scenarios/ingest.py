@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 import threading
@@ -48,31 +49,33 @@ def make_queue(endpoint: str, name: str) -> str:
 # recomputes every queue attribute), so a deep queue measures the emulator, not the consumer; real
 # SQS does not slow down with depth. The feeder keeps at most this many messages sent but not yet
 # consumed, for the portal and the baseline alike. It learns what was consumed from the consumer's
-# side (rows in the database; the baseline loop's progress), not by asking the emulator, which
-# would cost the emulator CPU that both consumers need.
+# side (PostgreSQL's commit notifications, bench/progress.py; the baseline loop's output), never
+# by asking the emulator (which would cost the emulator CPU that both consumers need) nor by
+# querying the database in a loop (which would cost PostgreSQL CPU the portal needs).
 MAX_DEPTH = 40
+NOTIFICATION_POLL_SECONDS = 0.25  # the notifications' progress: at most 4 queries a second
 
 
 def send_batches(
     endpoint: str, queue_url: str, bodies: list[str], consumed: Callable[[], int], *, max_depth: int = MAX_DEPTH
-) -> float:
+) -> tuple[float, list[str]]:
     """SendMessageBatch, 10 at a time, never more than `max_depth` ahead of the consumer.
 
-    Returns when the first call started.
+    Returns when the first call started, and the message ids SQS gave the messages.
     """
     sqs = sqs_client(endpoint)
     started = time.time()
-    sent = 0
-    while sent < len(bodies):
-        if sent - consumed() + 10 > max_depth:
-            time.sleep(0.005)
+    sent: list[str] = []
+    while len(sent) < len(bodies):
+        if len(sent) - consumed() + 10 > max_depth:
+            time.sleep(0.005)  # an in-memory count: no query
             continue
-        entries = [{"Id": str(i), "MessageBody": body} for i, body in enumerate(bodies[sent : sent + 10])]
+        entries = [{"Id": str(i), "MessageBody": body} for i, body in enumerate(bodies[len(sent) : len(sent) + 10])]
         response = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
         if response.get("Failed"):
             raise RuntimeError(f"SendMessageBatch refused {len(response['Failed'])} messages")
-        sent += len(entries)
-    return started
+        sent += [entry["MessageId"] for entry in response["Successful"]]
+    return started, sent
 
 
 def bodies(count: int, run: str) -> list[str]:
@@ -85,47 +88,98 @@ def request_count() -> int:
     return ApprovalRequest.objects.count()
 
 
-class RowCounter:
-    """Requests committed since it was made: max(id) on its own autocommit connection (cheap, exact:
-    only ingestion inserts requests during the scenario, and ids come from one sequence)."""
+def _one(database_url: str, sql: str, params: list | None = None) -> tuple:
+    import psycopg
 
-    def __init__(self, database_url: str):
-        import psycopg
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        return connection.execute(sql, params or []).fetchone()
 
-        self.connection = psycopg.connect(database_url, autocommit=True)
-        self.base = self._max_id()
 
-    def _max_id(self) -> int:
-        return self.connection.execute("SELECT coalesce(max(id), 0) FROM approvals_approvalrequest").fetchone()[0]
+def _mail_files(bench) -> int:
+    return sum(1 for _ in bench.mail_dir.glob("*.log")) if bench.mail_dir.is_dir() else 0
 
-    def __call__(self) -> int:
-        return self._max_id() - self.base
 
-    def close(self) -> None:
-        self.connection.close()
+def wait_for_notifications(database_url: str, after_request_id: int, requests: int, deadline: float) -> dict:
+    """Until every request above `after_request_id` has its notifications planned and none is
+    pending any more; polled at most 4 times a second, on one connection."""
+    import psycopg
+
+    sql = """
+        SELECT count(DISTINCT request_id), count(*) FILTER (WHERE status = 'pending'),
+               count(*) FILTER (WHERE status = 'sent'), count(*), max(updated_at)
+        FROM approvals_notification WHERE request_id > %s
+    """
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        while True:
+            planned_for, pending, sent, total, last = connection.execute(sql, [after_request_id]).fetchone()
+            if planned_for >= requests and pending == 0:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"notifications: {pending} of {total} still pending, {requests - planned_for} requests without "
+                    "any, after the deadline"
+                )
+            time.sleep(NOTIFICATION_POLL_SECONDS)
+    return {"sent": sent, "total": total, "not_sent": total - sent, "last": last.timestamp() if last else 0.0}
 
 
 def portal_ingest(bench, count: int, run: str) -> dict:
-    """Send `count` messages to the portal's queue and time until they are all requests."""
+    """Send `count` messages to the portal's queue; time until every one is a committed request
+    and every notification those requests caused left `pending` (sent, or failed/skipped)."""
     payload = bodies(count, run)
-    feeder_counter, counter = RowCounter(bench.database_url), RowCounter(bench.database_url)
-    started: list[float] = []
-    sender = threading.Thread(
-        target=lambda: started.append(send_batches(bench.moto_url, bench.queue_url, payload, feeder_counter)),
-        daemon=True,
-    )
+    committed = bench.committed_requests
+    base_id = _one(bench.database_url, "SELECT coalesce(max(id), 0) FROM approvals_approvalrequest")[0]
+    mail_before = _mail_files(bench)
+    mark = committed.count()
+    sent: list = []
+
+    def feed() -> None:
+        try:
+            sent.append(send_batches(bench.moto_url, bench.queue_url, payload, lambda: committed.count() - mark))
+        except Exception as error:  # noqa: BLE001 - reported by the waiting loop below
+            sent.append(error)
+
+    sender = threading.Thread(target=feed, daemon=True)
     sender.start()
-    deadline = time.monotonic() + max(120, count * 0.2)
-    while counter() < count:
+    deadline = time.monotonic() + max(120, count * 0.3)
+    while True:  # in-memory checks only: the listener thread records the commits
+        if sent and isinstance(sent[0], Exception):
+            raise sent[0]
+        missing = [mid for mid in sent[0][1] if mid not in committed.seen] if sent else None
+        if missing == []:
+            break
         if time.monotonic() > deadline:
-            raise RuntimeError(f"only {counter()} of {count} requests after the deadline")
-        time.sleep(0.02)
-    done = time.time()
-    sender.join()
-    feeder_counter.close()
-    counter.close()
-    seconds = done - started[0]
-    return {"n": count, "seconds": round(seconds, 3), "rate": count / seconds}
+            left = len(missing) if missing is not None else count - (committed.count() - mark)
+            raise RuntimeError(f"{left} of {count} messages not committed as requests after the deadline")
+        time.sleep(0.05)
+    started, message_ids = sent[0]
+    rows_done = max(committed.seen[mid] for mid in message_ids)
+    notifications = wait_for_notifications(bench.database_url, base_id, count, deadline)
+    done = max(rows_done, notifications["last"])
+    # Counted by the run's own message ids: each exactly once, and nothing else was inserted.
+    rows, distinct = _one(
+        bench.database_url,
+        "SELECT count(*), count(DISTINCT sqs_message_id) FROM approvals_approvalrequest WHERE sqs_message_id = ANY(%s)",
+        [message_ids],
+    )
+    inserted = _one(bench.database_url, "SELECT count(*) FROM approvals_approvalrequest WHERE id > %s", [base_id])[0]
+    if not (rows == distinct == inserted == count) or committed.duplicates:
+        raise RuntimeError(
+            f"{count} messages sent: {rows} requests with their message ids, {distinct} distinct, {inserted} inserted, "
+            f"{committed.duplicates} message ids committed twice"
+        )
+    seconds = done - started
+    return {
+        "n": count,
+        "seconds": round(seconds, 3),
+        "rows_seconds": round(rows_done - started, 3),
+        "rate": count / seconds,
+        "notifications_sent": notifications["sent"],
+        "notifications_not_sent": notifications["not_sent"],
+        "notification_rate": notifications["sent"] / seconds,
+        "mail_files": _mail_files(bench) - mail_before,
+        "distinct_requests": distinct,
+    }
 
 
 def start_baseline_loop(bench, queue_url: str, count: int, wait: int, out, *, progress: bool = False):
@@ -156,7 +210,7 @@ def baseline_ingest(bench, count: int, run: str, *, wait: int = 10) -> dict:
     reader = threading.Thread(target=read_progress, daemon=True)
     reader.start()
     time.sleep(1.5)  # the loop is up and long-polling (boto3's import takes most of this)
-    started = send_batches(bench.moto_url, queue_url, bodies(count, run), lambda: progress[0])
+    started, _ = send_batches(bench.moto_url, queue_url, bodies(count, run), lambda: progress[0])
     loop.wait(timeout=max(120, count * 0.2))
     reader.join(timeout=5)
     result = json.loads(out.read_text())
@@ -164,6 +218,18 @@ def baseline_ingest(bench, count: int, run: str, *, wait: int = 10) -> dict:
         raise RuntimeError(f"the baseline loop received {result['count']} of {count}")
     seconds = result["done"] - started
     return {"n": count, "seconds": round(seconds, 3), "rate": count / seconds}
+
+
+def comparable_count(portal_seconds: float, baseline_rate: float, n: int, *, most: int = 5) -> int:
+    """How many messages give the baseline a window about as long as the portal's (a baseline of
+    1 s beside a portal run of 40 s is not comparable: warm-up and noise weigh differently): at
+    least the portal's count, at most `most` times it, in whole batches of 10."""
+    wanted = int(portal_seconds * baseline_rate)
+    return max(n, min(most * n, wanted)) // 10 * 10
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
 
 
 def exercise_web(bench, times: int) -> None:
@@ -185,30 +251,72 @@ def run(bench) -> None:
     from approvals.models import IngestError
 
     sizes = bench.sizes
-    n, warm = sizes["ingest_n"], sizes["ingest_warmup"]
+    n, warm, repeats = sizes["ingest_n"], sizes["ingest_warmup"], sizes["repeats"]
     if bench.worker is None:
         bench.start_worker(concurrency=1)
 
     # Warm-up: the consumer's connections, moto's queue, PostgreSQL's caches; then memory point 1.
-    portal_ingest(bench, warm, "warm")
-    baseline_ingest(bench, min(warm, 500), "warm")
+    warm_portal = portal_ingest(bench, warm, "warm")
+    baseline_rate = baseline_ingest(bench, min(warm, 500), "warm")["rate"]
     exercise_web(bench, sizes["ingest_web_rounds"])
     memory_1 = bench.rss()
     total_1 = request_count()
 
-    moto_cpu = stack.cpu_seconds(bench.moto)
-    baseline = baseline_ingest(bench, n, "measured")
-    baseline["moto_cpu_ms_per_msg"] = round(1000 * (stack.cpu_seconds(bench.moto) - moto_cpu) / n, 2)
-    moto_cpu, worker_cpu = stack.cpu_seconds(bench.moto), stack.cpu_seconds(bench.worker)
-    pool_cpu = stack.cpu_seconds(bench.worker, children_only=True)
-    with bench.profiling("ingest", bench.worker, thread_filter="consume_once"):
-        portal = portal_ingest(bench, n, "measured")
-    portal["moto_cpu_ms_per_msg"] = round(1000 * (stack.cpu_seconds(bench.moto) - moto_cpu) / n, 2)
-    portal["worker_cpu_ms_per_msg"] = round(1000 * (stack.cpu_seconds(bench.worker) - worker_cpu) / n, 2)
-    # The pool's children run the tasks ingestion queues (the approvers' notifications).
-    portal["pool_cpu_ms_per_msg"] = round(
-        1000 * (stack.cpu_seconds(bench.worker, children_only=True) - pool_cpu) / n, 2
-    )
+    # `repeats` pairs, alternating which goes first (P B, B P, P B), so that a drift of the machine's
+    # load during the scenario weighs on both sides alike. The baseline's count is sized so that its
+    # window is comparable to the portal's (comparable_count).
+    portals: list[dict] = []
+    baselines: list[dict] = []
+    moto_cpu = worker_cpu = pool_cpu = baseline_moto_cpu = 0.0
+    portal_seconds = n / warm_portal["rate"]
+    for repeat in range(repeats):
+        order = ("portal", "baseline") if repeat % 2 == 0 else ("baseline", "portal")
+        for side in order:
+            if side == "baseline":
+                count = comparable_count(portal_seconds, baseline_rate, n)
+                before = stack.cpu_seconds(bench.moto)
+                result = baseline_ingest(bench, count, f"measured-{repeat}")
+                baseline_moto_cpu += stack.cpu_seconds(bench.moto) - before
+                baseline_rate = result["rate"]
+                baselines.append(result)
+                continue
+            before = (
+                stack.cpu_seconds(bench.moto),
+                stack.cpu_seconds(bench.worker),
+                stack.cpu_seconds(bench.worker, children_only=True),
+            )
+            with bench.profiling("ingest" if repeat == 0 else "", bench.worker, thread_filter="consume_once"):
+                result = portal_ingest(bench, n, f"measured-{repeat}")
+            moto_cpu += stack.cpu_seconds(bench.moto) - before[0]
+            worker_cpu += stack.cpu_seconds(bench.worker) - before[1]
+            # The pool's children run the tasks ingestion queues (the approvers' notifications).
+            pool_cpu += stack.cpu_seconds(bench.worker, children_only=True) - before[2]
+            portal_seconds = result["seconds"]
+            portals.append(result)
+        print(
+            f"ingest repeat {repeat + 1}: portal {portals[-1]['rate']:.0f} rows/s in {portals[-1]['seconds']:.1f}s, "
+            f"baseline {baselines[-1]['rate']:.0f} msg/s in {baselines[-1]['seconds']:.1f}s",
+            flush=True,
+        )
+    ratios = [p["rate"] / b["rate"] for p, b in zip(portals, baselines, strict=True)]
+    ratio = median(ratios)
+    measured = n * repeats
+    portal = {
+        "n": n,
+        "repeats": portals,
+        "rate": median([p["rate"] for p in portals]),
+        "notification_rate": median([p["notification_rate"] for p in portals]),
+        "ratios": [round(r, 3) for r in ratios],
+        "moto_cpu_ms_per_msg": round(1000 * moto_cpu / measured, 2),
+        "worker_cpu_ms_per_msg": round(1000 * worker_cpu / measured, 2),
+        "pool_cpu_ms_per_msg": round(1000 * pool_cpu / measured, 2),
+    }
+    baseline = {
+        "n": baselines[0]["n"],
+        "repeats": baselines,
+        "rate": median([b["rate"] for b in baselines]),
+        "moto_cpu_ms_per_msg": round(1000 * baseline_moto_cpu / sum(b["n"] for b in baselines), 2),
+    }
     errors = IngestError.objects.count()
     exercise_web(bench, sizes["ingest_web_rounds"])
     memory_2 = bench.rss()
@@ -225,15 +333,16 @@ def run(bench) -> None:
         finally:
             second.stop()
 
-    ratio = portal["rate"] / baseline["rate"]
+    windows = ", ".join(f"{p['seconds']:.1f}s/{b['seconds']:.1f}s" for p, b in zip(portals, baselines, strict=True))
     bench.rows.append(
         Row(
             "1 ingest",
             "baseline: boto3 receive+delete",
-            n=n,
+            n=baseline["n"],
             throughput=baseline["rate"],
             throughput_unit=" msg/s",
-            notes="",
+            notes=f"median of {repeats}; counts {[b['n'] for b in baselines]}, sized for windows comparable to the "
+            "portal's",
             extra=baseline,
         )
     )
@@ -243,17 +352,32 @@ def run(bench) -> None:
             "portal: 1 worker (1 consumer)",
             n=n,
             throughput=portal["rate"],
-            throughput_unit=" msg/s",
+            throughput_unit=" rows/s",
             rss_worker=memory_2["worker"],
             rss_web=memory_2["web"],
             ratio=ratio,
             goal="rate ≥ 0.8 × base",
             passed=ratio >= 0.8,
-            notes=f"{portal['seconds']:.1f}s vs baseline {baseline['seconds']:.1f}s; ingest errors: {errors}; "
-            f"CPU per message: worker {portal['worker_cpu_ms_per_msg']} ms (of which its pool's notification "
-            f"tasks {portal['pool_cpu_ms_per_msg']} ms), moto {portal['moto_cpu_ms_per_msg']} ms "
-            f"(baseline: moto {baseline['moto_cpu_ms_per_msg']} ms)",
+            notes=f"median of {repeats} alternating pairs, ratios {portal['ratios']}; each run ends when its last "
+            f"notification left 'pending'; notifications sent {portal['notification_rate']:.1f}/s "
+            f"({sum(p['notifications_sent'] for p in portals)} sent, "
+            f"{sum(p['notifications_not_sent'] for p in portals)} failed/skipped, "
+            f"{sum(p['mail_files'] for p in portals)} mail files); windows portal/baseline: {windows}; "
+            f"rows alone took {[p['rows_seconds'] for p in portals]}s; every run's message ids distinct and counted "
+            f"once; ingest errors: {errors}; CPU per message: worker {portal['worker_cpu_ms_per_msg']} ms (of which "
+            f"its pool's notification tasks {portal['pool_cpu_ms_per_msg']} ms), moto {portal['moto_cpu_ms_per_msg']} "
+            f"ms (baseline: moto {baseline['moto_cpu_ms_per_msg']} ms)",
             extra=portal,
+        )
+    )
+    bench.rows.append(
+        Row(
+            "1 ingest",
+            "portal: notifications sent",
+            n=sum(p["notifications_sent"] for p in portals) // repeats,
+            throughput=portal["notification_rate"],
+            throughput_unit=" sent/s",
+            notes="same runs as the line above: notifications sent ÷ the same window",
         )
     )
     if scaled is not None:
@@ -292,7 +416,8 @@ def run(bench) -> None:
             )
         )
     print(
-        f"ingest: portal {portal['rate']:.0f} msg/s, baseline {baseline['rate']:.0f} msg/s (ratio {ratio:.2f}); "
+        f"ingest: portal {portal['rate']:.0f} rows/s, {portal['notification_rate']:.0f} notifications/s; baseline "
+        f"{baseline['rate']:.0f} msg/s (median ratio {ratio:.2f}); "
         f"memory {memory_1} → {memory_2}",
         flush=True,
     )

@@ -1,8 +1,8 @@
 """Scenario 2: queue-to-inbox latency.
 
 Messages are sent one at a time (SendMessage) at a steady rate. Portal: from just before the
-SendMessage call to the moment its request row is visible to another database session (the
-bench polls new rows every 2 ms on its own connection, so up to ~2 ms of the figure is polling).
+SendMessage call to the moment its request row was committed, as another database session learns
+it: PostgreSQL's notification from the bench's trigger (bench/progress.py), delivered at commit.
 Baseline: a bare boto3 long-poll loop (same wait time, batches of 10) in its own process, on a
 second queue of the same moto server; from the same moment to when its ReceiveMessage returned.
 Goal: portal p95 ÷ baseline p95 ≤ 1.5.
@@ -11,7 +11,6 @@ Goal: portal p95 ÷ baseline p95 ≤ 1.5.
 from __future__ import annotations
 
 import json
-import threading
 import time
 
 from bench import common
@@ -34,48 +33,16 @@ def steady_sender(endpoint: str, queue_url: str, count: int, rate: float, run: s
     return sent
 
 
-class RowWatcher(threading.Thread):
-    """Notes when each new request row (by SQS message id) becomes visible, polling every 2 ms."""
-
-    def __init__(self, database_url: str):
-        import psycopg
-
-        super().__init__(daemon=True)
-        self.connection = psycopg.connect(database_url, autocommit=True)
-        self.last_id = self.connection.execute("SELECT coalesce(max(id), 0) FROM approvals_approvalrequest").fetchone()[
-            0
-        ]
-        self.seen: dict[str, float] = {}
-        self.stopping = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopping.is_set():
-            rows = self.connection.execute(
-                "SELECT id, sqs_message_id FROM approvals_approvalrequest WHERE id > %s ORDER BY id", [self.last_id]
-            ).fetchall()
-            now = time.time()
-            for row_id, message_id in rows:
-                self.seen[message_id] = now
-                self.last_id = row_id
-            time.sleep(0.002)
-        self.connection.close()
-
-
 def portal_latencies(bench, count: int, rate: float, run: str) -> list[float]:
-    watcher = RowWatcher(bench.database_url)
-    watcher.start()
-    try:
-        sent = steady_sender(bench.moto_url, bench.queue_url, count, rate, run)
-        deadline = time.monotonic() + 60
-        while len(set(sent) & set(watcher.seen)) < len(sent) and time.monotonic() < deadline:
-            time.sleep(0.05)
-    finally:
-        watcher.stopping.set()
-        watcher.join()
-    missing = set(sent) - set(watcher.seen)
+    committed = bench.committed_requests  # PostgreSQL's commit notifications (bench/progress.py)
+    sent = steady_sender(bench.moto_url, bench.queue_url, count, rate, run)
+    deadline = time.monotonic() + 60
+    while not all(mid in committed.seen for mid in sent) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    missing = [mid for mid in sent if mid not in committed.seen]
     if missing:
         raise RuntimeError(f"{len(missing)} of {count} messages never became requests")
-    return [1000 * (watcher.seen[mid] - t) for mid, t in sent.items()]
+    return [1000 * (committed.seen[mid] - t) for mid, t in sent.items()]
 
 
 def baseline_latencies(bench, count: int, rate: float, run: str, wait: int) -> list[float]:
@@ -127,7 +94,7 @@ def run(bench) -> None:
             ratio=ratio,
             goal="p95 ≤ 1.5 × base",
             passed=ratio <= 1.5,
-            notes=f"sent one at a time at {rate:g}/s; row visibility polled every 2 ms",
+            notes=f"sent one at a time at {rate:g}/s; commit seen by LISTEN (bench/progress.py)",
         )
     )
     print(
