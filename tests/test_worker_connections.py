@@ -19,10 +19,10 @@ from django.contrib.auth.models import Group
 from django.db import OperationalError, connection
 
 from approvals import services
+from approvals.integrations import aws as gateway
 from approvals.models import ApprovalRequest, AuditEvent, Callback, CallbackStatus, RequestStatus, User
 from tests.conftest import Process, database_url, venv_bin
 from tests.support import wait_for
-from worker import gateway
 
 BODY = {
     "title": "Approve order 42",
