@@ -9,7 +9,6 @@ class ApprovalsConfig(AppConfig):
         from django.db.models.signals import post_migrate
 
         from approvals import checks  # noqa: F401 - registers the system checks
-        from approvals.api import checks as api_checks  # noqa: F401 - and the API's
         from approvals.roles import approver_access_group_sync
 
         post_migrate.connect(approver_access_group_sync, sender=self, dispatch_uid="approvals.approver_access_group")

@@ -143,3 +143,31 @@ def notification_settings_check(app_configs, **kwargs):
     if settings.NOTIFICATION_MAX_ATTEMPTS < 1:
         messages.append(Error("NOTIFICATION_MAX_ATTEMPTS must be at least 1", id="approvals.E102"))
     return messages
+
+
+# ---------------------------------------------------------------------------
+# The REST API (approvals/api/, docs/api.md)
+# ---------------------------------------------------------------------------
+# Asymmetric algorithms only: what API_JWT_ALGORITHMS may list (approvals/api/access_tokens.py
+# verifies with their intersection).
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+
+
+@register()
+def api_settings_check(app_configs, **kwargs):
+    errors = []
+    weak = sorted(set(settings.API_JWT_ALGORITHMS) - ASYMMETRIC_ALGORITHMS)
+    if weak or not settings.API_JWT_ALGORITHMS:
+        # `none` needs no key, and an HMAC "secret" could be the IdP's public key.
+        errors.append(
+            Error(
+                f"API_JWT_ALGORITHMS may list only asymmetric algorithms, not {', '.join(weak) or 'nothing'}",
+                id="approvals.E040",
+            )
+        )
+    endpoint = settings.API_INTROSPECTION_ENDPOINT
+    if endpoint and not settings.DEV and urlsplit(endpoint).scheme != "https":
+        errors.append(Error("API_INTROSPECTION_ENDPOINT must be https:// in production", id="approvals.E041"))
+    return errors

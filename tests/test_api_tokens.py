@@ -252,7 +252,7 @@ def test_a_refused_token_is_never_echoed_in_the_answer_or_the_logs(api, alice, i
 
 @pytest.mark.parametrize("algorithms", [["RS256", "none"], ["HS256"], []])
 def test_a_weak_algorithm_allow_list_fails_the_system_check(settings, algorithms):
-    from approvals.api.checks import api_settings_check
+    from approvals.checks import api_settings_check
 
     settings.API_JWT_ALGORITHMS = algorithms
 

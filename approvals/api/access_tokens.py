@@ -17,15 +17,13 @@ import requests
 from django.conf import settings
 from django.core.cache import cache
 
+from approvals.checks import ASYMMETRIC_ALGORITHMS
+
 logger = logging.getLogger(__name__)
 
 JWKS_CACHE_KEY = "api:jwks"
 JWKS_REFETCH_KEY = "api:jwks:refetched"
 INTROSPECTION_CACHE_PREFIX = "api:introspection:"
-# Asymmetric algorithms only: what API_JWT_ALGORITHMS may list (portal/settings.py checks it).
-ASYMMETRIC_ALGORITHMS = frozenset(
-    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
-)
 
 
 class TokenRejected(Exception):
