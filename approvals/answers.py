@@ -35,7 +35,9 @@ from datetime import UTC, timezone
 from typing import Any
 
 from approvals.form_schema import (
+    BIDI_CONTROLS,
     MAX_SAFE_INTEGER,
+    encodes_utf8,
     field_value_problem,
     max_length,
     parse_date,
@@ -53,7 +55,6 @@ _INTEGER_TEXT = re.compile(r"[+-]?[0-9]{1,16}")
 _NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,4})?")
 _TRUE, _FALSE = frozenset({"on", "true"}), frozenset({"", "off", "false"})
 # Bidi embeddings, overrides and isolates: they reorder what other people are shown.
-_BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 _ABSENT = object()
 
 
@@ -118,7 +119,7 @@ def _problem(field: dict[str, Any], value: Any) -> str | None:
     if isinstance(value, str):
         if len(value) > max_length(field):
             return f"must be at most {max_length(field):,} characters"
-        if "\x00" in value or not _encodes(value):
+        if "\x00" in value or not encodes_utf8(value):
             return "contains a character that cannot be stored"
         if not value.isprintable() and any(_hidden(char) for char in value):
             return "contains control or invisible formatting characters"
@@ -127,15 +128,7 @@ def _problem(field: dict[str, Any], value: Any) -> str | None:
 
 
 def _hidden(char: str) -> bool:
-    return char in _BIDI or (unicodedata.category(char) == "Cc" and char not in "\t\n\r")
-
-
-def _encodes(value: str) -> bool:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    return char in BIDI_CONTROLS or (unicodedata.category(char) == "Cc" and char not in "\t\n\r")
 
 
 # --------------------------------------------------------------------------

@@ -66,7 +66,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 
-from approvals.form_schema import FormSchemaError, form_schema_check
+from approvals.form_schema import FormSchemaError, encodes_utf8, form_schema_check, json_type
 
 __all__ = [
     "DEFAULT_FAILURE_ERROR",
@@ -290,7 +290,7 @@ def parse_message(body: str | bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> A
     if not isinstance(data, dict):
         raise ContractError(
             "not_object",
-            f"message body must be a JSON object, got {_json_type(data)}",
+            f"message body must be a JSON object, got {json_type(data)}",
         )
     _check_values(data)
 
@@ -495,36 +495,13 @@ def _deep_field(text: str) -> str | None:
 # --------------------------------------------------------------------------
 
 
-def _json_type(value: Any) -> str:
-    """The JSON name of a parsed value's type, for error messages (never the value)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
-
-
 def _is_storable_text(value: str) -> bool:
     """False for text PostgreSQL cannot store: NUL characters or lone surrogates.
 
     JSON lets a sender write ``\\u0000`` or ``\\ud800``; refusing them here
     beats a message that fails on every ingestion attempt.
     """
-    if "\x00" in value:
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    return "\x00" not in value and encodes_utf8(value)
 
 
 def _check_one_line(value: str, name: str, code: str = "bad_value") -> None:
@@ -556,7 +533,7 @@ def _optional_text(data: dict[str, Any], name: str, max_length: int) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise ContractError("wrong_type", f"field '{name}' must be a string, got {_json_type(value)}", name)
+        raise ContractError("wrong_type", f"field '{name}' must be a string, got {json_type(value)}", name)
     value = value.strip()
     if len(value) > max_length:
         raise ContractError(
@@ -598,7 +575,7 @@ def _parse_token(data: dict[str, Any]) -> str:
             name,
         )
     if not isinstance(token, str):
-        raise ContractError("wrong_type", f"field '{name}' must be a string, got {_json_type(token)}", name)
+        raise ContractError("wrong_type", f"field '{name}' must be a string, got {json_type(token)}", name)
     if not token.strip():
         raise ContractError("missing_token", f"field '{name}' must not be empty", name)
     if len(token) > MAX_TOKEN_LENGTH:
@@ -618,7 +595,7 @@ def _parse_title(data: dict[str, Any], state_name: str) -> str:
     name = "title"
     value = data.get(name)
     if value is not None and not isinstance(value, str):
-        raise ContractError("wrong_type", f"field '{name}' must be a string, got {_json_type(value)}", name)
+        raise ContractError("wrong_type", f"field '{name}' must be a string, got {json_type(value)}", name)
     # split()/join() strips and collapses every kind of Unicode whitespace,
     # including newlines and tabs, so a title is always one line.
     title = " ".join(value.split()) if value else ""
@@ -671,7 +648,7 @@ def _parse_approvers(data: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, 
     if not isinstance(value, dict):
         raise ContractError(
             "bad_approvers",
-            f"field 'approvers' must be an object with optional keys 'users' and 'groups', got {_json_type(value)}",
+            f"field 'approvers' must be an object with optional keys 'users' and 'groups', got {json_type(value)}",
             "approvers",
         )
     if set(value) - {"users", "groups"}:
@@ -743,7 +720,7 @@ def _policy_count(policy: dict[str, Any], key: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ContractError("wrong_type", f"field '{name}' must be a whole number, got {_json_type(value)}", name)
+        raise ContractError("wrong_type", f"field '{name}' must be a whole number, got {json_type(value)}", name)
     if not 1 <= value <= MAX_POLICY_COUNT:
         raise ContractError("bad_policy", f"field '{name}' must be between 1 and {MAX_POLICY_COUNT}", name)
     return value
@@ -760,7 +737,7 @@ def _parse_policy(
         raise ContractError(
             "bad_policy",
             f"field 'policy' must be an object with optional keys 'required', 'distinctGroups' and 'rejectOn', "
-            f"got {_json_type(policy)}",
+            f"got {json_type(policy)}",
             "policy",
         )
     if set(policy) - {"required", "distinctGroups", "rejectOn"}:
@@ -774,7 +751,7 @@ def _parse_policy(
     if distinct is not None and not isinstance(distinct, bool):
         raise ContractError(
             "wrong_type",
-            f"field 'policy.distinctGroups' must be true or false, got {_json_type(distinct)}",
+            f"field 'policy.distinctGroups' must be true or false, got {json_type(distinct)}",
             "policy.distinctGroups",
         )
     reject_on = policy.get("rejectOn")
@@ -823,7 +800,7 @@ def _parse_requester(data: dict[str, Any]) -> str:
     if not isinstance(value, str):
         raise ContractError(
             "wrong_type",
-            f"field '{name}' must be a string (an email address), got {_json_type(value)}",
+            f"field '{name}' must be a string (an email address), got {json_type(value)}",
             name,
         )
     email = value.strip()
@@ -843,7 +820,7 @@ def _parse_deadline(data: dict[str, Any]) -> datetime | None:
     if not isinstance(value, str):
         raise ContractError(
             "wrong_type",
-            f"field '{name}' must be an ISO 8601 date-time string, got {_json_type(value)}",
+            f"field '{name}' must be an ISO 8601 date-time string, got {json_type(value)}",
             name,
         )
     text = value.strip()
@@ -875,7 +852,7 @@ def _optional_seconds(data: dict[str, Any], name: str) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ContractError(
             "wrong_type",
-            f"field '{name}' must be a whole number of seconds, got {_json_type(value)}",
+            f"field '{name}' must be a whole number of seconds, got {json_type(value)}",
             name,
         )
     if not 1 <= value <= MAX_SECONDS:
@@ -902,12 +879,12 @@ def _parse_options(data: dict[str, Any]) -> tuple[tuple[ApprovalOption, ...], bo
     if items is None:
         return (), False
     if not isinstance(items, list) or not MIN_OPTIONS <= len(items) <= MAX_OPTIONS:
-        what = f"a list of {len(items):,}" if isinstance(items, list) else _json_type(items)
+        what = f"a list of {len(items):,}" if isinstance(items, list) else json_type(items)
         raise _options_error("options", f"must be a list of {MIN_OPTIONS} to {MAX_OPTIONS} choices, got {what}")
     multiple = data.get("multiple")
     if multiple is not None and not isinstance(multiple, bool):
         raise ContractError(
-            "wrong_type", f"field 'multiple' must be true or false, got {_json_type(multiple)}", "multiple"
+            "wrong_type", f"field 'multiple' must be true or false, got {json_type(multiple)}", "multiple"
         )
     options = tuple(_parse_option(item, f"options[{index}]") for index, item in enumerate(items))
     seen: set[str] = set()
@@ -930,7 +907,7 @@ def _parse_options(data: dict[str, Any]) -> tuple[tuple[ApprovalOption, ...], bo
 
 def _parse_option(item: Any, name: str) -> ApprovalOption:
     if not isinstance(item, dict):
-        raise _options_error(name, f"must be an object with keys 'id', 'label' and 'outcome', got {_json_type(item)}")
+        raise _options_error(name, f"must be an object with keys 'id', 'label' and 'outcome', got {json_type(item)}")
     if set(item) - set(_OPTION_KEYS):
         raise _options_error(name, "may only contain the keys 'id', 'label', 'outcome', 'error' and 'default'")
     option_id = item.get("id")
@@ -940,7 +917,7 @@ def _parse_option(item: Any, name: str) -> ApprovalOption:
         )
     label = item.get("label")
     if not isinstance(label, str):
-        raise _options_error(f"{name}.label", f"must be a string, got {_json_type(label)}")
+        raise _options_error(f"{name}.label", f"must be a string, got {json_type(label)}")
     label = " ".join(label.split())
     if not label or len(label) > MAX_OPTION_LABEL_LENGTH:
         raise _options_error(f"{name}.label", f"must be 1 to {MAX_OPTION_LABEL_LENGTH} characters")
@@ -967,7 +944,7 @@ def _parse_option(item: Any, name: str) -> ApprovalOption:
         )
     default = item.get("default")
     if default is not None and not isinstance(default, bool):
-        raise _options_error(f"{name}.default", f"must be true or false, got {_json_type(default)}")
+        raise _options_error(f"{name}.default", f"must be true or false, got {json_type(default)}")
     return ApprovalOption(id=option_id, label=label, outcome=outcome, error=error, default=bool(default))
 
 

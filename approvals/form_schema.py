@@ -291,7 +291,7 @@ _FORMAT_CHECKER = format_checker()
 def form_schema_check(form: Any) -> None:
     """Raise :class:`FormSchemaError` unless ``form`` is a schema in the subset."""
     if not isinstance(form, dict):
-        raise FormSchemaError("form", f"field 'form' must be a JSON Schema object, got {_json_type(form)}")
+        raise FormSchemaError("form", f"field 'form' must be a JSON Schema object, got {json_type(form)}")
     fields = form.get("properties")
     if isinstance(fields, dict):
         for name in fields:
@@ -459,12 +459,12 @@ def _check_text(schema: dict, path: str) -> None:
 
 
 def _text_problem(value: str, path: str, *, one_line: bool) -> None:
-    if "\x00" in value or not _encodes(value):
+    if "\x00" in value or not encodes_utf8(value):
         raise FormSchemaError(path, f"field '{path}' contains a NUL character or invalid Unicode")
     if value.isprintable():  # the common case, at C speed
         return
     for index, char in enumerate(value):
-        if char in _BIDI or (one_line and unicodedata.category(char) in _NOT_ONE_LINE):
+        if char in BIDI_CONTROLS or (one_line and unicodedata.category(char) in _NOT_ONE_LINE):
             raise FormSchemaError(
                 path,
                 f"field '{path}' contains U+{ord(char):04X} at character {index}: control or invisible "
@@ -473,10 +473,10 @@ def _text_problem(value: str, path: str, *, one_line: bool) -> None:
 
 
 # Bidi embeddings, overrides and isolates: refused even in multi-line text (they reorder what is shown).
-_BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
-def _encodes(value: str) -> bool:
+def encodes_utf8(value: str) -> bool:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -484,7 +484,8 @@ def _encodes(value: str) -> bool:
     return True
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type, for error messages (never the value)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -538,7 +539,7 @@ def pattern_problem(pattern: str) -> str | None:
     :data:`_MAX_NESTED_ROUNDS` rounds in all and no alternation inside a longer one; and
     side-by-side repetitions that can match the same characters at most two unbounded ones' worth.
     """
-    if "\x00" in pattern or not _encodes(pattern):
+    if "\x00" in pattern or not encodes_utf8(pattern):
         return "contains a NUL character or invalid Unicode"
     parsed = None
     with warnings.catch_warnings():
