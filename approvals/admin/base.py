@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.core.exceptions import PermissionDenied
 from django.db import connections
 from django.db.models import QuerySet
 from django.forms import Form
@@ -90,6 +91,34 @@ def unseen_ids(request: HttpRequest, selected: list[int]) -> list[int]:
 
 
 NOT_YOURS = "There is no such row, or it is not yours to see."
+
+
+class ServiceWrittenAdmin(admin.ModelAdmin):
+    """An admin whose save and delete are one service call each: nothing here writes a model.
+
+    Subclasses implement `service_save` (returns the saved row) and `service_delete`; a service's
+    refusal after the form validated (a race at most) is the admin's 403 with the service's words.
+    """
+
+    def service_save(self, request: HttpRequest, pk: int | None, data: dict):
+        raise NotImplementedError
+
+    def service_delete(self, request: HttpRequest, pk: int) -> None:
+        raise NotImplementedError
+
+    def save_model(self, request, obj, form, change):
+        try:
+            saved = self.service_save(request, obj.pk if change else None, form.cleaned_data)
+        except services.ApprovalError as error:
+            raise PermissionDenied(error.message) from None
+        obj.pk = saved.pk
+
+    def delete_model(self, request, obj):
+        self.service_delete(request, obj.pk)
+
+    def delete_queryset(self, request, queryset):
+        for pk in queryset.values_list("pk", flat=True):
+            self.service_delete(request, pk)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """Routing rules (where requests without approvers go), default approval policies and approver trust."""
 
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
 
 from approvals import services
+from approvals.admin.base import ServiceWrittenAdmin
 from approvals.forms.admin import FREE_TRUST_WARNING, ApproverTrustAdminForm, RoutingRuleAdminForm, split_list
 from approvals.models import (
     ApprovalPolicy,
@@ -18,7 +18,7 @@ from approvals.stepfunctions import state_machine_name
 # Routing rules: where requests without approvers go
 # ---------------------------------------------------------------------------
 @admin.register(RoutingRule)
-class RoutingRuleAdmin(admin.ModelAdmin):
+class RoutingRuleAdmin(ServiceWrittenAdmin):
     list_display = ["name", "enabled", "priority", "machine", "state_name", "approvers"]
     list_filter = ["enabled"]
     search_fields = ["name", "state_machine_arn", "state_name"]
@@ -33,34 +33,25 @@ class RoutingRuleAdmin(admin.ModelAdmin):
     def approvers(self, obj: RoutingRule) -> str:
         return ", ".join([*obj.users, *(f"{name} (group)" for name in obj.groups)])
 
-    def save_model(self, request, obj, form, change):
-        data = form.cleaned_data
-        try:
-            rule = services.routing_rule_save(
-                actor=request.user,
-                rule_id=obj.pk if change else None,
-                name=data["name"],
-                state_machine_arn=data["state_machine_arn"],
-                state_name=data["state_name"],
-                users=split_list(data["users_text"]),
-                groups=split_list(data["groups_text"]),
-                priority=data["priority"],
-                enabled=data["enabled"],
-            )
-        except services.ApprovalError as error:  # the form validated it; a race at most
-            raise PermissionDenied(error.message) from None
-        obj.pk = rule.pk
+    def service_save(self, request, pk, data):
+        return services.routing_rule_save(
+            actor=request.user,
+            rule_id=pk,
+            name=data["name"],
+            state_machine_arn=data["state_machine_arn"],
+            state_name=data["state_name"],
+            users=split_list(data["users_text"]),
+            groups=split_list(data["groups_text"]),
+            priority=data["priority"],
+            enabled=data["enabled"],
+        )
 
-    def delete_model(self, request, obj):
-        services.routing_rule_delete(rule_id=obj.pk, actor=request.user)
-
-    def delete_queryset(self, request, queryset):
-        for pk in queryset.values_list("pk", flat=True):
-            services.routing_rule_delete(rule_id=pk, actor=request.user)
+    def service_delete(self, request, pk):
+        services.routing_rule_delete(rule_id=pk, actor=request.user)
 
 
 @admin.register(ApprovalPolicy)
-class ApprovalPolicyAdmin(admin.ModelAdmin):
+class ApprovalPolicyAdmin(ServiceWrittenAdmin):
     """Default policies; a message's "policy" overrides the quorum fields, never separation of duties."""
 
     list_display = [
@@ -83,27 +74,19 @@ class ApprovalPolicyAdmin(admin.ModelAdmin):
     def machine(self, obj: ApprovalPolicy) -> str:
         return state_machine_name(obj.state_machine_arn) or "any"
 
-    def save_model(self, request, obj, form, change):
-        data = {name: form.cleaned_data[name] for name in POLICY_FIELDS}
-        try:
-            policy = services.approval_policy_save(actor=request.user, policy_id=obj.pk if change else None, **data)
-        except services.ApprovalError as error:  # the form validated it; a race at most
-            raise PermissionDenied(error.message) from None
-        obj.pk = policy.pk
+    def service_save(self, request, pk, data):
+        fields = {name: data[name] for name in POLICY_FIELDS}
+        return services.approval_policy_save(actor=request.user, policy_id=pk, **fields)
 
-    def delete_model(self, request, obj):
-        services.approval_policy_delete(policy_id=obj.pk, actor=request.user)
-
-    def delete_queryset(self, request, queryset):
-        for pk in queryset.values_list("pk", flat=True):
-            services.approval_policy_delete(policy_id=pk, actor=request.user)
+    def service_delete(self, request, pk):
+        services.approval_policy_delete(policy_id=pk, actor=request.user)
 
 
 # ---------------------------------------------------------------------------
 # Approver trust: how far a state machine's messages may name who decides
 # ---------------------------------------------------------------------------
 @admin.register(ApproverTrust)
-class ApproverTrustAdmin(admin.ModelAdmin):
+class ApproverTrustAdmin(ServiceWrittenAdmin):
     """No setting for a state machine: routing only (approvals/trust.py, docs/security.md "Trust boundary")."""
 
     list_display = ["name", "enabled", "priority", "machine", "state_name", "mode", "allow_list", "require_requester"]
@@ -138,31 +121,23 @@ class ApproverTrustAdmin(admin.ModelAdmin):
             messages.warning(request, FREE_TRUST_WARNING)
         return super().change_view(request, object_id, form_url, extra_context)
 
-    def save_model(self, request, obj, form, change):
-        data = form.cleaned_data
-        try:
-            setting = services.approver_trust_save(
-                actor=request.user,
-                setting_id=obj.pk if change else None,
-                name=data["name"],
-                state_machine_arn=data["state_machine_arn"],
-                state_name=data["state_name"],
-                mode=data["mode"],
-                allowed_users=data["allowed_users"],
-                allowed_groups=data["allowed_groups"],
-                require_requester=data["require_requester"],
-                priority=data["priority"],
-                enabled=data["enabled"],
-            )
-        except services.ApprovalError as error:  # the form validated it; a race at most
-            raise PermissionDenied(error.message) from None
-        obj.pk = setting.pk
+    def service_save(self, request, pk, data):
+        setting = services.approver_trust_save(
+            actor=request.user,
+            setting_id=pk,
+            name=data["name"],
+            state_machine_arn=data["state_machine_arn"],
+            state_name=data["state_name"],
+            mode=data["mode"],
+            allowed_users=data["allowed_users"],
+            allowed_groups=data["allowed_groups"],
+            require_requester=data["require_requester"],
+            priority=data["priority"],
+            enabled=data["enabled"],
+        )
         if setting.mode == ApproverTrust.Mode.FREE:
             messages.warning(request, FREE_TRUST_WARNING)
+        return setting
 
-    def delete_model(self, request, obj):
-        services.approver_trust_delete(setting_id=obj.pk, actor=request.user)
-
-    def delete_queryset(self, request, queryset):
-        for pk in queryset.values_list("pk", flat=True):
-            services.approver_trust_delete(setting_id=pk, actor=request.user)
+    def service_delete(self, request, pk):
+        services.approver_trust_delete(setting_id=pk, actor=request.user)

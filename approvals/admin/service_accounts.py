@@ -4,9 +4,9 @@ services.service_account_save (audited); never deleted, deactivated instead (the
 from django import forms
 from django.conf import settings
 from django.contrib import admin
-from django.core.exceptions import PermissionDenied
 
 from approvals import services
+from approvals.admin.base import ServiceWrittenAdmin
 from approvals.forms.admin import split_list, typed_list_field
 from approvals.models import ServiceAccount
 
@@ -38,7 +38,7 @@ class ServiceAccountForm(forms.ModelForm):
 
 
 @admin.register(ServiceAccount)
-class ServiceAccountAdmin(admin.ModelAdmin):
+class ServiceAccountAdmin(ServiceWrittenAdmin):
     form = ServiceAccountForm
     list_display = ["name", "subject", "may_decide", "is_active", "created_at"]
     list_select_related = ["user"]
@@ -62,24 +62,19 @@ class ServiceAccountAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
-    def save_model(self, request, obj, form, change):
-        data = form.cleaned_data
-        try:
-            account = services.service_account_save(
-                actor=request.user,
-                account_id=obj.pk if change else None,
-                name=data["name"],
-                issuer=data["issuer"],
-                subject=data["subject"],
-                email=data["email"],
-                groups=split_list(data["groups_text"]),
-                state_machines=split_list(data["state_machines_text"]),
-                may_decide=data["may_decide"],
-                active=data["active"],
-            )
-        except services.ApprovalError as error:  # the form validated it; a race at most
-            raise PermissionDenied(error.message) from None
-        obj.pk = account.pk
+    def service_save(self, request, pk, data):
+        return services.service_account_save(
+            actor=request.user,
+            account_id=pk,
+            name=data["name"],
+            issuer=data["issuer"],
+            subject=data["subject"],
+            email=data["email"],
+            groups=split_list(data["groups_text"]),
+            state_machines=split_list(data["state_machines_text"]),
+            may_decide=data["may_decide"],
+            active=data["active"],
+        )
 
     def save_related(self, request, form, formsets, change):
         pass  # the service set everything

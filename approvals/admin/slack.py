@@ -7,12 +7,13 @@ that was handed to someone else.
 
 from django.contrib import admin
 
+from approvals.admin.base import ServiceWrittenAdmin
 from approvals.models import SlackIdentity
 from approvals.services import slack_identities
 
 
 @admin.register(SlackIdentity)
-class SlackIdentityAdmin(admin.ModelAdmin):
+class SlackIdentityAdmin(ServiceWrittenAdmin):
     list_display = ["slack_user_id", "team_id", "user", "bound_at"]
     list_select_related = ["user"]
     search_fields = ["slack_user_id", "user__email"]
@@ -26,9 +27,5 @@ class SlackIdentityAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
-    def delete_model(self, request, obj):
-        slack_identities.slack_identity_unbind(identity_id=obj.pk, actor=request.user)
-
-    def delete_queryset(self, request, queryset):
-        for pk in queryset.values_list("pk", flat=True):
-            slack_identities.slack_identity_unbind(identity_id=pk, actor=request.user)
+    def service_delete(self, request, pk):
+        slack_identities.slack_identity_unbind(identity_id=pk, actor=request.user)
