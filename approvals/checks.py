@@ -171,3 +171,26 @@ def api_settings_check(app_configs, **kwargs):
     if endpoint and not settings.DEV and urlsplit(endpoint).scheme != "https":
         errors.append(Error("API_INTROSPECTION_ENDPOINT must be https:// in production", id="approvals.E041"))
     return errors
+
+
+PROCESS_LOCAL_CACHES = frozenset(
+    {"django.core.cache.backends.locmem.LocMemCache", "django.core.cache.backends.dummy.DummyCache"}
+)
+
+
+@register(deploy=True)
+def shared_cache_check(app_configs, **kwargs):
+    """The API's throttles and its JWKS and introspection caches live in the default cache: in
+    production it must be shared by the processes (gunicorn runs several, and the workers)."""
+    if settings.PORTAL_ENV != "production":
+        return []
+    if settings.CACHES["default"]["BACKEND"] not in PROCESS_LOCAL_CACHES:
+        return []
+    return [
+        Warning(
+            "The cache is local to each process (CACHE_URL unset or locmemcache://): the API's throttle "
+            "rates and the IdP's JWKS and introspection lookups multiply by the number of processes.",
+            hint="Set CACHE_URL to a cache the processes share, e.g. redis://<host>:6379/<db>.",
+            id="approvals.W050",
+        )
+    ]

@@ -5,6 +5,10 @@ django-oauth-toolkit calls `signed_access_token` for every access token it issue
 (DEVIDP_API_AUDIENCE), `sub` the person (the same `sub` as their ID token) or, for the
 client-credentials grant, the client id, and `kid` as the JWKS publishes it. Refresh tokens stay
 random strings. Introspection keeps working: DOT stores every token's checksum.
+
+One demo client, `approvals-opaque-bot` (config.opaque_client_id), gets DOT's random (opaque)
+access tokens instead, so the portal's introspection path (RFC 7662) is exercised for real;
+the introspection endpoint (devidp/views.py) answers the same `sub`, `iss` and `aud`.
 """
 
 import time
@@ -13,11 +17,14 @@ import uuid
 import jwt
 from jwcrypto import jwk
 from oauth2_provider.settings import oauth2_settings
+from oauthlib.oauth2.rfc6749.tokens import random_token_generator
 
 from devidp import config
 
 
 def signed_access_token(request, refresh_token: bool = False) -> str:
+    if request.client.client_id == config.opaque_client_id():
+        return random_token_generator(request, refresh_token)
     pem = oauth2_settings.OIDC_RSA_PRIVATE_KEY
     now = int(time.time())
     user = getattr(request, "user", None)

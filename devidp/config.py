@@ -46,6 +46,15 @@ def service_client_secret() -> str:
     return env("DEVIDP_SERVICE_CLIENT_SECRET", "approvals-demo-bot-dev-secret")
 
 
+def opaque_client_id() -> str:
+    """A second demo bot whose access tokens are opaque (random), checked by introspection (RFC 7662)."""
+    return env("DEVIDP_OPAQUE_CLIENT_ID", "approvals-opaque-bot")
+
+
+def opaque_client_secret() -> str:
+    return env("DEVIDP_OPAQUE_CLIENT_SECRET", "approvals-opaque-bot-dev-secret")
+
+
 def issuer_path_prefix() -> str:
     """URL prefix DOT is mounted under, so every endpoint lives at ``{issuer}/...``."""
     path = urlsplit(issuer()).path.strip("/")

@@ -108,3 +108,18 @@ def seed() -> None:
         bot.redirect_uris = ""
         bot.full_clean()
         bot.save()
+
+        # Another demo bot whose access tokens are opaque (devidp/access_tokens.py): the portal
+        # checks them at the introspection endpoint (devidp/views.py, docs/api.md "Tokens").
+        opaque = Application.objects.filter(client_id=config.opaque_client_id()).first() or Application(
+            client_id=config.opaque_client_id()
+        )
+        opaque.name = "Approvals demo bot (opaque tokens)"
+        opaque.client_type = Application.CLIENT_CONFIDENTIAL
+        opaque.authorization_grant_type = Application.GRANT_CLIENT_CREDENTIALS
+        opaque.algorithm = Application.RS256_ALGORITHM
+        opaque.hash_client_secret = True
+        opaque.client_secret = config.opaque_client_secret()
+        opaque.redirect_uris = ""
+        opaque.full_clean()
+        opaque.save()

@@ -43,5 +43,7 @@ urlpatterns = [
     ),
     # And its device authorization endpoint, fixed for oauthlib 4 (views.DeviceAuthorizationView).
     path(f"{config.issuer_path_prefix()}device-authorization/", views.DeviceAuthorizationView.as_view()),
+    # And its introspection endpoint, answering sub/iss/aud for opaque tokens (views.IntrospectTokenView).
+    path(f"{config.issuer_path_prefix()}introspect/", views.IntrospectTokenView.as_view()),
     path(config.issuer_path_prefix(), include(oauth2_patterns)),
 ]

@@ -1,11 +1,18 @@
-"""The dev IdP's end-session endpoint (django-oauth-toolkit's, minus a dead end) and its discovery document."""
+"""The dev IdP's end-session endpoint (django-oauth-toolkit's, minus a dead end), its discovery document,
+device authorization and introspection endpoints."""
 
+import hashlib
 import json
 
+from django.http import JsonResponse
 from django.urls import reverse
 from oauth2_provider.exceptions import InvalidIDTokenError
+from oauth2_provider.models import get_access_token_model
 from oauth2_provider.views.device import DeviceAuthorizationView as DOTDeviceAuthorizationView
+from oauth2_provider.views.introspect import IntrospectTokenView as DOTIntrospectTokenView
 from oauth2_provider.views.oidc import ConnectDiscoveryInfoView, RPInitiatedLogoutView
+
+from devidp import config
 
 
 class LogoutView(RPInitiatedLogoutView):
@@ -57,3 +64,31 @@ class DeviceAuthorizationView(DOTDeviceAuthorizationView):
         if status == 200 and isinstance(response, dict):
             response = {key: value for key, value in response.items() if key != "scope"}
         return headers, response, status
+
+
+# --- Token introspection (RFC 7662) for the portal's API: the claims its JWTs carry ---
+class IntrospectTokenView(DOTIntrospectTokenView):
+    """DOT's introspection endpoint, answering for an active token what the portal checks:
+    `sub` (the person's pk, or the client id for client credentials, as in the JWTs of
+    devidp/access_tokens.py), `iss`, `aud` (the API's audience), `client_id`, `exp` and
+    `token_type`. An unknown, expired or revoked token stays `{"active": false}`."""
+
+    @staticmethod
+    def get_token_response(token_value=None):
+        response = DOTIntrospectTokenView.get_token_response(token_value)
+        data = json.loads(response.content)
+        if response.status_code != 200 or data.get("active") is not True:
+            return response
+        token = (
+            get_access_token_model()
+            .objects.select_related("user", "application")
+            .get(token_checksum=hashlib.sha256(token_value.encode("utf-8")).hexdigest())
+        )
+        data.pop("username", None)  # the sub is the pk, as in the ID token; no other identifier
+        data.update(
+            sub=str(token.user.pk) if token.user is not None else token.application.client_id,
+            iss=config.issuer(),
+            aud=config.api_audience(),
+            token_type="Bearer",  # noqa: S106 - the token type's name, not a secret
+        )
+        return JsonResponse(data)

@@ -336,6 +336,15 @@ DIGEST_MIN_PENDING = env.int("DIGEST_MIN_PENDING", default=5)
 DIGEST_HOUR_UTC = env.int("DIGEST_HOUR_UTC", default=7)
 
 # ---------------------------------------------------------------------------
+# Cache: the API's throttles, JWKS and introspection answers (docs/api.md)
+# ---------------------------------------------------------------------------
+# Shared by every process only when it is a real cache server: with the default (memory of each
+# process, `locmemcache://`) gunicorn's workers and the Celery workers each keep their own, so
+# throttle rates and IdP lookups multiply by the number of processes (approvals.W050 in
+# production). Production: CACHE_URL=redis://<host>:6379/<db> (Django's RedisCache).
+CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+
+# ---------------------------------------------------------------------------
 # Celery
 # ---------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=f"sqla+sqlite:///{VAR_DIR / 'celery-broker.sqlite3'}")

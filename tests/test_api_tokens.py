@@ -13,6 +13,7 @@ import uuid
 
 import jwt
 import pytest
+import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from django.core.cache import cache
@@ -20,9 +21,9 @@ from django.test import Client
 from jwcrypto import jwk
 
 from approvals import services
-from approvals.models import User
+from approvals.models import ServiceAccount, User
 from devidp import config as devidp_config
-from tests.support import client_credentials_token, make_user, user_access_token
+from tests.support import client_credentials_token, make_user, user_access_token, wait_for
 
 pytestmark = pytest.mark.django_db
 INBOX = "/api/v1/inbox/"
@@ -257,3 +258,93 @@ def test_a_weak_algorithm_allow_list_fails_the_system_check(settings, algorithms
     settings.API_JWT_ALGORITHMS = algorithms
 
     assert [error.id for error in api_settings_check(None)] == ["approvals.E040"]
+
+
+# ---------------------------------------------------------------------------
+# Opaque tokens: the IdP's introspection endpoint (RFC 7662), its answer cached briefly
+# ---------------------------------------------------------------------------
+@pytest.fixture
+def opaque_bot(api):
+    """The dev IdP's opaque-token demo client, mapped to a service account; and its real token."""
+    admin = make_user("carol", admin=True)
+    services.service_account_save(
+        actor=admin, name="opaque bot", issuer=api.OIDC_OP_ISSUER, subject=devidp_config.opaque_client_id()
+    )
+    token = client_credentials_token(
+        api.OIDC_OP_ISSUER, devidp_config.opaque_client_id(), devidp_config.opaque_client_secret()
+    )
+    assert token.count(".") != 2, "the dev IdP should issue an opaque token to this client"
+    return token
+
+
+def introspections(api, log_dir) -> int:
+    """The introspection requests in the dev IdP's access log, once every earlier request is in it:
+    gunicorn writes a line after answering, so a marker request is logged and waited for first."""
+    log = log_dir / "devidp.log"
+    marker = f"/o/log-marker-{uuid.uuid4().hex}/"
+    requests.get(f"{api.OIDC_OP_ISSUER.rsplit('/o', 1)[0]}{marker}", timeout=15)
+    wait_for(lambda: marker in log.read_text(), timeout=15)
+    return log.read_text().count("/introspect/")
+
+
+def test_an_opaque_token_is_introspected_cached_briefly_and_refused_once_revoked(api, opaque_bot, log_dir):
+    api.API_INTROSPECTION_CACHE_SECONDS = 1
+    before = introspections(api, log_dir)
+
+    assert call(opaque_bot).status_code == 200
+    assert introspections(api, log_dir) == before + 1
+    assert call(opaque_bot).status_code == 200
+    assert introspections(api, log_dir) == before + 1  # the second call used the cached answer
+
+    revoked = requests.post(
+        f"{api.OIDC_OP_ISSUER}/revoke_token/",
+        data={"token": opaque_bot, "token_type_hint": "access_token"},
+        auth=(devidp_config.opaque_client_id(), devidp_config.opaque_client_secret()),
+        timeout=15,
+    )
+    assert revoked.status_code == 200, revoked.text[:300]
+    time.sleep(1.5)  # past the cache time: the next call asks the IdP again (a wait, not a timing assert)
+
+    assert_refused(call(opaque_bot))
+    assert introspections(api, log_dir) == before + 2
+
+
+def test_the_idps_introspection_answers_the_claims_its_jwts_carry(api, opaque_bot):
+    from django.conf import settings
+
+    answer = requests.post(
+        f"{api.OIDC_OP_ISSUER}/introspect/",
+        data={"token": opaque_bot},
+        auth=(settings.OIDC_RP_CLIENT_ID, settings.OIDC_RP_CLIENT_SECRET),
+        timeout=15,
+    ).json()
+
+    assert answer["active"] is True
+    assert answer["sub"] == answer["client_id"] == devidp_config.opaque_client_id()
+    assert (answer["iss"], answer["aud"], answer["token_type"]) == (api.OIDC_OP_ISSUER, "approvals-api", "Bearer")
+    assert answer["exp"] > time.time()
+
+
+def test_an_opaque_token_introspected_as_inactive_is_refused(api, opaque_bot):
+    requests.post(
+        f"{api.OIDC_OP_ISSUER}/revoke_token/",
+        data={"token": opaque_bot},
+        auth=(devidp_config.opaque_client_id(), devidp_config.opaque_client_secret()),
+        timeout=15,
+    ).raise_for_status()
+
+    assert_refused(call(opaque_bot))
+
+
+def test_an_introspection_answer_for_another_audience_is_refused(api, opaque_bot):
+    api.API_AUDIENCE = "another-api"  # the IdP answers aud=approvals-api: not this API's
+
+    assert_refused(call(opaque_bot))
+
+
+def test_an_introspection_answer_of_another_issuer_is_refused(api, opaque_bot):
+    # The IdP answers iss=<its issuer>; a portal trusting another issuer must not take it.
+    api.OIDC_OP_ISSUER = "https://other-idp.test"
+    ServiceAccount.objects.update(issuer="https://other-idp.test")
+
+    assert_refused(call(opaque_bot))

@@ -34,6 +34,7 @@ def production_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
         "OIDC_RP_CLIENT_ID": "approval-portal",
         "OIDC_RP_CLIENT_SECRET": "issued-by-the-company-idp",
         "APPROVAL_QUEUE_URL": "https://sqs.eu-west-1.amazonaws.com/123456789012/approval-requests",
+        "CACHE_URL": "redis://127.0.0.1:6379/11",
     }
     env.update(overrides)
     return env
@@ -55,6 +56,42 @@ def test_production_with_keys_of_its_own_passes_check_deploy_cleanly(tmp_path):
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues (0 silenced)." in result.stdout
+
+
+@pytest.mark.parametrize("cache_url", [None, "locmemcache://", "dummycache://"])
+def test_production_with_a_cache_of_each_process_warns_that_throttles_and_caches_multiply(tmp_path, cache_url):
+    env = production_env(tmp_path)
+    del env["CACHE_URL"]
+    if cache_url is not None:
+        env["CACHE_URL"] = cache_url
+
+    result = check_deploy(env)
+
+    assert result.returncode == 0, result.stdout + result.stderr  # a warning: it still starts
+    assert "approvals.W050" in result.stderr + result.stdout
+    assert "multiply by the number of processes" in result.stderr + result.stdout
+    assert "CACHE_URL" in result.stderr + result.stdout
+
+
+def test_production_with_a_shared_redis_cache_has_no_cache_warning(tmp_path):
+    result = check_deploy(production_env(tmp_path, CACHE_URL="redis://127.0.0.1:6379/11"))
+
+    assert "approvals.W050" not in result.stderr + result.stdout
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_cache_url_sets_the_cache_backend():
+    result = subprocess.run(
+        [sys.executable, "-c", "from django.conf import settings; print(settings.CACHES['default'])"],
+        cwd=REPO_DIR,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings", "CACHE_URL": "redis://127.0.0.1:6379/11"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert "django.core.cache.backends.redis.RedisCache" in result.stdout, result.stderr
+    assert "redis://127.0.0.1:6379/11" in result.stdout
 
 
 @pytest.mark.parametrize(
