@@ -143,6 +143,8 @@ def test_production_settings_pass_check_deploy_without_warnings(tmp_path):
         "OIDC_RP_CLIENT_ID": "approval-portal",
         "OIDC_RP_CLIENT_SECRET": "client-secret",
         "APPROVAL_QUEUE_URL": "https://sqs.eu-west-1.amazonaws.com/123456789012/approval-requests",
+        # One cache for every process (throttles, the API's token caches): without it check --deploy warns.
+        "CACHE_URL": "redis://127.0.0.1:6379/11",
         "PORTAL_VAR_DIR": str(tmp_path / "var"),
     }
     result = subprocess.run(
