@@ -378,6 +378,7 @@ class AuditAction(models.TextChoices):
     TOKEN_KEY_ROTATION_SKIPPED = "token_key_rotation_skipped"  # noqa: S105 - an audit action, not a secret
     TOKEN_ERASED = "token_erased"  # noqa: S105 - an audit action, not a secret
     INGEST_MESSAGE_ERASED = "ingest_message_erased"
+    IDEMPOTENCY_KEYS_PURGED = "idempotency_keys_purged"
     NOTIFICATION_REFUSED = "notification_refused"
     NOTIFICATION_RESENT = "notification_resent"
     NOTIFICATION_PREFERENCES_CHANGED = "notification_preferences_changed"

@@ -43,6 +43,17 @@ def cli_client_id() -> str:
     return config.env("DEVIDP_CLI_CLIENT_ID", "approvals-cli")
 
 
+def _application(Application, client_id: str, **fields) -> None:
+    """Create or update one OAuth client of the dev IdP (RS256-signed ID tokens), checked before saving:
+    malformed redirect URIs from the environment fail the setup early."""
+    app = Application.objects.filter(client_id=client_id).first() or Application(client_id=client_id)
+    app.algorithm = Application.RS256_ALGORITHM
+    for name, value in fields.items():
+        setattr(app, name, value)
+    app.full_clean()
+    app.save()
+
+
 def seed() -> None:
     """Create or update the demo users and the portal application from the environment."""
     from django.contrib.auth.models import Group, User
@@ -63,63 +74,59 @@ def seed() -> None:
             user.save()
             user.groups.set([Group.objects.get_or_create(name=name)[0] for name in demo.groups])
 
-        app = Application.objects.filter(client_id=client_id()).first() or Application(client_id=client_id())
-        app.name = "Approval Portal"
-        app.client_type = Application.CLIENT_CONFIDENTIAL
-        app.authorization_grant_type = Application.GRANT_AUTHORIZATION_CODE
-        app.algorithm = Application.RS256_ALGORITHM
-        app.skip_authorization = True
-        # Stored as given; DOT's ClientSecretField hashes it on save (hash_client_secret),
-        # so the plaintext is never in the DB and is re-hashed on every setup run.
-        app.hash_client_secret = True
-        app.client_secret = config.env("DEVIDP_CLIENT_SECRET", "approval-portal-dev-secret")
-        app.redirect_uris = " ".join(config.env_list("DEVIDP_REDIRECT_URIS", "http://127.0.0.1:8000/oidc/callback/"))
-        app.post_logout_redirect_uris = " ".join(
-            config.env_list("DEVIDP_POST_LOGOUT_REDIRECT_URIS", "http://127.0.0.1:8000/")
+        _application(
+            Application,
+            client_id(),
+            name="Approval Portal",
+            client_type=Application.CLIENT_CONFIDENTIAL,
+            authorization_grant_type=Application.GRANT_AUTHORIZATION_CODE,
+            skip_authorization=True,
+            # Stored as given; DOT's ClientSecretField hashes it on save (hash_client_secret),
+            # so the plaintext is never in the DB and is re-hashed on every setup run.
+            hash_client_secret=True,
+            client_secret=config.env("DEVIDP_CLIENT_SECRET", "approval-portal-dev-secret"),
+            redirect_uris=" ".join(config.env_list("DEVIDP_REDIRECT_URIS", "http://127.0.0.1:8000/oidc/callback/")),
+            post_logout_redirect_uris=" ".join(
+                config.env_list("DEVIDP_POST_LOGOUT_REDIRECT_URIS", "http://127.0.0.1:8000/")
+            ),
         )
-        app.full_clean()  # rejects malformed redirect URIs from the environment early
-        app.save()
 
         # The `approvals` command line: a public client (no secret to leak from a laptop) that may
         # only use the device authorization grant (RFC 8628): it prints a code, the person enters
         # it on the IdP's /device/ page after signing in here, and the command polls for a token.
-        cli = Application.objects.filter(client_id=cli_client_id()).first() or Application(client_id=cli_client_id())
-        cli.name = "Approvals command line"
-        cli.client_type = Application.CLIENT_PUBLIC
-        cli.authorization_grant_type = Application.GRANT_DEVICE_CODE
-        cli.algorithm = Application.RS256_ALGORITHM
-        cli.client_secret = ""
-        cli.redirect_uris = ""
-        cli.skip_authorization = False  # the person confirms "Accept" for this client on the IdP
-        cli.full_clean()
-        cli.save()
+        _application(
+            Application,
+            cli_client_id(),
+            name="Approvals command line",
+            client_type=Application.CLIENT_PUBLIC,
+            authorization_grant_type=Application.GRANT_DEVICE_CODE,
+            client_secret="",
+            redirect_uris="",
+            skip_authorization=False,  # the person confirms "Accept" for this client on the IdP
+        )
 
         # The demo service account's client: a bot calling the portal's API with
         # client-credentials tokens (docs/api.md, "Service accounts").
-        bot = Application.objects.filter(client_id=config.service_client_id()).first() or Application(
-            client_id=config.service_client_id()
+        _application(
+            Application,
+            config.service_client_id(),
+            name="Approvals demo bot",
+            client_type=Application.CLIENT_CONFIDENTIAL,
+            authorization_grant_type=Application.GRANT_CLIENT_CREDENTIALS,
+            hash_client_secret=True,
+            client_secret=config.service_client_secret(),
+            redirect_uris="",
         )
-        bot.name = "Approvals demo bot"
-        bot.client_type = Application.CLIENT_CONFIDENTIAL
-        bot.authorization_grant_type = Application.GRANT_CLIENT_CREDENTIALS
-        bot.algorithm = Application.RS256_ALGORITHM
-        bot.hash_client_secret = True
-        bot.client_secret = config.service_client_secret()
-        bot.redirect_uris = ""
-        bot.full_clean()
-        bot.save()
 
         # Another demo bot whose access tokens are opaque (devidp/access_tokens.py): the portal
         # checks them at the introspection endpoint (devidp/views.py, docs/api.md "Tokens").
-        opaque = Application.objects.filter(client_id=config.opaque_client_id()).first() or Application(
-            client_id=config.opaque_client_id()
+        _application(
+            Application,
+            config.opaque_client_id(),
+            name="Approvals demo bot (opaque tokens)",
+            client_type=Application.CLIENT_CONFIDENTIAL,
+            authorization_grant_type=Application.GRANT_CLIENT_CREDENTIALS,
+            hash_client_secret=True,
+            client_secret=config.opaque_client_secret(),
+            redirect_uris="",
         )
-        opaque.name = "Approvals demo bot (opaque tokens)"
-        opaque.client_type = Application.CLIENT_CONFIDENTIAL
-        opaque.authorization_grant_type = Application.GRANT_CLIENT_CREDENTIALS
-        opaque.algorithm = Application.RS256_ALGORITHM
-        opaque.hash_client_secret = True
-        opaque.client_secret = config.opaque_client_secret()
-        opaque.redirect_uris = ""
-        opaque.full_clean()
-        opaque.save()

@@ -471,6 +471,8 @@ API_INTROSPECTION_ENDPOINT = env.str(
 )
 API_INTROSPECTION_CACHE_SECONDS = env.int("API_INTROSPECTION_CACHE_SECONDS", default=60)
 API_AUDIT_EXPORT_LIMIT = env.int("API_AUDIT_EXPORT_LIMIT", default=100_000)
+# How long a decide's Idempotency-Key keeps its first answer; the retention sweep forgets older ones.
+API_IDEMPOTENCY_KEY_HOURS = env.int("API_IDEMPOTENCY_KEY_HOURS", default=24)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # First: its WWW-Authenticate makes a missing or refused token a 401.

@@ -178,6 +178,16 @@ def shipped_state_machine(aws):
 # Approver trust: the tests' messages name their approvers
 # ---------------------------------------------------------------------------
 @pytest.fixture(autouse=True)
+def empty_cache():
+    """Each test starts with an empty Django cache (throttle counters, token lookups, audit
+    windows), as with the database: what one test counted is not another's."""
+    from django.core.cache import caches
+
+    for cache in caches.all(initialized_only=True):
+        cache.clear()
+
+
+@pytest.fixture(autouse=True)
 def approver_trust_free(request):
     """For tests with a database: one catch-all "free" approver trust setting, so the many test
     messages that name their approvers keep doing so. A state machine nobody configured is routing

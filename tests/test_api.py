@@ -228,6 +228,25 @@ def test_keys_are_per_caller(people, approval):
     assert IdempotencyKey.objects.count() == 2
 
 
+def test_the_retention_sweep_forgets_keys_older_than_their_hours_and_audits_the_count(people, approval, settings):
+    from approvals.tasks.sweeps import erase_closed_tokens
+
+    settings.API_IDEMPOTENCY_KEY_HOURS = 24
+    api = Api(people["alice"])
+    api.post(decision_url(approval), {"decision": "approve"}, **{"Idempotency-Key": "old"})
+    IdempotencyKey.objects.update(created_at=timezone.now() - timedelta(hours=25))
+    other = ingest("Another")
+    Api(people["erin"]).post(decision_url(other), {"decision": "approve"}, **{"Idempotency-Key": "new"})
+
+    erase_closed_tokens()
+
+    assert list(IdempotencyKey.objects.values_list("key", flat=True)) == ["new"]
+    purged = AuditEvent.objects.get(action="idempotency_keys_purged")
+    assert purged.data["count"] == 1 and purged.actor is None
+    erase_closed_tokens()  # nothing old enough: no second event
+    assert AuditEvent.objects.filter(action="idempotency_keys_purged").count() == 1
+
+
 @pytest.mark.parametrize("key", ["", "x" * 201, "caf\u00e9"])
 def test_a_bad_idempotency_key_is_400(people, approval, key):
     response = Api(people["alice"]).post(decision_url(approval), {"decision": "approve"}, **{"Idempotency-Key": key})

@@ -94,6 +94,20 @@ def test_a_wrong_token_is_401_and_audited_without_the_token(scim):
     assert "guessed" not in json.dumps(refusals())
 
 
+def test_a_flood_of_refused_requests_is_one_audit_row_per_window_which_counts_the_rest(scim):
+    from django.core.cache import cache
+
+    for _ in range(30):
+        assert scim.call("GET", "Users", secret="scim_guessed-token-value").status_code == 401
+    assert scim.client.get("/scim/v2/Users").status_code == 401
+    assert sorted(r["reason"] for r in refusals()) == ["missing", "unknown"]
+
+    cache.delete("scim-refused:unknown:127.0.0.1::window")  # the window passed
+    assert scim.call("GET", "Users", secret="scim_another-guess").status_code == 401
+    latest = AuditEvent.objects.filter(action="scim_auth_refused").latest("id").data
+    assert latest["reason"] == "unknown" and latest["repeats_before"] == 29
+
+
 def test_a_revoked_token_is_401_and_audited_with_its_name(scim, admin_user):
     token = ScimToken.objects.get()
     assert scim.call("GET", "Users").status_code == 200

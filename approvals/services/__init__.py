@@ -29,6 +29,7 @@ from approvals.services.decisions import (
     refusal_record,
 )
 from approvals.services.delegations import delegation_revoke, delegation_set
+from approvals.services.idempotency import idempotency_keys_purge
 from approvals.services.ingest import (
     approval_request_ingest,
     ingest_error_discard,
@@ -96,6 +97,7 @@ __all__ = [
     "callback_retry",
     "delegation_revoke",
     "delegation_set",
+    "idempotency_keys_purge",
     "claims_release",
     "ingest_error_discard",
     "ingest_error_record",

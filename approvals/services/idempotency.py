@@ -3,10 +3,12 @@
 import hashlib
 import json
 from collections.abc import Callable
+from datetime import datetime
 
 from django.db import transaction
 
-from approvals.models import IdempotencyKey, User
+from approvals.models import AuditAction, IdempotencyKey, User
+from approvals.services.common import audit
 
 IDEMPOTENCY_CONFLICT = "idempotency_conflict"
 
@@ -42,3 +44,19 @@ def idempotent_call(
     record.status_code, record.response = status, body
     record.save(update_fields=["status_code", "response"])
     return status, body, False
+
+
+@transaction.atomic
+def idempotency_keys_purge(*, created_before: datetime) -> int:
+    """Retention: forget the stored answers of keys older than `created_before` (a retry after
+    that acts anew). One audit event with the count, none when nothing was old enough."""
+    purged, _ = IdempotencyKey.objects.filter(created_at__lt=created_before).delete()
+    if purged:
+        audit(
+            action=AuditAction.IDEMPOTENCY_KEYS_PURGED,
+            request=None,
+            actor=None,
+            count=purged,
+            created_before=created_before.isoformat(),
+        )
+    return purged

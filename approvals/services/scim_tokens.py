@@ -4,6 +4,8 @@ The secret is shown once (returned to the admin who creates it) and stored as a 
 it is 256 random bits, so a plain digest is as good as a slow hash and lets a lookup by digest
 find it in one indexed query. Every refusal is audited, with the token's name when the
 presented secret is one of ours (revoked, rotated away) and never with the secret itself.
+A flood of refusals does not become a flood of rows: the same refusal (reason, address, token)
+is audited once per REFUSAL_AUDIT_WINDOW, the next row carrying how many it stood for.
 """
 
 import hashlib
@@ -11,6 +13,7 @@ import hmac
 import secrets
 from datetime import timedelta
 
+from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
@@ -22,6 +25,8 @@ TOKEN_PREFIX = "scim_"  # noqa: S105 (the visible prefix of every token, not a s
 MAX_TOKEN_LENGTH = 200
 # last_used_at is written at most this often per token (not one row write per SCIM request).
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+# One audit row per identical refusal this often; the refusals in between are counted.
+REFUSAL_AUDIT_WINDOW = timedelta(minutes=1)
 
 
 def _digest(secret: str) -> str:
@@ -132,6 +137,17 @@ def _refuse(reason: str, *, remote: str, token: ScimToken | None = None) -> None
         data |= {"token_id": token.pk, "name": token.name, "prefix": token.prefix}
         if token.replaced_by_id:
             data["replaced_by"] = token.replaced_by_id
+    key = f"scim-refused:{reason}:{data['remote']}:{token.pk if token is not None else ''}"
+    seconds = int(REFUSAL_AUDIT_WINDOW.total_seconds())
+    if not cache.add(f"{key}:window", 1, timeout=seconds):
+        # Audited a moment ago: count it for the next row (the counter outlives the window).
+        if not cache.add(f"{key}:repeats", 1, timeout=seconds * 60):
+            cache.incr(f"{key}:repeats")
+        return
+    repeats = cache.get(f"{key}:repeats")
+    if repeats:
+        cache.delete(f"{key}:repeats")
+        data["repeats_before"] = repeats
     audit(action=AuditAction.SCIM_AUTH_REFUSED, request=None, actor=None, **data)
 
 

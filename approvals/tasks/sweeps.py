@@ -1,8 +1,11 @@
 """Beat's sweeps over waiting and closed requests: expiry, heartbeats, token retention."""
 
 import logging
+from datetime import timedelta
 
 from celery import shared_task
+from django.conf import settings
+from django.utils import timezone
 
 from approvals import selectors, services, stepfunctions
 from approvals.integrations import aws
@@ -56,10 +59,12 @@ def send_heartbeats() -> int:
 @shared_task(name="worker.tasks.erase_closed_tokens", ignore_result=True)
 def erase_closed_tokens() -> int:
     """Retention: erase the task tokens of requests closed more than TOKEN_RETENTION_DAYS ago,
-    and the messages (with their tokens) that ingest errors kept for replay that long."""
+    and the messages (with their tokens) that ingest errors kept for replay that long; forget the
+    API's idempotency keys older than API_IDEMPOTENCY_KEY_HOURS."""
     erased = 0
     for request_id in selectors.closed_token_request_ids():
         erased += services.approval_token_erase(request_id=request_id)
     for ingest_error_id in selectors.expired_ingest_message_ids():
         erased += services.ingest_error_message_erase(ingest_error_id=ingest_error_id)
+    services.idempotency_keys_purge(created_before=timezone.now() - timedelta(hours=settings.API_IDEMPOTENCY_KEY_HOURS))
     return erased
