@@ -254,3 +254,34 @@ def test_a_batch_of_ten_new_messages_takes_as_many_statements_as_a_batch_of_two(
     assert ApprovalRequest.objects.get(requester_email="requester1@example.com").requester_user.username == "r1"
     routed = ApprovalRequest.objects.get(title="Counted 1")
     assert list(routed.assignments.values_list("kind", "value")) == [("group", settings.APPROVAL_DEFAULT_GROUP)]
+
+
+@pytest.mark.django_db
+def test_a_batch_asks_to_keep_hidden_what_is_not_stored_yet_before_each_step_also_when_it_falls_back():
+    messages = received(3, machine="arn:aws:states:us-east-1:123456789012:stateMachine:Slow", first=100)
+    asked: list[list[str]] = []
+    committed: list[QueueMessage] = []
+    real = Assignment.objects.bulk_create
+
+    def deadlocked_once(objs, *args, **kwargs):
+        if ["(deadlock)"] not in asked:
+            asked.append(["(deadlock)"])
+            raise OperationalError("deadlock detected")
+        return real(objs, *args, **kwargs)
+
+    def keep_hidden(remaining):
+        assert not {message.message_id for message in remaining} & {message.message_id for message in committed}
+        asked.append([message.message_id for message in remaining])
+
+    # mock: as in the deadlock test above, a deadlock at one exact statement on demand.
+    with mock.patch.object(Assignment.objects, "bulk_create", deadlocked_once):
+        outcomes = services.received_batch_ingest(
+            messages=messages, max_bytes=256 * 1024, committed=committed, keep_hidden=keep_hidden
+        )
+
+    ids = [message.message_id for message in messages]
+    # Before the batch: all three; it failed; then before each message: what is still to store.
+    assert asked == [ids, ["(deadlock)"], ids, ids[1:], ids[2:]]
+    assert committed == messages
+    assert [outcome.message_id for outcome in outcomes] == ids
+    assert ApprovalRequest.objects.filter(title__startswith="Counted 10").count() == 3
