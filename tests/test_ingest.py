@@ -568,19 +568,21 @@ def test_a_message_the_database_refuses_becomes_a_store_failed_ingest_error_and_
 
 
 def failing_for(title: str, error: Exception):
-    """A stand-in for the ingest's audit call that raises `error` for the request titled `title`.
+    """A stand-in for the ingest's audit event (`_ingested_event`, both the batch's and the
+    single message's path) that raises `error` for the request titled `title`.
 
     The audit event is the store's last write: the request row and its assignments are
-    written by then, so a failure there shows they roll back with it.
+    written by then, so a failure there shows they roll back with it (the batch's too: it
+    falls back to one transaction per message, where the fault strikes again).
     """
-    real = services.ingest.audit
+    real = services.ingest._ingested_event
 
-    def audit(**kwargs):
+    def ingested_event(**kwargs):
         if kwargs.get("request") is not None and kwargs["request"].title == title:
             raise error
         return real(**kwargs)
 
-    return audit
+    return ingested_event
 
 
 @pytest.mark.django_db(transaction=True)
@@ -596,7 +598,7 @@ def test_an_unexpected_exception_while_storing_one_message_is_its_store_failed_e
 
     # mock: a real part cannot be made to raise an arbitrary exception on demand; this
     # simulates a bug at the end of the store, after the request row was written.
-    with mock.patch("approvals.services.ingest.audit", failing_for("Boom", fault)):
+    with mock.patch("approvals.services.ingest._ingested_event", failing_for("Boom", fault)):
         assert consume(queue_url) == 2
 
     assert list(ApprovalRequest.objects.values_list("sqs_message_id", flat=True)) == [good_id]
@@ -617,7 +619,7 @@ def test_a_database_gone_mid_batch_stops_the_batch_without_errors_and_what_was_c
     # mock: PostgreSQL cannot be made to drop one connection at an exact statement on demand.
     lost = OperationalError("server closed the connection unexpectedly")
     with (
-        mock.patch("approvals.services.ingest.audit", failing_for("Lost connection", lost)),
+        mock.patch("approvals.services.ingest._ingested_event", failing_for("Lost connection", lost)),
         pytest.raises(OperationalError),
     ):
         consume(queue_url)  # to the consumer loop, which backs off and says so

@@ -21,32 +21,35 @@ def consume_once(*, queue_url: str, wait_seconds: int, visibility_timeout: int, 
     from approvals import services
     from approvals.integrations import aws
     from approvals.ops import metrics
-    from portal.logging import bind_log_context
 
     batch = aws.receive_batch(queue_url=queue_url, wait_seconds=wait_seconds, visibility_timeout=visibility_timeout)
     received_at = time.monotonic()
     metrics.messages_received(len(batch))
     extended = False
-    done: list[str] = []
+    committed: list[aws.QueueMessage] = []
+
+    def keep_hidden(remaining) -> None:
+        nonlocal extended
+        if remaining and not extended and time.monotonic() - received_at > visibility_timeout / 2:
+            # A slow batch (a slow database): keep the rest hidden so no other consumer
+            # receives them meanwhile.
+            handles = [message.receipt_handle for message in remaining]
+            aws.extend_visibility(queue_url=queue_url, receipt_handles=handles, timeout=visibility_timeout)
+            extended = True
+
     try:
-        for index, message in enumerate(batch):
-            bind_log_context(message_id=message.message_id, approval_id=None)
-            if not extended and time.monotonic() - received_at > visibility_timeout / 2:
-                # A slow batch (a slow database): keep the rest hidden so no other consumer
-                # receives them meanwhile.
-                rest = [m.receipt_handle for m in batch[index:]]
-                aws.extend_visibility(queue_url=queue_url, receipt_handles=rest, timeout=visibility_timeout)
-                extended = True
-            # Each message's failure is its own: an IngestError that keeps the message, so once
-            # either is committed the message is deleted. Only a database unavailable as a whole
-            # raises: the rest stay on the queue (and go to the DLQ if that lasts).
-            services.received_message_ingest(sqs_message_id=message.message_id, body=message.body, max_bytes=max_bytes)
-            done.append(message.receipt_handle)  # committed: safe to delete
+        # The batch in one transaction, each message on its own only if that fails; a message's
+        # failure is an IngestError that keeps it, so once either is committed the message is
+        # deleted. Only a database unavailable as a whole raises: the rest stay on the queue
+        # (and go to the DLQ if that lasts).
+        services.received_batch_ingest(
+            messages=batch, max_bytes=max_bytes, committed=committed, keep_hidden=keep_hidden
+        )
     finally:
         # Also when the database went away mid-batch: what was committed is not received again.
-        bind_log_context(message_id=None, approval_id=None)
-        if done:
-            failed = aws.delete_messages(queue_url=queue_url, receipt_handles=done)
+        if committed:
+            handles = [message.receipt_handle for message in committed]
+            failed = aws.delete_messages(queue_url=queue_url, receipt_handles=handles)  # DeleteMessageBatch
             if failed:
                 # Harmless: the message comes back and ingestion finds the existing request.
                 logger.warning("%d ingested messages could not be deleted; they will be re-received", len(failed))

@@ -16,8 +16,11 @@ email is outside OIDC_ALLOWED_EMAIL_DOMAINS are never assigned, wherever they we
 """
 
 from dataclasses import dataclass, field
+from functools import reduce
+from operator import or_
 
 from django.conf import settings
+from django.db.models import Q
 
 from approvals import selectors
 from approvals.contract import ApprovalMessage, ContractError
@@ -84,9 +87,65 @@ def requester_account(email: str) -> User | None:
     return User.objects.filter(email__iexact=email).order_by("-is_active", "pk").first()
 
 
-def approvers_resolve(message: ApprovalMessage) -> TrustedApprovers:
-    """Who the request for `message` goes to, under the admins' trust setting; or TrustRefusal."""
-    setting = selectors.approver_trust_for(state_machine_arn=message.state_machine_arn, state_name=message.state_name)
+class TrustLookups:
+    """The admins' settings and the requesters' accounts as read for a batch of messages.
+
+    A received batch of up to ten messages usually comes from one or two state machines: each
+    setting and rule is read once per state machine and state, and the requesters' accounts in
+    one query (`requesters_prefetch`), instead of once per message. Without a prefetch it reads
+    exactly what a single message needs.
+    """
+
+    def __init__(self) -> None:
+        self._settings: dict[tuple[str, str], ApproverTrust | None] = {}
+        self._rules: dict[tuple[str, str], RoutingRule | None] = {}
+        self._requesters: dict[str, User | None] = {}
+
+    def setting(self, message: ApprovalMessage) -> ApproverTrust | None:
+        key = (message.state_machine_arn, message.state_name)
+        if key not in self._settings:
+            self._settings[key] = selectors.approver_trust_for(state_machine_arn=key[0], state_name=key[1])
+        return self._settings[key]
+
+    def rule(self, message: ApprovalMessage) -> RoutingRule | None:
+        key = (message.state_machine_arn, message.state_name)
+        if key not in self._rules:
+            self._rules[key] = selectors.routing_rule_for(state_machine_arn=key[0], state_name=key[1])
+        return self._rules[key]
+
+    def requester(self, email: str) -> User | None:
+        if email not in self._requesters:
+            self._requesters[email] = requester_account(email)
+        return self._requesters[email]
+
+    def requesters_prefetch(self, emails) -> None:
+        """Read the accounts of all these requesters in one query (as `requester_account` picks them)."""
+        emails = sorted({email for email in emails if email and email not in self._requesters})
+        if not emails:
+            return
+        rows = list(
+            User.objects.filter(reduce(or_, (Q(email__iexact=email) for email in emails))).order_by("-is_active", "pk")
+        )
+        attributed: set[int] = set()
+        for email in emails:
+            match = next((row for row in rows if row.email.lower() == email.lower()), None)
+            if match is not None:
+                attributed.add(match.pk)
+                self._requesters[email] = match
+        if len(attributed) == len(rows):
+            # Every row found belongs to an email here: the others have no account.
+            self._requesters.update({email: None for email in emails if email not in self._requesters})
+        # Else the database matched a row case-insensitively where Python's lower() does not
+        # (exotic Unicode): those emails are read one by one, exactly, when asked for.
+
+
+def approvers_resolve(message: ApprovalMessage, *, lookups: TrustLookups | None = None) -> TrustedApprovers:
+    """Who the request for `message` goes to, under the admins' trust setting; or TrustRefusal.
+
+    `lookups`: the settings and accounts read for the batch the message came in (default: read
+    for this message alone)."""
+    lookups = lookups if lookups is not None else TrustLookups()
+    setting = lookups.setting(message)
     if setting is not None and setting.require_requester and not message.requester:
         raise TrustRefusal(
             "requester_required",
@@ -122,11 +181,11 @@ def approvers_resolve(message: ApprovalMessage) -> TrustedApprovers:
     ignored += refused
 
     resolved = TrustedApprovers(
-        users=users, groups=groups, setting=setting, requester_user=requester_account(message.requester)
+        users=users, groups=groups, setting=setting, requester_user=lookups.requester(message.requester)
     )
     if not users and not groups:
         # Never dropped: an admin's routing rule, else the default group.
-        rule = selectors.routing_rule_for(state_machine_arn=message.state_machine_arn, state_name=message.state_name)
+        rule = lookups.rule(message)
         if rule is not None:
             users, refused = _allowed_domain_users(list(rule.users), f"the routing rule {rule.name!r} (#{rule.pk})")
             ignored += refused

@@ -35,6 +35,7 @@ from approvals.services.ingest import (
     ingest_error_discard,
     ingest_error_record,
     ingest_error_replay,
+    received_batch_ingest,
     received_message_ingest,
 )
 from approvals.services.keys import (
@@ -102,6 +103,7 @@ __all__ = [
     "ingest_error_discard",
     "ingest_error_record",
     "ingest_error_replay",
+    "received_batch_ingest",
     "received_message_ingest",
     "new_assignees_notify",
     "refusal_record",

@@ -3,6 +3,8 @@ admin's replay or discard of those."""
 
 import logging
 import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
@@ -17,13 +19,14 @@ from approvals.models import (
     ApprovalRequest,
     Assignment,
     AuditAction,
+    AuditEvent,
     IngestError,
     User,
 )
 from approvals.ops import metrics
 from approvals.redaction import redact, redact_body
 from approvals.selectors import trust
-from approvals.services.common import ApprovalError, audit
+from approvals.services.common import SYSTEM, ApprovalError, audit
 from approvals.services.notifications import approval_notify
 from portal.logging import bind_log_context
 
@@ -67,6 +70,84 @@ def _policy_fields(message: ApprovalMessage, policy: ApprovalPolicy | None) -> d
     }
 
 
+def _request_fields(
+    *, message: ApprovalMessage, trusted: trust.TrustedApprovers, policy: ApprovalPolicy | None, sqs_message_id: str
+) -> dict:
+    """The new request's columns (all but its fingerprint)."""
+    received_at = timezone.now()
+    return {
+        "title": message.title,
+        "details": message.details,
+        "requester_email": message.requester,
+        "requester_user": trusted.requester_user,
+        "ignored_approvers": trusted.ignored,
+        "execution_arn": message.execution_arn,
+        "state_machine_arn": message.state_machine_arn,
+        "state_name": message.state_name,
+        "deadline": _effective_deadline(message, received_at),
+        "timeout_seconds": message.timeout_seconds,
+        "heartbeat_seconds": message.heartbeat_seconds,
+        "token_ciphertext": tokens.encrypt_token(message.task_token),
+        "sqs_message_id": sqs_message_id,
+        "received_at": received_at,
+        "options": [option.as_json() for option in message.options] or None,
+        "multiple_options": message.multiple,
+        "form_schema": message.form,
+        **_policy_fields(message, policy),
+    }
+
+
+def _assignments(request: ApprovalRequest, trusted: trust.TrustedApprovers) -> list[Assignment]:
+    return [Assignment(request=request, kind=Assignment.Kind.USER, value=email) for email in trusted.users] + [
+        Assignment(request=request, kind=Assignment.Kind.GROUP, value=name) for name in trusted.groups
+    ]
+
+
+def _ingested_event(
+    *,
+    request: ApprovalRequest,
+    sqs_message_id: str,
+    trusted: trust.TrustedApprovers,
+    policy: ApprovalPolicy | None,
+) -> AuditEvent:
+    """The request's `ingested` audit event, not yet saved (the batch path saves them in bulk)."""
+    rule = trusted.rule
+    data = {
+        "sqs_message_id": sqs_message_id,
+        "users": trusted.users,
+        "groups": trusted.groups,
+        "routed_to_default_group": trusted.routed_to_default,
+        "routing_rule": {"id": rule.pk, "name": rule.name} if rule is not None else None,
+        "policy": request.policy,
+        "policy_default": {"id": policy.pk, "name": policy.name} if policy is not None else None,
+        "approver_trust": {"id": trusted.setting.pk, "name": trusted.setting.name} if trusted.setting else None,
+        "approver_trust_mode": trusted.mode,
+        "ignored_approvers": trusted.ignored,
+    }
+    return AuditEvent(request=request, actor=None, actor_label=SYSTEM, action=AuditAction.INGESTED, data=data)
+
+
+def _notify_new(requests: list[ApprovalRequest]) -> None:
+    """Tell the approvers of these new requests, in the caller's transaction (sent after commit).
+
+    The one place ingest plans new-request notifications, for the batch and the single path:
+    today one `approval_notify` per request (exception-safe, each in its own savepoint).
+    """
+    for request in requests:
+        approval_notify(request=request, kind="new_request")
+
+
+def _log_ingested_on_commit(stored: list[tuple[ApprovalRequest, str]]) -> None:
+    """Say "ingested" once it is true: after the commit (never before, never after a rollback)."""
+
+    def log() -> None:
+        for request, sqs_message_id in stored:
+            bind_log_context(message_id=sqs_message_id, approval_id=request.public_id)
+            logger.info("ingested approval request %s from message %s", request.public_id, sqs_message_id)
+
+    transaction.on_commit(log, robust=True)
+
+
 @transaction.atomic
 def approval_request_ingest(*, message: ApprovalMessage, sqs_message_id: str = "") -> tuple[ApprovalRequest, bool]:
     """Create the request for a queue message; the same token again returns the existing one."""
@@ -79,58 +160,20 @@ def approval_request_ingest(*, message: ApprovalMessage, sqs_message_id: str = "
 
     # Who decides, under the admins' approver trust setting; a refusal is an ingest error.
     trusted = trust.approvers_resolve(message)
-    received_at = timezone.now()
     policy = selectors.approval_policy_for(state_machine_arn=message.state_machine_arn, state_name=message.state_name)
     request, created = ApprovalRequest.objects.get_or_create(
         token_fingerprint=fingerprint,
-        defaults={
-            "title": message.title,
-            "details": message.details,
-            "requester_email": message.requester,
-            "requester_user": trusted.requester_user,
-            "ignored_approvers": trusted.ignored,
-            "execution_arn": message.execution_arn,
-            "state_machine_arn": message.state_machine_arn,
-            "state_name": message.state_name,
-            "deadline": _effective_deadline(message, received_at),
-            "timeout_seconds": message.timeout_seconds,
-            "heartbeat_seconds": message.heartbeat_seconds,
-            "token_ciphertext": tokens.encrypt_token(message.task_token),
-            "sqs_message_id": sqs_message_id,
-            "received_at": received_at,
-            "options": [option.as_json() for option in message.options] or None,
-            "multiple_options": message.multiple,
-            "form_schema": message.form,
-            **_policy_fields(message, policy),
-        },
+        defaults=_request_fields(message=message, trusted=trusted, policy=policy, sqs_message_id=sqs_message_id),
     )
     if not created:  # a concurrent consumer won the race
         return request, False
 
-    users, groups, rule = trusted.users, trusted.groups, trusted.rule
-    Assignment.objects.bulk_create(
-        [Assignment(request=request, kind=Assignment.Kind.USER, value=email) for email in users]
-        + [Assignment(request=request, kind=Assignment.Kind.GROUP, value=name) for name in groups]
-    )
-    audit(
-        action=AuditAction.INGESTED,
-        request=request,
-        actor=None,
-        sqs_message_id=sqs_message_id,
-        users=users,
-        groups=groups,
-        routed_to_default_group=trusted.routed_to_default,
-        routing_rule={"id": rule.pk, "name": rule.name} if rule is not None else None,
-        policy=request.policy,
-        policy_default={"id": policy.pk, "name": policy.name} if policy is not None else None,
-        approver_trust={"id": trusted.setting.pk, "name": trusted.setting.name} if trusted.setting else None,
-        approver_trust_mode=trusted.mode,
-        ignored_approvers=trusted.ignored,
-    )
-    approval_notify(request=request, kind="new_request")  # exception-safe; sent after commit
+    Assignment.objects.bulk_create(_assignments(request, trusted))
+    _ingested_event(request=request, sqs_message_id=sqs_message_id, trusted=trusted, policy=policy).save()
+    _notify_new([request])  # exception-safe; sent after commit
     bind_log_context(approval_id=request.public_id)
     metrics.request_ingested(state_machine_arn=request.state_machine_arn)
-    logger.info("ingested approval request %s from message %s", request.public_id, sqs_message_id)
+    _log_ingested_on_commit([(request, sqs_message_id)])
     return request, True
 
 
@@ -155,6 +198,17 @@ def _database_unavailable(error: Exception) -> bool:
     return sqlstate is None or sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES or sqlstate == "55P03"
 
 
+@dataclass
+class IngestOutcome:
+    """What became of one received message. Every outcome is committed (or was already there):
+    a request (`created` when this message made it) or an IngestError that keeps the message."""
+
+    message_id: str
+    request: ApprovalRequest | None = None
+    created: bool = False
+    error: IngestError | None = None
+
+
 def received_message_ingest(*, sqs_message_id: str, body: str | bytes, max_bytes: int) -> IngestError | None:
     """Parse and store one received message, its failure its own. Once this returns, the
     message may be deleted from the queue: it is a request, or an IngestError that keeps it.
@@ -168,25 +222,203 @@ def received_message_ingest(*, sqs_message_id: str, body: str | bytes, max_bytes
     message stays on the queue (its redrive policy moves it to the DLQ if that lasts).
     Returns the IngestError, or None when the message is a request (new, or already there).
     """
+    return _received_message_store(sqs_message_id=sqs_message_id, body=body, max_bytes=max_bytes).error
+
+
+def _received_message_store(*, sqs_message_id: str, body: str | bytes, max_bytes: int) -> IngestOutcome:
+    outcome = IngestOutcome(message_id=sqs_message_id)
     try:
         message = parse_message(body, max_bytes=max_bytes)
     except ContractError as error:
-        return ingest_error_record(sqs_message_id=sqs_message_id, error=error, body=body)
+        outcome.error = ingest_error_record(sqs_message_id=sqs_message_id, error=error, body=body)
+        return outcome
     try:
-        approval_request_ingest(message=message, sqs_message_id=sqs_message_id)
+        outcome.request, outcome.created = approval_request_ingest(message=message, sqs_message_id=sqs_message_id)
     except ContractError as error:  # a rule applied at store time refused it
-        return ingest_error_record(sqs_message_id=sqs_message_id, error=error, body=body)
+        outcome.error = ingest_error_record(sqs_message_id=sqs_message_id, error=error, body=body)
     except Exception as error:  # noqa: BLE001 - recorded for this message, logged with its traceback
         if _database_unavailable(error):
             raise
-        if ApprovalRequest.objects.filter(token_fingerprint=tokens.fingerprint_token(message.task_token)).exists():
+        fingerprint = tokens.fingerprint_token(message.task_token)
+        existing = ApprovalRequest.objects.filter(token_fingerprint=fingerprint).first()
+        if existing is not None:
             # Raised after the commit (an on-commit hook), or a concurrent consumer stored the
             # same token: the request is there, so the message is done, not failed.
             logger.error("message %s stored, then %s was raised after the commit", sqs_message_id, type(error).__name__)
-            return None
+            outcome.request = existing
+            return outcome
         token = message.task_token
-        return _store_failure_record(sqs_message_id=sqs_message_id, error=error, body=body, task_token=token)
-    return None
+        outcome.error = _store_failure_record(sqs_message_id=sqs_message_id, error=error, body=body, task_token=token)
+    return outcome
+
+
+# ---------------------------------------------------------------------------
+# A received batch
+# ---------------------------------------------------------------------------
+def received_batch_ingest(
+    *,
+    messages: Sequence[aws.QueueMessage],
+    max_bytes: int,
+    committed: list[aws.QueueMessage] | None = None,
+    keep_hidden: Callable[[Sequence[aws.QueueMessage]], None] | None = None,
+) -> list[IngestOutcome]:
+    """Parse and store a received batch (SQS gives up to ten) in one transaction; one outcome
+    per message, in order. Once a message is in `committed` it may be deleted from the queue.
+
+    Every message of the batch is parsed, the duplicates of all of them are found in one query,
+    the admins' settings are read once per state machine and state, and the new requests, their
+    assignments and audit events are written with one bulk insert each. A message the contract
+    or its approver trust setting refuses is its IngestError, in the same transaction. The same
+    token twice in the batch makes one request; a token already stored returns that request.
+
+    If the batch fails as a whole (a value the database refuses, a bug, a concurrent consumer
+    that stored the same token first, a deadlock), nothing of it is kept and each message is
+    stored again on its own, as `received_message_ingest` does: one bad message never fails the
+    others. A database unavailable as a whole raises from there, with `committed` holding what
+    was stored before it went.
+
+    `committed` (out): the messages stored so far, appended as their transaction commits.
+    `keep_hidden(remaining)`: called before each step with the messages not stored yet, so the
+    consumer can extend their visibility when the batch is slow.
+    """
+    committed = committed if committed is not None else []
+    if not messages:
+        return []
+    if keep_hidden is not None:
+        keep_hidden(messages)
+    done_marker: list[bool] = []
+    try:
+        with transaction.atomic():
+            # Registered first, so it runs first: tells a hook failing after the commit apart
+            # from a batch that rolled back.
+            transaction.on_commit(lambda: done_marker.append(True))
+            outcomes = _batch_store(messages, max_bytes=max_bytes)
+    except Exception as error:  # noqa: BLE001 - each message is stored again on its own below
+        if done_marker:
+            name = type(error).__name__
+            logger.error("a batch of %d was stored, then %s was raised after the commit", len(messages), name)
+            committed.extend(messages)
+            return outcomes
+        # Only the type: a database error's text may quote a stored value.
+        bind_log_context(message_id=None, approval_id=None)
+        logger.warning(
+            "a batch of %d messages could not be stored at once (%s); storing each on its own",
+            len(messages),
+            type(error).__name__,
+        )
+        return _one_by_one(messages, max_bytes=max_bytes, committed=committed, keep_hidden=keep_hidden)
+    finally:
+        bind_log_context(message_id=None, approval_id=None)
+    committed.extend(messages)
+    return outcomes
+
+
+def _one_by_one(
+    messages: Sequence[aws.QueueMessage],
+    *,
+    max_bytes: int,
+    committed: list[aws.QueueMessage],
+    keep_hidden: Callable[[Sequence[aws.QueueMessage]], None] | None,
+) -> list[IngestOutcome]:
+    """Today's per-message path, each message in its own transaction."""
+    outcomes = []
+    try:
+        for index, message in enumerate(messages):
+            if keep_hidden is not None:
+                keep_hidden(messages[index:])
+            bind_log_context(message_id=message.message_id, approval_id=None)
+            outcomes.append(
+                _received_message_store(sqs_message_id=message.message_id, body=message.body, max_bytes=max_bytes)
+            )
+            committed.append(message)
+    finally:
+        bind_log_context(message_id=None, approval_id=None)
+    return outcomes
+
+
+def _refusal_record(received: aws.QueueMessage, error: ContractError) -> IngestError:
+    return ingest_error_record(sqs_message_id=received.message_id, error=error, body=received.body)
+
+
+def _batch_store(messages: Sequence[aws.QueueMessage], *, max_bytes: int) -> list[IngestOutcome]:
+    """The batch's writes, in the caller's transaction. Raises if any of them fails."""
+    outcomes = [IngestOutcome(message_id=message.message_id) for message in messages]
+    parsed: list[tuple[int, ApprovalMessage]] = []
+    for index, received in enumerate(messages):
+        bind_log_context(message_id=received.message_id, approval_id=None)
+        try:
+            parsed.append((index, parse_message(received.body, max_bytes=max_bytes)))
+        except ContractError as error:
+            outcomes[index].error = _refusal_record(received, error)
+    if not parsed:
+        return outcomes
+
+    # Duplicates of every message at once, under every configured fingerprint key (a request
+    # stored before a key rotation is a duplicate too).
+    candidates = {index: tokens.fingerprint_candidates(message.task_token) for index, message in parsed}
+    wanted = {fingerprint for values in candidates.values() for fingerprint in values}
+    existing = {row.token_fingerprint: row for row in ApprovalRequest.objects.filter(token_fingerprint__in=wanted)}
+
+    lookups = trust.TrustLookups()
+    lookups.requesters_prefetch(message.requester for _, message in parsed)
+    policies: dict[tuple[str, str], ApprovalPolicy | None] = {}
+    new: list[tuple[int, ApprovalMessage, trust.TrustedApprovers, ApprovalPolicy | None]] = []
+    requests: list[ApprovalRequest] = []
+    first_index: dict[str, int] = {}  # fingerprint -> the message of this batch that makes it
+    copies: list[tuple[int, int]] = []  # (a later copy, the message that makes the request)
+    for index, message in parsed:
+        received = messages[index]
+        bind_log_context(message_id=received.message_id, approval_id=None)
+        found = next((existing[value] for value in candidates[index] if value in existing), None)
+        if found is not None:
+            outcomes[index].request = found
+            continue
+        fingerprint = candidates[index][0]  # the newest key's
+        if fingerprint in first_index:
+            copies.append((index, first_index[fingerprint]))
+            continue
+        try:
+            trusted = trust.approvers_resolve(message, lookups=lookups)
+        except ContractError as error:  # the approver trust setting refused it
+            outcomes[index].error = _refusal_record(received, error)
+            continue
+        key = (message.state_machine_arn, message.state_name)
+        if key not in policies:
+            policies[key] = selectors.approval_policy_for(state_machine_arn=key[0], state_name=key[1])
+        fields = _request_fields(
+            message=message, trusted=trusted, policy=policies[key], sqs_message_id=received.message_id
+        )
+        requests.append(ApprovalRequest(token_fingerprint=fingerprint, **fields))
+        new.append((index, message, trusted, policies[key]))
+        first_index[fingerprint] = index
+
+    if requests:
+        ApprovalRequest.objects.bulk_create(requests)
+        if any(request.pk is None for request in requests):  # a backend that returns no ids
+            made = ApprovalRequest.objects.filter(token_fingerprint__in=[r.token_fingerprint for r in requests])
+            ids = dict(made.values_list("token_fingerprint", "pk"))
+            for request in requests:
+                request.pk = ids[request.token_fingerprint]
+        stored = list(zip(new, requests, strict=True))
+        Assignment.objects.bulk_create(
+            [assignment for (_, _, trusted, _), request in stored for assignment in _assignments(request, trusted)]
+        )
+        AuditEvent.objects.bulk_create(
+            [
+                _ingested_event(
+                    request=request, sqs_message_id=messages[index].message_id, trusted=trusted, policy=policy
+                )
+                for (index, _, trusted, policy), request in stored
+            ]
+        )
+        for (index, _, _, _), request in stored:
+            outcomes[index].request, outcomes[index].created = request, True
+            metrics.request_ingested(state_machine_arn=request.state_machine_arn)
+        _notify_new(requests)  # exception-safe; sent after commit
+        _log_ingested_on_commit([(request, messages[index].message_id) for (index, _, _, _), request in stored])
+    for index, maker in copies:
+        outcomes[index].request = outcomes[maker].request
+    return outcomes
 
 
 def _store_failure_record(*, sqs_message_id: str, error: Exception, body: str | bytes, task_token: str) -> IngestError:
