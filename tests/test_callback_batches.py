@@ -414,3 +414,25 @@ def test_the_statements_of_a_batch_do_not_grow_with_its_size_beyond_the_requeste
     # SKIP LOCKED, votes, assignments, the voters' groups, mark sending) and the record (lock,
     # mark delivered, audit events), each in its transaction (savepoints in this test).
     assert len(small) - 10 * len(mail) <= 13
+
+
+@pytest.mark.django_db
+def test_a_row_that_breaks_the_claim_does_not_hold_up_the_callback_a_decision_queued(people, settings):
+    # A row no check foresaw (an output missing from a success payload: written directly, no
+    # service writes it), older than the decision's callback, so every batch would take it.
+    broken_request = ingest_body(title="Broken")
+    ApprovalRequest.objects.filter(pk=broken_request.pk).update(status=RequestStatus.CANCELLED)
+    broken = Callback.objects.create(request=broken_request, kind=Callback.Kind.SUCCESS, payload={})
+    good = approve(ingest_body(title="Good"), people["alice"])
+
+    # mock: only the Send* calls are replaced (no execution behind these tokens); the claim is real.
+    client = SelectiveStepFunctions({})
+    with mock.patch("approvals.integrations.aws._sfn", return_value=client):
+        assert deliver_callback(good.pk) == "delivered"
+        with pytest.raises(KeyError):
+            deliver_callback(broken.pk)  # its own task still fails on it, visibly
+    good.refresh_from_db()
+    broken.refresh_from_db()
+    assert good.status == CallbackStatus.DELIVERED
+    assert broken.status == CallbackStatus.PENDING and broken.attempts == 0
+    assert len(client.calls) == 1

@@ -83,7 +83,7 @@ def _deliver_batch(callback_ids: list[int]) -> dict[int, str]:
     The database work (claim, marks) runs on this thread in three short transactions whatever
     the batch's size; only the HTTP calls may go to the pool.
     """
-    sends = services.callbacks_claim_batch(callback_ids=callback_ids, limit=settings.CALLBACK_BATCH_SIZE)
+    sends = _claim(callback_ids)
     if not sends:
         return {}
     results = _send_all(sends)
@@ -126,6 +126,23 @@ def _deliver_batch(callback_ids: list[int]) -> dict[int, str]:
         settled = services.callbacks_mark_failed(failures=permanent)
         outcomes.update({callback_id: str(outcome) for callback_id, outcome in settled.items()})
     return outcomes
+
+
+def _claim(callback_ids: list[int]) -> list[services.CallbackSend]:
+    """The batch's claim. If it fails (a row that breaks the claim: a bug, or a payload no
+    check foresaw), the given ids are claimed one by one, as before batches: one bad callback
+    must not hold up the others, and its own task still fails on it, visibly."""
+    limit = settings.CALLBACK_BATCH_SIZE
+    try:
+        return services.callbacks_claim_batch(callback_ids=callback_ids, limit=limit)
+    except Exception:
+        if limit <= len(callback_ids):
+            raise  # nothing was added to the given ids: their own error
+        logger.exception("callback batch claim failed; claiming %s callback(s) one by one", len(callback_ids))
+    sends: list[services.CallbackSend] = []
+    for callback_id in callback_ids:
+        sends += services.callbacks_claim_batch(callback_ids=[callback_id], limit=1)
+    return sends
 
 
 def _permanent_failure(send: services.CallbackSend, error: aws.AwsError) -> services.PermanentFailure:
