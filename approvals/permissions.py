@@ -9,6 +9,7 @@ of duties (the requester never decides; optionally nobody decides two levels of 
 or shares a group with the requester).
 """
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -47,9 +48,32 @@ class Authority:
         return self.principal if self.delegation is not None else None
 
 
+# Where preload_group_names() keeps a user's groups on the instance (see there).
+_GROUPS_LOADED = "_sso_group_names_loaded"
+
+
 def user_group_names(user: User) -> set[str]:
     """The user's SSO groups (as mirrored at sign-in), without the portal's own permission group."""
+    loaded = getattr(user, _GROUPS_LOADED, None)
+    if loaded is not None:
+        return set(loaded)
     return set(user.groups.exclude(name=APPROVER_ACCESS_GROUP).values_list("name", flat=True))
+
+
+def preload_group_names(users: Iterable[User]) -> None:
+    """Load the groups of many users in one query and keep them on these instances.
+
+    For a batch that asks the same rule many times (the callback re-check of a batch): each
+    voter's groups are read once, at the start of the batch, and these instances live only for
+    it. Other instances of the same users still read their groups afresh.
+    """
+    users = [user for user in users if user is not None]
+    names: dict[int, set[str]] = {user.pk: set() for user in users}
+    rows = User.groups.through.objects.filter(user_id__in=list(names)).exclude(group__name=APPROVER_ACCESS_GROUP)
+    for user_id, name in rows.values_list("user_id", "group__name"):
+        names[user_id].add(name)
+    for user in users:
+        setattr(user, _GROUPS_LOADED, frozenset(names[user.pk]))
 
 
 def _assignment_keys(user: User, request: ApprovalRequest) -> list[str]:

@@ -374,6 +374,12 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
 # pg_terminate_backend) is replaced before the task uses it. 0 turns reuse off.
 CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000) or None
 CALLBACK_SWEEP_SECONDS = env.float("CALLBACK_SWEEP_SECONDS", default=30.0)
+# Callbacks one delivery task claims and sends at once: the id it was queued for, then whatever
+# else is due (docs/callbacks.md, "Delivery in batches"). 1 = one callback per task, as before.
+CALLBACK_BATCH_SIZE = max(1, env.int("CALLBACK_BATCH_SIZE", default=50))
+# Threads per delivery task for the Send* HTTP calls of a batch (1 = one after the other). Keep
+# worker processes x threads x calls per second per thread under the account's Send* quota.
+CALLBACK_SEND_THREADS = max(1, env.int("CALLBACK_SEND_THREADS", default=4))
 HEARTBEAT_SWEEP_SECONDS = env.float("HEARTBEAT_SWEEP_SECONDS", default=30.0)
 # How often the retention sweep erases the tokens of requests closed TOKEN_RETENTION_DAYS ago.
 TOKEN_ERASE_SWEEP_SECONDS = env.float("TOKEN_ERASE_SWEEP_SECONDS", default=3600.0)

@@ -538,15 +538,16 @@ def test_the_sweep_requeues_stale_pending_sending_and_overdue_retrying_callbacks
     Callback.objects.filter(pk=callbacks["old-failed"]).update(status=CallbackStatus.FAILED, updated_at=long_ago)
 
     # mock: simulates the lost on-commit enqueue being made good; no Celery worker consumes in
-    # this test, so we capture what the sweep queues instead of publishing it.
-    with mock.patch.object(tasks.deliver_callback, "delay") as queued:
+    # this test, so we capture what the sweep queues instead of publishing it. The sweep queues
+    # the batch task with the ids it leased (CALLBACK_BATCH_SIZE a task; one task here).
+    with mock.patch.object(tasks.deliver_due_callbacks, "delay") as queued:
         assert sweep_callbacks() == 3
-        assert sorted(call.args[0] for call in queued.call_args_list) == sorted(
+        assert sorted(i for call in queued.call_args_list for i in call.args[0]) == sorted(
             [callbacks["stale-pending"], callbacks["stale-sending"], callbacks["overdue-retry"]]
         )
         # A sweep leases what it queued: the next one (or a concurrent relay) does not queue it again.
         assert sweep_callbacks() == 0
-        assert queued.call_count == 3
+        assert queued.call_count == 1
 
 
 # ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from portal.celery import app as celery_app
 
 TASK_NAMES = {
     "worker.tasks.deliver_callback",
+    "worker.tasks.deliver_due_callbacks",
     "worker.tasks.sweep_callbacks",
     "worker.tasks.expire_overdue_requests",
     "worker.tasks.send_heartbeats",

@@ -290,16 +290,22 @@ def delete_message_by_id(*, queue_url: str, message_id: str) -> bool:
 # ---------------------------------------------------------------------------
 # Step Functions: the callbacks
 # ---------------------------------------------------------------------------
-def send_task_success(*, task_token: str, output: dict) -> None:
+def stepfunctions_client():
+    """The Step Functions client the Send* calls use by default (cached, thread-safe). A batch of
+    callbacks takes it once and passes it as `client=` to every call (tasks/callbacks.py)."""
+    return _sfn()
+
+
+def send_task_success(*, task_token: str, output: dict, client=None) -> None:
     try:
-        _sfn().send_task_success(taskToken=task_token, output=json.dumps(output, ensure_ascii=False))
+        (client or _sfn()).send_task_success(taskToken=task_token, output=json.dumps(output, ensure_ascii=False))
     except (ClientError, BotoCoreError) as error:
         raise _translate(error, task_token) from None
 
 
-def send_task_failure(*, task_token: str, error: str, cause: str) -> None:
+def send_task_failure(*, task_token: str, error: str, cause: str, client=None) -> None:
     try:
-        _sfn().send_task_failure(taskToken=task_token, error=error, cause=cause)
+        (client or _sfn()).send_task_failure(taskToken=task_token, error=error, cause=cause)
     except (ClientError, BotoCoreError) as exc:
         raise _translate(exc, task_token) from None
 

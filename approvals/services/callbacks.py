@@ -2,12 +2,13 @@
 and an admin's retry."""
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from approvals import tokens
@@ -28,11 +29,12 @@ from approvals.services.common import (
     MAX_ERROR_LENGTH,
     ApprovalError,
     audit,
+    audit_system_many,
     enqueue_on_commit,
 )
 from approvals.services.notifications import approval_notify
 from approvals.services.payloads import MAX_OUTPUT_BYTES, output_size
-from approvals.services.recheck import RECHECK_FAILED, decision_recheck
+from approvals.services.recheck import RECHECK_FAILED, decision_recheck, recheck_load
 from approvals.services.workflow_gone import FOUND_BY_CALLBACK, close_request_workflow_gone
 from approvals.stepfunctions import CLOSED_TASK_CODES, NOT_SENT_CODES, TOKEN_UNKNOWN_CODES
 
@@ -73,29 +75,84 @@ LEASE_EXPIRED = "lease_expired"
 LEASE_EXPIRED_MESSAGE = "the previous attempt stopped before its result was recorded; it may have been delivered"
 
 
-@transaction.atomic
 def callback_claim(*, callback_id: int) -> CallbackSend | None:
-    """Lock the row, re-check state and identity, mark it sending, and return what to send.
+    """Claim one callback (callbacks_claim_batch with this id only). None when there is nothing
+    to send (already delivered, failed, or claimed moments ago)."""
+    sends = callbacks_claim_batch(callback_ids=[callback_id], limit=1)
+    return sends[0] if sends else None
 
-    None when there is nothing to send (already delivered, failed, or claimed moments ago).
+
+def _due(now, stale) -> Q:
+    """What a batch may take besides the ids it was given: waiting to be sent, a retry whose
+    time has come, an attempt whose worker was lost (sending for longer than the lease)."""
+    return (
+        Q(status=CallbackStatus.PENDING)
+        | Q(status=CallbackStatus.RETRYING, next_attempt_at__lte=now)
+        | Q(status=CallbackStatus.SENDING, updated_at__lte=stale)
+    )
+
+
+@transaction.atomic
+def callbacks_claim_batch(*, callback_ids: Sequence[int] = (), limit: int) -> list[CallbackSend]:
+    """Lock up to `limit` callbacks, re-check state and identity, mark them sending, and return
+    what to send, in order: `callback_ids` first (the decision that queued the task, the rows a
+    sweep leased), then whatever else is due, oldest first.
+
+    The given ids are locked waiting (as a single claim always did: a row another transaction
+    holds is about to change); the rest with SKIP LOCKED, so concurrent claimers take disjoint
+    rows and never wait on each other (SQLite: a plain read, it has one writer). A row already
+    delivered or failed, or being sent by another worker right now, is skipped: each row is
+    claimed once per attempt. One transaction and a bounded number of statements whatever the
+    batch's size (the re-check reads each voter's groups once: recheck.recheck_load).
     """
-    callback = Callback.objects.select_for_update(of=("self",)).select_related("request").filter(pk=callback_id).first()
-    if callback is None or callback.status in {CallbackStatus.DELIVERED, CallbackStatus.FAILED}:
-        return None
-    request = callback.request
-    stale = timezone.now() - timedelta(seconds=settings.CALLBACK_STALE_SECONDS)
-    if callback.status == CallbackStatus.SENDING:
-        if callback.updated_at > stale:
-            return None  # another worker is sending it right now
-        _record_lost_attempt(callback)
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.CALLBACK_STALE_SECONDS)
+    given = list(dict.fromkeys(callback_ids))
+    locked = Callback.objects.select_related("request").order_by("pk")
+    rows: list[Callback] = []
+    if given:
+        rows = list(locked.select_for_update(of=("self",)).filter(pk__in=given))
+        rows.sort(key=lambda row: given.index(row.pk))
+    room = limit - len(rows)
+    if room > 0:
+        more = locked.select_for_update(skip_locked=True, of=("self",)).filter(_due(now, stale)).exclude(pk__in=given)
+        rows += list(more[:room])
 
+    claimable = []
+    for callback in rows:
+        if callback.status in {CallbackStatus.DELIVERED, CallbackStatus.FAILED}:
+            continue
+        if callback.status == CallbackStatus.SENDING:
+            if callback.updated_at > stale:
+                continue  # another worker is sending it right now
+            _record_lost_attempt(callback)
+        claimable.append(callback)
+    decided = [c for c in claimable if c.request.status in {RequestStatus.APPROVED, RequestStatus.REJECTED}]
+    votes = recheck_load(decided)
+
+    sends: list[CallbackSend] = []
+    for callback in claimable:
+        send = _claim_one(callback, votes=votes.get(callback.request_id))
+        if send is not None:
+            sends.append(send)
+    if sends:
+        Callback.objects.filter(pk__in=[send.callback_id for send in sends]).update(
+            status=CallbackStatus.SENDING, attempts=F("attempts") + 1, updated_at=now
+        )
+    return sends
+
+
+def _claim_one(callback: Callback, *, votes) -> CallbackSend | None:
+    """The checks before one row is sent (its row locked): None when it must not be (then it
+    failed, or its request reopened), else what to send once it is marked sending."""
+    request = callback.request
     if request.status in {RequestStatus.APPROVED, RequestStatus.REJECTED}:
         # The same rule as the decision, once more (approvals/services/recheck.py): a vote that
         # no longer holds is withdrawn, and the request reopens unless the rest still decide it.
         maybe_delivered = callback.maybe_delivered or (
             callback.attempts > 0 and callback.error_code not in NOT_SENT_CODES
         )
-        recheck = decision_recheck(callback, maybe_delivered=maybe_delivered)
+        recheck = decision_recheck(callback, maybe_delivered=maybe_delivered, votes=votes)
         if recheck.reopened:
             return None
         if not recheck.send:
@@ -116,15 +173,12 @@ def callback_claim(*, callback_id: int) -> CallbackSend | None:
     if too_large:
         _callback_fail(callback, code="over_limit", message=too_large)
         return None
-    callback.status = CallbackStatus.SENDING
-    callback.attempts += 1
-    callback.save(update_fields=["status", "attempts", "updated_at"])
     return CallbackSend(
         callback_id=callback.pk,
         kind=callback.kind,
         task_token=task_token,
         payload=callback.payload,
-        attempts=callback.attempts,
+        attempts=callback.attempts + 1,
         maybe_delivered=callback.maybe_delivered,
         execution_arn=request.execution_arn,
     )
@@ -180,12 +234,39 @@ def _tell_requester(request: ApprovalRequest) -> None:
     approval_notify(request=request, kind="outcome", close_slack=False)  # the Slack buttons closed at the decision
 
 
-@transaction.atomic
 def callback_mark_delivered(*, callback_id: int) -> None:
-    callback = Callback.objects.select_for_update(of=("self",)).select_related("request").get(pk=callback_id)
-    if callback.status == CallbackStatus.DELIVERED:
+    callbacks_mark_delivered(callback_ids=[callback_id])
+
+
+@transaction.atomic
+def callbacks_mark_delivered(*, callback_ids: Sequence[int]) -> None:
+    """Step Functions accepted these: delivered, each with its audit event, metric and the
+    requester's outcome mail, in one transaction (a row already delivered is left as it is)."""
+    rows = list(
+        Callback.objects.select_for_update(of=("self",))
+        .select_related("request")
+        .filter(pk__in=list(callback_ids))
+        .exclude(status=CallbackStatus.DELIVERED)
+        .order_by("pk")
+    )
+    if not rows:
         return
-    _callback_delivered(callback)
+    now = timezone.now()
+    Callback.objects.filter(pk__in=[row.pk for row in rows]).update(
+        status=CallbackStatus.DELIVERED,
+        delivered_at=now,
+        error_code="",
+        next_attempt_at=None,
+        resolution="",
+        updated_at=now,
+    )
+    audit_system_many(
+        action=AuditAction.CALLBACK_DELIVERED, events=[(row.request, {"attempts": row.attempts}) for row in rows]
+    )
+    for row in rows:
+        row.status, row.delivered_at = CallbackStatus.DELIVERED, now
+        metrics.callback_delivered(row)
+        _tell_requester(row.request)
 
 
 def _callback_delivered(callback: Callback, *, resolution: str = "") -> None:
@@ -203,30 +284,61 @@ def _callback_delivered(callback: Callback, *, resolution: str = "") -> None:
     _tell_requester(callback.request)
 
 
-@transaction.atomic
+@dataclass(frozen=True)
+class TransientFailure:
+    """A Send* call that may work later: its callback, AWS's code and message, the backoff."""
+
+    callback_id: int
+    code: str
+    message: str
+    retry_in: float
+
+
 def callback_mark_retrying(*, callback_id: int, code: str, message: str, retry_in: float) -> bool:
     """Record a transient failure. False when the attempts are used up (then it failed)."""
-    callback = Callback.objects.select_for_update(of=("self",)).select_related("request").get(pk=callback_id)
-    if callback.status == CallbackStatus.DELIVERED:
-        return False
-    if callback.attempts >= settings.CALLBACK_MAX_ATTEMPTS:
-        # Some attempt may have reached AWS (a timeout, a 5xx): then nobody knows, say so.
-        maybe = callback.maybe_delivered or code not in NOT_SENT_CODES
-        resolution = CallbackResolution.UNCERTAIN if maybe else ""
-        message = f"gave up after {callback.attempts} attempts: {message}"
-        _callback_fail(callback, code=code, message=message, resolution=resolution)
-        return False
-    callback.status = CallbackStatus.RETRYING
-    callback.error_code = code
-    callback.last_error = redact(message)[:2000]
-    callback.next_attempt_at = timezone.now() + timedelta(seconds=retry_in)
-    # A timeout or a 5xx may have been acted on by AWS; a throttle or no connection was not.
-    callback.maybe_delivered = callback.maybe_delivered or code not in NOT_SENT_CODES
-    callback.save(
-        update_fields=["status", "error_code", "last_error", "next_attempt_at", "maybe_delivered", "updated_at"]
+    failure = TransientFailure(callback_id=callback_id, code=code, message=message, retry_in=retry_in)
+    return callback_id in callbacks_mark_retrying(failures=[failure])
+
+
+@transaction.atomic
+def callbacks_mark_retrying(*, failures: Sequence[TransientFailure]) -> set[int]:
+    """Record transient failures in one transaction; returns the ids to retry (the others used
+    up their attempts and failed, or were delivered meanwhile)."""
+    by_id = {failure.callback_id: failure for failure in failures}
+    rows = list(
+        Callback.objects.select_for_update(of=("self",))
+        .select_related("request")
+        .filter(pk__in=list(by_id))
+        .order_by("pk")
     )
-    metrics.callback_retried(code=code)
-    return True
+    now = timezone.now()
+    retrying: list[Callback] = []
+    for callback in rows:
+        failure = by_id[callback.pk]
+        code = failure.code
+        if callback.status == CallbackStatus.DELIVERED:
+            continue
+        if callback.attempts >= settings.CALLBACK_MAX_ATTEMPTS:
+            # Some attempt may have reached AWS (a timeout, a 5xx): then nobody knows, say so.
+            maybe = callback.maybe_delivered or code not in NOT_SENT_CODES
+            resolution = CallbackResolution.UNCERTAIN if maybe else ""
+            message = f"gave up after {callback.attempts} attempts: {failure.message}"
+            _callback_fail(callback, code=code, message=message, resolution=resolution)
+            continue
+        callback.status = CallbackStatus.RETRYING
+        callback.error_code = code
+        callback.last_error = redact(failure.message)[:2000]
+        callback.next_attempt_at = now + timedelta(seconds=failure.retry_in)
+        # A timeout or a 5xx may have been acted on by AWS; a throttle or no connection was not.
+        callback.maybe_delivered = callback.maybe_delivered or code not in NOT_SENT_CODES
+        callback.updated_at = now
+        retrying.append(callback)
+        metrics.callback_retried(code=code)
+    if retrying:
+        Callback.objects.bulk_update(
+            retrying, ["status", "error_code", "last_error", "next_attempt_at", "maybe_delivered", "updated_at"]
+        )
+    return {callback.pk for callback in retrying}
 
 
 @transaction.atomic
@@ -250,6 +362,52 @@ def callback_mark_failed(
     exist (a restarted AWS emulator forgot it): the system closes the request.
     """
     callback = Callback.objects.select_for_update(of=("self",)).select_related("request").get(pk=callback_id)
+    return _mark_failed(
+        callback, code=code, message=message, reading=reading, read_error=read_error, execution_gone=execution_gone
+    )
+
+
+@dataclass(frozen=True)
+class PermanentFailure:
+    """A Send* call refused for good, with what the caller learnt about the execution (see
+    callback_mark_failed)."""
+
+    callback_id: int
+    code: str
+    message: str
+    reading: ExecutionReading | None = None
+    read_error: str = ""
+    execution_gone: bool = False
+
+
+@transaction.atomic
+def callbacks_mark_failed(*, failures: Sequence[PermanentFailure]) -> dict[int, str]:
+    """callback_mark_failed for each, in one transaction; returns what each callback became."""
+    by_id = {failure.callback_id: failure for failure in failures}
+    rows = Callback.objects.select_for_update(of=("self",)).select_related("request").filter(pk__in=list(by_id))
+    outcomes = {}
+    for callback in rows.order_by("pk"):
+        failure = by_id[callback.pk]
+        outcomes[callback.pk] = _mark_failed(
+            callback,
+            code=failure.code,
+            message=failure.message,
+            reading=failure.reading,
+            read_error=failure.read_error,
+            execution_gone=failure.execution_gone,
+        )
+    return outcomes
+
+
+def _mark_failed(
+    callback: Callback,
+    *,
+    code: str,
+    message: str,
+    reading: ExecutionReading | None,
+    read_error: str,
+    execution_gone: bool,
+) -> str:
     if callback.status in {CallbackStatus.DELIVERED, CallbackStatus.FAILED}:
         return callback.status
     if code not in CLOSED_TASK_CODES:

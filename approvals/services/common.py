@@ -36,6 +36,18 @@ def audit(*, action: AuditAction, request: ApprovalRequest | None, actor: User |
     return AuditEvent.objects.create(request=request, actor=actor, actor_label=label, action=action, data=data)
 
 
+def audit_system_many(*, action: AuditAction, events: list[tuple[ApprovalRequest, dict]]) -> None:
+    """The same events as audit(actor=None) for each (request, data), in one INSERT: a batch
+    (approvals/services/callbacks.py) records what happened to each of its rows."""
+    action = AuditAction(action)
+    AuditEvent.objects.bulk_create(
+        [
+            AuditEvent(request=request, actor=None, actor_label=SYSTEM, action=action, data=data)
+            for request, data in events
+        ]
+    )
+
+
 def truncate(text: str, limit: int) -> str:
     """At most `limit` characters, marking the cut."""
     return text if len(text) <= limit else text[: limit - 1] + "…"

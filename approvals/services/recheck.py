@@ -7,7 +7,7 @@ pending again for the remaining approvers (who are told), an admin can cancel it
 unsent callback row is removed so that nothing stale can be delivered later. Never an
 APPROVED request with a failed callback, waiting for Step Functions to time out.
 
-Called by callbacks.callback_claim with the callback row locked, in its transaction.
+Called by callbacks.callbacks_claim_batch with the callback rows locked, in its transaction.
 """
 
 from dataclasses import dataclass
@@ -35,15 +35,36 @@ class RecheckOutcome:
     failure: str = ""
 
 
-def decision_recheck(callback: Callback, *, maybe_delivered: bool) -> RecheckOutcome:
+def _votes_query():
+    return Vote.objects.select_related("user", "on_behalf_of").order_by("created_at", "pk")
+
+
+def recheck_load(callbacks: list[Callback]) -> dict[int, list[Vote]]:
+    """What the re-check of a whole batch reads, loaded once: every request's votes (by request
+    id, in order), its assignments, and each voter's groups (once per voter for the batch:
+    permissions.preload_group_names). Three queries whatever the batch's size."""
+    requests = [callback.request for callback in callbacks]
+    if not requests:
+        return {}
+    votes: dict[int, list[Vote]] = {request.pk: [] for request in requests}
+    for vote in _votes_query().filter(request_id__in=list(votes)):
+        votes[vote.request_id].append(vote)
+    prefetch_related_objects(requests, "assignments")
+    people = [person for found in votes.values() for vote in found for person in (vote.user, vote.on_behalf_of)]
+    permissions.preload_group_names(people)
+    return votes
+
+
+def decision_recheck(callback: Callback, *, maybe_delivered: bool, votes: list[Vote] | None = None) -> RecheckOutcome:
     """The same rule as the decision, once more: every vote that counted must still be allowed.
 
     `maybe_delivered`: an earlier attempt may have reached Step Functions; then nothing is
-    reopened (the execution may have moved on) and the callback fails as before.
+    reopened (the execution may have moved on) and the callback fails as before. `votes`: the
+    request's votes in order, as recheck_load() loaded them for a batch (else read here).
     """
     request = callback.request
     approve = request.status == RequestStatus.APPROVED
-    votes = list(request.votes.select_related("user", "on_behalf_of").order_by("created_at", "pk"))
+    votes = list(votes) if votes is not None else list(_votes_query().filter(request=request))
     counted = [vote for vote in votes if vote.approve == approve]
     if not counted:
         return RecheckOutcome(failure="The decision has no decider.")

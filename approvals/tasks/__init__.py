@@ -6,7 +6,7 @@ package: they enqueue by name after commit (approvals.services.common.enqueue_on
 Celery's autodiscovery (portal/celery.py) imports this package, which loads every task module.
 """
 
-from approvals.tasks.callbacks import deliver_callback, execution_gone, sweep_callbacks
+from approvals.tasks.callbacks import deliver_callback, deliver_due_callbacks, execution_gone, sweep_callbacks
 from approvals.tasks.notifications import (
     close_slack_messages,
     send_digests,
@@ -20,6 +20,7 @@ from approvals.tasks.sweeps import erase_closed_tokens, expire_overdue_requests,
 __all__ = [
     "close_slack_messages",
     "deliver_callback",
+    "deliver_due_callbacks",
     "erase_closed_tokens",
     "execution_gone",
     "expire_overdue_requests",

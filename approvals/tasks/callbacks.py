@@ -3,8 +3,10 @@
 import logging
 import os
 import random
+from concurrent.futures import ThreadPoolExecutor
 
 from celery import shared_task
+from django.conf import settings
 
 from approvals import services, stepfunctions
 from approvals.delivery import ExecutionReading
@@ -18,46 +20,147 @@ def _backoff(attempt: int) -> float:
     return random.uniform(1, min(600, 5 * 2**attempt))  # noqa: S311 - jitter, not crypto
 
 
+# Rule: a decision still queues deliver_callback(id) on commit (its latency does not grow: its
+# own callback is claimed and sent first); every delivery task then fills its batch with
+# whatever else is due, up to CALLBACK_BATCH_SIZE, so a backlog (a burst of decisions, retries
+# whose time has come, rows the sweep leased) drains in batches on one connection and one
+# client. The sweep queues deliver_due_callbacks with the ids it leased. See docs/callbacks.md.
 @shared_task(name="worker.tasks.deliver_callback", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def deliver_callback(callback_id: int) -> str:
-    """Send one decision to Step Functions: SendTaskSuccess or SendTaskFailure."""
-    send = services.callback_claim(callback_id=callback_id)
-    if send is None:
-        return "nothing-to-send"
+    """Send one decision to Step Functions (SendTaskSuccess or SendTaskFailure), and whatever
+    else is due with it. Returns what became of `callback_id`."""
+    return _deliver_batch([callback_id]).get(callback_id, "nothing-to-send")
+
+
+@shared_task(name="worker.tasks.deliver_due_callbacks", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def deliver_due_callbacks(callback_ids: list[int] | None = None) -> dict[str, int]:
+    """Send `callback_ids` (e.g. what a sweep leased) and whatever else is due, up to
+    CALLBACK_BATCH_SIZE; returns how many ended how."""
+    counts: dict[str, int] = {}
+    for outcome in _deliver_batch(list(callback_ids or [])).values():
+        counts[outcome] = counts.get(outcome, 0) + 1
+    return counts
+
+
+def _client_for(send: services.CallbackSend):
+    """The Step Functions client a callback is sent with: the one place to choose it (e.g. the
+    execution's region and its source's credentials). Called once per callback, on the task's
+    thread; return the same object for callbacks that share it."""
+    return aws.stepfunctions_client()
+
+
+def _send(send: services.CallbackSend, client) -> aws.AwsError | None:
+    """The Send* call for one callback: None when Step Functions accepted it. No database here:
+    it may run on a pool thread."""
     try:
         if send.kind == "success":
-            aws.send_task_success(task_token=send.task_token, output=send.payload["output"])
+            aws.send_task_success(task_token=send.task_token, output=send.payload["output"], client=client)
         else:
             aws.send_task_failure(
-                task_token=send.task_token, error=send.payload["error"], cause=send.payload.get("cause", "")
+                task_token=send.task_token,
+                error=send.payload["error"],
+                cause=send.payload.get("cause", ""),
+                client=client,
             )
-    except aws.AwsPermanentError as error:
-        logger.warning("callback %s refused by Step Functions: %s %s", callback_id, error.code, error.message)
-        reading, read_error = None, ""
-        gone = error.code in stepfunctions.TOKEN_UNKNOWN_CODES and execution_gone(send.execution_arn)
-        if error.code in stepfunctions.CLOSED_TASK_CODES and send.maybe_delivered and not gone:
-            reading, read_error = _read_execution(send)
-        outcome = services.callback_mark_failed(
-            callback_id=callback_id,
-            code=error.code,
-            message=error.message,
-            reading=reading,
-            read_error=read_error,
-            execution_gone=gone,
-        )
-        return str(outcome)
-    except aws.AwsTransientError as error:
-        delay = _backoff(send.attempts)
-        if services.callback_mark_retrying(
-            callback_id=callback_id, code=error.code, message=error.message, retry_in=delay
-        ):
-            deliver_callback.apply_async((callback_id,), countdown=delay)
-            logger.info("callback %s: %s, retry %s in %.0fs", callback_id, error.code, send.attempts, delay)
-            return "retrying"
-        return "failed"
-    _crash_here_in_tests()
-    services.callback_mark_delivered(callback_id=callback_id)
-    return "delivered"
+    except aws.AwsError as error:
+        return error
+    return None
+
+
+def _send_all(sends: list[services.CallbackSend]) -> list[aws.AwsError | None]:
+    """Every Send* call of a batch, in order; on up to CALLBACK_SEND_THREADS threads."""
+    clients = [_client_for(send) for send in sends]
+    threads = min(settings.CALLBACK_SEND_THREADS, len(sends))
+    if threads <= 1:
+        return [_send(send, client) for send, client in zip(sends, clients, strict=True)]
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="callback-send") as pool:
+        return list(pool.map(_send, sends, clients))
+
+
+def _deliver_batch(callback_ids: list[int]) -> dict[int, str]:
+    """Claim (the given ids first, then what is due), send, record; what became of each claimed id.
+
+    The database work (claim, marks) runs on this thread in three short transactions whatever
+    the batch's size; only the HTTP calls may go to the pool.
+    """
+    sends = _claim(callback_ids)
+    if not sends:
+        return {}
+    results = _send_all(sends)
+    outcomes: dict[int, str] = {}
+    delivered = [send.callback_id for send, error in zip(sends, results, strict=True) if error is None]
+    if delivered:
+        _crash_here_in_tests()
+        services.callbacks_mark_delivered(callback_ids=delivered)
+        outcomes.update(dict.fromkeys(delivered, "delivered"))
+
+    transient = []
+    permanent = []
+    for send, error in zip(sends, results, strict=True):
+        if isinstance(error, aws.AwsTransientError):
+            delay = _backoff(send.attempts)
+            transient.append(
+                services.TransientFailure(
+                    callback_id=send.callback_id, code=error.code, message=error.message, retry_in=delay
+                )
+            )
+        elif isinstance(error, aws.AwsError):
+            permanent.append(_permanent_failure(send, error))
+    if transient:
+        retrying = services.callbacks_mark_retrying(failures=transient)
+        by_id = {send.callback_id: send for send in sends}
+        for failure in transient:
+            if failure.callback_id in retrying:
+                deliver_callback.apply_async((failure.callback_id,), countdown=failure.retry_in)
+                logger.info(
+                    "callback %s: %s, retry %s in %.0fs",
+                    failure.callback_id,
+                    failure.code,
+                    by_id[failure.callback_id].attempts,
+                    failure.retry_in,
+                )
+                outcomes[failure.callback_id] = "retrying"
+            else:
+                outcomes[failure.callback_id] = "failed"
+    if permanent:
+        settled = services.callbacks_mark_failed(failures=permanent)
+        outcomes.update({callback_id: str(outcome) for callback_id, outcome in settled.items()})
+    return outcomes
+
+
+def _claim(callback_ids: list[int]) -> list[services.CallbackSend]:
+    """The batch's claim. If it fails (a row that breaks the claim: a bug, or a payload no
+    check foresaw), the given ids are claimed one by one, as before batches: one bad callback
+    must not hold up the others, and its own task still fails on it, visibly."""
+    limit = settings.CALLBACK_BATCH_SIZE
+    try:
+        return services.callbacks_claim_batch(callback_ids=callback_ids, limit=limit)
+    except Exception:
+        if limit <= len(callback_ids):
+            raise  # nothing was added to the given ids: their own error
+        logger.exception("callback batch claim failed; claiming %s callback(s) one by one", len(callback_ids))
+    sends: list[services.CallbackSend] = []
+    for callback_id in callback_ids:
+        sends += services.callbacks_claim_batch(callback_ids=[callback_id], limit=1)
+    return sends
+
+
+def _permanent_failure(send: services.CallbackSend, error: aws.AwsError) -> services.PermanentFailure:
+    """A refusal, with what the execution shows when that decides it (a closed task after an
+    attempt that may have been delivered, a token for an execution that no longer exists)."""
+    logger.warning("callback %s refused by Step Functions: %s %s", send.callback_id, error.code, error.message)
+    reading, read_error = None, ""
+    gone = error.code in stepfunctions.TOKEN_UNKNOWN_CODES and execution_gone(send.execution_arn)
+    if error.code in stepfunctions.CLOSED_TASK_CODES and send.maybe_delivered and not gone:
+        reading, read_error = _read_execution(send)
+    return services.PermanentFailure(
+        callback_id=send.callback_id,
+        code=error.code,
+        message=error.message,
+        reading=reading,
+        read_error=read_error,
+        execution_gone=gone,
+    )
 
 
 def _read_execution(send: services.CallbackSend) -> tuple[ExecutionReading | None, str]:
@@ -101,6 +204,7 @@ def _crash_here_in_tests() -> None:
 def sweep_callbacks() -> int:
     """The outbox relay: queue again what the on-commit enqueue lost (a crash, a broker outage)."""
     ids = services.callbacks_lease_stale()
-    for callback_id in ids:
-        deliver_callback.delay(callback_id)
+    size = settings.CALLBACK_BATCH_SIZE
+    for start in range(0, len(ids), size):
+        deliver_due_callbacks.delay(ids[start : start + size])
     return len(ids)

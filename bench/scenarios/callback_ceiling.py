@@ -6,11 +6,14 @@ AWS_ENDPOINT_URL pointing at the fake endpoint.
 
 Portal: M approved requests with their pending outbox rows (real-format ~1,000-char tokens,
 encrypted as the portal stores them) are created in bulk; then one deliver_callback task per row
-is queued, and the rate is M ÷ (last delivered_at − the first enqueue). Each delivery does what it
-does in production: claim with a row lock, re-check the decider, decrypt, SendTaskSuccess, mark
-delivered with an audit event. Baseline: the same number of processes, each a bare boto3
-send_task_success loop against the same endpoint, with a count sized so that its window is
-comparable to the portal's. Three alternating pairs; the ratio is their median. Goal: ratio ≥ 0.5.
+is queued, as a burst of decisions queues them, and the rate is M ÷ (last delivered_at − the first
+enqueue). Each task does what it does in production: it claims its own callback and whatever else
+is due, up to CALLBACK_BATCH_SIZE (SKIP LOCKED), re-checks the deciders, decrypts, sends
+SendTaskSuccess on one client (CALLBACK_SEND_THREADS), and marks the batch delivered with its
+audit events; the tasks queued for callbacks an earlier batch sent find nothing to do.
+Baseline: the same number of processes, each a bare boto3 send_task_success loop against the same
+endpoint, with a count sized so that its window is comparable to the portal's. Three alternating
+pairs; the ratio is their median. Goal: ratio ≥ 0.5.
 AWS's own ceiling for the Send* calls is about 500 per second per account in the largest regions (token bucket, quotas).
 """
 

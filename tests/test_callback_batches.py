@@ -1,0 +1,438 @@
+"""Callbacks delivered in batches (worker.tasks.deliver_due_callbacks, and deliver_callback(id),
+which claims its own callback first and fills the batch with whatever else is due).
+
+Attacks first: a decider who is no longer allowed, hidden in a batch of good ones, is the only
+one refused; each voter's groups are read once per batch and never lent to another voter; two
+workers claiming batches at once never send one callback twice (counted in the executions'
+histories on the moto server). Then the bulk records on the retry and failure paths, and the
+number of statements of a batch, which does not grow with its size.
+
+Real parts: the moto server runs the example state machine from deploy/, PostgreSQL holds the
+outbox. `unittest.mock` only stands in for Step Functions faults the moto server cannot produce
+on demand (throttling, 5xx), each one commented.
+"""
+
+import json
+import logging
+import threading
+import uuid
+from datetime import timedelta
+from unittest import mock
+
+import pytest
+from django.contrib.auth.models import Group
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from approvals import services, tasks, tokens
+from approvals.contract import parse_message
+from approvals.integrations import aws as gateway
+from approvals.models import ApprovalRequest, AuditEvent, Callback, CallbackStatus, RequestStatus, Vote
+from approvals.services.notifications import approval_notify
+from approvals.tasks import deliver_callback, deliver_due_callbacks
+from tests.support import make_user, wait_for, wait_for_execution_end
+from tests.test_callbacks import LONG_TOKEN, assert_token_nowhere, service_unavailable, take_from_queue, throttling
+
+EXECUTION_INPUT = {
+    "title": "Approve order 42",
+    "approvers": {"users": [], "groups": ["finance-approvers"]},
+    "requester": "bob@example.com",
+    "details": {"order": {"id": 42}},
+}
+
+
+@pytest.fixture
+def people(db):
+    return {
+        "alice": make_user("alice", "finance-approvers"),
+        "carol": make_user("carol", "finance-approvers"),
+        "dave": make_user("dave", "finance-approvers"),
+        "root": make_user("root", admin=True),
+    }
+
+
+@pytest.fixture
+def logs_at_info(caplog):
+    caplog.set_level(logging.INFO)
+    return caplog
+
+
+def start_executions(aws, state_machine_arn: str, count: int) -> list[tuple[str, ApprovalRequest]]:
+    """`count` real executions of the demo state machine, each ingested as a request."""
+    arns = [
+        gateway.start_execution(
+            state_machine_arn=state_machine_arn,
+            name=f"batch-{uuid.uuid4().hex[:12]}",
+            execution_input=EXECUTION_INPUT,
+        )
+        for _ in range(count)
+    ]
+
+    def all_ingested():
+        take_from_queue(aws.APPROVAL_QUEUE_URL)
+        found = {r.execution_arn: r for r in ApprovalRequest.objects.filter(execution_arn__in=arns)}
+        return found if len(found) == count else None
+
+    found = wait_for(all_ingested, timeout=120)
+    return [(arn, found[arn]) for arn in arns]
+
+
+def ingest_body(**fields) -> ApprovalRequest:
+    """A request with no execution behind its token."""
+    data = {
+        "taskToken": str(uuid.uuid4()),
+        "title": "Order 9",
+        "approvers": {"groups": ["finance-approvers"]},
+        "requester": "bob@example.com",
+    }
+    request, _ = services.approval_request_ingest(message=parse_message(json.dumps({**data, **fields})))
+    return request
+
+
+def approve(request: ApprovalRequest, user) -> Callback:
+    services.approval_decide(public_id=request.public_id, user=user, approve=True)
+    return Callback.objects.get(request=request)
+
+
+def task_closures(execution_arn: str) -> list[str]:
+    """The events that answered the execution's task: exactly one per delivered callback."""
+    events = gateway.get_execution_history(execution_arn=execution_arn)
+    return [event["type"] for event in events if event["type"] in {"TaskSucceeded", "TaskFailed"}]
+
+
+def leaves_the_group(user) -> None:
+    user.groups.remove(Group.objects.get(name="finance-approvers"))
+
+
+def is_deactivated(user) -> None:
+    user.is_active = False
+    user.save(update_fields=["is_active"])
+
+
+def changes_email_at_the_idp(user) -> None:
+    user.email = "dave.smith@example.com"
+    user.save(update_fields=["email"])
+
+
+# ---------------------------------------------------------------------------
+# The identity re-check, for a whole batch
+# ---------------------------------------------------------------------------
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "change", [leaves_the_group, is_deactivated, changes_email_at_the_idp], ids=["left-group", "deactivated", "email"]
+)
+def test_a_refused_decider_inside_a_batch_of_good_ones_is_the_only_one_refused(
+    aws, demo_state_machine, people, logs_at_info, change
+):
+    executions = start_executions(aws, demo_state_machine, 4)
+    good = [(arn, approve(request, people["alice"])) for arn, request in executions[:3]]
+    bad_arn, bad_request = executions[3]
+    if change is changes_email_at_the_idp:
+        # Named by email: the new address is no longer the assignee.
+        services.approval_reassign(
+            request_id=bad_request.pk, actor=people["root"], users=["dave@example.com"], reason="by name", mode="add"
+        )
+        leaves_the_group(people["dave"])
+    bad = approve(bad_request, people["dave"])
+    change(people["dave"])
+
+    # The batch is queued for one good callback; it takes the others that are due with it.
+    assert deliver_callback(good[0][1].pk) == "delivered"
+
+    for arn, callback in good:
+        callback.refresh_from_db()
+        assert callback.status == CallbackStatus.DELIVERED and callback.attempts == 1
+        assert wait_for_execution_end(arn)["status"] == "SUCCEEDED"
+        assert task_closures(arn) == ["TaskSucceeded"]
+    # Dave's vote is withdrawn, his request waits again, its unsent callback is gone.
+    assert not Callback.objects.filter(pk=bad.pk).exists()
+    bad_request.refresh_from_db()
+    assert bad_request.status == RequestStatus.PENDING
+    reopened = AuditEvent.objects.get(request=bad_request, action="reopened")
+    assert reopened.data["withdrawn_votes"] == [people["dave"].email]
+    assert gateway.describe_execution(execution_arn=bad_arn)["status"] == "RUNNING"
+    assert AuditEvent.objects.filter(action="callback_delivered").count() == 3
+    for _, request in executions:
+        assert_token_nowhere(tokens.decrypt_token(request.token_ciphertext), logs_at_info)
+
+
+@pytest.mark.django_db
+def test_each_voters_groups_are_their_own_in_a_batch_one_who_left_loses_every_vote_the_others_keep_theirs(people):
+    # Dave decided three requests and left the group; alice and carol decided one each and did not.
+    dave_requests = [ingest_body(title=f"Dave {n}") for n in range(3)]
+    others = {"alice": ingest_body(title="Alice"), "carol": ingest_body(title="Carol")}
+    for request in dave_requests:
+        approve(request, people["dave"])
+    for name, request in others.items():
+        approve(request, people[name])
+    leaves_the_group(people["dave"])
+    ids = list(Callback.objects.order_by("pk").values_list("pk", flat=True))
+
+    sends = services.callbacks_claim_batch(callback_ids=ids, limit=50)
+
+    claimed = {send.callback_id for send in sends}
+    assert claimed == {Callback.objects.get(request=request).pk for request in others.values()}
+    for request in dave_requests:
+        request.refresh_from_db()
+        assert request.status == RequestStatus.PENDING
+        assert not Callback.objects.filter(request=request).exists()
+        withdrawn = Vote.with_withdrawn.get(request=request)
+        assert withdrawn.user == people["dave"] and withdrawn.withdrawn_at is not None
+    assert Callback.objects.filter(status=CallbackStatus.SENDING).count() == 2
+    assert all(send.attempts == 1 for send in sends)
+
+
+@pytest.mark.django_db
+def test_a_self_assigned_vote_and_a_may_have_been_delivered_refusal_in_one_batch_each_get_their_own_outcome(people):
+    # A vote through an assignment its voter made (written directly: the decision refuses it today).
+    mine = ingest_body(title="Root's own")
+    services.approval_reassign(
+        request_id=mine.pk, actor=people["root"], users=["root@example.com"], reason="mine", mode="add"
+    )
+    Vote.objects.create(request=mine, user=people["root"], approve=True, group="user:root@example.com")
+    ApprovalRequest.objects.filter(pk=mine.pk).update(status=RequestStatus.APPROVED)
+    Callback.objects.create(request=mine, kind=Callback.Kind.SUCCESS, payload={"output": {}})
+    # An earlier attempt that may have reached AWS, whose voter left since: fails, never reopens.
+    sent = ingest_body(title="Maybe sent")
+    callback = approve(sent, people["carol"])
+    Callback.objects.filter(pk=callback.pk).update(
+        status=CallbackStatus.RETRYING, attempts=1, error_code="ReadTimeoutError", next_attempt_at=timezone.now()
+    )
+    leaves_the_group(people["carol"])
+    fine = approve(ingest_body(title="Fine"), people["alice"])
+
+    sends = services.callbacks_claim_batch(limit=50)
+
+    assert [send.callback_id for send in sends] == [fine.pk]
+    mine.refresh_from_db()
+    assert mine.status == RequestStatus.PENDING
+    assert AuditEvent.objects.get(request=mine, action="vote_withdrawn").data["code"] == "self_assigned"
+    callback.refresh_from_db()
+    sent.refresh_from_db()
+    assert callback.status == CallbackStatus.FAILED and callback.error_code == "identity_recheck_failed"
+    assert sent.status == RequestStatus.APPROVED
+
+
+# ---------------------------------------------------------------------------
+# Exactly once: concurrent claimers
+# ---------------------------------------------------------------------------
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_delivering_batches_at_once_never_send_a_callback_twice(aws, demo_state_machine, settings):
+    settings.CALLBACK_BATCH_SIZE = 4
+    alice = make_user("alice", "finance-approvers")
+    executions = start_executions(aws, demo_state_machine, 16)
+    for _, request in executions:
+        approve(request, alice)
+    start = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def worker():
+        try:
+            start.wait()
+            while Callback.objects.filter(status=CallbackStatus.PENDING).exists():
+                deliver_due_callbacks()
+        except BaseException as error:  # noqa: BLE001 - reported by the test thread below
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    assert errors == []
+    assert list(Callback.objects.values_list("status", "attempts").distinct()) == [(CallbackStatus.DELIVERED, 1)]
+    for arn, request in executions:
+        assert wait_for_execution_end(arn)["status"] == "SUCCEEDED"
+        # One SendTaskSuccess per token: a second one would show as a failed callback (moto
+        # answers InvalidToken on a closed task) or as a second closure in the history.
+        assert task_closures(arn) == ["TaskSucceeded"]
+        assert AuditEvent.objects.filter(request=request, action="callback_delivered").count() == 1
+
+
+@pytest.mark.django_db
+def test_a_callback_another_worker_is_sending_is_not_taken_into_a_batch_but_a_lost_one_is(people, settings):
+    settings.CALLBACK_STALE_SECONDS = 120
+    busy = approve(ingest_body(title="Busy"), people["alice"])
+    lost = approve(ingest_body(title="Lost"), people["alice"])
+    delivered = approve(ingest_body(title="Done"), people["alice"])
+    later = approve(ingest_body(title="Retry later"), people["alice"])
+    now = timezone.now()
+    Callback.objects.filter(pk=busy.pk).update(status=CallbackStatus.SENDING, attempts=1)
+    Callback.objects.filter(pk=lost.pk).update(
+        status=CallbackStatus.SENDING, attempts=1, updated_at=now - timedelta(seconds=600)
+    )
+    Callback.objects.filter(pk=delivered.pk).update(status=CallbackStatus.DELIVERED, attempts=1)
+    Callback.objects.filter(pk=later.pk).update(
+        status=CallbackStatus.RETRYING, attempts=1, next_attempt_at=now + timedelta(minutes=5)
+    )
+
+    sends = services.callbacks_claim_batch(limit=50)
+
+    assert [send.callback_id for send in sends] == [lost.pk]
+    assert sends[0].maybe_delivered and sends[0].attempts == 2
+    assert services.callbacks_claim_batch(callback_ids=[busy.pk, delivered.pk], limit=50) == []
+
+
+# ---------------------------------------------------------------------------
+# Recording results in bulk: delivered, retrying, failed
+# ---------------------------------------------------------------------------
+class SelectiveStepFunctions:
+    """A stand-in Step Functions client: the tokens in `faults` raise their error, others succeed."""
+
+    def __init__(self, faults: dict[str, Exception]):
+        self.faults = faults
+        self.calls: list[str] = []
+        self.lock = threading.Lock()
+
+    def send_task_success(self, **kwargs):
+        with self.lock:
+            self.calls.append(kwargs["taskToken"])
+        if kwargs["taskToken"] in self.faults:
+            raise self.faults[kwargs["taskToken"]]
+        return {}
+
+    send_task_failure = send_task_success
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("threads", [1, 4])
+def test_a_batch_records_delivered_retrying_and_used_up_callbacks_each_as_a_single_delivery_would(
+    people, settings, logs_at_info, threads
+):
+    settings.CALLBACK_MAX_ATTEMPTS = 2
+    settings.CALLBACK_SEND_THREADS = threads
+    requests = {name: ingest_body(title=name, taskToken=f"{LONG_TOKEN[:-8]}{n:08d}") for n, name in enumerate("abcde")}
+    callbacks = {name: approve(request, people["alice"]) for name, request in requests.items()}
+    Callback.objects.filter(pk=callbacks["e"].pk).update(attempts=1)  # its last attempt
+    token = {name: tokens.decrypt_token(request.token_ciphertext) for name, request in requests.items()}
+    client = SelectiveStepFunctions(
+        {
+            token["b"]: throttling(token["b"]),
+            token["c"]: service_unavailable(token["c"]),
+            token["e"]: service_unavailable(token["e"]),
+        }
+    )
+
+    # mock: the moto server cannot throttle or answer 5xx on demand; apply_async is captured
+    # because no Celery worker consumes in this test (we check the retries were scheduled).
+    with (
+        mock.patch("approvals.integrations.aws._sfn", return_value=client),
+        mock.patch.object(tasks.deliver_callback, "apply_async") as scheduled,
+    ):
+        counts = deliver_due_callbacks()
+
+    assert counts == {"delivered": 2, "retrying": 2, "failed": 1}
+    assert sorted(client.calls) == sorted(token.values())
+    status = {name: Callback.objects.get(pk=callback.pk) for name, callback in callbacks.items()}
+    assert {name for name, row in status.items() if row.status == CallbackStatus.DELIVERED} == {"a", "d"}
+    assert status["b"].status == status["c"].status == CallbackStatus.RETRYING
+    assert status["b"].error_code == "ThrottlingException" and not status["b"].maybe_delivered
+    assert status["c"].error_code == "ServiceUnavailableException" and status["c"].maybe_delivered
+    assert status["b"].next_attempt_at and status["c"].next_attempt_at
+    assert sorted(call.args[0][0] for call in scheduled.call_args_list) == sorted(
+        [callbacks["b"].pk, callbacks["c"].pk]
+    )
+    assert all(call.kwargs["countdown"] > 0 for call in scheduled.call_args_list)
+    assert status["e"].status == CallbackStatus.FAILED and "gave up after 2 attempts" in status["e"].last_error
+    assert status["e"].resolution == "uncertain"
+    assert AuditEvent.objects.filter(action="callback_delivered").count() == 2
+    assert AuditEvent.objects.filter(action="callback_failed", request=requests["e"]).count() == 1
+    for value in token.values():
+        assert_token_nowhere(value, logs_at_info)
+
+
+@pytest.mark.django_db
+def test_a_closed_task_and_an_oversized_output_fail_cleanly_while_the_rest_of_the_batch_is_delivered(
+    aws, demo_state_machine, people, logs_at_info
+):
+    ((arn, good),) = start_executions(aws, demo_state_machine, 1)
+    good_callback = approve(good, people["alice"])
+    # A token Step Functions does not know (no execution behind it): refused, InvalidToken.
+    closed = ingest_body(title="Closed", taskToken=LONG_TOKEN)
+    closed_callback = approve(closed, people["alice"])
+    big = ingest_body(title="Too big")
+    big_callback = approve(big, people["alice"])
+    Callback.objects.filter(pk=big_callback.pk).update(payload={"output": {"blob": "x" * 300_000}})
+
+    assert deliver_due_callbacks() == {"delivered": 1, "failed": 1}
+
+    good_callback.refresh_from_db()
+    assert good_callback.status == CallbackStatus.DELIVERED
+    assert wait_for_execution_end(arn)["status"] == "SUCCEEDED"
+    closed_callback.refresh_from_db()
+    assert closed_callback.status == CallbackStatus.FAILED and closed_callback.resolution == "closed"
+    assert closed_callback.error_code in {"InvalidToken", "TaskTimedOut", "TaskDoesNotExist"}
+    closed.refresh_from_db()
+    assert closed.status == RequestStatus.EXPIRED  # closed by Step Functions
+    assert AuditEvent.objects.filter(request=closed, action="closed_by_step_functions").count() == 1
+    big_callback.refresh_from_db()
+    assert big_callback.status == CallbackStatus.FAILED and big_callback.error_code == "over_limit"
+    assert big_callback.attempts == 0  # refused before any call
+    for request in (good, closed, big):
+        assert_token_nowhere(tokens.decrypt_token(request.token_ciphertext), logs_at_info)
+
+
+# ---------------------------------------------------------------------------
+# Statements per batch
+# ---------------------------------------------------------------------------
+@pytest.mark.django_db
+def test_the_statements_of_a_batch_do_not_grow_with_its_size_beyond_the_requesters_outcome_mail(
+    aws, demo_state_machine, settings
+):
+    settings.CALLBACK_BATCH_SIZE = 50
+    settings.CALLBACK_SEND_THREADS = 1
+    voters = [make_user(f"voter{n}", "finance-approvers") for n in range(5)]
+    executions = start_executions(aws, demo_state_machine, 60)
+    callbacks = [approve(request, voters[n % 5]) for n, (_, request) in enumerate(executions)]
+
+    def delivered_batch(ids: list[int]) -> list[str]:
+        # The other callbacks wait as "sending" elsewhere, so the batch takes exactly `ids`.
+        others = Callback.objects.exclude(pk__in=ids).filter(status=CallbackStatus.PENDING)
+        parked = list(others.values_list("pk", flat=True))
+        others.update(status=CallbackStatus.SENDING)
+        with CaptureQueriesContext(connection) as queries:
+            counts = deliver_due_callbacks(ids[:1])
+        assert counts == {"delivered": len(ids)}
+        Callback.objects.filter(pk__in=parked).update(status=CallbackStatus.PENDING)
+        return [query["sql"] for query in queries.captured_queries]
+
+    small = delivered_batch([c.pk for c in callbacks[:10]])
+    large = delivered_batch([c.pk for c in callbacks[10:60]])
+
+    # What the requester's outcome mail costs per request (planned by services/notifications.py,
+    # once per delivered callback, as for a single delivery).
+    request = ingest_body(title="Outcome mail")
+    with CaptureQueriesContext(connection) as mail:
+        approval_notify(request=request, kind="outcome", close_slack=False)
+    assert len(large) - len(small) == 40 * len(mail)
+    # The delivery's own statements, whatever the size: the claim (lock the given ids, fill with
+    # SKIP LOCKED, votes, assignments, the voters' groups, mark sending) and the record (lock,
+    # mark delivered, audit events), each in its transaction (savepoints in this test).
+    assert len(small) - 10 * len(mail) <= 13
+
+
+@pytest.mark.django_db
+def test_a_row_that_breaks_the_claim_does_not_hold_up_the_callback_a_decision_queued(people, settings):
+    # A row no check foresaw (an output missing from a success payload: written directly, no
+    # service writes it), older than the decision's callback, so every batch would take it.
+    broken_request = ingest_body(title="Broken")
+    ApprovalRequest.objects.filter(pk=broken_request.pk).update(status=RequestStatus.CANCELLED)
+    broken = Callback.objects.create(request=broken_request, kind=Callback.Kind.SUCCESS, payload={})
+    good = approve(ingest_body(title="Good"), people["alice"])
+
+    # mock: only the Send* calls are replaced (no execution behind these tokens); the claim is real.
+    client = SelectiveStepFunctions({})
+    with mock.patch("approvals.integrations.aws._sfn", return_value=client):
+        assert deliver_callback(good.pk) == "delivered"
+        with pytest.raises(KeyError):
+            deliver_callback(broken.pk)  # its own task still fails on it, visibly
+    good.refresh_from_db()
+    broken.refresh_from_db()
+    assert good.status == CallbackStatus.DELIVERED
+    assert broken.status == CallbackStatus.PENDING and broken.attempts == 0
+    assert len(client.calls) == 1
