@@ -47,7 +47,16 @@ elif str(REPO_DIR) not in sys.path:
 
 from bench import stack  # noqa: E402
 
-SCENARIOS = ["ingest", "latency", "callback_latency", "callback_ceiling", "concurrency", "scaling", "details"]
+SCENARIOS = [
+    "ingest",
+    "latency",
+    "callback_latency",
+    "callback_ceiling",
+    "concurrency",
+    "scaling",
+    "details",
+    "sources",
+]
 LOG_ROOT = REPO_DIR / "var" / "bench"
 
 

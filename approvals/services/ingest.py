@@ -15,6 +15,7 @@ from approvals.integrations import aws
 from approvals.models import (
     ApprovalPolicy,
     ApprovalRequest,
+    ApprovalSource,
     Assignment,
     AuditAction,
     IngestError,
@@ -25,6 +26,7 @@ from approvals.redaction import redact, redact_body
 from approvals.selectors import trust
 from approvals.services.common import ApprovalError, audit
 from approvals.services.notifications import approval_notify
+from approvals.services.sources import source_trust_check
 from portal.logging import bind_log_context
 
 logger = logging.getLogger(__name__)
@@ -68,7 +70,9 @@ def _policy_fields(message: ApprovalMessage, policy: ApprovalPolicy | None) -> d
 
 
 @transaction.atomic
-def approval_request_ingest(*, message: ApprovalMessage, sqs_message_id: str = "") -> tuple[ApprovalRequest, bool]:
+def approval_request_ingest(
+    *, message: ApprovalMessage, sqs_message_id: str = "", source: ApprovalSource | None = None
+) -> tuple[ApprovalRequest, bool]:
     """Create the request for a queue message; the same token again returns the existing one."""
     fingerprint = tokens.fingerprint_token(message.task_token)
     # Every configured fingerprint key: a request stored before a key rotation is a duplicate too.
@@ -101,6 +105,7 @@ def approval_request_ingest(*, message: ApprovalMessage, sqs_message_id: str = "
             "options": [option.as_json() for option in message.options] or None,
             "multiple_options": message.multiple,
             "form_schema": message.form,
+            "source": source,
             **_policy_fields(message, policy),
         },
     )
@@ -155,7 +160,9 @@ def _database_unavailable(error: Exception) -> bool:
     return sqlstate is None or sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES or sqlstate == "55P03"
 
 
-def received_message_ingest(*, sqs_message_id: str, body: str | bytes, max_bytes: int) -> IngestError | None:
+def received_message_ingest(
+    *, sqs_message_id: str, body: str | bytes, max_bytes: int, source: ApprovalSource | None = None
+) -> IngestError | None:
     """Parse and store one received message, its failure its own. Once this returns, the
     message may be deleted from the queue: it is a request, or an IngestError that keeps it.
 
@@ -170,12 +177,14 @@ def received_message_ingest(*, sqs_message_id: str, body: str | bytes, max_bytes
     """
     try:
         message = parse_message(body, max_bytes=max_bytes)
+        # The source's trust rule (approvals/services/sources.py): its region and account only.
+        source_trust_check(source=source, execution_arn=message.execution_arn)
     except ContractError as error:
-        return ingest_error_record(sqs_message_id=sqs_message_id, error=error, body=body)
+        return ingest_error_record(sqs_message_id=sqs_message_id, error=error, body=body, source=source)
     try:
-        approval_request_ingest(message=message, sqs_message_id=sqs_message_id)
+        approval_request_ingest(message=message, sqs_message_id=sqs_message_id, source=source)
     except ContractError as error:  # a rule applied at store time refused it
-        return ingest_error_record(sqs_message_id=sqs_message_id, error=error, body=body)
+        return ingest_error_record(sqs_message_id=sqs_message_id, error=error, body=body, source=source)
     except Exception as error:  # noqa: BLE001 - recorded for this message, logged with its traceback
         if _database_unavailable(error):
             raise
@@ -185,28 +194,40 @@ def received_message_ingest(*, sqs_message_id: str, body: str | bytes, max_bytes
             logger.error("message %s stored, then %s was raised after the commit", sqs_message_id, type(error).__name__)
             return None
         token = message.task_token
-        return _store_failure_record(sqs_message_id=sqs_message_id, error=error, body=body, task_token=token)
+        return _store_failure_record(
+            sqs_message_id=sqs_message_id, error=error, body=body, task_token=token, source=source
+        )
     return None
 
 
-def _store_failure_record(*, sqs_message_id: str, error: Exception, body: str | bytes, task_token: str) -> IngestError:
+def _store_failure_record(
+    *, sqs_message_id: str, error: Exception, body: str | bytes, task_token: str, source: ApprovalSource | None = None
+) -> IngestError:
     # The exception's text and traceback may quote what was being stored (the token too, in
     # a bug's message): redacted with the token itself, not only by its shape.
     first_line = (str(error).strip().splitlines() or [""])[0][:_MAX_FAILURE_TEXT]
     reason = redact(f"could not store the message: {type(error).__name__}: {first_line}".rstrip(": "), task_token)
     trace = redact("".join(traceback.format_exception(error)), task_token)
     logger.error("message %s could not be stored (%s); traceback:\n%s", sqs_message_id, type(error).__name__, trace)
-    return _ingest_error_upsert(sqs_message_id=sqs_message_id, code="store_failed", reason=reason, body=body)
+    return _ingest_error_upsert(
+        sqs_message_id=sqs_message_id, code="store_failed", reason=reason, body=body, source=source
+    )
 
 
 @transaction.atomic
-def ingest_error_record(*, sqs_message_id: str, error: ContractError, body: str | bytes) -> IngestError:
+def ingest_error_record(
+    *, sqs_message_id: str, error: ContractError, body: str | bytes, source: ApprovalSource | None = None
+) -> IngestError:
     """Record a message that broke the contract, once per message however often it returns."""
-    return _ingest_error_upsert(sqs_message_id=sqs_message_id, code=error.code, reason=error.message, body=body)
+    return _ingest_error_upsert(
+        sqs_message_id=sqs_message_id, code=error.code, reason=error.message, body=body, source=source
+    )
 
 
 @transaction.atomic
-def _ingest_error_upsert(*, sqs_message_id: str, code: str, reason: str, body: str | bytes) -> IngestError:
+def _ingest_error_upsert(
+    *, sqs_message_id: str, code: str, reason: str, body: str | bytes, source: ApprovalSource | None = None
+) -> IngestError:
     """One row per message however often it comes (again from the queue, or replayed): the
     newest reason, counted; the message kept encrypted unless it was erased."""
     metrics.ingest_error(reason=code)
@@ -229,6 +250,7 @@ def _ingest_error_upsert(*, sqs_message_id: str, code: str, reason: str, body: s
         reason=redact(reason),
         body_redacted=redact_body(body),
         message_ciphertext=_message_encrypt(body),
+        source=source,
         first_seen_at=now,
         last_seen_at=now,
     )
@@ -294,7 +316,10 @@ def _ingest_error_replay_kept(row: IngestError, actor: User) -> IngestError:
             "The kept message cannot be decrypted with the configured TOKEN_ENCRYPTION_KEYS.", "key_error"
         ) from None
     refused = received_message_ingest(
-        sqs_message_id=row.sqs_message_id, body=body, max_bytes=settings.APPROVAL_MAX_MESSAGE_BYTES
+        sqs_message_id=row.sqs_message_id,
+        body=body,
+        max_bytes=settings.APPROVAL_MAX_MESSAGE_BYTES,
+        source=row.source,  # checked against the source as it is now (fixed by an admin, maybe)
     )
     if refused is not None:
         audit(

@@ -9,6 +9,7 @@ from celery import shared_task
 from approvals import services, stepfunctions
 from approvals.delivery import ExecutionReading
 from approvals.integrations import aws
+from approvals.selectors import sources as source_selectors
 
 logger = logging.getLogger(__name__)
 
@@ -24,19 +25,23 @@ def deliver_callback(callback_id: int) -> str:
     send = services.callback_claim(callback_id=callback_id)
     if send is None:
         return "nothing-to-send"
+    route = callback_route(send)
     try:
         if send.kind == "success":
-            aws.send_task_success(task_token=send.task_token, output=send.payload["output"])
+            aws.send_task_success(task_token=send.task_token, output=send.payload["output"], route=route)
         else:
             aws.send_task_failure(
-                task_token=send.task_token, error=send.payload["error"], cause=send.payload.get("cause", "")
+                task_token=send.task_token,
+                error=send.payload["error"],
+                cause=send.payload.get("cause", ""),
+                route=route,
             )
     except aws.AwsPermanentError as error:
         logger.warning("callback %s refused by Step Functions: %s %s", callback_id, error.code, error.message)
         reading, read_error = None, ""
-        gone = error.code in stepfunctions.TOKEN_UNKNOWN_CODES and execution_gone(send.execution_arn)
+        gone = error.code in stepfunctions.TOKEN_UNKNOWN_CODES and execution_gone(send.execution_arn, route=route)
         if error.code in stepfunctions.CLOSED_TASK_CODES and send.maybe_delivered and not gone:
-            reading, read_error = _read_execution(send)
+            reading, read_error = _read_execution(send, route=route)
         outcome = services.callback_mark_failed(
             callback_id=callback_id,
             code=error.code,
@@ -60,12 +65,20 @@ def deliver_callback(callback_id: int) -> str:
     return "delivered"
 
 
-def _read_execution(send: services.CallbackSend) -> tuple[ExecutionReading | None, str]:
+def callback_route(send: services.CallbackSend) -> aws.AwsRoute | None:
+    """Where this callback goes: the Step Functions endpoint of its execution's region, with its
+    request's source's role (None: the default source's region and credentials)."""
+    return source_selectors.callback_route(callback_id=send.callback_id)
+
+
+def _read_execution(
+    send: services.CallbackSend, *, route: aws.AwsRoute | None = None
+) -> tuple[ExecutionReading | None, str]:
     """What the execution shows about an earlier attempt: (reading, "") or (None, why not)."""
     if not send.execution_arn:
         return None, "the message named no execution to read"
     try:
-        return aws.read_execution(execution_arn=send.execution_arn, task_token=send.task_token), ""
+        return aws.read_execution(execution_arn=send.execution_arn, task_token=send.task_token, route=route), ""
     except aws.AwsError as error:
         logger.warning("callback %s: cannot read its execution: %s", send.callback_id, error.code)
         if error.code in {"AccessDeniedException", "AccessDenied", "UnauthorizedOperation"}:
@@ -73,13 +86,13 @@ def _read_execution(send: services.CallbackSend) -> tuple[ExecutionReading | Non
         return None, f"the execution could not be read ({error.code})"
 
 
-def execution_gone(execution_arn: str) -> bool:
+def execution_gone(execution_arn: str, *, route: aws.AwsRoute | None = None) -> bool:
     """DescribeExecution answers that the execution does not exist (a restarted AWS emulator
     forgot it, or Step Functions no longer keeps it). False when it exists or cannot be read."""
     if not execution_arn:
         return False
     try:
-        aws.describe_execution(execution_arn=execution_arn)
+        aws.describe_execution(execution_arn=execution_arn, route=route)
     except aws.AwsError as error:
         return error.code == stepfunctions.EXECUTION_UNKNOWN_CODE
     return False
