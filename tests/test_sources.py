@@ -24,6 +24,8 @@ import boto3
 import pytest
 from django.conf import settings as django_settings
 from django.utils import timezone
+from hypothesis import given
+from hypothesis import strategies as st
 
 from approvals import services
 from approvals.integrations import aws as gateway
@@ -555,3 +557,71 @@ def test_metric_labels_for_sources_are_bounded():
     labels = {metrics.source_label(Fake(pk)) for pk in range(10_000, 10_000 + metrics.MAX_SOURCE_LABELS + 20)}
     assert "other" in labels and len(labels) <= metrics.MAX_SOURCE_LABELS + 1
     assert metrics.source_label(None) == "approvals"
+
+
+@given(
+    execution_arn=st.one_of(
+        st.text(max_size=300),
+        st.builds(
+            lambda region, account, rest: f"arn:aws:states:{region}:{account}:execution:{rest}",
+            st.sampled_from([REGION_A, REGION_B, "", "US-WEST-2", " us-west-2"]),
+            st.sampled_from([ACCOUNT_A, ACCOUNT_B, "", "11111111111", "111111111111 "]),
+            st.text(max_size=50),
+        ),
+    )
+)
+def test_the_trust_rule_passes_only_the_sources_own_region_and_account_whatever_the_arn(execution_arn):
+    from approvals.contract import ContractError
+    from approvals.stepfunctions import arn_parts
+
+    source = ApprovalSource(
+        name="team A",
+        queue_url=f"https://sqs.{REGION_A}.amazonaws.com/{ACCOUNT_A}/approvals",
+        region=REGION_A,
+        role_arn=f"arn:aws:iam::{ACCOUNT_A}:role/portal",
+        external_id="secret-A",
+    )
+    region, account = arn_parts(execution_arn)
+    try:
+        services.source_trust_check(source=source, execution_arn=execution_arn)
+    except ContractError as refused:
+        assert refused.code == services.OUTSIDE_SOURCE
+        assert "secret-A" not in refused.message
+        assert (region, account) != (REGION_A, ACCOUNT_A)
+    else:
+        assert not execution_arn or (region, account) == (REGION_A, ACCOUNT_A)
+
+
+@pytest.mark.django_db
+def test_a_source_is_added_through_the_admin_form_and_a_refused_form_does_not_echo_the_external_id():
+    admin = make_user("root", admin=True)
+    browser = signed_in(admin)
+    browser.get("/admin/")
+    form = {
+        "csrfmiddlewaretoken": browser.cookies["portal_csrftoken"].value,
+        "name": "team A",
+        "queue_url": f"https://sqs.{REGION_A}.amazonaws.com/{ACCOUNT_A}/approvals",
+        "region": "not a region",
+        "role_arn": f"arn:aws:iam::{ACCOUNT_A}:role/portal",
+        "external_id": "typed-in-secret-id",
+        "enabled": "on",
+    }
+    refused = browser.post("/admin/approvals/approvalsource/add/", form)
+    assert refused.status_code == 200
+    assert "is not an AWS region name" in refused.content.decode()
+    assert "typed-in-secret-id" not in refused.content.decode()
+    assert not ApprovalSource.objects.exists()
+
+    saved = browser.post("/admin/approvals/approvalsource/add/", {**form, "region": REGION_A})
+    assert saved.status_code == 302
+    source = ApprovalSource.objects.get()
+    assert source.external_id == "typed-in-secret-id"
+    assert AuditEvent.objects.filter(action="source_created", actor=admin).exists()
+    # Editing without typing it again keeps it; the page never shows it.
+    page = browser.get(f"/admin/approvals/approvalsource/{source.pk}/change/").content.decode()
+    assert "typed-in-secret-id" not in page
+    browser.post(
+        f"/admin/approvals/approvalsource/{source.pk}/change/", {**form, "region": REGION_A, "external_id": ""}
+    )
+    source.refresh_from_db()
+    assert source.external_id == "typed-in-secret-id"
