@@ -19,6 +19,7 @@ import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
+from unittest import mock
 
 import boto3
 import pytest
@@ -625,3 +626,90 @@ def test_a_source_is_added_through_the_admin_form_and_a_refused_form_does_not_ec
     )
     source.refresh_from_db()
     assert source.external_id == "typed-in-secret-id"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_source_whose_role_cannot_be_assumed_fails_alone_without_leaking_its_external_id(sources_aws, caplog):
+    from botocore.exceptions import ClientError
+
+    caplog.set_level(logging.INFO)
+    admin = make_user("root", admin=True)
+    member_a, member_b = Member(ACCOUNT_A, REGION_A), Member(ACCOUNT_B, REGION_B)
+    source_a, source_b = add_source(admin, member_a, "team A"), add_source(admin, member_b, "team B")
+    sts = gateway._client(
+        "sts",
+        endpoint_url=django_settings.AWS_ENDPOINT_URL,
+        region=django_settings.AWS_REGION,
+        connect_timeout=django_settings.AWS_CONNECT_TIMEOUT,
+        read_timeout=django_settings.AWS_READ_TIMEOUT,
+        attempts=3,
+    )
+    real_assume_role = sts.assume_role
+
+    def assume_role(**arguments):
+        if arguments["RoleArn"] == member_b.role_arn:
+            # The moto server assumes any role: AWS's refusal (a trust policy that names another
+            # external ID) is simulated. Its message quotes the external ID to prove it is redacted.
+            raise ClientError(
+                {
+                    "Error": {
+                        "Code": "AccessDenied",
+                        "Message": f"not authorized to perform sts:AssumeRole (ExternalId {arguments['ExternalId']})",
+                    },
+                    "ResponseMetadata": {"HTTPStatusCode": 403},
+                },
+                "AssumeRole",
+            )
+        return real_assume_role(**arguments)
+
+    executions = [member_a.start(f"order {n}") for n in range(2)]
+    consumer = QueueConsumer()
+    with mock.patch.object(sts, "assume_role", side_effect=assume_role):
+
+        def flowed():
+            member_a.relay()
+            consumer.run_round("test-consumer")
+            return ApprovalRequest.objects.filter(execution_arn__in=executions).count() == 2
+
+        wait_for(flowed, timeout=30)
+    source_a.refresh_from_db()
+    source_b.refresh_from_db()
+    assert (source_a.state, source_b.state) == ("ok", "failing")
+    assert "AccessDenied" in source_b.last_error
+    assert member_b.external_id not in source_b.last_error
+    assert member_b.external_id not in caplog.text
+    assert member_b.external_id not in json.dumps([event.data for event in AuditEvent.objects.all()])
+
+
+def test_the_member_account_template_deploys_on_the_aws_emulator(moto_server):
+    def client(service: str):
+        return boto3.client(
+            service,
+            endpoint_url=moto_server,
+            region_name=REGION_B,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",  # noqa: S106 - the emulator takes any
+        )
+
+    suffix = uuid.uuid4().hex[:8]
+    stack = f"approval-source-{suffix}"
+    client("cloudformation").create_stack(
+        StackName=stack,
+        TemplateBody=MEMBER_TEMPLATE.read_text(),
+        Capabilities=["CAPABILITY_IAM"],
+        Parameters=[
+            {"ParameterKey": "PortalAccountId", "ParameterValue": ACCOUNT_A},
+            {"ParameterKey": "ExternalId", "ParameterValue": f"ext-{suffix}"},
+            {"ParameterKey": "QueueName", "ParameterValue": f"approvals-{suffix}"},
+        ],
+    )
+    described = client("cloudformation").describe_stacks(StackName=stack)["Stacks"][0]
+    assert described["StackStatus"] == "CREATE_COMPLETE", described.get("StackStatusReason")
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in described["Outputs"]}
+    assert outputs["Region"] == REGION_B
+    attributes = client("sqs").get_queue_attributes(QueueUrl=outputs["QueueUrl"], AttributeNames=["All"])["Attributes"]
+    assert json.loads(attributes["RedrivePolicy"])["deadLetterTargetArn"].endswith(f":approvals-{suffix}-dlq")
+    role = client("iam").get_role(RoleName=outputs["RoleArn"].rsplit("/", 1)[-1])["Role"]
+    trust = role["AssumeRolePolicyDocument"]
+    trust = json.loads(trust) if isinstance(trust, str) else trust
+    assert trust["Statement"][0]["Condition"]["StringEquals"]["sts:ExternalId"] == f"ext-{suffix}"
