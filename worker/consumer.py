@@ -74,9 +74,8 @@ MAX_SOURCE_BACKOFF_SECONDS = 60
 
 
 def poll_wait_seconds(configured: int, sources: int) -> int:
-    """The long poll per source: the whole wait with one source; with several, a share of it, so
-    an idle round over all of them still takes about `configured` seconds and a busy source
-    (which answers at once) never waits behind an idle one's long poll."""
+    """The long poll per source when all are idle: the whole wait with one source; with several,
+    a share of it, so an idle round over all of them still takes about `configured` seconds."""
     return configured if sources <= 1 else max(1, configured // sources)
 
 
@@ -125,6 +124,7 @@ class QueueConsumer(threading.Thread):
             if not polled:
                 # Every source is backing off (or none is configured): wait for the nearest.
                 self.stopping.wait(self._nearest_retry())
+        logger.info("approval queue consumer %s stopped", name)
 
     def run_round(self, name: str) -> int:
         """One turn over every source not backing off; returns how many were polled."""
@@ -158,6 +158,7 @@ class QueueConsumer(threading.Thread):
         from django.conf import settings
 
         from approvals import services
+        from approvals.integrations import aws
         from approvals.ops import metrics
 
         try:
@@ -181,7 +182,10 @@ class QueueConsumer(threading.Thread):
             self.backoff[polled.key] = (count, time.monotonic() + delay)
             metrics.consumer_poll_failed(error)
             description = f"{type(error).__name__}: {error}"
-            logger.warning("approval source %s failed (%s); retrying in %ss", polled.label, description, delay)
+            if isinstance(error, aws.AwsError):  # AWS said no (redacted): no traceback needed
+                logger.warning("approval source %s failed (%s); retrying in %ss", polled.label, description, delay)
+            else:  # the database, or a bug: with its traceback
+                logger.exception("approval source %s: consumer error; retrying in %ss", polled.label, delay)
             try:
                 if polled.source is None:
                     services.consumer_error_recorded(name=name, error=description)
