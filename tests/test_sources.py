@@ -713,3 +713,45 @@ def test_the_member_account_template_deploys_on_the_aws_emulator(moto_server):
     trust = role["AssumeRolePolicyDocument"]
     trust = json.loads(trust) if isinstance(trust, str) else trust
     assert trust["Statement"][0]["Condition"]["StringEquals"]["sts:ExternalId"] == f"ext-{suffix}"
+
+
+# ---------------------------------------------------------------------------
+# Fairness, and changes without a restart
+# ---------------------------------------------------------------------------
+def _plain_source(admin, name: str) -> ApprovalSource:
+    """A source in the portal's own account (no role), on a fresh queue."""
+    queue_url = gateway.ensure_queue(
+        name=f"approvals-{uuid.uuid4().hex[:8]}", visibility_timeout=30, max_receive_count=3
+    )
+    return services.source_save(
+        actor=admin, source_id=None, name=name, queue_url=queue_url, region=django_settings.AWS_REGION
+    )
+
+
+def _send(source: ApprovalSource, count: int, title: str) -> None:
+    for n in range(count):
+        body = {"taskToken": str(uuid.uuid4()), "title": f"{title} {n}", "approvers": {"groups": ["finance-approvers"]}}
+        gateway.send_message(queue_url=source.queue_url, body=json.dumps(body))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_busy_source_does_not_starve_a_quiet_one_and_sources_change_without_a_restart(sources_aws):
+    admin = make_user("root", admin=True)
+    busy = _plain_source(admin, "busy")
+    _send(busy, 40, "busy")
+    consumer = QueueConsumer()
+    consumer.run_round("test-consumer")
+    assert ApprovalRequest.objects.filter(source=busy).count() <= 10  # one batch per turn
+
+    quiet = _plain_source(admin, "quiet")  # added while the consumer runs
+    _send(quiet, 1, "quiet")
+    consumer.run_round("test-consumer")
+    # The quiet source's message came in the very next round, with the busy queue far from empty.
+    assert ApprovalRequest.objects.filter(source=quiet).count() == 1
+    assert ApprovalRequest.objects.filter(source=busy).count() <= 20
+
+    services.source_set_enabled(actor=admin, source_id=quiet.pk, enabled=False)
+    _send(quiet, 1, "quiet again")
+    consumer.run_round("test-consumer")
+    assert ApprovalRequest.objects.filter(source=quiet).count() == 1  # disabled: no longer read
+    assert AuditEvent.objects.filter(action="source_disabled", data__source_id=quiet.pk).exists()
