@@ -88,11 +88,13 @@ class Member:
                             "taskToken.$": "$$.Task.Token",
                             "title.$": "$.title",
                             "approvers": {"groups": ["finance-approvers"]},
+                            "heartbeatSeconds": 3600,
                             "execution.$": "$$.Execution.Id",
                             "stateMachine.$": "$$.StateMachine.Id",
                             "state.$": "$$.State.Name",
                         },
                     },
+                    "HeartbeatSeconds": 3600,
                     "End": True,
                 }
             },
@@ -755,3 +757,31 @@ def test_a_busy_source_does_not_starve_a_quiet_one_and_sources_change_without_a_
     consumer.run_round("test-consumer")
     assert ApprovalRequest.objects.filter(source=quiet).count() == 1  # disabled: no longer read
     assert AuditEvent.objects.filter(action="source_disabled", data__source_id=quiet.pk).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_heartbeats_go_to_the_executions_region_with_its_sources_role(sources_aws):
+    from approvals.tasks.sweeps import send_heartbeats
+
+    admin = make_user("root", admin=True)
+    member = Member(ACCOUNT_B, REGION_B)
+    add_source(admin, member, "team B")
+    execution = member.start("order B")
+    consumer = QueueConsumer()
+
+    def ingested():
+        member.relay()
+        consumer.run_round("test-consumer")
+        return ApprovalRequest.objects.filter(execution_arn=execution).first()
+
+    request = wait_for(ingested, timeout=30)
+    assert request.heartbeat_seconds == 3600
+    # Its first heartbeat is due a third of the interval after it arrived.
+    ApprovalRequest.objects.filter(pk=request.pk).update(received_at=timezone.now() - timedelta(minutes=30))
+
+    assert send_heartbeats() == 1
+    request.refresh_from_db()
+    # Sent with the wrong account or region, the emulator answers InvalidToken and the request
+    # would be closed as "closed by Step Functions".
+    assert request.status == "pending" and request.last_heartbeat_at is not None
+    assert member.status(execution) == "RUNNING"
