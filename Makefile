@@ -54,13 +54,13 @@ lint: $(VENV)/.installed-dev
 	$(VENV)/bin/lint-imports
 
 ## Check the deployment files offline: docker-compose.yml (Compose spec schema and docker-compose),
-## deploy/cloudformation.yaml (cfn-lint) and the Dockerfile (hadolint). No Docker engine needed.
+## deploy/cloudformation.yaml and deploy/member-account.yaml (cfn-lint) and the Dockerfile (hadolint). No Docker engine needed.
 validate: $(VENV)/.installed-dev
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 	@if command -v docker-compose >/dev/null 2>&1; then echo "docker-compose config -q"; docker-compose config -q; \
 	elif docker compose version >/dev/null 2>&1; then echo "docker compose config -q"; docker compose config -q; \
 	else echo "validate: needs docker-compose (apt-get install --no-install-recommends docker-compose) or Docker Compose v2" >&2; exit 1; fi
-	$(VENV)/bin/cfn-lint deploy/cloudformation.yaml
+	$(VENV)/bin/cfn-lint deploy/cloudformation.yaml deploy/member-account.yaml
 	$(VENV)/bin/hadolint Dockerfile
 
 ## Measure every hot path beside a bare baseline (bench/run.py, docs/benchmarks.md): starts the

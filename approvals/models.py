@@ -9,6 +9,8 @@ from django.db.models import F, Q
 from django.db.models.functions import Upper
 from django.utils import timezone
 
+from approvals.stepfunctions import account_of_queue_url, account_of_role
+
 
 class User(AbstractUser):
     """A person who signs in through SSO, keyed by the IdP's (issuer, sub).
@@ -41,6 +43,46 @@ class RequestStatus(models.TextChoices):
     # Its workflow no longer exists (a restarted AWS emulator forgot the execution, or Step
     # Functions no longer keeps it): nobody decided this, the system closed it.
     CLOSED = "closed", "Closed by the system"
+
+
+class ApprovalSource(models.Model):
+    """An approval queue the portal consumes besides the environment's APPROVAL_QUEUE_URL (the
+    default source, which has no row): another AWS account or region, read with its own role.
+
+    Written only by approvals/services/sources.py (audited). The external ID is not a secret by
+    AWS's definition, but it is treated like one: never logged, shown masked in the admin.
+    """
+
+    class State(models.TextChoices):
+        OK = "ok", "OK"
+        FAILING = "failing", "Failing"
+
+    name = models.CharField("display name", max_length=100, unique=True)
+    queue_url = models.CharField(max_length=1024, unique=True)
+    region = models.CharField(max_length=32)
+    # Assumed with STS AssumeRole for everything this source does (receive, callbacks,
+    # heartbeats); empty: the portal's own credentials.
+    role_arn = models.CharField("role ARN", max_length=2048, blank=True, default="")
+    external_id = models.CharField("external ID", max_length=1224, blank=True, default="")
+    enabled = models.BooleanField(default=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.OK)
+    # Redacted, never a credential: what the last failing poll answered.
+    last_error = models.TextField(blank=True, default="")
+    last_error_at = models.DateTimeField(null=True, blank=True)
+    last_polled_at = models.DateTimeField(null=True, blank=True)
+    last_message_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def account_id(self) -> str:
+        """The AWS account it serves: the role's when it has one, else the queue URL's."""
+        return account_of_role(self.role_arn) if self.role_arn else account_of_queue_url(self.queue_url)
 
 
 class ApprovalRequest(models.Model):
@@ -100,6 +142,9 @@ class ApprovalRequest(models.Model):
     options = models.JSONField(null=True, blank=True)
     multiple_options = models.BooleanField(default=False)
     form_schema = models.JSONField(null=True, blank=True)
+    # The queue it came from, whose region and role its callbacks and heartbeats use; null:
+    # the environment's default source (APPROVAL_QUEUE_URL).
+    source = models.ForeignKey(ApprovalSource, null=True, blank=True, on_delete=models.PROTECT, related_name="requests")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -409,6 +454,12 @@ class AuditAction(models.TextChoices):
     SCIM_TOKEN_REVOKED = "scim_token_revoked"  # noqa: S105 - an audit action, not a secret
     SCIM_TOKEN_ROTATED = "scim_token_rotated"  # noqa: S105 - an audit action, not a secret
     SCIM_AUTH_REFUSED = "scim_auth_refused"
+    SOURCE_CREATED = "source_created"
+    SOURCE_SAVED = "source_saved"
+    SOURCE_ENABLED = "source_enabled"
+    SOURCE_DISABLED = "source_disabled"
+    SOURCE_FAILING = "source_failing"
+    SOURCE_RECOVERED = "source_recovered"
 
 
 class AuditEventQuerySet(models.QuerySet):
@@ -546,6 +597,8 @@ class IngestError(models.Model):
     resolved_at = models.DateTimeField(null=True, blank=True)
     # The id the message got when it was sent back to the queue.
     replayed_as_message_id = models.CharField(max_length=128, blank=True, default="")
+    # The source it came from (null: the default one): a replay checks the message against it again.
+    source = models.ForeignKey(ApprovalSource, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
 
     class Meta:
         ordering = ["-last_seen_at"]

@@ -1,7 +1,7 @@
 """Step Functions' vocabulary, in one place: ARNs (names, regions), links to the AWS console, and the
 error codes its API answers (closed task, unknown token or execution, transient, never sent)."""
 
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from django.conf import settings
 
@@ -16,6 +16,26 @@ def arn_region(arn: str) -> str:
     """The region an ARN names; the configured AWS_REGION when it names none."""
     parts = (arn or "").split(":")
     return parts[3] if len(parts) > 4 and parts[0] == "arn" and parts[3] else settings.AWS_REGION
+
+
+def arn_parts(arn: str) -> tuple[str, str]:
+    """(region, account) an ARN names, each "" when it names none (no fallback to AWS_REGION)."""
+    parts = (arn or "").split(":")
+    if len(parts) > 5 and parts[0] == "arn":
+        return parts[3], parts[4]
+    return "", ""
+
+
+def account_of_role(role_arn: str) -> str:
+    """`arn:aws:iam::<account>:role/<name>` → the account; "" when it is not such an ARN."""
+    parts = (role_arn or "").split(":")
+    return parts[4] if len(parts) > 5 and parts[0] == "arn" and parts[2] == "iam" else ""
+
+
+def account_of_queue_url(queue_url: str) -> str:
+    """`https://sqs.<region>.amazonaws.com/<account>/<name>` → the account ("" if none is named)."""
+    path = urlsplit(queue_url or "").path.strip("/").split("/")
+    return path[0] if len(path) == 2 and path[0].isdigit() else ""
 
 
 def state_machine_name(arn: str) -> str:

@@ -18,7 +18,8 @@ portal/baseline pairs and report the median ratio.
 
 Scenarios (bench/scenarios/): 1 ingest, 2 queue-to-inbox latency, 3 decision-to-callback latency,
 4 callback ceiling, 5 flat scaling with data, 6 concurrency, 7 memory (measured during 1), 8 the
-request page and the mail for details at the size limit (`--only details`).
+request page and the mail for details at the size limit (`--only details`); `--only sources`: ingest
+with 1 and with 4 approval sources beside the bare loop (docs/sources.md).
 docs/benchmarks.md explains each, and records a run.
 """
 
@@ -47,7 +48,16 @@ elif str(REPO_DIR) not in sys.path:
 
 from bench import stack  # noqa: E402
 
-SCENARIOS = ["ingest", "latency", "callback_latency", "callback_ceiling", "concurrency", "scaling", "details"]
+SCENARIOS = [
+    "ingest",
+    "latency",
+    "callback_latency",
+    "callback_ceiling",
+    "concurrency",
+    "scaling",
+    "details",
+    "sources",
+]
 LOG_ROOT = REPO_DIR / "var" / "bench"
 
 

@@ -16,15 +16,23 @@ from celery import bootsteps
 logger = logging.getLogger(__name__)
 
 
-def consume_once(*, queue_url: str, wait_seconds: int, visibility_timeout: int, max_bytes: int) -> int:
-    """Receive one batch, ingest it, delete what was committed. Returns messages handled."""
+def consume_once(*, queue_url: str, wait_seconds: int, visibility_timeout: int, max_bytes: int, source=None) -> int:
+    """Receive one batch, ingest it, delete what was committed. Returns messages handled.
+
+    `source`: the ApprovalSource the queue belongs to (None: the default APPROVAL_QUEUE_URL); its
+    region and role are used for every SQS call, and ingest checks its messages against it.
+    """
     from approvals import services
     from approvals.integrations import aws
     from approvals.ops import metrics
+    from approvals.selectors.sources import source_route
 
-    batch = aws.receive_batch(queue_url=queue_url, wait_seconds=wait_seconds, visibility_timeout=visibility_timeout)
+    route = source_route(source)
+    batch = aws.receive_batch(
+        queue_url=queue_url, wait_seconds=wait_seconds, visibility_timeout=visibility_timeout, route=route
+    )
     received_at = time.monotonic()
-    metrics.messages_received(len(batch))
+    metrics.messages_received(len(batch), source=source)
     extended = False
     committed: list[aws.QueueMessage] = []
 
@@ -34,7 +42,7 @@ def consume_once(*, queue_url: str, wait_seconds: int, visibility_timeout: int, 
             # A slow batch (a slow database): keep the rest hidden so no other consumer
             # receives them meanwhile.
             handles = [message.receipt_handle for message in remaining]
-            aws.extend_visibility(queue_url=queue_url, receipt_handles=handles, timeout=visibility_timeout)
+            aws.extend_visibility(queue_url=queue_url, receipt_handles=handles, timeout=visibility_timeout, route=route)
             extended = True
 
     try:
@@ -43,13 +51,15 @@ def consume_once(*, queue_url: str, wait_seconds: int, visibility_timeout: int, 
         # deleted. Only a database unavailable as a whole raises: the rest stay on the queue
         # (and go to the DLQ if that lasts).
         services.received_batch_ingest(
-            messages=batch, max_bytes=max_bytes, committed=committed, keep_hidden=keep_hidden
+            messages=batch, max_bytes=max_bytes, committed=committed, keep_hidden=keep_hidden, source=source
         )
     finally:
         # Also when the database went away mid-batch: what was committed is not received again.
         if committed:
             handles = [message.receipt_handle for message in committed]
-            failed = aws.delete_messages(queue_url=queue_url, receipt_handles=handles)  # DeleteMessageBatch
+            failed = aws.delete_messages(
+                queue_url=queue_url, receipt_handles=handles, route=route
+            )  # DeleteMessageBatch
             if failed:
                 # Harmless: the message comes back and ingestion finds the existing request.
                 logger.warning("%d ingested messages could not be deleted; they will be re-received", len(failed))
@@ -60,17 +70,40 @@ def consumer_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+# A failing source waits this long at most before it is tried again (doubling from 2 s).
+MAX_SOURCE_BACKOFF_SECONDS = 60
+
+
+def poll_wait_seconds(configured: int, sources: int) -> int:
+    """The long poll per source when all are idle: the whole wait with one source; with several,
+    a share of it, so an idle round over all of them still takes about `configured` seconds."""
+    return configured if sources <= 1 else max(1, configured // sources)
+
+
 class QueueConsumer(threading.Thread):
+    """One thread, round robin over the sources (the default queue and every enabled row, read
+    afresh each round): each gets one receive of up to 10 messages per turn, so a busy source
+    cannot starve the others, and a failing one (access denied, queue deleted, throttled) is
+    skipped until its own backoff ends while the rest keep flowing.
+
+    Why not a thread per source: sources come and go at runtime (the admin), and one thread
+    reading the list each round picks that up with no thread bookkeeping, one database
+    connection, and one place that stops on shutdown. Shared long polls (`poll_wait_seconds`)
+    keep it fair when idle, and no waiting at all while any source is busy (an idle source's
+    wait would hold up the busy ones); the cost is a few more empty receives.
+    """
+
     def __init__(self) -> None:
         super().__init__(name="approval-queue-consumer", daemon=True)
         self.stopping = threading.Event()
+        # Per source key: (consecutive failures, monotonic time before which it is skipped).
+        self.backoff: dict[str, tuple[int, float]] = {}
+        # Messages the last round handled: while any source is busy, nobody long-polls (an idle
+        # source's wait would hold up the busy ones); an idle round shares the long poll again.
+        self.last_round_handled = 0
 
     def run(self) -> None:
-        from django.conf import settings
         from django.db import close_old_connections
-
-        from approvals import services
-        from approvals.ops import metrics
 
         name = consumer_name()
         logger.info("approval queue consumer %s started", name)
@@ -79,27 +112,94 @@ class QueueConsumer(threading.Thread):
             # A long-lived thread: drop connections the database closed or that grew old.
             close_old_connections()
             try:
-                handled = consume_once(
-                    queue_url=settings.APPROVAL_QUEUE_URL,
-                    wait_seconds=settings.APPROVAL_CONSUMER_WAIT_SECONDS,
-                    visibility_timeout=settings.APPROVAL_CONSUMER_VISIBILITY_TIMEOUT,
-                    max_bytes=settings.APPROVAL_MAX_MESSAGE_BYTES,
-                )
-                services.consumer_poll_recorded(name=name, handled=handled)
+                polled = self.run_round(name)
                 failures = 0
-            except Exception as error:
-                # AWS or the database having a bad minute, or a bug: never kill the consumer
-                # for good; back off and say so where operators look.
+            except Exception:
+                # The database having a bad minute (reading the sources), or a bug: never kill
+                # the consumer for good; back off and say so where operators look.
                 failures += 1
-                metrics.consumer_poll_failed(error)
                 delay = min(60, 2**failures)
                 logger.exception("approval queue consumer error; retrying in %ss", delay)
-                try:
-                    services.consumer_error_recorded(name=name, error=f"{type(error).__name__}: {error}")
-                except Exception:
-                    logger.exception("could not record the consumer error")
                 self.stopping.wait(delay)
+                continue
+            if not polled:
+                # Every source is backing off (or none is configured): wait for the nearest.
+                self.stopping.wait(self._nearest_retry())
         logger.info("approval queue consumer %s stopped", name)
+
+    def run_round(self, name: str) -> int:
+        """One turn over every source not backing off; returns how many were polled."""
+        from django.conf import settings
+
+        from approvals.selectors.sources import sources_to_poll
+
+        sources = sources_to_poll()
+        wait = poll_wait_seconds(settings.APPROVAL_CONSUMER_WAIT_SECONDS, len(sources))
+        if len(sources) > 1 and self.last_round_handled:
+            wait = 0
+        keys = {polled.key for polled in sources}
+        for key in list(self.backoff):
+            if key not in keys:  # disabled or deleted meanwhile
+                del self.backoff[key]
+        polled_count = handled = 0
+        for polled in sources:
+            if self.stopping.is_set():
+                break
+            _, until = self.backoff.get(polled.key, (0, 0.0))
+            if time.monotonic() < until:
+                continue
+            polled_count += 1
+            handled += self.poll_source(name, polled, wait)
+        self.last_round_handled = handled
+        return polled_count
+
+    def poll_source(self, name: str, polled, wait: int) -> int:
+        """One receive from one source; its failure is its own (recorded, backed off). Returns
+        the messages it handled."""
+        from django.conf import settings
+
+        from approvals import services
+        from approvals.integrations import aws
+        from approvals.ops import metrics
+
+        try:
+            handled = consume_once(
+                queue_url=polled.queue_url,
+                wait_seconds=wait,
+                visibility_timeout=settings.APPROVAL_CONSUMER_VISIBILITY_TIMEOUT,
+                max_bytes=settings.APPROVAL_MAX_MESSAGE_BYTES,
+                source=polled.source,
+            )
+            # Liveness of the consumer as a whole (/readyz), and of this source.
+            services.consumer_poll_recorded(name=name, handled=handled)
+            if polled.source is not None:
+                services.source_poll_succeeded(source_id=polled.source.pk, handled=handled)
+            self.backoff.pop(polled.key, None)
+            return handled
+        except Exception as error:
+            # This source's bad minute (or the database's): it backs off alone.
+            count = self.backoff.get(polled.key, (0, 0.0))[0] + 1
+            delay = min(MAX_SOURCE_BACKOFF_SECONDS, 2**count)
+            self.backoff[polled.key] = (count, time.monotonic() + delay)
+            metrics.consumer_poll_failed(error)
+            description = f"{type(error).__name__}: {error}"
+            if isinstance(error, aws.AwsError):  # AWS said no (redacted): no traceback needed
+                logger.warning("approval source %s failed (%s); retrying in %ss", polled.label, description, delay)
+            else:  # the database, or a bug: with its traceback
+                logger.exception("approval source %s: consumer error; retrying in %ss", polled.label, delay)
+            try:
+                if polled.source is None:
+                    services.consumer_error_recorded(name=name, error=description)
+                else:
+                    services.source_poll_failed(source_id=polled.source.pk, error=description)
+            except Exception:
+                logger.exception("could not record the consumer error")
+            return 0
+
+    def _nearest_retry(self) -> float:
+        if not self.backoff:
+            return 1.0
+        return max(0.1, min(until for _, until in self.backoff.values()) - time.monotonic())
 
 
 class QueueConsumerStep(bootsteps.StartStopStep):

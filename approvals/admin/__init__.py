@@ -28,5 +28,6 @@ from approvals.admin import (  # noqa: F401 - each module registers its admin cl
     scim_tokens,
     service_accounts,
     slack,
+    sources,
     users,
 )

@@ -25,6 +25,7 @@ from approvals.models import (
     RequestStatus,
     Vote,
 )
+from approvals.selectors import sources as source_selectors
 from approvals.stepfunctions import execution_console_url, state_machine_name
 from approvals.templatetags.approvals_tags import details_table
 
@@ -55,6 +56,20 @@ class AssignedGroupFilter(admin.SimpleListFilter):
             return queryset
         assigned = Assignment.objects.filter(kind=Assignment.Kind.GROUP, value=self.value())
         return queryset.filter(pk__in=assigned.values("request_id"))
+
+
+class SourceFilter(admin.SimpleListFilter):
+    """The approval source (docs/sources.md): one AWS account and region each; hidden without sources."""
+
+    title = "source (account, region)"
+    parameter_name = "source"
+
+    def lookups(self, request, model_admin):
+        choices = source_selectors.source_choices()
+        return [("default", "Default queue"), *choices] if choices else []
+
+    def queryset(self, request, queryset):
+        return source_selectors.requests_of_source(queryset, self.value() or "")
 
 
 class OverdueFilter(admin.SimpleListFilter):
@@ -215,6 +230,7 @@ class ApprovalRequestAdmin(ActionsOnlyMixin, BigTableAdmin):
     list_filter = [
         "status",
         StateMachineFilter,
+        SourceFilter,
         AssignedGroupFilter,
         OverdueFilter,
         CallbackFailedFilter,
@@ -241,6 +257,7 @@ class ApprovalRequestAdmin(ActionsOnlyMixin, BigTableAdmin):
         "ignored_approvers_display",
         "claimed_by_email",
         "execution_link",
+        "source",
         "state_machine_arn",
         "state_name",
         "received_at",

@@ -37,6 +37,7 @@ class InboxFilterForm(forms.Form):
     tab = forms.ChoiceField(required=False, choices=[])
     q = forms.CharField(required=False, max_length=200, strip=True, label="Search")
     machine = forms.CharField(required=False, max_length=2048, label="State machine")
+    source = forms.CharField(required=False, max_length=20, label="Source")  # docs/sources.md
     due = forms.ChoiceField(
         required=False,
         label="Deadline",

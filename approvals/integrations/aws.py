@@ -7,14 +7,18 @@ Their messages never contain a task token.
 
 import json
 import logging
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import boto3
+import botocore.session
 import requests
 from botocore.config import Config
+from botocore.credentials import DeferredRefreshableCredentials
 from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
+from django.utils import timezone
 
 from approvals.delivery import ExecutionReading, TaskClosure
 from approvals.redaction import redact
@@ -58,16 +62,102 @@ def _translate(error: Exception, *secrets: str) -> AwsError:
     return AwsTransientError(type(error).__name__, redact(str(error), *secrets))
 
 
-@lru_cache(maxsize=16)
+@dataclass(frozen=True)
+class AwsRoute:
+    """Where and as whom a call goes: a region, and optionally a role assumed with STS.
+
+    None instead of a route means the environment's default (AWS_REGION, the portal's own
+    credentials). The external ID is kept out of every repr (it is treated as sensitive).
+    """
+
+    region: str
+    role_arn: str = ""
+    external_id: str = field(default="", repr=False)
+
+
+# How long an assumed role's credentials last (AssumeRole's default; botocore refreshes them
+# 15 minutes before they expire, and insists 10 minutes before).
+ASSUMED_ROLE_SECONDS = 3600
+ROLE_SESSION_NAME = "approval-portal"
+
+
+def credentials_clock():
+    """The time botocore compares an assumed role's expiry with: a seam a test can move."""
+    return timezone.now()
+
+
+_role_credentials: dict[tuple[str, str], DeferredRefreshableCredentials] = {}
+_role_credentials_lock = threading.Lock()
+
+
+def _assume_role(role_arn: str, external_id: str) -> dict:
+    """STS AssumeRole with the portal's own credentials, in botocore's refresh format."""
+    sts = _client(
+        "sts",
+        endpoint_url=settings.AWS_ENDPOINT_URL,
+        region=settings.AWS_REGION,
+        connect_timeout=settings.AWS_CONNECT_TIMEOUT,
+        read_timeout=settings.AWS_READ_TIMEOUT,
+        attempts=3,
+    )
+    arguments = {"RoleArn": role_arn, "RoleSessionName": ROLE_SESSION_NAME, "DurationSeconds": ASSUMED_ROLE_SECONDS}
+    if external_id:
+        arguments["ExternalId"] = external_id
+    try:
+        credentials = sts.assume_role(**arguments)["Credentials"]
+    except (ClientError, BotoCoreError) as error:
+        # Never the external ID in what is raised (and so logged or recorded).
+        raise _translate(error, external_id) from None
+    logger.info("assumed role %s (credentials until %s)", role_arn, credentials["Expiration"])
+    return {
+        "access_key": credentials["AccessKeyId"],
+        "secret_key": credentials["SecretAccessKey"],
+        "token": credentials["SessionToken"],
+        "expiry_time": credentials["Expiration"].isoformat(),
+    }
+
+
+def role_credentials(role_arn: str, external_id: str) -> DeferredRefreshableCredentials:
+    """One set of credentials per role and external ID, assumed on first use and refreshed by
+    botocore before they expire (compared with `credentials_clock`); shared by every client."""
+    key = (role_arn, external_id)
+    with _role_credentials_lock:
+        credentials = _role_credentials.get(key)
+        if credentials is None:
+            credentials = DeferredRefreshableCredentials(
+                refresh_using=lambda: _assume_role(role_arn, external_id),
+                method="sts-assume-role",
+                time_fetcher=lambda: credentials_clock(),
+            )
+            _role_credentials[key] = credentials
+    return credentials
+
+
+@lru_cache(maxsize=64)
 def _client(
-    service: str, *, endpoint_url: str | None, region: str, connect_timeout: float, read_timeout: float, attempts: int
+    service: str,
+    *,
+    endpoint_url: str | None,
+    region: str,
+    connect_timeout: float,
+    read_timeout: float,
+    attempts: int,
+    role_arn: str = "",
+    external_id: str = "",
 ):
-    """The one place a boto3 client is made: one per service and timeouts, cached (clients are thread-safe)."""
+    """The one place a boto3 client is made: one per service, region, role and timeouts, cached
+    (clients are thread-safe). With a role, its credentials come from STS (`role_credentials`)."""
     config = Config(
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         retries={"max_attempts": attempts, "mode": "standard"},
     )
+    if role_arn:
+        core = botocore.session.get_session()
+        core._credentials = role_credentials(role_arn, external_id)  # botocore's way to hand a session credentials
+        return boto3.session.Session(botocore_session=core).client(
+            service, region_name=region, endpoint_url=endpoint_url, config=config
+        )
     return boto3.session.Session().client(
         service,
         region_name=region,
@@ -78,35 +168,41 @@ def _client(
     )
 
 
-def _working_client(service: str, read_timeout: float):
+def _working_client(service: str, read_timeout: float, route: AwsRoute | None = None):
     return _client(
         service,
         endpoint_url=settings.AWS_ENDPOINT_URL,
-        region=settings.AWS_REGION,
+        region=route.region if route else settings.AWS_REGION,
         connect_timeout=settings.AWS_CONNECT_TIMEOUT,
         read_timeout=read_timeout,
         attempts=3,
+        role_arn=route.role_arn if route else "",
+        external_id=route.external_id if route else "",
     )
 
 
-def _sqs(read_timeout: float | None = None):
+def _sqs(read_timeout: float | None = None, route: AwsRoute | None = None):
     timeout = max(settings.AWS_READ_TIMEOUT, read_timeout or 0)
-    return _working_client("sqs", timeout)
+    return _working_client("sqs", timeout, route)
 
 
-def _sfn():
-    return _working_client("stepfunctions", settings.AWS_READ_TIMEOUT)
+def _sfn(route: AwsRoute | None = None):
+    return _working_client("stepfunctions", settings.AWS_READ_TIMEOUT, route)
+
+
+def _secret(route: AwsRoute | None) -> str:
+    return route.external_id if route else ""
 
 
 # ---------------------------------------------------------------------------
 # SQS: the approval queue
 # ---------------------------------------------------------------------------
 def receive_batch(
-    *, queue_url: str, wait_seconds: int, visibility_timeout: int, max_messages: int = 10
+    *, queue_url: str, wait_seconds: int, visibility_timeout: int, max_messages: int = 10, route: AwsRoute | None = None
 ) -> list[QueueMessage]:
     """Long-poll for up to `max_messages` (SQS caps a batch at 10)."""
     try:
-        response = _sqs(read_timeout=wait_seconds + 10).receive_message(
+        response = _sqs(read_timeout=wait_seconds + 10, route=route).receive_message(
             QueueUrl=queue_url,
             MaxNumberOfMessages=min(max_messages, 10),
             WaitTimeSeconds=wait_seconds,
@@ -114,7 +210,7 @@ def receive_batch(
             MessageSystemAttributeNames=["ApproximateReceiveCount"],
         )
     except (ClientError, BotoCoreError) as error:
-        raise _translate(error) from None
+        raise _translate(error, _secret(route)) from None
     return [
         QueueMessage(
             message_id=item["MessageId"],
@@ -126,45 +222,47 @@ def receive_batch(
     ]
 
 
-def delete_messages(*, queue_url: str, receipt_handles: list[str]) -> list[str]:
+def delete_messages(*, queue_url: str, receipt_handles: list[str], route: AwsRoute | None = None) -> list[str]:
     """Delete in batches of 10; returns the receipt handles that failed."""
     failed: list[str] = []
     for start in range(0, len(receipt_handles), 10):
         chunk = receipt_handles[start : start + 10]
         entries = [{"Id": str(i), "ReceiptHandle": handle} for i, handle in enumerate(chunk)]
         try:
-            response = _sqs().delete_message_batch(QueueUrl=queue_url, Entries=entries)
+            response = _sqs(route=route).delete_message_batch(QueueUrl=queue_url, Entries=entries)
         except (ClientError, BotoCoreError) as error:
-            logger.warning("delete_message_batch failed: %s", _translate(error))
+            logger.warning("delete_message_batch failed: %s", _translate(error, _secret(route)))
             failed.extend(chunk)
             continue
         failed.extend(chunk[int(item["Id"])] for item in response.get("Failed", []))
     return failed
 
 
-def extend_visibility(*, queue_url: str, receipt_handles: list[str], timeout: int) -> None:
+def extend_visibility(
+    *, queue_url: str, receipt_handles: list[str], timeout: int, route: AwsRoute | None = None
+) -> None:
     """Keep messages hidden while a slow batch is still being ingested."""
     for start in range(0, len(receipt_handles), 10):
         chunk = receipt_handles[start : start + 10]
         entries = [{"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": timeout} for i, h in enumerate(chunk)]
         try:
-            _sqs().change_message_visibility_batch(QueueUrl=queue_url, Entries=entries)
+            _sqs(route=route).change_message_visibility_batch(QueueUrl=queue_url, Entries=entries)
         except (ClientError, BotoCoreError) as error:
             # Not fatal: at worst a message is received twice, and ingestion is idempotent.
-            logger.warning("change_message_visibility_batch failed: %s", _translate(error))
+            logger.warning("change_message_visibility_batch failed: %s", _translate(error, _secret(route)))
 
 
-def send_message(*, queue_url: str, body: str) -> str:
+def send_message(*, queue_url: str, body: str, route: AwsRoute | None = None) -> str:
     try:
-        return _sqs().send_message(QueueUrl=queue_url, MessageBody=body)["MessageId"]
+        return _sqs(route=route).send_message(QueueUrl=queue_url, MessageBody=body)["MessageId"]
     except (ClientError, BotoCoreError) as error:
-        raise _translate(error) from None
+        raise _translate(error, _secret(route)) from None
 
 
-def ensure_queue(*, name: str, visibility_timeout: int, max_receive_count: int) -> str:
+def ensure_queue(*, name: str, visibility_timeout: int, max_receive_count: int, route: AwsRoute | None = None) -> str:
     """Create the queue and its dead-letter queue (redrive after `max_receive_count`)."""
     try:
-        sqs = _sqs()
+        sqs = _sqs(route=route)
         dlq_url = sqs.create_queue(QueueName=f"{name}-dlq", Attributes={"MessageRetentionPeriod": "1209600"})[
             "QueueUrl"
         ]
@@ -177,7 +275,7 @@ def ensure_queue(*, name: str, visibility_timeout: int, max_receive_count: int) 
         )
         return queue_url
     except (ClientError, BotoCoreError) as error:
-        raise _translate(error) from None
+        raise _translate(error, _secret(route)) from None
 
 
 def queue_arn(queue_url: str) -> str:
@@ -290,31 +388,27 @@ def delete_message_by_id(*, queue_url: str, message_id: str) -> bool:
 # ---------------------------------------------------------------------------
 # Step Functions: the callbacks
 # ---------------------------------------------------------------------------
-def stepfunctions_client():
-    """The Step Functions client the Send* calls use by default (cached, thread-safe). A batch of
-    callbacks takes it once and passes it as `client=` to every call (tasks/callbacks.py)."""
-    return _sfn()
-
-
-def send_task_success(*, task_token: str, output: dict, client=None) -> None:
+# `route`: the execution's region and its source's role (approvals/selectors/sources.py);
+# None: the default source's (AWS_REGION, the portal's own credentials).
+def send_task_success(*, task_token: str, output: dict, route: AwsRoute | None = None) -> None:
     try:
-        (client or _sfn()).send_task_success(taskToken=task_token, output=json.dumps(output, ensure_ascii=False))
+        _sfn(route).send_task_success(taskToken=task_token, output=json.dumps(output, ensure_ascii=False))
     except (ClientError, BotoCoreError) as error:
-        raise _translate(error, task_token) from None
+        raise _translate(error, task_token, _secret(route)) from None
 
 
-def send_task_failure(*, task_token: str, error: str, cause: str, client=None) -> None:
+def send_task_failure(*, task_token: str, error: str, cause: str, route: AwsRoute | None = None) -> None:
     try:
-        (client or _sfn()).send_task_failure(taskToken=task_token, error=error, cause=cause)
+        _sfn(route).send_task_failure(taskToken=task_token, error=error, cause=cause)
     except (ClientError, BotoCoreError) as exc:
-        raise _translate(exc, task_token) from None
+        raise _translate(exc, task_token, _secret(route)) from None
 
 
-def send_task_heartbeat(*, task_token: str) -> None:
+def send_task_heartbeat(*, task_token: str, route: AwsRoute | None = None) -> None:
     try:
-        _sfn().send_task_heartbeat(taskToken=task_token)
+        _sfn(route).send_task_heartbeat(taskToken=task_token)
     except (ClientError, BotoCoreError) as error:
-        raise _translate(error, task_token) from None
+        raise _translate(error, task_token, _secret(route)) from None
 
 
 # ---------------------------------------------------------------------------
@@ -329,7 +423,7 @@ _CLOSURE_DETAILS = {
 }
 
 
-def read_execution(*, execution_arn: str, task_token: str) -> ExecutionReading:
+def read_execution(*, execution_arn: str, task_token: str, route: AwsRoute | None = None) -> ExecutionReading:
     """DescribeExecution and GetExecutionHistory, boiled down to what closed which task.
 
     Needs states:DescribeExecution and states:GetExecutionHistory (deploy/iam-policy.json); a
@@ -337,7 +431,7 @@ def read_execution(*, execution_arn: str, task_token: str) -> ExecutionReading:
     TaskScheduled event that issued it; it is never returned, logged or put in an error.
     """
     try:
-        sfn = _sfn()
+        sfn = _sfn(route)
         described = sfn.describe_execution(executionArn=execution_arn)
         pages = sfn.get_paginator("get_execution_history").paginate(
             executionArn=execution_arn,
@@ -346,7 +440,7 @@ def read_execution(*, execution_arn: str, task_token: str) -> ExecutionReading:
         )
         events = [event for page in pages for event in page["events"]]
     except (ClientError, BotoCoreError) as error:
-        raise _translate(error, task_token) from None
+        raise _translate(error, task_token, _secret(route)) from None
     return _execution_reading(described, events, task_token)
 
 
@@ -398,42 +492,42 @@ def _execution_reading(described: dict, events: list[dict], task_token: str) -> 
 # ---------------------------------------------------------------------------
 # Step Functions: the demo state machine (local development and tests)
 # ---------------------------------------------------------------------------
-def ensure_state_machine(*, name: str, definition: dict, role_arn: str) -> str:
+def ensure_state_machine(*, name: str, definition: dict, role_arn: str, route: AwsRoute | None = None) -> str:
     body = json.dumps(definition)
     try:
-        sfn = _sfn()
+        sfn = _sfn(route)
         for machine in sfn.list_state_machines()["stateMachines"]:
             if machine["name"] == name:
                 sfn.update_state_machine(stateMachineArn=machine["stateMachineArn"], definition=body, roleArn=role_arn)
                 return machine["stateMachineArn"]
         return sfn.create_state_machine(name=name, definition=body, roleArn=role_arn)["stateMachineArn"]
     except (ClientError, BotoCoreError) as error:
-        raise _translate(error) from None
+        raise _translate(error, _secret(route)) from None
 
 
-def start_execution(*, state_machine_arn: str, name: str, execution_input: dict) -> str:
+def start_execution(*, state_machine_arn: str, name: str, execution_input: dict, route: AwsRoute | None = None) -> str:
     try:
-        return _sfn().start_execution(
+        return _sfn(route).start_execution(
             stateMachineArn=state_machine_arn, name=name, input=json.dumps(execution_input, ensure_ascii=False)
         )["executionArn"]
     except (ClientError, BotoCoreError) as error:
-        raise _translate(error) from None
+        raise _translate(error, _secret(route)) from None
 
 
-def describe_execution(*, execution_arn: str) -> dict:
+def describe_execution(*, execution_arn: str, route: AwsRoute | None = None) -> dict:
     try:
-        return _sfn().describe_execution(executionArn=execution_arn)
+        return _sfn(route).describe_execution(executionArn=execution_arn)
     except (ClientError, BotoCoreError) as error:
-        raise _translate(error) from None
+        raise _translate(error, _secret(route)) from None
 
 
-def get_execution_history(*, execution_arn: str) -> list[dict]:
+def get_execution_history(*, execution_arn: str, route: AwsRoute | None = None) -> list[dict]:
     """Every event of an execution, oldest first."""
     try:
-        pages = _sfn().get_paginator("get_execution_history").paginate(executionArn=execution_arn)
+        pages = _sfn(route).get_paginator("get_execution_history").paginate(executionArn=execution_arn)
         return [event for page in pages for event in page["events"]]
     except (ClientError, BotoCoreError) as error:
-        raise _translate(error) from None
+        raise _translate(error, _secret(route)) from None
 
 
 def configure_emulator(endpoint_url: str) -> None:
@@ -459,16 +553,18 @@ class QueueDepth:
     dead_letter_visible: int | None  # None: no redrive policy, or not allowed to read the DLQ
 
 
-def _sqs_probe():
+def _sqs_probe(route: AwsRoute | None = None):
     # Health checks and scrapes must answer fast: short timeouts and no retries.
     timeout = settings.AWS_PROBE_TIMEOUT
     return _client(
         "sqs",
         endpoint_url=settings.AWS_ENDPOINT_URL,
-        region=settings.AWS_REGION,
+        region=route.region if route else settings.AWS_REGION,
         connect_timeout=timeout,
         read_timeout=timeout,
         attempts=1,
+        role_arn=route.role_arn if route else "",
+        external_id=route.external_id if route else "",
     )
 
 
@@ -479,23 +575,23 @@ _DEPTH_ATTRIBUTES = [
 ]
 
 
-def probe_queue(*, queue_url: str) -> None:
+def probe_queue(*, queue_url: str, route: AwsRoute | None = None) -> None:
     """One cheap call that proves AWS answers and the queue exists (raises AwsError if not)."""
     try:
-        _sqs_probe().get_queue_attributes(QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages"])
+        _sqs_probe(route).get_queue_attributes(QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages"])
     except (ClientError, BotoCoreError) as error:
-        raise _translate(error) from None
+        raise _translate(error, _secret(route)) from None
 
 
-def queue_depth(*, queue_url: str) -> QueueDepth:
+def queue_depth(*, queue_url: str, route: AwsRoute | None = None) -> QueueDepth:
     """The queue's message counts, and its dead-letter queue's when the redrive policy names one."""
     try:
-        sqs = _sqs_probe()
+        sqs = _sqs_probe(route)
         attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=[*_DEPTH_ATTRIBUTES, "RedrivePolicy"])[
             "Attributes"
         ]
     except (ClientError, BotoCoreError) as error:
-        raise _translate(error) from None
+        raise _translate(error, _secret(route)) from None
     return QueueDepth(
         visible=int(attributes.get("ApproximateNumberOfMessages", 0)),
         in_flight=int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),

@@ -4,7 +4,10 @@
 - ``broker``: a connection to Celery's broker (short timeout, no retry loop);
 - ``aws``: one SQS GetQueueAttributes on the approval queue (short timeouts, no retries);
 - ``consumer``: some queue consumer completed a poll within READYZ_CONSUMER_MAX_AGE_SECONDS
-  (a worker that died or hangs shows here; so does a deployment where none ever started).
+  (a worker that died or hangs shows here; so does a deployment where none ever started);
+- ``sources`` (only when approval sources exist, docs/sources.md): names every enabled source
+  whose last poll failed, with its (redacted) error. Not in the default READYZ_REQUIRED_CHECKS:
+  one member account's broken role must not take the whole portal out of service.
 
 The broker and AWS checks run in threads beside the database ones, so the whole answer takes
 about the slowest check, at most READYZ_TIMEOUT_SECONDS. READYZ_REQUIRED_CHECKS names the
@@ -28,6 +31,7 @@ from django.utils import timezone
 from approvals.integrations import aws
 from approvals.redaction import redact
 from approvals.selectors import ops as ops_selectors
+from approvals.selectors import sources as source_selectors
 
 CHECKS = ("database", "broker", "aws", "consumer")
 
@@ -108,6 +112,18 @@ def check_consumer() -> tuple[str, dict]:
     return f"a consumer polled {age:.0f} s ago", data
 
 
+def check_sources() -> tuple[str, dict]:
+    failing = source_selectors.failing_sources()
+    if failing:
+        names = ", ".join(f"{source.name} ({source.last_error[:120] or 'failing'})" for source in failing)
+        raise CheckFailed(f"{len(failing)} approval source(s) failing: {names}"[:1000])
+    return "every enabled approval source polled without error", {}
+
+
+def sources_exist() -> bool:
+    return source_selectors.any_source()
+
+
 _THREADED = {"broker": check_broker, "aws": check_aws}
 _INLINE = {"database": check_database, "consumer": check_consumer}
 
@@ -119,10 +135,18 @@ def run_checks() -> list[CheckResult]:
     started = time.perf_counter()
     futures = {name: executor.submit(_timed, name, check) for name, check in _THREADED.items()}
     results = {name: _timed(name, check) for name, check in _INLINE.items()}
+    names = list(CHECKS)
+    try:
+        with_sources = sources_exist()
+    except Exception:  # noqa: BLE001 - the database check already says why
+        with_sources = False
+    if with_sources:
+        results["sources"] = _timed("sources", check_sources)
+        names.append("sources")
     for name, future in futures.items():
         try:
             results[name] = future.result(timeout=max(0.1, timeout - (time.perf_counter() - started)))
         except FutureTimeout:
             results[name] = CheckResult(name, False, f"no answer within {timeout:g} s", timeout)
     executor.shutdown(wait=False, cancel_futures=True)
-    return [results[name] for name in CHECKS]
+    return [results[name] for name in names]

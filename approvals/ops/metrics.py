@@ -36,6 +36,7 @@ from prometheus_client.registry import REGISTRY, Collector
 
 from approvals.integrations import aws
 from approvals.selectors import ops as ops_selectors
+from approvals.selectors import sources as source_selectors
 from approvals.stepfunctions import CLOSED_TASK_CODES, state_machine_name
 from portal import observability
 
@@ -165,9 +166,31 @@ def ingest_error(*, reason: str) -> None:
     _on_commit(INGEST_ERRORS.labels(reason[:40] or "unknown").inc)
 
 
-def messages_received(count: int) -> None:
+# Source labels this process has used: at most MAX_SOURCE_LABELS, the rest count as "other",
+# so sources added (or renamed) over a long uptime cannot grow the series without bound.
+MAX_SOURCE_LABELS = 50
+_source_labels: set[str] = set()
+_source_labels_lock = threading.Lock()
+
+
+def source_label(source) -> str:
+    """The `queue` label of an approval source: "approvals" for the default queue (as before
+    sources existed), "<id>:<name>" for a source row (bounded, see MAX_SOURCE_LABELS)."""
+    if source is None:
+        return "approvals"
+    label = f"{source.pk}:{source.name}"[:60]
+    with _source_labels_lock:
+        if label in _source_labels:
+            return label
+        if len(_source_labels) >= MAX_SOURCE_LABELS:
+            return "other"
+        _source_labels.add(label)
+    return label
+
+
+def messages_received(count: int, *, source=None) -> None:
     if count:
-        MESSAGES_RECEIVED.labels("approvals").inc(count)
+        MESSAGES_RECEIVED.labels(source_label(source)).inc(count)
 
 
 def consumer_poll_failed(error: BaseException) -> None:
@@ -267,6 +290,34 @@ class PortalStateCollector(Collector):
     def collect(self):
         yield from self._database()
         yield from self._queue()
+        yield from self._sources()
+
+    def _sources(self):
+        """Per approval source (docs/sources.md), labelled like the received counter; only the
+        first MAX_LABELLED_SOURCES enabled ones, and nothing at all without sources."""
+        try:
+            sources = source_selectors.labelled_sources()
+        except Exception as error:  # noqa: BLE001 - the database gauge already reports it
+            logger.warning("metrics: sources unavailable: %s", type(error).__name__)
+            return
+        if not sources:
+            return
+        now = timezone.now()
+        up = GaugeMetricFamily(
+            "approvals_source_up", "1 when the source's last poll worked, 0 when failing.", labels=["queue"]
+        )
+        idle = GaugeMetricFamily(
+            "approvals_source_last_message_age_seconds",
+            "Seconds since the source last delivered a message (absent: never).",
+            labels=["queue"],
+        )
+        for source in sources:
+            label = source_label(source)
+            up.add_metric([label], 0 if source.state == "failing" else 1)
+            if source.last_message_at is not None:
+                idle.add_metric([label], (now - source.last_message_at).total_seconds())
+        yield up
+        yield idle
 
     def _database(self):
         now = timezone.now()

@@ -58,6 +58,14 @@ from approvals.services.routing import (
     routing_rule_save,
 )
 from approvals.services.service_accounts import service_account_save
+from approvals.services.sources import (
+    OUTSIDE_SOURCE,
+    source_poll_failed,
+    source_poll_succeeded,
+    source_save,
+    source_set_enabled,
+    source_trust_check,
+)
 from approvals.services.trust import approver_trust_delete, approver_trust_save
 from approvals.services.workflow_gone import (
     FOUND_AT_START,
@@ -125,5 +133,11 @@ __all__ = [
     "token_keys_rotate",
     "approval_token_erase",
     "ingest_error_message_erase",
+    "OUTSIDE_SOURCE",
+    "source_poll_failed",
+    "source_poll_succeeded",
+    "source_save",
+    "source_set_enabled",
+    "source_trust_check",
     "KeyRotationReport",
 ]

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from approvals import tokens
 from approvals.delivery import ExecutionReading
+from approvals.integrations.aws import AwsRoute
 from approvals.models import (
     ApprovalRequest,
     AuditAction,
@@ -24,6 +25,7 @@ from approvals.models import (
 )
 from approvals.ops import metrics
 from approvals.redaction import redact
+from approvals.selectors.sources import source_route
 from approvals.services.common import (
     MAX_CAUSE_LENGTH,
     MAX_ERROR_LENGTH,
@@ -68,6 +70,9 @@ class CallbackSend:
     # against the execution (its ARN, "" when the message named none).
     maybe_delivered: bool = False
     execution_arn: str = ""
+    # Where the Send* call goes: the execution's region with its source's role (None: the
+    # default source's region and the portal's own credentials; selectors/sources.py).
+    route: AwsRoute | None = None
 
 
 # error_code of an attempt whose worker was lost before it recorded the result.
@@ -108,7 +113,7 @@ def callbacks_claim_batch(*, callback_ids: Sequence[int] = (), limit: int) -> li
     now = timezone.now()
     stale = now - timedelta(seconds=settings.CALLBACK_STALE_SECONDS)
     given = list(dict.fromkeys(callback_ids))
-    locked = Callback.objects.select_related("request").order_by("pk")
+    locked = Callback.objects.select_related("request", "request__source").order_by("pk")
     rows: list[Callback] = []
     if given:
         rows = list(locked.select_for_update(of=("self",)).filter(pk__in=given))
@@ -181,6 +186,7 @@ def _claim_one(callback: Callback, *, votes) -> CallbackSend | None:
         attempts=callback.attempts + 1,
         maybe_delivered=callback.maybe_delivered,
         execution_arn=request.execution_arn,
+        route=source_route(request.source, execution_arn=request.execution_arn),
     )
 
 

@@ -17,6 +17,7 @@ from approvals.integrations import aws
 from approvals.models import (
     ApprovalPolicy,
     ApprovalRequest,
+    ApprovalSource,
     Assignment,
     AuditAction,
     AuditEvent,
@@ -28,6 +29,7 @@ from approvals.redaction import redact, redact_body
 from approvals.selectors import trust
 from approvals.services.common import SYSTEM, ApprovalError, audit
 from approvals.services.notifications import approval_notify
+from approvals.services.sources import source_trust_check
 from portal.logging import bind_log_context
 
 logger = logging.getLogger(__name__)
@@ -71,7 +73,12 @@ def _policy_fields(message: ApprovalMessage, policy: ApprovalPolicy | None) -> d
 
 
 def _request_fields(
-    *, message: ApprovalMessage, trusted: trust.TrustedApprovers, policy: ApprovalPolicy | None, sqs_message_id: str
+    *,
+    message: ApprovalMessage,
+    trusted: trust.TrustedApprovers,
+    policy: ApprovalPolicy | None,
+    sqs_message_id: str,
+    source: ApprovalSource | None,
 ) -> dict:
     """The new request's columns (all but its fingerprint)."""
     received_at = timezone.now()
@@ -93,6 +100,7 @@ def _request_fields(
         "options": [option.as_json() for option in message.options] or None,
         "multiple_options": message.multiple,
         "form_schema": message.form,
+        "source": source,
         **_policy_fields(message, policy),
     }
 
@@ -149,7 +157,9 @@ def _log_ingested_on_commit(stored: list[tuple[ApprovalRequest, str]]) -> None:
 
 
 @transaction.atomic
-def approval_request_ingest(*, message: ApprovalMessage, sqs_message_id: str = "") -> tuple[ApprovalRequest, bool]:
+def approval_request_ingest(
+    *, message: ApprovalMessage, sqs_message_id: str = "", source: ApprovalSource | None = None
+) -> tuple[ApprovalRequest, bool]:
     """Create the request for a queue message; the same token again returns the existing one."""
     fingerprint = tokens.fingerprint_token(message.task_token)
     # Every configured fingerprint key: a request stored before a key rotation is a duplicate too.
@@ -163,7 +173,9 @@ def approval_request_ingest(*, message: ApprovalMessage, sqs_message_id: str = "
     policy = selectors.approval_policy_for(state_machine_arn=message.state_machine_arn, state_name=message.state_name)
     request, created = ApprovalRequest.objects.get_or_create(
         token_fingerprint=fingerprint,
-        defaults=_request_fields(message=message, trusted=trusted, policy=policy, sqs_message_id=sqs_message_id),
+        defaults=_request_fields(
+            message=message, trusted=trusted, policy=policy, sqs_message_id=sqs_message_id, source=source
+        ),
     )
     if not created:  # a concurrent consumer won the race
         return request, False
@@ -209,7 +221,9 @@ class IngestOutcome:
     error: IngestError | None = None
 
 
-def received_message_ingest(*, sqs_message_id: str, body: str | bytes, max_bytes: int) -> IngestError | None:
+def received_message_ingest(
+    *, sqs_message_id: str, body: str | bytes, max_bytes: int, source: ApprovalSource | None = None
+) -> IngestError | None:
     """Parse and store one received message, its failure its own. Once this returns, the
     message may be deleted from the queue: it is a request, or an IngestError that keeps it.
 
@@ -222,20 +236,26 @@ def received_message_ingest(*, sqs_message_id: str, body: str | bytes, max_bytes
     message stays on the queue (its redrive policy moves it to the DLQ if that lasts).
     Returns the IngestError, or None when the message is a request (new, or already there).
     """
-    return _received_message_store(sqs_message_id=sqs_message_id, body=body, max_bytes=max_bytes).error
+    return _received_message_store(sqs_message_id=sqs_message_id, body=body, max_bytes=max_bytes, source=source).error
 
 
-def _received_message_store(*, sqs_message_id: str, body: str | bytes, max_bytes: int) -> IngestOutcome:
+def _received_message_store(
+    *, sqs_message_id: str, body: str | bytes, max_bytes: int, source: ApprovalSource | None
+) -> IngestOutcome:
     outcome = IngestOutcome(message_id=sqs_message_id)
     try:
         message = parse_message(body, max_bytes=max_bytes)
+        # The source's trust rule (approvals/services/sources.py): its region and account only.
+        source_trust_check(source=source, execution_arn=message.execution_arn)
     except ContractError as error:
-        outcome.error = ingest_error_record(sqs_message_id=sqs_message_id, error=error, body=body)
+        outcome.error = ingest_error_record(sqs_message_id=sqs_message_id, error=error, body=body, source=source)
         return outcome
     try:
-        outcome.request, outcome.created = approval_request_ingest(message=message, sqs_message_id=sqs_message_id)
+        outcome.request, outcome.created = approval_request_ingest(
+            message=message, sqs_message_id=sqs_message_id, source=source
+        )
     except ContractError as error:  # a rule applied at store time refused it
-        outcome.error = ingest_error_record(sqs_message_id=sqs_message_id, error=error, body=body)
+        outcome.error = ingest_error_record(sqs_message_id=sqs_message_id, error=error, body=body, source=source)
     except Exception as error:  # noqa: BLE001 - recorded for this message, logged with its traceback
         if _database_unavailable(error):
             raise
@@ -248,7 +268,9 @@ def _received_message_store(*, sqs_message_id: str, body: str | bytes, max_bytes
             outcome.request = existing
             return outcome
         token = message.task_token
-        outcome.error = _store_failure_record(sqs_message_id=sqs_message_id, error=error, body=body, task_token=token)
+        outcome.error = _store_failure_record(
+            sqs_message_id=sqs_message_id, error=error, body=body, task_token=token, source=source
+        )
     return outcome
 
 
@@ -261,6 +283,7 @@ def received_batch_ingest(
     max_bytes: int,
     committed: list[aws.QueueMessage] | None = None,
     keep_hidden: Callable[[Sequence[aws.QueueMessage]], None] | None = None,
+    source: ApprovalSource | None = None,
 ) -> list[IngestOutcome]:
     """Parse and store a received batch (SQS gives up to ten) in one transaction; one outcome
     per message, in order. Once a message is in `committed` it may be deleted from the queue.
@@ -292,7 +315,7 @@ def received_batch_ingest(
             # Registered first, so it runs first: tells a hook failing after the commit apart
             # from a batch that rolled back.
             transaction.on_commit(lambda: done_marker.append(True))
-            outcomes = _batch_store(messages, max_bytes=max_bytes)
+            outcomes = _batch_store(messages, max_bytes=max_bytes, source=source)
     except Exception as error:  # noqa: BLE001 - each message is stored again on its own below
         if done_marker:
             name = type(error).__name__
@@ -306,7 +329,7 @@ def received_batch_ingest(
             len(messages),
             type(error).__name__,
         )
-        return _one_by_one(messages, max_bytes=max_bytes, committed=committed, keep_hidden=keep_hidden)
+        return _one_by_one(messages, max_bytes=max_bytes, committed=committed, keep_hidden=keep_hidden, source=source)
     finally:
         bind_log_context(message_id=None, approval_id=None)
     committed.extend(messages)
@@ -319,6 +342,7 @@ def _one_by_one(
     max_bytes: int,
     committed: list[aws.QueueMessage],
     keep_hidden: Callable[[Sequence[aws.QueueMessage]], None] | None,
+    source: ApprovalSource | None,
 ) -> list[IngestOutcome]:
     """Today's per-message path, each message in its own transaction."""
     outcomes = []
@@ -328,7 +352,9 @@ def _one_by_one(
                 keep_hidden(messages[index:])
             bind_log_context(message_id=message.message_id, approval_id=None)
             outcomes.append(
-                _received_message_store(sqs_message_id=message.message_id, body=message.body, max_bytes=max_bytes)
+                _received_message_store(
+                    sqs_message_id=message.message_id, body=message.body, max_bytes=max_bytes, source=source
+                )
             )
             committed.append(message)
     finally:
@@ -336,20 +362,25 @@ def _one_by_one(
     return outcomes
 
 
-def _refusal_record(received: aws.QueueMessage, error: ContractError) -> IngestError:
-    return ingest_error_record(sqs_message_id=received.message_id, error=error, body=received.body)
+def _refusal_record(received: aws.QueueMessage, error: ContractError, source: ApprovalSource | None) -> IngestError:
+    return ingest_error_record(sqs_message_id=received.message_id, error=error, body=received.body, source=source)
 
 
-def _batch_store(messages: Sequence[aws.QueueMessage], *, max_bytes: int) -> list[IngestOutcome]:
+def _batch_store(
+    messages: Sequence[aws.QueueMessage], *, max_bytes: int, source: ApprovalSource | None
+) -> list[IngestOutcome]:
     """The batch's writes, in the caller's transaction. Raises if any of them fails."""
     outcomes = [IngestOutcome(message_id=message.message_id) for message in messages]
     parsed: list[tuple[int, ApprovalMessage]] = []
     for index, received in enumerate(messages):
         bind_log_context(message_id=received.message_id, approval_id=None)
         try:
-            parsed.append((index, parse_message(received.body, max_bytes=max_bytes)))
+            message = parse_message(received.body, max_bytes=max_bytes)
+            # The source's trust rule (approvals/services/sources.py): its region and account only.
+            source_trust_check(source=source, execution_arn=message.execution_arn)
+            parsed.append((index, message))
         except ContractError as error:
-            outcomes[index].error = _refusal_record(received, error)
+            outcomes[index].error = _refusal_record(received, error, source)
     if not parsed:
         return outcomes
 
@@ -380,13 +411,17 @@ def _batch_store(messages: Sequence[aws.QueueMessage], *, max_bytes: int) -> lis
         try:
             trusted = trust.approvers_resolve(message, lookups=lookups)
         except ContractError as error:  # the approver trust setting refused it
-            outcomes[index].error = _refusal_record(received, error)
+            outcomes[index].error = _refusal_record(received, error, source)
             continue
         key = (message.state_machine_arn, message.state_name)
         if key not in policies:
             policies[key] = selectors.approval_policy_for(state_machine_arn=key[0], state_name=key[1])
         fields = _request_fields(
-            message=message, trusted=trusted, policy=policies[key], sqs_message_id=received.message_id
+            message=message,
+            trusted=trusted,
+            policy=policies[key],
+            sqs_message_id=received.message_id,
+            source=source,
         )
         requests.append(ApprovalRequest(token_fingerprint=fingerprint, **fields))
         new.append((index, message, trusted, policies[key]))
@@ -421,24 +456,34 @@ def _batch_store(messages: Sequence[aws.QueueMessage], *, max_bytes: int) -> lis
     return outcomes
 
 
-def _store_failure_record(*, sqs_message_id: str, error: Exception, body: str | bytes, task_token: str) -> IngestError:
+def _store_failure_record(
+    *, sqs_message_id: str, error: Exception, body: str | bytes, task_token: str, source: ApprovalSource | None = None
+) -> IngestError:
     # The exception's text and traceback may quote what was being stored (the token too, in
     # a bug's message): redacted with the token itself, not only by its shape.
     first_line = (str(error).strip().splitlines() or [""])[0][:_MAX_FAILURE_TEXT]
     reason = redact(f"could not store the message: {type(error).__name__}: {first_line}".rstrip(": "), task_token)
     trace = redact("".join(traceback.format_exception(error)), task_token)
     logger.error("message %s could not be stored (%s); traceback:\n%s", sqs_message_id, type(error).__name__, trace)
-    return _ingest_error_upsert(sqs_message_id=sqs_message_id, code="store_failed", reason=reason, body=body)
+    return _ingest_error_upsert(
+        sqs_message_id=sqs_message_id, code="store_failed", reason=reason, body=body, source=source
+    )
 
 
 @transaction.atomic
-def ingest_error_record(*, sqs_message_id: str, error: ContractError, body: str | bytes) -> IngestError:
+def ingest_error_record(
+    *, sqs_message_id: str, error: ContractError, body: str | bytes, source: ApprovalSource | None = None
+) -> IngestError:
     """Record a message that broke the contract, once per message however often it returns."""
-    return _ingest_error_upsert(sqs_message_id=sqs_message_id, code=error.code, reason=error.message, body=body)
+    return _ingest_error_upsert(
+        sqs_message_id=sqs_message_id, code=error.code, reason=error.message, body=body, source=source
+    )
 
 
 @transaction.atomic
-def _ingest_error_upsert(*, sqs_message_id: str, code: str, reason: str, body: str | bytes) -> IngestError:
+def _ingest_error_upsert(
+    *, sqs_message_id: str, code: str, reason: str, body: str | bytes, source: ApprovalSource | None = None
+) -> IngestError:
     """One row per message however often it comes (again from the queue, or replayed): the
     newest reason, counted; the message kept encrypted unless it was erased."""
     metrics.ingest_error(reason=code)
@@ -461,6 +506,7 @@ def _ingest_error_upsert(*, sqs_message_id: str, code: str, reason: str, body: s
         reason=redact(reason),
         body_redacted=redact_body(body),
         message_ciphertext=_message_encrypt(body),
+        source=source,
         first_seen_at=now,
         last_seen_at=now,
     )
@@ -526,7 +572,10 @@ def _ingest_error_replay_kept(row: IngestError, actor: User) -> IngestError:
             "The kept message cannot be decrypted with the configured TOKEN_ENCRYPTION_KEYS.", "key_error"
         ) from None
     refused = received_message_ingest(
-        sqs_message_id=row.sqs_message_id, body=body, max_bytes=settings.APPROVAL_MAX_MESSAGE_BYTES
+        sqs_message_id=row.sqs_message_id,
+        body=body,
+        max_bytes=settings.APPROVAL_MAX_MESSAGE_BYTES,
+        source=row.source,  # checked against the source as it is now (fixed by an admin, maybe)
     )
     if refused is not None:
         audit(

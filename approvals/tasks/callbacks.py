@@ -42,25 +42,18 @@ def deliver_due_callbacks(callback_ids: list[int] | None = None) -> dict[str, in
     return counts
 
 
-def _client_for(send: services.CallbackSend):
-    """The Step Functions client a callback is sent with: the one place to choose it (e.g. the
-    execution's region and its source's credentials). Called once per callback, on the task's
-    thread; return the same object for callbacks that share it."""
-    return aws.stepfunctions_client()
-
-
-def _send(send: services.CallbackSend, client) -> aws.AwsError | None:
+def _send(send: services.CallbackSend) -> aws.AwsError | None:
     """The Send* call for one callback: None when Step Functions accepted it. No database here:
     it may run on a pool thread."""
     try:
         if send.kind == "success":
-            aws.send_task_success(task_token=send.task_token, output=send.payload["output"], client=client)
+            aws.send_task_success(task_token=send.task_token, output=send.payload["output"], route=send.route)
         else:
             aws.send_task_failure(
                 task_token=send.task_token,
                 error=send.payload["error"],
                 cause=send.payload.get("cause", ""),
-                client=client,
+                route=send.route,
             )
     except aws.AwsError as error:
         return error
@@ -69,12 +62,13 @@ def _send(send: services.CallbackSend, client) -> aws.AwsError | None:
 
 def _send_all(sends: list[services.CallbackSend]) -> list[aws.AwsError | None]:
     """Every Send* call of a batch, in order; on up to CALLBACK_SEND_THREADS threads."""
-    clients = [_client_for(send) for send in sends]
+    # The client of each route (the execution's region, its source's role) is made once and
+    # shared by the threads (integrations/aws.py caches it; boto3 clients are thread-safe).
     threads = min(settings.CALLBACK_SEND_THREADS, len(sends))
     if threads <= 1:
-        return [_send(send, client) for send, client in zip(sends, clients, strict=True)]
+        return [_send(send) for send in sends]
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="callback-send") as pool:
-        return list(pool.map(_send, sends, clients))
+        return list(pool.map(_send, sends))
 
 
 def _deliver_batch(callback_ids: list[int]) -> dict[int, str]:
@@ -150,7 +144,7 @@ def _permanent_failure(send: services.CallbackSend, error: aws.AwsError) -> serv
     attempt that may have been delivered, a token for an execution that no longer exists)."""
     logger.warning("callback %s refused by Step Functions: %s %s", send.callback_id, error.code, error.message)
     reading, read_error = None, ""
-    gone = error.code in stepfunctions.TOKEN_UNKNOWN_CODES and execution_gone(send.execution_arn)
+    gone = error.code in stepfunctions.TOKEN_UNKNOWN_CODES and execution_gone(send.execution_arn, route=send.route)
     if error.code in stepfunctions.CLOSED_TASK_CODES and send.maybe_delivered and not gone:
         reading, read_error = _read_execution(send)
     return services.PermanentFailure(
@@ -168,7 +162,7 @@ def _read_execution(send: services.CallbackSend) -> tuple[ExecutionReading | Non
     if not send.execution_arn:
         return None, "the message named no execution to read"
     try:
-        return aws.read_execution(execution_arn=send.execution_arn, task_token=send.task_token), ""
+        return aws.read_execution(execution_arn=send.execution_arn, task_token=send.task_token, route=send.route), ""
     except aws.AwsError as error:
         logger.warning("callback %s: cannot read its execution: %s", send.callback_id, error.code)
         if error.code in {"AccessDeniedException", "AccessDenied", "UnauthorizedOperation"}:
@@ -176,13 +170,13 @@ def _read_execution(send: services.CallbackSend) -> tuple[ExecutionReading | Non
         return None, f"the execution could not be read ({error.code})"
 
 
-def execution_gone(execution_arn: str) -> bool:
+def execution_gone(execution_arn: str, *, route: aws.AwsRoute | None = None) -> bool:
     """DescribeExecution answers that the execution does not exist (a restarted AWS emulator
     forgot it, or Step Functions no longer keeps it). False when it exists or cannot be read."""
     if not execution_arn:
         return False
     try:
-        aws.describe_execution(execution_arn=execution_arn)
+        aws.describe_execution(execution_arn=execution_arn, route=route)
     except aws.AwsError as error:
         return error.code == stepfunctions.EXECUTION_UNKNOWN_CODE
     return False

@@ -12,6 +12,7 @@ from approvals.execution_groups import mark_execution_groups
 from approvals.forms.requests import InboxFilterForm
 from approvals.paginators import seek_page
 from approvals.selectors import delegations as delegation_selectors
+from approvals.selectors import sources as source_selectors
 
 
 def _safe_next(request, default: str = "/") -> str:
@@ -52,7 +53,7 @@ def inbox(request):
     requests = selectors.inbox_tab(request.user, tab, groups=groups, delegated=delegated)
     if tab == "waiting":  # rows that reach the user through a delegation say for whom
         requests = delegation_selectors.with_delegated_for(requests, request.user, groups=groups, delegated=delegated)
-    narrowed = {name: filters.value(name) for name in ("q", "machine", "due", "sort")}
+    narrowed = {name: filters.value(name) for name in ("q", "machine", "due", "sort", "source")}
     listed = selectors.inbox_filter(
         requests,
         search=narrowed["q"],
@@ -60,7 +61,8 @@ def inbox(request):
         due=narrowed["due"],
         sort=narrowed["sort"],
     )
-    filtering = any(narrowed[name] for name in ("q", "machine", "due"))
+    listed = source_selectors.requests_of_source(listed, narrowed["source"])
+    filtering = any(narrowed[name] for name in ("q", "machine", "due", "source"))
     page = seek_page(
         listed,
         per_page=INBOX_PAGE_SIZE,
@@ -88,6 +90,8 @@ def inbox(request):
             "filtering": filtering,
             # The state machines of the requests this user may see (admins: all).
             "state_machines": selectors.inbox_state_machine_arns(request.user, groups=groups, delegated=delegated),
+            # Approval sources (accounts, regions): none, and the filter is not shown.
+            "sources": source_selectors.source_choices(),
         },
     )
 

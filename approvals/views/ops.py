@@ -18,6 +18,7 @@ from django.views.decorators.http import require_GET
 from approvals.ops import charts as ops_charts
 from approvals.ops import health, metrics
 from approvals.selectors import ops as ops_selectors
+from approvals.selectors import sources as source_selectors
 
 
 def _is_scraper(request) -> bool:
@@ -95,5 +96,6 @@ def ops_dashboard(request):
         "open_ingest_errors": ops_selectors.open_ingest_error_count(),
         "consumers": ops_selectors.consumers(),
         "consumer_max_age": settings.READYZ_CONSUMER_MAX_AGE_SECONDS,
+        "sources": source_selectors.source_flows(),
     }
     return render(request, "approvals/ops_dashboard.html", context)

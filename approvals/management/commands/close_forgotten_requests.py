@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand
 
 from approvals import delivery, selectors, services, stepfunctions
 from approvals.integrations import aws
+from approvals.selectors import sources as source_selectors
 
 
 class Command(BaseCommand):
@@ -28,7 +29,9 @@ class Command(BaseCommand):
         closed = unreadable = 0
         for request_id, execution_arn in selectors.waiting_executions():
             try:
-                aws.describe_execution(execution_arn=execution_arn)
+                # Asked where the execution lives, as its source's role (another account's is unknown here).
+                route = source_selectors.request_route(request_id=request_id)
+                aws.describe_execution(execution_arn=execution_arn, route=route)
             except aws.AwsError as error:
                 if error.code != stepfunctions.EXECUTION_UNKNOWN_CODE:
                     unreadable += 1  # left waiting: only a certain "does not exist" closes one
