@@ -279,3 +279,21 @@ def test_the_helpers_channels_use_say_which_options_need_input(release):
     assert [option.id for option in choices] == ["eu", "us", "postpone", "reject"]
     assert [needs_input(release.form_schema, option.outcome) for option in choices] == [True, True, False, False]
     assert [option.id for option in ingest().choices()] == ["approve", "reject"]
+
+
+def test_the_recheck_counts_like_the_decision_a_withdrawn_vote_of_the_winning_choice_is_not_replaced_by_another():
+    # services/recheck.py asks quorum_decider whether the votes left after a withdrawal still
+    # meet the policy: an approval of another option must not stand in for a withdrawn one.
+    from approvals.services.quorum import quorum_decider
+
+    request = ApprovalRequest(required_approvals=2, rejections_to_deny=1)
+    eu, us1, us2 = (
+        Vote(approve=True, choice=["eu"]),
+        Vote(approve=True, choice=["us"]),
+        Vote(approve=True, choice=["us"]),
+    )
+    assert quorum_decider(request, [eu, us1, us2], approve=True) is us2
+    assert quorum_decider(request, [eu, us1], approve=True) is None  # us2 withdrawn: reopened, not "2 approvals"
+    plain = [Vote(approve=True), Vote(approve=False), Vote(approve=True)]
+    assert quorum_decider(request, plain, approve=True) is plain[2]
+    assert quorum_decider(request, plain, approve=False) is plain[1]
