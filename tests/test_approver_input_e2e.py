@@ -24,21 +24,6 @@ pytestmark = pytest.mark.e2e
 EXECUTION_INPUT = {"title": "Release 2026.12 of the billing service", "details": {"service": "billing"}}
 
 
-@pytest.fixture
-def input_state_machine(aws):
-    """The example with options and a form exactly as deploy/ ships it, with the approver trust
-    setting `manage.py aws_bootstrap` gives it."""
-    from approvals.management.commands.aws_bootstrap import demo_definition, demo_trust_configure
-
-    arn = gateway.ensure_state_machine(
-        name=f"approval-input-{uuid.uuid4().hex[:8]}",
-        definition=demo_definition(aws.APPROVAL_QUEUE_URL, with_options=True),
-        role_arn="arn:aws:iam::123456789012:role/approval-demo-states",
-    )
-    demo_trust_configure(arn)
-    return arn
-
-
 def start(state_machine_arn: str) -> tuple[str, ApprovalRequest]:
     execution_arn = gateway.start_execution(
         state_machine_arn=state_machine_arn, name=f"input-{uuid.uuid4().hex[:12]}", execution_input=EXECUTION_INPUT

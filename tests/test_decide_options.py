@@ -420,3 +420,18 @@ def test_with_multiple_the_ticked_success_options_are_one_choice(people):
     )
     assert decided.status_code == 302
     assert Vote.objects.get(request=request).choice == ["eu", "us"]
+
+
+def test_the_page_shows_the_fields_in_the_messages_order_though_jsonb_sorts_keys(alice_browser):
+    # PostgreSQL's jsonb stores {"version", "window", ...} as {"window", "version", ...} (shorter keys first).
+    form = {
+        "type": "object",
+        "properties": {"zeta_long_name": {"type": "string"}, "b": {"type": "integer"}, "a": {"type": "boolean"}},
+    }
+    request = ingest(options=OPTIONS, form=form)
+    request.refresh_from_db()
+    assert list(request.form["properties"]) == ["zeta_long_name", "b", "a"]
+    page = alice_browser.get(f"/requests/{request.public_id}/").content.decode()
+    assert page.index('name="answer-zeta_long_name"') < page.index('name="answer-b"') < page.index('name="answer-a"')
+    decide(request, make_user("erin2", "release-approvers"), choice=["eu"], answers={"a": True, "zeta_long_name": "z"})
+    assert Vote.objects.get(request=request).answers == {"zeta_long_name": "z", "a": True}

@@ -186,7 +186,7 @@ class DecisionForm(forms.Form):
         if self.approval.form_schema:
             try:
                 self.answers = answers_clean(
-                    self.approval.form_schema, self.raw_answers(), from_form=True, outcome=self.outcome
+                    self.approval.form, self.raw_answers(), from_form=True, outcome=self.outcome
                 )
             except InvalidAnswers as invalid:
                 self.answer_errors = invalid.errors
@@ -229,13 +229,11 @@ class DecisionForm(forms.Form):
         return self.answer_errors.get(NON_FIELD_ERRORS, "")
 
     def answer_inputs(self) -> list[AnswerInput]:
-        return answer_inputs(
-            self.approval.form_schema, data=self.data if self.is_bound else None, errors=self.answer_errors
-        )
+        return answer_inputs(self.approval.form, data=self.data if self.is_bound else None, errors=self.answer_errors)
 
     def shown_answers(self) -> list[tuple[str, str]]:
         """(label, answer) for the confirm page, as the workflow will get them."""
-        labels = {item.name: item.label for item in answer_inputs(self.approval.form_schema)}
+        labels = {item.name: item.label for item in answer_inputs(self.approval.form)}
         return [(labels[name], _answer_text(value)) for name, value in self.answers.items()]
 
 

@@ -116,7 +116,7 @@ def decision_answers(
         return None
     try:
         return answers_clean(
-            request.form_schema,
+            request.form,
             {} if answers is None else answers,
             from_form=from_form,
             outcome="success" if approve else "failure",
