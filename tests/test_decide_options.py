@@ -435,3 +435,41 @@ def test_the_page_shows_the_fields_in_the_messages_order_though_jsonb_sorts_keys
     assert page.index('name="answer-zeta_long_name"') < page.index('name="answer-b"') < page.index('name="answer-a"')
     decide(request, make_user("erin2", "release-approvers"), choice=["eu"], answers={"a": True, "zeta_long_name": "z"})
     assert Vote.objects.get(request=request).answers == {"zeta_long_name": "z", "a": True}
+
+
+# ---------------------------------------------------------------------------
+# Any choice a channel sends: refused clearly or understood, never a crash
+# ---------------------------------------------------------------------------
+from hypothesis import given, settings  # noqa: E402 - the property tests below only
+from hypothesis import strategies as st  # noqa: E402
+
+from approvals.services.decisions import decision_choice  # noqa: E402
+
+IDS = [option["id"] for option in OPTIONS]
+any_id = st.one_of(st.sampled_from(IDS + ["approve", "reject"]), st.text(max_size=70), st.integers(), st.none())
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    choice=st.one_of(
+        st.none(), st.lists(any_id, max_size=12), st.text(max_size=10), st.dictionaries(st.text(), st.text())
+    ),
+    approve=st.sampled_from([None, True, False]),
+    multiple=st.booleans(),
+    with_options=st.booleans(),
+)
+def test_any_choice_is_understood_or_refused_as_choice_invalid(choice, approve, multiple, with_options):
+    request = ApprovalRequest(options=OPTIONS if with_options else None, multiple_options=multiple and with_options)
+    try:
+        decided, ids, chosen = decision_choice(request, approve=approve, choice=choice)
+    except services.ApprovalError as error:
+        assert error.code == services.CHOICE_INVALID and error.message.endswith(".")
+        return
+    if not with_options:
+        assert ids is None and decided in (True, False)
+        return
+    # Understood: known ids, no repeats, in the options' order, one outcome, agreeing with `approve`.
+    assert ids and len(set(ids)) == len(ids) and ids == [each for each in IDS if each in ids]
+    assert {option.outcome for option in chosen} == {"success" if decided else "failure"}
+    assert len(ids) == 1 or (request.multiple_options and decided)
+    assert approve is None or approve == decided
