@@ -242,6 +242,12 @@ class Vote(models.Model):
         return f"{'Approval' if self.approve else 'Rejection'} by {self.user} of request {self.request_id}"
 
     @property
+    def choice_labels(self) -> list[str]:
+        """The labels of the options chosen, as the approver saw them."""
+        labels = {option.id: option.label for option in self.request.choices()}
+        return [labels.get(each, each) for each in self.choice or ()]
+
+    @property
     def group_name(self) -> str:
         """The assigned group the vote counted for; "" for a named approver."""
         return "" if self.group.startswith("user:") else self.group

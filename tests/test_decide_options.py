@@ -473,3 +473,13 @@ def test_any_choice_is_understood_or_refused_as_choice_invalid(choice, approve, 
     assert {option.outcome for option in chosen} == {"success" if decided else "failure"}
     assert len(ids) == 1 or (request.multiple_options and decided)
     assert approve is None or approve == decided
+
+
+def test_the_request_page_shows_each_votes_choice_and_answers_escaped(people, alice_browser):
+    request = ingest(options=OPTIONS, form=FORM, policy={"required": 2})
+    decide(
+        request, people["erin"], choice=["us"], answers={"version": "v1.0.0", "window": "2026-12-24", "rollback": True}
+    )
+    page = alice_browser.get(f"/requests/{request.public_id}/").content.decode()
+    assert '<span class="vote-choice">: Deploy to US</span>' in page
+    assert "<dt>version</dt><dd>v1.0.0</dd>" in page and "<dt>rollback</dt><dd>Yes</dd>" in page
