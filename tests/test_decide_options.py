@@ -483,3 +483,12 @@ def test_the_request_page_shows_each_votes_choice_and_answers_escaped(people, al
     page = alice_browser.get(f"/requests/{request.public_id}/").content.decode()
     assert '<span class="vote-choice">: Deploy to US</span>' in page
     assert "<dt>version</dt><dd>v1.0.0</dd>" in page and "<dt>rollback</dt><dd>Yes</dd>" in page
+
+
+def test_change_on_the_confirm_page_returns_to_the_page_as_it_was_filled_in(alice_browser, release):
+    filled = {"answer-version": "v1.4.0", "answer-window": "2026-12-24", "answer-rollback": "on", "comment": "ok"}
+    back = post(alice_browser, f"/requests/{release.public_id}/confirm/", {"decision": "us", "edit": "1", **filled})
+    page = back.content.decode()
+    assert back.status_code == 200
+    assert 'value="v1.4.0"' in page and 'value="2026-12-24"' in page and ">ok</textarea>" in page
+    assert 'class="error"' not in page and not Vote.objects.exists()
