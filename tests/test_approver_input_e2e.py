@@ -132,3 +132,26 @@ def test_a_missing_required_answer_is_refused_on_the_running_portal_and_nothing_
     assert 'id="id_answer-version-error"' in refused.text and 'id="id_answer-window-error"' in refused.text
     assert gateway.describe_execution(execution_arn=execution_arn)["status"] == "RUNNING"
     assert not Vote.objects.filter(request=request).exists()
+
+
+@pytest.mark.django_db
+def test_aws_bootstrap_creates_the_example_with_options_beside_the_demo_with_the_same_trust(aws, capsys):
+    import boto3
+    from django.core.management import call_command
+
+    from approvals.models import ApproverTrust
+
+    name = f"approval-boot-{uuid.uuid4().hex[:8]}"
+    aws.DEMO_STATE_MACHINE_ARN = f"arn:aws:states:us-east-1:123456789012:stateMachine:{name}"
+    call_command("aws_bootstrap")
+    client = boto3.client(
+        "stepfunctions", endpoint_url=aws.AWS_ENDPOINT_URL, region_name="us-east-1",
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+    )  # fmt: skip
+    described = client.describe_state_machine(stateMachineArn=f"{aws.DEMO_STATE_MACHINE_ARN}-input")
+    definition = json.loads(described["definition"])
+    assert definition["States"]["HowToRelease"]["Type"] == "Choice"
+    assert definition["States"]["WaitForApproval"]["Parameters"]["QueueUrl"] == aws.APPROVAL_QUEUE_URL
+    trust = ApproverTrust.objects.get(state_machine_arn=f"{aws.DEMO_STATE_MACHINE_ARN}-input")
+    assert trust.allowed_groups == ["finance-approvers"] and trust.require_requester
+    assert "state machine with options and a form" in capsys.readouterr().out
