@@ -9,6 +9,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Upper
 from django.utils import timezone
 
+from approvals.contract import ApprovalOption, stored_options
 from approvals.stepfunctions import account_of_queue_url, account_of_role
 
 
@@ -145,6 +146,9 @@ class ApprovalRequest(models.Model):
     # The queue it came from, whose region and role its callbacks and heartbeats use; null:
     # the environment's default source (APPROVAL_QUEUE_URL).
     source = models.ForeignKey(ApprovalSource, null=True, blank=True, on_delete=models.PROTECT, related_name="requests")
+    # The form's field names in the message's order: PostgreSQL's jsonb keeps an object's keys
+    # sorted its own way, and the page shows the fields in the order the workflow wrote them.
+    form_field_order = models.JSONField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -203,6 +207,21 @@ class ApprovalRequest(models.Model):
     def has_quorum(self) -> bool:
         return self.required_approvals > 1
 
+    @property
+    def form(self) -> dict | None:
+        """The stored form with its fields in the message's order (see `form_field_order`)."""
+        if not self.form_schema:
+            return None
+        fields = self.form_schema.get("properties") or {}
+        order = [name for name in (self.form_field_order or ()) if name in fields]
+        ordered = {name: fields[name] for name in order} | {k: v for k, v in fields.items() if k not in order}
+        return {**self.form_schema, "properties": ordered}
+
+    def choices(self) -> tuple[ApprovalOption, ...]:
+        """The options the approver chooses from (``contract.ApprovalOption``s): the stored
+        ``options``, or the default approve/reject when the message had none."""
+        return stored_options(self.options)
+
 
 class CountedVoteManager(models.Manager):
     """The votes that count. A vote withdrawn by the callback's identity re-check stays as
@@ -231,6 +250,11 @@ class Vote(models.Model):
     )
     approve = models.BooleanField()
     comment = models.TextField(blank=True, default="")
+    # A request with options: the ids of the option(s) chosen (one, or several success options
+    # with `multiple`); null for a request with the default approve/reject. `answers`: the form's
+    # answers as approvals/answers.py typed them; null when the request has no form.
+    choice = models.JSONField(null=True, blank=True)
+    answers = models.JSONField(null=True, blank=True)
     group = models.CharField(max_length=254, blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
     withdrawn_at = models.DateTimeField(null=True, blank=True)
@@ -260,6 +284,12 @@ class Vote(models.Model):
 
     def __str__(self) -> str:
         return f"{'Approval' if self.approve else 'Rejection'} by {self.user} of request {self.request_id}"
+
+    @property
+    def choice_labels(self) -> list[str]:
+        """The labels of the options chosen, as the approver saw them."""
+        labels = {option.id: option.label for option in self.request.choices()}
+        return [labels.get(each, each) for each in self.choice or ()]
 
     @property
     def group_name(self) -> str:

@@ -594,10 +594,14 @@ def statements(policy: dict) -> dict[str, set[str]]:
     return {s["Sid"]: {s["Action"]} if isinstance(s["Action"], str) else set(s["Action"]) for s in policy["Statement"]}
 
 
-def test_the_templates_state_machine_is_deploy_state_machine_asl_json(template):
-    machine = template["Resources"]["ApprovalStateMachine"]["Properties"]
+@pytest.mark.parametrize(
+    ("resource", "asl_file"),
+    [("ApprovalStateMachine", ASL), ("InputStateMachine", ASL.parent / "state-machine-input.asl.json")],
+)
+def test_the_templates_state_machine_is_deploy_state_machine_asl_json(template, resource, asl_file):
+    machine = template["Resources"][resource]["Properties"]
     substitutions = machine["DefinitionSubstitutions"]
-    asl = ASL.read_text()
+    asl = asl_file.read_text()
     # Every placeholder in the ASL file is filled in, and with the queue the template creates.
     assert set(re.findall(r"\$\{(\w+)\}", asl)) == set(substitutions)
     assert substitutions["ApprovalQueueUrl"] == {"Ref": "ApprovalQueue"}
@@ -607,7 +611,7 @@ def test_the_templates_state_machine_is_deploy_state_machine_asl_json(template):
         return json.loads(text.replace("${ApprovalQueueUrl}", queue_url))
 
     assert substituted(str(machine["DefinitionString"])) == substituted(asl), (
-        "deploy/cloudformation.yaml's DefinitionString differs from deploy/state-machine.asl.json: copy the file in"
+        f"deploy/cloudformation.yaml's {resource} differs from deploy/{asl_file.name}: copy the file in"
     )
     assert machine["RoleArn"] == {"Fn::GetAtt": ["StateMachineRole", "Arn"]}
 

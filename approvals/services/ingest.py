@@ -100,6 +100,7 @@ def _request_fields(
         "options": [option.as_json() for option in message.options] or None,
         "multiple_options": message.multiple,
         "form_schema": message.form,
+        "form_field_order": list(message.form["properties"]) if message.form else None,
         "source": source,
         **_policy_fields(message, policy),
     }
