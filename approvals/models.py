@@ -9,6 +9,8 @@ from django.db.models import F, Q
 from django.db.models.functions import Upper
 from django.utils import timezone
 
+from approvals.contract import ApprovalOption, stored_options
+
 
 class User(AbstractUser):
     """A person who signs in through SSO, keyed by the IdP's (issuer, sub).
@@ -158,6 +160,11 @@ class ApprovalRequest(models.Model):
     def has_quorum(self) -> bool:
         return self.required_approvals > 1
 
+    def choices(self) -> tuple[ApprovalOption, ...]:
+        """The options the approver chooses from (``contract.ApprovalOption``s): the stored
+        ``options``, or the default approve/reject when the message had none."""
+        return stored_options(self.options)
+
 
 class CountedVoteManager(models.Manager):
     """The votes that count. A vote withdrawn by the callback's identity re-check stays as
@@ -186,6 +193,11 @@ class Vote(models.Model):
     )
     approve = models.BooleanField()
     comment = models.TextField(blank=True, default="")
+    # A request with options: the ids of the option(s) chosen (one, or several success options
+    # with `multiple`); null for a request with the default approve/reject. `answers`: the form's
+    # answers as approvals/answers.py typed them; null when the request has no form.
+    choice = models.JSONField(null=True, blank=True)
+    answers = models.JSONField(null=True, blank=True)
     group = models.CharField(max_length=254, blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
     withdrawn_at = models.DateTimeField(null=True, blank=True)

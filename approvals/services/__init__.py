@@ -22,6 +22,8 @@ from approvals.services.common import ApprovalError
 from approvals.services.consumers import consumer_error_recorded, consumer_poll_recorded
 from approvals.services.conversations import info_answer, info_request
 from approvals.services.decisions import (
+    ANSWERS_INVALID,
+    CHOICE_INVALID,
     REASON_REQUIRED,
     approval_cancel,
     approval_decide,
@@ -66,6 +68,8 @@ __all__ = [
     "TOKEN_UNKNOWN_CODES",
     "approval_close_workflow_gone",
     "MAX_OUTPUT_BYTES",
+    "ANSWERS_INVALID",
+    "CHOICE_INVALID",
     "REASON_REQUIRED",
     "approval_close_by_step_functions",
     "callbacks_lease_stale",

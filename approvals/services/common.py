@@ -21,13 +21,24 @@ MAX_CAUSE_LENGTH = 32768
 
 
 class ApprovalError(Exception):
-    """A refused or impossible action, with a code the views map to a page and status."""
+    """A refused or impossible action, with a code the views map to a page and status.
 
-    def __init__(self, message: str, code: str, *, request: ApprovalRequest | None = None):
+    ``field_errors`` (code ``answers_invalid``): the form field → what is wrong with its answer
+    (``approvals.answers.NON_FIELD_ERRORS`` for the form as a whole); never the values."""
+
+    def __init__(
+        self,
+        message: str,
+        code: str,
+        *,
+        request: ApprovalRequest | None = None,
+        field_errors: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.code = code
         self.request = request
+        self.field_errors = field_errors or {}
 
 
 def audit(*, action: AuditAction, request: ApprovalRequest | None, actor: User | None, **data) -> AuditEvent:

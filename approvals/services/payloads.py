@@ -3,6 +3,7 @@ of the deciders and the conversation, within the API's limits (the conversation 
 
 import json
 
+from approvals.contract import DEFAULT_FAILURE_ERROR
 from approvals.models import (
     ApprovalRequest,
     Callback,
@@ -16,6 +17,9 @@ from approvals.services.common import MAX_CAUSE_LENGTH, truncate
 MAX_OUTPUT_BYTES = 262_144
 
 
+VOTE_LISTS = ("approvals", "rejections")
+
+
 def output_size(output: dict) -> int:
     """The UTF-8 size of the output exactly as the AWS integration sends it."""
     return len(json.dumps(output, ensure_ascii=False).encode())
@@ -27,6 +31,10 @@ def identity(user: User) -> dict:
 
 def vote_entry(vote: Vote) -> dict:
     entry = {**identity(vote.user), "decidedAt": vote.created_at.isoformat(), "comment": vote.comment}
+    if vote.choice is not None:
+        entry["choice"] = vote.choice
+    if vote.answers is not None:
+        entry["input"] = vote.answers
     if vote.on_behalf_of is not None:
         entry["onBehalfOf"] = identity(vote.on_behalf_of)
     if vote.group_name:
@@ -46,7 +54,7 @@ def decision_outcome(request: ApprovalRequest, last: Vote) -> dict:
     decided_by = identity(last.user)
     if last.on_behalf_of is not None:
         decided_by["onBehalfOf"] = identity(last.on_behalf_of)
-    return {
+    outcome = {
         "requestId": str(request.public_id),
         "decision": request.status,
         "decidedBy": decided_by,
@@ -57,6 +65,30 @@ def decision_outcome(request: ApprovalRequest, last: Vote) -> dict:
         "rejections": [vote_entry(vote) for vote in votes if not vote.approve],
         "conversation": conversation_entries(request),
     }
+    return {**outcome, **chosen_outcome(request, last)}
+
+
+def chosen_outcome(request: ApprovalRequest, last: Vote) -> dict:
+    """What the deciding vote chose, for the state machine to branch on
+    (docs/approver-input.md#what-step-functions-receives): `choice`, the option id (a list of
+    ids when the request allows `multiple`), on a request with options; `input`, the typed
+    answers, on a request with a form. Every vote's own choice and input are in its entry."""
+    chosen: dict = {}
+    if request.options:
+        ids = list(last.choice or ())
+        chosen["choice"] = ids if request.multiple_options else (ids[0] if ids else None)
+    if request.form_schema:
+        chosen["input"] = last.answers or {}
+    return chosen
+
+
+def failure_error(request: ApprovalRequest, last: Vote) -> str:
+    """The error a rejection sends: the chosen failure option's, else ApprovalDenied."""
+    chosen = set(last.choice or ())
+    return next(
+        (option.error for option in request.choices() if option.id in chosen and option.outcome == "failure"),
+        DEFAULT_FAILURE_ERROR,
+    )
 
 
 def without_conversation(outcome: dict) -> dict:
@@ -73,14 +105,22 @@ def callback_payload(request: ApprovalRequest, last: Vote) -> tuple[str, dict]:
         output = {"approved": True, **outcome}
         if output_size(output) > MAX_OUTPUT_BYTES and output["conversation"]:
             output = without_conversation(output)
+        if output_size(output) > MAX_OUTPUT_BYTES and "input" in output:
+            # Each approver's own answers repeat in their vote's entry: the deciding one's stay as `input`.
+            output = {**output, **{key: [_without_input(entry) for entry in output[key]] for key in VOTE_LISTS}}
         return Callback.Kind.SUCCESS, {"output": output}
 
     body = {"approved": False, **outcome}
     cause = json.dumps(body, ensure_ascii=False)
     if len(cause) > MAX_CAUSE_LENGTH:
         body = without_conversation(body)
-        for key in ("approvals", "rejections"):
-            body[key] = [{**entry, "comment": truncate(entry["comment"], 200)} for entry in body[key]]
+        for key in VOTE_LISTS:
+            # Each vote's own answers go first: the deciding vote's stay at the top as `input`.
+            body[key] = [{**_without_input(entry), "comment": truncate(entry["comment"], 200)} for entry in body[key]]
         body["comment"] = truncate(body["comment"], 2000)
         cause = json.dumps(body, ensure_ascii=False)
-    return Callback.Kind.FAILURE, {"error": "ApprovalDenied", "cause": truncate(cause, MAX_CAUSE_LENGTH)}
+    return Callback.Kind.FAILURE, {"error": failure_error(request, last), "cause": truncate(cause, MAX_CAUSE_LENGTH)}
+
+
+def _without_input(entry: dict) -> dict:
+    return {key: value for key, value in entry.items() if key != "input"}
