@@ -143,7 +143,7 @@ def _choice_arguments(parser: argparse.ArgumentParser, *, required: bool = False
     )  # fmt: skip
     answers = parser.add_mutually_exclusive_group()
     answers.add_argument("--answers", type=_answers, metavar="JSON|@FILE", help="all answers as one JSON object")
-    answers.add_argument("--answers-json", type=_answers_json, metavar="FILE|-", help="the same, from a file or stdin")
+    answers.add_argument("--answers-json", metavar="FILE|-", help="the same, from a file or - for standard input")
 
 
 # ---------------------------------------------------------------------------
@@ -325,7 +325,12 @@ def _summary(verb: str, request: object, request_id: str) -> str:
 
 def _collected_answers(args: argparse.Namespace) -> dict | None:
     """--answers / --answers-json, then each --answer on top; None when none was given."""
-    answers = args.answers if args.answers is not None else args.answers_json
+    answers = args.answers
+    if args.answers_json is not None:  # read only now: argparse has refused a bad command line already
+        try:
+            answers = _answers_json(args.answers_json)
+        except argparse.ArgumentTypeError as error:
+            raise CLIError(f"--answers-json: {error}", ExitCode.USAGE) from None
     if answers is None and not args.answer:
         return None
     answers = dict(answers or {})
