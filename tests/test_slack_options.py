@@ -10,6 +10,9 @@ import uuid
 
 import pytest
 from django.contrib.auth.models import Group
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from approvals import slack_payloads
 from approvals.models import Callback, RequestStatus, Vote
@@ -253,3 +256,31 @@ def test_the_payload_parser_reads_an_option_only_when_action_and_value_agree():
     assert parsed("option:us", f"{public_id}|eu").option == ""
     assert parsed("option:" + "x" * 65, f"{public_id}|" + "x" * 65).option == ""
     assert parsed(slack.ACTION_APPROVE, str(public_id)).option == ""
+
+
+@hypothesis_settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    option=st.text(max_size=70) | st.sampled_from(["eu", "us", "postpone", "approve", "reject", ""]),
+    action_suffix=st.none() | st.text(max_size=70),
+    separator=st.sampled_from(["|", "||", " ", ""]),
+)
+def test_any_signed_option_click_is_a_clear_answer_and_only_a_real_success_option_decides(
+    people, slack_api, celery_eager, option, action_suffix, separator
+):
+    request = slack_tests.ApprovalRequest.objects.filter(status=RequestStatus.PENDING).first() or ingest()
+    action_id = "option:" + (option if action_suffix is None else action_suffix)
+
+    response = click_option(
+        slack_api, request, option, value=f"{request.public_id}{separator}{option}", action_id=action_id
+    )
+
+    assert response.status_code in {200, 400}
+    request.refresh_from_db()
+    decided = request.status != RequestStatus.PENDING
+    real = option in {"eu", "us"} and separator == "|" and action_suffix in (None, option)
+    assert decided == real
+    if decided:
+        assert Vote.objects.get(request=request).choice == [option]
+        Vote.objects.all().delete()
+        Callback.objects.all().delete()
+        slack_tests.ApprovalRequest.objects.filter(pk=request.pk).update(status=RequestStatus.PENDING)
