@@ -142,7 +142,7 @@ def _button_click(interaction: Interaction) -> HttpResponse:
     except services.ApprovalError as error:
         # approval_decide audited the refusal; tell only the clicker, leave the message as it is.
         text = slack.escape(error.message)
-        if error.code == "answers_invalid":  # the choice needs the form: the page has it
+        if error.code == services.ANSWERS_INVALID:  # the choice needs the form: the page has it
             text += f" <{_request_url(interaction.public_id)}|Open the request>"
         _reply(response_url, slack.note(text))
         return HttpResponse(status=200)
@@ -151,8 +151,9 @@ def _button_click(interaction: Interaction) -> HttpResponse:
 
 
 def _ask_for_the_reason(interaction: Interaction, user, approval, *, option=None) -> HttpResponse:
-    """Reject (or a failure option): nothing is decided yet. A modal asks for the reason (views.open); when Slack cannot
-    open it, the clicker gets a link to the request page, which asks for it too."""
+    """Reject (or a failure option): nothing is decided yet. A modal asks for the reason
+    (views.open); when Slack cannot open it, the clicker gets a link to the request page, which
+    asks for it too."""
     response_url = interaction.response_url
     refusal = (
         permissions.decision_refusal(user, approval, approve=False)
