@@ -102,6 +102,9 @@ class ApprovalRequest(models.Model):
     options = models.JSONField(null=True, blank=True)
     multiple_options = models.BooleanField(default=False)
     form_schema = models.JSONField(null=True, blank=True)
+    # The form's field names in the message's order: PostgreSQL's jsonb keeps an object's keys
+    # sorted its own way, and the page shows the fields in the order the workflow wrote them.
+    form_field_order = models.JSONField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -159,6 +162,16 @@ class ApprovalRequest(models.Model):
     @property
     def has_quorum(self) -> bool:
         return self.required_approvals > 1
+
+    @property
+    def form(self) -> dict | None:
+        """The stored form with its fields in the message's order (see `form_field_order`)."""
+        if not self.form_schema:
+            return None
+        fields = self.form_schema.get("properties") or {}
+        order = [name for name in (self.form_field_order or ()) if name in fields]
+        ordered = {name: fields[name] for name in order} | {k: v for k, v in fields.items() if k not in order}
+        return {**self.form_schema, "properties": ordered}
 
     def choices(self) -> tuple[ApprovalOption, ...]:
         """The options the approver chooses from (``contract.ApprovalOption``s): the stored

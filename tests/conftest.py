@@ -174,6 +174,22 @@ def shipped_state_machine(aws):
     return arn
 
 
+@pytest.fixture
+def input_state_machine(aws):
+    """The example with options, a form and a Choice state (deploy/state-machine-input.asl.json)
+    exactly as deploy/ ships it, with the approver trust setting `manage.py aws_bootstrap` gives it."""
+    from approvals.integrations import aws as gateway
+    from approvals.management.commands.aws_bootstrap import demo_definition, demo_trust_configure
+
+    arn = gateway.ensure_state_machine(
+        name=f"approval-input-{uuid.uuid4().hex[:8]}",
+        definition=demo_definition(aws.APPROVAL_QUEUE_URL, with_options=True),
+        role_arn="arn:aws:iam::123456789012:role/approval-demo-states",
+    )
+    demo_trust_configure(arn)
+    return arn
+
+
 # ---------------------------------------------------------------------------
 # Approver trust: the tests' messages name their approvers
 # ---------------------------------------------------------------------------

@@ -455,10 +455,23 @@ def test_the_contracts_full_example_with_options_and_a_form_is_accepted():
 
 def test_the_examples_in_the_options_and_forms_page_are_accepted():
     blocks = json_blocks((DOCS / "approver-input.md").read_text())
-    assert len(blocks) == 2
-    fields = json.loads("{" + ", ".join(blocks) + "}")
+    assert len(blocks) == 4
+    fields = json.loads("{" + ", ".join(blocks[:2]) + "}")
     message = parse(**fields)
     assert message.options[2].error == "Release.Postponed" and len(message.form["properties"]) == 8
+
+
+def test_the_state_machine_example_in_the_docs_is_the_shipped_one():
+    # docs/approver-input.md "What Step Functions receives": an abridged copy of deploy/state-machine-input.asl.json.
+    blocks = json_blocks((DOCS / "approver-input.md").read_text())
+    states = json.loads("{" + blocks[2] + "}")
+    shipped = json.loads((DOCS.parent / "deploy" / "state-machine-input.asl.json").read_text())["States"]
+    assert states["HowToRelease"] == shipped["HowToRelease"]
+    body = states["WaitForApproval"]["Parameters"]["MessageBody"]
+    shipped_body = shipped["WaitForApproval"]["Parameters"]["MessageBody"]
+    assert (body["options"], body["form"]) == (shipped_body["options"], shipped_body["form"])
+    output = json.loads(blocks[3])
+    assert output["choice"] == "deploy_canary" and output["input"]["replicas"] == 5
 
 
 PATTERN_PIECES = [

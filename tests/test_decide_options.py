@@ -279,3 +279,159 @@ def test_the_helpers_channels_use_say_which_options_need_input(release):
     assert [option.id for option in choices] == ["eu", "us", "postpone", "reject"]
     assert [needs_input(release.form_schema, option.outcome) for option in choices] == [True, True, False, False]
     assert [option.id for option in ingest().choices()] == ["approve", "reject"]
+
+
+def test_the_recheck_counts_like_the_decision_a_withdrawn_vote_of_the_winning_choice_is_not_replaced_by_another():
+    # services/recheck.py asks quorum_decider whether the votes left after a withdrawal still
+    # meet the policy: an approval of another option must not stand in for a withdrawn one.
+    from approvals.services.quorum import quorum_decider
+
+    request = ApprovalRequest(required_approvals=2, rejections_to_deny=1)
+    eu, us1, us2 = (
+        Vote(approve=True, choice=["eu"]),
+        Vote(approve=True, choice=["us"]),
+        Vote(approve=True, choice=["us"]),
+    )
+    assert quorum_decider(request, [eu, us1, us2], approve=True) is us2
+    assert quorum_decider(request, [eu, us1], approve=True) is None  # us2 withdrawn: reopened, not "2 approvals"
+    plain = [Vote(approve=True), Vote(approve=False), Vote(approve=True)]
+    assert quorum_decider(request, plain, approve=True) is plain[2]
+    assert quorum_decider(request, plain, approve=False) is plain[1]
+
+
+# ---------------------------------------------------------------------------
+# The request page and the confirm page (works without JavaScript: plain POSTs)
+# ---------------------------------------------------------------------------
+def post(client, url: str, data: dict):
+    client.get("/")  # the CSRF cookie, as a browser gets it
+    return client.post(url, {**data, "csrfmiddlewaretoken": client.cookies["portal_csrftoken"].value})
+
+
+@pytest.fixture
+def alice_browser(people):
+    from tests.support import signed_in
+
+    return signed_in(people["alice"])
+
+
+def test_the_page_renders_the_options_as_buttons_and_the_form_as_native_inputs(alice_browser, release):
+    page = alice_browser.get(f"/requests/{release.public_id}/").content.decode()
+
+    for option in OPTIONS:
+        assert f'name="decision" value="{option["id"]}" data-outcome="{option["outcome"]}"' in page
+    assert 'type="date" name="answer-window" id="id_answer-window"' in page
+    assert 'type="number" name="answer-replicas"' in page and 'step="1"' in page and 'inputmode="numeric"' in page
+    assert 'type="number" name="answer-budget"' in page and 'step="any"' in page
+    assert 'type="checkbox" name="answer-rollback"' in page
+    assert '<label for="id_answer-version">Version <span class="required-mark" aria-hidden="true">*</span>' in page
+    assert 'aria-required="true"' in page
+    assert "<script>" not in page and " style=" not in page  # CSP: no inline script or style
+
+
+def test_a_missing_required_answer_comes_back_beside_its_field_and_nothing_is_decided(alice_browser, release):
+    response = post(
+        alice_browser,
+        f"/requests/{release.public_id}/confirm/",
+        {"decision": "eu", "answer-version": "1.2", "answer-replicas": "abc"},
+    )
+
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert 'role="alert"' in page
+    assert 'id="id_answer-window-error"' in page and "This field is required." in page
+    assert 'aria-describedby=" id_answer-version-error" aria-invalid="true"' in page or (
+        "id_answer-version-error" in page and 'aria-invalid="true"' in page
+    )
+    assert 'value="1.2"' in page  # what was typed stays, to be corrected
+    assert not Vote.objects.exists()
+
+
+def test_confirm_shows_the_option_and_the_typed_answers_and_the_decision_goes_through_the_service(
+    alice_browser, release
+):
+    filled = {
+        "answer-version": "v1.4.0",
+        "answer-window": "2026-12-24",
+        "answer-replicas": "4",
+        "answer-rollback": "on",
+    }
+    confirm = post(alice_browser, f"/requests/{release.public_id}/confirm/", {"decision": "us", **filled})
+    page = confirm.content.decode()
+    assert confirm.status_code == 200, page
+    assert '<dd class="chosen">Deploy to US</dd>' in page
+    assert "<dt>Replicas</dt><dd>4</dd>" in page and "<dt>Rollback</dt><dd>Yes</dd>" in page
+    assert not Vote.objects.exists()
+
+    decided = post(alice_browser, f"/requests/{release.public_id}/decide/", {"decision": "us", **filled})
+    assert decided.status_code == 302
+    vote = Vote.objects.get(request=release)
+    assert vote.choice == ["us"]
+    assert vote.answers == {"version": "v1.4.0", "window": "2026-12-24", "replicas": 4, "rollback": True}
+
+
+def test_a_failure_option_on_the_page_needs_a_comment_but_no_required_answers(alice_browser, release):
+    missing = post(alice_browser, f"/requests/{release.public_id}/confirm/", {"decision": "postpone"})
+    assert missing.status_code == 400 and "Say why you reject" in missing.content.decode()
+    decided = post(
+        alice_browser, f"/requests/{release.public_id}/decide/", {"decision": "postpone", "comment": "Freeze"}
+    )
+    assert decided.status_code == 302
+    assert payload(release)[1]["error"] == "Release.Postponed"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"decision": "asia"},
+        {"decision": "approve"},  # the default id on a request with its own options
+        {"decision": ["eu", "us"]},
+        {},
+    ],
+)
+def test_hostile_page_posts_decide_nothing(alice_browser, release, data):
+    for step in ("confirm", "decide"):
+        response = post(alice_browser, f"/requests/{release.public_id}/{step}/", data)
+        assert response.status_code == 400
+    assert not Vote.objects.exists()
+
+
+def test_answers_posted_straight_to_decide_are_checked_again_and_shown_beside_the_fields(alice_browser, release):
+    response = post(
+        alice_browser,
+        f"/requests/{release.public_id}/decide/",
+        {"decision": "eu", "answer-version": "v1.0.0", "answer-window": "2026-02-30", "answer-version-x": "1"},
+    )
+    assert response.status_code == 400
+    assert 'id="id_answer-window-error"' in response.content.decode()
+    assert not Vote.objects.exists()
+
+
+def test_with_multiple_the_ticked_success_options_are_one_choice(people):
+    from tests.support import signed_in
+
+    request = ingest(options=OPTIONS, multiple=True)
+    browser = signed_in(people["alice"])
+    page = browser.get(f"/requests/{request.public_id}/").content.decode()
+    assert 'type="checkbox" name="choice" value="eu"' in page and "checked" in page  # eu is the default
+    none_ticked = post(browser, f"/requests/{request.public_id}/confirm/", {"decision": "__chosen__"})
+    assert none_ticked.status_code == 400 and "Tick at least one option." in none_ticked.content.decode()
+    decided = post(
+        browser, f"/requests/{request.public_id}/decide/", {"decision": "__chosen__", "choice": ["us", "eu"]}
+    )
+    assert decided.status_code == 302
+    assert Vote.objects.get(request=request).choice == ["eu", "us"]
+
+
+def test_the_page_shows_the_fields_in_the_messages_order_though_jsonb_sorts_keys(alice_browser):
+    # PostgreSQL's jsonb stores {"version", "window", ...} as {"window", "version", ...} (shorter keys first).
+    form = {
+        "type": "object",
+        "properties": {"zeta_long_name": {"type": "string"}, "b": {"type": "integer"}, "a": {"type": "boolean"}},
+    }
+    request = ingest(options=OPTIONS, form=form)
+    request.refresh_from_db()
+    assert list(request.form["properties"]) == ["zeta_long_name", "b", "a"]
+    page = alice_browser.get(f"/requests/{request.public_id}/").content.decode()
+    assert page.index('name="answer-zeta_long_name"') < page.index('name="answer-b"') < page.index('name="answer-a"')
+    decide(request, make_user("erin2", "release-approvers"), choice=["eu"], answers={"a": True, "zeta_long_name": "z"})
+    assert Vote.objects.get(request=request).answers == {"zeta_long_name": "z", "a": True}

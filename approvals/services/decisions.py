@@ -33,6 +33,7 @@ from approvals.services.common import (
 )
 from approvals.services.notifications import approval_decided_notify
 from approvals.services.payloads import callback_payload, identity
+from approvals.services.quorum import quorum_votes
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ def decision_answers(
         return None
     try:
         return answers_clean(
-            request.form_schema,
+            request.form,
             {} if answers is None else answers,
             from_form=from_form,
             outcome="success" if approve else "failure",
@@ -124,23 +125,6 @@ def decision_answers(
         raise ApprovalError(
             ANSWERS_INVALID_MESSAGE, ANSWERS_INVALID, request=request, field_errors=invalid.errors
         ) from None
-
-
-def _choice_key(vote: Vote) -> tuple[str, ...]:
-    return tuple(vote.choice or ())
-
-
-def quorum_votes(votes: Sequence[Vote], vote: Vote) -> int:
-    """How many of `votes` count toward closing the request the way `vote` would.
-
-    The policy with options (docs/approver-input.md#quorum-and-options): success votes add up
-    only for the same choice (the same option, or the same set of options with `multiple`), so
-    the first choice to reach `required` wins; every failure vote counts toward `rejectOn`,
-    whichever failure option it chose (the vote that reaches it names the error). Without
-    options every approval has the same (empty) choice: today's rule."""
-    if not vote.approve:
-        return sum(1 for each in votes if not each.approve)
-    return sum(1 for each in votes if each.approve and _choice_key(each) == _choice_key(vote))
 
 
 def _vote_summary(vote: Vote) -> dict[str, Any]:

@@ -101,6 +101,7 @@ def approval_request_ingest(*, message: ApprovalMessage, sqs_message_id: str = "
             "options": [option.as_json() for option in message.options] or None,
             "multiple_options": message.multiple,
             "form_schema": message.form,
+            "form_field_order": list(message.form["properties"]) if message.form else None,
             **_policy_fields(message, policy),
         },
     )

@@ -21,6 +21,7 @@ from approvals.ops import metrics
 from approvals.services.common import audit
 from approvals.services.notifications import approval_notify
 from approvals.services.payloads import callback_payload
+from approvals.services.quorum import quorum_decider
 
 RECHECK_FAILED = "identity_recheck_failed"
 
@@ -62,9 +63,10 @@ def decision_recheck(callback: Callback, *, maybe_delivered: bool) -> RecheckOut
     remaining = [vote for vote in votes if vote.pk not in withdrawn]
     approvals = sum(1 for vote in remaining if vote.approve)
     rejections = len(remaining) - approvals
-    still_met = approvals >= request.required_approvals if approve else rejections >= request.rejections_to_deny
-    if still_met:
-        _decision_recount(request, callback, remaining=remaining, approve=approve)
+    # With options, only votes for the same choice add up (services/quorum.py).
+    decider = quorum_decider(request, remaining, approve=approve)
+    if decider is not None:
+        _decision_recount(request, callback, decider=decider)
         return RecheckOutcome(send=True)
     _request_reopen(request, callback, refused=refused, approvals=approvals, rejections=rejections)
     return RecheckOutcome(reopened=True)
@@ -86,10 +88,10 @@ def _vote_withdraw(vote: Vote, *, request: ApprovalRequest, code: str, reason: s
     )
 
 
-def _decision_recount(request: ApprovalRequest, callback: Callback, *, remaining: list[Vote], approve: bool) -> None:
+def _decision_recount(request: ApprovalRequest, callback: Callback, *, decider: Vote) -> None:
     """The votes that still count meet the policy: the decision stands, sent with those votes."""
 
-    last = [vote for vote in remaining if vote.approve == approve][-1]
+    last = decider
     request.decided_by = last.user
     request.decision_comment = last.comment
     request.save(update_fields=["decided_by", "decision_comment", "updated_at"])

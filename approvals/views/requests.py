@@ -27,6 +27,8 @@ ERROR_STATUS = {
     "sod_requester_group": 403,
     "distinct_groups": 403,
     "reason_required": 400,
+    "choice_invalid": 400,
+    "answers_invalid": 400,
     "not_pending": 409,
     "already_voted": 409,
     "claimed": 409,
@@ -81,7 +83,7 @@ def visible_or_not_found(view):
 def _detail_page(request, approval, *, form=None, status: int = 200, just_decided: bool = False):
     authority, refusal = permissions.decision_authority(request.user, approval)
     if refusal is None and form is None:
-        form = DecisionForm()
+        form = DecisionForm(approval=approval)
     siblings, more_siblings = selectors.execution_siblings(approval, request.user)
     return render(
         request,
@@ -117,7 +119,6 @@ def confirm_decision(request, public_id):
     Nothing changes here; the confirm page's button POSTs to `decide`. A rejection without a
     comment goes back to the request page with the reason (also without JavaScript).
     """
-    form = DecisionForm(request.POST)
     approval = selectors.request_detail(public_id)
     if approval is None:
         services.refusal_record(
@@ -128,19 +129,17 @@ def confirm_decision(request, public_id):
     if refusal is not None:
         services.refusal_record(user=request.user, request=approval, code=refusal.code, attempted="confirm")
         return refusal_page(request, refusal.message, refusal.code, approval)
-    if request.POST.get("edit"):  # "Change the comment" on the confirm page
-        return _detail_page(request, approval, form=DecisionForm(initial={"comment": request.POST.get("comment", "")}))
+    form = DecisionForm(request.POST, approval=approval)
+    if request.POST.get("edit"):  # "Change" on the confirm page: the page again, as it was filled in
+        return _detail_page(request, approval, form=form.unchecked())
     if not form.is_valid():
+        if not form.fixable_on_the_page:
+            return render(request, "approvals/error.html", {"message": "Choose one of the options."}, status=400)
         return _detail_page(request, approval, form=form, status=400)
     return render(
         request,
         "approvals/confirm_decision.html",
-        {
-            "approval": approval,
-            "form": form,
-            "action": form.cleaned_data["decision"],
-            "on_behalf_of": authority.on_behalf_of,
-        },
+        {"approval": approval, "form": form, "action": form.action, "on_behalf_of": authority.on_behalf_of},
     )
 
 
@@ -148,21 +147,35 @@ def confirm_decision(request, public_id):
 @require_POST
 @visible_or_not_found
 def decide(request, public_id):
-    form = DecisionForm(request.POST)
+    approval = selectors.request_detail(public_id)
+    if approval is None:
+        return _not_found(request)
+    form = DecisionForm(request.POST, approval=approval)
     if not form.is_valid():
-        if not form.only_the_comment_is_missing:
-            return render(request, "approvals/error.html", {"message": "Choose approve or reject."}, status=400)
-        # A rejection without a comment: if the request can't be decided anyway, say that
-        # (already decided by whom, not yours, …); else back to the page with the reason.
-        approval = selectors.request_detail(public_id)
-        refusal = None if approval is None else permissions.decision_refusal(request.user, approval)
-        if approval is not None and refusal is None:
+        if not form.fixable_on_the_page:
+            return render(request, "approvals/error.html", {"message": "Choose one of the options."}, status=400)
+        # A rejection without a comment, an answer to correct: if the request can't be decided
+        # anyway, say that (already decided by whom, not yours, …); else back to the page.
+        refusal = permissions.decision_refusal(request.user, approval)
+        if refusal is None:
             return _detail_page(request, approval, form=form, status=400)
     try:
         services.approval_decide(
-            public_id=public_id, user=request.user, approve=form.approve, comment=form.cleaned_data.get("comment", "")
+            public_id=public_id,
+            user=request.user,
+            approve=form.approve,
+            choice=form.choice,
+            comment=form.cleaned_data.get("comment", ""),
+            answers=form.raw_answers(),
+            answers_from_form=True,
         )
     except services.ApprovalError as error:
+        if error.code in (services.ANSWERS_INVALID, services.REASON_REQUIRED) and error.request is not None:
+            # What the service found wrong, beside the field (the page's own check normally finds it first).
+            form.answer_errors = error.field_errors
+            if error.code == services.REASON_REQUIRED:
+                form.add_error("comment", error.message)
+            return _detail_page(request, approval, form=form, status=400)
         return refusal_page(request, error.message, error.code, error.request)
     return redirect("request-result", public_id=public_id)
 

@@ -12,6 +12,8 @@ from approvals.integrations import aws
 from approvals.models import ApproverTrust
 
 DEFINITION = Path(settings.BASE_DIR) / "deploy" / "state-machine.asl.json"
+# The example with options, a form and a Choice state on the answer (docs/approver-input.md).
+INPUT_DEFINITION = Path(settings.BASE_DIR) / "deploy" / "state-machine-input.asl.json"
 # What the demo fills in for the definition's placeholders (CloudFormation's parameter defaults).
 DEMO_APPROVER_GROUP = "finance-approvers"
 DEMO_REQUESTER = "bob@example.com"
@@ -23,6 +25,7 @@ def demo_definition(
     approver_group: str = DEMO_APPROVER_GROUP,
     requester: str = DEMO_REQUESTER,
     from_input: bool = False,
+    with_options: bool = False,
 ) -> dict:
     """The example state machine with its queue, approver group and requester filled in
     (CloudFormation does the same): the execution's input names neither approvers nor requester.
@@ -30,8 +33,11 @@ def demo_definition(
     `from_input`: the variant that copies `approvers` and `requester` from the input — only for a
     state machine that nobody but an authenticating front door may start, and whose approver trust
     setting says so (docs/security.md, "Trust boundary").
+
+    `with_options`: the example whose approver chooses among options and fills in a form, and
+    whose Choice state branches on `$.approval.choice` (deploy/state-machine-input.asl.json).
     """
-    text = DEFINITION.read_text()
+    text = (INPUT_DEFINITION if with_options else DEFINITION).read_text()
     for name, value in {"ApprovalQueueUrl": queue_url, "ApproverGroup": approver_group, "Requester": requester}.items():
         text = text.replace("${" + name + "}", value)
     definition = json.loads(text)
@@ -82,6 +88,9 @@ class Command(BaseCommand):
             )
             name = settings.DEMO_STATE_MACHINE_ARN.rsplit(":", 1)[-1]
             machine_arn = aws.ensure_state_machine(name=name, definition=demo_definition(queue_url), role_arn=role_arn)
+            input_arn = aws.ensure_state_machine(
+                name=f"{name}-input", definition=demo_definition(queue_url, with_options=True), role_arn=role_arn
+            )
         except aws.AwsError as error:
             raise CommandError(f"AWS refused: {error}") from None
         if queue_url != settings.APPROVAL_QUEUE_URL:
@@ -90,3 +99,5 @@ class Command(BaseCommand):
         setting = demo_trust_configure(machine_arn)
         self.stdout.write(f"state machine: {machine_arn}")
         self.stdout.write(f"approver trust: {setting.name} ({setting.get_mode_display()})")
+        demo_trust_configure(input_arn)
+        self.stdout.write(f"state machine with options and a form: {input_arn}")

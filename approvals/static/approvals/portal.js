@@ -28,7 +28,7 @@
     if (!comment) return;
     form.querySelectorAll("button[name=decision]").forEach(function (button) {
       button.addEventListener("click", function () {
-        comment.required = button.value === "reject";
+        comment.required = button.value === "reject" || button.getAttribute("data-outcome") === "failure";
         comment.setCustomValidity("");
         if (comment.required && !comment.value.trim()) {
           comment.setCustomValidity("Say why you reject: the requester and the workflow see it.");
