@@ -68,6 +68,7 @@ def test_the_change_page_shows_options_form_and_each_votes_choice_and_answers_es
         assert text in page
     for text in ("<code>version</code>", "pattern &quot;^v[0-9]+$&quot;", "maxLength 16", "minimum 1, maximum 50"):
         assert text in page
+    assert page.index("<code>version</code>") < page.index("<code>replicas</code>") < page.index("<code>note</code>")
     assert "— chose “Deploy to US” (us)" in page
     assert "version = &quot;v24&quot;" in page
     assert "<script>alert(1)</script>" not in page and "&lt;script&gt;" in page

@@ -80,6 +80,7 @@ def test_the_request_shows_its_options_and_form_and_each_votes_choice_and_answer
 
     assert body["options"] == OPTIONS and body["multiple"] is False
     assert body["form"] == FORM
+    assert list(body["form"]["properties"]) == ["version", "replicas", "rollback"]  # the message's order
     (vote,) = body["votes"]
     assert (vote["by"], vote["choice"], vote["answers"]) == (
         "alice@example.com",

@@ -447,7 +447,7 @@ class ApprovalRequestAdmin(ActionsOnlyMixin, BigTableAdmin):
 
     @admin.display(description="form")
     def form_display(self, obj: ApprovalRequest) -> str:
-        schema = obj.form_schema or {}
+        schema = obj.form or {}  # the fields in the message's order
         fields = schema.get("properties") or {}
         if not fields:
             return "—"

@@ -259,7 +259,7 @@ class RequestSerializer(RequestSummarySerializer):
         {"type": "object", "additionalProperties": True, "nullable": True, "description": "The form's JSON Schema."}
     )
     def get_form(self, obj):
-        return obj.form_schema or None
+        return obj.form  # the fields in the message's order
 
     def get_approvers(self, obj) -> dict[str, list[str]]:
         assignments = list(obj.assignments.all())

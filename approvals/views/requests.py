@@ -35,10 +35,7 @@ ERROR_STATUS = {
     "not_claimer": 403,
     "expired": 410,
     "link_expired": 410,
-    # Options and forms (docs/approver-input.md)
-    "choice_invalid": 400,
-    "answers_invalid": 400,
-    "needs_input": 409,
+    "needs_input": 409,  # a one-click channel for a choice that needs the form (approvals/one_click.py)
     # "Needs more information" (approvals/views/conversations.py)
     "not_requester": 403,
     "no_requester": 409,
