@@ -382,8 +382,42 @@ COMMANDS = {
 }
 
 
+# Options whose value is free text: a value that starts with "-" ("--search -:", "--comment -1")
+# would otherwise be read by argparse as another option and refused.
+_TEXT_OPTIONS = frozenset({"--search", "--comment", "--reason", "--answer", "--option"})
+
+
+def _option_strings(parser: argparse.ArgumentParser) -> set[str]:
+    found: set[str] = set()
+    for action in parser._actions:
+        found.update(action.option_strings)
+        for sub in getattr(action, "choices", None) or {}:
+            if isinstance(action, argparse._SubParsersAction):
+                found |= _option_strings(action.choices[sub])
+    return found
+
+
+def _attach_dash_values(argv: list[str], known: set[str]) -> list[str]:
+    """`--search -x` → `--search=-x` (argparse's own way to pass such a value), unless the next
+    argument is one of the command line's own options."""
+    out: list[str] = []
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        following = argv[index + 1] if index + 1 < len(argv) else None
+        if arg in _TEXT_OPTIONS and following is not None and following.startswith("-") and following not in known:
+            out.append(f"{arg}={following}")
+            index += 2
+        else:
+            out.append(arg)
+            index += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(_attach_dash_values(argv, _option_strings(parser)))
     args.json = getattr(args, "json", False)
     try:
         COMMANDS[args.command](args)

@@ -102,3 +102,20 @@ def test_show_lists_the_options_and_the_form(portal):
     assert "  - version (string, required): Version" in out
     assert "  - at (string/date)" in out
     assert 'choice: ["eu"], answers: {"version": "v1"}' in out
+
+
+def test_a_text_value_starting_with_a_dash_is_a_value_not_an_option(portal):
+    portal.json("GET", "/api/v1/inbox/", {"results": []})
+    portal.json("POST", DECISION, {"request": inbox_row(status="rejected"), "vote": None}, status=201)
+
+    assert run("inbox", "--search", "-:")[0] == 0
+    assert portal.received[-1][1].endswith("q=-%3A")
+    code, _, _ = run("decide", REQUEST_ID, "--option", "no", "--comment", "-1 for this week", "--answer", "-x=1")
+
+    assert code == 0
+    assert json.loads(portal.received[-1][3]) == {
+        "choice": ["no"],
+        "comment": "-1 for this week",
+        "answers": {"-x": "1"},
+    }
+    assert run("approve", REQUEST_ID, "--comment", "--json")[0] == 2  # an option of the command stays one
