@@ -1,8 +1,11 @@
-"""Signed one-click links for notifications: (request, approver, action, expiry).
+"""Signed one-click links for notifications: (request, approver, action, expiry[, option]).
 
 A link only leads to a confirm page; the decision is a POST made by the signed-in approver.
 The signature (django.core.signing, keyed by SECRET_KEY) makes links unforgeable; the link
 carries no secret itself and never the task token.
+
+A request with options gets one link per option (action "option"): the option's id is inside
+the signed payload, so a link cannot be turned into another option's (approvals/one_click.py).
 """
 
 import time
@@ -13,7 +16,9 @@ from django.core import signing
 from django.urls import reverse
 
 SALT = "approvals.decision-link.v1"
-ACTIONS = {"approve", "reject"}
+ACTIONS = {"approve", "reject", "option"}
+OPTION = "option"
+MAX_OPTION_ID = 64  # the contract's limit for an option's id
 
 
 class LinkError(Exception):
@@ -29,18 +34,29 @@ class DecisionLink:
     approver_email: str
     action: str
     expires_at: int
+    option: str = ""  # action "option": the chosen option's id
 
 
-def make_link_token(*, public_id, approver_email: str, action: str, ttl_seconds: int | None = None) -> str:
+def make_link_token(
+    *, public_id, approver_email: str, action: str, option: str = "", ttl_seconds: int | None = None
+) -> str:
     if action not in ACTIONS:
         raise ValueError(f"unknown action {action!r}")
+    if (action == OPTION) != bool(option):
+        raise ValueError("an option link names its option; approve and reject links do not")
     ttl = ttl_seconds if ttl_seconds is not None else settings.DECISION_LINK_TTL_SECONDS
     payload = {"r": str(public_id), "u": approver_email.lower(), "a": action, "e": int(time.time()) + ttl}
+    if option:
+        payload["o"] = option
     return signing.dumps(payload, salt=SALT, compress=True)
 
 
-def decision_link_url(*, public_id, approver_email: str, action: str, ttl_seconds: int | None = None) -> str:
-    token = make_link_token(public_id=public_id, approver_email=approver_email, action=action, ttl_seconds=ttl_seconds)
+def decision_link_url(
+    *, public_id, approver_email: str, action: str, option: str = "", ttl_seconds: int | None = None
+) -> str:
+    token = make_link_token(
+        public_id=public_id, approver_email=approver_email, action=action, option=option, ttl_seconds=ttl_seconds
+    )
     return settings.PORTAL_BASE_URL + reverse("decision-link", args=[token])
 
 
@@ -52,10 +68,17 @@ def read_link_token(token: str) -> DecisionLink:
         raise LinkError("This link is not valid. Open the request from your inbox instead.", "link_tampered") from None
     if not isinstance(payload, dict) or payload.get("a") not in ACTIONS or not isinstance(payload.get("e"), int):
         raise LinkError("This link is not valid. Open the request from your inbox instead.", "link_tampered")
+    option = payload.get("o", "")
+    if (payload["a"] == OPTION) != bool(option) or not isinstance(option, str) or len(option) > MAX_OPTION_ID:
+        raise LinkError("This link is not valid. Open the request from your inbox instead.", "link_tampered")
     if payload["e"] < time.time():
         raise LinkError("This link has expired. Open the request from your inbox instead.", "link_expired")
     return DecisionLink(
-        public_id=str(payload["r"]), approver_email=str(payload["u"]), action=payload["a"], expires_at=payload["e"]
+        public_id=str(payload["r"]),
+        approver_email=str(payload["u"]),
+        action=payload["a"],
+        expires_at=payload["e"],
+        option=option,
     )
 
 

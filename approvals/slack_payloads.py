@@ -18,6 +18,8 @@ MAX_ID = 64  # Slack ids (T…, U…) are short; anything longer is not one
 MAX_URL = 2000
 MAX_REASON = 2000
 MAX_METADATA = 3000  # Slack's limit for a view's private_metadata
+OPTION_ACTION_PREFIX = "option:"  # a request's option button: action_id "option:<id>"
+MAX_OPTION_ID = 64  # the contract's limit for an option's id
 
 
 class SlackPayloadError(Exception):
@@ -38,6 +40,7 @@ class Interaction:
     trigger_id: str = ""
     callback_id: str = ""  # view_submission: which modal
     reason: str = ""  # view_submission: the reason typed in the reject modal
+    option: str = ""  # an option button, or the reason modal it opened: the option's id
 
 
 def _dict(value) -> dict:
@@ -58,10 +61,21 @@ def _uuid(value) -> uuid.UUID | None:
         return None
 
 
-def modal_metadata(*, public_id, response_url: str) -> str:
-    """The reject modal's private_metadata: which request, and where to answer the clicked message."""
-    metadata = json.dumps({"r": str(public_id), "u": response_url})
-    return metadata if len(metadata) <= MAX_METADATA else json.dumps({"r": str(public_id), "u": ""})
+def option_value(*, public_id, option_id: str) -> str:
+    """An option button's value: "<request id>|<option id>"."""
+    return f"{public_id}|{option_id}"
+
+
+def _option_id(value) -> str:
+    return value if isinstance(value, str) and 0 < len(value) <= MAX_OPTION_ID else ""
+
+
+def modal_metadata(*, public_id, response_url: str, option: str = "") -> str:
+    """The reject modal's private_metadata: which request (and option), and where to answer the
+    clicked message."""
+    data = {"r": str(public_id), "u": response_url, **({"o": option} if option else {})}
+    metadata = json.dumps(data)
+    return metadata if len(metadata) <= MAX_METADATA else json.dumps({**data, "u": ""})
 
 
 def parse_interaction(raw: str) -> Interaction:
@@ -86,11 +100,19 @@ def parse_interaction(raw: str) -> Interaction:
     if kind == BLOCK_ACTIONS:
         actions = body.get("actions")
         action = _dict(actions[0]) if isinstance(actions, list) and actions else {}
+        action_id = _text(action.get("action_id"), 255)
+        value, option = action.get("value"), ""
+        if action_id.startswith(OPTION_ACTION_PREFIX):
+            # "<request>|<option>", and the action_id names the same option; else no option at all.
+            request_part, _, option_part = _text(value, 200).partition("|")
+            value = request_part
+            option = _option_id(option_part) if action_id == OPTION_ACTION_PREFIX + option_part else ""
         return Interaction(
             **common,
-            action=_text(action.get("action_id"), 255),
-            public_id=_uuid(action.get("value")),
+            action=action_id,
+            public_id=_uuid(value),
             response_url=_text(body.get("response_url"), MAX_URL),
+            option=option,
         )
     if kind == VIEW_SUBMISSION:
         view = _dict(body.get("view"))
@@ -108,5 +130,6 @@ def parse_interaction(raw: str) -> Interaction:
             public_id=_uuid(metadata.get("r")),
             response_url=_text(metadata.get("u"), MAX_URL),
             reason=(reason or "")[: MAX_REASON + 1],  # one more: the service's length check still sees it
+            option=_option_id(metadata.get("o")),
         )
     return Interaction(**common)

@@ -43,6 +43,30 @@ def _answers(text: str) -> dict:
     return value
 
 
+def _answer_pair(text: str) -> tuple[str, object]:
+    """--answer: `name=text` (a string) or `name:=json` (a number, true/false, …); the first `=` splits."""
+    at = text.find("=")
+    typed = at > 0 and text[at - 1] == ":"
+    name, value = (text[: at - 1] if typed else text[:at]), text[at + 1 :]
+    if at < 0:
+        raise argparse.ArgumentTypeError("must be name=text or name:=json, e.g. version=v1.2 or replicas:=3")
+    if not name:
+        raise argparse.ArgumentTypeError("the field's name is missing (name=text or name:=json)")
+    if not typed:
+        return name, value
+    try:
+        return name, json.loads(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{name}:= must be followed by JSON, e.g. replicas:=3") from None
+
+
+def _answers_json(text: str) -> dict:
+    """--answers-json: a file holding a JSON object, or - for standard input."""
+    if text == "-":
+        return _answers(sys.stdin.read())
+    return _answers("@" + text)
+
+
 def _request_id(text: str) -> str:
     """A request's id: the UUID in its page's URL (/requests/<id>/)."""
     try:
@@ -87,8 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
         decide = commands.add_parser(name, parents=[common], help=f"{verb} a request")
         decide.add_argument("id", type=_request_id)
         decide.add_argument("--comment", required=name == "reject", help="required to reject")
-        decide.add_argument("--option", help="the option chosen, where the request offers options")
-        decide.add_argument("--answers", type=_answers, metavar="JSON|@FILE", help="answers to the request's form")
+        _choice_arguments(decide)
+
+    decide = commands.add_parser(
+        "decide", parents=[common], help="choose a request's option(s) and answer its form (see `show`)"
+    )
+    decide.add_argument("id", type=_request_id)
+    decide.add_argument("--comment", help="required for a failure option (its reason)")
+    _choice_arguments(decide, required=True)
 
     reassign = commands.add_parser("reassign", parents=[common], help="(admin) give a request to other approvers")
     reassign.add_argument("id", type=_request_id)
@@ -100,6 +130,20 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("id", type=_request_id)
     cancel.add_argument("--reason", required=True)
     return parser
+
+
+def _choice_arguments(parser: argparse.ArgumentParser, *, required: bool = False) -> None:
+    parser.add_argument(
+        "--option", action="append", required=required, metavar="ID",
+        help="the option chosen (its id, as `show` lists them); repeat it where the request allows several",
+    )  # fmt: skip
+    parser.add_argument(
+        "--answer", action="append", type=_answer_pair, default=[], metavar="NAME=TEXT|NAME:=JSON",
+        help="one answer to the request's form; repeatable (NAME:=JSON for numbers and true/false)",
+    )  # fmt: skip
+    answers = parser.add_mutually_exclusive_group()
+    answers.add_argument("--answers", type=_answers, metavar="JSON|@FILE", help="all answers as one JSON object")
+    answers.add_argument("--answers-json", metavar="FILE|-", help="the same, from a file or - for standard input")
 
 
 # ---------------------------------------------------------------------------
@@ -162,6 +206,19 @@ def print_request(request: dict) -> None:
     policy = request.get("policy")
     if policy:
         _out(f"{'Policy:':<16}{_describe(policy)}")
+    if request.get("multiple"):
+        _out(f"{'Several options:':<16}yes")
+    form = request.get("form")
+    fields = form.get("properties") if isinstance(form, dict) else None
+    if isinstance(fields, dict) and fields:
+        required = form.get("required") if isinstance(form.get("required"), list) else []
+        _out("Form (answer with --answer NAME=TEXT or NAME:=JSON):")
+        for name, field in fields.items():
+            field = field if isinstance(field, dict) else {}
+            kind = "/".join(str(part) for part in (field.get("type"), field.get("format")) if part)
+            flags = f"{kind}, required" if name in required else kind
+            title = f": {field['title']}" if field.get("title") else ""
+            _out(f"  - {safe(name)} ({safe(flags)}){safe(title)}")
     for label, key in (("Votes", "votes"), ("Conversation", "conversation"), ("Options", "options")):
         items = request.get(key)
         if isinstance(items, list) and items:
@@ -266,19 +323,38 @@ def _summary(verb: str, request: object, request_id: str) -> str:
     )
 
 
+def _collected_answers(args: argparse.Namespace) -> dict | None:
+    """--answers / --answers-json, then each --answer on top; None when none was given."""
+    answers = args.answers
+    if args.answers_json is not None:  # read only now: argparse has refused a bad command line already
+        try:
+            answers = _answers_json(args.answers_json)
+        except argparse.ArgumentTypeError as error:
+            raise CLIError(f"--answers-json: {error}", ExitCode.USAGE) from None
+    if answers is None and not args.answer:
+        return None
+    answers = dict(answers or {})
+    for name, value in args.answer:
+        answers[name] = value
+    return answers
+
+
 def cmd_decide(args: argparse.Namespace) -> None:
-    body: dict = {"decision": args.command}
+    """approve, reject (`decision`, with the option(s) if given: they must agree) and decide (`choice`)."""
+    body: dict = {} if args.command == "decide" else {"decision": args.command}
     if args.comment is not None:
         body["comment"] = args.comment
-    if args.option is not None:
-        body["option"] = args.option
-    if args.answers is not None:
-        body["answers"] = args.answers
+    if args.option:
+        body["choice"] = args.option
+    answers = _collected_answers(args)
+    if answers is not None:
+        body["answers"] = answers
     result = _client(args).decide(args.id, body)
     if args.json:
         _out(as_json(result))
     else:
-        _out(_summary("Approved" if args.command == "approve" else "Rejected", result.get("request"), args.id))
+        verb = {"approve": "Approved", "reject": "Rejected"}.get(args.command, "Decided")
+        _out(_summary(verb, result.get("request"), args.id))
 
 
 def cmd_reassign(args: argparse.Namespace) -> None:
@@ -300,13 +376,48 @@ COMMANDS = {
     "show": cmd_show,
     "approve": cmd_decide,
     "reject": cmd_decide,
+    "decide": cmd_decide,
     "reassign": cmd_reassign,
     "cancel": cmd_cancel,
 }
 
 
+# Options whose value is free text: a value that starts with "-" ("--search -:", "--comment -1")
+# would otherwise be read by argparse as another option and refused.
+_TEXT_OPTIONS = frozenset({"--search", "--comment", "--reason", "--answer", "--option"})
+
+
+def _option_strings(parser: argparse.ArgumentParser) -> set[str]:
+    found: set[str] = set()
+    for action in parser._actions:
+        found.update(action.option_strings)
+        for sub in getattr(action, "choices", None) or {}:
+            if isinstance(action, argparse._SubParsersAction):
+                found |= _option_strings(action.choices[sub])
+    return found
+
+
+def _attach_dash_values(argv: list[str], known: set[str]) -> list[str]:
+    """`--search -x` → `--search=-x` (argparse's own way to pass such a value), unless the next
+    argument is one of the command line's own options."""
+    out: list[str] = []
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        following = argv[index + 1] if index + 1 < len(argv) else None
+        if arg in _TEXT_OPTIONS and following is not None and following.startswith("-") and following not in known:
+            out.append(f"{arg}={following}")
+            index += 2
+        else:
+            out.append(arg)
+            index += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(_attach_dash_values(argv, _option_strings(parser)))
     args.json = getattr(args, "json", False)
     try:
         COMMANDS[args.command](args)

@@ -199,7 +199,8 @@ def test_approve_and_reject_send_the_decision_and_its_extras(portal):
     code, out, _ = run("approve", REQUEST_ID, "--comment", "fine", "--option", "ship", "--answers", '{"n": 1}')
     assert code == 0 and out == f"Approved {REQUEST_ID} (Refund order 1234); status: approved.\n"
     _, _, headers, body = portal.received[-1]
-    assert json.loads(body) == {"decision": "approve", "comment": "fine", "option": "ship", "answers": {"n": 1}}
+    # `choice`, the API's name (an unknown `option` member would be refused, never ignored).
+    assert json.loads(body) == {"decision": "approve", "comment": "fine", "choice": ["ship"], "answers": {"n": 1}}
     uuid.UUID(headers["Idempotency-Key"])
 
     code, _, _ = run("reject", REQUEST_ID, "--comment", "no")

@@ -1,5 +1,7 @@
 """Approval requests: the changelist approvers and admins work from, its filters, and its actions."""
 
+import json
+
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
@@ -12,9 +14,17 @@ from django.utils.html import format_html, format_html_join
 from django.utils.timesince import timesince
 from django.views.decorators.http import require_POST
 
-from approvals import delivery, permissions, selectors, services
+from approvals import delivery, one_click, permissions, selectors, services
 from approvals.admin.base import MAX_BULK_ROWS, NOT_YOURS, ActionsOnlyMixin, BigTableAdmin, BulkAction, run_bulk
-from approvals.forms.admin import AdminDecisionForm, BulkApproveForm, BulkRejectForm, ReasonForm, ReassignForm
+from approvals.contract import stored_options
+from approvals.forms.admin import (
+    AdminDecisionForm,
+    AdminOptionForm,
+    BulkApproveForm,
+    BulkRejectForm,
+    ReasonForm,
+    ReassignForm,
+)
 from approvals.models import (
     ApprovalRequest,
     Assignment,
@@ -118,20 +128,46 @@ class ClaimedFilter(admin.SimpleListFilter):
 # ---------------------------------------------------------------------------
 # Approval requests: bulk actions (one service call per row, approvals/admin/base.py)
 # ---------------------------------------------------------------------------
+def _one_click_decide(request: HttpRequest, approval: ApprovalRequest, *, approve: bool, comment: str) -> None:
+    """Approve/reject as a one-click channel (approvals/one_click.py): a request with options only
+    when the action maps to exactly one option, never one whose form needs input. A request that
+    cannot be decided so is refused (and audited), nothing decided."""
+    try:
+        decision = one_click.bulk_choice(approval, approve=approve)
+    except one_click.OneClickRefused as refused:
+        services.refusal_record(
+            user=request.user,
+            request=approval,
+            code=refused.code,
+            attempted="approve" if approve else "reject",
+            via="admin",
+        )
+        raise services.ApprovalError(refused.message, refused.code, request=approval) from None
+    services.approval_decide(
+        public_id=approval.public_id,
+        user=request.user,
+        comment=comment,
+        via="admin",
+        **({"choice": list(decision.choice)} if decision.choice else {"approve": decision.approve}),
+    )
+
+
 def _decide(approve: bool):
     def run(request: HttpRequest, pk: int, data: dict) -> None:
         # The row is in the user's list (run_bulk narrowed the ids to it); the service checks the rest.
-        public_id = ApprovalRequest.objects.filter(pk=pk).values_list("public_id", flat=True).first()
-        if public_id is None:
+        approval = ApprovalRequest.objects.filter(pk=pk).only("pk", "public_id", "options", "form_schema").first()
+        if approval is None:
             raise services.ApprovalError(NOT_YOURS, "not_found")
-        services.approval_decide(
-            public_id=public_id, user=request.user, approve=approve, comment=data["comment"], via="admin"
-        )
+        _one_click_decide(request, approval, approve=approve, comment=data["comment"])
 
     return run
 
 
-DECIDE_INTRO = "Each request is checked on its own: those you may not decide are listed with the reason."
+DECIDE_INTRO = (
+    "Each request is checked on its own: those you may not decide are listed with the reason. A request with "
+    "options is decided only if this action means exactly one of them (its only success option to approve, its "
+    "only failure option to reject); one whose form has required fields is approved only on its page."
+)
 APPROVE = BulkAction(
     name="approve_selected",
     title="Approve the selected requests",
@@ -171,6 +207,31 @@ CANCEL = BulkAction(
     run=lambda request, pk, data: services.approval_cancel(request_id=pk, actor=request.user, reason=data["reason"]),
     intro="Each workflow gets SendTaskFailure with the error ApprovalCancelled and your reason.",
 )
+
+
+def _constraints(field: dict) -> str:
+    """A form field's constraints, readable: "minimum 1, maximum 50, pattern ^v\\d+$"."""
+    parts = [
+        f"{key} {json.dumps(field[key], ensure_ascii=False)}"
+        for key in ("minimum", "maximum", "minLength", "maxLength", "pattern", "enum", "default")
+        if key in field
+    ]
+    return ", ".join(parts)
+
+
+def _vote_choice(request: ApprovalRequest, vote: Vote) -> str:
+    """What a vote chose and answered, as plain text (escaped by format_html_join)."""
+    chosen = getattr(vote, "choice", None) or []
+    answers = getattr(vote, "answers", None) or {}
+    labels = {option.id: option.label for option in stored_options(request.options)}
+    text = ""
+    if chosen and request.options:
+        text += " — chose " + ", ".join(f"“{labels.get(each, each)}” ({each})" for each in chosen)
+    if answers:
+        text += "; answers: " + ", ".join(
+            f"{name} = {json.dumps(value, ensure_ascii=False)}" for name, value in answers.items()
+        )
+    return text
 
 
 # ---------------------------------------------------------------------------
@@ -252,6 +313,8 @@ class ApprovalRequestAdmin(ActionsOnlyMixin, BigTableAdmin):
         "title",
         "status",
         "details_table",
+        "options_display",
+        "form_display",
         "requester_email",
         "assignees",
         "ignored_approvers_display",
@@ -374,6 +437,59 @@ class ApprovalRequestAdmin(ActionsOnlyMixin, BigTableAdmin):
         # Bounded like the request page; "Show all details" is the portal's page for the rest.
         return details_table(obj.details, reverse("request-details", args=[obj.public_id]))
 
+    @admin.display(description="options")
+    def options_display(self, obj: ApprovalRequest) -> str:
+        if not obj.options:
+            return "Approve or reject (the request offers no options)."
+        rows = format_html_join(
+            "",
+            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    option.id,
+                    option.label,
+                    option.outcome,
+                    option.error if option.outcome == "failure" else "—",
+                    "yes" if option.default else "",
+                )
+                for option in stored_options(obj.options)
+            ),
+        )
+        return format_html(
+            "<table><thead><tr><th>id</th><th>label</th><th>outcome</th><th>error</th><th>default</th></tr></thead>"
+            "<tbody>{}</tbody></table>{}",
+            rows,
+            "Several success options may be chosen together." if obj.multiple_options else "",
+        )
+
+    @admin.display(description="form")
+    def form_display(self, obj: ApprovalRequest) -> str:
+        schema = obj.form or {}  # the fields in the message's order
+        fields = schema.get("properties") or {}
+        if not fields:
+            return "—"
+        required = set(schema.get("required") or ())
+        rows = format_html_join(
+            "",
+            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    name,
+                    "/".join(str(part) for part in (field.get("type"), field.get("format")) if part),
+                    "required" if name in required else "",
+                    _constraints(field),
+                    " — ".join(str(field[key]) for key in ("title", "description") if field.get(key)),
+                )
+                for name, field in fields.items()
+            ),
+        )
+        return format_html(
+            "{}<table><thead><tr><th>field</th><th>type</th><th>required</th><th>constraints</th><th>title</th>"
+            "</tr></thead><tbody>{}</tbody></table>",
+            format_html("<p>{}</p>", schema["title"]) if schema.get("title") else "",
+            rows,
+        )
+
     @admin.display(description="decided by")
     def decided_by_email(self, obj: ApprovalRequest) -> str:
         return obj.decided_by.email if obj.decided_by else "—"
@@ -392,12 +508,13 @@ class ApprovalRequestAdmin(ActionsOnlyMixin, BigTableAdmin):
         )
         lines = format_html_join(
             "",
-            "<li>{} by {}{}</li>",
+            "<li>{} by {}{}{}</li>",
             (
                 (
                     "Approved" if vote.approve else "Rejected",
                     vote.user.email,
                     f" on behalf of {vote.on_behalf_of.email}" if vote.on_behalf_of else "",
+                    _vote_choice(obj, vote),
                 )
                 for vote in votes
             ),
@@ -443,9 +560,13 @@ class ApprovalRequestAdmin(ActionsOnlyMixin, BigTableAdmin):
         obj = self.get_object(request, unquote(object_id))
         refusal = permissions.decision_refusal(request.user, obj)
         callback = Callback.objects.filter(request=obj).first()
+        may_decide = refusal is None and self.has_decide_permission(request)
         extra_context = {
             **(extra_context or {}),
-            "decision_form": AdminDecisionForm() if refusal is None and self.has_decide_permission(request) else None,
+            "decision_form": AdminDecisionForm() if may_decide else None,
+            # A request with options: a button per option; a required form: its page decides.
+            "decision_options": one_click.choices(obj) if may_decide and one_click.has_options(obj) else (),
+            "decide_on_page": may_decide and one_click.needs_page(obj),
             "refusal": refusal,
             "can_reassign": obj.is_pending and self.has_reassign_permission(request),
             "can_cancel": obj.is_pending and self.has_cancel_permission(request),
@@ -462,24 +583,32 @@ class ApprovalRequestAdmin(ActionsOnlyMixin, BigTableAdmin):
         if not self.has_decide_permission(request):
             raise PermissionDenied
         obj = self.get_object(request, unquote(object_id))
-        form = AdminDecisionForm(request.POST)
+        if obj is None:
+            raise PermissionDenied
+        form = AdminOptionForm(request.POST) if "option" in request.POST else AdminDecisionForm(request.POST)
         if not form.is_valid():
             for errors in form.errors.values():
                 for error in errors:
                     self.message_user(request, error, messages.ERROR)
             return HttpResponseRedirect(self._change_url(obj))
+        comment = form.cleaned_data["comment"]
         try:
-            services.approval_decide(
-                public_id=obj.public_id,
-                user=request.user,
-                approve=form.approve,
-                comment=form.cleaned_data["comment"],
-                via="admin",
-            )
+            if isinstance(form, AdminOptionForm):
+                # The service checks the option against the request (and a failure option's reason).
+                services.approval_decide(
+                    public_id=obj.public_id,
+                    user=request.user,
+                    choice=[form.cleaned_data["option"]],
+                    comment=comment,
+                    via="admin",
+                )
+                verb = "Decided"
+            else:
+                _one_click_decide(request, obj, approve=form.approve, comment=comment)
+                verb = "Approved" if form.approve else "Rejected"
         except services.ApprovalError as error:
             self.message_user(request, error.message, messages.ERROR)
         else:
-            verb = "Approved" if form.approve else "Rejected"
             self.message_user(request, f"{verb}: the workflow is being told.", messages.SUCCESS)
         return HttpResponseRedirect(self._change_url(obj))
 

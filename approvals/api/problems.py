@@ -36,6 +36,8 @@ REFUSALS = {
     "no_question": ("no_question", 409),
     "too_many_messages": ("too_many_messages", 409),
     "reason_required": ("reason_required", 422),
+    "choice_invalid": ("choice_invalid", 422),
+    "answers_invalid": ("answers_invalid", 422),
     "unchanged": ("unchanged", 409),
     "bad_input": ("validation_error", 400),
     "validation_error": ("validation_error", 400),
@@ -65,6 +67,8 @@ TITLES = {
     "not_acceptable": "Not acceptable",
     "bad_request": "Bad request",
     "idp_unavailable": "The identity provider did not answer",
+    "choice_invalid": "Not one of the request's options",
+    "answers_invalid": "The answers do not fit the request's form",
 }
 
 
@@ -76,7 +80,12 @@ class ProblemSerializer(serializers.Serializer):
     status = serializers.IntegerField()
     detail = serializers.CharField()
     code = serializers.CharField()
-    errors = serializers.DictField(required=False, help_text="Field errors of a validation_error.")
+    errors = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        required=False,
+        help_text="Field errors: of a validation_error, or of answers_invalid (`answers.<field>`, or `answers` "
+        "for the answers as a whole).",
+    )
 
 
 class Problem(exceptions.APIException):

@@ -24,9 +24,77 @@ class InboxQuerySerializer(serializers.Serializer):
     cursor = serializers.CharField(required=False, allow_blank=True, max_length=80, default="")
 
 
+MAX_CHOICES = 10  # the contract's limit of options
+MAX_OPTION_ID = 64
+
+
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string", "minLength": 1, "maxLength": MAX_OPTION_ID},
+            {
+                "type": "array",
+                "items": {"type": "string", "minLength": 1, "maxLength": MAX_OPTION_ID},
+                "minItems": 1,
+                "maxItems": MAX_CHOICES,
+            },
+        ],
+        "description": "The chosen option's id, or a list of ids (a request with `multiple`).",
+    }
+)
+class OptionChoiceField(serializers.Field):
+    """One option id or a list of them; always a list inside."""
+
+    default_error_messages = {"invalid": "One option id, or a list of 1 to 10 option ids (each 1 to 64 characters)."}
+
+    def to_internal_value(self, data):
+        ids = [data] if isinstance(data, str) else data
+        if not isinstance(ids, list) or not 0 < len(ids) <= MAX_CHOICES:
+            self.fail("invalid")
+        if not all(isinstance(each, str) and 0 < len(each) <= MAX_OPTION_ID for each in ids):
+            self.fail("invalid")
+        return ids
+
+    def to_representation(self, value):
+        return value
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "additionalProperties": True,
+        "description": "Answers to the request's form: field name → value, typed as its schema says.",
+    }
+)
+class AnswersField(serializers.Field):
+    default_error_messages = {"invalid": "The answers must be a JSON object."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            self.fail("invalid")
+        return data
+
+    def to_representation(self, value):
+        return value
+
+
 class DecisionInputSerializer(serializers.Serializer):
-    decision = serializers.ChoiceField(choices=["approve", "reject"])
+    """`decision` (approve/reject) for a request without options; `choice` for one with options
+    (its outcome says approve or reject; with both, they must agree). Unknown members are refused:
+    a misspelt `choice` must not turn into a plain approval."""
+
+    decision = serializers.ChoiceField(choices=["approve", "reject"], required=False)
+    choice = OptionChoiceField(required=False)
+    answers = AnswersField(required=False)
     comment = serializers.CharField(required=False, allow_blank=True, max_length=MAX_COMMENT, default="")
+
+    def validate(self, attrs):
+        unknown = sorted(set(self.initial_data) - set(self.fields)) if isinstance(self.initial_data, dict) else []
+        if unknown:
+            raise serializers.ValidationError({name[:64]: ["Not a member of a decision."] for name in unknown[:10]})
+        if "decision" not in attrs and "choice" not in attrs:
+            raise serializers.ValidationError({"decision": ["Give `decision` (approve or reject) or `choice`."]})
+        return attrs
 
 
 class MessageInputSerializer(serializers.Serializer):
@@ -103,6 +171,16 @@ class VoteSerializer(serializers.Serializer):
     comment = serializers.CharField()
     group = serializers.CharField(source="group_name")
     at = serializers.DateTimeField(source="created_at")
+    choice = serializers.SerializerMethodField()
+    answers = serializers.SerializerMethodField()
+
+    def get_choice(self, obj) -> list[str] | None:
+        """The option id(s) chosen, or null for a request without options."""
+        return getattr(obj, "choice", None) or None
+
+    @extend_schema_field({"type": "object", "additionalProperties": True, "nullable": True})
+    def get_answers(self, obj):
+        return getattr(obj, "answers", None) or None
 
     def get_by(self, obj) -> str:
         return _email(obj.user)
@@ -148,8 +226,19 @@ class RefusalSerializer(serializers.Serializer):
     message = serializers.CharField()
 
 
+class OptionSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    label = serializers.CharField()
+    outcome = serializers.ChoiceField(choices=["success", "failure"])
+    error = serializers.CharField(required=False, help_text="A failure option's Step Functions error.")
+    default = serializers.BooleanField(required=False)
+
+
 class RequestSerializer(RequestSummarySerializer):
     details = serializers.JSONField()
+    options = OptionSerializer(many=True, allow_null=True, help_text="null: the choices are approve and reject.")
+    multiple = serializers.BooleanField(source="multiple_options")
+    form = serializers.SerializerMethodField()
     execution = serializers.CharField(source="execution_arn")
     decided_at = serializers.DateTimeField(allow_null=True)
     decided_by = serializers.SerializerMethodField()
@@ -165,6 +254,12 @@ class RequestSerializer(RequestSummarySerializer):
 
     def get_decided_by(self, obj) -> str | None:
         return _email(obj.decided_by)
+
+    @extend_schema_field(
+        {"type": "object", "additionalProperties": True, "nullable": True, "description": "The form's JSON Schema."}
+    )
+    def get_form(self, obj):
+        return obj.form  # the fields in the message's order
 
     def get_approvers(self, obj) -> dict[str, list[str]]:
         assignments = list(obj.assignments.all())

@@ -16,7 +16,8 @@ from rest_framework.utils.encoders import JSONEncoder
 from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
 
-from approvals import permissions, selectors, services
+from approvals import one_click, permissions, selectors, services
+from approvals.answers import NON_FIELD_ERRORS
 from approvals.api import serializers as s
 from approvals.api.authentication import service_account_of
 from approvals.api.problems import (
@@ -203,27 +204,36 @@ class DecisionView(ApiView):
             )
         ],
         responses={201: s.DecisionResultSerializer, **problems(400, 403, 404, 409, 422)},
-        summary="Approve or reject (a rejection needs a comment)",
+        summary="Approve or reject, or choose the request's option(s) and answer its form "
+        "(a rejection or a failure option needs a comment)",
     )
     def post(self, request, public_id):
         data = validated(s.DecisionInputSerializer, request.data)
         key = request.headers.get("Idempotency-Key")
+        approve = data["decision"] == "approve" if "decision" in data else None
+        choice = data.get("choice")
 
         def decide() -> tuple[int, dict]:
             try:
-                self.visible_request(public_id, attempted=data["decision"])
+                approval = self.visible_request(public_id, attempted=data.get("decision") or "choice")
+                if choice is not None and approve is not None:
+                    _check_decision_matches_choice(approval, user=request.user, approve=approve, choice=choice)
+                decision = {"approve": approve} if choice is None else {"choice": choice}
+                if "answers" in data:
+                    decision["answers"] = data["answers"]
                 services.approval_decide(
-                    public_id=public_id,
-                    user=request.user,
-                    approve=data["decision"] == "approve",
-                    comment=data["comment"],
-                    via="api",
+                    public_id=public_id, user=request.user, comment=data["comment"], via="api", **decision
                 )
             except services.ApprovalError as error:
                 problem = refusal_problem(error.code, error.message)
-                return problem.status_code, problem_body(problem.problem_code, error.message, problem.status_code)
+                extra = _answer_errors(error)
+                return problem.status_code, problem_body(
+                    problem.problem_code, error.message, problem.status_code, **extra
+                )
             except Problem as problem:
-                return problem.status_code, problem_body(problem.problem_code, str(problem.detail), problem.status_code)
+                return problem.status_code, problem_body(
+                    problem.problem_code, str(problem.detail), problem.status_code, **problem.extra
+                )
             approval = selectors.request_detail(public_id)
             vote = next((vote for vote in approval.votes.all() if vote.user_id == request.user.pk), None)
             return 201, {
@@ -246,6 +256,35 @@ class DecisionView(ApiView):
         if replayed:
             response["Idempotency-Replayed"] = "true"
         return response
+
+
+def _check_decision_matches_choice(approval, *, user, approve: bool, choice: list[str]) -> None:
+    """`decision` beside `choice`: each chosen option's outcome must say the same (an unknown id
+    is the service's to refuse)."""
+    outcome, verb = ("success", "approve") if approve else ("failure", "reject")
+    for option_id in choice:
+        option = one_click.option(approval, option_id)
+        if option is not None and option.outcome != outcome:
+            services.refusal_record(user=user, request=approval, code="choice_invalid", attempted=verb, via="api")
+            raise Problem(
+                "choice_invalid",
+                f"The option “{option.label}” is a {option.outcome} option; `decision` says {verb}.",
+                422,
+                errors={"choice": ["The option's outcome and `decision` disagree."]},
+            )
+
+
+def _answer_errors(error) -> dict:
+    """A refusal's per-field errors as the problem's `errors` member ("answers.<field>": [...])."""
+    fields = getattr(error, "field_errors", None)
+    if not fields:
+        return {}
+    return {
+        "errors": {
+            ("answers" if name == NON_FIELD_ERRORS else f"answers.{name}"): [str(message)]
+            for name, message in fields.items()
+        }
+    }
 
 
 def _service_write(view: ApiView, public_id, attempted: str, call) -> Response:

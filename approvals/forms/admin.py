@@ -42,6 +42,14 @@ class AdminDecisionForm(forms.Form):
         return self.cleaned_data["decision"] == "approve"
 
 
+class AdminOptionForm(forms.Form):
+    """One of a request's options from the admin (a button per option that needs no form input);
+    the service checks the option against the request and asks a failure option for its reason."""
+
+    option = forms.CharField(max_length=64)
+    comment = forms.CharField(required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 3, "cols": 60}))
+
+
 class ReassignForm(forms.Form):
     users = typed_list_field("Approvers (emails)", rows=3)
     groups = typed_list_field("Approver groups (SSO group names)", rows=2)

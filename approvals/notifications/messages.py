@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.timesince import timesince
 
-from approvals import delivery, links, permissions
+from approvals import delivery, links, one_click, permissions
 from approvals.details_view import MAIL_LIMITS, bound, text_lines
 from approvals.models import (
     ApprovalRequest,
@@ -49,6 +49,15 @@ class PendingItem:
 
 
 @dataclass(frozen=True)
+class OptionLink:
+    """One button of a request with options: its label, its signed link, success or failure."""
+
+    label: str
+    url: str
+    outcome: str
+
+
+@dataclass(frozen=True)
 class MessageContent:
     kind: str
     subject: str
@@ -64,6 +73,9 @@ class MessageContent:
     admin_url: str = ""
     preferences_url: str = ""
     pending: list[PendingItem] = field(default_factory=list)
+    option_links: list[OptionLink] = field(default_factory=list)
+    # The request's form has required fields: the approver decides on its page, not by a link.
+    needs_page: bool = False
 
     @property
     def has_decision_links(self) -> bool:
@@ -176,13 +188,36 @@ def _approver_content(notification: Notification, request: ApprovalRequest) -> d
         )
     content = {"subject": subject, "headline": headline, "intro": intro}
     if notification.channel == Notification.Channel.EMAIL and may_decide(notification.recipient, request):
-        for action in ("approve", "reject"):
-            content[f"{action}_url"] = links.decision_link_url(
-                public_id=request.public_id, approver_email=notification.recipient, action=action
-            )
+        content.update(_decision_links(request, notification.recipient))
     if kind in (Notification.Kind.ESCALATION, Notification.Kind.APPROVER_LOST):
         content["admin_url"] = portal_url(reverse("admin:approvals_approvalrequest_change", args=[request.pk]))
     return content
+
+
+def _decision_links(request: ApprovalRequest, recipient: str) -> dict:
+    """Approve/Reject links, one link per option, or none when the form must be filled in
+    on the page (approvals/one_click.py)."""
+    if one_click.needs_page(request):
+        return {"needs_page": True}
+    if not one_click.has_options(request):
+        return {
+            f"{action}_url": links.decision_link_url(
+                public_id=request.public_id, approver_email=recipient, action=action
+            )
+            for action in ("approve", "reject")
+        }
+    return {
+        "option_links": [
+            OptionLink(
+                label=option.label,
+                url=links.decision_link_url(
+                    public_id=request.public_id, approver_email=recipient, action=links.OPTION, option=option.id
+                ),
+                outcome=option.outcome,
+            )
+            for option in one_click.choices(request)
+        ]
+    }
 
 
 # The decision a failed callback carried, when Step Functions closing the task has since made

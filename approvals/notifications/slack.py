@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import requests
 from django.conf import settings
 
-from approvals import slack_payloads
+from approvals import one_click, slack_payloads
 from approvals.models import ApprovalRequest, RequestStatus
 from approvals.notifications import DeliveryError
 from approvals.notifications.messages import OUTCOME_WORDS, MessageContent, detail_lines, one_line
@@ -33,6 +33,8 @@ MAX_TEXT = 2900  # a section's text may have 3,000 characters
 ACTION_APPROVE = "approve"
 ACTION_REJECT = "reject"
 ACTION_OPEN = "open"
+# A request with options: one button per option, action_id "option:<id>", value "<request>|<id>".
+ACTION_OPTION_PREFIX = slack_payloads.OPTION_ACTION_PREFIX
 
 
 def enabled() -> bool:
@@ -176,12 +178,43 @@ def _confirm(action: str, title: str) -> dict:
     }
 
 
+def _option_confirm(label: str, title: str) -> dict:
+    return {
+        "title": _plain(f"{label}?", 100),
+        "text": _mrkdwn(f"{escape(one_line(label, 80))}: “{escape(one_line(title, 200))}”?"),
+        "confirm": _plain("Yes", 30),
+        "deny": _plain("Cancel", 30),
+    }
+
+
+def _option_buttons(request: ApprovalRequest) -> list[dict]:
+    """One button per option (approvals/one_click.py); the view re-reads the option by its id."""
+    return [
+        {
+            "type": "button",
+            "action_id": f"{ACTION_OPTION_PREFIX}{option.id}",
+            "text": _plain(option.label),
+            **({"style": "danger"} if option.outcome == "failure" else {}),
+            "value": slack_payloads.option_value(public_id=request.public_id, option_id=option.id),
+            "confirm": _option_confirm(option.label, request.title),
+        }
+        for option in one_click.choices(request)
+    ]
+
+
 def request_message(content: MessageContent, *, with_buttons: bool) -> tuple[str, list[dict]]:
-    """(fallback text, blocks) for an approver: the summary, Approve / Reject, a link to the portal."""
+    """(fallback text, blocks) for an approver: the summary, Approve / Reject (or the request's
+    options), a link to the portal. A required form: no decision buttons, the page decides."""
     request = content.request
     blocks = _summary_blocks(content)
     elements = []
-    if with_buttons:
+    if with_buttons and one_click.needs_page(request):
+        blocks.append(
+            {"type": "section", "text": _mrkdwn("This request asks you to fill in a form: decide in the portal.")}
+        )
+    elif with_buttons and one_click.has_options(request):
+        elements += _option_buttons(request)
+    elif with_buttons:
         value = str(request.public_id)
         elements += [
             {
@@ -242,17 +275,19 @@ def conversation_message(content: MessageContent) -> tuple[str, list[dict]]:
     return escape(one_line(content.subject, 300)), blocks
 
 
-def reject_modal(request: ApprovalRequest, *, private_metadata: str) -> dict:
-    """The modal a Reject click opens (views.open): the reason is asked here, like on every channel."""
+def reject_modal(request: ApprovalRequest, *, private_metadata: str, label: str = "Reject") -> dict:
+    """The modal a Reject click (or a failure option's) opens (views.open): the reason is asked
+    here, like on every channel."""
+    question = f"{escape(one_line(label, 80))} “{escape(one_line(request.title, 200))}”?"
     return {
         "type": "modal",
         "callback_id": slack_payloads.REJECT_MODAL,
         "private_metadata": private_metadata,
-        "title": _plain("Reject", 24),
-        "submit": _plain("Reject", 24),
+        "title": _plain(label, 24),
+        "submit": _plain(label, 24),
         "close": _plain("Cancel", 24),
         "blocks": [
-            {"type": "section", "text": _mrkdwn(f"Reject “{escape(one_line(request.title, 200))}”?")},
+            {"type": "section", "text": _mrkdwn(question)},
             {
                 "type": "input",
                 "block_id": slack_payloads.REASON_BLOCK,

@@ -10,7 +10,7 @@ from django.http import HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from approvals import delivery, links, permissions, selectors, services
+from approvals import delivery, links, one_click, permissions, selectors, services
 from approvals.forms.requests import DecisionForm, LinkConfirmForm
 
 # Refusal codes → HTTP status of the page that explains them.
@@ -35,6 +35,7 @@ ERROR_STATUS = {
     "not_claimer": 403,
     "expired": 410,
     "link_expired": 410,
+    "needs_input": 409,  # a one-click channel for a choice that needs the form (approvals/one_click.py)
     # "Needs more information" (approvals/views/conversations.py)
     "not_requester": 403,
     "no_requester": 409,
@@ -199,38 +200,52 @@ def refusal_page(request, message: str, code: str, approval=None):
 
 @login_required
 def decision_link(request, token):
-    """A signed one-click link: GET shows a confirm page, only the POST decides."""
+    """A signed one-click link: GET shows a confirm page, only the POST decides.
+
+    An option link (a request with options) decides with the option its signature names; the
+    service checks that option against the request again."""
     try:
         link = links.read_link_token(token)
     except links.LinkError as error:
         services.refusal_record(user=request.user, request=None, code=error.code, attempted="link")
         return refusal_page(request, error.message, error.code)
     approval = selectors.request_detail(link.public_id)
+    attempted = link.option or link.action
     if link.approver_email != (request.user.email or "").lower():
-        services.refusal_record(user=request.user, request=approval, code="other_user", attempted=link.action)
+        services.refusal_record(user=request.user, request=approval, code="other_user", attempted=attempted)
         return refusal_page(
             request, "This link was sent to someone else. Sign in as that person to use it.", "other_user"
         )
     if approval is None:
-        services.refusal_record(user=request.user, request=None, code="not_found", attempted=link.action)
+        services.refusal_record(user=request.user, request=None, code="not_found", attempted=attempted)
         return refusal_page(request, "This approval request does not exist.", "not_found")
+    option = one_click.option(approval, link.option) if link.option else None
+    if link.option and option is None:
+        # Signed, but not one of this request's options (no such link is ever sent): refused.
+        services.refusal_record(
+            user=request.user, request=approval, code="choice_invalid", attempted=attempted, via="link"
+        )
+        return refusal_page(request, "This link's choice is not one of this request's options.", "choice_invalid")
+    if option is not None and one_click.needs_page(approval) and option.outcome == "success":
+        return redirect("request-detail", public_id=approval.public_id)  # the form is on the page
 
     if request.method == "POST":
         form = LinkConfirmForm(request.POST)
         if not form.is_valid():
             return refusal_page(request, "The comment is too long.", "bad_input")
+        decision = {"choice": [option.id]} if option is not None else {"approve": link.action == "approve"}
         try:
             services.approval_decide(
                 public_id=approval.public_id,
                 user=request.user,
-                approve=link.action == "approve",
                 comment=form.cleaned_data["comment"],
                 via="link",
+                **decision,
             )
         except services.ApprovalError as error:
             if error.code == services.REASON_REQUIRED:  # the same page again, saying what is missing
                 form.add_error("comment", error.message)
-                return _link_confirm_page(request, approval, link.action, form, status=400)
+                return _link_confirm_page(request, approval, link.action, form, option=option, status=400)
             return refusal_page(request, error.message, error.code, error.request)
         return redirect("request-result", public_id=approval.public_id)
     if request.method != "GET":
@@ -238,16 +253,19 @@ def decision_link(request, token):
 
     refusal = permissions.decision_refusal(request.user, approval)
     if refusal is not None:
-        services.refusal_record(
-            user=request.user, request=approval, code=refusal.code, attempted=link.action, via="link"
-        )
+        services.refusal_record(user=request.user, request=approval, code=refusal.code, attempted=attempted, via="link")
         return refusal_page(request, refusal.message, refusal.code, approval)
-    return _link_confirm_page(request, approval, link.action, LinkConfirmForm())
+    return _link_confirm_page(request, approval, link.action, LinkConfirmForm(), option=option)
 
 
-def _link_confirm_page(request, approval, action: str, form: LinkConfirmForm, *, status: int = 200):
+def _link_confirm_page(request, approval, action: str, form: LinkConfirmForm, *, option=None, status: int = 200):
+    if option is not None:  # the option's outcome says whether a reason is needed
+        action = "approve" if option.outcome == "success" else "reject"
     return render(
-        request, "approvals/confirm.html", {"approval": approval, "action": action, "form": form}, status=status
+        request,
+        "approvals/confirm.html",
+        {"approval": approval, "action": action, "option": option, "form": form},
+        status=status,
     )
 
 

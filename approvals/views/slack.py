@@ -7,6 +7,9 @@ The clicker must be the configured workspace's Slack user bound to an active por
 whose SSO is recent (approvals/slack_access.py); else the click is refused, audited, and the
 clicker gets a link to bind or to sign in. Approve decides at once; Reject opens a modal asking
 for the reason (a rejection needs one, services.approval_decide says so on every channel).
+A request with options has one button per option (approvals/one_click.py): a success option
+decides at once, a failure option opens the same reason modal; the option's id travels in the
+button's value and the modal's metadata, and the service checks it against the request again.
 Decisions go through services.approval_decide: the same rule, the same audit, as the web.
 Answers to the clicker go through the interaction's response_url, from a Celery task.
 """
@@ -21,7 +24,7 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from approvals import links, permissions, services, slack_access, slack_payloads
+from approvals import links, one_click, permissions, services, slack_access, slack_payloads
 from approvals.models import ApprovalRequest
 from approvals.notifications import DeliveryError, slack
 from approvals.services import notifications as notification_services
@@ -109,9 +112,10 @@ def interactivity(request: HttpRequest) -> HttpResponse:
 
 
 def _button_click(interaction: Interaction) -> HttpResponse:
-    if interaction.action not in {slack.ACTION_APPROVE, slack.ACTION_REJECT}:
+    is_option = interaction.action.startswith(slack.ACTION_OPTION_PREFIX)
+    if interaction.action not in {slack.ACTION_APPROVE, slack.ACTION_REJECT} and not is_option:
         return HttpResponse(status=200)  # "Open in portal" is a plain link
-    if interaction.public_id is None:
+    if interaction.public_id is None or (is_option and not interaction.option):
         notification_services.slack_refusal_record(code="bad_payload", slack_user=interaction.slack_user_id)
         return HttpResponse("No request.", status=400, content_type="text/plain")
     approval = ApprovalRequest.objects.filter(public_id=interaction.public_id).first()
@@ -123,21 +127,33 @@ def _button_click(interaction: Interaction) -> HttpResponse:
         return HttpResponse(status=200)
     user = clicker.user
 
-    if interaction.action == slack.ACTION_REJECT:
+    if is_option:
+        option = one_click.option(approval, interaction.option) if approval is not None else None
+        if option is not None and option.outcome == "failure":
+            return _ask_for_the_reason(interaction, user, approval, option=option)
+        # A success option, or an id the request does not have: the service checks it (and refuses that).
+        decision = {"choice": [interaction.option]}
+    elif interaction.action == slack.ACTION_REJECT:
         return _ask_for_the_reason(interaction, user, approval)
+    else:
+        decision = {"approve": True}
     try:
-        decided = services.approval_decide(public_id=interaction.public_id, user=user, approve=True, via="slack")
+        decided = services.approval_decide(public_id=interaction.public_id, user=user, via="slack", **decision)
     except services.ApprovalError as error:
         # approval_decide audited the refusal; tell only the clicker, leave the message as it is.
-        _reply(response_url, slack.note(error.message))
+        text = slack.escape(error.message)
+        if error.code == services.ANSWERS_INVALID:  # the choice needs the form: the page has it
+            text += f" <{_request_url(interaction.public_id)}|Open the request>"
+        _reply(response_url, slack.note(text))
         return HttpResponse(status=200)
     _outcome_reply(response_url, decided)
     return HttpResponse(status=200)
 
 
-def _ask_for_the_reason(interaction: Interaction, user, approval) -> HttpResponse:
-    """Reject: nothing is decided yet. A modal asks for the reason (views.open); when Slack cannot
-    open it, the clicker gets a link to the request page, which asks for it too."""
+def _ask_for_the_reason(interaction: Interaction, user, approval, *, option=None) -> HttpResponse:
+    """Reject (or a failure option): nothing is decided yet. A modal asks for the reason
+    (views.open); when Slack cannot open it, the clicker gets a link to the request page, which
+    asks for it too."""
     response_url = interaction.response_url
     refusal = (
         permissions.decision_refusal(user, approval, approve=False)
@@ -149,17 +165,21 @@ def _ask_for_the_reason(interaction: Interaction, user, approval) -> HttpRespons
             user=user,
             request=approval,
             code=refusal.code,
-            attempted="reject",
+            attempted=option.id if option is not None else "reject",
             via="slack",
             public_id=str(interaction.public_id),
         )
         _reply(response_url, slack.note(refusal.message))
         return HttpResponse(status=200)
-    metadata = slack_payloads.modal_metadata(public_id=approval.public_id, response_url=response_url)
+    metadata = slack_payloads.modal_metadata(
+        public_id=approval.public_id, response_url=response_url, option=option.id if option is not None else ""
+    )
+    label = option.label if option is not None else "Reject"
     try:
         if not interaction.trigger_id:
             raise DeliveryError("no trigger_id", permanent=True)
-        slack.open_view(trigger_id=interaction.trigger_id, view=slack.reject_modal(approval, private_metadata=metadata))
+        view = slack.reject_modal(approval, private_metadata=metadata, label=label)
+        slack.open_view(trigger_id=interaction.trigger_id, view=view)
     except DeliveryError as error:
         logger.warning("Slack views.open failed: %s", error.message)
         url = _request_url(approval.public_id)
@@ -180,9 +200,10 @@ def _reject_submitted(interaction: Interaction) -> HttpResponse:
     if len(interaction.reason) > slack_payloads.MAX_REASON:
         message = f"At most {slack_payloads.MAX_REASON} characters, please."
         return _json({"response_action": "errors", "errors": {slack_payloads.REASON_BLOCK: message}})
+    decision = {"choice": [interaction.option]} if interaction.option else {"approve": False}
     try:
         decided = services.approval_decide(
-            public_id=interaction.public_id, user=clicker.user, approve=False, comment=interaction.reason, via="slack"
+            public_id=interaction.public_id, user=clicker.user, comment=interaction.reason, via="slack", **decision
         )
     except services.ApprovalError as error:  # audited by approval_decide
         if error.code == services.REASON_REQUIRED:
