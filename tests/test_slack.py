@@ -41,7 +41,7 @@ from approvals.notifications import slack
 from approvals.services import notifications as notification_services
 from approvals.tasks import notifications as notify_tasks
 from portal.celery import app as celery_app
-from tests.support import signed_in
+from tests.support import new_request_notifications_planned, signed_in
 from tests.test_callbacks import start_and_ingest, wait_for_execution_end
 
 pytestmark = pytest.mark.django_db
@@ -184,6 +184,7 @@ def ingest(**fields) -> ApprovalRequest:
 
 
 def send_all(request: ApprovalRequest) -> None:
+    new_request_notifications_planned()  # what the ingest's after-commit planning task does
     for notification_id in Notification.objects.filter(request=request).values_list("pk", flat=True):
         notify_tasks.send_notification.delay(notification_id)
 

@@ -24,7 +24,7 @@ from approvals.ops import metrics
 from approvals.redaction import redact, redact_body
 from approvals.selectors import trust
 from approvals.services.common import ApprovalError, audit
-from approvals.services.notifications import approval_notify
+from approvals.services.notifications import new_requests_notify
 from portal.logging import bind_log_context
 
 logger = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ def approval_request_ingest(*, message: ApprovalMessage, sqs_message_id: str = "
         approver_trust_mode=trusted.mode,
         ignored_approvers=trusted.ignored,
     )
-    approval_notify(request=request, kind="new_request")  # exception-safe; sent after commit
+    new_requests_notify(requests=[request])  # planned and sent after commit
     bind_log_context(approval_id=request.public_id)
     metrics.request_ingested(state_machine_arn=request.state_machine_arn)
     logger.info("ingested approval request %s from message %s", request.public_id, sqs_message_id)
