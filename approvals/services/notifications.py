@@ -69,13 +69,14 @@ MAX_ERROR_LENGTH = 500
 # ---------------------------------------------------------------------------
 # Who hears about what
 # ---------------------------------------------------------------------------
-def _active_users_by_email(emails: Iterable[str]) -> dict[str, User]:
+def _users_by_email(emails: Iterable[str]) -> dict[str, User]:
+    """The account of each email, an active one when there is one (else a deactivated one)."""
     emails = {email.lower() for email in emails if email}
     users = (
         User.objects.annotate(email_lower=Lower("email"))
-        .filter(email_lower__in=emails, is_active=True)
+        .filter(email_lower__in=emails)
         .select_related("notification_preference")
-        .order_by("pk")
+        .order_by("-is_active", "pk")
     )
     found: dict[str, User] = {}
     for user in users:
@@ -132,7 +133,13 @@ def _targets(*, emails: Sequence[str], groups: Sequence[str], exclude: str = "")
             dm_people.update(dict.fromkeys(members))
     people.pop(exclude, None)
     dm_people.pop(exclude, None)
-    users = _active_users_by_email(people)
+    users = _users_by_email(people)
+    # A person whose only account is deactivated (they left) hears nothing, even when a message
+    # names them; an address with no account at all (someone who never signed in) still does.
+    for email, user in users.items():
+        if not user.is_active:
+            people.pop(email, None)
+            dm_people.pop(email, None)
     targets: list[tuple[str, str]] = []
     if settings.NOTIFICATION_EMAIL_ENABLED:
         targets += [(Channel.EMAIL, email) for email in people if _channel_on(users.get(email), Channel.EMAIL)]
