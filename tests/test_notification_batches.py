@@ -24,6 +24,7 @@ from approvals.selectors.notifications import unplanned_request_ids
 from approvals.services import notifications as notification_services
 from approvals.tasks import notifications as notify_tasks
 from tests.support import make_user
+from tests.test_slack import slack_api  # noqa: F401 - the fixture: a local stand-in for Slack's Web API
 
 pytestmark = pytest.mark.django_db
 
@@ -319,6 +320,18 @@ def test_one_task_sends_a_batch_of_mails_on_one_connection(people, counting_back
     # Sent once: a second run of the same batch (a redelivered task) sends nothing.
     assert notify_tasks.send_notifications(notification_ids=ids)["sent"] == 0
     assert len(mail.outbox) == 24
+
+
+def test_one_task_sends_its_slack_messages_on_one_http_session(people, slack_api, celery_eager):  # noqa: F811
+    finance_group = {"users": [], "groups": ["finance-approvers"]}
+    requests = [ingest(finance_group, title=f"Order {i}") for i in range(4)]  # DMs to alice and erin
+    ids = notification_services.new_requests_plan(request_ids=[r.pk for r in requests])
+    assert Notification.objects.filter(channel="slack").count() == len(ids) == 8
+
+    assert notify_tasks.send_notifications(notification_ids=ids)["sent"] == 8
+
+    assert len(slack_api.of("chat.postMessage")) == 8 and len(slack_api.calls) == 8 * 3
+    assert len({call["peer"] for call in slack_api.calls}) == 1  # one kept-alive connection
 
 
 def test_a_batch_leaves_rows_another_task_holds_and_skips_what_a_decision_made_moot(

@@ -68,6 +68,10 @@ class SlackStandIn:
         stand_in = self
 
         class Handler(BaseHTTPRequestHandler):
+            # Keep-alive (every answer has a Content-Length): a client's reused connection shows
+            # as one peer address across its calls.
+            protocol_version = "HTTP/1.1"
+
             def do_POST(self):
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if self.headers.get("Content-Type", "").startswith("application/json"):
@@ -76,7 +80,12 @@ class SlackStandIn:
                     body = {key: values[0] for key, values in parse_qs(raw.decode()).items()}
                 with stand_in._lock:
                     stand_in.calls.append(
-                        {"path": self.path, "authorization": self.headers.get("Authorization", ""), "body": body}
+                        {
+                            "path": self.path,
+                            "authorization": self.headers.get("Authorization", ""),
+                            "body": body,
+                            "peer": self.client_address,
+                        }
                     )
                 status, answer = stand_in.answer(self.path, body)
                 data = json.dumps(answer).encode()
