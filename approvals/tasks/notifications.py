@@ -72,6 +72,14 @@ def send_notifications(self, notification_ids: list[int]) -> dict[str, int]:
     those already marked. What failed and may be tried again is retried as a smaller batch, with
     the same exponential, jittered backoff; the rows' attempts decide when to stop.
     """
+    counts, again = _send_batch(notification_ids)
+    if again:
+        raise self.retry(kwargs={"notification_ids": again}, countdown=_backoff(self.request.retries))
+    return counts
+
+
+def _send_batch(notification_ids: list[int]) -> tuple[dict[str, int], list[int]]:
+    """Claim and send; returns the counts and the ids to try again later."""
     counts = {"sent": 0, "skipped": 0, "failed": 0, "retry": 0}
     again: list[int] = []
     claimed = services.notifications_claim(notification_ids=notification_ids)
@@ -92,22 +100,32 @@ def send_notifications(self, notification_ids: list[int]) -> dict[str, int]:
                 continue
             services.notification_mark_sent(notification_id=notification.pk, external_ref=reference)
             counts["sent"] += 1
-    if again:
-        countdown = get_exponential_backoff_interval(
-            factor=settings.NOTIFICATION_RETRY_BACKOFF_SECONDS,
-            retries=self.request.retries,
-            maximum=settings.NOTIFICATION_RETRY_BACKOFF_MAX_SECONDS,
-            full_jitter=True,
-        )
-        raise self.retry(kwargs={"notification_ids": again}, countdown=countdown)
-    return counts
+    return counts, again
+
+
+def _backoff(retries: int) -> int:
+    return get_exponential_backoff_interval(
+        factor=settings.NOTIFICATION_RETRY_BACKOFF_SECONDS,
+        retries=retries,
+        maximum=settings.NOTIFICATION_RETRY_BACKOFF_MAX_SECONDS,
+        full_jitter=True,
+    )
 
 
 @shared_task(name="worker.notify_tasks.plan_new_request_notifications", acks_late=True, ignore_result=True)
 def plan_new_request_notifications(request_ids: list[int]) -> int:
-    """After an ingest committed: plan its new requests' notifications, then queue the sends."""
+    """After an ingest committed: plan its new requests' notifications, then send them: the first
+    batch here (no second task to wait for), the rest queued in batches."""
     ids = services.new_requests_plan(request_ids=request_ids)
-    services.notifications_publish(ids)
+    first, rest = ids[: services.SEND_BATCH_SIZE], ids[services.SEND_BATCH_SIZE :]
+    services.notifications_publish(rest)
+    if first:
+        _, again = _send_batch(first)
+        if again:
+            try:
+                send_notifications.apply_async(kwargs={"notification_ids": again}, countdown=_backoff(0))
+            except Exception:  # noqa: BLE001 - the broker is down: the rows stay pending for the sweep
+                logger.warning("could not queue the retry of %s notifications; the sweep will", len(again))
     return len(ids)
 
 
