@@ -498,6 +498,8 @@ def notifications_claim(*, notification_ids: Sequence[int]) -> list[Notification
     rows = list(
         Notification.objects.select_for_update(of=("self",), skip_locked=True)
         .select_related("request")
+        # What the content and the "may they decide?" check read, once for the batch.
+        .prefetch_related("request__assignments", "request__votes")
         .filter(pk__in=notification_ids, status=Notification.Status.PENDING)
         .order_by("pk")
     )
