@@ -5,6 +5,7 @@ import logging
 from celery import shared_task
 from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
 from approvals.models import ApprovalRequest, Notification
@@ -17,6 +18,9 @@ from approvals.selectors.notifications import (
 from approvals.services import notifications as services
 
 logger = logging.getLogger(__name__)
+
+# The database connection broke under a task (PostgreSQL restarted or ended the session).
+DATABASE_GONE = (OperationalError, InterfaceError)
 
 RETRY_OPTIONS = {
     "autoretry_for": (DeliveryError,),
@@ -72,7 +76,13 @@ def send_notifications(self, notification_ids: list[int]) -> dict[str, int]:
     those already marked. What failed and may be tried again is retried as a smaller batch, with
     the same exponential, jittered backoff; the rows' attempts decide when to stop.
     """
-    counts, again = _send_batch(notification_ids)
+    try:
+        counts, again = _send_batch(notification_ids)
+    except DATABASE_GONE as error:
+        # PostgreSQL ended the session mid-batch (a restart, a failover): the whole batch again, later,
+        # on a fresh connection. Rows already marked are not sent twice; rows claimed but not sent
+        # wait for their lease (or the sweep).
+        raise self.retry(exc=error, countdown=_backoff(self.request.retries)) from None
     if again:
         raise self.retry(kwargs={"notification_ids": again}, countdown=_backoff(self.request.retries))
     return counts
@@ -112,15 +122,28 @@ def _backoff(retries: int) -> int:
     )
 
 
-@shared_task(name="worker.notify_tasks.plan_new_request_notifications", acks_late=True, ignore_result=True)
-def plan_new_request_notifications(request_ids: list[int]) -> int:
+@shared_task(
+    name="worker.notify_tasks.plan_new_request_notifications",
+    bind=True,
+    acks_late=True,
+    ignore_result=True,
+    max_retries=3,
+)
+def plan_new_request_notifications(self, request_ids: list[int]) -> int:
     """After an ingest committed: plan its new requests' notifications, then send them: the first
     batch here (no second task to wait for), the rest queued in batches."""
-    ids = services.new_requests_plan(request_ids=request_ids)
+    try:
+        ids = services.new_requests_plan(request_ids=request_ids)
+    except DATABASE_GONE as error:  # planning is idempotent: again on a fresh connection (else the sweep)
+        raise self.retry(exc=error, countdown=_backoff(self.request.retries)) from None
     first, rest = ids[: services.SEND_BATCH_SIZE], ids[services.SEND_BATCH_SIZE :]
     services.notifications_publish(rest)
     if first:
-        _, again = _send_batch(first)
+        try:
+            _, again = _send_batch(first)
+        except DATABASE_GONE:
+            logger.warning("the database connection broke while sending %s notifications; queued again", len(first))
+            again = first
         if again:
             try:
                 send_notifications.apply_async(kwargs={"notification_ids": again}, countdown=_backoff(0))
