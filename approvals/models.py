@@ -149,6 +149,10 @@ class ApprovalRequest(models.Model):
     # The form's field names in the message's order: PostgreSQL's jsonb keeps an object's keys
     # sorted its own way, and the page shows the fields in the order the workflow wrote them.
     form_field_order = models.JSONField(null=True, blank=True)
+    # Set at ingest, cleared once its "new request" notifications are planned (after the commit, in
+    # a task: services/notifications.py new_requests_notify). Set this long: the planning task was
+    # lost, and the notification sweep plans it. NULL for every request planned (or from before).
+    notifications_unplanned_since = models.DateTimeField(null=True, blank=True, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -157,6 +161,12 @@ class ApprovalRequest(models.Model):
         # the changelists must stay fast with hundreds of thousands of rows.
         indexes = [
             models.Index(fields=["status", "-received_at"], name="request_status_received"),
+            # The notification sweep's "left unplanned" lookup: only the few unplanned rows are indexed.
+            models.Index(
+                fields=["notifications_unplanned_since"],
+                condition=models.Q(notifications_unplanned_since__isnull=False),
+                name="request_notify_unplanned",
+            ),
             models.Index(fields=["status", "deadline"], name="request_status_deadline"),
             models.Index(fields=["-received_at", "-id"], name="request_received"),
             models.Index(fields=["deadline", "id"], name="request_deadline"),

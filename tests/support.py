@@ -12,7 +12,7 @@ import requests
 from django.contrib.auth.models import Group
 from django.test import Client
 
-from approvals.models import User
+from approvals.models import ApprovalRequest, User
 from devidp.seed import demo_passwords
 
 REPO_DIR = Path(__file__).resolve().parent.parent
@@ -218,3 +218,12 @@ def run_cli(config_home: Path, *argv: str, portal: str) -> subprocess.CompletedP
         [sys.executable, "-m", "approvals_cli", *argv],
         cwd=REPO_DIR, env=env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
+
+
+def new_request_notifications_planned() -> list[int]:
+    """Plan the "new request" notifications the ingest left for its after-commit task, as that task
+    would (without sending). A plain `db` test never commits, so its on-commit hooks never run."""
+    from approvals.services.notifications import new_requests_plan
+
+    unplanned = ApprovalRequest.objects.filter(notifications_unplanned_since__isnull=False)
+    return new_requests_plan(request_ids=list(unplanned.values_list("pk", flat=True)))

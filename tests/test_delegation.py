@@ -20,7 +20,7 @@ from django.utils import timezone
 from approvals import services
 from approvals.contract import parse_message
 from approvals.models import ApprovalRequest, AuditEvent, Callback, Delegation, RequestStatus, User, Vote
-from tests.support import make_user, wait_for, wait_for_execution_end
+from tests.support import make_user, new_request_notifications_planned, wait_for, wait_for_execution_end
 from tests.support import signed_in as client_for
 
 pytestmark = pytest.mark.django_db
@@ -586,10 +586,12 @@ def test_a_new_request_also_notifies_the_active_delegate_of_an_approver(people, 
     settings.NOTIFICATION_EMAIL_ENABLED = True
     delegate(people)
     request = ingest()
+    new_request_notifications_planned()  # what the ingest's after-commit planning task does
     told = set(Notification.objects.filter(request=request, kind="new_request").values_list("recipient", flat=True))
     assert told == {"alice@example.com", "erin@example.com", "xavier@example.com"}
 
     services.delegation_revoke(delegation_id=Delegation.objects.get().pk, actor=people["alice"])
     later = ingest("Approve order 1235")
+    new_request_notifications_planned()
     told = set(Notification.objects.filter(request=later, kind="new_request").values_list("recipient", flat=True))
     assert told == {"alice@example.com", "erin@example.com"}

@@ -30,7 +30,7 @@ from approvals.roles import APPROVER_ACCESS_GROUP
 from approvals.services import notifications as notification_services
 from approvals.tasks import notifications as notify_tasks
 from portal.celery import app as celery_app
-from tests.support import make_user, signed_in
+from tests.support import make_user, new_request_notifications_planned, signed_in
 
 pytestmark = pytest.mark.django_db
 
@@ -257,6 +257,7 @@ def test_a_notification_planned_before_the_domains_were_restricted_is_refused_wh
     settings.OIDC_ALLOWED_EMAIL_DOMAINS = []
     settings.NOTIFICATION_EMAIL_ENABLED = True
     request = ingest("Approve order 10", users=["mallory@evil.test"])
+    new_request_notifications_planned()  # what the ingest's after-commit planning task does
     planned = Notification.objects.get(request=request, recipient="mallory@evil.test")
     assert planned.status == Notification.Status.PENDING
     mail.outbox.clear()

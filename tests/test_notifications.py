@@ -40,7 +40,14 @@ from approvals.services import notifications as notification_services
 from approvals.tasks import notifications as notify_tasks
 from portal.celery import app as celery_app
 from tests.conftest import free_port
-from tests.support import make_user, signed_in, sso_login, wait_for, wait_for_execution_end
+from tests.support import (
+    make_user,
+    new_request_notifications_planned,
+    signed_in,
+    sso_login,
+    wait_for,
+    wait_for_execution_end,
+)
 from tests.test_callbacks import start_and_ingest
 
 pytestmark = pytest.mark.django_db
@@ -435,6 +442,7 @@ def test_with_smtp_down_ingestion_and_decisions_proceed_and_each_send_is_retried
     people, committed, aws, demo_state_machine, smtp_down
 ):
     execution_arn, request = start_and_ingest(aws, demo_state_machine, title="Approve order 1234")
+    new_request_notifications_planned()  # what the ingest's after-commit planning task does
     ids = Notification.objects.filter(request=request).values_list("pk", flat=True)
     for notification_id in ids:  # what the on-commit enqueue runs (eager: every retry runs in this call)
         notify_tasks.send_notification.delay(notification_id)
@@ -486,6 +494,7 @@ def test_the_admin_sees_failed_notifications_and_can_send_them_again(people, com
 
 def test_a_lost_enqueue_is_made_good_by_the_sweep(people, settings, celery_eager):
     request = ingest()  # plain `db` test: on-commit never fires, as if the broker had been down
+    new_request_notifications_planned()  # planned, but the sends were never queued
     rows = Notification.objects.filter(request=request)
     assert set(rows.values_list("status", flat=True)) == {"pending"} and mail.outbox == []
 
@@ -502,10 +511,13 @@ def test_a_failure_planning_notifications_never_blocks_ingestion(people, setting
     settings.SLACK_GROUP_CHANNELS = None  # a broken setting: planning raises
 
     request = ingest()
-
     assert ApprovalRequest.objects.filter(pk=request.pk).exists()
+    new_request_notifications_planned()  # the after-commit planning task: it fails, logs, gives up
+
     assert not Notification.objects.filter(request=request).exists()
     assert "could not plan new_request notifications" in caplog.text
+    # Given up, as the planning inside the ingest gave up: the sweep does not retry a bug forever.
+    assert ApprovalRequest.objects.get(pk=request.pk).notifications_unplanned_since is None
 
 
 # ---------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from approvals.models import (
 from approvals.services.delegations import delegation_set
 from approvals.services.scim_tokens import scim_token_create
 from approvals.tasks.callbacks import deliver_callback
-from tests.support import make_user, signed_in
+from tests.support import make_user, new_request_notifications_planned, signed_in
 from tests.test_links import link_path
 from tests.test_recheck_reopens import start_and_ingest
 from tests.test_scim import GROUP_SCHEMA, PATCH_SCHEMA, Scim, user_body
@@ -80,6 +80,7 @@ def test_members_who_never_signed_in_are_notified_of_their_groups_request(scim):
     erin, frank = provision(scim, "erin"), provision(scim, "frank")
     group(scim, "finance-approvers", erin, frank)
     request = ingest()
+    new_request_notifications_planned()  # what the ingest's after-commit planning task does
     notified = set(Notification.objects.filter(request=request, kind="new_request").values_list("recipient", flat=True))
     assert notified == {"erin@example.com", "frank@example.com"}
     assert not User.objects.filter(email__in=notified, last_login__isnull=False).exists()

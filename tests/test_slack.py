@@ -41,7 +41,7 @@ from approvals.notifications import slack
 from approvals.services import notifications as notification_services
 from approvals.tasks import notifications as notify_tasks
 from portal.celery import app as celery_app
-from tests.support import signed_in
+from tests.support import new_request_notifications_planned, signed_in
 from tests.test_callbacks import start_and_ingest, wait_for_execution_end
 
 pytestmark = pytest.mark.django_db
@@ -68,6 +68,10 @@ class SlackStandIn:
         stand_in = self
 
         class Handler(BaseHTTPRequestHandler):
+            # Keep-alive (every answer has a Content-Length): a client's reused connection shows
+            # as one peer address across its calls.
+            protocol_version = "HTTP/1.1"
+
             def do_POST(self):
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if self.headers.get("Content-Type", "").startswith("application/json"):
@@ -76,7 +80,12 @@ class SlackStandIn:
                     body = {key: values[0] for key, values in parse_qs(raw.decode()).items()}
                 with stand_in._lock:
                     stand_in.calls.append(
-                        {"path": self.path, "authorization": self.headers.get("Authorization", ""), "body": body}
+                        {
+                            "path": self.path,
+                            "authorization": self.headers.get("Authorization", ""),
+                            "body": body,
+                            "peer": self.client_address,
+                        }
                     )
                 status, answer = stand_in.answer(self.path, body)
                 data = json.dumps(answer).encode()
@@ -184,6 +193,7 @@ def ingest(**fields) -> ApprovalRequest:
 
 
 def send_all(request: ApprovalRequest) -> None:
+    new_request_notifications_planned()  # what the ingest's after-commit planning task does
     for notification_id in Notification.objects.filter(request=request).values_list("pk", flat=True):
         notify_tasks.send_notification.delay(notification_id)
 

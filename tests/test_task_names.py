@@ -15,6 +15,8 @@ TASK_NAMES = {
     "worker.tasks.send_heartbeats",
     "worker.tasks.erase_closed_tokens",
     "worker.notify_tasks.send_notification",
+    "worker.notify_tasks.send_notifications",
+    "worker.notify_tasks.plan_new_request_notifications",
     "worker.notify_tasks.close_slack_messages",
     "worker.notify_tasks.slack_respond",
     "worker.notify_tasks.sweep_notifications",
@@ -44,5 +46,11 @@ def test_every_beat_entry_names_a_registered_task(settings):
 
 
 def test_services_enqueue_only_task_names_the_worker_knows():
-    enqueued = {callbacks.DELIVER_CALLBACK, notifications.SEND_NOTIFICATION, notifications.CLOSE_SLACK_MESSAGES}
+    enqueued = {
+        callbacks.DELIVER_CALLBACK,
+        notifications.SEND_NOTIFICATION,
+        notifications.SEND_NOTIFICATIONS,
+        notifications.PLAN_NEW_REQUEST_NOTIFICATIONS,
+        notifications.CLOSE_SLACK_MESSAGES,
+    }
     assert enqueued | {slack.SLACK_RESPOND} <= portal_task_names()

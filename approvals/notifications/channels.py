@@ -4,6 +4,9 @@ Called by approvals/tasks/notifications.py for a claimed row; raises DeliveryErr
 does not take it (the task retries or marks it failed).
 """
 
+import contextlib
+from collections.abc import Iterator
+
 from django.conf import settings
 from django.urls import reverse
 from django.utils import timezone
@@ -16,6 +19,13 @@ from approvals.selectors.notifications import pending_requests_for
 
 class NothingToSend(Exception):
     """The notification is moot now (an empty digest, a disabled channel)."""
+
+
+@contextlib.contextmanager
+def shared_connections() -> Iterator[None]:
+    """For a batch of sends: one mail backend connection (SMTP) and one Slack HTTP session."""
+    with email.shared_connection(), slack.shared_session():
+        yield
 
 
 def deliver(notification: Notification) -> str:

@@ -4,7 +4,10 @@ The templates autoescape the HTML part; the plain-text part has no markup to inj
 SMTP runs with EMAIL_TIMEOUT; errors become DeliveryError (permanent for a refused address).
 """
 
+import contextlib
 import smtplib
+from collections.abc import Iterator
+from contextvars import ContextVar
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
@@ -33,11 +36,47 @@ def render(content: MessageContent, *, to: str) -> EmailMultiAlternatives:
     return message
 
 
+class _SharedConnection:
+    """One mail backend connection for the mails of a batch: opened at the first mail, kept open
+    (Django's backends leave a connection they did not open themselves open), closed at the end
+    or after a failed send (the next mail opens a fresh one: a dropped connection is not reused)."""
+
+    def __init__(self):
+        self.connection = None
+
+    def get(self):
+        if self.connection is None:
+            connection = get_connection(fail_silently=False)
+            connection.open()
+            self.connection = connection
+        return self.connection
+
+    def close(self) -> None:
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            with contextlib.suppress(smtplib.SMTPException, OSError):
+                connection.close()
+
+
+_shared: ContextVar[_SharedConnection | None] = ContextVar("shared_mail_connection", default=None)
+
+
+@contextlib.contextmanager
+def shared_connection() -> Iterator[None]:
+    """Within the block, `send` reuses one backend connection (one SMTP session for N mails)."""
+    shared = _SharedConnection()
+    token = _shared.set(shared)
+    try:
+        yield
+    finally:
+        _shared.reset(token)
+        shared.close()
+
+
 def send(content: MessageContent, *, to: str) -> None:
     message = render(content, to=to)
     try:
-        message.connection = get_connection(fail_silently=False)
-        message.send()
+        _send_on_connection(message)
     except smtplib.SMTPRecipientsRefused as error:
         raise DeliveryError(f"the mail server refused the address: {error.recipients}", permanent=True) from None
     except smtplib.SMTPResponseException as error:
@@ -50,3 +89,18 @@ def send(content: MessageContent, *, to: str) -> None:
     except (smtplib.SMTPException, OSError) as error:
         # Connection refused, timeout, TLS failure, a dropped connection: the server is down.
         raise DeliveryError(f"{type(error).__name__}: {error}") from None
+
+
+def _send_on_connection(message: EmailMultiAlternatives) -> None:
+    """On the batch's shared connection (closed after a failure), else on a connection of its own."""
+    shared = _shared.get()
+    if shared is None:
+        message.connection = get_connection(fail_silently=False)
+        message.send()
+        return
+    try:
+        message.connection = shared.get()
+        message.send()
+    except BaseException:
+        shared.close()
+        raise

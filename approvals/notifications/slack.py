@@ -7,10 +7,13 @@ bound portal account (approvals/slack_access.py) and calls services.approval_dec
 applies the one authorization rule.
 """
 
+import contextlib
 import hashlib
 import hmac
 import logging
 import time
+from collections.abc import Iterator
+from contextvars import ContextVar
 from urllib.parse import urlsplit
 
 import requests
@@ -48,12 +51,29 @@ def group_channel(group: str) -> str:
 # ---------------------------------------------------------------------------
 # The Web API
 # ---------------------------------------------------------------------------
+_session: ContextVar[requests.Session | None] = ContextVar("slack_session", default=None)
+
+
+@contextlib.contextmanager
+def shared_session() -> Iterator[None]:
+    """Within the block, Web API calls share one HTTP session (its kept-alive connections)."""
+    session = requests.Session()
+    token = _session.set(session)
+    try:
+        yield
+    finally:
+        _session.reset(token)
+        session.close()
+
+
 def api_call(method: str, *, json: dict | None = None, data: dict | None = None, timeout=None) -> dict:
     """One Web API call; DeliveryError (transient or permanent) unless Slack says ok."""
     url = f"{settings.SLACK_API_URL}/{method}"
     headers = {"Authorization": f"Bearer {settings.SLACK_BOT_TOKEN}"}
     try:
-        response = requests.post(url, json=json, data=data, headers=headers, timeout=timeout or settings.SLACK_TIMEOUT)
+        response = (_session.get() or requests).post(
+            url, json=json, data=data, headers=headers, timeout=timeout or settings.SLACK_TIMEOUT
+        )
     except requests.RequestException as error:
         raise DeliveryError(f"Slack {method}: {type(error).__name__}") from None
     if response.status_code == 429 or response.status_code >= 500:

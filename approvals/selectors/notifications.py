@@ -20,6 +20,17 @@ def follow_up_due_request_ids(*, kind: str, after: timedelta, now: datetime, lim
     )
 
 
+def unplanned_request_ids(*, before: datetime, limit: int = 500, batch: int = 100) -> list[list[int]]:
+    """Requests whose "new request" notifications are still unplanned since before `before` (their
+    planning task was lost), oldest first, in batches of `batch` ids."""
+    ids = list(
+        ApprovalRequest.objects.filter(notifications_unplanned_since__lt=before)
+        .order_by("notifications_unplanned_since", "pk")
+        .values_list("pk", flat=True)[:limit]
+    )
+    return [ids[start : start + batch] for start in range(0, len(ids), batch)]
+
+
 def pending_requests_for(user: User, *, now: datetime) -> QuerySet[ApprovalRequest]:
     """What waits for this person's decision now (their inbox, without the overdue)."""
     return selectors.inbox_for(user).filter(Q(deadline__isnull=True) | Q(deadline__gt=now))

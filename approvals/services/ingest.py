@@ -28,7 +28,7 @@ from approvals.ops import metrics
 from approvals.redaction import redact, redact_body
 from approvals.selectors import trust
 from approvals.services.common import SYSTEM, ApprovalError, audit
-from approvals.services.notifications import approval_notify
+from approvals.services.notifications import new_requests_notify
 from approvals.services.sources import source_trust_check
 from portal.logging import bind_log_context
 
@@ -137,13 +137,10 @@ def _ingested_event(
 
 
 def _notify_new(requests: list[ApprovalRequest]) -> None:
-    """Tell the approvers of these new requests, in the caller's transaction (sent after commit).
-
-    The one place ingest plans new-request notifications, for the batch and the single path:
-    today one `approval_notify` per request (exception-safe, each in its own savepoint).
-    """
-    for request in requests:
-        approval_notify(request=request, kind="new_request")
+    """Tell the approvers of these new requests: the one place ingest does, for the batch and the
+    single path. Cheap here (one UPDATE marking them unplanned); the targets are computed and the
+    rows made after the commit, in one task per call (services/notifications.py)."""
+    new_requests_notify(requests=requests)
 
 
 def _log_ingested_on_commit(stored: list[tuple[ApprovalRequest, str]]) -> None:

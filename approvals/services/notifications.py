@@ -1,9 +1,15 @@
 """Notifications: the only writers of Notification, FollowUp and NotificationPreference rows.
 
-Planning happens in the caller's transaction (a savepoint, so a failure here rolls back only
-the notifications and never blocks ingestion or a decision); sending happens in Celery tasks
-queued on commit (approvals/tasks/notifications.py). A lost enqueue (broker down) is made good by the
-sweep, which queues again what stayed pending too long.
+A new request's notifications are planned after the ingest commits: `new_requests_notify` only
+marks the requests unplanned in the ingest's transaction and queues one planning task per call,
+which computes the targets once per distinct approver set for the whole batch
+(`new_requests_plan`). Other notifications (reassignment, conversation, follow-ups, outcome) are
+planned in the caller's transaction (a savepoint, so a failure here rolls back only the
+notifications and never blocks a decision). Sending happens in Celery tasks queued on commit
+(approvals/tasks/notifications.py), up to SEND_BATCH_SIZE notifications per task on one SMTP
+connection and one HTTP session. A lost planning task or a lost enqueue (broker down, a worker
+killed) is made good by the sweep, which plans what stayed unplanned longer than PLAN_LEASE and
+queues again what stayed pending too long.
 """
 
 import logging
@@ -11,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models.functions import Lower
 from django.utils import timezone
 
@@ -26,6 +32,7 @@ from approvals.models import (
     NotificationPreference,
     RequestStatus,
     User,
+    Vote,
 )
 from approvals.notifications import slack
 from approvals.redaction import redact
@@ -37,7 +44,14 @@ logger = logging.getLogger(__name__)
 
 # The notification tasks (approvals/tasks/notifications.py), enqueued by name.
 SEND_NOTIFICATION = "worker.notify_tasks.send_notification"
+SEND_NOTIFICATIONS = "worker.notify_tasks.send_notifications"
+PLAN_NEW_REQUEST_NOTIFICATIONS = "worker.notify_tasks.plan_new_request_notifications"
 CLOSE_SLACK_MESSAGES = "worker.notify_tasks.close_slack_messages"
+# One sending task takes this many notifications, on one SMTP connection and one HTTP session.
+SEND_BATCH_SIZE = 50
+# A request still unplanned this long after its ingest committed lost its planning task (a worker
+# killed, the broker down): the sweep plans it. Longer than a planning task takes on a busy worker.
+PLAN_LEASE = timedelta(seconds=60)
 
 Kind = Notification.Kind
 Channel = Notification.Channel
@@ -55,13 +69,14 @@ MAX_ERROR_LENGTH = 500
 # ---------------------------------------------------------------------------
 # Who hears about what
 # ---------------------------------------------------------------------------
-def _active_users_by_email(emails: Iterable[str]) -> dict[str, User]:
+def _users_by_email(emails: Iterable[str]) -> dict[str, User]:
+    """The account of each email, an active one when there is one (else a deactivated one)."""
     emails = {email.lower() for email in emails if email}
     users = (
         User.objects.annotate(email_lower=Lower("email"))
-        .filter(email_lower__in=emails, is_active=True)
+        .filter(email_lower__in=emails)
         .select_related("notification_preference")
-        .order_by("pk")
+        .order_by("-is_active", "pk")
     )
     found: dict[str, User] = {}
     for user in users:
@@ -118,7 +133,13 @@ def _targets(*, emails: Sequence[str], groups: Sequence[str], exclude: str = "")
             dm_people.update(dict.fromkeys(members))
     people.pop(exclude, None)
     dm_people.pop(exclude, None)
-    users = _active_users_by_email(people)
+    users = _users_by_email(people)
+    # A person whose only account is deactivated (they left) hears nothing, even when a message
+    # names them; an address with no account at all (someone who never signed in) still does.
+    for email, user in users.items():
+        if not user.is_active:
+            people.pop(email, None)
+            dm_people.pop(email, None)
     targets: list[tuple[str, str]] = []
     if settings.NOTIFICATION_EMAIL_ENABLED:
         targets += [(Channel.EMAIL, email) for email in people if _channel_on(users.get(email), Channel.EMAIL)]
@@ -180,26 +201,30 @@ def address_allowed(recipient: str) -> bool:
     return recipient.rsplit("@", 1)[1].lower() in domains
 
 
+def _planned_rows(
+    request: ApprovalRequest | None, kind: str, targets: list[tuple[str, str]], now
+) -> list[Notification]:
+    """Unsaved rows. A recipient outside the allowed domains gets a row too, `refused` with the
+    reason, never sent: the admin sees who was not told, and why."""
+    return [
+        Notification(request=request, kind=kind, channel=channel, recipient=recipient, created_at=now)
+        if address_allowed(recipient)
+        else Notification(
+            request=request,
+            kind=kind,
+            channel=channel,
+            recipient=recipient,
+            created_at=now,
+            status=Notification.Status.REFUSED,
+            last_error=OUTSIDE_ALLOWED_DOMAINS,
+        )
+        for channel, recipient in targets
+    ]
+
+
 def _create(request: ApprovalRequest | None, kind: str, targets: list[tuple[str, str]], now=None) -> list[int]:
-    """The rows, planned; returns the ids to send. A recipient outside the allowed domains gets a
-    row too, `refused` with the reason, never sent: the admin sees who was not told, and why."""
-    now = now or timezone.now()
-    rows = Notification.objects.bulk_create(
-        [
-            Notification(request=request, kind=kind, channel=channel, recipient=recipient, created_at=now)
-            if address_allowed(recipient)
-            else Notification(
-                request=request,
-                kind=kind,
-                channel=channel,
-                recipient=recipient,
-                created_at=now,
-                status=Notification.Status.REFUSED,
-                last_error=OUTSIDE_ALLOWED_DOMAINS,
-            )
-            for channel, recipient in targets
-        ]
-    )
+    """The rows, planned; returns the ids to send (refused rows are audited, never sent)."""
+    rows = Notification.objects.bulk_create(_planned_rows(request, kind, targets, now or timezone.now()))
     refused = [row for row in rows if row.status == Notification.Status.REFUSED]
     if refused:
         _refusals_audit(request, kind, refused)
@@ -219,10 +244,11 @@ def _refusals_audit(request: ApprovalRequest | None, kind: str, rows: list[Notif
     )
 
 
-def _publish(notification_ids: list[int]) -> None:
-    """Queue the sends. Never raises: what cannot be queued now, the sweep queues later."""
-    for notification_id in notification_ids:
-        if not enqueue(SEND_NOTIFICATION, notification_id=notification_id):
+def notifications_publish(notification_ids: list[int]) -> None:
+    """Queue the sends, SEND_BATCH_SIZE per task. Never raises: what cannot be queued now, the
+    sweep queues later."""
+    for start in range(0, len(notification_ids), SEND_BATCH_SIZE):
+        if not enqueue(SEND_NOTIFICATIONS, notification_ids=notification_ids[start : start + SEND_BATCH_SIZE]):
             # The broker is down: the rows stay pending and sweep_notifications queues them.
             return
 
@@ -243,7 +269,7 @@ def _raise_if_caller_transaction_lost() -> None:
 
 def _queue_on_commit(notification_ids: list[int]) -> None:
     if notification_ids:
-        transaction.on_commit(lambda: _publish(notification_ids), robust=True)
+        transaction.on_commit(lambda: notifications_publish(notification_ids), robust=True)
 
 
 def approval_notify(
@@ -277,6 +303,118 @@ def approval_notify(
     if kind == Kind.OUTCOME and close_slack:
         approval_decided_notify(request=request)
     return ids
+
+
+# ---------------------------------------------------------------------------
+# New requests: marked in the ingest's transaction, planned after its commit, in batches
+# ---------------------------------------------------------------------------
+def new_requests_notify(*, requests: Sequence[ApprovalRequest]) -> None:
+    """In the ingest's transaction: these new requests need their "new request" notifications.
+
+    Cheap on purpose (one UPDATE, no target computation): it marks them unplanned, durably with
+    the requests themselves, and queues ONE planning task for them after commit
+    (`new_requests_plan`). If that task is lost (broker down, worker killed after the commit),
+    sweep_notifications plans them once they stayed unplanned longer than PLAN_LEASE.
+    """
+    request_ids = [request.pk for request in requests]
+    if not request_ids:
+        return
+    now = timezone.now()
+    ApprovalRequest.objects.filter(pk__in=request_ids).update(notifications_unplanned_since=now)
+    for request in requests:
+        request.notifications_unplanned_since = now
+    enqueue_on_commit(PLAN_NEW_REQUEST_NOTIFICATIONS, request_ids=request_ids)
+
+
+def new_requests_plan(*, request_ids: Sequence[int]) -> list[int]:
+    """Plan the "new request" notifications of these requests, if not planned yet; returns the
+    ids to send. Idempotent: the requests are locked (SKIP LOCKED: a request another planner
+    holds is that planner's) and only those still unplanned are planned, so two planners (the
+    task and the sweep, or a task run twice) create one set of rows.
+
+    The same rows and refusal audit events as approval_notify: targets are computed once per
+    distinct approver set (users and groups) in the batch, then each request drops its requester
+    and whoever already voted on it. A failure in the batch falls back to one request at a time;
+    a request whose planning fails on its own (a bug, a broken setting) is logged and left
+    without notifications, as approval_notify did; a database error leaves it for the sweep.
+    """
+    request_ids = sorted(set(request_ids))
+    if not request_ids:
+        return []
+    try:
+        return _new_requests_plan(request_ids)
+    except DatabaseError:
+        if len(request_ids) == 1:
+            raise
+        logger.warning("could not plan the notifications of %s requests at once; one by one", len(request_ids))
+    except Exception:
+        if len(request_ids) == 1:
+            logger.exception("could not plan new_request notifications for request %s", request_ids[0])
+            _new_requests_give_up(request_ids)
+            return []
+        logger.warning("could not plan the notifications of %s requests at once; one by one", len(request_ids))
+    ids: list[int] = []
+    for request_id in request_ids:
+        try:
+            ids += _new_requests_plan([request_id])
+        except DatabaseError:
+            logger.exception("could not plan new_request notifications for request %s; the sweep will", request_id)
+        except Exception:
+            logger.exception("could not plan new_request notifications for request %s", request_id)
+            _new_requests_give_up([request_id])
+    return ids
+
+
+@transaction.atomic
+def _new_requests_give_up(request_ids: list[int]) -> None:
+    ApprovalRequest.objects.filter(pk__in=request_ids).update(notifications_unplanned_since=None)
+
+
+@transaction.atomic
+def _new_requests_plan(request_ids: list[int]) -> list[int]:
+    requests = list(
+        ApprovalRequest.objects.select_for_update(skip_locked=True)
+        .filter(pk__in=request_ids, notifications_unplanned_since__isnull=False)
+        .order_by("pk")
+    )
+    if not requests:
+        return []
+    # Decided before its planning ran: approvers have nothing to do (the claim would skip them).
+    pending = [request for request in requests if request.is_pending]
+    approvers: dict[int, tuple[list[str], list[str]]] = {request.pk: ([], []) for request in pending}
+    for request_id, kind, value in (
+        Assignment.objects.filter(request__in=pending).order_by("pk").values_list("request_id", "kind", "value")
+    ):
+        approvers[request_id][0 if kind == Assignment.Kind.USER else 1].append(value)
+    voted: dict[int, set[str]] = {}
+    for request_id, *emails in Vote.objects.filter(request__in=pending).values_list(
+        "request_id", "user__email", "on_behalf_of__email"
+    ):
+        voted.setdefault(request_id, set()).update(email.lower() for email in emails if email)
+    targets_of_set: dict[tuple[tuple[str, ...], tuple[str, ...]], list[tuple[str, str]]] = {}
+    now = timezone.now()
+    planned: list[tuple[ApprovalRequest, list[Notification]]] = []
+    for request in pending:
+        users, groups = approvers[request.pk]
+        key = (tuple(users), tuple(groups))
+        if key not in targets_of_set:
+            # What _approver_targets computes, without the per-request exclusions (below).
+            stand_ins = _stand_ins(users + _group_member_emails(groups))
+            targets_of_set[key] = _targets(emails=users + stand_ins, groups=groups)
+        excluded = {request.requester_email.lower()} | voted.get(request.pk, set())
+        targets = [
+            (channel, recipient) for channel, recipient in targets_of_set[key] if recipient.lower() not in excluded
+        ]
+        planned.append((request, _planned_rows(request, Kind.NEW_REQUEST, targets, now)))
+    rows = Notification.objects.bulk_create([row for _, request_rows in planned for row in request_rows])
+    for request, request_rows in planned:
+        refused = [row for row in request_rows if row.status == Notification.Status.REFUSED]
+        if refused:
+            _refusals_audit(request, Kind.NEW_REQUEST, refused)
+    ApprovalRequest.objects.filter(pk__in=[request.pk for request in requests]).update(
+        notifications_unplanned_since=None
+    )
+    return [row.pk for row in rows if row.status == Notification.Status.PENDING]
 
 
 def approval_decided_notify(*, request: ApprovalRequest) -> None:
@@ -346,30 +484,58 @@ def notification_claim(*, notification_id: int) -> Notification | None:
         .filter(pk=notification_id)
         .first()
     )
-    if notification is None or notification.status != Notification.Status.PENDING:
+    if notification is None or not _claimable(notification, now):
         return None
+    notification.save(update_fields=["attempts", "locked_until", "updated_at"])
+    return notification
+
+
+@transaction.atomic
+def notifications_claim(*, notification_ids: Sequence[int]) -> list[Notification]:
+    """notification_claim for a batch: one locking read, one update for those taken. A row
+    another task holds (locked now, or within its lease) is left to that task."""
+    now = timezone.now()
+    rows = list(
+        Notification.objects.select_for_update(of=("self",), skip_locked=True)
+        .select_related("request")
+        # What the content and the "may they decide?" check read, once for the batch.
+        .prefetch_related("request__assignments", "request__votes")
+        .filter(pk__in=notification_ids, status=Notification.Status.PENDING)
+        .order_by("pk")
+    )
+    claimed = [notification for notification in rows if _claimable(notification, now)]
+    for notification in claimed:
+        notification.updated_at = now
+    Notification.objects.bulk_update(claimed, ["attempts", "locked_until", "updated_at"])
+    return claimed
+
+
+def _claimable(notification: Notification, now: datetime) -> bool:
+    """With the row locked: take it for one attempt (attempts and lease set, not saved), or close
+    it (saved) when it must not be sent, or leave it to the task that holds its lease."""
+    if notification.status != Notification.Status.PENDING:
+        return False
     if notification.locked_until is not None and notification.locked_until > now:
-        return None  # another task is sending it right now
+        return False  # another task is sending it right now
     if not address_allowed(notification.recipient):
         # Planned before the domains were restricted (or resent by an admin): still never sent.
         notification.status = Notification.Status.REFUSED
         notification.last_error = OUTSIDE_ALLOWED_DOMAINS
         notification.save(update_fields=["status", "last_error", "updated_at"])
         _refusals_audit(notification.request, notification.kind, [notification])
-        return None
+        return False
     if notification.kind in PENDING_ONLY_KINDS and not notification.request.is_pending:
         notification.status = Notification.Status.SKIPPED
         notification.save(update_fields=["status", "updated_at"])
-        return None
+        return False
     if notification.attempts >= settings.NOTIFICATION_MAX_ATTEMPTS:
         notification.status = Notification.Status.FAILED
         notification.last_error = notification.last_error or "gave up: too many attempts"
         notification.save(update_fields=["status", "last_error", "updated_at"])
-        return None
+        return False
     notification.attempts += 1
     notification.locked_until = now + SEND_LEASE
-    notification.save(update_fields=["attempts", "locked_until", "updated_at"])
-    return notification
+    return True
 
 
 @transaction.atomic

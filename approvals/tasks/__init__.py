@@ -9,9 +9,11 @@ Celery's autodiscovery (portal/celery.py) imports this package, which loads ever
 from approvals.tasks.callbacks import deliver_callback, deliver_due_callbacks, execution_gone, sweep_callbacks
 from approvals.tasks.notifications import (
     close_slack_messages,
+    plan_new_request_notifications,
     send_digests,
     send_follow_ups,
     send_notification,
+    send_notifications,
     slack_respond,
     sweep_notifications,
 )
@@ -24,10 +26,12 @@ __all__ = [
     "erase_closed_tokens",
     "execution_gone",
     "expire_overdue_requests",
+    "plan_new_request_notifications",
     "send_digests",
     "send_follow_ups",
     "send_heartbeats",
     "send_notification",
+    "send_notifications",
     "slack_respond",
     "sweep_callbacks",
     "sweep_notifications",

@@ -3,15 +3,24 @@
 import logging
 
 from celery import shared_task
+from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
 from approvals.models import ApprovalRequest, Notification
 from approvals.notifications import DeliveryError, channels, slack
-from approvals.selectors.notifications import digest_user_ids, follow_up_due_request_ids
+from approvals.selectors.notifications import (
+    digest_user_ids,
+    follow_up_due_request_ids,
+    unplanned_request_ids,
+)
 from approvals.services import notifications as services
 
 logger = logging.getLogger(__name__)
+
+# The database connection broke under a task (PostgreSQL restarted or ended the session).
+DATABASE_GONE = (OperationalError, InterfaceError)
 
 RETRY_OPTIONS = {
     "autoretry_for": (DeliveryError,),
@@ -49,6 +58,98 @@ def send_notification(self, notification_id: int) -> str:
         raise  # autoretry_for: again after an exponential, jittered countdown
     services.notification_mark_sent(notification_id=notification_id, external_ref=reference)
     return "sent"
+
+
+@shared_task(
+    name="worker.notify_tasks.send_notifications",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    max_retries=settings.NOTIFICATION_MAX_ATTEMPTS,
+)
+def send_notifications(self, notification_ids: list[int]) -> dict[str, int]:
+    """Send a batch (services.SEND_BATCH_SIZE) on one SMTP connection and one Slack session.
+
+    Each row is claimed as send_notification claims it (exactly once: a row another task holds
+    is left to it) and marked as soon as its send returns, so a crash mid-batch re-sends none of
+    those already marked. What failed and may be tried again is retried as a smaller batch, with
+    the same exponential, jittered backoff; the rows' attempts decide when to stop.
+    """
+    try:
+        counts, again = _send_batch(notification_ids)
+    except DATABASE_GONE as error:
+        # PostgreSQL ended the session mid-batch (a restart, a failover): the whole batch again, later,
+        # on a fresh connection. Rows already marked are not sent twice; rows claimed but not sent
+        # wait for their lease (or the sweep).
+        raise self.retry(exc=error, countdown=_backoff(self.request.retries)) from None
+    if again:
+        raise self.retry(kwargs={"notification_ids": again}, countdown=_backoff(self.request.retries))
+    return counts
+
+
+def _send_batch(notification_ids: list[int]) -> tuple[dict[str, int], list[int]]:
+    """Claim and send; returns the counts and the ids to try again later."""
+    counts = {"sent": 0, "skipped": 0, "failed": 0, "retry": 0}
+    again: list[int] = []
+    claimed = services.notifications_claim(notification_ids=notification_ids)
+    with channels.shared_connections():
+        for notification in claimed:
+            try:
+                reference = channels.deliver(notification)
+            except channels.NothingToSend:
+                services.notification_mark_skipped(notification_id=notification.pk)
+                counts["skipped"] += 1
+                continue
+            except DeliveryError as error:
+                final = error.permanent or notification.attempts >= settings.NOTIFICATION_MAX_ATTEMPTS
+                services.notification_mark_failed(notification_id=notification.pk, error=error.message, final=final)
+                if not final:
+                    again.append(notification.pk)
+                counts["retry" if not final else "failed"] += 1
+                continue
+            services.notification_mark_sent(notification_id=notification.pk, external_ref=reference)
+            counts["sent"] += 1
+    return counts, again
+
+
+def _backoff(retries: int) -> int:
+    return get_exponential_backoff_interval(
+        factor=settings.NOTIFICATION_RETRY_BACKOFF_SECONDS,
+        retries=retries,
+        maximum=settings.NOTIFICATION_RETRY_BACKOFF_MAX_SECONDS,
+        full_jitter=True,
+    )
+
+
+@shared_task(
+    name="worker.notify_tasks.plan_new_request_notifications",
+    bind=True,
+    acks_late=True,
+    ignore_result=True,
+    max_retries=3,
+)
+def plan_new_request_notifications(self, request_ids: list[int]) -> int:
+    """After an ingest committed: plan its new requests' notifications, then send them: the first
+    batch here (no second task to wait for), the rest queued in batches."""
+    try:
+        ids = services.new_requests_plan(request_ids=request_ids)
+    except DATABASE_GONE as error:  # planning is idempotent: again on a fresh connection (else the sweep)
+        raise self.retry(exc=error, countdown=_backoff(self.request.retries)) from None
+    first, rest = ids[: services.SEND_BATCH_SIZE], ids[services.SEND_BATCH_SIZE :]
+    services.notifications_publish(rest)
+    if first:
+        try:
+            _, again = _send_batch(first)
+        except DATABASE_GONE:
+            logger.warning("the database connection broke while sending %s notifications; queued again", len(first))
+            again = first
+        if again:
+            try:
+                send_notifications.apply_async(kwargs={"notification_ids": again}, countdown=_backoff(0))
+            except Exception:  # noqa: BLE001 - the broker is down: the rows stay pending for the sweep
+                logger.warning("could not queue the retry of %s notifications; the sweep will", len(again))
+    return len(ids)
 
 
 @shared_task(
@@ -94,11 +195,16 @@ def slack_respond(response_url: str, payload: dict) -> None:
 
 @shared_task(name="worker.notify_tasks.sweep_notifications", ignore_result=True)
 def sweep_notifications() -> int:
-    """Queue again what the on-commit enqueue lost (a broker outage, a crash)."""
+    """Make good what a crash or a broker outage lost: plan the new requests whose planning task
+    never ran (unplanned longer than PLAN_LEASE), and queue again the sends of notifications
+    pending too long. Returns how many notifications it queued."""
+    planned: list[int] = []
+    for request_ids in unplanned_request_ids(before=timezone.now() - services.PLAN_LEASE):
+        planned += services.new_requests_plan(request_ids=request_ids)
+    services.notifications_publish(planned)
     ids = services.notifications_lease_stale()
-    for notification_id in ids:
-        send_notification.delay(notification_id)
-    return len(ids)
+    services.notifications_publish(ids)
+    return len(planned) + len(ids)
 
 
 @shared_task(name="worker.notify_tasks.send_follow_ups", ignore_result=True)

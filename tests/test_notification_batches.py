@@ -1,0 +1,387 @@
+"""New requests' notifications planned after the ingest commits, in batches, and sent in batches.
+
+Real parts: PostgreSQL (SKIP LOCKED between two planners in two connections), Celery in eager
+mode (a queued task runs in-process), Django's locmem mail backend. The mail backend subclass
+below only counts the connections Django opens; it sends like locmem does.
+"""
+
+import json
+import threading
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.core import mail
+from django.core.mail.backends import locmem
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from approvals import services
+from approvals.contract import parse_message
+from approvals.models import ApprovalRequest, AuditEvent, Notification, NotificationPreference
+from approvals.selectors.notifications import unplanned_request_ids
+from approvals.services import notifications as notification_services
+from approvals.tasks import notifications as notify_tasks
+from tests.support import make_user
+from tests.test_slack import slack_api  # noqa: F401 - the fixture: a local stand-in for Slack's Web API
+
+pytestmark = pytest.mark.django_db
+
+FINANCE = {"users": ["zoe@example.com"], "groups": ["finance-approvers"]}
+IT = {"users": ["mallory@evil.test"], "groups": ["it-approvers", "finance-approvers"]}
+
+
+@pytest.fixture
+def people(db):
+    gina = make_user("gina", "it-approvers")
+    NotificationPreference.objects.create(user=gina, email_enabled=False)  # opted out of email
+    henry = make_user("henry", "finance-approvers")
+    henry.is_active = False  # deactivated: left the company
+    henry.save()
+    eve = make_user("eve", "it-approvers")
+    eve.email = "eve@partner.test"  # a member whose address is outside the allowed domains
+    eve.save()
+    return {
+        "eve": eve,
+        "alice": make_user("alice", "finance-approvers"),
+        "erin": make_user("erin", "finance-approvers"),
+        "bob": make_user("bob", "finance-approvers"),  # requests; a member of the group he asks
+        "frank": make_user("frank", "it-approvers"),
+        "gina": gina,
+        "henry": henry,
+        "xavier": make_user("xavier"),  # frank's stand-in
+    }
+
+
+@pytest.fixture
+def rules(settings, people):
+    """The rules planning applies: the allow-list, Slack channels for a group, a stand-in."""
+    settings.NOTIFICATION_EMAIL_ENABLED = True
+    settings.OIDC_ALLOWED_EMAIL_DOMAINS = ["example.com"]
+    settings.SLACK_BOT_TOKEN = "xoxb-test"
+    settings.SLACK_GROUP_CHANNELS = {"it-approvers": "C0IT"}
+    services.delegation_set(
+        delegator=people["frank"],
+        delegate_email="xavier@example.com",
+        starts_at=None,
+        ends_at=timezone.now() + timedelta(days=3),
+        reason="holiday",
+        actor=people["frank"],
+    )
+    return settings
+
+
+@pytest.fixture
+def celery_eager():
+    from portal.celery import app
+
+    old = (app.conf.task_always_eager, app.conf.task_eager_propagates)
+    app.conf.task_always_eager, app.conf.task_eager_propagates = True, False
+    yield
+    app.conf.task_always_eager, app.conf.task_eager_propagates = old
+
+
+def ingest(approvers: dict, requester: str = "bob@example.com", title: str = "Approve order 1234") -> ApprovalRequest:
+    """In a plain `db` test the ingest's on-commit hooks never run: the request stays unplanned."""
+    body = {"taskToken": str(uuid.uuid4()), "title": title, "requester": requester, "approvers": approvers}
+    request, created = services.approval_request_ingest(message=parse_message(json.dumps(body)))
+    assert created
+    return request
+
+
+def rows_of(request: ApprovalRequest) -> list[tuple]:
+    return sorted(
+        Notification.objects.filter(request=request).values_list("kind", "channel", "recipient", "status", "last_error")
+    )
+
+
+def refusals_of(request: ApprovalRequest) -> list[dict]:
+    return [
+        {**event.data, "recipients": sorted(event.data["recipients"])}
+        for event in AuditEvent.objects.filter(request=request, action="notification_refused")
+    ]
+
+
+def age(*requests: ApprovalRequest) -> None:
+    """As if their planning task had been lost longer than the lease ago."""
+    long_ago = timezone.now() - notification_services.PLAN_LEASE - timedelta(seconds=1)
+    ApprovalRequest.objects.filter(pk__in=[r.pk for r in requests]).update(notifications_unplanned_since=long_ago)
+
+
+# ---------------------------------------------------------------------------
+# Planning: once per distinct approver set, the same rows as before
+# ---------------------------------------------------------------------------
+CASES = [
+    (FINANCE, "bob@example.com"),
+    (FINANCE, "alice@example.com"),  # the same set, another requester: each excludes its own
+    (IT, "bob@example.com"),
+    ({"users": ["frank@example.com", "henry@example.com"], "groups": []}, "erin@example.com"),
+    ({"users": [], "groups": ["it-approvers"]}, "frank@example.com"),
+]
+
+
+def test_the_batch_plans_the_same_rows_and_refusals_as_approval_notify_on_a_twin_request(people, rules):
+    batch = [ingest(approvers, requester) for approvers, requester in CASES]
+    twins = [ingest(approvers, requester) for approvers, requester in CASES]
+    ApprovalRequest.objects.filter(pk__in=[twin.pk for twin in twins]).update(notifications_unplanned_since=None)
+    for twin in twins:  # the old path: planned one request at a time
+        notification_services.approval_notify(request=twin, kind="new_request")
+
+    notification_services.new_requests_plan(request_ids=[request.pk for request in batch])
+
+    for request, twin in zip(batch, twins, strict=True):
+        assert rows_of(request) == rows_of(twin)
+        assert rows_of(request)  # every case tells someone
+        assert refusals_of(request) == refusals_of(twin)
+    assert not ApprovalRequest.objects.filter(notifications_unplanned_since__isnull=False).exists()
+    # The hostile parts of the cases, spelled out.
+    assert ("email", "gina@example.com") not in {row[1:3] for request in batch for row in rows_of(request)}
+    assert ("slack", "C0IT") in {row[1:3] for row in rows_of(batch[2])}
+    assert "xavier@example.com" in {row[2] for row in rows_of(batch[3])}  # frank's stand-in
+    bob_asks, alice_asks = rows_of(batch[0]), rows_of(batch[1])
+    assert "bob@example.com" not in {row[2] for row in bob_asks} and "alice@example.com" in {r[2] for r in bob_asks}
+    assert "alice@example.com" not in {row[2] for row in alice_asks} and "bob@example.com" in {r[2] for r in alice_asks}
+    (eve,) = [row for row in rows_of(batch[2]) if row[2] == "eve@partner.test"]
+    assert eve[3] == Notification.Status.REFUSED
+    assert "henry@example.com" not in {row[2] for row in rows_of(batch[3])}  # deactivated, though named
+
+
+def test_targets_are_computed_once_per_distinct_approver_set_so_planning_queries_do_not_grow_with_the_batch(
+    people, rules
+):
+    def plan(size: int) -> tuple[int, int, list[int]]:
+        ids = [ingest(CASES[i % 3][0], CASES[i % 3][1], title=f"Order {size}-{i}").pk for i in range(size)]
+        with CaptureQueriesContext(connection) as queries:
+            planned = notification_services.new_requests_plan(request_ids=ids)
+        assert not ApprovalRequest.objects.filter(pk__in=ids, notifications_unplanned_since__isnull=False).exists()
+        # The rows are one bulk insert (SQLite splits it by its limit on query parameters).
+        inserts = [q for q in queries if q["sql"].startswith('INSERT INTO "approvals_notification"')]
+        return len(queries) - len(inserts), len(inserts), planned
+
+    small, small_inserts, planned_small = plan(3)
+    large, large_inserts, planned_large = plan(30)
+
+    # The refusal audit is one insert per request that has a refused recipient (one IT request in
+    # every 3: eve); the rest does not depend on the batch's size.
+    assert large - small == 30 // 3 - 3 // 3
+    assert small_inserts == 1 and large_inserts <= 3
+    assert len(planned_large) == 10 * len(planned_small)
+
+
+def test_new_requests_notify_is_one_update_in_the_ingest_and_one_planning_task_after_commit(
+    people, rules, django_capture_on_commit_callbacks, celery_eager
+):
+    requests = [ingest(FINANCE, title=f"Order {i}") for i in range(3)]
+    ApprovalRequest.objects.update(notifications_unplanned_since=None)
+    with (
+        django_capture_on_commit_callbacks(execute=False) as callbacks,
+        CaptureQueriesContext(connection) as queries,
+        transaction.atomic(),
+    ):
+        notification_services.new_requests_notify(requests=requests)
+    assert [query["sql"].split()[0] for query in queries if "SAVEPOINT" not in query["sql"]] == ["UPDATE"]
+    assert len(callbacks) == 1
+    assert not Notification.objects.exists()
+
+    callbacks[0]()  # the commit happened: the one planning task runs (eager), then the sends
+
+    assert Notification.objects.filter(status="sent", channel="email").count() == 3 * 3  # alice, erin, zoe
+    assert sorted({m.to[0] for m in mail.outbox}) == ["alice@example.com", "erin@example.com", "zoe@example.com"]
+
+
+# ---------------------------------------------------------------------------
+# Nothing lost, nothing twice
+# ---------------------------------------------------------------------------
+def test_a_planning_task_lost_after_the_commit_is_done_by_the_sweep_once(people, celery_eager, settings):
+    settings.NOTIFICATION_EMAIL_ENABLED = True
+    request = ingest(FINANCE)  # the worker died after the commit: the planning task never ran
+    assert not Notification.objects.exists()
+
+    assert notify_tasks.sweep_notifications() == 0  # within the lease: its task may still come
+    age(request)
+    assert notify_tasks.sweep_notifications() == 3
+    assert notify_tasks.sweep_notifications() == 0
+    # The lost task, redelivered late, plans nothing again.
+    assert notify_tasks.plan_new_request_notifications(request_ids=[request.pk]) == 0
+
+    assert rows_of(request) == [
+        ("new_request", "email", email, "sent", "")
+        for email in ("alice@example.com", "erin@example.com", "zoe@example.com")
+    ]
+    assert sorted(m.to[0] for m in mail.outbox) == ["alice@example.com", "erin@example.com", "zoe@example.com"]
+
+
+def in_thread(function):
+    """Run `function` in another thread, on its own database connection; return its result."""
+    results, errors = [], []
+
+    def run():
+        try:
+            results.append(function())
+        except BaseException as error:  # noqa: BLE001 - re-raised in the test's thread below
+            errors.append(error)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(timeout=30)
+    assert not thread.is_alive() and errors == [], errors
+    return results[0]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_planners_at_once_create_one_set_of_rows(people, settings):
+    settings.NOTIFICATION_EMAIL_ENABLED = True
+    ids = [ingest(FINANCE, title=f"Order {i}").pk for i in range(4)]
+
+    def plan():
+        return notification_services.new_requests_plan(request_ids=ids)
+
+    with transaction.atomic():
+        planned = plan()  # planner A holds the requests' locks until its commit
+        assert in_thread(plan) == []  # planner B skips them at once: neither waits nor plans twice
+    assert in_thread(plan) == []  # after A's commit they are planned: nothing to do
+    assert len(planned) == 4 * 3
+    assert Notification.objects.count() == 4 * 3
+
+    # And racing for real: two threads, the same fresh requests, one set of rows.
+    more = [ingest(FINANCE, title=f"Race {i}").pk for i in range(20)]
+    start = threading.Barrier(2)
+    counts: list[int] = []
+
+    def race():
+        start.wait(timeout=10)
+        try:
+            counts.append(len(notification_services.new_requests_plan(request_ids=more)))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=race) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    # A request skipped by both (each saw the other's lock) is the sweep's: plan what is left.
+    age(*ApprovalRequest.objects.filter(pk__in=more, notifications_unplanned_since__isnull=False))
+    for request_ids in unplanned_request_ids(before=timezone.now()):
+        counts.append(len(notification_services.new_requests_plan(request_ids=request_ids)))
+    assert sum(counts) == 20 * 3
+    assert Notification.objects.filter(request_id__in=more).count() == 20 * 3
+    assert (
+        Notification.objects.filter(request_id__in=more).values("request_id", "channel", "recipient").distinct().count()
+        == 20 * 3
+    )
+
+
+# ---------------------------------------------------------------------------
+# Sending in batches
+# ---------------------------------------------------------------------------
+class CountingBackend(locmem.EmailBackend):
+    """Django's locmem backend, counting the connections made to it (an SMTP backend would open
+    one TCP + SMTP session each)."""
+
+    made = 0
+    opened = 0
+    closed = 0
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        type(self).made += 1
+
+    def open(self):
+        type(self).opened += 1
+        return True
+
+    def close(self):
+        type(self).closed += 1
+
+
+@pytest.fixture
+def counting_backend(settings):
+    settings.EMAIL_BACKEND = f"{__name__}.CountingBackend"
+    CountingBackend.made = CountingBackend.opened = CountingBackend.closed = 0
+    return CountingBackend
+
+
+def test_one_task_sends_a_batch_of_mails_on_one_connection(people, counting_backend, celery_eager, settings):
+    settings.NOTIFICATION_EMAIL_ENABLED = True
+    requests = [ingest(FINANCE, title=f"Order {i}") for i in range(8)]
+    ids = notification_services.new_requests_plan(request_ids=[r.pk for r in requests])
+    assert len(ids) == 24
+
+    assert notify_tasks.send_notifications(notification_ids=ids) == {"sent": 24, "skipped": 0, "failed": 0, "retry": 0}
+
+    assert len(mail.outbox) == 24
+    assert (counting_backend.made, counting_backend.opened, counting_backend.closed) == (1, 1, 1)
+    assert set(Notification.objects.values_list("status", "attempts")) == {("sent", 1)}
+    # Sent once: a second run of the same batch (a redelivered task) sends nothing.
+    assert notify_tasks.send_notifications(notification_ids=ids)["sent"] == 0
+    assert len(mail.outbox) == 24
+
+
+def test_one_task_sends_its_slack_messages_on_one_http_session(people, slack_api, celery_eager):  # noqa: F811
+    finance_group = {"users": [], "groups": ["finance-approvers"]}
+    requests = [ingest(finance_group, title=f"Order {i}") for i in range(4)]  # DMs to alice and erin
+    ids = notification_services.new_requests_plan(request_ids=[r.pk for r in requests])
+    assert Notification.objects.filter(channel="slack").count() == len(ids) == 8
+
+    assert notify_tasks.send_notifications(notification_ids=ids)["sent"] == 8
+
+    assert len(slack_api.of("chat.postMessage")) == 8 and len(slack_api.calls) == 8 * 3
+    assert len({call["peer"] for call in slack_api.calls}) == 1  # one kept-alive connection
+
+
+def test_a_batch_leaves_rows_another_task_holds_and_skips_what_a_decision_made_moot(
+    people, counting_backend, celery_eager, settings
+):
+    settings.NOTIFICATION_EMAIL_ENABLED = True
+    first, second = ingest(FINANCE, title="First"), ingest(FINANCE, title="Second")
+    ids = notification_services.new_requests_plan(request_ids=[first.pk, second.pk])
+    held = notification_services.notifications_claim(notification_ids=ids[:2])  # another task's lease
+    assert len(held) == 2
+    services.approval_decide(public_id=second.public_id, user=people["alice"], approve=True)
+
+    counts = notify_tasks.send_notifications(notification_ids=ids)
+
+    assert counts == {"sent": 1, "skipped": 0, "failed": 0, "retry": 0}
+    assert Notification.objects.filter(request=second, status="skipped").count() == 3  # decided: moot
+    still_held = Notification.objects.filter(kind="new_request", status="pending").order_by("pk")
+    assert [row.pk for row in still_held] == ids[:2]  # the other task's to send
+
+
+def test_with_smtp_down_each_row_of_a_batch_is_retried_then_failed(people, celery_eager, settings):
+    from tests.conftest import free_port
+
+    settings.NOTIFICATION_EMAIL_ENABLED = True
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", free_port(), 2
+    settings.NOTIFICATION_MAX_ATTEMPTS = 3
+    request = ingest(FINANCE)
+    ids = notification_services.new_requests_plan(request_ids=[request.pk])
+
+    notify_tasks.send_notifications.delay(notification_ids=ids)  # eager: its retries run right away
+
+    rows = Notification.objects.filter(request=request)
+    assert sorted(rows.values_list("status", "attempts")) == [("failed", 3)] * 3
+    assert all("ConnectionRefusedError" in row.last_error for row in rows)
+
+
+def test_deactivated_opted_out_and_outside_the_allow_list_get_nothing_through_the_batch_path(
+    people, rules, django_capture_on_commit_callbacks, celery_eager
+):
+    rules.SLACK_BOT_TOKEN = ""  # email only: what reaches an inbox is what matters here
+    message = {"users": ["mallory@evil.test", "henry@example.com"], "groups": ["it-approvers", "finance-approvers"]}
+    with django_capture_on_commit_callbacks(execute=True):
+        request = ingest(message)
+
+    told = sorted(m.to[0] for m in mail.outbox)
+    assert told == ["alice@example.com", "erin@example.com", "frank@example.com", "xavier@example.com"]
+    # mallory@evil.test was named, but the approver trust setting ignores an address outside the
+    # allowed domains; eve is a member of the group with such an address: refused, audited.
+    eve = Notification.objects.get(request=request, recipient="eve@partner.test")
+    assert eve.status == Notification.Status.REFUSED
+    (refusal,) = refusals_of(request)
+    assert refusal["recipients"] == ["email:eve@partner.test"]
