@@ -55,7 +55,7 @@ def _base(region: str, **credentials):
 class Member:
     """One member account: its role, queue and state machine, made with its own credentials."""
 
-    def __init__(self, account: str, region: str):
+    def __init__(self, account: str, region: str, message: dict | None = None):
         self.account, self.region = account, region
         self.role_arn = f"arn:aws:iam::{account}:role/approval-portal-{uuid.uuid4().hex[:6]}"
         self.external_id = f"ext-{uuid.uuid4().hex}"
@@ -92,6 +92,7 @@ class Member:
                             "execution.$": "$$.Execution.Id",
                             "stateMachine.$": "$$.StateMachine.Id",
                             "state.$": "$$.State.Name",
+                            **(message or {}),
                         },
                     },
                     "HeartbeatSeconds": 3600,
@@ -224,6 +225,48 @@ def test_two_accounts_in_two_regions_are_ingested_from_their_queues_and_resumed_
         assert secret not in audit
         for page in pages:
             assert secret not in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_option_and_its_typed_answers_reach_an_execution_in_another_account_and_region(sources_aws, celery_eager):
+    """Three features at once (#24 options and a form, #26 sources, #23 batched callbacks): what the
+    approver chose and typed is validated, stored, and sent to the member account's region."""
+    admin = make_user("root", admin=True)
+    alice = make_user("alice", "finance-approvers")
+    message = {
+        "options": [
+            {"id": "eu", "label": "Deploy to EU", "outcome": "success"},
+            {"id": "later", "label": "Not now", "outcome": "failure", "error": "Release.Postponed"},
+        ],
+        "form": {
+            "type": "object",
+            "required": ["replicas"],
+            "properties": {"replicas": {"type": "integer", "minimum": 1, "maximum": 5}},
+        },
+    }
+    member = Member(ACCOUNT_B, REGION_B, message=message)
+    add_source(admin, member, "team B")
+    execution = member.start("release 7")
+    consumer = QueueConsumer()
+
+    def ingested():
+        member.relay()
+        consumer.run_round("test-consumer")
+        return ApprovalRequest.objects.filter(execution_arn=execution).exists()
+
+    wait_for(ingested, timeout=30)
+    request = ApprovalRequest.objects.get(execution_arn=execution)
+    # A bad answer is refused before anything is sent; the right one goes to the member's region.
+    with pytest.raises(services.ApprovalError) as refused:
+        services.approval_decide(public_id=request.public_id, user=alice, choice=["eu"], answers={"replicas": 9})
+    assert refused.value.code == "answers_invalid" and not Callback.objects.filter(request=request).exists()
+    services.approval_decide(
+        public_id=request.public_id, user=alice, choice=["eu"], answers={"replicas": "3"}, answers_from_form=True
+    )
+    assert Callback.objects.get(request=request).status == CallbackStatus.DELIVERED
+    wait_for(lambda: member.status(execution) == "SUCCEEDED", timeout=15)
+    output = json.loads(member.sfn.describe_execution(executionArn=execution)["output"])
+    assert output["choice"] == "eu" and output["input"] == {"replicas": 3}
 
 
 # ---------------------------------------------------------------------------
