@@ -10,11 +10,15 @@ from django.utils.html import format_html
 
 from approvals.admin.base import ActionsOnlyMixin
 from approvals.models import Notification, NotificationPreference
+from approvals.paginators import LargeTablePaginator
 from approvals.services import notifications as services
 
 
 @admin.register(Notification)
 class NotificationAdmin(ActionsOnlyMixin, admin.ModelAdmin):
+    # One row or more per request: counted like the other big tables (no full COUNT(*) over the
+    # table; the page says "about"), and its order has an index (notification_created).
+    paginator = LargeTablePaginator
     list_display = ["created_at", "kind", "channel", "recipient", "status", "attempts", "request_link", "short_error"]
     list_filter = ["status", "channel", "kind"]
     list_select_related = ["request"]

@@ -1,0 +1,303 @@
+"""Flat pages (issue #23.5): a page's work does not grow with other people's rows.
+
+The inbox, the request page and every admin changelist need the same number of queries with a
+few rows as with many, when only other people's rows grew (a real user's own rows don't grow
+with the table); the admin's date drill-down finds its years, months and days with one probe
+per period instead of reading every row's date, and on PostgreSQL each probe reads at most one
+index entry. No timings here: docs/benchmarks.md ("Flat pages") has the measurements.
+"""
+
+import json
+import re
+import uuid
+from datetime import datetime, timedelta
+from html import unescape
+
+import pytest
+from django.contrib import admin
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from approvals.auth import PortalOIDCBackend
+from approvals.models import (
+    ApprovalRequest,
+    Assignment,
+    AuditEvent,
+    Callback,
+    CallbackStatus,
+    Delegation,
+    IngestError,
+    Notification,
+    RequestStatus,
+    Vote,
+)
+from tests.support import signed_in as client_for
+
+pytestmark = pytest.mark.django_db
+
+CHANGELIST = "/admin/approvals/approvalrequest/"
+MINE, OTHERS = "finance-approvers", [f"team-{n}" for n in range(7)]
+
+
+def sso_user(name: str, *groups: str):
+    """A user as the SSO backend makes one at sign-in: admin rights come from the SSO groups."""
+    return PortalOIDCBackend().create_user(
+        {
+            "iss": "https://sso.example.com",
+            "sub": f"sub-{name}",
+            "email": f"{name}@example.com",
+            "email_verified": True,
+            "groups": list(groups),
+        }
+    )
+
+
+@pytest.fixture
+def people():
+    return {"alice": sso_user("alice", MINE), "carol": sso_user("carol", "portal-admins")}
+
+
+def add_requests(start: int, stop: int, *, alice=None, when=None) -> list[ApprovalRequest]:
+    """Requests numbered start..stop-1, with an assignment, an audit event, a notification and,
+    once closed, a callback each. With `alice`: her own rows (assigned to her group, some she
+    decided, some she requested); without: other people's only."""
+    now = when or timezone.now()
+    statuses = [RequestStatus.PENDING, RequestStatus.APPROVED, RequestStatus.REJECTED, RequestStatus.EXPIRED]
+    rows = []
+    for n in range(start, stop):
+        decided = alice is not None and n % 5 == 1
+        rows.append(
+            ApprovalRequest(
+                title=f"Order {n}",
+                requester_email="alice@example.com" if alice is not None and n % 7 == 3 else f"req{n % 50}@example.com",
+                execution_arn=f"arn:aws:states:us-east-1:123456789012:execution:flow-{n % 3}:run-{n}",
+                state_machine_arn=f"arn:aws:states:us-east-1:123456789012:stateMachine:flow-{n % 3}",
+                state_name="Approve",
+                status=RequestStatus.APPROVED if decided else statuses[n % 4],
+                decided_by=alice if decided else None,
+                decided_at=now if decided else None,
+                received_at=now - timedelta(hours=n),
+                deadline=now + timedelta(hours=n % 48 + 1),
+                token_ciphertext="-",
+                token_fingerprint=uuid.uuid4().hex,
+            )
+        )
+    created = ApprovalRequest.objects.bulk_create(rows)
+    Assignment.objects.bulk_create(
+        Assignment(request=row, kind=Assignment.Kind.GROUP, value=MINE if alice else OTHERS[n % 7])
+        for n, row in enumerate(created, start=start)
+    )
+    Vote.objects.bulk_create(Vote(request=row, user=row.decided_by, approve=True) for row in created if row.decided_by)
+    AuditEvent.objects.bulk_create(
+        AuditEvent(request=row, actor_label="system", action="ingested", created_at=row.received_at) for row in created
+    )
+    Notification.objects.bulk_create(
+        Notification(request=row, channel="email", recipient="x@example.com", kind="new_request", status="sent")
+        for row in created
+    )
+    Callback.objects.bulk_create(
+        Callback(request=row, kind=Callback.Kind.SUCCESS, payload={}, status=CallbackStatus.DELIVERED)
+        for row in created
+        if row.status != RequestStatus.PENDING
+    )
+    IngestError.objects.bulk_create(
+        IngestError(sqs_message_id=f"msg-{n}", code="invalid_json", reason="not JSON") for n in range(start, stop, 4)
+    )
+    return created
+
+
+def count_queries(client: Client, url: str) -> int:
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(url)
+    assert response.status_code == 200, (url, response.status_code)
+    return len(queries)
+
+
+def grow(people, rows: int = 400) -> None:
+    """Other people's rows, and other people's delegations: nothing of alice's."""
+    add_requests(1_000, 1_000 + rows)
+    dave, erin = sso_user("dave", "team-1"), sso_user("erin", "team-2")
+    Delegation.objects.create(
+        delegator=dave, delegate=erin, ends_at=timezone.now() + timedelta(days=3), created_by=people["carol"]
+    )
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE")
+
+
+def admin_changelists() -> list[str]:
+    return [
+        reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist") for model in admin.site._registry
+    ]
+
+
+# ---------------------------------------------------------------------------
+# The same queries for few rows and for many
+# ---------------------------------------------------------------------------
+INBOX_URLS = [
+    "/",
+    "/?tab=groups",
+    "/?tab=decided",
+    "/?tab=requested",
+    "/?q=order+12",
+    "/?sort=deadline",
+    "/?due=overdue",
+]
+
+
+def test_the_inbox_and_the_request_page_need_the_same_queries_when_only_other_peoples_rows_grow(people):
+    mine = add_requests(0, 60, alice=people["alice"])
+    client = client_for(people["alice"])
+    page = f"/requests/{mine[0].public_id}/"
+    urls = [*INBOX_URLS, page]
+    few = {url: count_queries(client, url) for url in urls}
+
+    grow(people)
+
+    many = {url: count_queries(client, url) for url in urls}
+    assert many == few
+
+
+def test_every_admin_changelist_needs_the_same_queries_for_few_rows_and_for_many(people):
+    add_requests(0, 60, alice=people["alice"])
+    carol, alice = client_for(people["carol"]), client_for(people["alice"])
+    pages = [(carol, url) for url in admin_changelists()]
+    pages += [
+        (carol, f"{CHANGELIST}?status__exact=pending"),
+        (carol, f"{CHANGELIST}?o=2"),
+        (carol, f"{CHANGELIST}?received_at__year={timezone.localtime().year}"),
+        (alice, CHANGELIST),  # an approver's own list
+    ]
+    assert len(pages) >= 14  # every registered model, not a chosen few
+    few = {(id(client), url): count_queries(client, url) for client, url in pages}
+
+    grow(people)
+
+    many = {(id(client), url): count_queries(client, url) for client, url in pages}
+    differing = {key[1]: (few[key], count) for key, count in many.items() if few[key] != count}
+    assert not differing, differing
+
+
+# ---------------------------------------------------------------------------
+# The date drill-down
+# ---------------------------------------------------------------------------
+def drill_down(client: Client, query: str = "") -> tuple[list[str], int]:
+    """The drill-down's choices (titles, linked or not; not the way back) and the page's queries."""
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(f"{CHANGELIST}?{query}")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert '<nav class="toplinks">' in html, "no date drill-down on the page"
+    section = html.split('<nav class="toplinks">', 1)[1].split("</nav>", 1)[0]
+    section = re.sub(r'<a [^>]*class="date-back">[^<]*</a>', "", section)
+    titles = [unescape(re.sub(r"<[^>]+>", "", line)).strip() for line in section.splitlines()]
+    return [title for title in titles if title], len(queries)
+
+
+def spread() -> None:
+    """Rows in three years, several months of one year, several days of one month (local times)."""
+    moments = [
+        "2023-05-17 10:00",
+        "2024-02-01 00:30",
+        "2024-02-29 23:59",
+        "2024-07-04 12:00",
+        "2024-12-31 23:59:59",
+        "2025-01-01 00:00",
+    ]
+    for index, moment in enumerate(moments):
+        local = timezone.make_aware(datetime.fromisoformat(moment))
+        row = add_requests(10_000 + index, 10_001 + index, when=local)[0]
+        ApprovalRequest.objects.filter(pk=row.pk).update(received_at=local)
+
+
+def djangos_choices(level: str, **bounds) -> list:
+    """What Django's own drill-down lists: SELECT DISTINCT over the rows."""
+    return list(ApprovalRequest.objects.filter(**bounds).datetimes("received_at", level))
+
+
+def test_the_date_drill_down_lists_the_years_months_and_days_that_have_rows_as_djangos_does(people):
+    spread()
+    client = client_for(people["carol"])
+
+    years, _ = drill_down(client)
+    months, _ = drill_down(client, "received_at__year=2024")
+    days, _ = drill_down(client, "received_at__year=2024&received_at__month=2")
+    one_day, _ = drill_down(client, "received_at__year=2024&received_at__month=2&received_at__day=29")
+    pending, _ = drill_down(client, "received_at__year=2024&status__exact=pending")
+
+    assert years == [str(d.year) for d in djangos_choices("year")] == ["2023", "2024", "2025"]
+    assert months == ["February 2024", "July 2024", "December 2024"]
+    assert len(djangos_choices("month", received_at__year=2024)) == len(months)
+    assert days == ["February 1", "February 29"]
+    assert one_day == ["February 29"]  # the day itself, not a link
+    expected = djangos_choices("month", received_at__year=2024, status=RequestStatus.PENDING)
+    assert len(pending) == len(expected)  # the other filters narrow the choices too
+
+
+def test_the_date_drill_down_respects_the_time_zone_at_period_edges(people, settings):
+    settings.TIME_ZONE = "Europe/Lisbon"
+    row = add_requests(20_000, 20_001)[0]
+    # 23:30 UTC on 31 March 2024 is 00:30 on 1 April in Lisbon (summer time).
+    ApprovalRequest.objects.filter(pk=row.pk).update(received_at=datetime.fromisoformat("2024-03-31T23:30:00+00:00"))
+    spread()
+    client = client_for(people["carol"])
+
+    months, _ = drill_down(client, "received_at__year=2024")
+    days, _ = drill_down(client, "received_at__year=2024&received_at__month=4")
+
+    with timezone.override("Europe/Lisbon"):
+        expected = [d.strftime("%B %Y") for d in djangos_choices("month", received_at__year=2024)]
+    assert months == expected
+    assert "April 2024" in months and "March 2024" not in months
+    assert days == ["April 1"]
+
+
+def test_the_date_drill_down_needs_the_same_queries_for_few_rows_and_for_many(people):
+    add_requests(0, 40)
+    client = client_for(people["carol"])
+    year, month = timezone.localtime().year, timezone.localtime().month
+    queries = ["", f"received_at__year={year}", f"received_at__year={year}&received_at__month={month}"]
+    few = [drill_down(client, query)[1] for query in queries]
+
+    add_requests(40, 600)
+
+    assert [drill_down(client, query)[1] for query in queries] == few
+
+
+@pytest.mark.postgres  # reads PostgreSQL's executed plan (EXPLAIN ANALYZE)
+def test_the_month_drill_down_reads_one_index_entry_per_day_not_every_row(people):
+    now = timezone.localtime()
+    add_requests(0, 3_000, when=now)  # an hour apart: about four months, ~720 rows a month
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE approvals_approvalrequest")
+    month = now - timedelta(days=40)
+    client = client_for(people["carol"])
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(CHANGELIST, {"received_at__year": month.year, "received_at__month": month.month})
+    assert response.status_code == 200
+    probes = [query["sql"] for query in queries.captured_queries if query["sql"].startswith("SELECT EXISTS")]
+    assert len(probes) == 1, [query["sql"][:80] for query in queries.captured_queries]
+
+    with connection.cursor() as cursor:
+        # The captured SQL has its values inlined by Django's debug formatting; run it as it was.
+        cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {probes[0]}")
+        plan = cursor.fetchone()[0]
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+
+    scans = []
+
+    def walk(node):
+        if "Scan" in node["Node Type"]:
+            scans.append(node)
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk(plan[0]["Plan"])
+    on_requests = [scan for scan in scans if scan.get("Relation Name") == "approvals_approvalrequest"]
+    assert on_requests, plan
+    assert all(scan["Node Type"] != "Seq Scan" for scan in on_requests), plan
+    assert all(scan["Actual Rows"] <= 1 for scan in on_requests), plan  # stops at the first row
+    assert 28 <= len(on_requests) <= 31  # one probe per day of the month
