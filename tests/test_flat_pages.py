@@ -167,7 +167,7 @@ def test_every_admin_changelist_needs_the_same_queries_for_few_rows_and_for_many
     pages = [(carol, url) for url in admin_changelists()]
     pages += [
         (carol, f"{CHANGELIST}?status__exact=pending"),
-        (carol, f"{CHANGELIST}?o=2"),
+        (carol, f"{CHANGELIST}?o=7"),  # by deadline
         (carol, f"{CHANGELIST}?received_at__year={timezone.localtime().year}"),
         (alice, CHANGELIST),  # an approver's own list
     ]
@@ -301,3 +301,67 @@ def test_the_month_drill_down_reads_one_index_entry_per_day_not_every_row(people
     assert all(scan["Node Type"] != "Seq Scan" for scan in on_requests), plan
     assert all(scan["Actual Rows"] <= 1 for scan in on_requests), plan  # stops at the first row
     assert 28 <= len(on_requests) <= 31  # one probe per day of the month
+
+
+# ---------------------------------------------------------------------------
+# Sorting: only by the columns offered, each with an index
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("url", "unindexed"),
+    [
+        (f"{CHANGELIST}?o=2", "status"),  # a hand-made link: the status column is not offered
+        (f"{CHANGELIST}?o=-5.2", "requester_email"),
+        ("/admin/approvals/callback/?o=4", "attempts"),
+        ("/admin/approvals/notification/?o=4", "recipient"),
+        ("/admin/approvals/ingesterror/?o=5", "receive_count"),
+    ],
+)
+def test_a_hand_made_sort_by_a_column_the_admin_does_not_offer_is_ignored(people, url, unindexed):
+    add_requests(0, 8)
+
+    response = client_for(people["carol"]).get(url)
+
+    assert response.status_code == 200
+    ordering = [str(item) for item in response.context["cl"].queryset.query.order_by]
+    assert not any(unindexed in item for item in ordering), ordering
+
+
+def test_the_offered_sorts_still_sort(people):
+    add_requests(0, 8)
+    carol = client_for(people["carol"])
+
+    by_deadline = carol.get(CHANGELIST, {"o": "7"}).context["cl"]
+    by_age = carol.get(CHANGELIST, {"o": "-6"}).context["cl"]
+
+    deadlines = [row.deadline for row in by_deadline.result_list]
+    assert deadlines == sorted(deadlines) and "deadline" in by_deadline.queryset.query.order_by
+    assert by_age.queryset.query.order_by[0] == "-received_at"  # -6: by age, the newest first
+
+
+# ---------------------------------------------------------------------------
+# Counting: a filtered list is counted up to 1,000, and says so
+# ---------------------------------------------------------------------------
+def test_a_filtered_admin_list_is_counted_up_to_a_thousand_and_says_more_than(people):
+    add_requests(0, 1_010, alice=people["alice"])  # every one assigned to alice's group
+    carol = client_for(people["carol"])
+
+    many = carol.get(CHANGELIST, {"group": MINE})
+    few = carol.get(CHANGELIST, {"group": MINE, "q": "Order 100"})  # Order 100, 1000…1009
+
+    assert many.context["cl"].paginator.is_capped
+    assert "more than 1000 approval requests" in " ".join(many.content.decode().split())
+    assert not few.context["cl"].paginator.is_capped
+    assert "11 approval requests" in " ".join(few.content.decode().split())
+    assert carol.get(CHANGELIST, {"group": MINE, "p": "19"}).status_code == 200  # the 20th page, the last offered
+
+
+def test_the_admin_search_finds_the_same_rows_by_ids_as_by_sub_select(people):
+    add_requests(0, 120, alice=people["alice"])
+    from approvals import selectors
+
+    for term in ["Order 11", "alice@example.com", MINE, "req7@example.com", "nothing-like-this"]:
+        by_ids = set(selectors.admin_search(ApprovalRequest.objects.all(), term).values_list("pk", flat=True))
+        by_sub_select = set(
+            ApprovalRequest.objects.filter(pk__in=selectors.request_ids_matching(term)).values_list("pk", flat=True)
+        )
+        assert by_ids == by_sub_select, term
