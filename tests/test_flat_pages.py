@@ -123,9 +123,8 @@ def grow(people, rows: int = 400) -> None:
     Delegation.objects.create(
         delegator=dave, delegate=erin, ends_at=timezone.now() + timedelta(days=3), created_by=people["carol"]
     )
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("ANALYZE")
+    # No ANALYZE here: the count of queries does not depend on the plans, and ANALYZE writes the
+    # planner's row counts outside the test's transaction, for the tests that follow to inherit.
 
 
 def admin_changelists() -> list[str]:
@@ -253,6 +252,28 @@ def test_the_date_drill_down_respects_the_time_zone_at_period_edges(people, sett
     assert months == expected
     assert "April 2024" in months and "March 2024" not in months
     assert days == ["April 1"]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "received_at__year=abc",
+        "received_at__year=2024&received_at__month=13",
+        "received_at__year=2024&received_at__month=2&received_at__day=30",
+        "received_at__month=3",  # a month without a year: Django filters by it, the links start at the years
+        "received_at__year=9999&received_at__month=11",
+        "received_at__year=1",
+        "received_at__year=2024&received_at__day=5",
+    ],
+)
+def test_hand_made_drill_down_links_answer_with_a_page_or_djangos_error_redirect(people, query):
+    spread()
+
+    response = client_for(people["carol"]).get(f"{CHANGELIST}?{query}")
+
+    assert response.status_code in {200, 302}, query
+    if response.status_code == 302:
+        assert "e=1" in response["Location"]  # Django's "invalid parameters" page
 
 
 def test_the_date_drill_down_needs_the_same_queries_for_few_rows_and_for_many(people):
