@@ -386,3 +386,21 @@ def test_the_admin_search_finds_the_same_rows_by_ids_as_by_sub_select(people):
             ApprovalRequest.objects.filter(pk__in=selectors.request_ids_matching(term)).values_list("pk", flat=True)
         )
         assert by_ids == by_sub_select, term
+
+
+def test_a_search_with_many_matches_drills_down_to_its_days(people):
+    """The ids of a search's matches are one array parameter on PostgreSQL (not one parameter
+    each, in each of the month's 31 probes); past SQLite's limit, a sub-select."""
+    add_requests(0, 1_200, when=timezone.localtime())  # "Order 0" … "Order 1199", one an hour
+    carol = client_for(people["carol"])
+    month = timezone.localtime() - timedelta(days=20)
+
+    listing = carol.get(CHANGELIST, {"q": "Order"})
+    days = carol.get(CHANGELIST, {"q": "Order", "received_at__year": month.year, "received_at__month": month.month})
+
+    in_month = ApprovalRequest.objects.filter(received_at__year=month.year, received_at__month=month.month)
+    assert listing.status_code == 200
+    assert "more than 1000 approval requests" in " ".join(listing.content.decode().split())
+    assert days.status_code == 200
+    assert '<nav class="toplinks">' in days.content.decode()
+    assert days.context["cl"].result_count == in_month.count() > 0

@@ -9,6 +9,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import NotSupportedError, connection
 from django.db.models import BooleanField, Count, F, Func, Prefetch, Q, QuerySet, TextField
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -371,6 +372,9 @@ def request_ids_matching(term: str) -> QuerySet:
 
 # Up to this many matches, the admin's search hands the page their ids as values (see below).
 SEARCH_IDS_LIMIT = 5_000
+# SQLite has no arrays: the ids are as many parameters, in each of the drill-down's (up to 31)
+# probes too, and SQLite allows 32,766 parameters in a statement.
+SQLITE_SEARCH_IDS_LIMIT = 500
 
 
 def admin_search(queryset: QuerySet[ApprovalRequest], term: str) -> QuerySet[ApprovalRequest]:
@@ -384,10 +388,18 @@ def admin_search(queryset: QuerySet[ApprovalRequest], term: str) -> QuerySet[App
     (a term in most titles): filtered by the sub-select, as before.
     """
     matching = request_ids_matching(term)
-    ids = [row["pk"] for row in matching[: SEARCH_IDS_LIMIT + 1]]
-    if len(ids) > SEARCH_IDS_LIMIT:
+    limit = SEARCH_IDS_LIMIT if connection.vendor == "postgresql" else SQLITE_SEARCH_IDS_LIMIT
+    ids = [row["pk"] for row in matching[: limit + 1]]
+    if len(ids) > limit:
         return queryset.filter(pk__in=matching)
-    return queryset.filter(pk__in=ids)
+    if connection.vendor != "postgresql":
+        return queryset.filter(pk__in=ids)
+    # One array parameter, `id = ANY(%s)`: as `IN (%s, %s, …)` each id is a parameter of every
+    # statement that filters by them, the drill-down's probes too (31 × 5,000 would pass
+    # PostgreSQL's limit of 65,535 parameters).
+    column = f"{connection.ops.quote_name(ApprovalRequest._meta.db_table)}.{connection.ops.quote_name('id')}"
+    # (RawSQL: the SQL is our own quoted column name; the ids are a parameter.)
+    return queryset.filter(RawSQL(f"{column} = ANY(%s)", (ids,), output_field=BooleanField()))  # noqa: S611
 
 
 def _distinct_values(model, column: str, *, kind: str | None = None) -> list[str]:
