@@ -404,3 +404,41 @@ def test_a_search_with_many_matches_drills_down_to_its_days(people):
     assert days.status_code == 200
     assert '<nav class="toplinks">' in days.content.decode()
     assert days.context["cl"].result_count == in_month.count() > 0
+
+
+# ---------------------------------------------------------------------------
+# The inbox's state machine choices: from indexed lookups, still only the user's own
+# ---------------------------------------------------------------------------
+def test_the_inbox_lists_only_the_state_machines_of_requests_the_user_may_see(people):
+    from approvals import selectors
+
+    def machine(name: str) -> str:
+        return f"arn:aws:states:us-east-1:123456789012:stateMachine:{name}"
+
+    rows = add_requests(0, 6)
+    assigned, requested, decided, voted, delegated, hidden = rows
+    ApprovalRequest.objects.filter(pk=assigned.pk).update(state_machine_arn=machine("assigned"))
+    Assignment.objects.create(request=assigned, kind=Assignment.Kind.USER, value="alice@example.com")
+    ApprovalRequest.objects.filter(pk=requested.pk).update(
+        state_machine_arn=machine("requested"), requester_email="ALICE@example.com"
+    )
+    ApprovalRequest.objects.filter(pk=decided.pk).update(
+        state_machine_arn=machine("decided"), decided_by=people["alice"]
+    )
+    ApprovalRequest.objects.filter(pk=voted.pk).update(state_machine_arn=machine("voted"))
+    Vote.objects.create(request=voted, user=people["alice"], approve=True)
+    ApprovalRequest.objects.filter(pk=delegated.pk).update(state_machine_arn=machine("delegated"))
+    dave = sso_user("dave", "team-away")
+    Assignment.objects.create(request=delegated, kind=Assignment.Kind.GROUP, value="team-away")
+    Delegation.objects.create(
+        delegator=dave, delegate=people["alice"], ends_at=timezone.now() + timedelta(days=1), created_by=dave
+    )
+    ApprovalRequest.objects.filter(pk=hidden.pk).update(state_machine_arn=machine("someone-elses"))
+    outsider = sso_user("olga", "team-nobody")
+
+    seen = selectors.inbox_state_machine_arns(people["alice"])
+    page = client_for(people["alice"]).get("/").content.decode()
+
+    assert seen == sorted(machine(name) for name in ("assigned", "decided", "delegated", "requested", "voted"))
+    assert "someone-elses" not in page and machine("assigned") in page
+    assert selectors.inbox_state_machine_arns(outsider) == []
