@@ -75,8 +75,8 @@ bench-admin: $(VENV)/.installed-dev
 	mkdir -p var/bench
 	$(PY) bench/admin_changelist.py --output var/bench/admin_changelist.json
 
-## The inbox and the request page for an approver with 10,000 waiting requests among 100,000
-## (bench/inbox.py); prints a table, writes var/bench/inbox.json.
+## The inbox and the request page at 1k, 10k and 100k requests, the approver's own rows the same
+## at every size (bench/inbox.py; --own-waiting 10000 for a very busy approver); writes var/bench/inbox.json.
 .PHONY: bench-inbox
 bench-inbox: $(VENV)/.installed-dev
 	$(PY) bench/inbox.py

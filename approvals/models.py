@@ -642,7 +642,10 @@ class IngestError(models.Model):
 
     class Meta:
         ordering = ["-last_seen_at"]
-        indexes = [models.Index(fields=["status", "-last_seen_at"], name="ingest_error_status_seen")]
+        indexes = [
+            models.Index(fields=["status", "-last_seen_at"], name="ingest_error_status_seen"),
+            models.Index(fields=["-last_seen_at", "-id"], name="ingest_error_seen"),  # the admin's list
+        ]
         permissions = [("resolve_ingesterror", "Can replay or discard ingest errors")]
 
     def __str__(self) -> str:
@@ -817,6 +820,7 @@ class Notification(models.Model):
             models.Index(fields=["status", "-created_at"], name="notification_status_created"),
             models.Index(fields=["status", "updated_at"], name="notification_status_updated"),
             models.Index(fields=["recipient", "kind", "-created_at"], name="notification_recipient_kind"),
+            models.Index(fields=["-created_at", "-id"], name="notification_created"),  # the admin's list
         ]
         permissions = [("resend_notification", "Can send a failed notification again")]
 

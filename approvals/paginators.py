@@ -17,13 +17,15 @@ class LargeTablePaginator(Paginator):
     - Unfiltered, on PostgreSQL, with a table of at least `estimate_from` rows: the planner's
       estimate (pg_class.reltuples, kept by autovacuum/ANALYZE) instead of COUNT(*).
     - Filtered: an exact count, but at most `count_limit` rows (None: no limit); pages past
-      that are not offered, a filter or search narrows it down.
+      that are not offered, a filter or search narrows it down. A filter that matches a
+      twentieth of 100,000 requests took 16-19 ms to count exactly, and more as the table grows;
+      counting up to 1,000 (`SELECT COUNT(*) FROM (… LIMIT 1001)`) costs the same at any size.
 
     `is_estimate` / `is_capped` tell the pagination template to say "about" / "more than".
     """
 
     estimate_from = 10_000
-    count_limit: int | None = None
+    count_limit: int | None = 1_000
 
     is_estimate = False
     is_capped = False
@@ -39,7 +41,8 @@ class LargeTablePaginator(Paginator):
                 return counted
         if self.count_limit is None:
             return queryset.count()
-        count = queryset[: self.count_limit + 1].count()
+        # In no order: PostgreSQL may stop at the limit whichever way it finds the rows.
+        count = queryset.order_by()[: self.count_limit + 1].count()
         if count > self.count_limit:
             self.is_capped = True
             return self.count_limit

@@ -18,7 +18,7 @@ import os
 import platform
 import sys
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 REPO_DIR = Path(__file__).resolve().parent.parent
@@ -29,20 +29,29 @@ os.environ["DJANGO_DEBUG"] = "false"  # DEBUG records every query: not what prod
 os.environ["DJANGO_ALLOWED_HOSTS"] = "testserver"  # the test client's host
 
 SIZES = [1_000, 10_000, 100_000]
+NOW = datetime.now(UTC)
+CHANGELIST = "/admin/approvals/approvalrequest/"
 AUDIT_EVENTS = 1_000_000
 MACHINES = [f"arn:aws:states:eu-west-1:123456789012:stateMachine:flow-{n}" for n in range(8)]
 GROUPS = [f"team-{n}" for n in range(20)]
 GOAL_P95_MS = 200
+# The measuring approver's own rows are the same at every size, as a real user's are: all among
+# the first (newest) OWN_ROWS requests, assigned to their own group; only other people's grow.
+OWN_ROWS = 1_000
+OWN_EMAIL, OWN_GROUP = "bench-approver@example.com", "bench-approvers"
 
 
 def add_requests(start: int, stop: int, *, decider, batch: int = 5_000) -> None:
     """Requests like a busy portal's: spread over two years, a quarter of them pending.
 
-    Every group and approver email gets every status; `decider` decided some of their own.
+    Every group and approver email gets every status. The measuring approver (`decider`, in
+    OWN_GROUP) has the same rows at every size: among the first OWN_ROWS, every tenth is also
+    assigned to their group (50 pending of them), and they decided a dozen; the admin's filters
+    and searches (team-7, approver7@…) are other people's and grow with the table.
     """
     from django.utils import timezone
 
-    from approvals.models import ApprovalRequest, Assignment, Callback, CallbackStatus, RequestStatus
+    from approvals.models import ApprovalRequest, Assignment, Callback, CallbackStatus, Notification, RequestStatus
     from bench import common as bench_common
 
     now = timezone.now()
@@ -57,7 +66,7 @@ def add_requests(start: int, stop: int, *, decider, batch: int = 5_000) -> None:
                 state_machine_arn=MACHINES[n % 8],
                 state_name=f"Step{n % 3}",
                 status=statuses[n % 4],
-                decided_by=decider if n % 4 == 1 and (n // 4) % 20 == 7 else None,
+                decided_by=decider if n < OWN_ROWS and n % 4 == 1 and (n // 4) % 20 == 7 else None,
                 received_at=now - timedelta(minutes=10 * n),
                 deadline=now + timedelta(hours=(n % 96) - 24),
                 token_ciphertext="-",  # noqa: S106 - no token: the changelist never reads it
@@ -76,6 +85,23 @@ def add_requests(start: int, stop: int, *, decider, batch: int = 5_000) -> None:
                 Assignment(request=row, kind=Assignment.Kind.USER, value=f"approver{(n // 4) % 50}@example.com")
                 for n, row in enumerate(created, start=low)
             ]
+            + [
+                Assignment(request=row, kind=Assignment.Kind.GROUP, value=OWN_GROUP)
+                for n, row in enumerate(created, start=low)
+                if n < OWN_ROWS and n % 10 == 0
+            ]
+        )
+        # One notification per request, as ingest plans one for each approver.
+        Notification.objects.bulk_create(
+            Notification(
+                request=row,
+                channel=Notification.Channel.EMAIL,
+                recipient=f"approver{(n // 4) % 50}@example.com",
+                kind=Notification.Kind.NEW_REQUEST,
+                status=Notification.Status.SENT,
+                created_at=row.received_at,
+            )
+            for n, row in enumerate(created, start=low)
         )
         Callback.objects.bulk_create(
             Callback(
@@ -119,8 +145,10 @@ REQUEST_PAGES = [
     ("filter: assigned group", "/admin/approvals/approvalrequest/?group=team-7"),
     ("filter: overdue", "/admin/approvals/approvalrequest/?overdue=yes"),
     ("filter: callback failed", "/admin/approvals/approvalrequest/?callback=failed"),
-    ("order: deadline", "/admin/approvals/approvalrequest/?o=2"),
-    ("date: one month", "/admin/approvals/approvalrequest/?received_at__year=2026&received_at__month=3"),
+    # Column 7 (the action checkbox is column 0); ?o=2 was the status, which sorted every row.
+    ("order: deadline", "/admin/approvals/approvalrequest/?o=7"),
+    # The current month: it has rows at every size (the 1,000 newest reach back a week).
+    ("date: one month", f"{CHANGELIST}?received_at__year={NOW.year}&received_at__month={NOW.month}"),
     ("search: title words", "/admin/approvals/approvalrequest/?q=supplier+42"),
     ("search: approver email", "/admin/approvals/approvalrequest/?q=approver7@example.com"),
     (
@@ -128,6 +156,9 @@ REQUEST_PAGES = [
         f"/admin/approvals/approvalrequest/?q={MACHINES[1].replace('stateMachine', 'execution')}:run-9",
     ),
     ("page 16", "/admin/approvals/approvalrequest/?p=15"),
+    ("callbacks: changelist", "/admin/approvals/callback/"),
+    ("callbacks: filter failed", "/admin/approvals/callback/?status__exact=failed"),
+    ("notifications: changelist", "/admin/approvals/notification/"),
 ]
 AUDIT_PAGES = [
     ("audit: changelist", "/admin/approvals/auditevent/"),
@@ -163,8 +194,10 @@ def main() -> int:
     admin = backend.filter_users_by_claims({**user_claims, "sub": "bench-admin"}).first() or backend.create_user(
         {**user_claims, "sub": "bench-admin", "email": "bench-admin@example.com", "groups": ["portal-admins"]}
     )
-    approver = backend.filter_users_by_claims({**user_claims, "sub": "bench-approver"}).first() or backend.create_user(
-        {**user_claims, "sub": "bench-approver", "email": "approver7@example.com", "groups": ["team-7"]}
+    # Its own subject: a database kept from an earlier version of this bench has a "bench-approver"
+    # in team-7, whose rows grow with the table.
+    approver = backend.filter_users_by_claims({**user_claims, "sub": "bench-own-approver"}).first() or (
+        backend.create_user({**user_claims, "sub": "bench-own-approver", "email": OWN_EMAIL, "groups": [OWN_GROUP]})
     )
     admin_client, approver_client = bench_common.signed_in_client(admin), bench_common.signed_in_client(approver)
 
@@ -175,7 +208,12 @@ def main() -> int:
         add_requests(done, size, decider=approver)
         done = size
         bench_common.vacuum_analyze(
-            "approvals_approvalrequest", "approvals_assignment", "approvals_callback", "approvals_auditevent"
+            "approvals_approvalrequest",
+            "approvals_assignment",
+            "approvals_callback",
+            "approvals_auditevent",
+            "approvals_notification",
+            "approvals_vote",
         )
         print(f"\n{size:,} requests (inserted in {time.perf_counter() - started:.1f}s)", flush=True)
         pages = [(name, admin_client, url) for name, url in REQUEST_PAGES]

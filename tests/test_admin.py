@@ -886,7 +886,7 @@ SCALE_PAGES = [
     f"{CHANGELIST}?callback=failed",
     f"{CHANGELIST}?q=order+42",
     f"{CHANGELIST}?q=requester7@example.com",
-    f"{CHANGELIST}?o=2",  # by deadline
+    f"{CHANGELIST}?o=7",  # by deadline (the action checkbox is column 0)
     f"{CHANGELIST}?received_at__year=2026",
 ]
 

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db import connections
 from django.db.models import QuerySet
@@ -42,6 +43,18 @@ class ActionsOnlyMixin:
         return False
 
 
+class BigTableChangeList(ChangeList):
+    """Sorts only by the columns the admin offers (`sortable_by`, each with an index): Django's
+    changelist obeys any `?o=<column>`, and a hand-made link sorting by another column (the
+    status, say) sorted every row of the table (170 ms at 100,000 requests). Such a column is
+    ignored, as Django ignores one that cannot be sorted at all."""
+
+    def get_ordering_field(self, field_name):
+        if self.sortable_by is not None and field_name not in self.sortable_by:
+            return None
+        return super().get_ordering_field(field_name)
+
+
 class BigTableAdmin(admin.ModelAdmin):
     """Changelist settings that keep a list fast with hundreds of thousands of rows."""
 
@@ -49,6 +62,9 @@ class BigTableAdmin(admin.ModelAdmin):
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
     list_per_page = 50
+
+    def get_changelist(self, request, **kwargs):
+        return BigTableChangeList
 
     def get_object(self, request, object_id, from_field=None):
         # A row outside what this user may see answers 404, like a row that does not exist

@@ -29,6 +29,7 @@ class CallbackAdmin(ActionsOnlyMixin, BigTableAdmin):
     list_select_related = ["request"]
     search_fields = ["=request__public_id"]
     ordering = ["-updated_at", "-id"]
+    sortable_by = ["updated_at"]  # the one column with an index (callback_updated)
     fields = [
         "request_link",
         "kind",

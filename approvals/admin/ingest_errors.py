@@ -47,6 +47,7 @@ class IngestErrorAdmin(ActionsOnlyMixin, BigTableAdmin):
     list_filter = ["status", "code"]
     search_fields = ["=sqs_message_id"]
     ordering = ["-last_seen_at", "-id"]
+    sortable_by = ["last_seen_at"]  # the one column with an index (ingest_error_seen)
     fields = [
         "sqs_message_id",
         "code",

@@ -4,7 +4,6 @@ import json
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
-from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -15,7 +14,15 @@ from django.utils.timesince import timesince
 from django.views.decorators.http import require_POST
 
 from approvals import delivery, one_click, permissions, selectors, services
-from approvals.admin.base import MAX_BULK_ROWS, NOT_YOURS, ActionsOnlyMixin, BigTableAdmin, BulkAction, run_bulk
+from approvals.admin.base import (
+    MAX_BULK_ROWS,
+    NOT_YOURS,
+    ActionsOnlyMixin,
+    BigTableAdmin,
+    BigTableChangeList,
+    BulkAction,
+    run_bulk,
+)
 from approvals.contract import stored_options
 from approvals.forms.admin import (
     AdminDecisionForm,
@@ -237,7 +244,7 @@ def _vote_choice(request: ApprovalRequest, vote: Vote) -> str:
 # ---------------------------------------------------------------------------
 # Approval requests
 # ---------------------------------------------------------------------------
-class ApproverChangeList(ChangeList):
+class ApproverChangeList(BigTableChangeList):
     """An approver's list: their own few requests need no date drill-down (two queries saved)."""
 
     def __init__(self, request, model, list_display, list_display_links, list_filter, date_hierarchy, *args, **kw):
@@ -368,7 +375,7 @@ class ApprovalRequestAdmin(ActionsOnlyMixin, BigTableAdmin):
     def get_search_results(self, request, queryset, search_term):
         if not search_term.strip():
             return queryset, False
-        return queryset.filter(pk__in=selectors.request_ids_matching(search_term)), False
+        return selectors.admin_search(queryset, search_term), False
 
     # -- columns and fields --------------------------------------------------------------
     @admin.display(description="assignees")
