@@ -711,6 +711,55 @@ def test_the_template_deploys_on_the_aws_emulator(moto_server):
     assert [p["PolicyArn"] for p in attached] == [outputs["PortalPolicyArn"]]
 
 
+def test_with_member_roles_the_portal_may_assume_exactly_those_and_without_none(moto_server):
+    import boto3
+
+    def client(service: str):
+        return boto3.client(
+            service,
+            endpoint_url=moto_server,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    suffix = uuid.uuid4().hex[:8]
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"}, "Action": "sts:AssumeRole"}
+        ],
+    }  # noqa: E501
+    role = client("iam").create_role(RoleName=f"portal-{suffix}", AssumeRolePolicyDocument=json.dumps(trust))["Role"]
+    members = ["arn:aws:iam::111111111111:role/approval-portal", "arn:aws:iam::222222222222:role/approval-portal"]
+    stack = f"approval-portal-{suffix}"
+    client("cloudformation").create_stack(
+        StackName=stack,
+        TemplateBody=TEMPLATE.read_text(),
+        Capabilities=["CAPABILITY_IAM"],
+        Parameters=[
+            {"ParameterKey": "QueueName", "ParameterValue": f"approvals-cfn-{suffix}"},
+            {"ParameterKey": "StateMachineName", "ParameterValue": f"approval-cfn-{suffix}"},
+            {"ParameterKey": "PortalRoleName", "ParameterValue": role["RoleName"]},
+            {"ParameterKey": "MemberRoleArns", "ParameterValue": ",".join(members)},
+        ],
+    )
+    described = client("cloudformation").describe_stacks(StackName=stack)["Stacks"][0]
+    assert described["StackStatus"] == "CREATE_COMPLETE", described.get("StackStatusReason")
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in described["Outputs"]}
+    attached = {
+        p["PolicyArn"] for p in client("iam").list_attached_role_policies(RoleName=role["RoleName"])["AttachedPolicies"]
+    }
+    assert attached == {outputs["PortalPolicyArn"], outputs["MemberAccountsPolicyArn"]}
+    iam = client("iam")
+    version = iam.get_policy(PolicyArn=outputs["MemberAccountsPolicyArn"])["Policy"]["DefaultVersionId"]
+    document = iam.get_policy_version(PolicyArn=outputs["MemberAccountsPolicyArn"], VersionId=version)
+    document = document["PolicyVersion"]["Document"]
+    document = json.loads(document) if isinstance(document, str) else document
+    [statement] = document["Statement"]
+    assert statement["Action"] == "sts:AssumeRole" and statement["Resource"] == members
+
+
 def test_the_default_broker_of_make_run_accepts_a_task(tmp_path):
     # `make run` uses the SQLite broker when CELERY_BROKER_URL is unset: publishing must work.
     env = {k: v for k, v in os.environ.items() if k not in {"CELERY_BROKER_URL", "DATABASE_URL"}}
