@@ -11,6 +11,7 @@ hadolint) that skip locally when absent; `.ci/run` installs them.
 """
 
 import base64
+import functools
 import hashlib
 import json
 import os
@@ -654,26 +655,34 @@ def test_cfn_lint_finds_nothing_in_the_template():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_the_template_deploys_on_the_aws_emulator(moto_server):
+def emulator_client(endpoint: str, service: str):
     import boto3
 
-    def client(service: str):
-        return boto3.client(
-            service,
-            endpoint_url=moto_server,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
+    return boto3.client(
+        service,
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
 
-    suffix = uuid.uuid4().hex[:8]
+
+def portal_role(client, suffix: str) -> dict:
+    """An existing role the portal runs as (an ECS task's), for the template's PortalRoleName."""
     trust = {
         "Version": "2012-10-17",
         "Statement": [
             {"Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"}, "Action": "sts:AssumeRole"}
         ],
     }
-    role = client("iam").create_role(RoleName=f"portal-{suffix}", AssumeRolePolicyDocument=json.dumps(trust))["Role"]
+    return client("iam").create_role(RoleName=f"portal-{suffix}", AssumeRolePolicyDocument=json.dumps(trust))["Role"]
+
+
+def test_the_template_deploys_on_the_aws_emulator(moto_server):
+
+    client = functools.partial(emulator_client, moto_server)
+    suffix = uuid.uuid4().hex[:8]
+    role = portal_role(client, suffix)
     stack = f"approval-portal-{suffix}"
     client("cloudformation").create_stack(
         StackName=stack,
@@ -712,25 +721,10 @@ def test_the_template_deploys_on_the_aws_emulator(moto_server):
 
 
 def test_with_member_roles_the_portal_may_assume_exactly_those_and_without_none(moto_server):
-    import boto3
 
-    def client(service: str):
-        return boto3.client(
-            service,
-            endpoint_url=moto_server,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-
+    client = functools.partial(emulator_client, moto_server)
     suffix = uuid.uuid4().hex[:8]
-    trust = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {"Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"}, "Action": "sts:AssumeRole"}
-        ],
-    }  # noqa: E501
-    role = client("iam").create_role(RoleName=f"portal-{suffix}", AssumeRolePolicyDocument=json.dumps(trust))["Role"]
+    role = portal_role(client, suffix)
     members = ["arn:aws:iam::111111111111:role/approval-portal", "arn:aws:iam::222222222222:role/approval-portal"]
     stack = f"approval-portal-{suffix}"
     client("cloudformation").create_stack(
