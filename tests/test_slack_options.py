@@ -125,6 +125,9 @@ def test_a_success_option_click_decides_with_that_option(people, slack_api, cele
     assert Callback.objects.get(request=request).kind == "success"
     (answer,) = slack_api.responses()
     assert answer["replace_original"] is True and answer["text"].startswith("Approved by alice@example.com")
+    # What was chosen, not only yes; the label escaped as any text from a workflow (no @here ping).
+    assert "Approved by alice@example.com — Deploy to US &lt;!here&gt;:" in answer["text"]
+    assert "<!here>" not in json.dumps(answer)
 
 
 def test_a_failure_option_click_opens_the_reason_modal_and_its_submission_sends_the_options_error(

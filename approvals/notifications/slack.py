@@ -262,13 +262,25 @@ def request_message(content: MessageContent, *, with_buttons: bool) -> tuple[str
     return escape(one_line(content.subject, 300)), blocks
 
 
+def _chosen_labels(request: ApprovalRequest) -> str:
+    """ " — <the labels of the deciding vote's options>", for a request that offered options."""
+    if not request.options or request.status not in {RequestStatus.APPROVED, RequestStatus.REJECTED}:
+        return ""
+    vote = (
+        request.votes.filter(user_id=request.decided_by_id, withdrawn_at__isnull=True).order_by("-created_at").first()
+    )
+    labels = vote.choice_labels if vote is not None else []
+    return f" — {one_line(', '.join(labels), 200)}" if labels else ""
+
+
 def outcome_message(request: ApprovalRequest, *, request_url: str) -> tuple[str, list[dict]]:
     """The message once decided: the buttons are gone, who decided shows."""
     word = OUTCOME_WORDS.get(request.status, request.get_status_display())
     # Closed by the system: whoever decided did not close it (the workflow no longer exists).
     who = f" by {request.decided_by.email}" if request.decided_by_id and request.status != RequestStatus.CLOSED else ""
-    text = escape(f"{word}{who}: {one_line(request.title, 200)}")
-    lines = [f"*{escape(word)}*{escape(who)}"]
+    chosen = _chosen_labels(request)
+    text = escape(f"{word}{who}{chosen}: {one_line(request.title, 200)}")
+    lines = [f"*{escape(word)}*{escape(who)}{escape(chosen)}"]
     if request.decision_comment:
         lines.append(f"> {escape(one_line(request.decision_comment, 500))}")
     blocks = [
