@@ -21,6 +21,7 @@ from django.db import OperationalError, connection
 from approvals import services
 from approvals.integrations import aws as gateway
 from approvals.models import ApprovalRequest, AuditEvent, Callback, CallbackStatus, RequestStatus, User
+from approvals.services.notifications import new_requests_plan
 from tests.conftest import Process, database_url, venv_bin
 from tests.support import wait_for
 
@@ -218,12 +219,13 @@ def test_a_worker_whose_database_sessions_are_terminated_mid_run_loses_nothing_a
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_a_session_ended_while_planning_notifications_leaves_the_message_on_the_queue_not_lost():
+def test_a_session_ended_while_planning_notifications_leaves_the_request_to_plan_again_not_silent():
     # The fault is PostgreSQL's own: a trigger ends the inserting session (pg_terminate_backend
-    # on itself) when the ingest's notification planning inserts its first row, as a restart
-    # would end it at that moment. Before the fix the planning's "exception-safe" handler
-    # swallowed the error, the ingest's transaction rolled back silently, and the ingest
-    # reported the message stored: the consumer would have deleted a message that was never kept.
+    # on itself) when notification planning inserts its first row, as a restart would end it at
+    # that moment. Planning runs after the ingest's commit now (a task per batch): the message is
+    # stored and may be deleted, and the planning's failure must neither be swallowed nor mark
+    # the request planned, or nobody would ever hear of it. (Before planning moved out of the
+    # ingest, this fault rolled the ingest back and had to keep the message on the queue.)
     alice()
     with connection.cursor() as cursor:
         cursor.execute(
@@ -236,16 +238,20 @@ def test_a_session_ended_while_planning_notifications_leaves_the_message_on_the_
         )
     body = json.dumps({**BODY, "taskToken": f"lost-{uuid.uuid4()}"})
     try:
+        assert services.received_message_ingest(sqs_message_id="m-1", body=body, max_bytes=256 * 1024) is None
+        request = ApprovalRequest.objects.get(sqs_message_id="m-1")
+        assert request.notifications_unplanned_since is not None
         with pytest.raises(OperationalError):
-            services.received_message_ingest(sqs_message_id="m-1", body=body, max_bytes=256 * 1024)
+            new_requests_plan(request_ids=[request.pk])
     finally:
         connection.close()  # the ended session; the next query opens a new one
         with connection.cursor() as cursor:
             cursor.execute("DROP TRIGGER end_my_session ON approvals_notification")
             cursor.execute("DROP FUNCTION end_my_session()")
 
-    assert not ApprovalRequest.objects.filter(sqs_message_id="m-1").exists()
-    # The same message received again is stored, with its notifications.
-    assert services.received_message_ingest(sqs_message_id="m-1", body=body, max_bytes=256 * 1024) is None
-    request = ApprovalRequest.objects.get(sqs_message_id="m-1")
-    assert request.notifications.exists()
+    request.refresh_from_db()
+    assert request.notifications_unplanned_since is not None and not request.notifications.exists()
+    # The sweep's next planning (or the task's retry) plans it, once.
+    assert new_requests_plan(request_ids=[request.pk])
+    request.refresh_from_db()
+    assert request.notifications_unplanned_since is None and request.notifications.exists()
