@@ -33,6 +33,26 @@ def make_user(username: str, *groups: str, admin: bool = False, sub: str | None 
     return user
 
 
+def finance_team() -> dict[str, User]:
+    """alice, carol and dave, approvers in finance-approvers, and root, an admin."""
+    return {
+        "alice": make_user("alice", "finance-approvers"),
+        "carol": make_user("carol", "finance-approvers"),
+        "dave": make_user("dave", "finance-approvers"),
+        "root": make_user("root", admin=True),
+    }
+
+
+def finance_execution_input(title: str, order_id: int) -> dict:
+    """The input of an example execution that asks finance-approvers, requested by bob."""
+    return {
+        "title": title,
+        "approvers": {"users": [], "groups": ["finance-approvers"]},
+        "requester": "bob@example.com",
+        "details": {"order": {"id": order_id}},
+    }
+
+
 def signed_in(user: User) -> Client:
     """A browser signed in as `user`, as after an SSO sign-in whose ID token is still fresh.
 

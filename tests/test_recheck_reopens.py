@@ -16,27 +16,17 @@ from approvals.contract import parse_message
 from approvals.integrations import aws as gateway
 from approvals.models import ApprovalRequest, AuditEvent, Callback, CallbackStatus, Notification, RequestStatus, Vote
 from approvals.tasks import deliver_callback
-from tests.support import make_user, signed_in, wait_for, wait_for_execution_end
+from tests.support import finance_execution_input, finance_team, signed_in, wait_for, wait_for_execution_end
 from tests.test_callbacks import take_from_queue
 
 pytestmark = pytest.mark.django_db
 
-EXECUTION_INPUT = {
-    "title": "Approve order 77 (EUR 9,100)",
-    "approvers": {"users": [], "groups": ["finance-approvers"]},
-    "requester": "bob@example.com",
-    "details": {"order": {"id": 77}},
-}
+EXECUTION_INPUT = finance_execution_input("Approve order 77 (EUR 9,100)", 77)
 
 
 @pytest.fixture
 def people(db):
-    return {
-        "alice": make_user("alice", "finance-approvers"),
-        "carol": make_user("carol", "finance-approvers"),
-        "dave": make_user("dave", "finance-approvers"),
-        "root": make_user("root", admin=True),
-    }
+    return finance_team()
 
 
 def start_and_ingest(aws, state_machine_arn: str, **overrides) -> tuple[str, ApprovalRequest]:

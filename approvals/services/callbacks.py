@@ -34,7 +34,7 @@ from approvals.services.common import (
     audit_system_many,
     enqueue_on_commit,
 )
-from approvals.services.notifications import approval_notify
+from approvals.services.notifications import approval_notify, outcomes_notify
 from approvals.services.payloads import MAX_OUTPUT_BYTES, output_size
 from approvals.services.recheck import RECHECK_FAILED, decision_recheck, recheck_load
 from approvals.services.workflow_gone import FOUND_BY_CALLBACK, close_request_workflow_gone
@@ -272,7 +272,9 @@ def callbacks_mark_delivered(*, callback_ids: Sequence[int]) -> None:
     for row in rows:
         row.status, row.delivered_at = CallbackStatus.DELIVERED, now
         metrics.callback_delivered(row)
-        _tell_requester(row.request)
+    # The requesters' outcome mails, planned for the whole batch at once (the Slack buttons
+    # closed at the decision).
+    outcomes_notify(requests=[row.request for row in rows])
 
 
 def _callback_delivered(callback: Callback, *, resolution: str = "") -> None:

@@ -113,11 +113,14 @@ def _channel_on(user: User | None, channel: str) -> bool:
     return preference.email_enabled if channel == Channel.EMAIL else preference.slack_enabled
 
 
-def _targets(*, emails: Sequence[str], groups: Sequence[str], exclude: str = "") -> list[tuple[str, str]]:
+def _targets(
+    *, emails: Sequence[str], groups: Sequence[str], exclude: str = "", users: dict[str, User] | None = None
+) -> list[tuple[str, str]]:
     """(channel, recipient) pairs for people (by email) and groups (expanded to known members).
 
     A group with a Slack channel (SLACK_GROUP_CHANNELS) gets one channel message instead of a
-    direct message per member; email always goes to each person.
+    direct message per member; email always goes to each person. `users`: the accounts of every
+    address concerned, as _users_by_email read them for a batch (else read here).
     """
     exclude = exclude.lower()
     people: dict[str, None] = dict.fromkeys(email.lower() for email in emails if email)
@@ -133,7 +136,8 @@ def _targets(*, emails: Sequence[str], groups: Sequence[str], exclude: str = "")
             dm_people.update(dict.fromkeys(members))
     people.pop(exclude, None)
     dm_people.pop(exclude, None)
-    users = _users_by_email(people)
+    if users is None:
+        users = _users_by_email(people)
     # A person whose only account is deactivated (they left) hears nothing, even when a message
     # names them; an address with no account at all (someone who never signed in) still does.
     for email, user in users.items():
@@ -288,20 +292,53 @@ def approval_notify(
     is known, never at the decision (see approval_decided_notify). Exception-safe: a failure is
     logged and the caller's change (an ingest, a decision) goes ahead without notifications.
     """
+    if kind == Kind.OUTCOME:
+        ids = outcomes_notify(requests=[request])
+        if close_slack:
+            approval_decided_notify(request=request)
+        return ids
     try:
         with transaction.atomic():  # a savepoint inside the caller's transaction
-            if kind == Kind.OUTCOME:
-                targets = _targets(emails=[request.requester_email], groups=[])
-            else:
-                targets = _approver_targets(request, users=users, groups=groups)
-            ids = _create(request, kind, targets)
+            ids = _create(request, kind, _approver_targets(request, users=users, groups=groups))
     except Exception:
         _raise_if_caller_transaction_lost()
         logger.exception("could not plan %s notifications for request %s", kind, request.pk)
         return []
     _queue_on_commit(ids)
-    if kind == Kind.OUTCOME and close_slack:
-        approval_decided_notify(request=request)
+    return ids
+
+
+def outcomes_notify(*, requests: Sequence[ApprovalRequest]) -> list[int]:
+    """Plan the outcome notification of each request (to its requester) in the caller's
+    transaction, as a batch: the requesters' accounts in one query and every row in one insert,
+    whatever the number of requests (a batch of delivered callbacks). Sent after commit.
+    Exception-safe like approval_notify: the caller's change goes ahead without notifications."""
+    if not requests:
+        return []
+    try:
+        with transaction.atomic():  # a savepoint inside the caller's transaction
+            users = _users_by_email(request.requester_email for request in requests)
+            now = timezone.now()
+            planned = [
+                (
+                    request,
+                    _planned_rows(
+                        request, Kind.OUTCOME, _targets(emails=[request.requester_email], groups=[], users=users), now
+                    ),
+                )
+                for request in requests
+            ]
+            rows = Notification.objects.bulk_create([row for _, request_rows in planned for row in request_rows])
+            for request, request_rows in planned:
+                refused = [row for row in request_rows if row.status == Notification.Status.REFUSED]
+                if refused:
+                    _refusals_audit(request, Kind.OUTCOME, refused)
+    except Exception:
+        _raise_if_caller_transaction_lost()
+        logger.exception("could not plan outcome notifications for %s request(s)", len(requests))
+        return []
+    ids = [row.pk for row in rows if row.status == Notification.Status.PENDING]
+    _queue_on_commit(ids)
     return ids
 
 
