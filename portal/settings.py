@@ -270,6 +270,8 @@ APPROVAL_MAX_MESSAGE_BYTES = env.int("APPROVAL_MAX_MESSAGE_BYTES", default=1024 
 APPROVAL_CONSUMER_ENABLED = env.bool("APPROVAL_CONSUMER_ENABLED", default=True)
 APPROVAL_CONSUMER_WAIT_SECONDS = env.int("APPROVAL_CONSUMER_WAIT_SECONDS", default=10)
 APPROVAL_CONSUMER_VISIBILITY_TIMEOUT = env.int("APPROVAL_CONSUMER_VISIBILITY_TIMEOUT", default=60)
+# Consumer threads per worker: with 2, one stores a batch while the other waits for SQS.
+APPROVAL_CONSUMER_THREADS = max(1, env.int("APPROVAL_CONSUMER_THREADS", default=2))
 CALLBACK_MAX_ATTEMPTS = env.int("CALLBACK_MAX_ATTEMPTS", default=8)
 # A callback left "pending" or "sending" this long is queued again by the sweep.
 CALLBACK_STALE_SECONDS = env.int("CALLBACK_STALE_SECONDS", default=120)
@@ -361,6 +363,11 @@ CELERY_TIMEZONE = "UTC"
 # A broker outage must not hang a web request after its decision committed: fail fast,
 # the outbox sweep publishes later.
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
+# Resume executions before telling people. With Redis, a task's priority picks the list it waits
+# in and a worker takes priority 0 (the default: callbacks, sweeps) before 6 (mail and Slack), so
+# a burst of notifications never holds up a decision's callback (docs/callbacks.md). The SQLite
+# and AMQP transports (without x-max-priority) ignore it, as before.
+CELERY_TASK_ROUTES = {"worker.notify_tasks.*": {"priority": 6}}
 CELERY_BROKER_TRANSPORT_OPTIONS = {}
 if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     # Redis's own socket timeouts (the SQLite and AMQP transports take other options).

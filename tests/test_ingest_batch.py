@@ -20,6 +20,7 @@ from approvals.integrations import aws as gateway
 from approvals.integrations.aws import QueueMessage
 from approvals.models import ApprovalRequest, ApproverTrust, Assignment, AuditEvent, IngestError, User
 from approvals.services import ingest
+from tests.support import wait_for
 from tests.test_ingest import (
     LONG_TOKEN,
     UNINDEXABLE_EXECUTION_ARN,
@@ -285,3 +286,38 @@ def test_a_batch_asks_to_keep_hidden_what_is_not_stored_yet_before_each_step_als
     assert committed == messages
     assert [outcome.message_id for outcome in outcomes] == ids
     assert ApprovalRequest.objects.filter(title__startswith="Counted 10").count() == 3
+
+
+# ---------------------------------------------------------------------------
+# Two consumer threads per worker (APPROVAL_CONSUMER_THREADS)
+# ---------------------------------------------------------------------------
+@pytest.mark.django_db(transaction=True)
+def test_two_consumer_threads_share_the_queue_and_store_every_message_once(aws, settings):
+    """The worker's consumer step with two threads, in this process, on the moto server's
+    queue: while one stores its batch the other receives. Every message ends as exactly one
+    request, the queue is left empty, and stopping the step stops both threads."""
+    import threading
+
+    from worker.consumer import QueueConsumerStep
+
+    settings.APPROVAL_CONSUMER_THREADS = 2
+    settings.APPROVAL_CONSUMER_WAIT_SECONDS = 1
+    queue_url = aws.APPROVAL_QUEUE_URL
+    tokens_sent = [new_token() for _ in range(60)]
+    for n, token in enumerate(tokens_sent):
+        gateway.send_message(queue_url=queue_url, body=body(token, f"Order {n}"))
+
+    step = QueueConsumerStep(None)
+    step.start(None)
+    try:
+        names = sorted(thread.name for thread in threading.enumerate() if thread.name.startswith("approval-queue"))
+        assert names == ["approval-queue-consumer-1", "approval-queue-consumer-2"]
+        wait_for(lambda: ApprovalRequest.objects.count() >= len(tokens_sent), timeout=60)
+        wait_for(lambda: messages_on(queue_url) == 0, timeout=30)
+    finally:
+        step.stop(None)
+    assert not any(consumer.is_alive() for consumer in step.consumers)
+
+    assert ApprovalRequest.objects.count() == len(tokens_sent)
+    fingerprints = set(ApprovalRequest.objects.values_list("token_fingerprint", flat=True))
+    assert fingerprints == {tokens.fingerprint_token(token) for token in tokens_sent}

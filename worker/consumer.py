@@ -16,18 +16,22 @@ from celery import bootsteps
 logger = logging.getLogger(__name__)
 
 
-def consume_once(*, queue_url: str, wait_seconds: int, visibility_timeout: int, max_bytes: int, source=None) -> int:
+def consume_once(
+    *, queue_url: str, wait_seconds: int, visibility_timeout: int, max_bytes: int, source=None, route=None
+) -> int:
     """Receive one batch, ingest it, delete what was committed. Returns messages handled.
 
     `source`: the ApprovalSource the queue belongs to (None: the default APPROVAL_QUEUE_URL); its
-    region and role are used for every SQS call, and ingest checks its messages against it.
+    region and role are used for every SQS call (`route`, as the round's SourceToPoll holds it;
+    computed from `source` when not given), and ingest checks its messages against it.
     """
     from approvals import services
     from approvals.integrations import aws
     from approvals.ops import metrics
     from approvals.selectors.sources import source_route
 
-    route = source_route(source)
+    if route is None:
+        route = source_route(source)
     batch = aws.receive_batch(
         queue_url=queue_url, wait_seconds=wait_seconds, visibility_timeout=visibility_timeout, route=route
     )
@@ -93,8 +97,8 @@ class QueueConsumer(threading.Thread):
     wait would hold up the busy ones); the cost is a few more empty receives.
     """
 
-    def __init__(self) -> None:
-        super().__init__(name="approval-queue-consumer", daemon=True)
+    def __init__(self, number: int = 1) -> None:
+        super().__init__(name=f"approval-queue-consumer-{number}", daemon=True)
         self.stopping = threading.Event()
         # Per source key: (consecutive failures, monotonic time before which it is skipped).
         self.backoff: dict[str, tuple[int, float]] = {}
@@ -106,7 +110,7 @@ class QueueConsumer(threading.Thread):
         from django.db import close_old_connections
 
         name = consumer_name()
-        logger.info("approval queue consumer %s started", name)
+        logger.info("approval queue consumer %s (%s) started", name, self.name)
         failures = 0
         while not self.stopping.is_set():
             # A long-lived thread: drop connections the database closed or that grew old.
@@ -125,7 +129,7 @@ class QueueConsumer(threading.Thread):
             if not polled:
                 # Every source is backing off (or none is configured): wait for the nearest.
                 self.stopping.wait(self._nearest_retry())
-        logger.info("approval queue consumer %s stopped", name)
+        logger.info("approval queue consumer %s (%s) stopped", name, self.name)
 
     def run_round(self, name: str) -> int:
         """One turn over every source not backing off; returns how many were polled."""
@@ -169,6 +173,7 @@ class QueueConsumer(threading.Thread):
                 visibility_timeout=settings.APPROVAL_CONSUMER_VISIBILITY_TIMEOUT,
                 max_bytes=settings.APPROVAL_MAX_MESSAGE_BYTES,
                 source=polled.source,
+                route=polled.route,
             )
             # Liveness of the consumer as a whole (/readyz), and of this source.
             services.consumer_poll_recorded(name=name, handled=handled)
@@ -203,23 +208,32 @@ class QueueConsumer(threading.Thread):
 
 
 class QueueConsumerStep(bootsteps.StartStopStep):
-    """Runs the consumer thread for the worker's lifetime (if APPROVAL_CONSUMER_ENABLED)."""
+    """Runs the consumer threads for the worker's lifetime (if APPROVAL_CONSUMER_ENABLED).
+
+    APPROVAL_CONSUMER_THREADS of them (default 2), each its own round robin over the sources:
+    while one waits for SQS (a receive, a delete), the other stores its batch in the database,
+    so the two halves of the work overlap instead of taking turns. SQS hides what one received
+    from the other, as it does between workers, and ingestion is idempotent on the token.
+    """
 
     requires = {"celery.worker.components:Pool"}
 
     def __init__(self, worker, **kwargs):
         super().__init__(worker, **kwargs)
-        self.consumer: QueueConsumer | None = None
+        self.consumers: list[QueueConsumer] = []
 
     def start(self, worker) -> None:
         from django.conf import settings
 
         if settings.APPROVAL_CONSUMER_ENABLED:
-            self.consumer = QueueConsumer()
-            self.consumer.start()
+            self.consumers = [QueueConsumer(number) for number in range(1, settings.APPROVAL_CONSUMER_THREADS + 1)]
+            for consumer in self.consumers:
+                consumer.start()
 
     def stop(self, worker) -> None:
-        if self.consumer is not None:
-            self.consumer.stopping.set()
+        for consumer in self.consumers:
+            consumer.stopping.set()
+        deadline = time.monotonic() + 60
+        for consumer in self.consumers:
             # Finish the batch in hand: at most a long poll plus its ingestion.
-            self.consumer.join(timeout=60)
+            consumer.join(timeout=max(0.1, deadline - time.monotonic()))
