@@ -395,10 +395,9 @@ def test_a_message_naming_an_execution_of_another_account_or_region_is_refused_a
 # ---------------------------------------------------------------------------
 # Services, admin and the consumer's schedule
 # ---------------------------------------------------------------------------
-@pytest.mark.django_db
-def test_saving_a_source_is_audited_without_its_external_id_and_a_blank_one_keeps_it():
-    admin = make_user("root", admin=True)
-    source = services.source_save(
+def team_a_source(admin) -> ApprovalSource:
+    """A source in account A with an external ID (no queue behind it: services and admin only)."""
+    return services.source_save(
         actor=admin,
         source_id=None,
         name="team A",
@@ -407,6 +406,12 @@ def test_saving_a_source_is_audited_without_its_external_id_and_a_blank_one_keep
         role_arn=f"arn:aws:iam::{ACCOUNT_A}:role/portal",
         external_id="very-sensitive-id",
     )
+
+
+@pytest.mark.django_db
+def test_saving_a_source_is_audited_without_its_external_id_and_a_blank_one_keeps_it():
+    admin = make_user("root", admin=True)
+    source = team_a_source(admin)
     services.source_save(
         actor=admin,
         source_id=source.pk,
@@ -455,15 +460,7 @@ def test_a_source_with_a_malformed_field_is_refused_with_a_clear_reason(field, v
 @pytest.mark.django_db
 def test_the_admin_never_shows_the_external_id_and_a_non_admin_cannot_open_sources():
     admin = make_user("root", admin=True)
-    source = services.source_save(
-        actor=admin,
-        source_id=None,
-        name="team A",
-        queue_url=f"https://sqs.{REGION_A}.amazonaws.com/{ACCOUNT_A}/approvals",
-        region=REGION_A,
-        role_arn=f"arn:aws:iam::{ACCOUNT_A}:role/portal",
-        external_id="very-sensitive-id",
-    )
+    source = team_a_source(admin)
     page = signed_in(admin).get(f"/admin/approvals/approvalsource/{source.pk}/change/")
     assert page.status_code == 200
     assert "very-sensitive-id" not in page.content.decode()

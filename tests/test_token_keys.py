@@ -236,7 +236,7 @@ def test_heartbeats_never_reach_for_an_erased_token(settings, alice):
     services.approval_token_erase(request_id=old.pk)
 
     assert old.pk not in selectors.heartbeat_due_request_ids()
-    assert services.heartbeat_token(request_id=old.pk) is None
+    assert services.heartbeat_send(request_id=old.pk) is None
     assert send_heartbeats() == 0
 
 

@@ -29,7 +29,6 @@ from approvals.selectors.requests import (
     inbox_tab,
     overdue_pending_request_ids,
     request_detail,
-    request_execution_arn,
     request_ids_matching,
     request_status,
     routing_rule_for,
@@ -70,6 +69,5 @@ __all__ = [
     "execution_counts",
     "closed_token_request_ids",
     "expired_ingest_message_ids",
-    "request_execution_arn",
     "waiting_executions",
 ]

@@ -14,6 +14,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from approvals import permissions, tokens
+from approvals.integrations.aws import AwsRoute
 from approvals.models import (
     CALLBACK_IN_FLIGHT,
     ApprovalPolicy,
@@ -30,6 +31,7 @@ from approvals.models import (
     Vote,
 )
 from approvals.roles import APPROVER_ACCESS_GROUP
+from approvals.selectors.sources import source_route
 
 
 def delegated_identities(user: User) -> tuple[set[str], set[str]]:
@@ -593,16 +595,17 @@ def expired_ingest_message_ids(*, limit: int = 1000) -> list[int]:
 # ---------------------------------------------------------------------------
 # Workflows that may no longer exist (approvals/services/workflow_gone.py)
 # ---------------------------------------------------------------------------
-def request_execution_arn(*, request_id: int) -> str:
-    """The execution the request's message named ("" when none, or no such request)."""
-    return ApprovalRequest.objects.filter(pk=request_id).values_list("execution_arn", flat=True).first() or ""
-
-
-def waiting_executions() -> list[tuple[int, str]]:
-    """(request id, execution ARN) of every waiting request whose message named its execution."""
-    return list(
+def waiting_executions() -> list[tuple[int, str, AwsRoute | None]]:
+    """(request id, execution ARN, where to ask about it) of every waiting request whose message
+    named its execution: the execution's region, as its source's role (selectors/sources.py)."""
+    requests = (
         ApprovalRequest.objects.filter(status=RequestStatus.PENDING)
         .exclude(execution_arn="")
+        .select_related("source")
+        .only("pk", "execution_arn", "source")
         .order_by("pk")
-        .values_list("pk", "execution_arn")
     )
+    return [
+        (request.pk, request.execution_arn, source_route(request.source, execution_arn=request.execution_arn))
+        for request in requests
+    ]

@@ -55,16 +55,6 @@ def sources_to_poll() -> list[SourceToPoll]:
     return polled
 
 
-def request_route(*, request_id: int) -> AwsRoute | None:
-    """Where a request's heartbeats and execution reads go."""
-    request = (
-        ApprovalRequest.objects.select_related("source").filter(pk=request_id).only("execution_arn", "source").first()
-    )
-    if request is None:
-        return None
-    return source_route(request.source, execution_arn=request.execution_arn)
-
-
 def failing_sources() -> list[ApprovalSource]:
     """Enabled sources whose last poll failed (for /readyz and the ops dashboard)."""
     return list(ApprovalSource.objects.filter(enabled=True, state=ApprovalSource.State.FAILING).order_by("pk"))

@@ -7,6 +7,7 @@ write the models themselves.
 from approvals.services.assignments import approval_reassign, new_assignees_notify
 from approvals.services.callbacks import (
     CallbackSend,
+    HeartbeatSend,
     PermanentFailure,
     TransientFailure,
     approval_close_by_step_functions,
@@ -21,7 +22,7 @@ from approvals.services.callbacks import (
     callbacks_mark_failed,
     callbacks_mark_retrying,
     heartbeat_recorded,
-    heartbeat_token,
+    heartbeat_send,
 )
 from approvals.services.claims import approval_claim, approval_unclaim, claims_release
 from approvals.services.common import ApprovalError
@@ -98,7 +99,8 @@ __all__ = [
     "consumer_error_recorded",
     "consumer_poll_recorded",
     "heartbeat_recorded",
-    "heartbeat_token",
+    "HeartbeatSend",
+    "heartbeat_send",
     "info_answer",
     "info_request",
     "output_size",

@@ -538,15 +538,33 @@ def _stale(cutoff) -> Q:
 # ---------------------------------------------------------------------------
 # Heartbeats: keep a waiting task alive (HeartbeatSeconds) until it is decided
 # ---------------------------------------------------------------------------
-def heartbeat_token(*, request_id: int) -> str | None:
-    """The token to send a heartbeat for, or None when the request no longer waits."""
-    request = ApprovalRequest.objects.filter(pk=request_id, status=RequestStatus.PENDING).first()
+@dataclass(frozen=True)
+class HeartbeatSend:
+    """What a heartbeat needs, from one read of the request."""
+
+    task_token: str = field(repr=False)
+    # The execution's region, with its source's role (selectors/sources.py).
+    route: AwsRoute | None
+    execution_arn: str
+
+
+def heartbeat_send(*, request_id: int) -> HeartbeatSend | None:
+    """The heartbeat to send for a waiting request, or None when it no longer waits (or its
+    token can no longer be read)."""
+    request = (
+        ApprovalRequest.objects.select_related("source").filter(pk=request_id, status=RequestStatus.PENDING).first()
+    )
     if request is None:
         return None
     try:
-        return tokens.decrypt_token(request.token_ciphertext)
+        task_token = tokens.decrypt_token(request.token_ciphertext)
     except tokens.TokenKeyError:
         return None
+    return HeartbeatSend(
+        task_token=task_token,
+        route=source_route(request.source, execution_arn=request.execution_arn),
+        execution_arn=request.execution_arn,
+    )
 
 
 def heartbeat_recorded(*, request_id: int) -> None:

@@ -69,11 +69,11 @@ def source_save(
     if duplicate or ApprovalSource.objects.exclude(pk=source.pk).filter(name=name).exists():
         raise ApprovalError("Another source has this name or queue URL.", "duplicate")
     external_id_changed = new_external_id != source.external_id
-    before = {"name": source.name, "queue_url": source.queue_url, "region": source.region, "role_arn": source.role_arn}
+    before = _place(source)
     created = source.pk is None
     source.name, source.queue_url, source.region, source.role_arn = name, queue_url, region, role_arn
     source.external_id = new_external_id
-    if created or before != {"name": name, "queue_url": queue_url, "region": region, "role_arn": role_arn}:
+    if created or before != _place(source):
         # A changed place or role: what failed before says nothing about it now.
         source.state, source.last_error = ApprovalSource.State.OK, ""
     enabled_changed = not created and source.enabled != enabled
@@ -94,14 +94,23 @@ def source_save(
         before=None if created else before,
     )
     if enabled_changed:
-        audit(
-            action=AuditAction.SOURCE_ENABLED if enabled else AuditAction.SOURCE_DISABLED,
-            request=None,
-            actor=actor,
-            source_id=source.pk,
-            name=name,
-        )
+        _enabled_audit(actor, source)
     return source
+
+
+def _place(source: ApprovalSource) -> dict[str, str]:
+    """What says where a source's messages come from and with which role (audited as `before`)."""
+    return {"name": source.name, "queue_url": source.queue_url, "region": source.region, "role_arn": source.role_arn}
+
+
+def _enabled_audit(actor: User, source: ApprovalSource) -> None:
+    audit(
+        action=AuditAction.SOURCE_ENABLED if source.enabled else AuditAction.SOURCE_DISABLED,
+        request=None,
+        actor=actor,
+        source_id=source.pk,
+        name=source.name,
+    )
 
 
 @transaction.atomic
@@ -114,13 +123,7 @@ def source_set_enabled(*, actor: User, source_id: int, enabled: bool) -> Approva
         return source
     source.enabled = enabled
     source.save(update_fields=["enabled"])
-    audit(
-        action=AuditAction.SOURCE_ENABLED if enabled else AuditAction.SOURCE_DISABLED,
-        request=None,
-        actor=actor,
-        source_id=source.pk,
-        name=source.name,
-    )
+    _enabled_audit(actor, source)
     return source
 
 

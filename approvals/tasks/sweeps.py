@@ -10,7 +10,6 @@ from django.utils import timezone
 from approvals import selectors, services, stepfunctions
 from approvals.integrations import aws
 from approvals.ops import metrics
-from approvals.selectors import sources as source_selectors
 from approvals.tasks.callbacks import execution_gone
 
 logger = logging.getLogger(__name__)
@@ -29,17 +28,15 @@ def send_heartbeats() -> int:
     """SendTaskHeartbeat for waiting requests whose state has HeartbeatSeconds."""
     sent = 0
     for request_id in selectors.heartbeat_due_request_ids():
-        token = services.heartbeat_token(request_id=request_id)
-        if token is None:
+        heartbeat = services.heartbeat_send(request_id=request_id)
+        if heartbeat is None:
             continue
-        # The execution's region, with its source's role (approvals/selectors/sources.py).
-        route = source_selectors.request_route(request_id=request_id)
         try:
-            aws.send_task_heartbeat(task_token=token, route=route)
+            aws.send_task_heartbeat(task_token=heartbeat.task_token, route=heartbeat.route)
         except aws.AwsPermanentError as error:
             metrics.heartbeat("closed" if error.code in stepfunctions.CLOSED_TASK_CODES else "refused")
             if error.code in stepfunctions.TOKEN_UNKNOWN_CODES and execution_gone(
-                selectors.request_execution_arn(request_id=request_id), route=route
+                heartbeat.execution_arn, route=heartbeat.route
             ):
                 services.approval_close_workflow_gone(
                     request_id=request_id, found_by=services.FOUND_BY_HEARTBEAT, code=error.code

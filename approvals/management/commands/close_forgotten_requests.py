@@ -11,7 +11,6 @@ from django.core.management.base import BaseCommand
 
 from approvals import delivery, selectors, services, stepfunctions
 from approvals.integrations import aws
-from approvals.selectors import sources as source_selectors
 
 
 class Command(BaseCommand):
@@ -27,10 +26,9 @@ class Command(BaseCommand):
                 self.stdout.write("AWS_ENDPOINT_URL is not a local AWS emulator: nothing checked.")
             return
         closed = unreadable = 0
-        for request_id, execution_arn in selectors.waiting_executions():
+        # Each asked where the execution lives, as its source's role (another account's is unknown here).
+        for request_id, execution_arn, route in selectors.waiting_executions():
             try:
-                # Asked where the execution lives, as its source's role (another account's is unknown here).
-                route = source_selectors.request_route(request_id=request_id)
                 aws.describe_execution(execution_arn=execution_arn, route=route)
             except aws.AwsError as error:
                 if error.code != stepfunctions.EXECUTION_UNKNOWN_CODE:
