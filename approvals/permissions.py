@@ -76,6 +76,24 @@ def preload_group_names(users: Iterable[User]) -> None:
         setattr(user, _GROUPS_LOADED, frozenset(names[user.pk]))
 
 
+# Where preload_delegations() keeps the delegations a user holds now (see there).
+_DELEGATIONS_LOADED = "_active_delegations_loaded"
+
+
+def preload_delegations(users: Iterable[User]) -> None:
+    """Load the delegations each of these users holds now, and their delegators' groups, in two
+    queries, and keep them on these instances (as preload_group_names does, for a batch: the
+    notifications a task sends). authorities() then reads them instead of asking each time."""
+    users = [user for user in users if user is not None]
+    held: dict[int, list[Delegation]] = {user.pk: [] for user in users}
+    delegations = Delegation.objects.active().filter(delegate__in=list(held)).select_related("delegator")
+    for delegation in delegations.order_by("starts_at", "pk"):
+        held[delegation.delegate_id].append(delegation)
+    preload_group_names(delegation.delegator for found in held.values() for delegation in found)
+    for user in users:
+        setattr(user, _DELEGATIONS_LOADED, tuple(held[user.pk]))
+
+
 def _assignment_keys(user: User, request: ApprovalRequest) -> list[str]:
     """The assignments of `request` that name `user`: "user:<email>" and assigned group names."""
     email = (user.email or "").lower()
@@ -102,7 +120,8 @@ def active_delegations_to(user: User, at: datetime | None = None):
 def authorities(user: User, request: ApprovalRequest, at: datetime | None = None) -> list[Authority]:
     """Every right `user` has on `request`: their own first, then delegated ones."""
     found = [Authority(principal=user, group=key) for key in _assignment_keys(user, request)]
-    for delegation in active_delegations_to(user, at):
+    loaded = getattr(user, _DELEGATIONS_LOADED, None) if at is None else None
+    for delegation in loaded if loaded is not None else active_delegations_to(user, at):
         delegator = delegation.delegator
         if not delegator.is_active:
             continue

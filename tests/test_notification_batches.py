@@ -322,6 +322,59 @@ def test_one_task_sends_a_batch_of_mails_on_one_connection(people, counting_back
     assert len(mail.outbox) == 24
 
 
+def test_sending_a_batch_reads_the_recipients_once_so_only_the_per_mail_record_grows_with_it(
+    people, rules, celery_eager
+):
+    """What "may this recipient decide?" reads (their account, groups, the delegations they
+    hold) is read once per batch; each mail still records its own result as it is sent."""
+    rules.SLACK_BOT_TOKEN = ""  # mail only: Slack's calls are not what is counted here
+    requests = [ingest(IT, title=f"Order {i}") for i in range(12)]
+    ids = notification_services.new_requests_plan(request_ids=[r.pk for r in requests])
+    per_request = len(ids) // len(requests)
+
+    def statements_to_send(count: int) -> int:
+        batch = ids[: count * per_request]
+        with CaptureQueriesContext(connection) as queries:
+            assert notify_tasks.send_notifications(notification_ids=batch)["sent"] == len(batch)
+        Notification.objects.filter(pk__in=batch).update(status=Notification.Status.PENDING, attempts=0)
+        return len(queries)
+
+    one_mail_record = 3  # the row marked sent, in its own transaction (a savepoint in this test)
+    small, large = statements_to_send(2), statements_to_send(12)
+    assert large - small == 10 * per_request * one_mail_record
+
+
+def test_in_a_batch_decision_links_go_to_exactly_whom_the_per_mail_check_allows(people, rules, celery_eager):
+    """The batch's preloaded answers are the ones each mail would get on its own: frank's stand-in
+    xavier gets links for frank's request, a member of an assigned group gets them, erin (who
+    asks herself) and henry (deactivated) get no links."""
+    from approvals.notifications import messages
+
+    rules.SLACK_BOT_TOKEN = ""
+    rules.OIDC_ALLOWED_EMAIL_DOMAINS = []
+    requests = [
+        ingest({"users": ["frank@example.com"], "groups": ["finance-approvers"]}, title="Order A"),
+        ingest({"users": ["henry@example.com", "erin@example.com"], "groups": []}, requester="erin@example.com"),
+        ingest({"users": [], "groups": ["it-approvers"]}, requester="gina@example.com", title="Order C"),
+    ]
+    ids = notification_services.new_requests_plan(request_ids=[r.pk for r in requests])
+    notify_tasks.send_notifications(notification_ids=ids)
+
+    checked = 0
+    for row in Notification.objects.filter(pk__in=ids, channel="email").select_related("request"):
+        (message,) = [m for m in mail.outbox if m.to == [row.recipient] and row.request.title in m.subject]
+        expected = messages.may_decide(row.recipient, row.request)  # asked on its own, outside any batch
+        assert ("Approve: " in message.body) is expected, row.recipient
+        checked += 1
+    assert checked == len(mail.outbox) > 0
+    reached = {(m.to[0], m.subject.split(": ", 1)[1]) for m in mail.outbox if "Approve: " in m.body}
+    assert ("xavier@example.com", "Order A") in reached  # frank's stand-in, through the preloaded delegation
+    assert not {recipient for recipient, title in reached if title == "Approve order 1234"} & {
+        "erin@example.com",  # she asks herself
+        "henry@example.com",  # deactivated
+    }
+
+
 def test_one_task_sends_its_slack_messages_on_one_http_session(people, slack_api, celery_eager):  # noqa: F811
     finance_group = {"users": [], "groups": ["finance-approvers"]}
     requests = [ingest(finance_group, title=f"Order {i}") for i in range(4)]  # DMs to alice and erin

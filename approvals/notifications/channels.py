@@ -22,9 +22,10 @@ class NothingToSend(Exception):
 
 
 @contextlib.contextmanager
-def shared_connections() -> Iterator[None]:
-    """For a batch of sends: one mail backend connection (SMTP) and one Slack HTTP session."""
-    with email.shared_connection(), slack.shared_session():
+def batch_of(notifications: list[Notification]) -> Iterator[None]:
+    """For a batch of sends: one mail backend connection (SMTP), one Slack HTTP session, and the
+    recipients' accounts read once (messages.recipients_preloaded)."""
+    with email.shared_connection(), slack.shared_session(), messages.recipients_preloaded(notifications):
         yield
 
 

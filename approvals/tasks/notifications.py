@@ -93,7 +93,7 @@ def _send_batch(notification_ids: list[int]) -> tuple[dict[str, int], list[int]]
     counts = {"sent": 0, "skipped": 0, "failed": 0, "retry": 0}
     again: list[int] = []
     claimed = services.notifications_claim(notification_ids=notification_ids)
-    with channels.shared_connections():
+    with channels.batch_of(claimed):
         for notification in claimed:
             try:
                 reference = channels.deliver(notification)
