@@ -255,3 +255,37 @@ def test_a_session_ended_while_planning_notifications_leaves_the_request_to_plan
     assert new_requests_plan(request_ids=[request.pk])
     request.refresh_from_db()
     assert request.notifications_unplanned_since is None and request.notifications.exists()
+
+
+# ---------------------------------------------------------------------------
+# The Step Functions client: made once per process, at its start
+# ---------------------------------------------------------------------------
+def test_a_worker_process_makes_its_step_functions_client_at_start_not_in_its_first_callback():
+    from celery import signals
+
+    gateway._client.cache_clear()
+    signals.worker_process_init.send(sender=None)
+    assert gateway._client.cache_info().currsize == 1
+    misses = gateway._client.cache_info().misses
+    gateway._sfn()  # what the first callback asks for
+    assert gateway._client.cache_info().misses == misses
+
+
+def test_threads_that_need_the_same_client_at_once_make_it_once():
+    """A batch's Send* calls start on several threads with no client made yet: one makes it,
+    the others wait for it (each making its own would load the service model again)."""
+    gateway._client.cache_clear()
+    start = threading.Barrier(8)
+    clients = []
+
+    def first_call():
+        start.wait()
+        clients.append(gateway._sfn())
+
+    threads = [threading.Thread(target=first_call) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert gateway._client.cache_info().misses == 1
+    assert len({id(client) for client in clients}) == 1

@@ -9,7 +9,7 @@ CELERY_DB_REUSE_MAX is set (portal/settings.py sets it, so connections live acro
 These two handlers give tasks the web request's lifecycle, so a persistent connection that
 PostgreSQL terminated (a restart, a failover, `pg_terminate_backend`) costs one ping and a
 reconnect, not a failed task. The queue consumer thread does the same before each poll
-(worker/consumer.py).
+(worker/consumer.py). The AWS client is made at the start too, not in the first callback.
 
 Connected when portal/celery.py imports this module, before worker/observability.py's task
 handlers (which query the database for the log context): the connection is checked first.
@@ -37,3 +37,13 @@ def _check_connections_before_task(task=None, **kwargs) -> None:
 @signals.task_postrun.connect
 def _check_connections_after_task(task=None, **kwargs) -> None:
     _close_old_connections(task)
+
+
+@signals.worker_process_init.connect
+@signals.worker_ready.connect
+def _warm_aws_client(**kwargs) -> None:
+    """A pool process (prefork) or the worker itself (solo) makes its Step Functions client at
+    start, not in its first callback (the service model takes tens of milliseconds to load)."""
+    from approvals.integrations import aws
+
+    aws.warm_clients()

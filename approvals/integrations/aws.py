@@ -168,17 +168,30 @@ def _client(
     )
 
 
+# Making a client loads the service's model (tens of milliseconds of CPU): threads that need the
+# same client at once (a batch's Send* calls) wait for the first to make it instead of each
+# making their own.
+_client_lock = threading.Lock()
+
+
 def _working_client(service: str, read_timeout: float, route: AwsRoute | None = None):
-    return _client(
-        service,
-        endpoint_url=settings.AWS_ENDPOINT_URL,
-        region=route.region if route else settings.AWS_REGION,
-        connect_timeout=settings.AWS_CONNECT_TIMEOUT,
-        read_timeout=read_timeout,
-        attempts=3,
-        role_arn=route.role_arn if route else "",
-        external_id=route.external_id if route else "",
-    )
+    with _client_lock:
+        return _client(
+            service,
+            endpoint_url=settings.AWS_ENDPOINT_URL,
+            region=route.region if route else settings.AWS_REGION,
+            connect_timeout=settings.AWS_CONNECT_TIMEOUT,
+            read_timeout=read_timeout,
+            attempts=3,
+            role_arn=route.role_arn if route else "",
+            external_id=route.external_id if route else "",
+        )
+
+
+def warm_clients() -> None:
+    """Make the default route's Step Functions client before the first task needs it (a worker
+    process's start): the first callback after a (re)start then costs no client creation."""
+    _sfn()
 
 
 def _sqs(read_timeout: float | None = None, route: AwsRoute | None = None):

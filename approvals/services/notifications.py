@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import DatabaseError, transaction
+from django.db.models import F
 from django.db.models.functions import Lower
 from django.utils import timezone
 
@@ -543,7 +544,11 @@ def notifications_claim(*, notification_ids: Sequence[int]) -> list[Notification
     claimed = [notification for notification in rows if _claimable(notification, now)]
     for notification in claimed:
         notification.updated_at = now
-    Notification.objects.bulk_update(claimed, ["attempts", "locked_until", "updated_at"])
+    if claimed:
+        # The same attempt and lease for every row taken (as _claimable set them on the instances).
+        Notification.objects.filter(pk__in=[notification.pk for notification in claimed]).update(
+            attempts=F("attempts") + 1, locked_until=now + SEND_LEASE, updated_at=now
+        )
     return claimed
 
 
@@ -575,8 +580,9 @@ def _claimable(notification: Notification, now: datetime) -> bool:
     return True
 
 
-@transaction.atomic
 def notification_mark_sent(*, notification_id: int, external_ref: str = "") -> None:
+    # One UPDATE, its own transaction (autocommit): a batch marks each mail as soon as it went,
+    # so a crash mid-batch re-sends none of those, at one round trip per mail.
     Notification.objects.filter(pk=notification_id, status=Notification.Status.PENDING).update(
         status=Notification.Status.SENT,
         sent_at=timezone.now(),
