@@ -425,3 +425,18 @@ def test_a_row_that_breaks_the_claim_does_not_hold_up_the_callback_a_decision_qu
     assert good.status == CallbackStatus.DELIVERED
     assert broken.status == CallbackStatus.PENDING and broken.attempts == 0
     assert len(client.calls) == 1
+
+
+def test_a_process_keeps_its_send_threads_from_one_batch_to_the_next():
+    """Starting CALLBACK_SEND_THREADS threads for every batch cost more than a Send* call."""
+    from approvals.tasks import callbacks as delivery
+
+    def names() -> set[str]:
+        return {thread.name for thread in threading.enumerate() if thread.name.startswith("callback-send")}
+
+    pool = delivery._send_pool(4)
+    list(pool.map(lambda _: threading.current_thread().name, range(8)))
+    before = names()
+    assert before and delivery._send_pool(4) is pool
+    list(delivery._send_pool(4).map(lambda _: None, range(8)))
+    assert names() == before

@@ -3,6 +3,7 @@
 import logging
 import os
 import random
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from celery import shared_task
@@ -60,15 +61,28 @@ def _send(send: services.CallbackSend) -> aws.AwsError | None:
     return None
 
 
+# The send threads of this process, started once and kept (starting them for every batch cost
+# more than a Send* call); one pool per size, normally just CALLBACK_SEND_THREADS.
+_send_pools: dict[int, ThreadPoolExecutor] = {}
+_send_pools_lock = threading.Lock()
+
+
+def _send_pool(threads: int) -> ThreadPoolExecutor:
+    with _send_pools_lock:
+        pool = _send_pools.get(threads)
+        if pool is None:
+            pool = _send_pools[threads] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="callback-send")
+        return pool
+
+
 def _send_all(sends: list[services.CallbackSend]) -> list[aws.AwsError | None]:
     """Every Send* call of a batch, in order; on up to CALLBACK_SEND_THREADS threads."""
     # The client of each route (the execution's region, its source's role) is made once and
     # shared by the threads (integrations/aws.py caches it; boto3 clients are thread-safe).
-    threads = min(settings.CALLBACK_SEND_THREADS, len(sends))
-    if threads <= 1:
+    threads = settings.CALLBACK_SEND_THREADS
+    if threads <= 1 or len(sends) <= 1:
         return [_send(send) for send in sends]
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="callback-send") as pool:
-        return list(pool.map(_send, sends))
+    return list(_send_pool(threads).map(_send, sends))
 
 
 def _deliver_batch(callback_ids: list[int]) -> dict[int, str]:
