@@ -599,6 +599,15 @@ class Callback(models.Model):
         indexes = [
             models.Index(fields=["status", "updated_at"], name="callback_status_updated"),
             models.Index(fields=["-updated_at", "-id"], name="callback_updated"),  # the admin's outbox list
+            # What a delivery batch may take (services/callbacks.py, _due), oldest first: only the
+            # rows not settled yet, so a claim never walks past the delivered ones.
+            models.Index(
+                fields=["id"],
+                name="callback_due",
+                condition=models.Q(
+                    status__in=[CallbackStatus.PENDING, CallbackStatus.RETRYING, CallbackStatus.SENDING]
+                ),
+            ),
         ]
         permissions = [("retry_callback", "Can send a failed callback again")]
 
