@@ -373,7 +373,7 @@ def test_a_closed_task_and_an_oversized_output_fail_cleanly_while_the_rest_of_th
 def test_the_statements_of_a_batch_do_not_grow_with_its_size_the_outcome_mails_included(
     aws, demo_state_machine, settings
 ):
-    settings.CALLBACK_BATCH_SIZE = 50
+    settings.CALLBACK_BATCH_SIZE = 60  # neither batch is full: a full one would go on to claim the next
     settings.CALLBACK_SEND_THREADS = 1
     voters = [make_user(f"voter{n}", "finance-approvers") for n in range(5)]
     executions = start_executions(aws, demo_state_machine, 60)
@@ -440,6 +440,34 @@ def test_a_process_keeps_its_send_threads_from_one_batch_to_the_next():
     assert before and delivery._send_pool(4) is pool
     list(delivery._send_pool(4).map(lambda _: None, range(8)))
     assert names() == before
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("threads", [1, 4])
+def test_a_task_whose_batch_was_full_goes_on_with_the_next_until_none_is_full_or_its_limit(
+    aws, demo_state_machine, people, settings, monkeypatch, threads
+):
+    """A burst: the first delivery task takes its own callback and what is due, batch after
+    batch (the next claimed while the current calls are in flight), each execution answered
+    exactly once; at its limit of batches it leaves the rest due for the other tasks."""
+    from approvals.tasks import callbacks as delivery
+
+    settings.CALLBACK_BATCH_SIZE = 4
+    settings.CALLBACK_SEND_THREADS = threads
+    executions = start_executions(aws, demo_state_machine, 14)
+    callbacks = [approve(request, people["alice"]) for _, request in executions]
+
+    monkeypatch.setattr(delivery, "MAX_BATCHES_PER_TASK", 3)
+    assert deliver_callback(callbacks[0].pk) == "delivered"
+    statuses = dict(Callback.objects.values_list("pk", "status"))
+    assert sorted(statuses.values()).count(CallbackStatus.DELIVERED) == 12  # 3 batches of 4
+    assert sorted(statuses.values()).count(CallbackStatus.PENDING) == 2  # left due for the others
+
+    monkeypatch.setattr(delivery, "MAX_BATCHES_PER_TASK", 20)
+    assert deliver_due_callbacks([]) == {"delivered": 2}  # not full: one batch, then it stops
+    for arn, _ in executions:
+        wait_for_execution_end(arn)
+        assert task_closures(arn) == ["TaskSucceeded"]
 
 
 @pytest.mark.postgres  # reads PostgreSQL's executed plan (EXPLAIN ANALYZE)

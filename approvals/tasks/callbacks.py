@@ -4,6 +4,7 @@ import logging
 import os
 import random
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from celery import shared_task
@@ -75,26 +76,53 @@ def _send_pool(threads: int) -> ThreadPoolExecutor:
         return pool
 
 
-def _send_all(sends: list[services.CallbackSend]) -> list[aws.AwsError | None]:
-    """Every Send* call of a batch, in order; on up to CALLBACK_SEND_THREADS threads."""
+def _start_sends(sends: list[services.CallbackSend]) -> Callable[[], list[aws.AwsError | None]]:
+    """Start every Send* call of a batch on up to CALLBACK_SEND_THREADS threads; returns what
+    waits for their results, in order (with one thread: made here, one after the other)."""
     # The client of each route (the execution's region, its source's role) is made once and
     # shared by the threads (integrations/aws.py caches it; boto3 clients are thread-safe).
     threads = settings.CALLBACK_SEND_THREADS
     if threads <= 1 or len(sends) <= 1:
-        return [_send(send) for send in sends]
-    return list(_send_pool(threads).map(_send, sends))
+        results = [_send(send) for send in sends]
+        return lambda: results
+    pool = _send_pool(threads)
+    futures = [pool.submit(_send, send) for send in sends]
+    return lambda: [future.result() for future in futures]
+
+
+# A task whose batch came back full (a burst of decisions, a backlog) goes on with the next one,
+# claimed while the current batch's calls are in flight, for at most this many batches; then the
+# other delivery tasks (one was queued per decision) take the rest.
+MAX_BATCHES_PER_TASK = 20
 
 
 def _deliver_batch(callback_ids: list[int]) -> dict[int, str]:
     """Claim (the given ids first, then what is due), send, record; what became of each claimed id.
 
-    The database work (claim, marks) runs on this thread in three short transactions whatever
-    the batch's size; only the HTTP calls may go to the pool.
+    The database work (claims, marks) runs on this thread in short transactions whatever a
+    batch's size; only the HTTP calls may go to the pool. While a full batch's calls are in
+    flight, this thread claims the next batch (its rows are "sending" from then on, like any
+    claimed row: a task lost mid-way leaves them to the lease).
     """
+    outcomes: dict[int, str] = {}
     sends = _claim(callback_ids)
-    if not sends:
-        return {}
-    results = _send_all(sends)
+    batches = 0
+    while sends:
+        batches += 1
+        results = _start_sends(sends)
+        following: list[services.CallbackSend] = []
+        if len(sends) >= settings.CALLBACK_BATCH_SIZE and batches < MAX_BATCHES_PER_TASK:
+            try:
+                following = _claim([])
+            except Exception:  # noqa: BLE001 - this batch is recorded first; the rest stays due
+                logger.exception("could not claim the next batch of callbacks; they stay due")
+        outcomes.update(_record(sends, results()))
+        sends = following
+    return outcomes
+
+
+def _record(sends: list[services.CallbackSend], results: list[aws.AwsError | None]) -> dict[int, str]:
+    """Record what Step Functions answered for each call of a batch; what became of each."""
     outcomes: dict[int, str] = {}
     delivered = [send.callback_id for send, error in zip(sends, results, strict=True) if error is None]
     if delivered:
