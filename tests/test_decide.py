@@ -6,7 +6,9 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import Group
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from approvals import services, tokens
@@ -70,6 +72,26 @@ def test_a_group_member_approves_and_a_callback_is_queued_in_the_same_transactio
     }
     assert callback.payload["output"]["comment"] == "fine"
     assert AuditEvent.objects.filter(request=approval, action="approved", actor=people["alice"]).exists()
+
+
+def test_a_decision_post_does_not_read_the_pages_history(people, approval):
+    """The page's history (every audit event) is what the page shows; the decision does not need
+    it, however long it grew (questions, reminders, reassignments)."""
+    for n in range(30):
+        services.info_request(public_id=approval.public_id, user=people["alice"], question=f"Question {n}?")
+    client = client_for(people["erin"])
+    client.get("/")
+    csrf = client.cookies["portal_csrftoken"].value
+    with CaptureQueriesContext(connection) as queries:
+        response = client.post(
+            f"/requests/{approval.public_id}/decide/",
+            {"decision": "approve", "comment": "", "csrfmiddlewaretoken": csrf},
+        )
+    assert response.status_code == 302
+    reads = [query["sql"] for query in queries.captured_queries if query["sql"].startswith("SELECT")]
+    assert not [sql for sql in reads if 'FROM "approvals_auditevent"' in sql]
+    # The conversation is read once: by the decision itself (Step Functions receives it).
+    assert len([sql for sql in reads if 'FROM "approvals_infomessage"' in sql]) == 1
 
 
 @pytest.mark.parametrize("reason", ["", "   ", "\n\t "])

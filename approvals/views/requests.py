@@ -49,8 +49,8 @@ def _not_found(request):
     return refusal_page(request, "There is no such approval request, or it is not yours to see.", "not_found")
 
 
-def _visible_request(request, public_id):
-    approval = selectors.request_detail(public_id)
+def _visible_request(request, public_id, selector=selectors.request_detail):
+    approval = selector(public_id)
     if approval is None or not permissions.can_view(request.user, approval):
         return None
     return approval
@@ -59,11 +59,12 @@ def _visible_request(request, public_id):
 def visible_or_not_found(view):
     """A POST on a request page answers a request the user may not see exactly as a GET does
     (and as a request that does not exist): the same 404 page. What the service would refuse
-    ("not an approver", "already decided") is said only to those who may see the request."""
+    ("not an approver", "already decided") is said only to those who may see the request.
+    Checked on the request's status row (what permissions.can_view reads), not the whole page."""
 
     @wraps(view)
     def checked(request, public_id, *args, **kwargs):
-        if _visible_request(request, public_id) is None:
+        if _visible_request(request, public_id, selectors.request_status) is None:
             services.refusal_record(
                 user=request.user,
                 request=None,
@@ -144,7 +145,8 @@ def confirm_decision(request, public_id):
 @require_POST
 @visible_or_not_found
 def decide(request, public_id):
-    approval = selectors.request_detail(public_id)
+    # What the form and the checks read; the whole page (details, history) only to show it again.
+    approval = selectors.request_status(public_id)
     if approval is None:
         return _not_found(request)
     form = DecisionForm(request.POST, approval=approval)
@@ -155,7 +157,7 @@ def decide(request, public_id):
         # anyway, say that (already decided by whom, not yours, …); else back to the page.
         refusal = permissions.decision_refusal(request.user, approval)
         if refusal is None:
-            return _detail_page(request, approval, form=form, status=400)
+            return _detail_page(request, selectors.request_detail(public_id), form=form, status=400)
     try:
         services.approval_decide(
             public_id=public_id,
@@ -172,7 +174,7 @@ def decide(request, public_id):
             form.answer_errors = error.field_errors
             if error.code == services.REASON_REQUIRED:
                 form.add_error("comment", error.message)
-            return _detail_page(request, approval, form=form, status=400)
+            return _detail_page(request, selectors.request_detail(public_id), form=form, status=400)
         return refusal_page(request, error.message, error.code, error.request)
     return redirect("request-result", public_id=public_id)
 
