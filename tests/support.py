@@ -1,5 +1,6 @@
 """Small helpers the behaviour tests share: people and their signed-in browsers."""
 
+import json
 import os
 import re
 import subprocess
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import requests
 from django.contrib.auth.models import Group
+from django.db import connection
 from django.test import Client
 
 from approvals.models import ApprovalRequest, User
@@ -247,3 +249,23 @@ def new_request_notifications_planned() -> list[int]:
 
     unplanned = ApprovalRequest.objects.filter(notifications_unplanned_since__isnull=False)
     return new_requests_plan(request_ids=list(unplanned.values_list("pk", flat=True)))
+
+
+def executed_scans(sql: str) -> list[dict]:
+    """Every scan node of the plan PostgreSQL executed for `sql` (EXPLAIN ANALYZE): what a plan
+    test reads ("Relation Name", "Node Type", "Actual Rows", "Rows Removed by Filter").
+    `sql` as CaptureQueriesContext captured it (values inlined), run as it was."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}")
+        plan = cursor.fetchone()[0]
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+    scans: list[dict] = []
+
+    def walk(node: dict) -> None:
+        if "Scan" in node["Node Type"]:
+            scans.append(node)
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk(plan[0]["Plan"])
+    return scans

@@ -30,7 +30,14 @@ from approvals.contract import parse_message
 from approvals.integrations import aws as gateway
 from approvals.models import ApprovalRequest, AuditEvent, Callback, CallbackStatus, Notification, RequestStatus, Vote
 from approvals.tasks import deliver_callback, deliver_due_callbacks
-from tests.support import finance_execution_input, finance_team, make_user, wait_for, wait_for_execution_end
+from tests.support import (
+    executed_scans,
+    finance_execution_input,
+    finance_team,
+    make_user,
+    wait_for,
+    wait_for_execution_end,
+)
 from tests.test_callbacks import LONG_TOKEN, assert_token_nowhere, service_unavailable, take_from_queue, throttling
 
 EXECUTION_INPUT = finance_execution_input("Approve order 42", 42)
@@ -503,19 +510,7 @@ def test_a_claim_takes_the_due_callbacks_without_walking_past_the_delivered_ones
         services.callbacks_claim_batch(callback_ids=[], limit=50)
     (claim,) = [query["sql"] for query in queries.captured_queries if "SKIP LOCKED" in query["sql"]]
 
-    with connection.cursor() as cursor:
-        cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {claim}")
-        plan = cursor.fetchone()[0]
-    plan = json.loads(plan) if isinstance(plan, str) else plan
-    scans = []
-
-    def walk(node):
-        if node.get("Relation Name") == "approvals_callback":
-            scans.append(node)
-        for child in node.get("Plans", []):
-            walk(child)
-
-    walk(plan[0]["Plan"])
-    assert scans, plan
+    scans = [scan for scan in executed_scans(claim) if scan.get("Relation Name") == "approvals_callback"]
+    assert scans, claim
     read = sum(scan["Actual Rows"] + scan.get("Rows Removed by Filter", 0) for scan in scans)
-    assert read <= 100, plan
+    assert read <= 100, scans
