@@ -49,8 +49,9 @@ def _not_found(request):
     return refusal_page(request, "There is no such approval request, or it is not yours to see.", "not_found")
 
 
-def _visible_request(request, public_id, selector=selectors.request_detail):
-    approval = selector(public_id)
+def _visible_request(request, public_id, selector=None):
+    """The request if the user may see it (else None); read by `selector` (default: the page's)."""
+    approval = (selector or selectors.request_detail)(public_id)
     if approval is None or not permissions.can_view(request.user, approval):
         return None
     return approval
