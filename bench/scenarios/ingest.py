@@ -349,7 +349,7 @@ def run(bench) -> None:
     bench.rows.append(
         Row(
             "1 ingest",
-            "portal: 1 worker (1 consumer)",
+            "portal: 1 worker (its consumer threads)",
             n=n,
             throughput=portal["rate"],
             throughput_unit=" rows/s",
@@ -384,7 +384,7 @@ def run(bench) -> None:
         bench.rows.append(
             Row(
                 "1 ingest",
-                "portal: 2 workers (2 consumers)",
+                "portal: 2 workers (2 × their consumer threads)",
                 n=scaled["n"],
                 throughput=scaled["rate"],
                 throughput_unit=" msg/s",

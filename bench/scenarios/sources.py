@@ -1,6 +1,6 @@
 """Scenario: ingest with 1 and with 4 approval sources, beside the bare loop (docs/sources.md).
 
-The same warm worker (one consumer thread) ingests N messages three ways:
+The same warm worker (its APPROVAL_CONSUMER_THREADS consumer threads) ingests N messages three ways:
 - 1 source: the default queue only (no source rows), as scenario 1 does;
 - 4 sources: four more queues added as approval sources (rows the consumer reads each round, no
   restart), the N messages spread evenly over them, the default queue idle beside them;
@@ -114,7 +114,7 @@ def run(bench) -> None:
                 throughput=result["rate"],
                 throughput_unit=" rows/s",
                 ratio=result["rate"] / baseline["rate"],
-                notes="one worker, one consumer thread; 4 sources: N spread evenly, default queue idle beside them; "
+                notes="one worker, its consumer threads; 4 sources: N spread evenly, default queue idle beside them; "
                 "indicative",
                 extra={key: value for key, value in result.items() if key in {"n", "seconds", "rate"}},
             )
