@@ -54,13 +54,15 @@ def logs_at_info(caplog):
     return caplog
 
 
-def start_executions(aws, state_machine_arn: str, count: int) -> list[tuple[str, ApprovalRequest]]:
+def start_executions(
+    aws, state_machine_arn: str, count: int, execution_input: dict = EXECUTION_INPUT
+) -> list[tuple[str, ApprovalRequest]]:
     """`count` real executions of the demo state machine, each ingested as a request."""
     arns = [
         gateway.start_execution(
             state_machine_arn=state_machine_arn,
             name=f"batch-{uuid.uuid4().hex[:12]}",
-            execution_input=EXECUTION_INPUT,
+            execution_input=execution_input,
         )
         for _ in range(count)
     ]
@@ -410,6 +412,26 @@ def test_the_statements_of_a_batch_do_not_grow_with_its_size_the_outcome_mails_i
     outcome = Notification.objects.filter(kind=Notification.Kind.OUTCOME, request__in=[c.request for c in callbacks])
     assert outcome.count() == 60
     assert outcome.values("request").distinct().count() == 60
+
+
+@pytest.mark.django_db
+def test_a_batch_never_reads_the_requests_details(aws, demo_state_machine, people, settings):
+    """Details fill a message up to its size limit; a batch claims and records its callbacks
+    without reading any (no check or record needs them): 50 of them would be megabytes."""
+    settings.CALLBACK_SEND_THREADS = 1
+    big = {"order": {"id": 7, "lines": [{"item": f"part {n}", "note": "x" * 200} for n in range(100)]}}
+    executions = start_executions(aws, demo_state_machine, 3, execution_input={**EXECUTION_INPUT, "details": big})
+    arns, requests = [arn for arn, _ in executions], [request for _, request in executions]
+    assert all(len(json.dumps(request.details)) > 20_000 for request in requests)
+    callbacks = [approve(request, people["alice"]) for request in requests]
+    with CaptureQueriesContext(connection) as queries:
+        assert deliver_due_callbacks([callbacks[0].pk]) == {"delivered": 3}
+    for arn in arns:
+        wait_for_execution_end(arn)
+        assert task_closures(arn) == ["TaskSucceeded"]
+    reads = [query["sql"] for query in queries.captured_queries if query["sql"].startswith("SELECT")]
+    assert reads
+    assert not [sql for sql in reads if '"approvals_approvalrequest"."details"' in sql.split(" FROM ")[0]]
 
 
 @pytest.mark.django_db

@@ -113,7 +113,9 @@ def callbacks_claim_batch(*, callback_ids: Sequence[int] = (), limit: int) -> li
     now = timezone.now()
     stale = now - timedelta(seconds=settings.CALLBACK_STALE_SECONDS)
     given = list(dict.fromkeys(callback_ids))
-    locked = Callback.objects.select_related("request", "request__source").order_by("pk")
+    # The request's details (up to the message's size limit, 50 times over) are for pages and
+    # mail, not for any check here: never read.
+    locked = Callback.objects.select_related("request", "request__source").defer("request__details").order_by("pk")
     rows: list[Callback] = []
     if given:
         rows = list(locked.select_for_update(of=("self",)).filter(pk__in=given))
@@ -251,6 +253,7 @@ def callbacks_mark_delivered(*, callback_ids: Sequence[int]) -> None:
     rows = list(
         Callback.objects.select_for_update(of=("self",))
         .select_related("request")
+        .defer("request__details")  # as in the claim: not needed to record anything
         .filter(pk__in=list(callback_ids))
         .exclude(status=CallbackStatus.DELIVERED)
         .order_by("pk")
