@@ -169,18 +169,20 @@ def test_targets_are_computed_once_per_distinct_approver_set_so_planning_queries
     assert len(planned_large) == 10 * len(planned_small)
 
 
-def test_new_requests_notify_is_one_update_in_the_ingest_and_one_planning_task_after_commit(
+def test_new_requests_notify_writes_nothing_in_the_ingest_and_queues_one_planning_task_after_commit(
     people, rules, django_capture_on_commit_callbacks, celery_eager
 ):
     requests = [ingest(FINANCE, title=f"Order {i}") for i in range(3)]
-    ApprovalRequest.objects.update(notifications_unplanned_since=None)
+    # The ingest inserted them marked unplanned: telling the approvers writes nothing more.
+    assert all(request.notifications_unplanned_since is not None for request in requests)
+    assert ApprovalRequest.objects.filter(notifications_unplanned_since__isnull=False).count() == 3
     with (
         django_capture_on_commit_callbacks(execute=False) as callbacks,
         CaptureQueriesContext(connection) as queries,
         transaction.atomic(),
     ):
         notification_services.new_requests_notify(requests=requests)
-    assert [query["sql"].split()[0] for query in queries if "SAVEPOINT" not in query["sql"]] == ["UPDATE"]
+    assert [query["sql"].split()[0] for query in queries if "SAVEPOINT" not in query["sql"]] == []
     assert len(callbacks) == 1
     assert not Notification.objects.exists()
 
@@ -188,6 +190,19 @@ def test_new_requests_notify_is_one_update_in_the_ingest_and_one_planning_task_a
 
     assert Notification.objects.filter(status="sent", channel="email").count() == 3 * 3  # alice, erin, zoe
     assert sorted({m.to[0] for m in mail.outbox}) == ["alice@example.com", "erin@example.com", "zoe@example.com"]
+
+    # A request not inserted marked (made some other way) is marked with one UPDATE.
+    other = ingest(FINANCE, title="Unmarked")
+    ApprovalRequest.objects.filter(pk=other.pk).update(notifications_unplanned_since=None)
+    other.refresh_from_db()
+    with (
+        django_capture_on_commit_callbacks(execute=False),
+        CaptureQueriesContext(connection) as queries,
+        transaction.atomic(),
+    ):
+        notification_services.new_requests_notify(requests=[other])
+    assert [query["sql"].split()[0] for query in queries if "SAVEPOINT" not in query["sql"]] == ["UPDATE"]
+    assert ApprovalRequest.objects.get(pk=other.pk).notifications_unplanned_since is not None
 
 
 # ---------------------------------------------------------------------------

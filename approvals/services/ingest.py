@@ -102,6 +102,9 @@ def _request_fields(
         "form_schema": message.form,
         "form_field_order": list(message.form["properties"]) if message.form else None,
         "source": source,
+        # Its "new request" notifications are planned after the commit (services/notifications.py,
+        # new_requests_notify): unplanned from the start, in the insert itself.
+        "notifications_unplanned_since": received_at,
         **_policy_fields(message, policy),
     }
 
@@ -138,8 +141,9 @@ def _ingested_event(
 
 def _notify_new(requests: list[ApprovalRequest]) -> None:
     """Tell the approvers of these new requests: the one place ingest does, for the batch and the
-    single path. Cheap here (one UPDATE marking them unplanned); the targets are computed and the
-    rows made after the commit, in one task per call (services/notifications.py)."""
+    single path. Cheap here (they were inserted marked unplanned: nothing more to write); the
+    targets are computed and the rows made after the commit, in one task per call
+    (services/notifications.py)."""
     new_requests_notify(requests=requests)
 
 

@@ -349,18 +349,24 @@ def outcomes_notify(*, requests: Sequence[ApprovalRequest]) -> list[int]:
 def new_requests_notify(*, requests: Sequence[ApprovalRequest]) -> None:
     """In the ingest's transaction: these new requests need their "new request" notifications.
 
-    Cheap on purpose (one UPDATE, no target computation): it marks them unplanned, durably with
-    the requests themselves, and queues ONE planning task for them after commit
+    Cheap on purpose (no target computation): the requests are marked unplanned, durably with
+    themselves (the ingest inserts them marked; others get one UPDATE), and ONE planning task is
+    queued for them after commit
     (`new_requests_plan`). If that task is lost (broker down, worker killed after the commit),
     sweep_notifications plans them once they stayed unplanned longer than PLAN_LEASE.
     """
     request_ids = [request.pk for request in requests]
     if not request_ids:
         return
-    now = timezone.now()
-    ApprovalRequest.objects.filter(pk__in=request_ids).update(notifications_unplanned_since=now)
-    for request in requests:
-        request.notifications_unplanned_since = now
+    # The ingest inserts its requests already marked (services/ingest.py): no statement for those.
+    unmarked = [request for request in requests if request.notifications_unplanned_since is None]
+    if unmarked:
+        now = timezone.now()
+        ApprovalRequest.objects.filter(pk__in=[request.pk for request in unmarked]).update(
+            notifications_unplanned_since=now
+        )
+        for request in unmarked:
+            request.notifications_unplanned_since = now
     enqueue_on_commit(PLAN_NEW_REQUEST_NOTIFICATIONS, request_ids=request_ids)
 
 
