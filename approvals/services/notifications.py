@@ -229,11 +229,22 @@ def _planned_rows(
 
 def _create(request: ApprovalRequest | None, kind: str, targets: list[tuple[str, str]], now=None) -> list[int]:
     """The rows, planned; returns the ids to send (refused rows are audited, never sent)."""
-    rows = Notification.objects.bulk_create(_planned_rows(request, kind, targets, now or timezone.now()))
-    refused = [row for row in rows if row.status == Notification.Status.REFUSED]
-    if refused:
-        _refusals_audit(request, kind, refused)
-    return [row.pk for row in rows if row.status == Notification.Status.PENDING]
+    return _create_many(kind, [(request, targets)], now)
+
+
+def _create_many(
+    kind: str, targets_of: Sequence[tuple[ApprovalRequest | None, list[tuple[str, str]]]], now=None
+) -> list[int]:
+    """_create for several requests at once: every row in one insert, each request's refused
+    rows audited with it; returns the ids to send."""
+    now = now or timezone.now()
+    planned = [(request, _planned_rows(request, kind, targets, now)) for request, targets in targets_of]
+    Notification.objects.bulk_create([row for _, rows in planned for row in rows])
+    for request, rows in planned:
+        refused = [row for row in rows if row.status == Notification.Status.REFUSED]
+        if refused:
+            _refusals_audit(request, kind, refused)
+    return [row.pk for _, rows in planned for row in rows if row.status == Notification.Status.PENDING]
 
 
 def _refusals_audit(request: ApprovalRequest | None, kind: str, rows: list[Notification]) -> None:
@@ -319,26 +330,14 @@ def outcomes_notify(*, requests: Sequence[ApprovalRequest]) -> list[int]:
     try:
         with transaction.atomic():  # a savepoint inside the caller's transaction
             users = _users_by_email(request.requester_email for request in requests)
-            now = timezone.now()
-            planned = [
-                (
-                    request,
-                    _planned_rows(
-                        request, Kind.OUTCOME, _targets(emails=[request.requester_email], groups=[], users=users), now
-                    ),
-                )
-                for request in requests
-            ]
-            rows = Notification.objects.bulk_create([row for _, request_rows in planned for row in request_rows])
-            for request, request_rows in planned:
-                refused = [row for row in request_rows if row.status == Notification.Status.REFUSED]
-                if refused:
-                    _refusals_audit(request, Kind.OUTCOME, refused)
+            ids = _create_many(
+                Kind.OUTCOME,
+                [(request, _targets(emails=[request.requester_email], groups=[], users=users)) for request in requests],
+            )
     except Exception:
         _raise_if_caller_transaction_lost()
         logger.exception("could not plan outcome notifications for %s request(s)", len(requests))
         return []
-    ids = [row.pk for row in rows if row.status == Notification.Status.PENDING]
     _queue_on_commit(ids)
     return ids
 
@@ -436,8 +435,7 @@ def _new_requests_plan(request_ids: list[int]) -> list[int]:
     ):
         voted.setdefault(request_id, set()).update(email.lower() for email in emails if email)
     targets_of_set: dict[tuple[tuple[str, ...], tuple[str, ...]], list[tuple[str, str]]] = {}
-    now = timezone.now()
-    planned: list[tuple[ApprovalRequest, list[Notification]]] = []
+    targets_of: list[tuple[ApprovalRequest, list[tuple[str, str]]]] = []
     for request in pending:
         users, groups = approvers[request.pk]
         key = (tuple(users), tuple(groups))
@@ -449,16 +447,12 @@ def _new_requests_plan(request_ids: list[int]) -> list[int]:
         targets = [
             (channel, recipient) for channel, recipient in targets_of_set[key] if recipient.lower() not in excluded
         ]
-        planned.append((request, _planned_rows(request, Kind.NEW_REQUEST, targets, now)))
-    rows = Notification.objects.bulk_create([row for _, request_rows in planned for row in request_rows])
-    for request, request_rows in planned:
-        refused = [row for row in request_rows if row.status == Notification.Status.REFUSED]
-        if refused:
-            _refusals_audit(request, Kind.NEW_REQUEST, refused)
+        targets_of.append((request, targets))
+    ids = _create_many(Kind.NEW_REQUEST, targets_of)
     ApprovalRequest.objects.filter(pk__in=[request.pk for request in requests]).update(
         notifications_unplanned_since=None
     )
-    return [row.pk for row in rows if row.status == Notification.Status.PENDING]
+    return ids
 
 
 def approval_decided_notify(*, request: ApprovalRequest) -> None:
