@@ -94,12 +94,36 @@ def preload_delegations(users: Iterable[User]) -> None:
         setattr(user, _DELEGATIONS_LOADED, tuple(held[user.pk]))
 
 
+# Where preload_assignments() keeps a request's assignments (see there).
+_ASSIGNMENTS_LOADED = "_assignments_loaded"
+
+
+def preload_assignments(requests: Iterable[ApprovalRequest]) -> None:
+    """Load the assignments of many requests in one query and keep them on these instances.
+
+    For a batch (the callback re-check): Django's prefetch builds a filtered queryset for every
+    request, which cost more than the query itself; these are a plain tuple per request. The
+    instances live only for the batch; others read their assignments afresh.
+    """
+    requests = [request for request in requests if request is not None]
+    found: dict[int, list[Assignment]] = {request.pk: [] for request in requests}
+    for assignment in Assignment.objects.filter(request_id__in=list(found)).order_by("pk"):
+        found[assignment.request_id].append(assignment)
+    for request in requests:
+        setattr(request, _ASSIGNMENTS_LOADED, tuple(found[request.pk]))
+
+
+def _assignments(request: ApprovalRequest) -> Iterable[Assignment]:
+    loaded = getattr(request, _ASSIGNMENTS_LOADED, None)
+    return loaded if loaded is not None else request.assignments.all()
+
+
 def _assignment_keys(user: User, request: ApprovalRequest) -> list[str]:
     """The assignments of `request` that name `user`: "user:<email>" and assigned group names."""
     email = (user.email or "").lower()
     groups = user_group_names(user)
     keys = []
-    for assignment in request.assignments.all():
+    for assignment in _assignments(request):
         if assignment.kind == Assignment.Kind.USER and email and assignment.value == email:
             keys.append(f"user:{email}")
         elif assignment.kind == Assignment.Kind.GROUP and assignment.value in groups:
@@ -206,7 +230,7 @@ def _assignment_creators(request: ApprovalRequest) -> dict[str, int | None]:
         (f"user:{assignment.value}" if assignment.kind == Assignment.Kind.USER else assignment.value): (
             assignment.created_by_id
         )
-        for assignment in request.assignments.all()
+        for assignment in _assignments(request)
     }
 
 

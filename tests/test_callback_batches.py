@@ -182,6 +182,29 @@ def test_each_voters_groups_are_their_own_in_a_batch_one_who_left_loses_every_vo
 
 
 @pytest.mark.django_db
+def test_each_requests_assignments_are_its_own_in_a_batch_a_name_on_one_covers_no_other(people):
+    # Dave is named on "Named" and decides it; he decides "Group only" through the group, then
+    # leaves the group. In one batch (one read of every request's assignments), his name on the
+    # first must not lend him the second.
+    named = ingest_body(title="Named", approvers={"users": ["dave@example.com"], "groups": ["finance-approvers"]})
+    group_only = ingest_body(title="Group only")
+    named_callback = approve(named, people["dave"])
+    approve(group_only, people["dave"])
+    leaves_the_group(people["dave"])
+    ids = list(Callback.objects.order_by("pk").values_list("pk", flat=True))
+
+    sends = services.callbacks_claim_batch(callback_ids=ids, limit=50)
+
+    assert [send.callback_id for send in sends] == [named_callback.pk]
+    group_only.refresh_from_db()
+    assert group_only.status == RequestStatus.PENDING
+    assert not Callback.objects.filter(request=group_only).exists()
+    assert AuditEvent.objects.get(request=group_only, action="vote_withdrawn").data["code"] == "not_assignee"
+    named.refresh_from_db()
+    assert named.status == RequestStatus.APPROVED
+
+
+@pytest.mark.django_db
 def test_a_self_assigned_vote_and_a_may_have_been_delivered_refusal_in_one_batch_each_get_their_own_outcome(people):
     # A vote through an assignment its voter made (written directly: the decision refuses it today).
     mine = ingest_body(title="Root's own")

@@ -50,7 +50,7 @@ def recheck_load(callbacks: list[Callback]) -> dict[int, list[Vote]]:
     votes: dict[int, list[Vote]] = {request.pk: [] for request in requests}
     for vote in _votes_query().filter(request_id__in=list(votes)):
         votes[vote.request_id].append(vote)
-    prefetch_related_objects(requests, "assignments")
+    permissions.preload_assignments(requests)
     people = [person for found in votes.values() for vote in found for person in (vote.user, vote.on_behalf_of)]
     permissions.preload_group_names(people)
     return votes
@@ -65,11 +65,13 @@ def decision_recheck(callback: Callback, *, maybe_delivered: bool, votes: list[V
     """
     request = callback.request
     approve = request.status == RequestStatus.APPROVED
-    votes = list(votes) if votes is not None else list(_votes_query().filter(request=request))
+    if votes is None:  # one request, not a batch (recheck_load loaded the batch's assignments)
+        votes = list(_votes_query().filter(request=request))
+        prefetch_related_objects([request], "assignments")  # each vote's check reads them
+    votes = list(votes)
     counted = [vote for vote in votes if vote.approve == approve]
     if not counted:
         return RecheckOutcome(failure="The decision has no decider.")
-    prefetch_related_objects([request], "assignments")  # each vote's check reads them
     refused = [(vote, refusal) for vote in counted if (refusal := permissions.vote_refusal(vote, request))]
     if not refused:
         return RecheckOutcome(send=True)
