@@ -253,7 +253,10 @@ def callbacks_mark_delivered(*, callback_ids: Sequence[int]) -> None:
     rows = list(
         Callback.objects.select_for_update(of=("self",))
         .select_related("request")
-        .defer("request__details")  # as in the claim: not needed to record anything
+        # What the record reads: the audit events and mails name the request, the mail goes to its
+        # requester, the metric reads the callback's kind and age (50 whole requests cost more
+        # than the rest of the record).
+        .only("kind", "attempts", "created_at", "request__requester_email")
         .filter(pk__in=list(callback_ids))
         .exclude(status=CallbackStatus.DELIVERED)
         .order_by("pk")
