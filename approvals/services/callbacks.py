@@ -97,7 +97,21 @@ def _due(now, stale) -> Q:
     )
 
 
-@transaction.atomic
+def _claimable(given: list[int], now, stale) -> bool:
+    """Whether a claim would find anything to send: one small query, no lock, no transaction.
+
+    In a burst every decision queued a task, and most find their callback already sent by an
+    earlier task's batch: compiling and running the claim's locking reads (three tables joined)
+    cost them 4 ms each, this a fraction. A row that becomes due after this read has a task or
+    a sweep of its own, as when the claim itself finds nothing."""
+    given_unsettled = (
+        Q(pk__in=given)
+        & ~Q(status__in=[CallbackStatus.DELIVERED, CallbackStatus.FAILED])
+        & ~Q(status=CallbackStatus.SENDING, updated_at__gt=stale)
+    )
+    return Callback.objects.filter(given_unsettled | _due(now, stale)).exists()
+
+
 def callbacks_claim_batch(*, callback_ids: Sequence[int] = (), limit: int) -> list[CallbackSend]:
     """Lock up to `limit` callbacks, re-check state and identity, mark them sending, and return
     what to send, in order: `callback_ids` first (the decision that queued the task, the rows a
@@ -113,6 +127,13 @@ def callbacks_claim_batch(*, callback_ids: Sequence[int] = (), limit: int) -> li
     now = timezone.now()
     stale = now - timedelta(seconds=settings.CALLBACK_STALE_SECONDS)
     given = list(dict.fromkeys(callback_ids))
+    if not _claimable(given, now, stale):
+        return []
+    return _claim_batch(given, limit=limit, now=now, stale=stale)
+
+
+@transaction.atomic
+def _claim_batch(given: list[int], *, limit: int, now, stale) -> list[CallbackSend]:
     # The request's details (up to the message's size limit, 50 times over) are for pages and
     # mail, not for any check here: never read.
     locked = Callback.objects.select_related("request", "request__source").defer("request__details").order_by("pk")
