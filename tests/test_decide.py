@@ -94,6 +94,22 @@ def test_a_decision_post_does_not_read_the_pages_history(people, approval):
     assert len([sql for sql in reads if 'FROM "approvals_infomessage"' in sql]) == 1
 
 
+def test_a_decision_post_reads_the_request_once_to_check_it_and_once_locked_to_decide(people, approval):
+    """The visibility check's read of the status row is what the form and the view use; only the
+    decision itself reads the request again, locked (its checks are the ones that count)."""
+    client = client_for(people["erin"])
+    client.get("/")
+    csrf = client.cookies["portal_csrftoken"].value
+    with CaptureQueriesContext(connection) as queries:
+        response = client.post(
+            f"/requests/{approval.public_id}/decide/",
+            {"decision": "approve", "comment": "", "csrfmiddlewaretoken": csrf},
+        )
+    assert response.status_code == 302
+    reads = [query["sql"] for query in queries.captured_queries if query["sql"].startswith("SELECT")]
+    assert len([sql for sql in reads if 'FROM "approvals_approvalrequest"' in sql]) == 2
+
+
 @pytest.mark.parametrize("reason", ["", "   ", "\n\t "])
 def test_a_rejection_without_a_reason_is_refused_by_the_decision_service_itself(people, approval, reason):
     # Not only the page's form: any channel calling the service (admin, link, Slack, an API) gets it.

@@ -61,11 +61,13 @@ def visible_or_not_found(view):
     """A POST on a request page answers a request the user may not see exactly as a GET does
     (and as a request that does not exist): the same 404 page. What the service would refuse
     ("not an approver", "already decided") is said only to those who may see the request.
-    Checked on the request's status row (what permissions.can_view reads), not the whole page."""
+    Checked on the request's status row (what permissions.can_view reads), not the whole page;
+    the view finds that row on `request.visible_approval` (read once, not again)."""
 
     @wraps(view)
     def checked(request, public_id, *args, **kwargs):
-        if _visible_request(request, public_id, selectors.request_status) is None:
+        approval = _visible_request(request, public_id, selectors.request_status)
+        if approval is None:
             services.refusal_record(
                 user=request.user,
                 request=None,
@@ -74,6 +76,7 @@ def visible_or_not_found(view):
                 public_id=str(public_id),
             )
             return _not_found(request)
+        request.visible_approval = approval
         return view(request, public_id, *args, **kwargs)
 
     return checked
@@ -146,10 +149,9 @@ def confirm_decision(request, public_id):
 @require_POST
 @visible_or_not_found
 def decide(request, public_id):
-    # What the form and the checks read; the whole page (details, history) only to show it again.
-    approval = selectors.request_status(public_id)
-    if approval is None:
-        return _not_found(request)
+    # What the form and the checks read (the status row visible_or_not_found read); the whole page
+    # (details, history) only to show it again.
+    approval = request.visible_approval
     form = DecisionForm(request.POST, approval=approval)
     if not form.is_valid():
         if not form.fixable_on_the_page:
