@@ -101,9 +101,12 @@ def test_a_decision_post_does_not_read_the_pages_history(people, approval):
 
 def test_a_decision_post_reads_the_request_once_to_check_it_and_once_locked_to_decide(people, approval):
     """The visibility check's read of the status row is what the form and the view use; only the
-    decision itself reads the request again, locked (its checks are the ones that count)."""
+    decision itself reads the request again, locked (its checks are the ones that count). Neither
+    reads the details, which fill a message up to its size limit."""
+    ApprovalRequest.objects.filter(pk=approval.pk).update(details={"lines": ["x" * 200] * 1000})
     reads = approving_reads(people["erin"], approval)
     assert len([sql for sql in reads if 'FROM "approvals_approvalrequest"' in sql]) == 2
+    assert not [sql for sql in reads if '"approvals_approvalrequest"."details"' in sql.split(" FROM ")[0]]
 
 
 @pytest.mark.parametrize("reason", ["", "   ", "\n\t "])

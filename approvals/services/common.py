@@ -67,10 +67,12 @@ def truncate(text: str, limit: int) -> str:
 def locked_request(public_id, *, related: tuple[str, ...] = ()) -> ApprovalRequest:
     """The request with its row locked until the transaction ends, and what the decision rule
     reads prefetched. Every change to one request takes this lock, so they take turns: two
-    approvers completing a 2-of-2 at the same moment, an answer racing the decision."""
+    approvers completing a 2-of-2 at the same moment, an answer racing the decision. Without the
+    details (up to the message's size limit): no rule reads them, only pages and mail do."""
     request = (
         ApprovalRequest.objects.select_for_update(of=("self",))
         .select_related(*related)
+        .defer("details")
         .prefetch_related("assignments", "votes")
         .filter(public_id=public_id)
         .first()
