@@ -68,7 +68,6 @@ def decision_recheck(callback: Callback, *, maybe_delivered: bool, votes: list[V
     if votes is None:  # one request, not a batch (recheck_load loaded the batch's assignments)
         votes = list(_votes_query().filter(request=request))
         prefetch_related_objects([request], "assignments")  # each vote's check reads them
-    votes = list(votes)
     counted = [vote for vote in votes if vote.approve == approve]
     if not counted:
         return RecheckOutcome(failure="The decision has no decider.")
