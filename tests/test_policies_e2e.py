@@ -105,8 +105,10 @@ def test_a_rejection_before_the_second_approval_fails_it_with_the_approvals_so_f
     assert execution["error"] == "ApprovalDenied"
     # The moto server keeps the error but drops SendTaskFailure's cause (DescribeExecution and the
     # history alike; AWS keeps it): the cause checked is the one Step Functions accepted from us.
+    # The worker records the delivery just after Step Functions accepted it, so the execution may
+    # end a moment before the row says delivered (test_e2e waits the same way).
     callback = Callback.objects.get(request=request)
-    assert callback.status == CallbackStatus.DELIVERED
+    wait_for(lambda: Callback.objects.get(pk=callback.pk).status == CallbackStatus.DELIVERED)
     cause = json.loads(callback.payload["cause"])
     assert [entry["email"] for entry in cause["approvals"]] == ["alice@example.com"]
     assert cause["rejections"][0]["email"] == "dave@example.com"
