@@ -546,6 +546,28 @@ def test_a_task_whose_batch_was_full_goes_on_with_the_next_until_none_is_full_or
         assert task_closures(arn) == ["TaskSucceeded"]
 
 
+@pytest.mark.django_db
+def test_a_task_whose_own_callback_was_sent_drains_the_backlog_its_own_row_took_room_in_the_batch(
+    people, settings
+):
+    """In a burst most tasks find their own callback sent by an earlier batch; that row still
+    takes its room in the claim (locked, then skipped), so their first batch holds one fewer
+    to send. It is full all the same: the task goes on until the backlog is drained, instead of
+    stopping after one batch and leaving the rest to the tasks behind it."""
+    settings.CALLBACK_BATCH_SIZE = 3
+    sent = approve(ingest_body(title="Sent"), people["alice"])
+    Callback.objects.filter(pk=sent.pk).update(status=CallbackStatus.DELIVERED, attempts=1)
+    due = [approve(ingest_body(title=f"Due {n}"), people["carol"]) for n in range(7)]
+
+    # mock: only the Send* calls are replaced (no execution behind these tokens); the claims are real.
+    client = SelectiveStepFunctions({})
+    with mock.patch("approvals.integrations.aws._sfn", return_value=client):
+        assert deliver_callback(sent.pk) == "nothing-to-send"
+    statuses = set(Callback.objects.filter(pk__in=[c.pk for c in due]).values_list("status", flat=True))
+    assert statuses == {CallbackStatus.DELIVERED}  # 2 + 3 + 2: before, the first 2 and then a stop
+    assert len(client.calls) == 7
+
+
 @pytest.mark.postgres  # reads PostgreSQL's executed plan (EXPLAIN ANALYZE)
 def test_a_claim_takes_the_due_callbacks_without_walking_past_the_delivered_ones(people):
     """The outbox keeps every delivered callback; a batch's claim of what is due (oldest first)

@@ -105,15 +105,15 @@ def _deliver_batch(callback_ids: list[int]) -> dict[int, str]:
     claimed row: a task lost mid-way leaves them to the lease).
     """
     outcomes: dict[int, str] = {}
-    sends = _claim(callback_ids)
+    sends, full = _claim(callback_ids)
     batches = 0
     while sends:
         batches += 1
         results = _start_sends(sends)
         following: list[services.CallbackSend] = []
-        if len(sends) >= settings.CALLBACK_BATCH_SIZE and batches < MAX_BATCHES_PER_TASK:
+        if full and batches < MAX_BATCHES_PER_TASK:
             try:
-                following = _claim([])
+                following, full = _claim([])
             except Exception:  # noqa: BLE001 - this batch is recorded first; the rest stays due
                 logger.exception("could not claim the next batch of callbacks; they stay due")
         outcomes.update(_record(sends, results()))
@@ -164,21 +164,27 @@ def _record(sends: list[services.CallbackSend], results: list[aws.AwsError | Non
     return outcomes
 
 
-def _claim(callback_ids: list[int]) -> list[services.CallbackSend]:
-    """The batch's claim. If it fails (a row that breaks the claim: a bug, or a payload no
-    check foresaw), the given ids are claimed one by one, as before batches: one bad callback
-    must not hold up the others, and its own task still fails on it, visibly."""
+def _claim(callback_ids: list[int]) -> tuple[list[services.CallbackSend], bool]:
+    """The batch's claim, and whether it was full (then more may be due: the task claims again).
+    The given ids take room in a batch whether or not they are still to be sent (an earlier
+    batch may have sent them), so a batch is full when it holds as many as its room for others.
+
+    If the claim fails (a row that breaks the claim: a bug, or a payload no check foresaw), the
+    given ids are claimed one by one, as before batches: one bad callback must not hold up the
+    others, and its own task still fails on it, visibly."""
     limit = settings.CALLBACK_BATCH_SIZE
     try:
-        return services.callbacks_claim_batch(callback_ids=callback_ids, limit=limit)
+        sends = services.callbacks_claim_batch(callback_ids=callback_ids, limit=limit)
     except Exception:
         if limit <= len(callback_ids):
             raise  # nothing was added to the given ids: their own error
         logger.exception("callback batch claim failed; claiming %s callback(s) one by one", len(callback_ids))
-    sends: list[services.CallbackSend] = []
+    else:
+        return sends, len(sends) >= limit - len(callback_ids)
+    sends = []
     for callback_id in callback_ids:
         sends += services.callbacks_claim_batch(callback_ids=[callback_id], limit=1)
-    return sends
+    return sends, False
 
 
 def _permanent_failure(send: services.CallbackSend, error: aws.AwsError) -> services.PermanentFailure:
