@@ -462,6 +462,30 @@ def test_a_task_whose_callback_an_earlier_batch_sent_still_takes_what_is_due_and
 
 
 @pytest.mark.django_db
+def test_a_decisions_task_with_nothing_else_due_skips_the_read_of_what_else_is_due_and_else_takes_it(people):
+    """The common case of a quiet portal: one decision, one task, nothing else due. Its claim
+    locks its own callback and is spared the SKIP LOCKED read of what else is due; once another
+    callback is due, that read is made and takes it into the batch."""
+    alone = approve(ingest_body(title="Alone"), people["alice"])
+
+    # mock: only the Send* calls are replaced (no execution behind these tokens); the claims are real.
+    client = SelectiveStepFunctions({})
+    with mock.patch("approvals.integrations.aws._sfn", return_value=client):
+        with CaptureQueriesContext(connection) as queries:
+            assert deliver_callback(alone.pk) == "delivered"
+        assert not [query["sql"] for query in queries.captured_queries if "SKIP LOCKED" in query["sql"]]
+
+        first = approve(ingest_body(title="First"), people["alice"])
+        other = approve(ingest_body(title="Other"), people["carol"])
+        with CaptureQueriesContext(connection) as queries:
+            assert deliver_callback(first.pk) == "delivered"
+        assert len([query["sql"] for query in queries.captured_queries if "SKIP LOCKED" in query["sql"]]) == 1
+    other.refresh_from_db()
+    assert other.status == CallbackStatus.DELIVERED
+    assert len(client.calls) == 3
+
+
+@pytest.mark.django_db
 def test_a_batch_never_reads_the_requests_details(aws, demo_state_machine, people, settings):
     """Details fill a message up to its size limit; a batch claims and records its callbacks
     without reading any (no check or record needs them): 50 of them would be megabytes."""

@@ -97,19 +97,25 @@ def _due(now, stale) -> Q:
     )
 
 
-def _claimable(given: list[int], now, stale) -> bool:
-    """Whether a claim would find anything to send: one small query, no lock, no transaction.
+def _claimable(given: list[int], now, stale) -> tuple[bool, bool]:
+    """Whether a claim would find anything to send, and whether anything besides the given ids
+    is due: one small query, no lock, no transaction.
 
     In a burst every decision queued a task, and most find their callback already sent by an
     earlier task's batch: compiling and running the claim's locking reads (three tables joined)
-    cost them 4 ms each, this a fraction. A row that becomes due after this read has a task or
-    a sweep of its own, as when the claim itself finds nothing."""
+    cost them 4 ms each, this a fraction. A single decision's task, with nothing else due, is
+    spared the claim's read of what else is due. A row that becomes due after this read has a
+    task or a sweep of its own, as when the claim itself finds nothing."""
     given_unsettled = (
         Q(pk__in=given)
         & ~Q(status__in=[CallbackStatus.DELIVERED, CallbackStatus.FAILED])
         & ~Q(status=CallbackStatus.SENDING, updated_at__gt=stale)
     )
-    return Callback.objects.filter(given_unsettled | _due(now, stale)).exists()
+    # One more row than the given ids: if as many match, one of them is not a given id.
+    found = list(
+        Callback.objects.filter(given_unsettled | _due(now, stale)).values_list("pk", flat=True)[: len(given) + 1]
+    )
+    return bool(found), any(pk not in given for pk in found)
 
 
 def callbacks_claim_batch(*, callback_ids: Sequence[int] = (), limit: int) -> list[CallbackSend]:
@@ -127,13 +133,14 @@ def callbacks_claim_batch(*, callback_ids: Sequence[int] = (), limit: int) -> li
     now = timezone.now()
     stale = now - timedelta(seconds=settings.CALLBACK_STALE_SECONDS)
     given = list(dict.fromkeys(callback_ids))
-    if not _claimable(given, now, stale):
+    anything, others_due = _claimable(given, now, stale)
+    if not anything:
         return []
-    return _claim_batch(given, limit=limit, now=now, stale=stale)
+    return _claim_batch(given, limit=limit, now=now, stale=stale, others_due=others_due)
 
 
 @transaction.atomic
-def _claim_batch(given: list[int], *, limit: int, now, stale) -> list[CallbackSend]:
+def _claim_batch(given: list[int], *, limit: int, now, stale, others_due: bool) -> list[CallbackSend]:
     # The request's details (up to the message's size limit, 50 times over) are for pages and
     # mail, not for any check here: never read.
     locked = Callback.objects.select_related("request", "request__source").defer("request__details").order_by("pk")
@@ -142,7 +149,7 @@ def _claim_batch(given: list[int], *, limit: int, now, stale) -> list[CallbackSe
         rows = list(locked.select_for_update(of=("self",)).filter(pk__in=given))
         rows.sort(key=lambda row: given.index(row.pk))
     room = limit - len(rows)
-    if room > 0:
+    if room > 0 and others_due:
         more = locked.select_for_update(skip_locked=True, of=("self",)).filter(_due(now, stale)).exclude(pk__in=given)
         rows += list(more[:room])
 
