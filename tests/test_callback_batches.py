@@ -571,9 +571,7 @@ def test_a_task_whose_batch_was_full_goes_on_with_the_next_until_none_is_full_or
 
 
 @pytest.mark.django_db
-def test_a_task_whose_own_callback_was_sent_drains_the_backlog_its_own_row_took_room_in_the_batch(
-    people, settings
-):
+def test_a_task_whose_own_callback_was_sent_drains_the_backlog_its_own_row_took_room_in_the_batch(people, settings):
     """In a burst most tasks find their own callback sent by an earlier batch; that row still
     takes its room in the claim (locked, then skipped), so their first batch holds one fewer
     to send. It is full all the same: the task goes on until the backlog is drained, instead of
