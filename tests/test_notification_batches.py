@@ -292,6 +292,104 @@ def test_two_planners_at_once_create_one_set_of_rows(people, settings):
 
 
 # ---------------------------------------------------------------------------
+# A backlog of unplanned requests drains in batches
+# ---------------------------------------------------------------------------
+def test_a_planning_task_also_plans_and_sends_the_new_requests_still_waiting_so_a_backlog_drains_in_batches(
+    people, counting_backend, celery_eager, settings
+):
+    """A busy worker runs the planning tasks of many ingested batches late, one after the other:
+    the first to run takes every request still unplanned (up to PLAN_BATCH_SIZE) and sends their
+    mails on one connection; the tasks queued for the others find theirs planned."""
+    settings.NOTIFICATION_EMAIL_ENABLED = True
+    requests = [ingest(FINANCE, title=f"Order {i}") for i in range(4)]  # 4 ingests, 4 tasks queued
+
+    assert notify_tasks.plan_new_request_notifications(request_ids=[requests[2].pk]) == 4 * 3
+    assert Notification.objects.filter(status="sent").count() == 4 * 3
+    assert (counting_backend.made, counting_backend.opened) == (1, 1)  # one connection for all 12
+
+    for request in requests:  # the other tasks (and this one, redelivered): nothing twice
+        assert notify_tasks.plan_new_request_notifications(request_ids=[request.pk]) == 0
+    assert len(mail.outbox) == 4 * 3
+    assert counting_backend.made == 1
+    assert not ApprovalRequest.objects.filter(notifications_unplanned_since__isnull=False).exists()
+
+
+def test_a_planning_task_takes_others_up_to_the_batch_size_never_its_own_less_and_leaves_the_lost_to_the_sweep(
+    people, monkeypatch
+):
+    monkeypatch.setattr(notification_services, "PLAN_BATCH_SIZE", 3)
+    lost = ingest(FINANCE, title="Lost")
+    age(lost)  # its task was lost longer than the lease ago: the sweep plans it, no task's batch
+    waiting = [ingest(FINANCE, title=f"Waiting {i}") for i in range(4)]
+    own = [ingest(FINANCE, title=f"Own {i}") for i in range(4)]
+
+    def unplanned() -> set[int]:
+        return set(
+            ApprovalRequest.objects.filter(notifications_unplanned_since__isnull=False).values_list("pk", flat=True)
+        )
+
+    # Its own requests first, all of them, even more than the batch size: no other.
+    notification_services.new_requests_plan(request_ids=[r.pk for r in own], fill_to=3)
+    assert unplanned() == {lost.pk} | {r.pk for r in waiting}
+    # One of its own, then the others that waited longest, up to 3 in all.
+    planned = notification_services.new_requests_plan(request_ids=[waiting[3].pk], fill_to=3)
+    assert len(planned) == 3 * 3
+    assert unplanned() == {lost.pk, waiting[2].pk}
+    # Its own already planned (by another task): it still takes what waits, never the lost one.
+    assert len(notification_services.new_requests_plan(request_ids=[waiting[3].pk], fill_to=3)) == 3
+    assert unplanned() == {lost.pk}
+    assert notification_services.new_requests_plan(request_ids=[own[0].pk], fill_to=3) == []
+    assert unplanned() == {lost.pk}
+    # Without fill_to (the sweep) only the given ids, as before.
+    assert len(notification_services.new_requests_plan(request_ids=[lost.pk])) == 3
+    assert unplanned() == set()
+
+
+def test_a_request_that_breaks_planning_never_costs_the_requests_of_a_task_that_took_it_in_their_notifications(
+    people, celery_eager, settings, monkeypatch, caplog
+):
+    """A request whose planning raises (a bug: simulated, a real setting breaks every request
+    alike) may be taken into another task's batch: that task's own requests are still planned
+    and sent, one by one; the broken one is left to its own task, which gives up on it."""
+    settings.NOTIFICATION_EMAIL_ENABLED = True
+    real = notification_services._group_member_emails
+
+    def members(groups):
+        if "broken-group" in groups:
+            raise RuntimeError("a bug in planning")
+        return real(groups)
+
+    monkeypatch.setattr(notification_services, "_group_member_emails", members)
+    broken = ingest({"users": [], "groups": ["broken-group"]}, title="Broken")
+    own = ingest(FINANCE, title="Own")
+
+    assert notify_tasks.plan_new_request_notifications(request_ids=[own.pk]) == 3
+    assert sorted(m.to[0] for m in mail.outbox) == ["alice@example.com", "erin@example.com", "zoe@example.com"]
+    assert ApprovalRequest.objects.get(pk=broken.pk).notifications_unplanned_since is not None
+
+    assert notify_tasks.plan_new_request_notifications(request_ids=[broken.pk]) == 0
+    assert f"could not plan new_request notifications for request {broken.pk}" in caplog.text
+    assert ApprovalRequest.objects.get(pk=broken.pk).notifications_unplanned_since is None
+    assert len(mail.outbox) == 3
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_planning_tasks_draining_at_once_take_disjoint_requests(people, settings):
+    settings.NOTIFICATION_EMAIL_ENABLED = True
+    ids = [ingest(FINANCE, title=f"Order {i}").pk for i in range(4)]
+
+    def plan(own: int):
+        return lambda: notification_services.new_requests_plan(request_ids=[own], fill_to=50)
+
+    with transaction.atomic():
+        planned = plan(ids[0])()  # A drained all four and holds their locks until its commit
+        assert in_thread(plan(ids[3])) == []  # B skips them: its own included, A has it
+    assert len(planned) == 4 * 3
+    assert Notification.objects.count() == 4 * 3
+
+
+# ---------------------------------------------------------------------------
 # Sending in batches
 # ---------------------------------------------------------------------------
 class CountingBackend(locmem.EmailBackend):

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import DatabaseError, transaction
-from django.db.models import F
+from django.db.models import Case, F, Q, Value, When
 from django.db.models.functions import Lower
 from django.utils import timezone
 
@@ -53,6 +53,10 @@ SEND_BATCH_SIZE = 50
 # A request still unplanned this long after its ingest committed lost its planning task (a worker
 # killed, the broker down): the sweep plans it. Longer than a planning task takes on a busy worker.
 PLAN_LEASE = timedelta(seconds=60)
+# A planning task also takes the new requests still waiting for theirs, up to this many requests
+# in all (new_requests_plan's fill_to): on a busy worker the tasks of many ingested batches queue
+# up, and the first to run plans and sends for all of them on one connection.
+PLAN_BATCH_SIZE = 50
 
 Kind = Notification.Kind
 Channel = Notification.Channel
@@ -369,11 +373,17 @@ def new_requests_notify(*, requests: Sequence[ApprovalRequest]) -> None:
     enqueue_on_commit(PLAN_NEW_REQUEST_NOTIFICATIONS, request_ids=request_ids)
 
 
-def new_requests_plan(*, request_ids: Sequence[int]) -> list[int]:
+def new_requests_plan(*, request_ids: Sequence[int], fill_to: int | None = None) -> list[int]:
     """Plan the "new request" notifications of these requests, if not planned yet; returns the
     ids to send. Idempotent: the requests are locked (SKIP LOCKED: a request another planner
     holds is that planner's) and only those still unplanned are planned, so two planners (the
     task and the sweep, or a task run twice) create one set of rows.
+
+    `fill_to` (the planning task's batch): besides `request_ids`, the requests still unplanned
+    that waited longest, up to `fill_to` requests in all. Their own tasks, queued behind this one
+    on a busy worker, then find them planned. Never those unplanned longer than PLAN_LEASE: they
+    are the sweep's, so a request that breaks planning is taken into other batches for that long
+    at most. If such a batch fails, the given requests are planned again on their own.
 
     The same rows and refusal audit events as approval_notify: targets are computed once per
     distinct approver set (users and groups) in the batch, then each request drops its requester
@@ -384,6 +394,11 @@ def new_requests_plan(*, request_ids: Sequence[int]) -> list[int]:
     request_ids = sorted(set(request_ids))
     if not request_ids:
         return []
+    if fill_to is not None and fill_to > len(request_ids):
+        try:
+            return _new_requests_plan(request_ids, fill_to=fill_to)
+        except Exception:  # noqa: BLE001 - one of the others may be what failed: these again, on their own
+            logger.warning("could not plan %s requests with the others waiting; planning them alone", len(request_ids))
     try:
         return _new_requests_plan(request_ids)
     except DatabaseError:
@@ -414,12 +429,21 @@ def _new_requests_give_up(request_ids: list[int]) -> None:
 
 
 @transaction.atomic
-def _new_requests_plan(request_ids: list[int]) -> list[int]:
-    requests = list(
-        ApprovalRequest.objects.select_for_update(skip_locked=True)
-        .filter(pk__in=request_ids, notifications_unplanned_since__isnull=False)
-        .order_by("pk")
+def _new_requests_plan(request_ids: list[int], *, fill_to: int | None = None) -> list[int]:
+    unplanned = ApprovalRequest.objects.select_for_update(skip_locked=True).filter(
+        notifications_unplanned_since__isnull=False
     )
+    if fill_to is None:
+        requests = list(unplanned.filter(pk__in=request_ids).order_by("pk"))
+    else:
+        # Its own first, then those that waited longest but less than the lease (one read, from
+        # the partial index of the unplanned).
+        since = timezone.now() - PLAN_LEASE
+        requests = list(
+            unplanned.filter(Q(pk__in=request_ids) | Q(notifications_unplanned_since__gte=since)).order_by(
+                Case(When(pk__in=request_ids, then=Value(0)), default=Value(1)), "notifications_unplanned_since", "pk"
+            )[:fill_to]
+        )
     if not requests:
         return []
     # Decided before its planning ran: approvers have nothing to do (the claim would skip them).

@@ -130,10 +130,11 @@ def _backoff(retries: int) -> int:
     max_retries=3,
 )
 def plan_new_request_notifications(self, request_ids: list[int]) -> int:
-    """After an ingest committed: plan its new requests' notifications, then send them: the first
-    batch here (no second task to wait for), the rest queued in batches."""
+    """After an ingest committed: plan its new requests' notifications (and those of other new
+    requests still waiting, up to PLAN_BATCH_SIZE requests), then send them: the first batch
+    here (no second task to wait for), the rest queued in batches."""
     try:
-        ids = services.new_requests_plan(request_ids=request_ids)
+        ids = services.new_requests_plan(request_ids=request_ids, fill_to=services.PLAN_BATCH_SIZE)
     except DATABASE_GONE as error:  # planning is idempotent: again on a fresh connection (else the sweep)
         raise self.retry(exc=error, countdown=_backoff(self.request.retries)) from None
     first, rest = ids[: services.SEND_BATCH_SIZE], ids[services.SEND_BATCH_SIZE :]
