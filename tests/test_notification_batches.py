@@ -315,9 +315,8 @@ def test_a_planning_task_also_plans_and_sends_the_new_requests_still_waiting_so_
 
 
 def test_a_planning_task_takes_others_up_to_the_batch_size_never_its_own_less_and_leaves_the_lost_to_the_sweep(
-    people, monkeypatch
+    people,
 ):
-    monkeypatch.setattr(notification_services, "PLAN_BATCH_SIZE", 3)
     lost = ingest(FINANCE, title="Lost")
     age(lost)  # its task was lost longer than the lease ago: the sweep plans it, no task's batch
     waiting = [ingest(FINANCE, title=f"Waiting {i}") for i in range(4)]
