@@ -374,6 +374,25 @@ def test_the_admin_search_finds_the_same_rows_by_ids_as_by_sub_select(people):
         assert by_ids == by_sub_select, term
 
 
+@pytest.mark.parametrize("term", ["nothing-like-this", "arn:aws:states:nowhere"])
+def test_a_search_that_finds_nothing_shows_an_empty_list(people, term):
+    """On SQLite no matching ids made the drill-down's probe an empty IN (), which Django
+    refuses to compile: the page was a 500 for any search that found nothing."""
+    add_requests(0, 5)
+
+    now = timezone.localtime()
+    carol = client_for(people["carol"])
+
+    response = carol.get(CHANGELIST, {"q": term})
+    in_month = carol.get(CHANGELIST, {"q": term, "received_at__year": now.year, "received_at__month": now.month})
+
+    assert response.status_code == 200
+    assert response.context["cl"].result_count == 0
+    assert "0 approval requests" in " ".join(response.content.decode().split())
+    assert in_month.status_code == 200  # the month's days: no probe either
+    assert in_month.context["cl"].result_count == 0
+
+
 def test_a_search_with_many_matches_drills_down_to_its_days(people):
     """The ids of a search's matches are one array parameter on PostgreSQL (not one parameter
     each, in each of the month's 31 probes); past SQLite's limit, a sub-select."""

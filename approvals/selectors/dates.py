@@ -11,6 +11,7 @@ import calendar
 import datetime
 
 from django.conf import settings
+from django.core.exceptions import EmptyResultSet
 from django.db import connections
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -30,11 +31,11 @@ def date_range(queryset: QuerySet, field: str) -> tuple[datetime.datetime | None
     """
     connection = connections[queryset.db]
     present = queryset.order_by().filter(**{f"{field}__isnull": False}).values_list(field, flat=True)
-    probes, params = [], []
-    for ordered in (present.order_by(field), present.order_by(f"-{field}")):
-        sql, probe_params = ordered[:1].query.get_compiler(using=queryset.db).as_sql()
-        probes.append(f"({sql})")
-        params.extend(probe_params)
+    try:
+        probes, params = _compiled(present.order_by(field)[:1], present.order_by(f"-{field}")[:1])
+    except EmptyResultSet:
+        return None, None
+    probes = [f"({sql})" for sql in probes]
     with connection.cursor() as cursor:
         cursor.execute("SELECT " + ", ".join(probes), params)  # noqa: S608 - Django-compiled SQL, values are params
         values = cursor.fetchone()
@@ -49,6 +50,17 @@ def date_range(queryset: QuerySet, field: str) -> tuple[datetime.datetime | None
     if settings.USE_TZ:
         first, last = timezone.localtime(first), timezone.localtime(last)
     return first, last
+
+
+def _compiled(*querysets: QuerySet) -> tuple[list[str], list]:
+    """Each queryset's SQL, and all their parameters in order. Raises EmptyResultSet for a list
+    Django knows to be empty without asking (SQLite's search by no ids: `pk IN ()`)."""
+    probes, params = [], []
+    for queryset in querysets:
+        sql, probe_params = queryset.query.get_compiler(using=queryset.db).as_sql()
+        probes.append(sql)
+        params.extend(probe_params)
+    return probes, params
 
 
 def _aware(moment: datetime.datetime) -> datetime.datetime:
@@ -96,13 +108,18 @@ def dates_with_rows(
     if not periods:
         return []
     connection = connections[queryset.db]
-    probes, params = [], []
-    for start, end in periods:
-        bounds = {f"{field}__gte": _midnight(start), f"{field}__lt": _midnight(end)}
-        probe = queryset.order_by().filter(**bounds).values("pk")[:1]
-        sql, probe_params = probe.query.get_compiler(using=queryset.db).as_sql()
-        probes.append(f"EXISTS ({sql})")
-        params.extend(probe_params)
+    try:
+        probes, params = _compiled(
+            *(
+                queryset.order_by()
+                .filter(**{f"{field}__gte": _midnight(start), f"{field}__lt": _midnight(end)})
+                .values("pk")[:1]
+                for start, end in periods
+            )
+        )
+    except EmptyResultSet:
+        return []
+    probes = [f"EXISTS ({sql})" for sql in probes]
     with connection.cursor() as cursor:
         cursor.execute("SELECT " + ", ".join(probes), params)  # noqa: S608 - Django-compiled SQL, values are params
         found = cursor.fetchone()
