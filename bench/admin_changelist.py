@@ -18,6 +18,7 @@ import os
 import platform
 import sys
 import time
+import zlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -41,6 +42,14 @@ OWN_ROWS = 1_000
 OWN_EMAIL, OWN_GROUP = "bench-approver@example.com", "bench-approvers"
 
 
+def execution_arn(n: int) -> str:
+    """Request n's execution: "run-<n>-<8 hex digits>", a fixed-length ending as AWS's generated
+    names (UUIDs) have, so that one whole ARN is one execution at every size; "…:run-9" still
+    finds every run whose number starts with 9, a share of the table."""
+    name = f"run-{n}-{zlib.crc32(str(n).encode()):08x}"
+    return f"{MACHINES[n % 8].replace('stateMachine', 'execution')}:{name}"
+
+
 def add_requests(start: int, stop: int, *, decider, batch: int = 5_000) -> None:
     """Requests like a busy portal's: spread over two years, a quarter of them pending.
 
@@ -62,7 +71,7 @@ def add_requests(start: int, stop: int, *, decider, batch: int = 5_000) -> None:
                 title=f"Approve order {n} for supplier {n % 997}",
                 details={"order": n, "amount": f"{n % 10_000}.00"},
                 requester_email=f"requester{n % 500}@example.com",
-                execution_arn=f"{MACHINES[n % 8].replace('stateMachine', 'execution')}:run-{n}",
+                execution_arn=execution_arn(n),
                 state_machine_arn=MACHINES[n % 8],
                 state_name=f"Step{n % 3}",
                 status=statuses[n % 4],
@@ -155,6 +164,8 @@ REQUEST_PAGES = [
         "search: execution ARN",
         f"/admin/approvals/approvalrequest/?q={MACHINES[1].replace('stateMachine', 'execution')}:run-9",
     ),
+    # A whole ARN, pasted from the Step Functions console: one request at every size.
+    ("search: one whole ARN", f"/admin/approvals/approvalrequest/?q={execution_arn(993)}"),
     ("page 16", "/admin/approvals/approvalrequest/?p=15"),
     ("callbacks: changelist", "/admin/approvals/callback/"),
     ("callbacks: filter failed", "/admin/approvals/callback/?status__exact=failed"),
@@ -219,11 +230,17 @@ def main() -> int:
         pages = [(name, admin_client, url) for name, url in REQUEST_PAGES]
         pages.append(("approver's changelist", approver_client, REQUEST_PAGES[0][1]))
         for name, client, url in pages:
-            result = {"rows": size, "page": name, "url": url, **bench_common.page_timings(client, url, args.repeat)}
+            result = {
+                "rows": size,
+                "page": name,
+                "url": url,
+                **bench_common.page_timings(client, url, args.repeat),
+                "shown": rows_shown(client, url),
+            }
             results.append(result)
             print(
                 f"  {name:28} p50 {result['p50_ms']:7.1f} ms   p95 {result['p95_ms']:7.1f} ms   "
-                f"{result['queries']} queries",
+                f"{result['queries']} queries   {result['shown']} rows shown",
                 flush=True,
             )
 
@@ -272,11 +289,22 @@ def main() -> int:
     return 0
 
 
+def rows_shown(client, url: str) -> int:
+    """How many rows the changelist shows: a search that matches 14 rows at 1k and 100 (a full
+    page) at 100k renders seven times the rows, whatever its queries cost."""
+    page = client.get(url).content.decode()
+    table = page.partition('id="result_list"')[2].partition("</table>")[0]
+    return table.partition("<tbody>")[2].count("<tr")
+
+
 def print_table(results: list[dict]) -> None:
-    print(f"\n{'rows':>9} | {'page':28} | {'p50 ms':>7} | {'p95 ms':>7} | queries")
-    print(f"{'-' * 9}-+-{'-' * 28}-+-{'-' * 7}-+-{'-' * 7}-+--------")
+    print(f"\n{'rows':>9} | {'page':28} | {'p50 ms':>7} | {'p95 ms':>7} | queries | shown")
+    print(f"{'-' * 9}-+-{'-' * 28}-+-{'-' * 7}-+-{'-' * 7}-+---------+------")
     for r in results:
-        print(f"{r['rows']:>9,} | {r['page']:28} | {r['p50_ms']:>7} | {r['p95_ms']:>7} | {r['queries']:>7}")
+        print(
+            f"{r['rows']:>9,} | {r['page']:28} | {r['p50_ms']:>7} | {r['p95_ms']:>7} | {r['queries']:>7} | "
+            f"{r.get('shown', ''):>5}"
+        )
 
 
 if __name__ == "__main__":

@@ -353,14 +353,24 @@ def request_ids_matching(term: str) -> QuerySet:
     Title, requester or execution ARN containing the term (trigram indexes on PostgreSQL: an
     execution is found by its name, the ARN's last part), an approver's email or a group
     exactly, an execution ARN exactly, or the request's id.
+
+    A term that starts like an ARN is looked up in the ARNs from their start instead (btree,
+    migration 0027): the same rows, as a name may not contain ':' and so "arn:" is only ever at
+    the start, but the trigrams of a whole ARN are common to every row, and the trigram index
+    read all of their entries for one match.
     """
     term = term.strip()
     requests = ApprovalRequest.objects.order_by()
+    by_arn = (
+        requests.filter(execution_arn__istartswith=term)
+        if term[:4].lower() == "arn:"
+        else requests.filter(execution_arn__icontains=term)
+    )
     parts = [
         requests.filter(title__icontains=term).values("pk"),
         requests.filter(requester_email__icontains=term).values("pk"),
         requests.filter(execution_arn=term).values("pk"),
-        requests.filter(execution_arn__icontains=term).values("pk"),
+        by_arn.values("pk"),
         Assignment.objects.filter(
             Q(kind=Assignment.Kind.USER, value=term.lower()) | Q(kind=Assignment.Kind.GROUP, value=term)
         )
