@@ -201,7 +201,7 @@ def admin_summary(bench, matrix: dict, sizes: list[int]) -> None:
                 worst_page, worst = page, ratio
         if len({r["queries"] for r in series.values()}) > 1:
             unequal.append(page)
-    # A search's matches grow with the table: it may show 14 rows at 1k and a full page at 100k.
+    # A search's matches grow with the table: it may show 14 rows at 1k and a full page (50) at 100k.
     worst_series = by_page.get(worst_page, {})
     shown = " → ".join(str(worst_series[size].get("shown", "?")) for size in sizes if size in worst_series)
     bench.rows.append(
