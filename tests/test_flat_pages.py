@@ -14,6 +14,7 @@ from html import unescape
 
 import pytest
 from django.contrib import admin
+from django.core.paginator import Paginator
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -360,6 +361,55 @@ def test_a_filtered_admin_list_is_counted_up_to_a_thousand_and_says_more_than(pe
     assert not few.context["cl"].paginator.is_capped
     assert "11 approval requests" in " ".join(few.content.decode().split())
     assert carol.get(CHANGELIST, {"group": MINE, "p": "19"}).status_code == 200  # the 20th page, the last offered
+
+
+# ---------------------------------------------------------------------------
+# Deep pages: their rows' ids first (from the ordering's index), then the rows
+# ---------------------------------------------------------------------------
+def page_titles(response) -> list[str]:
+    return re.findall(r'<th class="field-title"><a [^>]*>([^<]*)</a>', response.content.decode())
+
+
+def test_a_deep_page_shows_the_rows_a_plain_offset_would(people):
+    add_requests(0, 1_220)
+    carol = client_for(people["carol"])
+
+    # Before and after the two-step pages (500 rows deep), the last page offered (a list is
+    # counted up to 1,000 where there is no estimate), and in the other orders offered.
+    for params in ({"p": 2}, {"p": 10}, {"p": 11}, {"p": 20}, {"p": 16, "o": "6"}, {"p": 16, "o": "-7"}):
+        response = carol.get(CHANGELIST, params)
+        assert response.status_code == 200, (params, response.status_code, response.get("Location"))
+        cl = response.context["cl"]
+        plain = Paginator(cl.queryset, cl.list_per_page).page(params["p"]).object_list
+        assert [row.pk for row in cl.result_list] == [row.pk for row in plain], params
+        assert page_titles(response) == [row.title for row in plain], params
+
+
+def test_a_deep_audit_trail_page_shows_the_events_a_plain_offset_would(people):
+    add_requests(0, 1_300)  # an audit event each
+    carol = client_for(people["carol"])
+
+    for page in (5, 6, 13):
+        cl = carol.get("/admin/approvals/auditevent/", {"p": page}).context["cl"]
+        plain = Paginator(cl.queryset, cl.list_per_page).page(page).object_list
+        assert [event.pk for event in cl.result_list] == [event.pk for event in plain], page
+
+
+@pytest.mark.postgres  # reads PostgreSQL's executed plan (EXPLAIN ANALYZE)
+def test_a_deep_page_reads_only_its_own_rows_from_the_table(people):
+    add_requests(0, 2_000)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE approvals_approvalrequest")
+    carol = client_for(people["carol"])
+
+    with CaptureQueriesContext(connection) as queries:
+        response = carol.get(CHANGELIST, {"p": 36})  # rows 1,750-1,799 (?p= counts from 1)
+
+    assert response.status_code == 200
+    rows = [q["sql"] for q in queries.captured_queries if '"approvals_approvalrequest"."title"' in q["sql"]]
+    assert len(rows) == 1, [q["sql"][:90] for q in queries.captured_queries]
+    scans = [scan for scan in executed_scans(rows[0]) if scan.get("Relation Name") == "approvals_approvalrequest"]
+    assert scans and all(scan["Actual Rows"] <= 50 for scan in scans), scans  # not the 1,750 skipped
 
 
 def test_the_admin_search_finds_the_same_rows_by_ids_as_by_sub_select(people):
