@@ -374,8 +374,8 @@ def test_a_deep_page_shows_the_rows_a_plain_offset_would(people):
     add_requests(0, 1_220)
     carol = client_for(people["carol"])
 
-    # Before and after the two-step pages (500 rows deep), the last page offered (a list is
-    # counted up to 1,000 where there is no estimate), and in the other orders offered.
+    # Before and after the two-step pages (500 rows deep), page 20 (the last SQLite offers: it
+    # counts up to 1,000), and in the other orders offered.
     for params in ({"p": 2}, {"p": 10}, {"p": 11}, {"p": 20}, {"p": 16, "o": "6"}, {"p": 16, "o": "-7"}):
         response = carol.get(CHANGELIST, params)
         assert response.status_code == 200, (params, response.status_code, response.get("Location"))

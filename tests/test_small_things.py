@@ -168,6 +168,15 @@ def test_admin_search_by_an_arn_finds_the_executions_that_start_with_it(people):
     assert changelist_titles(carol, "arn:aws:states:%:order-4711-Run") == set()  # % is a character, not a wildcard
 
 
+def test_an_approver_searching_by_a_whole_arn_finds_only_their_own_requests(people):
+    ingest("Legal contract", groups=["legal"], execution=EXECUTION)
+    alice = client_for(people["alice"])
+
+    assert changelist_titles(alice, EXECUTION) == set()
+    assert changelist_titles(alice, "arn:") == set()  # every ARN starts so: still only her own
+    assert changelist_titles(client_for(people["erin"]), EXECUTION) == {"Legal contract"}
+
+
 @pytest.mark.postgres  # the indexes and their query plans are PostgreSQL's
 def test_the_search_by_a_whole_arn_reads_the_arns_prefix_index_not_the_trigram_index():
     """Every ARN shares "arn:aws:states:<region>:<account>:execution:": as trigrams, a whole ARN
