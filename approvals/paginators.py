@@ -35,18 +35,13 @@ class LargeTablePaginator(Paginator):
     is_estimate = False
     is_capped = False
 
-    def page(self, number):
-        queryset = self.object_list
-        number = self.validate_number(number)
-        bottom = (number - 1) * self.per_page
-        if bottom < self.deferred_from or not isinstance(queryset, QuerySet):
-            return super().page(number)
-        top = bottom + self.per_page
-        if top + self.orphans >= self.count:
-            top = self.count
-        ids = list(queryset.values_list("pk", flat=True)[bottom:top])
-        # The same ordering: the rows come back in the page's order.
-        return self._get_page(queryset.filter(pk__in=ids), number, self)
+    def _get_page(self, object_list, number, paginator):
+        # Django's page() hands its slice here; a deep one becomes its ids, then its rows by id
+        # in the same ordering (so in the page's order).
+        if isinstance(object_list, QuerySet) and object_list.query.low_mark >= self.deferred_from:
+            ids = list(object_list.values_list("pk", flat=True))
+            object_list = self.object_list.filter(pk__in=ids)
+        return super()._get_page(object_list, number, paginator)
 
     @cached_property
     def count(self) -> int:
