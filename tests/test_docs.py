@@ -1,6 +1,7 @@
 """The README is the front door and docs/ holds the rest: every relative link in README.md and
 docs/*.md reaches a file (and a heading, when it names one), every docs page is reachable from the
-README, and the README stays short enough to read on a screen or two."""
+README, the README stays short enough to read on a screen or two, and every environment variable
+the product reads is named somewhere in them."""
 
 import re
 import sys
@@ -160,3 +161,44 @@ def test_every_docs_page_is_reachable_from_the_readme():
                 todo.append(resolved)
     unreached = [str(p.relative_to(REPO)) for p in sorted(DOCS.glob("*.md")) if p.resolve() not in reached]
     assert unreached == [], f"not linked from README.md (nor from a page it links): {unreached}"
+
+
+# What the product reads from the environment: environ.Env's typed reads in portal/settings.py
+# (env.str("NAME", …), env("NAME")), and os.environ / os.getenv anywhere in the product's code.
+ENV_READ = re.compile(
+    r"""(?:\benv(?:\.[a-z]+)?|environ\.Env\(\)\.[a-z]+|os\.environ\.get|os\.getenv)\(\s*["']([A-Z][A-Z0-9_]+)["']"""
+    r"""|os\.environ\[\s*["']([A-Z][A-Z0-9_]+)["']\s*\]"""
+)
+PRODUCT_CODE = ("portal", "approvals", "worker")
+# Read from the environment but not for operators: a test's fault point (tests/test_reliability.py).
+NOT_CONFIGURATION = {"PORTAL_TEST_CRASH_AFTER_SEND"}
+
+
+def environment_variables_read() -> dict[str, str]:
+    """Each variable the product's code reads → the first file that reads it."""
+    found: dict[str, str] = {}
+    for package in PRODUCT_CODE:
+        for path in sorted((REPO / package).rglob("*.py")):
+            for match in ENV_READ.finditer(path.read_text(encoding="utf-8")):
+                found.setdefault(match.group(1) or match.group(2), str(path.relative_to(REPO)))
+    return found
+
+
+def test_the_environment_scan_finds_the_reads_it_is_meant_to():
+    read = environment_variables_read()
+    for name in ("DATABASE_URL", "PORTAL_ENV", "PORTAL_VAR_DIR", "APPROVAL_QUEUE_URL", "PORTAL_TEST_CRASH_AFTER_SEND"):
+        assert name in read
+    assert ENV_READ.search('os.environ["SOME_NAME"]') and ENV_READ.search("env.int('SOME_NAME', default=1)")
+    assert len(read) > 50
+
+
+def test_every_environment_variable_the_portal_reads_is_documented():
+    """An operator finds every setting in docs/ (most in configuration.md): one the code reads and
+    no page names is a default nobody can know to change."""
+    docs = "\n".join(path.read_text(encoding="utf-8") for path in markdown_files())
+    missing = [
+        f"{name} (read in {where})"
+        for name, where in sorted(environment_variables_read().items())
+        if name not in NOT_CONFIGURATION and not re.search(rf"\b{name}\b", docs)
+    ]
+    assert missing == [], "not in README.md or docs/*.md: " + ", ".join(missing)
