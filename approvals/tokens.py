@@ -45,11 +45,6 @@ def decrypt_token(ciphertext: str) -> str:
         raise TokenKeyError("the task token cannot be decrypted with the configured keys") from None
 
 
-def rotate_token(ciphertext: str) -> str:
-    """Re-encrypt with the newest key (after a new key was put first in the list)."""
-    return _current().rotate(ciphertext.encode()).decode()
-
-
 def fingerprint_token(token: str) -> str:
     """A keyed hash with the newest key: lets us find a request by token without storing or decrypting it."""
     return _fingerprint(settings.TOKEN_FINGERPRINT_KEYS[0], token)

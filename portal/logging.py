@@ -63,10 +63,6 @@ def log_context(**fields: object) -> Iterator[None]:
             var.reset(token)
 
 
-def current_log_context() -> dict[str, str]:
-    return {name: value for name, var in _context.items() if (value := var.get()) is not None}
-
-
 class LogContextFilter(logging.Filter):
     """Copies the bound correlation fields onto each record (as attributes); drops nothing."""
 

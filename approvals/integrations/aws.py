@@ -291,13 +291,6 @@ def ensure_queue(*, name: str, visibility_timeout: int, max_receive_count: int, 
         raise _translate(error, _secret(route)) from None
 
 
-def queue_arn(queue_url: str) -> str:
-    try:
-        return _sqs().get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    except (ClientError, BotoCoreError) as error:
-        raise _translate(error) from None
-
-
 # ---------------------------------------------------------------------------
 # SQS: the dead-letter queue (ingest errors an admin replays or discards)
 # ---------------------------------------------------------------------------
