@@ -5,6 +5,38 @@ from functools import lru_cache
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.http import HttpResponse, HttpResponseBadRequest, JsonResponse
+
+from approvals.api.problems import PROBLEM_CONTENT_TYPE, problem_body
+
+NUL_REFUSAL = "The URL contains a NUL character, which no page of the portal takes."
+
+
+class RefuseNulCharactersMiddleware:
+    """Answers 400 to a URL whose path or query parameters hold a NUL character.
+
+    No page or API call takes one, and PostgreSQL refuses to compare text with it: a filter's value
+    that reached a query answered 500 (the admin's list filters, Django's own included). Forms and
+    the API's serializers refuse it in what they validate; this is the URL, before any view reads it.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if "\x00" in request.path_info or any(
+            "\x00" in key or any("\x00" in value for value in values) for key, values in request.GET.lists()
+        ):
+            return _bad_request(request)
+        return self.get_response(request)
+
+
+def _bad_request(request) -> HttpResponse:
+    if request.path_info.startswith("/api/"):
+        return JsonResponse(
+            problem_body("bad_request", NUL_REFUSAL, 400), status=400, content_type=PROBLEM_CONTENT_TYPE
+        )
+    return HttpResponseBadRequest(NUL_REFUSAL, content_type="text/plain; charset=utf-8")
 
 
 class ContentSecurityPolicyMiddleware:

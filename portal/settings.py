@@ -68,6 +68,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # X-Request-ID and the log context, first so that every later middleware logs with them.
     "portal.logging.RequestIdMiddleware",
+    # A NUL character in the URL: 400 before anything reads it (PostgreSQL refuses it in a query).
+    "portal.middleware.RefuseNulCharactersMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

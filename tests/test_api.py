@@ -408,6 +408,19 @@ def test_admins_list_and_discard_ingest_errors(people):
     assert_problem(Api(people["alice"]).get("/api/v1/ingest-errors/"), 403, "permission_denied")
 
 
+def test_the_ingest_errors_list_refuses_a_status_it_does_not_know(people):
+    """`status` is one of the documented values; anything else is the caller's mistake, said as
+    such (a NUL character in it reached PostgreSQL and answered 500)."""
+    carol = Api(people["carol"])
+    body = assert_problem(carol.get("/api/v1/ingest-errors/?status=nonsense"), 400, "validation_error")
+    assert list(body["errors"]) == ["status"]
+    for value in ("open%00", "%00"):  # refused before the view (portal/middleware.py)
+        body = assert_problem(carol.get(f"/api/v1/ingest-errors/?status={value}"), 400, "bad_request")
+        assert "\x00" not in body["detail"]
+    for status in IngestError.Status.values:
+        assert carol.get(f"/api/v1/ingest-errors/?status={status}").status_code == 200
+
+
 # ---------------------------------------------------------------------------
 # Service accounts: scoped, read-only or may decide, four eyes like a person
 # ---------------------------------------------------------------------------

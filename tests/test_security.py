@@ -114,6 +114,38 @@ def test_a_post_after_the_sign_in_window_goes_back_to_the_page_instead_of_decidi
     assert hostile_request.status == RequestStatus.PENDING
 
 
+# Each of these reached PostgreSQL with the NUL character and answered 500 (a DataError), the
+# admin's own filters (Django's, for a field's choices) too.
+@pytest.mark.parametrize(
+    "query",
+    [
+        "/admin/approvals/approvalrequest/?machine=a%00b",
+        "/admin/approvals/approvalrequest/?group=%00",
+        "/admin/approvals/approvalrequest/?status__exact=pending%00",
+        "/admin/approvals/auditevent/?action=%00",
+        "/admin/approvals/callback/?status__exact=%00",
+        "/admin/approvals/notification/?channel__exact=%00",
+        "/admin/approvals/approvalrequest/?q=supplier%00",
+        "/?machine=%00",
+        "/admin/approvals/approvalrequest/?%00=1",
+        "/links/a%00b/",
+    ],
+)
+def test_a_nul_character_in_a_url_is_a_bad_request_not_a_server_error(db, query):
+    client = signed_in(make_user("carol", "portal-admins", admin=True))
+    response = client.get(query)
+    assert response.status_code == 400
+    assert "NUL character" in response.content.decode()
+
+
+def test_a_nul_character_in_an_api_url_is_a_problem(db):
+    client = signed_in(make_user("carol", "portal-admins", admin=True))
+    response = client.get("/api/v1/audit-events/?actor=%00")
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/problem+json"
+    assert response.json()["code"] == "bad_request"
+
+
 def test_sign_in_never_redirects_off_site(db):
     response = Client().get("/signin/?next=https://evil.example/")
 

@@ -5,6 +5,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from approvals import permissions, selectors
+from approvals.models import IngestError
 from approvals.templatetags.approvals_tags import callback_final
 from approvals.templatetags.approvals_tags import callback_status as callback_status_text
 
@@ -118,6 +119,13 @@ class DelegationInputSerializer(serializers.Serializer):
     starts_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
     ends_at = serializers.DateTimeField()
     reason = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
+
+
+class IngestErrorQuerySerializer(serializers.Serializer):
+    status = serializers.ChoiceField(
+        choices=IngestError.Status.choices, required=False, default=IngestError.Status.OPEN
+    )
+    cursor = serializers.CharField(required=False, allow_blank=True, max_length=40, default="")
 
 
 class AuditQuerySerializer(serializers.Serializer):

@@ -28,7 +28,6 @@ from approvals.api.problems import (
     refusal_problem,
 )
 from approvals.api.throttles import CallerRateThrottle
-from approvals.models import IngestError
 from approvals.paginators import seek_page
 from approvals.selectors import audit as audit_selectors
 from approvals.selectors import delegations as delegation_selectors
@@ -451,16 +450,12 @@ class IngestErrorsView(ApiView):
 
     @extend_schema(
         operation_id="ingest_errors",
-        parameters=[
-            OpenApiParameter("status", OpenApiTypes.STR, enum=[choice for choice, _ in IngestError.Status.choices]),
-            OpenApiParameter("cursor", OpenApiTypes.STR),
-        ],
-        responses={200: s.IngestErrorPageSerializer, **problems(403)},
+        parameters=[s.IngestErrorQuerySerializer],
+        responses={200: s.IngestErrorPageSerializer, **problems(400, 403)},
     )
     def get(self, request):
-        status = request.query_params.get("status") or IngestError.Status.OPEN
-        before = _id_cursor(request.query_params.get("cursor", ""))
-        rows = ingest_selectors.ingest_errors(status=status, before_id=before)
+        query = validated(s.IngestErrorQuerySerializer, request.query_params)
+        rows = ingest_selectors.ingest_errors(status=query["status"], before_id=_id_cursor(query["cursor"]))
         page = list(rows[: ADMIN_PAGE_SIZE + 1])
         url = request.build_absolute_uri()
         data = {
