@@ -55,7 +55,24 @@ class BigTableChangeList(ChangeList):
         return super().get_ordering_field(field_name)
 
 
-class BigTableAdmin(admin.ModelAdmin):
+class PostedIdsMixin:
+    """For every admin with bulk actions: Django filters the changelist by the posted ids as they
+    come, and one that is no id (a hand-made POST: "abc", a NUL character, a number no key can
+    hold) raised ValueError, a 500. Such values are dropped first, as posted_ids drops them; with
+    none left Django says that nothing was selected."""
+
+    def response_action(self, request, queryset):
+        posted = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
+        low, high = connections[queryset.db].ops.integer_field_range(queryset.model._meta.pk.get_internal_type())
+        ids = [str(pk) for pk in posted_ids(request) if low <= pk <= high]
+        if ids != posted:
+            data = request.POST.copy()
+            data.setlist(helpers.ACTION_CHECKBOX_NAME, ids)
+            request.POST = data
+        return super().response_action(request, queryset)
+
+
+class BigTableAdmin(PostedIdsMixin, admin.ModelAdmin):
     """Changelist settings that keep a list fast with hundreds of thousands of rows."""
 
     paginator = LargeTablePaginator
@@ -109,7 +126,7 @@ def unseen_ids(request: HttpRequest, selected: list[int]) -> list[int]:
 NOT_YOURS = "There is no such row, or it is not yours to see."
 
 
-class ServiceWrittenAdmin(admin.ModelAdmin):
+class ServiceWrittenAdmin(PostedIdsMixin, admin.ModelAdmin):
     """An admin whose save and delete are one service call each: nothing here writes a model.
 
     Subclasses implement `service_save` (returns the saved row) and `service_delete`; a service's

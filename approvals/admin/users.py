@@ -1,8 +1,10 @@
 """Users: kept in step with the IdP at every sign-in."""
 
 from django.contrib import admin
-from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group
 
+from approvals.admin.base import PostedIdsMixin
 from approvals.models import (
     User,
 )
@@ -12,7 +14,7 @@ from approvals.models import (
 # Users: kept in step with the IdP at every sign-in
 # ---------------------------------------------------------------------------
 @admin.register(User)
-class PortalUserAdmin(UserAdmin):
+class PortalUserAdmin(PostedIdsMixin, UserAdmin):
     list_display = ["email", "first_name", "last_name", "is_staff", "is_superuser", "oidc_issuer", "last_login"]
     search_fields = ["email", "first_name", "last_name", "oidc_sub"]
     readonly_fields = ["oidc_issuer", "oidc_sub", "last_login", "sso_verified_at", "date_joined"]
@@ -22,3 +24,12 @@ class PortalUserAdmin(UserAdmin):
         ("Access (from SSO groups)", {"fields": ["is_active", "is_staff", "is_superuser", "groups"]}),
         ("Dates", {"fields": ["last_login", "sso_verified_at", "date_joined"]}),
     ]
+
+
+# Django's own admin of permission groups, with the portal's check of bulk actions' posted ids.
+admin.site.unregister(Group)
+
+
+@admin.register(Group)
+class PortalGroupAdmin(PostedIdsMixin, GroupAdmin):
+    pass
