@@ -943,3 +943,32 @@ def test_a_bulk_action_on_a_posted_id_that_is_no_id_is_refused_not_a_server_erro
             assert response.status_code in {200, 302}, (url, action, response.status_code)
             tried += 1
     assert tried >= 8  # the changelists with actions (requests, callbacks, ingest errors, …)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "/admin/approvals/approvalrequest/?received_at__year=9999",
+        "/admin/approvals/approvalrequest/?received_at__year=9998&received_at__month=13",
+        "/admin/approvals/approvalrequest/?received_at__year=99999999999999999999",
+        "/admin/approvals/approvalrequest/?received_at__year=2026&received_at__month=99999999999999999999",
+        "/admin/approvals/approvalrequest/?received_at__year=x",
+        "/admin/approvals/auditevent/?created_at__year=0",
+        "/admin/approvals/auditevent/?created_at__year=-5",
+        "/admin/approvals/callback/?created_at__iso_year=9999",
+    ],
+)
+def test_a_date_in_a_changelist_url_that_no_calendar_has_is_djangos_invalid_parameters_page(people, query):
+    """Django's admin made a datetime of these and raised (ValueError, OverflowError): a 500.
+    Now they answer as February 30th always did: the changelist's "invalid parameters" redirect."""
+    response = client_for(people["carol"]).get(query)
+    assert response.status_code == 302 and response["Location"].endswith("?e=1")
+
+
+def test_the_date_drill_down_still_takes_every_real_date(people):
+    client = client_for(people["carol"])
+    for query in ("received_at__year=1", "received_at__year=9998&received_at__month=12&received_at__day=31"):
+        assert client.get(f"{CHANGELIST}?{query}").status_code == 200
+    assert (
+        client.get(f"{CHANGELIST}?received_at__year=2026&received_at__month=2&received_at__day=30").status_code == 302
+    )

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db import connections
@@ -55,11 +56,36 @@ class BigTableChangeList(ChangeList):
         return super().get_ordering_field(field_name)
 
 
-class PostedIdsMixin:
-    """For every admin with bulk actions: Django filters the changelist by the posted ids as they
-    come, and one that is no id (a hand-made POST: "abc", a NUL character, a number no key can
-    hold) raised ValueError, a 500. Such values are dropped first, as posted_ids drops them; with
-    none left Django says that nothing was selected."""
+# The parts of a date a changelist may be filtered by in its URL (the drill-down's links), each
+# within what Python's datetime holds with room for the drill-down's next year, month or day.
+DATE_PART_RANGES = {"year": (1, 9998), "iso_year": (1, 9998), "month": (1, 12), "day": (1, 31)}
+
+
+class CraftedRequestsMixin:
+    """What every admin of the portal answers to a hand-made URL or POST, where Django's admin
+    raised (a 500) instead of refusing.
+
+    - A bulk action's posted ids are filtered by as they come: one that is no id ("abc", a NUL
+      character, a number no key can hold) raised ValueError. Such values are dropped first, as
+      posted_ids drops them; with none left Django says that nothing was selected.
+    - A date part in the URL (`received_at__year=9999`, `…__month=99999999999999999999`,
+      `created_at__year=0`: Django's admin takes a lookup on any of the model's own fields)
+      raised ValueError or OverflowError from datetime. One outside DATE_PART_RANGES, or no
+      number at all, gets what Django gives a date it can tell is wrong (February 30th): its
+      "invalid parameters" page (IncorrectLookupParameters, a redirect with `?e=1`).
+    """
+
+    def lookup_allowed(self, lookup, value, request=None):
+        part = lookup.rpartition("__")[2]
+        if part in DATE_PART_RANGES:
+            low, high = DATE_PART_RANGES[part]
+            try:
+                number = int(value)
+            except (TypeError, ValueError):
+                number = None
+            if number is None or not low <= number <= high:
+                raise IncorrectLookupParameters(f"{lookup}: no such {part}")
+        return super().lookup_allowed(lookup, value, request)
 
     def response_action(self, request, queryset):
         posted = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
@@ -72,7 +98,7 @@ class PostedIdsMixin:
         return super().response_action(request, queryset)
 
 
-class BigTableAdmin(PostedIdsMixin, admin.ModelAdmin):
+class BigTableAdmin(CraftedRequestsMixin, admin.ModelAdmin):
     """Changelist settings that keep a list fast with hundreds of thousands of rows."""
 
     paginator = LargeTablePaginator
@@ -126,7 +152,7 @@ def unseen_ids(request: HttpRequest, selected: list[int]) -> list[int]:
 NOT_YOURS = "There is no such row, or it is not yours to see."
 
 
-class ServiceWrittenAdmin(PostedIdsMixin, admin.ModelAdmin):
+class ServiceWrittenAdmin(CraftedRequestsMixin, admin.ModelAdmin):
     """An admin whose save and delete are one service call each: nothing here writes a model.
 
     Subclasses implement `service_save` (returns the saved row) and `service_delete`; a service's

@@ -10,7 +10,7 @@ from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 
 from approvals import services
-from approvals.admin.base import BulkAction, PostedIdsMixin, run_bulk
+from approvals.admin.base import BulkAction, CraftedRequestsMixin, run_bulk
 from approvals.forms.delegations import DelegationAdminForm
 from approvals.models import Delegation
 from approvals.selectors import delegations as delegation_selectors
@@ -54,7 +54,7 @@ REVOKE = BulkAction(
 
 
 @admin.register(Delegation)
-class DelegationAdmin(PostedIdsMixin, admin.ModelAdmin):
+class DelegationAdmin(CraftedRequestsMixin, admin.ModelAdmin):
     list_display = ["delegator_email", "delegate_email", "starts_at", "until", "state", "reason", "set_by"]
     list_filter = [DelegationStateFilter]
     list_select_related = ["delegator", "delegate", "created_by"]

@@ -8,14 +8,14 @@ from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils.html import format_html
 
-from approvals.admin.base import ActionsOnlyMixin, BigTableChangeList, PostedIdsMixin
+from approvals.admin.base import ActionsOnlyMixin, BigTableChangeList, CraftedRequestsMixin
 from approvals.models import Notification, NotificationPreference
 from approvals.paginators import LargeTablePaginator
 from approvals.services import notifications as services
 
 
 @admin.register(Notification)
-class NotificationAdmin(PostedIdsMixin, ActionsOnlyMixin, admin.ModelAdmin):
+class NotificationAdmin(CraftedRequestsMixin, ActionsOnlyMixin, admin.ModelAdmin):
     # One row or more per request: counted like the other big tables (no full COUNT(*) over the
     # table; the page says "about"), and its order has an index (notification_created).
     paginator = LargeTablePaginator
@@ -68,7 +68,7 @@ class NotificationAdmin(PostedIdsMixin, ActionsOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(NotificationPreference)
-class NotificationPreferenceAdmin(PostedIdsMixin, admin.ModelAdmin):
+class NotificationPreferenceAdmin(CraftedRequestsMixin, admin.ModelAdmin):
     list_display = ["user", "email_enabled", "slack_enabled", "digest_enabled", "updated_at"]
     list_filter = ["email_enabled", "slack_enabled", "digest_enabled"]
     list_select_related = ["user"]

@@ -9,7 +9,7 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.utils.cache import add_never_cache_headers
 
-from approvals.admin.base import PostedIdsMixin
+from approvals.admin.base import CraftedRequestsMixin
 from approvals.models import ScimToken
 from approvals.services.common import ApprovalError
 from approvals.services.scim_tokens import scim_token_create, scim_token_revoke, scim_token_rotate
@@ -26,7 +26,7 @@ def _secrets_page(request: HttpRequest, admin_site, issued: list[tuple[ScimToken
 
 
 @admin.register(ScimToken)
-class ScimTokenAdmin(PostedIdsMixin, admin.ModelAdmin):
+class ScimTokenAdmin(CraftedRequestsMixin, admin.ModelAdmin):
     list_display = [
         "name",
         "prefix",

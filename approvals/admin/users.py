@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group
 
-from approvals.admin.base import PostedIdsMixin
+from approvals.admin.base import CraftedRequestsMixin
 from approvals.models import (
     User,
 )
@@ -14,7 +14,7 @@ from approvals.models import (
 # Users: kept in step with the IdP at every sign-in
 # ---------------------------------------------------------------------------
 @admin.register(User)
-class PortalUserAdmin(PostedIdsMixin, UserAdmin):
+class PortalUserAdmin(CraftedRequestsMixin, UserAdmin):
     list_display = ["email", "first_name", "last_name", "is_staff", "is_superuser", "oidc_issuer", "last_login"]
     search_fields = ["email", "first_name", "last_name", "oidc_sub"]
     readonly_fields = ["oidc_issuer", "oidc_sub", "last_login", "sso_verified_at", "date_joined"]
@@ -31,5 +31,5 @@ admin.site.unregister(Group)
 
 
 @admin.register(Group)
-class PortalGroupAdmin(PostedIdsMixin, GroupAdmin):
+class PortalGroupAdmin(CraftedRequestsMixin, GroupAdmin):
     pass
