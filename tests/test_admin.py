@@ -972,3 +972,19 @@ def test_the_date_drill_down_still_takes_every_real_date(people):
     assert (
         client.get(f"{CHANGELIST}?received_at__year=2026&received_at__month=2&received_at__day=30").status_code == 302
     )
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "/admin/approvals/approvalrequest/?title__regex=(",
+        "/admin/approvals/auditevent/?data__iregex=[",
+        "/admin/approvals/callback/?last_error__regex=.*",
+    ],
+)
+def test_a_regular_expression_in_a_changelist_url_is_a_lookup_the_admin_does_not_allow(people, query):
+    """Django's admin takes a lookup on any of the model's own fields: a pattern PostgreSQL
+    cannot compile raised DataError (a 500), and any pattern reads every row."""
+    client = client_for(people["carol"])
+    assert client.get(query).status_code == 400
+    assert client.get("/admin/approvals/approvalrequest/?status__exact=pending").status_code == 200
