@@ -37,11 +37,11 @@ from typing import Any
 from approvals.form_schema import (
     BIDI_CONTROLS,
     MAX_SAFE_INTEGER,
-    encodes_utf8,
     field_value_problem,
     max_length,
     parse_date,
     parse_datetime,
+    storable_text,
 )
 
 __all__ = ["NON_FIELD_ERRORS", "InvalidAnswers", "answers_clean", "needs_input"]
@@ -119,7 +119,7 @@ def _problem(field: dict[str, Any], value: Any) -> str | None:
     if isinstance(value, str):
         if len(value) > max_length(field):
             return f"must be at most {max_length(field):,} characters"
-        if "\x00" in value or not encodes_utf8(value):
+        if not storable_text(value):
             return "contains a character that cannot be stored"
         if not value.isprintable() and any(_hidden(char) for char in value):
             return "contains control or invisible formatting characters"

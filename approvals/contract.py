@@ -66,7 +66,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 
-from approvals.form_schema import FormSchemaError, encodes_utf8, form_schema_check, json_type
+from approvals.form_schema import FormSchemaError, form_schema_check, json_type, storable_text
 
 __all__ = [
     "DEFAULT_FAILURE_ERROR",
@@ -495,15 +495,6 @@ def _deep_field(text: str) -> str | None:
 # --------------------------------------------------------------------------
 
 
-def _is_storable_text(value: str) -> bool:
-    """False for text PostgreSQL cannot store: NUL characters or lone surrogates.
-
-    JSON lets a sender write ``\\u0000`` or ``\\ud800``; refusing them here
-    beats a message that fails on every ingestion attempt.
-    """
-    return "\x00" not in value and encodes_utf8(value)
-
-
 def _check_one_line(value: str, name: str, code: str = "bad_value") -> None:
     """Refuse control and invisible formatting characters in a one-line field."""
     if value.isprintable():  # the common case, at C speed (False also for harmless ones such as NBSP)
@@ -541,7 +532,7 @@ def _optional_text(data: dict[str, Any], name: str, max_length: int) -> str:
             f"field '{name}' must be at most {max_length:,} characters, got {len(value):,}",
             name,
         )
-    if not _is_storable_text(value):
+    if not storable_text(value):
         raise _unstorable(name)
     _check_one_line(value, name)
     return value
@@ -584,7 +575,7 @@ def _parse_token(data: dict[str, Any]) -> str:
             f"field '{name}' must be at most {MAX_TOKEN_LENGTH:,} characters, got {len(token):,}",
             name,
         )
-    if not _is_storable_text(token):
+    if not storable_text(token):
         raise _unstorable(name)
     # Returned exactly as sent: the token is opaque and must go back to
     # Step Functions byte for byte.
@@ -601,7 +592,7 @@ def _parse_title(data: dict[str, Any], state_name: str) -> str:
     title = " ".join(value.split()) if value else ""
     if not title:
         return f"{DEFAULT_TITLE} — {state_name}" if state_name else DEFAULT_TITLE
-    if not _is_storable_text(title):
+    if not storable_text(title):
         raise _unstorable(name)
     _check_one_line(title, name)
     if len(title) > MAX_TITLE_LENGTH:
@@ -629,11 +620,11 @@ def _json_is_storable(value: Any) -> bool:
     while stack:
         item = stack.pop()
         if isinstance(item, str):
-            if not _is_storable_text(item):
+            if not storable_text(item):
                 return False
         elif isinstance(item, dict):
             for key, child in item.items():
-                if not _is_storable_text(key):
+                if not storable_text(key):
                     return False
                 stack.append(child)
         elif isinstance(item, list):
@@ -689,7 +680,7 @@ def _clean_group_names(groups: list[str], name: str, code: str) -> tuple[str, ..
                 f"{'empty' if not group else f'{len(group):,} characters'})",
                 name,
             )
-        if not _is_storable_text(group):
+        if not storable_text(group):
             raise ContractError(
                 code,
                 f"field '{name}' item {index} contains a NUL character or invalid Unicode",
@@ -921,7 +912,7 @@ def _parse_option(item: Any, name: str) -> ApprovalOption:
     label = " ".join(label.split())
     if not label or len(label) > MAX_OPTION_LABEL_LENGTH:
         raise _options_error(f"{name}.label", f"must be 1 to {MAX_OPTION_LABEL_LENGTH} characters")
-    if not _is_storable_text(label):
+    if not storable_text(label):
         raise _unstorable(f"{name}.label")
     _check_one_line(label, f"{name}.label", "bad_options")
     outcome = item.get("outcome")

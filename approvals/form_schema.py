@@ -459,7 +459,7 @@ def _check_text(schema: dict, path: str) -> None:
 
 
 def _text_problem(value: str, path: str, *, one_line: bool) -> None:
-    if "\x00" in value or not encodes_utf8(value):
+    if not storable_text(value):
         raise FormSchemaError(path, f"field '{path}' contains a NUL character or invalid Unicode")
     if value.isprintable():  # the common case, at C speed
         return
@@ -482,6 +482,12 @@ def encodes_utf8(value: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def storable_text(value: str) -> bool:
+    """False for text PostgreSQL can neither store nor compare: a NUL character, or a lone
+    surrogate (JSON lets a sender write ``\\u0000`` or ``\\ud800``)."""
+    return "\x00" not in value and encodes_utf8(value)
 
 
 def json_type(value: Any) -> str:

@@ -267,6 +267,21 @@ def test_a_too_long_answer_is_refused_and_the_question_stays_open(people, approv
     assert list(InfoMessage.objects.values_list("kind", flat=True)) == ["question"]
 
 
+def test_a_question_or_answer_the_database_cannot_store_is_refused_not_a_server_error(people, approval):
+    """The page posts the text straight to the service: a NUL character reached PostgreSQL (500)."""
+    asked = ask(signed_in(people["alice"]), approval, "Why\x00?")
+    assert asked.status_code == 400 and "cannot be stored" in asked.content.decode()
+    services.info_request(public_id=approval.public_id, user=people["alice"], question="Why?")
+    answered = answer(signed_in(people["bob"]), approval, "Because\x00.")
+    assert answered.status_code == 400 and "cannot be stored" in answered.content.decode()
+    # A lone surrogate (no browser sends one; another caller of the service might) alike.
+    with pytest.raises(services.ApprovalError, match="cannot be stored"):
+        services.info_answer(public_id=approval.public_id, user=people["bob"], answer="Because\ud800.")
+    approval.refresh_from_db()
+    assert approval.awaiting_info is True
+    assert list(InfoMessage.objects.values_list("text", flat=True)) == ["Why?"]
+
+
 def test_after_the_decision_nobody_asks_or_answers_and_the_page_offers_neither(people, approval):
     services.info_request(public_id=approval.public_id, user=people["alice"], question="Why?")
     decide(signed_in(people["erin"]), approval, "approve")

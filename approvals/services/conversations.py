@@ -11,6 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from approvals import permissions
+from approvals.form_schema import storable_text
 from approvals.models import ApprovalRequest, AuditAction, InfoMessage, User
 from approvals.services.common import ApprovalError, audit, locked_request
 from approvals.services.decisions import refusals_recorded
@@ -41,6 +42,12 @@ def _clean_text(text: str, request: ApprovalRequest, what: str) -> str:
     if len(text) > MAX_MESSAGE_LENGTH:
         raise ApprovalError(
             f"Your {what} is too long: at most {MAX_MESSAGE_LENGTH} characters, it has {len(text)}.",
+            "bad_input",
+            request=request,
+        )
+    if not storable_text(text):  # the page posts the text as it came: PostgreSQL would refuse it
+        raise ApprovalError(
+            f"Your {what} contains a character that cannot be stored (a NUL character or invalid Unicode).",
             "bad_input",
             request=request,
         )
