@@ -94,7 +94,7 @@ class CraftedRequestsMixin:
 
     def response_action(self, request, queryset):
         posted = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
-        low, high = connections[queryset.db].ops.integer_field_range(queryset.model._meta.pk.get_internal_type())
+        low, high = pk_range(queryset)
         ids = [str(pk) for pk in posted_ids(request) if low <= pk <= high]
         if ids != posted:
             data = request.POST.copy()
@@ -123,6 +123,12 @@ class BigTableAdmin(CraftedRequestsMixin, admin.ModelAdmin):
         return obj
 
 
+def pk_range(queryset: QuerySet) -> tuple[int, int]:
+    """The ids the table's key can hold: one outside names no row, and SQLite's driver (and
+    Django's admin, filtering by it) would raise on it instead of matching none."""
+    return connections[queryset.db].ops.integer_field_range(queryset.model._meta.pk.get_internal_type())
+
+
 def posted_ids(request: HttpRequest) -> list[int]:
     ids = []
     for value in request.POST.getlist(helpers.ACTION_CHECKBOX_NAME):
@@ -140,8 +146,7 @@ def selected_ids(request: HttpRequest, queryset: QuerySet) -> list[int]:
     if request.POST.get("select_across") == "1":
         return list(queryset.values_list("pk", flat=True)[: MAX_BULK_ROWS + 1])
     posted = posted_ids(request)[: MAX_BULK_ROWS + 1]
-    # An id no key can hold names no row; SQLite's driver would raise on it instead of matching none.
-    low, high = connections[queryset.db].ops.integer_field_range(queryset.model._meta.pk.get_internal_type())
+    low, high = pk_range(queryset)
     seen = set(queryset.filter(pk__in=[pk for pk in posted if low <= pk <= high]).values_list("pk", flat=True))
     return [pk for pk in posted if pk in seen]
 

@@ -26,7 +26,7 @@ class PortalUserAdmin(CraftedRequestsMixin, UserAdmin):
     ]
 
 
-# Django's own admin of permission groups, with the portal's check of bulk actions' posted ids.
+# Django's own admin of permission groups, with the portal's answers to hand-made URLs and POSTs.
 admin.site.unregister(Group)
 
 
