@@ -8,6 +8,8 @@ from django.conf import settings
 from django.http import HttpResponse, HttpResponseBadRequest, JsonResponse
 
 from approvals.api.problems import PROBLEM_CONTENT_TYPE, problem_body
+from approvals.scim.resources import invalid as scim_invalid
+from approvals.scim.views import error_response as scim_error_response
 
 NUL_REFUSAL = "The URL contains a NUL character, which no page of the portal takes."
 
@@ -32,10 +34,13 @@ class RefuseNulCharactersMiddleware:
 
 
 def _bad_request(request) -> HttpResponse:
+    """400 in the shape each caller reads: the API's problem, SCIM's error, else plain text."""
     if request.path_info.startswith("/api/"):
         return JsonResponse(
             problem_body("bad_request", NUL_REFUSAL, 400), status=400, content_type=PROBLEM_CONTENT_TYPE
         )
+    if request.path_info.startswith("/scim/"):
+        return scim_error_response(scim_invalid(NUL_REFUSAL))
     return HttpResponseBadRequest(NUL_REFUSAL, content_type="text/plain; charset=utf-8")
 
 

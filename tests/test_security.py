@@ -138,12 +138,17 @@ def test_a_nul_character_in_a_url_is_a_bad_request_not_a_server_error(db, query)
     assert "NUL character" in response.content.decode()
 
 
-def test_a_nul_character_in_an_api_url_is_a_problem(db):
+def test_a_nul_character_in_an_api_or_scim_url_is_an_error_in_their_own_shape(db):
     client = signed_in(make_user("carol", "portal-admins", admin=True))
     response = client.get("/api/v1/audit-events/?actor=%00")
     assert response.status_code == 400
     assert response["Content-Type"] == "application/problem+json"
     assert response.json()["code"] == "bad_request"
+
+    scim = Client().get('/scim/v2/Users?filter=userName eq "a%00"')
+    assert scim.status_code == 400
+    assert scim["Content-Type"].startswith("application/scim+json")
+    assert scim.json()["schemas"] == ["urn:ietf:params:scim:api:messages:2.0:Error"]
 
 
 def test_sign_in_never_redirects_off_site(db):
