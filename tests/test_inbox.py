@@ -298,9 +298,7 @@ def test_a_bare_page_number_is_only_a_label_and_shows_the_first_page(people):
     assert "Page 2 of 3" in second
 
 
-@pytest.mark.parametrize(
-    "cursor", ["after=not-a-uuid", f"after={uuid.uuid4()}", "before=%00", f"before={uuid.uuid4()}"]
-)
+@pytest.mark.parametrize("cursor", ["after=not-a-uuid", f"after={uuid.uuid4()}", f"before={uuid.uuid4()}"])
 def test_a_broken_or_unknown_page_link_shows_the_first_page(people, cursor):
     numbered_requests(30, same_time=1)
 
@@ -309,6 +307,17 @@ def test_a_broken_or_unknown_page_link_shows_the_first_page(people, cursor):
     assert response.status_code == 200
     assert titles(response.content.decode())[0] == "Row 000"
     assert "Page 1 of 2" in response.content.decode()
+
+
+def test_a_page_link_with_a_nul_character_is_a_bad_request(people):
+    # It showed the first page; a NUL character in any URL is now refused before a view reads it
+    # (portal/middleware.py), because the admin's filters handed it to PostgreSQL.
+    numbered_requests(30, same_time=1)
+
+    response = client_for(people["alice"]).get("/?page=7&before=%00")
+
+    assert response.status_code == 400
+    assert "NUL character" in response.content.decode()
 
 
 def test_tabs_filters_and_clear_start_again_at_the_first_page(people):
