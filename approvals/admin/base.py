@@ -94,8 +94,7 @@ class CraftedRequestsMixin:
 
     def response_action(self, request, queryset):
         posted = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
-        low, high = pk_range(queryset)
-        ids = [str(pk) for pk in posted_ids(request) if low <= pk <= high]
+        ids = [str(pk) for pk in holdable_ids(posted_ids(request), queryset)]
         if ids != posted:
             data = request.POST.copy()
             data.setlist(helpers.ACTION_CHECKBOX_NAME, ids)
@@ -123,10 +122,11 @@ class BigTableAdmin(CraftedRequestsMixin, admin.ModelAdmin):
         return obj
 
 
-def pk_range(queryset: QuerySet) -> tuple[int, int]:
-    """The ids the table's key can hold: one outside names no row, and SQLite's driver (and
-    Django's admin, filtering by it) would raise on it instead of matching none."""
-    return connections[queryset.db].ops.integer_field_range(queryset.model._meta.pk.get_internal_type())
+def holdable_ids(ids: list[int], queryset: QuerySet) -> list[int]:
+    """`ids` without those the table's key cannot hold: one outside names no row, and SQLite's
+    driver (and Django's admin, filtering by it) would raise on it instead of matching none."""
+    low, high = connections[queryset.db].ops.integer_field_range(queryset.model._meta.pk.get_internal_type())
+    return [pk for pk in ids if low <= pk <= high]
 
 
 def posted_ids(request: HttpRequest) -> list[int]:
@@ -146,8 +146,7 @@ def selected_ids(request: HttpRequest, queryset: QuerySet) -> list[int]:
     if request.POST.get("select_across") == "1":
         return list(queryset.values_list("pk", flat=True)[: MAX_BULK_ROWS + 1])
     posted = posted_ids(request)[: MAX_BULK_ROWS + 1]
-    low, high = pk_range(queryset)
-    seen = set(queryset.filter(pk__in=[pk for pk in posted if low <= pk <= high]).values_list("pk", flat=True))
+    seen = set(queryset.filter(pk__in=holdable_ids(posted, queryset)).values_list("pk", flat=True))
     return [pk for pk in posted if pk in seen]
 
 
