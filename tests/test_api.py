@@ -347,6 +347,15 @@ def test_claim_release_ask_and_answer(people, approval):
     assert [message["text"] for message in answered["conversation"]] == ["Which cost centre?", "CC-42"]
 
 
+def test_a_question_or_answer_the_database_cannot_store_is_a_problem_not_a_server_error(people, approval):
+    alice, bob = Api(people["alice"]), Api(people["bob"])
+    base = f"/api/v1/requests/{approval.public_id}"
+    assert_problem(alice.post(f"{base}/questions/", {"text": "Which\x00?"}), 400, "validation_error")
+    alice.post(f"{base}/questions/", {"text": "Which cost centre?"})
+    assert_problem(bob.post(f"{base}/answers/", {"text": "CC\x0042"}), 400, "validation_error")
+    assert [message.text for message in approval.info_messages.all()] == ["Which cost centre?"]
+
+
 def test_delegations_of_ones_own(people):
     alice = Api(people["alice"])
     ends_at = (timezone.now() + timedelta(days=7)).isoformat()
