@@ -20,6 +20,7 @@ class User(AbstractUser):
     """
 
     oidc_issuer = models.CharField(max_length=255, blank=True, default="")
+    secret_fields = frozenset({"password"})  # as ApprovalRequest's (Django's UserAdmin refuses it too)
     oidc_sub = models.CharField(max_length=255, blank=True, default="")
     # The last time the IdP vouched for this person: a successful SSO sign-in or session refresh.
     # Channels without a browser session (Slack) accept decisions only while this is recent.
@@ -65,6 +66,7 @@ class ApprovalSource(models.Model):
     # heartbeats); empty: the portal's own credentials.
     role_arn = models.CharField("role ARN", max_length=2048, blank=True, default="")
     external_id = models.CharField("external ID", max_length=1224, blank=True, default="")
+    secret_fields = frozenset({"external_id"})  # as ApprovalRequest's (the admin shows it masked)
     enabled = models.BooleanField(default=True)
     state = models.CharField(max_length=16, choices=State.choices, default=State.OK)
     # Redacted, never a credential: what the last failing poll answered.
@@ -109,6 +111,9 @@ class ApprovalRequest(models.Model):
     # The task token: a secret. Encrypted at rest, found by a keyed fingerprint.
     token_ciphertext = models.TextField(editable=False)
     token_fingerprint = models.CharField(max_length=64, unique=True, editable=False)
+    # Never a filter in the admin, not even `__startswith`: an answer of rows or no rows reads a
+    # value out one character at a time (admin/base.py, CraftedRequestsMixin).
+    secret_fields = frozenset({"token_ciphertext", "token_fingerprint"})
     sqs_message_id = models.CharField(max_length=128, blank=True, default="")
     received_at = models.DateTimeField(default=timezone.now)
     decided_at = models.DateTimeField(null=True, blank=True)
@@ -637,6 +642,7 @@ class IngestError(models.Model):
     # The whole message, Fernet-encrypted with TOKEN_ENCRYPTION_KEYS; "" when erased (discarded,
     # replayed, past TOKEN_RETENTION_DAYS) or never kept.
     message_ciphertext = models.TextField(blank=True, default="", editable=False)
+    secret_fields = frozenset({"message_ciphertext"})  # as ApprovalRequest's
     message_erased_at = models.DateTimeField(null=True, blank=True, editable=False)
     receive_count = models.PositiveIntegerField(default=1)
     first_seen_at = models.DateTimeField(default=timezone.now)
@@ -969,6 +975,7 @@ class ScimToken(models.Model):
     # The first characters of the secret: tells tokens apart in the admin and the audit trail.
     prefix = models.CharField(max_length=16, editable=False)
     digest = models.CharField(max_length=64, unique=True, editable=False)
+    secret_fields = frozenset({"digest"})  # as ApprovalRequest's
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
     last_used_at = models.DateTimeField(null=True, blank=True)

@@ -25,6 +25,7 @@ from approvals.contract import parse_message
 from approvals.integrations import aws as gateway
 from approvals.models import (
     ApprovalRequest,
+    ApprovalSource,
     Assignment,
     AuditEvent,
     Callback,
@@ -32,9 +33,11 @@ from approvals.models import (
     IngestError,
     RequestStatus,
     RoutingRule,
+    ScimToken,
     User,
 )
 from approvals.roles import APPROVER_ACCESS_GROUP
+from approvals.services.scim_tokens import scim_token_create
 from approvals.tasks import deliver_callback, erase_closed_tokens
 from tests.support import signed_in as client_for
 from tests.support import wait_for, wait_for_execution_end
@@ -974,6 +977,56 @@ def test_the_date_drill_down_still_takes_every_real_date(people):
     )
 
 
+def secrets_in_the_admin(people) -> list[tuple[str, str, str]]:
+    """(changelist, field, the stored value) for every stored secret an admin page lists."""
+    request = ingest("Pay supplier", users=["alice@example.com"])
+    services.received_message_ingest(sqs_message_id="m-broken", body="{not json", max_bytes=262_144)
+    scim_token_create(actor=people["carol"], name="okta", issuer="https://idp.example.com")
+    source = services.source_save(
+        actor=people["carol"],
+        source_id=None,
+        name="payments",
+        queue_url="https://sqs.eu-west-1.amazonaws.com/111122223333/approvals",
+        region="eu-west-1",
+        role_arn="arn:aws:iam::111122223333:role/portal",
+        external_id="ext-7f3a9c",
+    )
+    return [
+        ("approvalrequest", "token_ciphertext", request.token_ciphertext),
+        ("approvalrequest", "token_fingerprint", request.token_fingerprint),
+        ("ingesterror", "message_ciphertext", IngestError.objects.get().message_ciphertext),
+        ("scimtoken", "digest", ScimToken.objects.get().digest),
+        ("approvalsource", "external_id", source.external_id),
+    ]
+
+
+@pytest.mark.parametrize("who", ["carol", "alice"])
+def test_a_changelist_url_cannot_filter_by_a_secret_and_read_it_out_character_by_character(people, who):
+    """The admin never shows a task token's ciphertext or fingerprint, a kept message's
+    ciphertext, a SCIM token's digest or a source's external ID (masked). But Django's admin takes
+    a lookup on any of a model's own fields, so `?token_ciphertext__startswith=gAAAA` answered
+    "rows" or "no rows": an oracle that reads the value out one character at a time. Django's own
+    UserAdmin refuses `password` lookups for this reason; every secret is now refused alike (400)."""
+    client = client_for(people[who])
+    for model, field, value in secrets_in_the_admin(people):
+        assert value
+        url = f"/admin/approvals/{model}/"
+        for lookup, guess in [
+            (f"{field}__startswith", value[:8]),
+            (f"{field}__startswith", "zz"),
+            (f"{field}__exact", value),
+            (field, value),
+            (f"{field}__in", value),
+            (f"{field}__gt", value[:8]),
+            (f"{field}__isnull", "False"),
+        ]:
+            response = client.get(url, {lookup: guess})
+            assert response.status_code in (400, 403), (model, lookup, response.status_code)
+            assert value not in response.content.decode()
+    # A lookup on an ordinary field still filters.
+    assert client.get(CHANGELIST, {"status__exact": "pending"}).status_code == 200
+
+
 @pytest.mark.parametrize(
     "query",
     [
@@ -988,3 +1041,24 @@ def test_a_regular_expression_in_a_changelist_url_is_a_lookup_the_admin_does_not
     client = client_for(people["carol"])
     assert client.get(query).status_code == 400
     assert client.get("/admin/approvals/approvalrequest/?status__exact=pending").status_code == 200
+
+
+def test_every_stored_secret_is_declared_one_so_no_admin_url_filters_by_it():
+    """A new field that holds a secret (by its name) must be in its model's `secret_fields`, or
+    the admin would take it as a filter (see the test above). The exceptions are not secrets."""
+    from django.apps import apps
+
+    not_secret = {
+        ("IdempotencyKey", "fingerprint"),  # SHA-256 of an API request's method, path and body
+        ("NotificationPreference", "digest_enabled"),  # the daily digest mail
+    }
+    undeclared = [
+        (model.__name__, field.name)
+        for model in apps.get_app_config("approvals").get_models()
+        for field in model._meta.concrete_fields
+        if any(word in field.name for word in ("ciphertext", "fingerprint", "digest", "password", "secret"))
+        and field.name not in getattr(model, "secret_fields", ())
+        and (model.__name__, field.name) not in not_secret
+    ]
+    assert undeclared == []
+    assert "external_id" in ApprovalSource.secret_fields  # shown masked: a secret without the word

@@ -7,9 +7,10 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import FieldDoesNotExist, PermissionDenied
 from django.db import connections
 from django.db.models import QuerySet
+from django.db.models.constants import LOOKUP_SEP
 from django.forms import Form
 from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -61,6 +62,21 @@ class BigTableChangeList(ChangeList):
 DATE_PART_RANGES = {"year": (1, 9998), "iso_year": (1, 9998), "month": (1, 12), "day": (1, 31)}
 
 
+def reads_a_secret(model, lookup: str) -> bool:
+    """Whether a changelist lookup (`field__startswith`, `request__field`, …) reads a field its
+    model declares secret (`secret_fields`), on this model or one it reaches."""
+    for part in lookup.split(LOOKUP_SEP):
+        if part in getattr(model, "secret_fields", ()):
+            return True
+        try:
+            model = model._meta.get_field(part).related_model
+        except FieldDoesNotExist:
+            return False  # a lookup (`startswith`), or no field: Django's own check decides
+        if model is None:
+            return False
+    return False
+
+
 class CraftedRequestsMixin:
     """What every admin of the portal answers to a hand-made URL or POST, where Django's admin
     raised (a 500) instead of refusing.
@@ -76,10 +92,15 @@ class CraftedRequestsMixin:
     - A regular expression (`title__regex=(`): one PostgreSQL cannot compile raised DataError,
       and any of them reads every row. No page links to one: a lookup the admin does not allow
       (400).
+    - A lookup on a secret (a model's `secret_fields`: a task token's ciphertext or fingerprint,
+      a SCIM token's digest, a source's external ID, reached directly or through a relation): no
+      page shows them, but `?token_ciphertext__startswith=gAAAA` answered with rows or none, an
+      oracle that reads the value out one character at a time. Not allowed (400), as Django's
+      UserAdmin refuses `password`.
     """
 
     def lookup_allowed(self, lookup, value, request=None):
-        if lookup.endswith(("__regex", "__iregex")):
+        if lookup.endswith(("__regex", "__iregex")) or reads_a_secret(self.model, lookup):
             return False
         part = lookup.rpartition("__")[2]
         if part in DATE_PART_RANGES:
