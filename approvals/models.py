@@ -19,8 +19,10 @@ class User(AbstractUser):
     Email is an attribute that can change at the IdP; (issuer, sub) never does.
     """
 
+    # The inherited password hash: never an admin filter, as ApprovalRequest's secrets (Django's
+    # UserAdmin refuses it too).
+    secret_fields = frozenset({"password"})
     oidc_issuer = models.CharField(max_length=255, blank=True, default="")
-    secret_fields = frozenset({"password"})  # as ApprovalRequest's (Django's UserAdmin refuses it too)
     oidc_sub = models.CharField(max_length=255, blank=True, default="")
     # The last time the IdP vouched for this person: a successful SSO sign-in or session refresh.
     # Channels without a browser session (Slack) accept decisions only while this is recent.
