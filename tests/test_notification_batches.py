@@ -550,3 +550,43 @@ def test_deactivated_opted_out_and_outside_the_allow_list_get_nothing_through_th
     assert eve.status == Notification.Status.REFUSED
     (refusal,) = refusals_of(request)
     assert refusal["recipients"] == ["email:eve@partner.test"]
+
+
+def test_a_mail_that_breaks_while_being_built_never_costs_the_rest_of_its_batch_their_mails(
+    people, celery_eager, settings, monkeypatch, caplog
+):
+    """One bad notification never loses a good one. A bug while building one mail (here
+    simulated: no real input is known to break the templates, and none can be made on demand)
+    raised out of the batch: every row after it stayed claimed unsent, the sweep sent the batch
+    again in the same order, the bad row broke it again, and once the attempts ran out the good
+    rows were failed without ever being sent. Now the bad row alone fails, with its error's type."""
+    from approvals.notifications import messages
+
+    settings.NOTIFICATION_EMAIL_ENABLED = True
+    settings.NOTIFICATION_MAX_ATTEMPTS = 3
+    broken, first, second = (ingest(FINANCE, title=title) for title in ("Broken", "First", "Second"))
+    ids = notification_services.new_requests_plan(request_ids=[broken.pk, first.pk, second.pk])
+    assert sorted(ids)[:3] == sorted(Notification.objects.filter(request=broken).values_list("pk", flat=True))
+    build = messages.build
+
+    def build_or_break(notification, **kwargs):
+        if notification.request_id == broken.pk:
+            raise KeyError("a bug in one mail's content")
+        return build(notification, **kwargs)
+
+    monkeypatch.setattr(messages, "build", build_or_break)
+
+    notify_tasks.send_notifications.delay(notification_ids=sorted(ids))
+    for _ in range(settings.NOTIFICATION_MAX_ATTEMPTS + 1):  # the sweep, each time the leases ran out
+        Notification.objects.filter(status="pending").update(
+            locked_until=None, updated_at=timezone.now() - timedelta(days=1)
+        )
+        notify_tasks.sweep_notifications()
+
+    good = Notification.objects.exclude(request=broken)
+    assert sorted(set(good.values_list("status", "attempts"))) == [("sent", 1)]
+    assert len(mail.outbox) == good.count() == 6
+    bad = Notification.objects.filter(request=broken)
+    assert set(bad.values_list("status", flat=True)) == {"failed"}
+    assert all("KeyError" in row.last_error for row in bad)
+    assert "could not be built or sent" in caplog.text and "KeyError" in caplog.text

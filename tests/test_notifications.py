@@ -399,6 +399,34 @@ def test_the_beat_task_reminds_requests_that_waited_long_enough(people, committe
     assert not FollowUp.objects.filter(request=fresh).exists()
 
 
+def test_a_request_whose_reminder_breaks_never_costs_the_others_theirs(
+    people, committed, follow_up_settings, monkeypatch, caplog
+):
+    """A bug while planning one request's reminder (simulated: no real request is known to break
+    it, and none can be made on demand) raised out of the beat task's loop, so every request after
+    it went without its reminder, round after round. Now that one is logged and the rest go on."""
+    broken, waiting = committed(ingest, title="Broken"), committed(ingest, title="Waiting")
+    ApprovalRequest.objects.filter(pk__in=[broken.pk, waiting.pk]).update(
+        received_at=timezone.now() - timedelta(hours=2)
+    )
+    targets = notification_services._approver_targets
+
+    def targets_or_break(request, **kwargs):
+        if request.pk == broken.pk:
+            raise KeyError("a bug in one request's targets")
+        return targets(request, **kwargs)
+
+    monkeypatch.setattr(notification_services, "_approver_targets", targets_or_break)
+    mail.outbox.clear()
+
+    assert committed(notify_tasks.send_follow_ups) == 1
+
+    assert FollowUp.objects.filter(request=waiting, kind="reminder").exists()
+    assert not FollowUp.objects.filter(request=broken).exists()  # rolled back: tried again next round
+    assert {m.subject for m in mail.outbox} == {"Reminder: approval needed: Waiting"}
+    assert f"planning the reminder of request {broken.pk} failed; the others go on" in caplog.text
+
+
 # ---------------------------------------------------------------------------
 # The daily digest
 # ---------------------------------------------------------------------------
@@ -422,6 +450,33 @@ def test_the_digest_lists_pending_requests_for_people_who_asked_for_it_once_a_da
     assert [(m.to[0], m.subject) for m in mail.outbox] == [("alice@example.com", "3 approval requests wait for you")]
     assert "Order 2 &lt;x&gt;" in html_of(mail.outbox[0])
     assert "- Order 0 <x> (from bob@example.com)" in mail.outbox[0].body
+
+
+def test_a_person_whose_digest_breaks_never_costs_the_others_theirs(people, committed, settings, monkeypatch, caplog):
+    """As for reminders: a bug while planning one person's digest (simulated) stopped the daily
+    task, and everyone after them went without theirs. Now it is logged and the rest get theirs."""
+    settings.DIGEST_MIN_PENDING = 1
+    for user in ("alice", "erin"):
+        notification_services.notification_preference_update(
+            user=people[user], actor=people[user], email_enabled=True, slack_enabled=True, digest_enabled=True
+        )
+    ingest(title="Order 1")
+    pending = notification_services.pending_requests_for
+    first = min(people["alice"].pk, people["erin"].pk)
+
+    def pending_or_break(user, **kwargs):
+        if user.pk == first:
+            raise KeyError("a bug in one person's digest")
+        return pending(user, **kwargs)
+
+    monkeypatch.setattr(notification_services, "pending_requests_for", pending_or_break)
+    mail.outbox.clear()
+
+    assert committed(notify_tasks.send_digests) == 1
+
+    other = people["erin"] if first == people["alice"].pk else people["alice"]
+    assert [m.to[0] for m in mail.outbox] == [other.email]
+    assert f"planning the digest of user {first} failed; the others go on" in caplog.text
 
 
 # ---------------------------------------------------------------------------

@@ -5,7 +5,6 @@ import logging
 from celery import shared_task
 from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
 from approvals.models import ApprovalRequest, Notification
@@ -16,11 +15,9 @@ from approvals.selectors.notifications import (
     unplanned_request_ids,
 )
 from approvals.services import notifications as services
+from approvals.tasks.each import DATABASE_GONE, one_of_many
 
 logger = logging.getLogger(__name__)
-
-# The database connection broke under a task (PostgreSQL restarted or ended the session).
-DATABASE_GONE = (OperationalError, InterfaceError)
 
 RETRY_OPTIONS = {
     "autoretry_for": (DeliveryError,),
@@ -102,15 +99,30 @@ def _send_batch(notification_ids: list[int]) -> tuple[dict[str, int], list[int]]
                 counts["skipped"] += 1
                 continue
             except DeliveryError as error:
-                final = error.permanent or notification.attempts >= settings.NOTIFICATION_MAX_ATTEMPTS
-                services.notification_mark_failed(notification_id=notification.pk, error=error.message, final=final)
-                if not final:
-                    again.append(notification.pk)
-                counts["retry" if not final else "failed"] += 1
+                outcome = _attempt_failed(notification, error.message, permanent=error.permanent)
+            except DATABASE_GONE:
+                raise  # the database, not this mail: the whole batch again, later
+            except Exception as error:  # noqa: BLE001 - a bug in this one mail must not cost the others theirs
+                # Raised out of the loop, it left every later row of the batch claimed and unsent,
+                # and the sweep sent them again behind the same row until their attempts ran out.
+                logger.exception("notification %s could not be built or sent", notification.pk)
+                what = f"{type(error).__name__} while building or sending it (the worker's log has the traceback)"
+                outcome = _attempt_failed(notification, what, permanent=False)
+            else:
+                services.notification_mark_sent(notification_id=notification.pk, external_ref=reference)
+                counts["sent"] += 1
                 continue
-            services.notification_mark_sent(notification_id=notification.pk, external_ref=reference)
-            counts["sent"] += 1
+            if outcome == "retry":
+                again.append(notification.pk)
+            counts[outcome] += 1
     return counts, again
+
+
+def _attempt_failed(notification: Notification, error: str, *, permanent: bool) -> str:
+    """Record a failed attempt: "retry" while attempts remain (and the error may pass), else "failed"."""
+    final = permanent or notification.attempts >= settings.NOTIFICATION_MAX_ATTEMPTS
+    services.notification_mark_failed(notification_id=notification.pk, error=error, final=final)
+    return "failed" if final else "retry"
 
 
 def _backoff(retries: int) -> int:
@@ -218,7 +230,8 @@ def send_follow_ups() -> int:
         if after is None:
             continue
         for request_id in follow_up_due_request_ids(kind=kind, after=after, now=now):
-            done += services.approval_follow_up(request_id=request_id, kind=kind, now=now)
+            with one_of_many(f"planning the {kind} of request {request_id}"):
+                done += services.approval_follow_up(request_id=request_id, kind=kind, now=now)
     return done
 
 
@@ -226,4 +239,8 @@ def send_follow_ups() -> int:
 def send_digests() -> int:
     """The daily digest, for people who turned it on and have many pending requests."""
     now = timezone.now()
-    return sum(services.digest_plan(user_id=user_id, now=now) is not None for user_id in digest_user_ids())
+    planned = 0
+    for user_id in digest_user_ids():
+        with one_of_many(f"planning the digest of user {user_id}"):
+            planned += services.digest_plan(user_id=user_id, now=now) is not None
+    return planned

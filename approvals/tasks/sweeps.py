@@ -11,6 +11,7 @@ from approvals import selectors, services, stepfunctions
 from approvals.integrations import aws
 from approvals.ops import metrics
 from approvals.tasks.callbacks import execution_gone
+from approvals.tasks.each import one_of_many
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +20,8 @@ logger = logging.getLogger(__name__)
 def expire_overdue_requests() -> int:
     expired = 0
     for request_id in selectors.overdue_pending_request_ids():
-        expired += services.approval_expire(request_id=request_id)
+        with one_of_many(f"expiring request {request_id}"):
+            expired += services.approval_expire(request_id=request_id)
     return expired
 
 
@@ -28,32 +30,38 @@ def send_heartbeats() -> int:
     """SendTaskHeartbeat for waiting requests whose state has HeartbeatSeconds."""
     sent = 0
     for request_id in selectors.heartbeat_due_request_ids():
-        heartbeat = services.heartbeat_send(request_id=request_id)
-        if heartbeat is None:
-            continue
-        try:
-            aws.send_task_heartbeat(task_token=heartbeat.task_token, route=heartbeat.route)
-        except aws.AwsPermanentError as error:
-            metrics.heartbeat("closed" if error.code in stepfunctions.CLOSED_TASK_CODES else "refused")
-            if error.code in stepfunctions.TOKEN_UNKNOWN_CODES and execution_gone(
-                heartbeat.execution_arn, route=heartbeat.route
-            ):
-                services.approval_close_workflow_gone(
-                    request_id=request_id, found_by=services.FOUND_BY_HEARTBEAT, code=error.code
-                )
-            elif error.code in stepfunctions.CLOSED_TASK_CODES:
-                services.approval_close_by_step_functions(request_id=request_id, code=error.code)
-            else:
-                logger.warning("heartbeat for request %s refused: %s", request_id, error.code)
-            continue
-        except aws.AwsTransientError as error:
-            metrics.heartbeat("transient")
-            logger.warning("heartbeat for request %s failed (%s); next sweep retries", request_id, error.code)
-            continue
-        services.heartbeat_recorded(request_id=request_id)
-        metrics.heartbeat("sent")
-        sent += 1
+        with one_of_many(f"the heartbeat of request {request_id}"):
+            sent += _heartbeat(request_id)
     return sent
+
+
+def _heartbeat(request_id: int) -> int:
+    """One waiting request's heartbeat: 1 when Step Functions took it."""
+    heartbeat = services.heartbeat_send(request_id=request_id)
+    if heartbeat is None:
+        return 0
+    try:
+        aws.send_task_heartbeat(task_token=heartbeat.task_token, route=heartbeat.route)
+    except aws.AwsPermanentError as error:
+        metrics.heartbeat("closed" if error.code in stepfunctions.CLOSED_TASK_CODES else "refused")
+        if error.code in stepfunctions.TOKEN_UNKNOWN_CODES and execution_gone(
+            heartbeat.execution_arn, route=heartbeat.route
+        ):
+            services.approval_close_workflow_gone(
+                request_id=request_id, found_by=services.FOUND_BY_HEARTBEAT, code=error.code
+            )
+        elif error.code in stepfunctions.CLOSED_TASK_CODES:
+            services.approval_close_by_step_functions(request_id=request_id, code=error.code)
+        else:
+            logger.warning("heartbeat for request %s refused: %s", request_id, error.code)
+        return 0
+    except aws.AwsTransientError as error:
+        metrics.heartbeat("transient")
+        logger.warning("heartbeat for request %s failed (%s); next sweep retries", request_id, error.code)
+        return 0
+    services.heartbeat_recorded(request_id=request_id)
+    metrics.heartbeat("sent")
+    return 1
 
 
 @shared_task(name="worker.tasks.erase_closed_tokens", ignore_result=True)
@@ -63,8 +71,10 @@ def erase_closed_tokens() -> int:
     API's idempotency keys older than API_IDEMPOTENCY_KEY_HOURS."""
     erased = 0
     for request_id in selectors.closed_token_request_ids():
-        erased += services.approval_token_erase(request_id=request_id)
+        with one_of_many(f"erasing the token of request {request_id}"):
+            erased += services.approval_token_erase(request_id=request_id)
     for ingest_error_id in selectors.expired_ingest_message_ids():
-        erased += services.ingest_error_message_erase(ingest_error_id=ingest_error_id)
+        with one_of_many(f"erasing the kept message of ingest error {ingest_error_id}"):
+            erased += services.ingest_error_message_erase(ingest_error_id=ingest_error_id)
     services.idempotency_keys_purge(created_before=timezone.now() - timedelta(hours=settings.API_IDEMPOTENCY_KEY_HOURS))
     return erased
