@@ -62,6 +62,7 @@ class SlackStandIn:
         self.calls: list[dict] = []
         self.fail_status: int | None = None  # e.g. 500: every call answers that
         self.failing_methods: set[str] = set()  # these Web API methods answer {"ok": false}
+        self.deleted_in: set[str] = set()  # channels whose messages were deleted: chat.update finds none
         self.users = dict(SLACK_IDS)  # email -> Slack user id
         self.profiles = {user_id: email for email, user_id in self.users.items()}
         self._lock = threading.Lock()
@@ -118,6 +119,8 @@ class SlackStandIn:
             return 200, {"ok": True, "user": {"id": user_id}} if user_id else {"ok": False, "error": "users_not_found"}
         if method == "conversations.open":
             return 200, {"ok": True, "channel": {"id": "D" + body["users"]}}
+        if method == "chat.update" and body.get("channel") in self.deleted_in:
+            return 200, {"ok": False, "error": "message_not_found"}
         if method in {"chat.postMessage", "chat.update"}:
             return 200, {"ok": True, "channel": body["channel"], "ts": f"{time.time():.6f}"}
         if method == "users.info":
@@ -393,6 +396,25 @@ def test_a_signed_approve_click_decides_resumes_the_execution_and_updates_the_me
     # And the requester, bob, hears the outcome in a DM.
     (outcome,) = slack_api.of("chat.postMessage")
     assert outcome["body"]["channel"] == "DU0BOB" and outcome["body"]["text"].startswith("Approved by alice")
+
+
+def test_a_slack_message_deleted_meanwhile_never_keeps_the_others_buttons_after_the_decision(
+    people, slack_api, celery_eager
+):
+    """Closing a decided request's Slack messages stopped at the first one Slack could not find
+    (deleted by its reader): every message after it kept its Approve / Reject buttons. Now each
+    is updated on its own; the one that is gone is logged and left."""
+    request = ingest(approvers={"users": ["alice@example.com", "erin@example.com"], "groups": []})
+    send_all(request)  # DMs to alice and erin
+    first, second = Notification.objects.filter(request=request, channel="slack").order_by("pk")
+    slack_api.deleted_in.add(first.external_ref.partition(":")[0])
+    services.approval_decide(public_id=request.public_id, user=people["alice"], approve=True)
+    slack_api.calls.clear()
+
+    assert notify_tasks.close_slack_messages(request.pk) == 1
+
+    updated = [call["body"]["channel"] for call in slack_api.of("chat.update")]
+    assert updated == [first.external_ref.partition(":")[0], second.external_ref.partition(":")[0]]
 
 
 def submit_reject_modal(slack_api, request, *, reason, user="U0ALICE", team=TEAM, response_url=None, metadata=None):

@@ -5,6 +5,7 @@ does not take it (the task retries or marks it failed).
 """
 
 import contextlib
+import logging
 from collections.abc import Iterator
 
 from django.conf import settings
@@ -15,6 +16,8 @@ from approvals import delivery
 from approvals.models import ApprovalRequest, CallbackStatus, Notification
 from approvals.notifications import DeliveryError, email, messages, slack
 from approvals.selectors.notifications import pending_requests_for
+
+logger = logging.getLogger(__name__)
 
 
 class NothingToSend(Exception):
@@ -79,9 +82,24 @@ def _outcome_for_requester(request: ApprovalRequest, content: messages.MessageCo
     return text, blocks
 
 
-def close_slack_messages(request: ApprovalRequest, references: list[str]) -> None:
-    """Replace the buttons of the request's Slack messages with its outcome (chat.update)."""
+def close_slack_messages(request: ApprovalRequest, references: list[str]) -> int:
+    """Replace the buttons of the request's Slack messages with its outcome (chat.update); how
+    many were. Each message on its own: one Slack no longer has (deleted by its reader) is logged
+    and left, and never keeps the others' buttons. If Slack was unreachable for any, that error
+    is raised once the rest were tried (the task retries; an update made twice changes nothing)."""
     url = settings.PORTAL_BASE_URL + reverse("request-result", args=[request.public_id])
     text, blocks = slack.outcome_message(request, request_url=url)
+    updated, unreachable = 0, None
     for reference in references:
-        slack.update_message(reference=reference, text=text, blocks=blocks)
+        try:
+            slack.update_message(reference=reference, text=text, blocks=blocks)
+        except DeliveryError as error:
+            if not error.permanent:
+                unreachable = error
+                continue
+            logger.info("could not update a Slack message of request %s: %s", request.pk, error.message)
+            continue
+        updated += 1
+    if unreachable is not None:
+        raise unreachable
+    return updated
