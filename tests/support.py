@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import requests
@@ -269,3 +270,15 @@ def executed_scans(sql: str) -> list[dict]:
 
     walk(plan[0]["Plan"])
     return scans
+
+
+def breaking_for(real: Callable, broken: Callable[..., bool]) -> Callable:
+    """`real`, except that it raises KeyError where `broken(*args, **kwargs)`: a bug simulated in
+    one item of a loop (no real input is known to break the code it stands for)."""
+
+    def wrapper(*args, **kwargs):
+        if broken(*args, **kwargs):
+            raise KeyError("a simulated bug in one item")
+        return real(*args, **kwargs)
+
+    return wrapper

@@ -23,7 +23,7 @@ from approvals.models import ApprovalRequest, AuditEvent, Notification, Notifica
 from approvals.selectors.notifications import unplanned_request_ids
 from approvals.services import notifications as notification_services
 from approvals.tasks import notifications as notify_tasks
-from tests.support import make_user
+from tests.support import breaking_for, make_user
 from tests.test_slack import slack_api  # noqa: F401 - the fixture: a local stand-in for Slack's Web API
 
 pytestmark = pytest.mark.django_db
@@ -567,14 +567,9 @@ def test_a_mail_that_breaks_while_being_built_never_costs_the_rest_of_its_batch_
     broken, first, second = (ingest(FINANCE, title=title) for title in ("Broken", "First", "Second"))
     ids = notification_services.new_requests_plan(request_ids=[broken.pk, first.pk, second.pk])
     assert sorted(ids)[:3] == sorted(Notification.objects.filter(request=broken).values_list("pk", flat=True))
-    build = messages.build
-
-    def build_or_break(notification, **kwargs):
-        if notification.request_id == broken.pk:
-            raise KeyError("a bug in one mail's content")
-        return build(notification, **kwargs)
-
-    monkeypatch.setattr(messages, "build", build_or_break)
+    monkeypatch.setattr(
+        messages, "build", breaking_for(messages.build, lambda notification, **_: notification.request_id == broken.pk)
+    )
 
     notify_tasks.send_notifications.delay(notification_ids=sorted(ids))
     for _ in range(settings.NOTIFICATION_MAX_ATTEMPTS + 1):  # the sweep, each time the leases ran out

@@ -41,6 +41,7 @@ from approvals.tasks import notifications as notify_tasks
 from portal.celery import app as celery_app
 from tests.conftest import free_port
 from tests.support import (
+    breaking_for,
     make_user,
     new_request_notifications_planned,
     signed_in,
@@ -410,13 +411,9 @@ def test_a_request_whose_reminder_breaks_never_costs_the_others_theirs(
         received_at=timezone.now() - timedelta(hours=2)
     )
     targets = notification_services._approver_targets
-
-    def targets_or_break(request, **kwargs):
-        if request.pk == broken.pk:
-            raise KeyError("a bug in one request's targets")
-        return targets(request, **kwargs)
-
-    monkeypatch.setattr(notification_services, "_approver_targets", targets_or_break)
+    monkeypatch.setattr(
+        notification_services, "_approver_targets", breaking_for(targets, lambda request, **_: request.pk == broken.pk)
+    )
     mail.outbox.clear()
 
     assert committed(notify_tasks.send_follow_ups) == 1
@@ -463,13 +460,9 @@ def test_a_person_whose_digest_breaks_never_costs_the_others_theirs(people, comm
     ingest(title="Order 1")
     pending = notification_services.pending_requests_for
     first = min(people["alice"].pk, people["erin"].pk)
-
-    def pending_or_break(user, **kwargs):
-        if user.pk == first:
-            raise KeyError("a bug in one person's digest")
-        return pending(user, **kwargs)
-
-    monkeypatch.setattr(notification_services, "pending_requests_for", pending_or_break)
+    monkeypatch.setattr(
+        notification_services, "pending_requests_for", breaking_for(pending, lambda user, **_: user.pk == first)
+    )
     mail.outbox.clear()
 
     assert committed(notify_tasks.send_digests) == 1

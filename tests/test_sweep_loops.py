@@ -18,6 +18,7 @@ from approvals import services, tokens
 from approvals.contract import parse_message
 from approvals.models import ApprovalRequest, RequestStatus
 from approvals.tasks import erase_closed_tokens, expire_overdue_requests, send_heartbeats
+from tests.support import breaking_for
 
 pytestmark = pytest.mark.django_db
 
@@ -31,16 +32,13 @@ def ingest(title: str, **fields) -> ApprovalRequest:
 
 def breaks_for(monkeypatch, name: str, broken: ApprovalRequest, *, otherwise=None) -> list[int]:
     """`services.<name>` raises for `broken` (a simulated bug); the ids it was called with."""
-    real = getattr(services, name)
     called: list[int] = []
 
-    def service(*, request_id, **kwargs):
+    def is_broken(*, request_id, **_) -> bool:
         called.append(request_id)
-        if request_id == broken.pk:
-            raise KeyError(f"a bug in request {request_id}")
-        return (otherwise or real)(request_id=request_id, **kwargs)
+        return request_id == broken.pk
 
-    monkeypatch.setattr(services, name, service)
+    monkeypatch.setattr(services, name, breaking_for(otherwise or getattr(services, name), is_broken))
     return called
 
 
