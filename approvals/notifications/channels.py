@@ -94,10 +94,10 @@ def close_slack_messages(request: ApprovalRequest, references: list[str]) -> int
         try:
             slack.update_message(reference=reference, text=text, blocks=blocks)
         except DeliveryError as error:
-            if not error.permanent:
+            if error.permanent:
+                logger.info("could not update a Slack message of request %s: %s", request.pk, error.message)
+            else:
                 unreachable = error
-                continue
-            logger.info("could not update a Slack message of request %s: %s", request.pk, error.message)
             continue
         updated += 1
     if unreachable is not None:

@@ -48,9 +48,7 @@ def send_notification(self, notification_id: int) -> str:
         services.notification_mark_skipped(notification_id=notification_id)
         return "skipped"
     except DeliveryError as error:
-        final = error.permanent or notification.attempts >= settings.NOTIFICATION_MAX_ATTEMPTS
-        services.notification_mark_failed(notification_id=notification_id, error=error.message, final=final)
-        if final:
+        if _attempt_failed(notification, error.message, permanent=error.permanent) == "failed":
             return "failed"
         raise  # autoretry_for: again after an exponential, jittered countdown
     services.notification_mark_sent(notification_id=notification_id, external_ref=reference)
