@@ -16,6 +16,7 @@ from datetime import timedelta
 import pytest
 from cryptography.fernet import Fernet
 from django.contrib.auth.models import Group
+from django.db import OperationalError
 from django.test import Client
 from django.utils import timezone
 
@@ -39,8 +40,8 @@ from approvals.models import (
 from approvals.roles import APPROVER_ACCESS_GROUP
 from approvals.services.scim_tokens import scim_token_create
 from approvals.tasks import deliver_callback, erase_closed_tokens
+from tests.support import breaking_for, wait_for, wait_for_execution_end
 from tests.support import signed_in as client_for
-from tests.support import wait_for, wait_for_execution_end
 from worker.consumer import consume_once
 
 pytestmark = pytest.mark.django_db
@@ -516,6 +517,50 @@ def test_bulk_cancel_refuses_decided_requests_and_cancels_the_rest(people):
         decided.pk: RequestStatus.REJECTED,
     }
     assert f"Not cancelled: “Finance: order 2” (#{decided.pk}) — This request is already rejected." in messages_of(done)
+
+
+def test_a_bulk_action_that_breaks_on_one_row_does_the_others_and_names_the_row_it_did_not(people, monkeypatch, caplog):
+    first = ingest("Finance: order 1", groups=["finance-approvers"])
+    broken = ingest("Finance: order 2", groups=["finance-approvers"])
+    last = ingest("Finance: order 3", groups=["finance-approvers"])
+    # No real input is known to make the cancel service raise anything but its refusal
+    # (ApprovalError): a bug in one row is simulated.
+    monkeypatch.setattr(
+        services,
+        "approval_cancel",
+        breaking_for(services.approval_cancel, lambda **kwargs: kwargs["request_id"] == broken.pk),
+    )
+
+    _, done = bulk_action(
+        client_for(people["carol"]), "cancel_selected", [first.pk, broken.pk, last.pk], reason="Duplicate"
+    )
+
+    assert done.status_code == 200
+    assert dict(ApprovalRequest.objects.values_list("pk", "status")) == {
+        first.pk: RequestStatus.CANCELLED,
+        broken.pk: RequestStatus.PENDING,
+        last.pk: RequestStatus.CANCELLED,
+    }
+    shown = messages_of(done)
+    assert f"Cancelled 2: “Finance: order 1” (#{first.pk}), “Finance: order 3” (#{last.pk})." in shown
+    assert f"Not cancelled: “Finance: order 2” (#{broken.pk}) — an unexpected error (in the portal's log)." in shown
+    [failure] = [record for record in caplog.records if record.exc_info]
+    assert failure.exc_info[0] is KeyError
+    assert str(broken.pk) in failure.getMessage()
+
+
+def test_a_bulk_action_stops_when_the_database_is_gone_rather_than_listing_every_row_as_broken(people, monkeypatch):
+    first = ingest("Finance: order 1", groups=["finance-approvers"])
+
+    # A connection that breaks under one row cannot be produced on demand here: simulated.
+    def gone(**kwargs):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(services, "approval_cancel", gone)
+
+    with pytest.raises(OperationalError):
+        bulk_action(client_for(people["carol"]), "cancel_selected", [first.pk], reason="Duplicate")
+    assert ApprovalRequest.objects.get(pk=first.pk).status == RequestStatus.PENDING
 
 
 # ---------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """What every admin page shares: the site's titles, actions-only and big-table changelists, the bulk-action base."""
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -18,6 +19,8 @@ from django.template.response import TemplateResponse
 from approvals import services
 from approvals.forms.admin import ConfirmForm
 from approvals.paginators import LargeTablePaginator
+
+logger = logging.getLogger(__name__)
 
 # A bulk action over more rows than this is refused: narrow the list with a filter first.
 MAX_BULK_ROWS = 500
@@ -180,6 +183,10 @@ def unseen_ids(request: HttpRequest, selected: list[int]) -> list[int]:
 
 
 NOT_YOURS = "There is no such row, or it is not yours to see."
+# A row whose service raised what it does not refuse with (a bug, data no check foresaw): its
+# transaction rolled back, the traceback is logged, and the other rows are still done (a 500
+# partway left the admin not knowing which rows were).
+UNEXPECTED = "an unexpected error (in the portal's log)."
 
 
 class ServiceWrittenAdmin(CraftedRequestsMixin, admin.ModelAdmin):
@@ -250,6 +257,11 @@ def run_bulk(
                 bulk.run(request, pk, form.cleaned_data)
             except services.ApprovalError as error:
                 refused.append((pk, error.message))
+            except services.DATABASE_GONE:
+                raise  # every row would fail alike
+            except Exception:  # noqa: BLE001 - logged with its traceback; the other rows are still done
+                logger.exception("admin action %s failed on row %s; the other rows go on", bulk.name, pk)
+                refused.append((pk, UNEXPECTED))
             else:
                 done.append(pk)
         if done:

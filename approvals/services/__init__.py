@@ -25,7 +25,7 @@ from approvals.services.callbacks import (
     heartbeat_send,
 )
 from approvals.services.claims import approval_claim, approval_unclaim, claims_release
-from approvals.services.common import ApprovalError
+from approvals.services.common import DATABASE_GONE, ApprovalError
 from approvals.services.consumers import consumer_error_recorded, consumer_poll_recorded
 from approvals.services.conversations import info_answer, info_request
 from approvals.services.decisions import (
@@ -78,6 +78,7 @@ from approvals.services.workflow_gone import (
 from approvals.stepfunctions import CLOSED_TASK_CODES, EXECUTION_UNKNOWN_CODE, TOKEN_UNKNOWN_CODES
 
 __all__ = [
+    "DATABASE_GONE",
     "CLOSED_TASK_CODES",
     "EXECUTION_UNKNOWN_CODE",
     "FOUND_AT_START",

@@ -3,7 +3,7 @@
 import logging
 
 from celery import current_app
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 
 from approvals.models import (
     ApprovalRequest,
@@ -18,6 +18,11 @@ SYSTEM = "system"
 # SendTaskFailure's documented limits.
 MAX_ERROR_LENGTH = 256
 MAX_CAUSE_LENGTH = 32768
+
+
+# The database connection broke (PostgreSQL restarted or ended the session): every item of a
+# loop would fail alike, so a loop that goes on past one item's failure stops on this one.
+DATABASE_GONE = (OperationalError, InterfaceError)
 
 
 class ApprovalError(Exception):

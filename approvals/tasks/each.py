@@ -4,12 +4,9 @@ import contextlib
 import logging
 from collections.abc import Iterator
 
-from django.db import InterfaceError, OperationalError
+from approvals.services import DATABASE_GONE
 
 logger = logging.getLogger(__name__)
-
-# The database connection broke under a task (PostgreSQL restarted or ended the session).
-DATABASE_GONE = (OperationalError, InterfaceError)
 
 
 @contextlib.contextmanager
