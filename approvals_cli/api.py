@@ -75,9 +75,21 @@ def exit_code_for(status: int) -> ExitCode:
     return _EXIT_BY_STATUS.get(status, ExitCode.ERROR)
 
 
+def _header_safe(token: str) -> bool:
+    # RFC 6750's b64token and every opaque token an IdP issues are visible ASCII. Anything else
+    # (a line break from a pasted value) makes requests raise an error that quotes the header.
+    return bool(token) and all("!" <= char <= "~" for char in token)
+
+
 class PortalClient:
     def __init__(self, portal_url: str, access_token: str):
         self.portal_url = check_portal_url(portal_url)
+        if not _header_safe(access_token):
+            raise CLIError(
+                "the access token holds a line break, a space or a character no HTTP header carries: "
+                "check APPROVALS_TOKEN, or run `approvals login` again",
+                ExitCode.NOT_SIGNED_IN,
+            )
         self._session = requests.Session()
         self._session.trust_env = False  # no .netrc credentials or proxy surprises for a bearer token
         self._session.headers.update(

@@ -530,6 +530,22 @@ def test_the_scripts_wrapper_runs_it_from_anywhere(tmp_path):
     )
 
 
+@pytest.mark.parametrize("after", ["\nsecond-line-Qw93", "\r\nsecond-line-Qw93", "\u2019second-line-Qw93"])
+def test_a_token_no_header_can_carry_is_refused_in_one_line_that_never_shows_it(tmp_path, after):
+    # A real process, as in CI: an uncaught error prints a traceback, and requests' InvalidHeader
+    # quotes the whole "Bearer <token>" header value in it.
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path), "APPROVALS_TOKEN": TOKEN + after}
+    result = subprocess.run(
+        [str(REPO_DIR / "scripts" / "approvals"), "inbox", "--portal", "http://127.0.0.1:1"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert TOKEN not in output and "second-line" not in output and "Qw93" not in output
+    assert "Traceback" not in output
+    assert result.returncode == ExitCode.NOT_SIGNED_IN
+    assert result.stderr.count("\n") == 1 and "APPROVALS_TOKEN" in result.stderr
+
+
 def test_logout_is_the_way_out_of_an_unsafe_token_file(token_file, portal, tmp_path):
     token_file.chmod(0o644)
     assert run("inbox")[0] == ExitCode.UNSAFE_CREDENTIALS
