@@ -611,6 +611,28 @@ def test_an_unexpected_exception_while_storing_one_message_is_its_store_failed_e
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_bugs_message_cut_to_fit_the_stored_reason_keeps_no_piece_of_a_real_format_token(aws, caplog):
+    caplog.set_level(logging.INFO)
+    queue_url = aws.APPROVAL_QUEUE_URL
+    # The reason keeps the first 500 characters of the message's first line: here the cut falls
+    # 40 characters into the token, a piece too short to look like a token by its shape alone.
+    lead = "unexpected while storing "
+    fault = ValueError(lead + "." * (460 - len(lead)) + LONG_TOKEN)
+    bad_id = gateway.send_message(queue_url=queue_url, body=rich_body(LONG_TOKEN, title="Boom"))
+
+    # mock: a real part cannot be made to raise an arbitrary exception on demand; this
+    # simulates a bug at the end of the store, after the request row was written.
+    with mock.patch("approvals.services.ingest._ingested_event", failing_for("Boom", fault)):
+        assert consume(queue_url) == 1
+
+    error = IngestError.objects.get()
+    assert (error.sqs_message_id, error.code) == (bad_id, "store_failed")
+    assert error.reason.startswith("could not store the message: ValueError: unexpected while storing ...")
+    for text in (error.reason, error.body_redacted, caplog.text):
+        assert LONG_TOKEN[:16] not in text and LONG_TOKEN[-16:] not in text
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_database_gone_mid_batch_stops_the_batch_without_errors_and_what_was_committed_is_deleted(aws):
     queue_url = aws.APPROVAL_QUEUE_URL
     for title in ("First", "Lost connection", "Third"):

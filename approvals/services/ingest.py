@@ -462,9 +462,10 @@ def _store_failure_record(
     *, sqs_message_id: str, error: Exception, body: str | bytes, task_token: str, source: ApprovalSource | None = None
 ) -> IngestError:
     # The exception's text and traceback may quote what was being stored (the token too, in
-    # a bug's message): redacted with the token itself, not only by its shape.
-    first_line = (str(error).strip().splitlines() or [""])[0][:_MAX_FAILURE_TEXT]
-    reason = redact(f"could not store the message: {type(error).__name__}: {first_line}".rstrip(": "), task_token)
+    # a bug's message): redacted with the token itself, not only by its shape, and before the
+    # cut (a cut through the token would leave a piece neither the token nor its shape matches).
+    first_line = redact((str(error).strip().splitlines() or [""])[0], task_token)[:_MAX_FAILURE_TEXT]
+    reason = f"could not store the message: {type(error).__name__}: {first_line}".rstrip(": ")
     trace = redact("".join(traceback.format_exception(error)), task_token)
     logger.error("message %s could not be stored (%s); traceback:\n%s", sqs_message_id, type(error).__name__, trace)
     return _ingest_error_upsert(
