@@ -213,7 +213,7 @@ class ContractError(Exception):
     ``code`` is a stable machine code (``oversized``, ``not_utf8``,
     ``not_json``, ``too_deep``, ``bad_number``, ``not_object``,
     ``missing_token``, ``wrong_type``, ``bad_approvers``, ``bad_value``,
-    ``bad_policy``, ``bad_options``, ``bad_form``); ``message`` is a human-readable
+    ``bad_policy``, ``bad_options``, ``bad_form``, ``token_repeated``); ``message`` is a human-readable
     explanation that names the offending ``field`` (a dotted path such as
     ``approvers.users``, or ``None`` for problems with the body as a whole).
     The message never contains the task token or any raw value from the body.
@@ -310,6 +310,8 @@ def parse_message(body: str | bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> A
     requester_groups = _group_names(data, "requesterGroups", "wrong_type") if "requesterGroups" in data else ()
     options, multiple = _parse_options(data)
     form = _parse_form(data)
+    # Last: a field that holds the token where it does not fit is refused for that first.
+    _check_token_not_repeated(data, token)
 
     return ApprovalMessage(
         task_token=token,
@@ -580,6 +582,34 @@ def _parse_token(data: dict[str, Any]) -> str:
     # Returned exactly as sent: the token is opaque and must go back to
     # Step Functions byte for byte.
     return token
+
+
+# Shorter than this is no token Step Functions issues (an emulator's UUID has 36 characters):
+# looking for it in the other fields would refuse ordinary words.
+MIN_REPEATED_TOKEN_LENGTH = 16
+
+
+def _check_token_not_repeated(data: dict[str, Any], token: str) -> None:
+    """Refuse a message that repeats its token in a field the portal keeps: its pages, the API,
+    mails and Slack would show it to whoever sees the request. A definition that passes the
+    whole context object (``"details.$": "$$"``) does. Checked on the fields as sent, not as
+    kept (a long title is cut short, which would leave a piece of it)."""
+    if len(token) < MIN_REPEATED_TOKEN_LENGTH:
+        return
+    spellings = {token, json.dumps(token)[1:-1], json.dumps(token, ensure_ascii=False)[1:-1]}
+    for name in sorted(_KNOWN_FIELDS - {"taskToken"}):
+        value = data.get(name)
+        if value is None:
+            continue
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        if any(spelling in text for spelling in spellings):
+            raise ContractError(
+                "token_repeated",
+                f"field '{name}' repeats the task token, which anyone who sees the request would read; "
+                'take it out of the state machine\'s message ("details.$": "$$" copies the whole context '
+                "object, token included)",
+                name,
+            )
 
 
 def _parse_title(data: dict[str, Any], state_name: str) -> str:

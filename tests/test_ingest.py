@@ -611,6 +611,37 @@ def test_an_unexpected_exception_while_storing_one_message_is_its_store_failed_e
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("token", [LONG_TOKEN, "8f0e3c1a-6b2d-4f4e-9a7c-2d5b1e0f9c3a"], ids=["aws", "emulator"])
+@pytest.mark.parametrize(
+    ("field", "overrides"),
+    [
+        # A definition with "details.$": "$$" sends the whole context object, the token with it.
+        ("details", lambda token: {"details": {"Execution": {"Name": "run-1"}, "Task": {"Token": token}}}),
+        ("approvalRequest", lambda token: {"details": None, "approvalRequest": {token: "as a key"}}),
+        # Longer than a title may be: the cut to 300 characters would leave a piece of it.
+        ("title", lambda token: {"title": "Approve " + "x" * 270 + token}),
+    ],
+)
+def test_a_message_that_repeats_its_token_where_people_would_read_it_is_refused_naming_the_field(
+    aws, caplog, token, field, overrides
+):
+    caplog.set_level(logging.INFO)
+    queue_url = aws.APPROVAL_QUEUE_URL
+    message_id = gateway.send_message(queue_url=queue_url, body=rich_body(token, **overrides(token)))
+
+    assert consume(queue_url) == 1
+
+    # Not a request: its page, the API, mails and Slack would show the token to approvers.
+    assert not ApprovalRequest.objects.exists()
+    error = IngestError.objects.get()
+    assert (error.sqs_message_id, error.code) == (message_id, "token_repeated")
+    assert f"field '{field}' repeats the task token" in error.reason
+    assert_token_absent(token, error.reason, error.body_redacted, caplog.text)
+    assert token[:16] not in error.body_redacted + caplog.text
+    assert messages_on(queue_url) == 0  # kept with its error for the admin
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_bugs_message_cut_to_fit_the_stored_reason_keeps_no_piece_of_a_real_format_token(aws, caplog):
     caplog.set_level(logging.INFO)
     queue_url = aws.APPROVAL_QUEUE_URL
