@@ -6,6 +6,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.http import HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.utils.cache import add_never_cache_headers
 
 from approvals.api.problems import PROBLEM_CONTENT_TYPE, problem_body
 from approvals.scim.resources import invalid as scim_invalid
@@ -42,6 +43,26 @@ def _bad_request(request) -> HttpResponse:
     if request.path_info.startswith("/scim/"):
         return scim_error_response(scim_invalid(NUL_REFUSAL))
     return HttpResponseBadRequest(NUL_REFUSAL, content_type="text/plain; charset=utf-8")
+
+
+class NeverStoreMiddleware:
+    """A response that does not say how to cache it is kept by no browser and no proxy.
+
+    The portal's pages show requests (titles, details, who asked) or who may decide them. Without
+    Cache-Control a browser keeps them in its disk cache, and after "Sign out" on a shared computer
+    Back showed them to the next person. Static files (WhiteNoise answers them before this) keep
+    their long caching; a view that says how to cache its answer (the API's reads and their ETags)
+    keeps what it says.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if not response.has_header("Cache-Control"):
+            add_never_cache_headers(response)
+        return response
 
 
 class ContentSecurityPolicyMiddleware:

@@ -79,6 +79,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "portal.middleware.ContentSecurityPolicyMiddleware",
+    # Cache-Control: no-store, private on every answer that does not say otherwise (not static files).
+    "portal.middleware.NeverStoreMiddleware",
     # Re-checks the sign-in with the IdP (prompt=none) once the ID token's window passed.
     "approvals.auth.PortalSessionRefresh",
 ]

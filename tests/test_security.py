@@ -11,7 +11,7 @@ import pytest
 from cryptography.fernet import Fernet
 from django.test import Client
 
-from approvals import services
+from approvals import links, services
 from approvals.contract import parse_message
 from approvals.models import AuditEvent, Callback, RequestStatus
 from tests.support import make_user, signed_in
@@ -166,6 +166,37 @@ def test_pages_send_security_headers(db):
     assert "frame-ancestors 'none'" in response["Content-Security-Policy"]
     assert response["X-Content-Type-Options"] == "nosniff"
     assert response["Referrer-Policy"] == "same-origin"
+
+
+def test_pages_that_show_a_request_are_never_stored_by_the_browser(hostile_request):
+    """After "Sign out" on a shared computer, Back (or the browser's disk cache) must not show
+    the next person what the request said, nor whose it was."""
+    client = signed_in(make_user("alice"))
+    request_path = f"/requests/{hostile_request.public_id}/"
+    link = links.make_link_token(
+        public_id=hostile_request.public_id, approver_email="alice@example.com", action="approve"
+    )
+    pages = [
+        "/",
+        request_path,
+        f"{request_path}result/",
+        f"{request_path}details/",
+        f"{request_path}details/?format=json",
+        f"/links/{link}/",
+        "/out-of-office/",
+        "/preferences/",
+    ]
+
+    responses = {path: client.get(path) for path in pages}
+    responses["the confirm page"] = client.post(
+        f"{request_path}confirm/",
+        {"decision": "approve", "csrfmiddlewaretoken": client.cookies["portal_csrftoken"].value},
+    )
+
+    for page, response in responses.items():
+        assert response.status_code == 200, page
+        cache_control = {part.strip() for part in response.get("Cache-Control", "").split(",")}
+        assert {"no-store", "private"} <= cache_control, (page, response.get("Cache-Control"))
 
 
 def test_production_settings_pass_check_deploy_without_warnings(tmp_path):
