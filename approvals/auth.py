@@ -205,7 +205,8 @@ class PortalLogoutView(OIDCLogoutView):
 
 
 class PortalSessionRefresh(SessionRefresh):
-    """mozilla-django-oidc's refresh, plus: a state change with an expired sign-in is not trusted.
+    """mozilla-django-oidc's refresh, plus: a state change with an expired sign-in is not trusted,
+    and the page to come back to is on the portal.
 
     The library only refreshes on GET. A POST after the window sends the person back to the
     page (GET), which re-checks with the IdP; they then submit again.
@@ -219,7 +220,17 @@ class PortalSessionRefresh(SessionRefresh):
             and request.session.get("oidc_id_token_expiration", 0) <= time.time()
         ):
             back = request.headers.get("referer", "")
-            if not url_has_allowed_host_and_scheme(back, {request.get_host()}, request.is_secure()):
+            if not _on_this_site(request, back):
                 back = "/"
             return HttpResponseRedirect(back, status=303)
-        return super().process_request(request)
+        response = super().process_request(request)
+        if response is not None and not _on_this_site(request, request.session.get("oidc_login_next", "")):
+            # The library keeps the requested path, unchecked, as where the callback sends the
+            # person back: a link to https://portal//evil.example/ is a path to Django and
+            # another site to a browser.
+            request.session["oidc_login_next"] = "/"
+        return response
+
+
+def _on_this_site(request, url: str) -> bool:
+    return url_has_allowed_host_and_scheme(url, {request.get_host()}, request.is_secure())

@@ -737,8 +737,10 @@ def expire_sign_in(client: Client) -> None:
     session.save()
 
 
-def refresh_flow(client: Client) -> Flow:
-    response = client.get("/")
+def refresh_flow(client: Client, path: str = "/") -> Flow:
+    """The prompt=none trip to the IdP that a GET of `path` (as the browser sends it) starts."""
+    path, _, query = path.partition("?")
+    response = client.get("/", PATH_INFO=path, QUERY_STRING=query)
     assert response.status_code == 302
     assert response["Location"].startswith(f"{settings_issuer()}/authorize?")
     params = {k: v[0] for k, v in parse_qs(urlsplit(response["Location"]).query).items()}
@@ -756,6 +758,23 @@ def test_a_session_refresh_brings_the_idps_current_groups(client, rogue):
     assert response["Location"] == "/"
     assert client.session["_auth_user_id"] == str(user.pk)
     assert sso_groups(user) == set()
+
+
+@pytest.mark.parametrize(
+    ("path", "back_to"),
+    [("//evil.example/", "/"), ("///evil.example/requests/", "/"), ("/out-of-office/?x=1", "/out-of-office/?x=1")],
+)
+def test_a_session_refresh_on_a_path_a_browser_reads_as_another_site_ends_on_the_portal(client, rogue, path, back_to):
+    # A link https://portal//evil.example/ (a browser sends /\evil.example/ so too), followed after the
+    # refresh window: the page to come back to is that path, and "//evil.example/" is another site.
+    assert_signed_in(client, sign_in(client, rogue))
+    expire_sign_in(client)
+    flow = refresh_flow(client, path)
+
+    back, _ = callback(client, rogue, flow)
+
+    assert back["Location"] == back_to
+    assert "_auth_user_id" in client.session
 
 
 def test_a_session_refresh_answered_with_login_required_signs_the_person_out(client, rogue):
