@@ -29,10 +29,14 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from django.test import Client
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from jwt.algorithms import RSAAlgorithm
 
 from approvals.models import User
 from approvals.roles import APPROVER_ACCESS_GROUP
+from tests.support import make_user, signed_in
 
 pytestmark = pytest.mark.django_db
 
@@ -775,6 +779,32 @@ def test_a_session_refresh_on_a_path_a_browser_reads_as_another_site_ends_on_the
 
     assert back["Location"] == back_to
     assert "_auth_user_id" in client.session
+
+
+def browser_stays_on_this_site(url: str) -> bool:
+    """Whether a browser following `url` from a portal page stays on the portal (WHATWG URL
+    parsing: outer spaces and controls stripped, tabs and newlines dropped, \\ read as /, any
+    number of slashes before a host; "//" alone names no host and goes nowhere)."""
+    url = re.sub(r"[\t\n\r]", "", url.strip("".join(map(chr, range(33))))).replace("\\", "/")
+    host = re.match(r"//+([^/?#]*)", url)
+    return not (host and host.group(1)) and not re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", url)
+
+
+PATH_PARTS = st.sampled_from(["/", "\\", "//", ".", ":", "@", "%2F", "%5C", "%09", "\t", " ", "evil.example", "https:"])
+
+
+@pytest.mark.django_db
+@hypothesis_settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(parts=st.lists(PATH_PARTS | st.text(max_size=3).filter(lambda text: "\x00" not in text), max_size=8))
+def test_whatever_path_starts_a_session_refresh_the_way_back_stays_on_the_portal(parts):
+    browser = signed_in(make_user(f"u{User.objects.count()}"))
+    expire_sign_in(browser)
+    path = "/" + "".join(parts).split("?")[0].split("#")[0]
+
+    response = browser.get("/", PATH_INFO=path.encode().decode("iso-8859-1"))
+
+    if response.status_code == 302 and "prompt=none" in response["Location"]:
+        assert browser_stays_on_this_site(browser.session["oidc_login_next"]), browser.session["oidc_login_next"]
 
 
 def test_a_session_refresh_answered_with_login_required_signs_the_person_out(client, rogue):
