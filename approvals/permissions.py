@@ -341,10 +341,23 @@ def vote_refusal(vote: Vote, request: ApprovalRequest) -> Refusal | None:
     keys = _assignment_keys(principal, request)
     if not keys:
         return Refusal("not_assignee", f"{principal.email or principal.pk} is no longer an approver of this request.")
-    authority = Authority(principal=principal, group=vote.group or keys[0], delegation=None)
     if _is_requester(user, request):
         return Refusal("requester", "The requester may not decide their own request.")
-    if _assignment_creators(request).get(authority.group) == user.pk:
+    creators = _assignment_creators(request)
+    group = vote.group or keys[0]
+    if group not in keys:
+        # The assignment the vote counted for is gone (left the group, reassigned away). With
+        # distinctGroups that group is what the approval counts as: it no longer does. Otherwise
+        # another of their assignments may carry it, but never one they made themselves.
+        if request.distinct_groups and vote.approve:
+            return Refusal(
+                "not_assignee",
+                f"{principal.email or principal.pk} is no longer an approver through {group}, "
+                "the group their approval counted for.",
+            )
+        group = next((key for key in keys if creators.get(key) != user.pk), keys[0])
+    authority = Authority(principal=principal, group=group, delegation=None)
+    if creators.get(authority.group) == user.pk:
         return Refusal("self_assigned", f"{user.email} decided with an assignment they made themselves.")
     return _duties_refusal(user, authority, request, before=vote.created_at)
 

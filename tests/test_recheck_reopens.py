@@ -16,7 +16,14 @@ from approvals.contract import parse_message
 from approvals.integrations import aws as gateway
 from approvals.models import ApprovalRequest, AuditEvent, Callback, CallbackStatus, Notification, RequestStatus, Vote
 from approvals.tasks import deliver_callback
-from tests.support import finance_execution_input, finance_team, signed_in, wait_for, wait_for_execution_end
+from tests.support import (
+    finance_execution_input,
+    finance_team,
+    make_user,
+    signed_in,
+    wait_for,
+    wait_for_execution_end,
+)
 from tests.test_callbacks import take_from_queue
 
 pytestmark = pytest.mark.django_db
@@ -237,3 +244,80 @@ def test_a_vote_through_an_assignment_the_voter_made_themselves_is_withdrawn_by_
     assert request.status == RequestStatus.PENDING
     withdrawn = AuditEvent.objects.get(request=request, action="vote_withdrawn")
     assert withdrawn.data["code"] == "self_assigned" and withdrawn.data["voter"] == "root@example.com"
+
+
+def closed_by(people_and_votes, **fields) -> tuple[ApprovalRequest, Callback]:
+    """A request ingested with `fields`, decided by these (user, approve) votes in order; its callback."""
+    body = {"taskToken": str(uuid.uuid4()), "title": "Order 9", **fields}
+    request, _ = services.approval_request_ingest(message=parse_message(json.dumps(body)))
+    for user, approve in people_and_votes:
+        services.approval_decide(public_id=request.public_id, user=user, approve=approve, comment="ok")
+    request.refresh_from_db()
+    return request, Callback.objects.get(request=request)
+
+
+def test_a_distinct_groups_approval_whose_voter_left_its_group_is_withdrawn_though_another_group_names_them(
+    people,
+):
+    """alice approves for finance-approvers, frank for legal: two groups. Then alice leaves
+    finance-approvers; she is still in legal, but legal's approval is frank's. Sent as it is, the
+    output would say two groups approved, one of them through a member it no longer has."""
+    legal = Group.objects.create(name="legal")
+    people["alice"].groups.add(legal)
+    frank = make_user("frank", "legal")
+    request, callback = closed_by(
+        [(people["alice"], True), (frank, True)],
+        approvers={"groups": ["finance-approvers", "legal"]},
+        policy={"required": 2, "distinctGroups": True},
+    )
+    assert request.status == RequestStatus.APPROVED
+    assert Vote.objects.get(request=request, user=people["alice"]).group == "finance-approvers"
+    leaves_the_group(people["alice"])
+
+    assert services.callback_claim(callback_id=callback.pk) is None
+
+    request.refresh_from_db()
+    assert request.status == RequestStatus.PENDING
+    withdrawn = AuditEvent.objects.get(request=request, action="vote_withdrawn")
+    assert withdrawn.data["voter"] == "alice@example.com" and withdrawn.data["code"] == "not_assignee"
+    assert "finance-approvers" in withdrawn.data["reason"]
+    # frank's approval for legal still counts; another approval from finance-approvers closes it.
+    services.approval_decide(public_id=request.public_id, user=people["carol"], approve=True)
+    request.refresh_from_db()
+    assert request.status == RequestStatus.APPROVED
+    send = services.callback_claim(callback_id=Callback.objects.get(request=request).pk)
+    assert send is not None
+    assert [entry["group"] for entry in send.payload["output"]["approvals"]] == ["legal", "finance-approvers"]
+
+
+def test_an_approval_whose_group_was_reassigned_away_does_not_stand_on_an_assignment_the_voter_then_made_themselves(
+    people,
+):
+    """root approves as a member of finance-approvers (1 of 2), then reassigns the request to
+    himself and carol. carol's approval closes it: root's right now is only the assignment he made."""
+    people["root"].groups.add(Group.objects.get(name="finance-approvers"))
+    body = {
+        "taskToken": str(uuid.uuid4()),
+        "title": "Order 10",
+        "approvers": {"groups": ["finance-approvers"]},
+        "policy": {"required": 2},
+    }
+    request, _ = services.approval_request_ingest(message=parse_message(json.dumps(body)))
+    services.approval_decide(public_id=request.public_id, user=people["root"], approve=True)
+    services.approval_reassign(
+        request_id=request.pk,
+        actor=people["root"],
+        users=["root@example.com", "carol@example.com"],
+        reason="the two of us",
+    )
+    services.approval_decide(public_id=request.public_id, user=people["carol"], approve=True)
+    request.refresh_from_db()
+    assert request.status == RequestStatus.APPROVED
+
+    assert services.callback_claim(callback_id=Callback.objects.get(request=request).pk) is None
+
+    request.refresh_from_db()
+    assert request.status == RequestStatus.PENDING
+    withdrawn = AuditEvent.objects.get(request=request, action="vote_withdrawn")
+    assert withdrawn.data["voter"] == "root@example.com" and withdrawn.data["code"] == "self_assigned"
+    assert list(Vote.objects.filter(request=request).values_list("user__username", flat=True)) == ["carol"]
