@@ -166,8 +166,12 @@ def _is_requester(user: User, request: ApprovalRequest) -> bool:
 
 
 def requester_groups(request: ApprovalRequest) -> set[str]:
-    """The requester's groups: what the message named, plus what the portal mirrored at their sign-in."""
+    """The requester's groups: what the message named, plus what the portal mirrored at their
+    sign-in — of the account the email named when the request arrived (as _is_requester: an email
+    changed since does not make them someone else), and of the account it names now."""
     groups = set(request.requester_groups or [])
+    if request.requester_user_id is not None:
+        groups |= user_group_names(request.requester_user)
     if request.requester_email:
         requester = User.objects.filter(email__iexact=request.requester_email, is_active=True).first()
         if requester is not None:

@@ -379,3 +379,20 @@ def test_the_admin_change_page_shows_the_policy_and_the_votes(people):
     page = client_for(people["carol"]).get(f"/admin/approvals/approvalrequest/{request.pk}/change/").content.decode()
     assert "2 approval(s) required" in page
     assert "Approved by alice@example.com" in page
+
+
+def test_the_requesters_groups_still_count_after_their_email_changes(people):
+    """Four eyes follows the account the requester's email named when the request arrived
+    (docs/security.md); the requester-group rule reads the groups of that same account."""
+    request = ingest(approvers={"groups": ["legal"]})
+    assert request.requester_user == people["bob"]
+    ApprovalRequest.objects.filter(pk=request.pk).update(sod_exclude_requester_groups=True)
+    people["bob"].email = "robert@example.com"
+    people["bob"].save(update_fields=["email"])
+    request.refresh_from_db()
+
+    refused = refusal_of(request, people["grace"])  # grace is in sales, like bob the requester
+    assert refused.code == "sod_requester_group"
+    assert ApprovalRequest.objects.get(pk=request.pk).status == RequestStatus.PENDING
+    decide(request, people["frank"])
+    assert ApprovalRequest.objects.get(pk=request.pk).status == RequestStatus.APPROVED
