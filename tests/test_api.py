@@ -481,6 +481,42 @@ def test_four_eyes_holds_for_a_service_account(people):
     )
 
 
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"may_decide": False}, "service_account_read_only"),
+        (
+            {"state_machines": ["arn:aws:states:us-east-1:123456789012:stateMachine:other"]},
+            "service_account_out_of_scope",
+        ),
+        ({"active": False}, "inactive_user"),
+    ],
+    ids=["read-only", "out-of-scope", "deactivated"],
+)
+def test_a_service_accounts_approval_is_withdrawn_when_an_admin_narrows_it_before_the_callback(
+    people, approval, change, code
+):
+    account = bot(people, may_decide=True)
+    assert Api(account.user).post(decision_url(approval), {"decision": "approve"}).status_code == 201
+    settings = {
+        "name": account.name,
+        "issuer": account.issuer,
+        "subject": account.subject,
+        "email": "bot@example.com",
+        "groups": ["finance-approvers"],
+        "state_machines": [MACHINE],
+        "may_decide": True,
+    }
+    services.service_account_save(actor=people["carol"], account_id=account.pk, **{**settings, **change})
+
+    assert services.callback_claim(callback_id=Callback.objects.get(request=approval).pk) is None
+
+    approval.refresh_from_db()
+    assert approval.status == RequestStatus.PENDING and not Callback.objects.filter(request=approval).exists()
+    withdrawn = AuditEvent.objects.get(request=approval, action="vote_withdrawn")
+    assert withdrawn.data["code"] == code and withdrawn.data["voter"] == "bot@example.com"
+
+
 def test_service_accounts_are_created_and_changed_with_an_audit_event(people):
     account = bot(people, may_decide=False)
     services.service_account_save(
