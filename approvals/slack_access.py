@@ -30,11 +30,14 @@ class SlackClicker:
     refusal: Refusal | None = None
 
 
-def sso_is_fresh(user: User, now=None) -> bool:
+def sso_is_fresh(user: User, now=None, *, max_age_seconds: int | None = None) -> bool:
+    """The IdP vouched for `user` (sign-in or session refresh) at most `max_age_seconds` ago
+    (default SLACK_SSO_MAX_AGE_SECONDS); the API asks with its own (approvals/api/authentication.py)."""
     if user.sso_verified_at is None:
         return False
     now = now or timezone.now()
-    return now - user.sso_verified_at <= timedelta(seconds=settings.SLACK_SSO_MAX_AGE_SECONDS)
+    max_age = settings.SLACK_SSO_MAX_AGE_SECONDS if max_age_seconds is None else max_age_seconds
+    return now - user.sso_verified_at <= timedelta(seconds=max_age)
 
 
 def slack_clicker(*, team_id: str, slack_user_id: str) -> SlackClicker:

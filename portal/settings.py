@@ -487,6 +487,9 @@ API_INTROSPECTION_ENDPOINT = env.str(
     "API_INTROSPECTION_ENDPOINT", default=f"{OIDC_OP_ISSUER}/introspect/" if DEV else ""
 )
 API_INTROSPECTION_CACHE_SECONDS = env.int("API_INTROSPECTION_CACHE_SECONDS", default=60)
+# A person's token decides only while their last SSO sign-in or session refresh (when the portal
+# last read their groups and email) is at most this old, as a Slack click (docs/api.md, "Tokens").
+API_SSO_MAX_AGE_SECONDS = env.int("API_SSO_MAX_AGE_SECONDS", default=4 * 3600)
 API_AUDIT_EXPORT_LIMIT = env.int("API_AUDIT_EXPORT_LIMIT", default=100_000)
 # How long a decide's Idempotency-Key keeps its first answer; the retention sweep forgets older ones.
 API_IDEMPOTENCY_KEY_HOURS = env.int("API_IDEMPOTENCY_KEY_HOURS", default=24)

@@ -10,6 +10,7 @@ import hmac
 import json
 import time
 import uuid
+from datetime import timedelta
 
 import jwt
 import pytest
@@ -18,10 +19,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from django.core.cache import cache
 from django.test import Client
+from django.utils import timezone
 from jwcrypto import jwk
 
 from approvals import services
-from approvals.models import ServiceAccount, User
+from approvals.contract import parse_message
+from approvals.models import AuditEvent, ServiceAccount, User, Vote
+from approvals.services import slack_identities
 from devidp import config as devidp_config
 from tests.support import client_credentials_token, make_user, user_access_token, wait_for
 
@@ -348,3 +352,40 @@ def test_an_introspection_answer_of_another_issuer_is_refused(api, opaque_bot):
     ServiceAccount.objects.update(issuer="https://other-idp.test")
 
     assert_refused(call(opaque_bot))
+
+
+# ---------------------------------------------------------------------------
+# A decision with a person's token: the groups it uses are the portal's, from the last sign-in
+# ---------------------------------------------------------------------------
+def decide_with(token: str, request) -> object:
+    return Client().post(
+        f"/api/v1/requests/{request.public_id}/decision/",
+        data=json.dumps({"decision": "approve", "comment": "from the CLI"}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+    )
+
+
+def test_a_persons_token_does_not_decide_with_groups_the_portal_last_saw_at_a_sign_in_long_ago(api, alice, idp_key):
+    """A person's access token proves who they are now, not which groups they are in: those are
+    what the portal mirrored at their last SSO sign-in or session refresh. Removed from
+    finance-approvers at the IdP (without SCIM), alice stays in it here until she signs in again,
+    and through the API (the CLI) she never has to. The web refreshes every few minutes and a Slack
+    click needs a recent sign-in; a decision with a token needs one too."""
+    body = {"taskToken": f"t-{uuid.uuid4()}", "title": "Order 11", "approvers": {"groups": ["finance-approvers"]}}
+    request, _ = services.approval_request_ingest(message=parse_message(json.dumps(body)))
+    User.objects.filter(pk=alice.pk).update(sso_verified_at=timezone.now() - timedelta(days=30))
+    token = sign(claims_for(api.OIDC_OP_ISSUER), *idp_key)
+
+    refused = decide_with(token, request)
+
+    assert refused.status_code == 403, refused.content[:300]
+    assert refused.json()["type"] == "urn:approvals:problem:sso_stale"
+    assert "sign in to the portal" in refused.json()["detail"]
+    assert not Vote.objects.exists()
+    assert AuditEvent.objects.filter(action="decision_refused", data__code="sso_stale", data__via="api").exists()
+    assert call(token).status_code == 200  # reading stays open: nothing is decided with it
+
+    slack_identities.user_sso_verified(user=alice)  # what a sign-in (or the web's session refresh) records
+    assert decide_with(token, request).status_code == 201
+    assert Vote.objects.get().user == alice

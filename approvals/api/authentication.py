@@ -11,6 +11,8 @@ from rest_framework import authentication, exceptions
 from approvals.api import access_tokens
 from approvals.api.problems import Problem
 from approvals.models import SERVICE_USERNAME_PREFIX, ServiceAccount, User
+from approvals.permissions import Refusal
+from approvals.slack_access import sso_is_fresh
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +71,31 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
 
 class CsrfSessionAuthentication(authentication.SessionAuthentication):
     """The portal's session cookie, CSRF enforced on every unsafe method (DRF's own check)."""
+
+
+SSO_STALE = "sso_stale"
+
+
+def stale_sso_refusal(request) -> Refusal | None:
+    """Why a person's bearer token may not decide now, or None.
+
+    The token proves who they are now, not which groups they are in (nor their email): the rule
+    reads what the portal mirrored at their last SSO sign-in or session refresh. The web refreshes
+    that every OIDC_SESSION_REFRESH_SECONDS, a Slack click needs it recent; through the API (the
+    CLI) nothing ever would, so someone removed from a group at the IdP (without SCIM) kept
+    deciding for it. A decision with a person's token needs the same: at most
+    API_SSO_MAX_AGE_SECONDS old. A service account's groups are the admins' (no IdP to ask); a
+    session cookie is refreshed by the web itself."""
+    caller = getattr(request, "auth", None)
+    if not isinstance(caller, ApiCaller) or caller.service_account is not None:
+        return None
+    if sso_is_fresh(request.user, max_age_seconds=settings.API_SSO_MAX_AGE_SECONDS):
+        return None
+    return Refusal(
+        SSO_STALE,
+        "Your portal sign-in is too old to decide with an access token: sign in to the portal in a "
+        "browser (or open any of its pages), then try again.",
+    )
 
 
 def service_account_of(request) -> ServiceAccount | None:

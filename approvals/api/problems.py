@@ -26,6 +26,7 @@ REFUSALS = {
     "distinct_groups": ("distinct_groups", 403),
     "service_account_read_only": ("service_account_read_only", 403),
     "service_account_out_of_scope": ("service_account_out_of_scope", 403),
+    "sso_stale": ("sso_stale", 403),
     "not_pending": ("already_decided", 409),
     "already_voted": ("already_voted", 409),
     "expired": ("expired", 409),

@@ -19,7 +19,7 @@ from rest_framework.views import APIView
 from approvals import one_click, permissions, selectors, services
 from approvals.answers import NON_FIELD_ERRORS
 from approvals.api import serializers as s
-from approvals.api.authentication import service_account_of
+from approvals.api.authentication import service_account_of, stale_sso_refusal
 from approvals.api.problems import (
     PROBLEM_CONTENT_TYPE,
     Problem,
@@ -211,6 +211,17 @@ class DecisionView(ApiView):
         key = request.headers.get("Idempotency-Key")
         approve = data["decision"] == "approve" if "decision" in data else None
         choice = data.get("choice")
+        if (stale := stale_sso_refusal(request)) is not None:
+            # Before the Idempotency-Key keeps an answer: after signing in, the same retry decides.
+            services.refusal_record(
+                user=request.user,
+                request=None,
+                code=stale.code,
+                attempted=data.get("decision") or "choice",
+                via="api",
+                public_id=str(public_id),
+            )
+            raise refusal_problem(stale.code, stale.message)
 
         def decide() -> tuple[int, dict]:
             try:
