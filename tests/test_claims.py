@@ -127,6 +127,32 @@ def test_a_colleague_cannot_take_a_claimed_request_and_learns_who_is_on_it_since
     assert AuditEvent.objects.filter(request=request, action="decision_refused").get().data["attempted"] == "claim"
 
 
+def leaves_finance(user) -> None:
+    user.groups.remove(Group.objects.get(name="finance-approvers"))
+
+
+def is_deactivated(user) -> None:
+    user.is_active = False
+    user.save(update_fields=["is_active"])
+
+
+@pytest.mark.parametrize("change", [leaves_finance, is_deactivated], ids=["left-group", "deactivated"])
+def test_a_claim_whose_holder_may_no_longer_decide_does_not_keep_colleagues_from_taking_it(people, change):
+    """alice claimed, then lost her right: "alice is on it" would hold the request for nobody,
+    and every colleague's claim was refused as taken."""
+    request = ingest()
+    claim(signed_in(people["alice"]), request)
+    change(people["alice"])
+
+    assert claim(signed_in(people["erin"]), request).status_code == 302
+
+    assert ApprovalRequest.objects.get(pk=request.pk).claimed_by == people["erin"]
+    released = AuditEvent.objects.get(request=request, action="claim_released")
+    assert released.actor is None and released.data["claimed_by"] == "alice@example.com"
+    assert released.data["code"] in {"not_assignee", "inactive_user"}
+    assert actions(request)[-1] == ("claimed", "erin@example.com", "")
+
+
 def test_who_may_not_decide_cannot_claim_and_the_refusal_is_audited(people):
     request = ingest()
 

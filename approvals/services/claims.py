@@ -2,7 +2,8 @@
 
 A claim is information, not a lock: it never stops a colleague from deciding, and it stops
 showing once the request is closed. Only someone who may decide now claims; only the claimer
-unclaims; admins with `release_claim_approvalrequest` release anyone's claim.
+unclaims; admins with `release_claim_approvalrequest` release anyone's claim; a claim whose holder
+may no longer decide is released when a colleague claims.
 """
 
 from collections.abc import Sequence
@@ -40,8 +41,21 @@ def _claim(*, public_id, user: User) -> ApprovalRequest:
     if request.claimed_by_id == user.pk:
         return request  # a second click, or a second tab: already theirs
     if request.claimed_by_id is not None:
-        raise ApprovalError(
-            f"{request.claimed_by.email} is already on it since {_claimed_since(request)}.", "claimed", request=request
+        holder = request.claimed_by
+        gone = permissions.decision_refusal(holder, request)
+        if gone is None:
+            raise ApprovalError(
+                f"{holder.email} is already on it since {_claimed_since(request)}.", "claimed", request=request
+            )
+        # The holder may no longer decide it (deactivated, left the group, reassigned away): their
+        # claim holds it for nobody. Released by the system, then taken.
+        audit(
+            action=AuditAction.CLAIM_RELEASED,
+            request=request,
+            actor=None,
+            claimed_by=holder.email or holder.get_username(),
+            claimed_at=request.claimed_at.isoformat() if request.claimed_at else None,
+            code=gone.code,
         )
     request.claimed_by = user
     request.claimed_at = timezone.now()
