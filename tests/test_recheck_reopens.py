@@ -7,9 +7,11 @@ would run it. In these `db` tests on-commit hooks never fire, so each test calls
 
 import json
 import uuid
+from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import Group
+from django.utils import timezone
 
 from approvals import selectors, services
 from approvals.contract import parse_message
@@ -321,3 +323,68 @@ def test_an_approval_whose_group_was_reassigned_away_does_not_stand_on_an_assign
     withdrawn = AuditEvent.objects.get(request=request, action="vote_withdrawn")
     assert withdrawn.data["voter"] == "root@example.com" and withdrawn.data["code"] == "self_assigned"
     assert list(Vote.objects.filter(request=request).values_list("user__username", flat=True)) == ["carol"]
+
+
+def reassigned_to_dave(people, request) -> None:
+    services.approval_reassign(request_id=request.pk, actor=people["root"], users=["dave@example.com"], reason="r")
+
+
+def joins_the_requesters_group(people, request) -> None:
+    ApprovalRequest.objects.filter(pk=request.pk).update(sod_exclude_requester_groups=True)
+    make_user("bob", "sales")
+    people["alice"].groups.add(Group.objects.get(name="sales"))
+
+
+def delegator_deactivated(people, request) -> None:
+    is_deactivated(people["carol"])
+
+
+def delegator_left_the_group(people, request) -> None:
+    leaves_the_group(people["carol"])
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        (reassigned_to_dave, "not_assignee"),
+        (joins_the_requesters_group, "sod_requester_group"),
+        (delegator_deactivated, "inactive_user"),
+        (delegator_left_the_group, "not_assignee"),
+    ],
+    ids=["reassigned-away", "joined-the-requesters-group", "delegator-deactivated", "delegator-left-the-group"],
+)
+def test_a_right_lost_between_a_quorum_vote_and_the_callback_withdraws_the_vote_and_reopens(people, change, code):
+    """alice's approval (for herself, or standing in for carol) is 1 of 2; it loses its ground;
+    dave's approval closes the request; the re-check withdraws alice's vote and it reopens."""
+    services.delegation_set(
+        delegator=people["carol"],
+        delegate_email="alice@example.com",
+        ends_at=timezone.now() + timedelta(days=1),
+        actor=people["carol"],
+    )
+    leaves_the_group(people["alice"])  # she decides only through carol's right...
+    uses_delegation = change in (delegator_deactivated, delegator_left_the_group)
+    if not uses_delegation:
+        people["alice"].groups.add(Group.objects.get(name="finance-approvers"))  # ...or her own
+    body = {
+        "taskToken": str(uuid.uuid4()),
+        "title": "Order 12",
+        "requester": "bob@example.com",
+        "approvers": {"users": ["dave@example.com"], "groups": ["finance-approvers"]},
+        "policy": {"required": 2},
+    }
+    request, _ = services.approval_request_ingest(message=parse_message(json.dumps(body)))
+    services.approval_decide(public_id=request.public_id, user=people["alice"], approve=True)
+    assert (Vote.objects.get(user=people["alice"]).on_behalf_of_id is not None) == uses_delegation
+    change(people, ApprovalRequest.objects.get(pk=request.pk))
+    services.approval_decide(public_id=request.public_id, user=people["dave"], approve=True)
+    request.refresh_from_db()
+    assert request.status == RequestStatus.APPROVED
+
+    assert services.callback_claim(callback_id=Callback.objects.get(request=request).pk) is None
+
+    request.refresh_from_db()
+    assert request.status == RequestStatus.PENDING
+    withdrawn = AuditEvent.objects.get(request=request, action="vote_withdrawn")
+    assert (withdrawn.data["voter"], withdrawn.data["code"]) == ("alice@example.com", code)
+    assert list(Vote.objects.filter(request=request).values_list("user__username", flat=True)) == ["dave"]
