@@ -357,12 +357,13 @@ def test_an_introspection_answer_of_another_issuer_is_refused(api, opaque_bot):
 # ---------------------------------------------------------------------------
 # A decision with a person's token: the groups it uses are the portal's, from the last sign-in
 # ---------------------------------------------------------------------------
-def decide_with(token: str, request) -> object:
+def decide_with(token: str, request, key: str | None = None) -> object:
     return Client().post(
         f"/api/v1/requests/{request.public_id}/decision/",
         data=json.dumps({"decision": "approve", "comment": "from the CLI"}),
         content_type="application/json",
         HTTP_AUTHORIZATION=f"Bearer {token}",
+        **({"HTTP_IDEMPOTENCY_KEY": key} if key else {}),
     )
 
 
@@ -387,5 +388,9 @@ def test_a_persons_token_does_not_decide_with_groups_the_portal_last_saw_at_a_si
     assert call(token).status_code == 200  # reading stays open: nothing is decided with it
 
     slack_identities.user_sso_verified(user=alice)  # what a sign-in (or the web's session refresh) records
-    assert decide_with(token, request).status_code == 201
+    assert decide_with(token, request, key="cli-1").status_code == 201
     assert Vote.objects.get().user == alice
+    # A retry of that decision gets its first answer, however old the sign-in has grown since.
+    User.objects.filter(pk=alice.pk).update(sso_verified_at=timezone.now() - timedelta(days=30))
+    again = decide_with(token, request, key="cli-1")
+    assert again.status_code == 201 and again["Idempotency-Replayed"] == "true"

@@ -211,20 +211,20 @@ class DecisionView(ApiView):
         key = request.headers.get("Idempotency-Key")
         approve = data["decision"] == "approve" if "decision" in data else None
         choice = data.get("choice")
-        if (stale := stale_sso_refusal(request)) is not None:
-            # Before the Idempotency-Key keeps an answer: after signing in, the same retry decides.
-            services.refusal_record(
-                user=request.user,
-                request=None,
-                code=stale.code,
-                attempted=data.get("decision") or "choice",
-                via="api",
-                public_id=str(public_id),
-            )
-            raise refusal_problem(stale.code, stale.message)
 
         def decide() -> tuple[int, dict]:
             try:
+                if (stale := stale_sso_refusal(request)) is not None:
+                    # Checked here, not before the Idempotency-Key: a retry still gets the first answer.
+                    services.refusal_record(
+                        user=request.user,
+                        request=None,
+                        code=stale.code,
+                        attempted=data.get("decision") or "choice",
+                        via="api",
+                        public_id=str(public_id),
+                    )
+                    raise services.ApprovalError(stale.message, stale.code)
                 approval = self.visible_request(public_id, attempted=data.get("decision") or "choice")
                 if choice is not None and approve is not None:
                     _check_decision_matches_choice(approval, user=request.user, approve=approve, choice=choice)
