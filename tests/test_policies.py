@@ -396,3 +396,29 @@ def test_the_requesters_groups_still_count_after_their_email_changes(people):
     assert ApprovalRequest.objects.get(pk=request.pk).status == RequestStatus.PENDING
     decide(request, people["frank"])
     assert ApprovalRequest.objects.get(pk=request.pk).status == RequestStatus.APPROVED
+
+
+def test_an_approval_that_no_longer_holds_neither_uses_up_its_group_nor_counts_toward_the_next_decision(people):
+    """alice approved for finance-approvers (1 of 2 from distinct groups), then left the group.
+    Her approval would be withdrawn before any callback; it must not keep erin, of the same
+    group, from approving ("finance-approvers has already approved"), nor close the request with
+    erin's as a 2 of 2 that the callback's re-check then reopens."""
+    request = ingest(
+        approvers={"groups": ["finance-approvers", "legal"]}, policy={"required": 2, "distinctGroups": True}
+    )
+    decide(request, people["alice"])
+    people["alice"].groups.remove(Group.objects.get(name="finance-approvers"))
+
+    decide(request, people["erin"])
+
+    request.refresh_from_db()
+    assert request.status == RequestStatus.PENDING  # 1 of 2: erin's
+    withdrawn = AuditEvent.objects.get(request=request, action="vote_withdrawn")
+    assert (withdrawn.data["voter"], withdrawn.data["code"]) == ("alice@example.com", "not_assignee")
+    assert list(Vote.objects.filter(request=request).values_list("user__username", flat=True)) == ["erin"]
+    decide(request, people["frank"])
+    request.refresh_from_db()
+    assert request.status == RequestStatus.APPROVED
+    groups = [entry["group"] for entry in Callback.objects.get(request=request).payload["output"]["approvals"]]
+    assert groups == ["finance-approvers", "legal"]
+    assert services.callback_claim(callback_id=Callback.objects.get(request=request).pk) is not None

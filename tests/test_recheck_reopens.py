@@ -296,7 +296,8 @@ def test_an_approval_whose_group_was_reassigned_away_does_not_stand_on_an_assign
     people,
 ):
     """root approves as a member of finance-approvers (1 of 2), then reassigns the request to
-    himself and carol. carol's approval closes it: root's right now is only the assignment he made."""
+    himself and carol: root's right now is only the assignment he made. carol's approval finds
+    his withdrawn (it no longer counts) and waits for another."""
     people["root"].groups.add(Group.objects.get(name="finance-approvers"))
     body = {
         "taskToken": str(uuid.uuid4()),
@@ -312,11 +313,8 @@ def test_an_approval_whose_group_was_reassigned_away_does_not_stand_on_an_assign
         users=["root@example.com", "carol@example.com"],
         reason="the two of us",
     )
-    services.approval_decide(public_id=request.public_id, user=people["carol"], approve=True)
-    request.refresh_from_db()
-    assert request.status == RequestStatus.APPROVED
 
-    assert services.callback_claim(callback_id=Callback.objects.get(request=request).pk) is None
+    services.approval_decide(public_id=request.public_id, user=people["carol"], approve=True)
 
     request.refresh_from_db()
     assert request.status == RequestStatus.PENDING
@@ -343,29 +341,16 @@ def delegator_left_the_group(people, request) -> None:
     leaves_the_group(people["carol"])
 
 
-@pytest.mark.parametrize(
-    ("change", "code"),
-    [
-        (reassigned_to_dave, "not_assignee"),
-        (joins_the_requesters_group, "sod_requester_group"),
-        (delegator_deactivated, "inactive_user"),
-        (delegator_left_the_group, "not_assignee"),
-    ],
-    ids=["reassigned-away", "joined-the-requesters-group", "delegator-deactivated", "delegator-left-the-group"],
-)
-def test_a_right_lost_between_a_quorum_vote_and_the_callback_withdraws_the_vote_and_reopens(people, change, code):
-    """alice's approval (for herself, or standing in for carol) is 1 of 2; it loses its ground;
-    dave's approval closes the request; the re-check withdraws alice's vote and it reopens."""
+def alices_quorum_vote(people, *, through_carol: bool) -> ApprovalRequest:
+    """alice's approval, 1 of 2: her own as a member of finance-approvers, or standing in for carol."""
     services.delegation_set(
         delegator=people["carol"],
         delegate_email="alice@example.com",
         ends_at=timezone.now() + timedelta(days=1),
         actor=people["carol"],
     )
-    leaves_the_group(people["alice"])  # she decides only through carol's right...
-    uses_delegation = change in (delegator_deactivated, delegator_left_the_group)
-    if not uses_delegation:
-        people["alice"].groups.add(Group.objects.get(name="finance-approvers"))  # ...or her own
+    if through_carol:
+        leaves_the_group(people["alice"])
     body = {
         "taskToken": str(uuid.uuid4()),
         "title": "Order 12",
@@ -375,16 +360,49 @@ def test_a_right_lost_between_a_quorum_vote_and_the_callback_withdraws_the_vote_
     }
     request, _ = services.approval_request_ingest(message=parse_message(json.dumps(body)))
     services.approval_decide(public_id=request.public_id, user=people["alice"], approve=True)
-    assert (Vote.objects.get(user=people["alice"]).on_behalf_of_id is not None) == uses_delegation
-    change(people, ApprovalRequest.objects.get(pk=request.pk))
+    assert (Vote.objects.get(user=people["alice"]).on_behalf_of_id is not None) == through_carol
+    return ApprovalRequest.objects.get(pk=request.pk)
+
+
+def assert_alices_vote_withdrawn(request, code: str) -> None:
+    withdrawn = AuditEvent.objects.get(request=request, action="vote_withdrawn")
+    assert (withdrawn.data["voter"], withdrawn.data["code"]) == ("alice@example.com", code)
+    assert list(Vote.objects.filter(request=request).values_list("user__username", flat=True)) == ["dave"]
+
+
+LOSSES = [
+    (reassigned_to_dave, "not_assignee"),
+    (joins_the_requesters_group, "sod_requester_group"),
+    (delegator_deactivated, "inactive_user"),
+    (delegator_left_the_group, "not_assignee"),
+]
+LOSS_IDS = ["reassigned-away", "joined-the-requesters-group", "delegator-deactivated", "delegator-left-the-group"]
+
+
+@pytest.mark.parametrize(("change", "code"), LOSSES, ids=LOSS_IDS)
+def test_a_quorum_vote_whose_ground_went_before_the_next_vote_no_longer_counts_toward_it(people, change, code):
+    """alice's approval is 1 of 2; it loses its ground; dave's approval is then 1 of 2, not a
+    closing 2 of 2 that the callback's re-check would reopen."""
+    request = alices_quorum_vote(people, through_carol=change in (delegator_deactivated, delegator_left_the_group))
+    change(people, request)
+
+    services.approval_decide(public_id=request.public_id, user=people["dave"], approve=True)
+
+    request.refresh_from_db()
+    assert request.status == RequestStatus.PENDING and not Callback.objects.filter(request=request).exists()
+    assert_alices_vote_withdrawn(request, code)
+
+
+@pytest.mark.parametrize(("change", "code"), LOSSES[1:], ids=LOSS_IDS[1:])  # a closed request is not reassigned
+def test_a_right_lost_between_the_closing_vote_and_the_callback_withdraws_the_vote_and_reopens(people, change, code):
+    request = alices_quorum_vote(people, through_carol=change in (delegator_deactivated, delegator_left_the_group))
     services.approval_decide(public_id=request.public_id, user=people["dave"], approve=True)
     request.refresh_from_db()
     assert request.status == RequestStatus.APPROVED
+    change(people, request)
 
     assert services.callback_claim(callback_id=Callback.objects.get(request=request).pk) is None
 
     request.refresh_from_db()
     assert request.status == RequestStatus.PENDING
-    withdrawn = AuditEvent.objects.get(request=request, action="vote_withdrawn")
-    assert (withdrawn.data["voter"], withdrawn.data["code"]) == ("alice@example.com", code)
-    assert list(Vote.objects.filter(request=request).values_list("user__username", flat=True)) == ["dave"]
+    assert_alices_vote_withdrawn(request, code)

@@ -34,6 +34,7 @@ from approvals.services.common import (
 from approvals.services.notifications import approval_decided_notify
 from approvals.services.payloads import callback_payload, identity
 from approvals.services.quorum import quorum_votes
+from approvals.services.recheck import stale_votes_withdraw
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +152,10 @@ def _decide(
 ) -> ApprovalRequest:
     # Only the second of two simultaneous votes completing a 2-of-2 closes it (one Callback).
     request = locked_request(public_id, related=("decided_by",))
+    if request.is_pending:
+        # Votes whose ground went since (deactivated, left the group, reassigned away) neither count
+        # toward this decision nor keep their group taken; kept only if this vote is recorded.
+        stale_votes_withdraw(request)
     try:
         approve, chosen_ids, _chosen = decision_choice(request, approve=approve, choice=choice)
         choice_error = None

@@ -7,7 +7,9 @@ pending again for the remaining approvers (who are told), an admin can cancel it
 unsent callback row is removed so that nothing stale can be delivered later. Never an
 APPROVED request with a failed callback, waiting for Step Functions to time out.
 
-Called by callbacks.callbacks_claim_batch with the callback rows locked, in its transaction.
+Called by callbacks.callbacks_claim_batch with the callback rows locked, in its transaction;
+and, for the votes already cast, by every later vote (stale_votes_withdraw), so that a vote
+which no longer holds never counts toward the next one.
 """
 
 from dataclasses import dataclass
@@ -92,6 +94,25 @@ def decision_recheck(callback: Callback, *, maybe_delivered: bool, votes: list[V
         return RecheckOutcome(send=True)
     _request_reopen(request, callback, refused=refused, approvals=approvals, rejections=rejections)
     return RecheckOutcome(reopened=True)
+
+
+def stale_votes_withdraw(request: ApprovalRequest) -> int:
+    """Before a new vote on a pending request is checked and counted: the votes already cast
+    that no longer hold are withdrawn, as the callback's re-check would withdraw them. Otherwise
+    they count toward the policy (closing the request only for the re-check to reopen it) and,
+    with distinctGroups, keep their group's approval taken. `request` is locked by the caller,
+    with its votes prefetched; they are read again when any is withdrawn. Returns how many."""
+    votes = list(request.votes.all())
+    if not votes:
+        return 0
+    refused = [(vote, refusal) for vote in votes if (refusal := permissions.vote_refusal(vote, request))]
+    now = timezone.now()
+    for vote, refusal in refused:
+        _vote_withdraw(vote, request=request, code=refusal.code, reason=refusal.message, now=now)
+    if refused:
+        request._prefetched_objects_cache.pop("votes", None)
+        prefetch_related_objects([request], "votes")
+    return len(refused)
 
 
 def _vote_withdraw(vote: Vote, *, request: ApprovalRequest, code: str, reason: str, now) -> None:
