@@ -6,6 +6,7 @@ would run it. In these `db` tests on-commit hooks never fire, so each test calls
 """
 
 import json
+import re
 import uuid
 from datetime import timedelta
 
@@ -406,3 +407,16 @@ def test_a_right_lost_between_the_closing_vote_and_the_callback_withdraws_the_vo
     request.refresh_from_db()
     assert request.status == RequestStatus.PENDING
     assert_alices_vote_withdrawn(request, code)
+
+
+def test_the_request_page_says_a_vote_no_longer_counts_without_calling_a_request_that_never_closed_reopened(people):
+    request = alices_quorum_vote(people, through_carol=False)
+    reassigned_to_dave(people, request)
+    services.approval_decide(public_id=request.public_id, user=people["dave"], approve=True)
+
+    page = signed_in(people["dave"]).get(f"/requests/{request.public_id}/").content.decode()
+
+    notice = re.search(r'<div class="notice notice-reopened"[^>]*>(.*?)</div>', page, re.S).group(1)
+    assert "1 vote no longer counts — checked again when a later vote was cast" in notice
+    assert "alice@example.com" in notice
+    assert "Reopened" not in notice and "again." not in notice

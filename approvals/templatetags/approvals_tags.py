@@ -28,7 +28,7 @@ from approvals.details_view import (
     folded_text,
     more_text,
 )
-from approvals.models import Vote
+from approvals.models import AuditAction, AuditEvent, Vote
 from approvals.selectors import DUE_SOON
 
 register = template.Library()
@@ -381,9 +381,17 @@ def approvals_count(approval) -> int:
 
 @register.simple_tag
 def withdrawn_votes(approval) -> list:
-    """Votes the callback's identity re-check withdrew (they no longer count), oldest first."""
+    """Votes withdrawn by the identity re-check, before the callback or at a later vote (they no
+    longer count), oldest first."""
     return list(
         Vote.with_withdrawn.filter(request=approval, withdrawn_at__isnull=False)
         .select_related("user", "on_behalf_of")
         .order_by("withdrawn_at", "pk")
     )
+
+
+@register.simple_tag
+def reopened(approval) -> bool:
+    """Whether the callback's re-check reopened the request (it had closed), rather than a vote
+    withdrawn when a later one was cast."""
+    return AuditEvent.objects.filter(request=approval, action=AuditAction.REOPENED).exists()
