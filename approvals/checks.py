@@ -170,6 +170,16 @@ def api_settings_check(app_configs, **kwargs):
     endpoint = settings.API_INTROSPECTION_ENDPOINT
     if endpoint and not settings.DEV and urlsplit(endpoint).scheme != "https":
         errors.append(Error("API_INTROSPECTION_ENDPOINT must be https:// in production", id="approvals.E041"))
+    if settings.API_AUDIENCE and settings.API_AUDIENCE == settings.OIDC_RP_CLIENT_ID:
+        # The portal's ID tokens carry its client id as their audience: they would pass as the
+        # API's access tokens (an ID token sits in the session and in the sign-out URL).
+        errors.append(
+            Error(
+                "API_AUDIENCE must not be OIDC_RP_CLIENT_ID: the portal's own ID tokens would be accepted "
+                "as API access tokens. Register the API as its own resource at the IdP (docs/api.md, Tokens).",
+                id="approvals.E042",
+            )
+        )
     return errors
 
 

@@ -264,6 +264,19 @@ def test_a_weak_algorithm_allow_list_fails_the_system_check(settings, algorithms
     assert [error.id for error in api_settings_check(None)] == ["approvals.E040"]
 
 
+def test_the_portals_own_client_id_as_the_api_audience_fails_the_system_check(settings):
+    """The IdP issues the portal's ID tokens with `aud` = the portal's client id. With the API's
+    audience set to it, an ID token (kept in the session, sent in the sign-out URL's
+    id_token_hint) would pass as an access token for the API."""
+    from approvals.checks import api_settings_check
+
+    settings.API_AUDIENCE = settings.OIDC_RP_CLIENT_ID
+
+    [error] = api_settings_check(None)
+    assert error.id == "approvals.E042"
+    assert "OIDC_RP_CLIENT_ID" in error.msg
+
+
 # ---------------------------------------------------------------------------
 # Opaque tokens: the IdP's introspection endpoint (RFC 7662), its answer cached briefly
 # ---------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from approvals.contract import (
     find_token,
     parse_message,
 )
+from approvals.integrations.aws import QueueMessage
 from approvals.redaction import (
     MAX_STORED_BODY_BYTES,
     REDACTED,
@@ -621,6 +622,13 @@ def test_the_repr_of_a_message_does_not_show_the_token(token):
     assert token not in repr(message)
     assert token not in str(message)
     assert "task_token" not in repr(message)
+
+
+@pytest.mark.parametrize("token", [AWS_TOKEN, UUID_TOKEN])
+def test_the_repr_of_a_received_queue_message_does_not_show_its_body(token):
+    received = QueueMessage(message_id="m-1", receipt_handle="r-1", body=body(token), receive_count=1)
+    assert token not in repr(received)
+    assert token not in str(received)
 
 
 def test_contract_errors_survive_pickling():

@@ -46,7 +46,7 @@ class AwsPermanentError(AwsError):
 class QueueMessage:
     message_id: str
     receipt_handle: str
-    body: str
+    body: str = field(repr=False)  # holds the task token
     receive_count: int
 
 
