@@ -148,9 +148,7 @@ class PortalOIDCBackend(OIDCAuthenticationBackend):
 
     @staticmethod
     def _groups(claims) -> set[str]:
-        value = claims
-        for part in settings.OIDC_GROUPS_CLAIM.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
+        value = _groups_claim(claims)
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, list):
@@ -169,6 +167,46 @@ class PortalOIDCBackend(OIDCAuthenticationBackend):
         # Unique and stable; humans see the email, not this.
         digest = hashlib.sha256(f"{claims['iss']}|{cls._subject(claims)}".encode()).hexdigest()[:32]
         return f"oidc-{digest}"
+
+
+def sso_refresh_with_access_token(user: User, access_token: str) -> bool:
+    """Ask the IdP who `user` is now, at its userinfo endpoint with the person's own access token,
+    and mirror the answer as a sign-in does (email, name, groups, admin roles), recording that the
+    IdP vouched for them now: what the web's session refresh does, for a caller of the API (the
+    CLI) who never opens a page.
+
+    False, with nothing changed, unless the IdP answers for the same subject with a usable email
+    and the groups claim: without it, mirroring would take every group away, and keeping the old
+    ones would decide with what the IdP no longer says (an IdP that puts groups only in ID tokens
+    leaves a sign-in in a browser as the way)."""
+    if not settings.OIDC_OP_USER_ENDPOINT:
+        return False
+    backend = PortalOIDCBackend()
+    try:
+        claims = backend.get_userinfo(access_token, None, {"sub": user.oidc_sub, "iss": user.oidc_issuer})
+        if not backend.verify_claims(claims) or backend._subject(claims) != user.oidc_sub:
+            return False
+        if _groups_claim(claims) is None:
+            logger.info("sign-in not refreshed from userinfo: the IdP's answer has no %s", settings.OIDC_GROUPS_CLAIM)
+            return False
+        backend.update_user(user, claims)
+    except SuspiciousOperation as exc:
+        logger.warning("sign-in not refreshed from userinfo: %s", exc)
+        return False
+    except (requests.RequestException, ValueError) as exc:  # refused, unreachable, or not JSON
+        status = exc.response.status_code if getattr(exc, "response", None) is not None else "-"
+        logger.warning("sign-in not refreshed from userinfo: %s (status %s)", type(exc).__name__, status)
+        return False
+    user_sso_verified(user=user)
+    return True
+
+
+def _groups_claim(claims: dict):
+    """The claim OIDC_GROUPS_CLAIM names (a dotted path into nested claims), None when absent."""
+    value = claims
+    for part in settings.OIDC_GROUPS_CLAIM.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
 
 
 def provider_logout_url(request) -> str:

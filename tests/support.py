@@ -121,7 +121,7 @@ def client_credentials_token(issuer: str, client_id: str, client_secret: str) ->
     return response.json()["access_token"]
 
 
-def user_access_token(issuer: str, username: str, redirect_uri: str) -> str:
+def user_access_token(issuer: str, username: str, redirect_uri: str, *, scope: str = "openid email") -> str:
     """A person's access token: the authorization-code grant with PKCE, through the dev IdP's
     login form, as the portal's client (its registered redirect URI is only read, not visited)."""
     import base64
@@ -138,7 +138,7 @@ def user_access_token(issuer: str, username: str, redirect_uri: str) -> str:
         "response_type": "code",
         "client_id": client_id(),
         "redirect_uri": redirect_uri,
-        "scope": "openid email",
+        "scope": scope,
         "state": secrets.token_urlsafe(8),
         "code_challenge": challenge,
         "code_challenge_method": "S256",

@@ -22,7 +22,7 @@ from django.test import Client
 from django.utils import timezone
 from jwcrypto import jwk
 
-from approvals import services
+from approvals import permissions, services
 from approvals.contract import parse_message
 from approvals.models import AuditEvent, ServiceAccount, User, Vote
 from approvals.services import slack_identities
@@ -39,6 +39,7 @@ def api(settings, devidp):
     settings.OIDC_OP_ISSUER = devidp
     settings.OIDC_OP_JWKS_ENDPOINT = f"{devidp}/.well-known/jwks.json"
     settings.API_INTROSPECTION_ENDPOINT = f"{devidp}/introspect/"
+    settings.OIDC_OP_USER_ENDPOINT = f"{devidp}/userinfo/"
     settings.API_AUDIENCE = "approvals-api"
     cache.clear()
     yield settings
@@ -407,3 +408,53 @@ def test_a_persons_token_does_not_decide_with_groups_the_portal_last_saw_at_a_si
     User.objects.filter(pk=alice.pk).update(sso_verified_at=timezone.now() - timedelta(days=30))
     again = decide_with(token, request, key="cli-1")
     assert again.status_code == 201 and again["Idempotency-Replayed"] == "true"
+
+
+def test_an_old_sign_in_is_refreshed_from_the_idp_with_the_persons_own_token_before_it_decides(api, web_port):
+    """The CLI's person has not opened the portal for a month: instead of sending them to a
+    browser, the portal asks the IdP's userinfo endpoint with their own token who they are now and
+    mirrors it as a sign-in does. The dev IdP has alice in finance-approvers only; the portal still
+    had her in legal from long ago."""
+    token = user_access_token(
+        api.OIDC_OP_ISSUER, "alice", f"http://127.0.0.1:{web_port}/oidc/callback/", scope="openid email profile groups"
+    )
+    sub = jwt.decode(token, options={"verify_signature": False})["sub"]
+    alice = make_user("alice-sso", "finance-approvers", "legal", sub=sub)
+    month_ago = timezone.now() - timedelta(days=30)
+    User.objects.filter(pk=alice.pk).update(oidc_issuer=api.OIDC_OP_ISSUER, sso_verified_at=month_ago)
+
+    def waiting_for(group: str):
+        body = {"taskToken": f"t-{uuid.uuid4()}", "title": f"For {group}", "approvers": {"groups": [group]}}
+        return services.approval_request_ingest(message=parse_message(json.dumps(body)))[0]
+
+    refused = decide_with(token, waiting_for("legal"))
+
+    # Out of legal, she no longer sees its request: the same answer as for any request not hers.
+    assert refused.status_code == 404, refused.content[:300]
+    assert refused.json()["type"] == "urn:approvals:problem:not_found"
+    alice.refresh_from_db()
+    assert permissions.user_group_names(alice) == {"finance-approvers"}
+    assert alice.email == "alice@example.com"
+    assert alice.sso_verified_at > month_ago + timedelta(days=29)
+
+    assert decide_with(token, waiting_for("finance-approvers")).status_code == 201
+    assert Vote.objects.get().user == alice
+
+
+def test_an_old_sign_in_stays_refused_when_the_idp_does_not_say_which_groups_the_person_is_in(api, web_port):
+    """A token without the groups scope gets a userinfo answer without groups: mirroring it would
+    take every group away, and keeping the old ones would decide with them. Neither: sso_stale."""
+    token = user_access_token(api.OIDC_OP_ISSUER, "alice", f"http://127.0.0.1:{web_port}/oidc/callback/")
+    sub = jwt.decode(token, options={"verify_signature": False})["sub"]
+    alice = make_user("alice-sso", "finance-approvers", sub=sub)
+    User.objects.filter(pk=alice.pk).update(
+        oidc_issuer=api.OIDC_OP_ISSUER, sso_verified_at=timezone.now() - timedelta(days=30)
+    )
+    body = {"taskToken": f"t-{uuid.uuid4()}", "title": "Order 12", "approvers": {"groups": ["finance-approvers"]}}
+    request, _ = services.approval_request_ingest(message=parse_message(json.dumps(body)))
+
+    refused = decide_with(token, request)
+
+    assert refused.status_code == 403, refused.content[:300]
+    assert refused.json()["type"] == "urn:approvals:problem:sso_stale"
+    assert set(User.objects.get(pk=alice.pk).groups.values_list("name", flat=True)) == {"finance-approvers"}

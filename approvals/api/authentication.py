@@ -10,6 +10,7 @@ from rest_framework import authentication, exceptions
 
 from approvals.api import access_tokens
 from approvals.api.problems import Problem
+from approvals.auth import sso_refresh_with_access_token
 from approvals.models import SERVICE_USERNAME_PREFIX, ServiceAccount, User
 from approvals.permissions import Refusal
 from approvals.slack_access import sso_is_fresh
@@ -84,17 +85,23 @@ def stale_sso_refusal(request) -> Refusal | None:
     that every OIDC_SESSION_REFRESH_SECONDS, a Slack click needs it recent; through the API (the
     CLI) nothing ever would, so someone removed from a group at the IdP (without SCIM) kept
     deciding for it. A decision with a person's token needs the same: at most
-    API_SSO_MAX_AGE_SECONDS old. A service account's groups are the admins' (no IdP to ask); a
-    session cookie is refreshed by the web itself."""
+    API_SSO_MAX_AGE_SECONDS old, else the portal asks the IdP with the caller's own token first
+    (approvals/auth.py, sso_refresh_with_access_token), as the web's refresh asks it. A service
+    account's groups are the admins' (no IdP to ask); a session cookie is refreshed by the web."""
     caller = getattr(request, "auth", None)
     if not isinstance(caller, ApiCaller) or caller.service_account is not None:
         return None
     if sso_is_fresh(request.user, max_age_seconds=settings.API_SSO_MAX_AGE_SECONDS):
         return None
+    # authenticate() accepted this header: "Bearer <ascii token>".
+    access_token = authentication.get_authorization_header(request).split()[1].decode("ascii")
+    if sso_refresh_with_access_token(request.user, access_token):
+        return None
     return Refusal(
         SSO_STALE,
-        "Your portal sign-in is too old to decide with an access token: sign in to the portal in a "
-        "browser (or open any of its pages), then try again.",
+        "Your portal sign-in is too old to decide with an access token, and the identity provider "
+        "did not say who you are now: sign in to the portal in a browser (or open any of its "
+        "pages), then try again.",
     )
 
 
