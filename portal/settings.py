@@ -488,7 +488,8 @@ API_INTROSPECTION_ENDPOINT = env.str(
 )
 API_INTROSPECTION_CACHE_SECONDS = env.int("API_INTROSPECTION_CACHE_SECONDS", default=60)
 # A person's token decides only while their last SSO sign-in or session refresh (when the portal
-# last read their groups and email) is at most this old, as a Slack click (docs/api.md, "Tokens").
+# last read their groups and email) is at most this old, as a Slack click; older, the API asks the
+# IdP's userinfo endpoint with the caller's token first (docs/api.md, "Tokens").
 API_SSO_MAX_AGE_SECONDS = env.int("API_SSO_MAX_AGE_SECONDS", default=4 * 3600)
 API_AUDIT_EXPORT_LIMIT = env.int("API_AUDIT_EXPORT_LIMIT", default=100_000)
 # How long a decide's Idempotency-Key keeps its first answer; the retention sweep forgets older ones.
