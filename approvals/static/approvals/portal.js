@@ -3,7 +3,8 @@
  * - makes the comment required in the browser when Reject is pressed (the server checks too),
  * - keeps a decision form from being sent twice,
  * - refreshes the Step Functions status after a decision until it is final (from the request's
- *   JSON status, /requests/<id>/status/; without JavaScript the page's Refresh link does it).
+ *   JSON status, /requests/<id>/status/; without JavaScript the page's Refresh link does it),
+ *   and shows the page again when the request's own status changed meanwhile (reopened, closed).
  * Loaded with `defer` from our own origin: the CSP allows no inline scripts.
  */
 (function () {
@@ -76,6 +77,14 @@
       fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } })
         .then(function (response) { return response.ok ? response.json() : Promise.reject(response.status); })
         .then(function (data) {
+          // The request itself changed (the re-check reopened it and removed its callback, Step
+          // Functions or the system closed it): the page's outcome and status no longer hold, so
+          // the server renders the page again.
+          var shown = status.getAttribute("data-request-status");
+          if (data && shown && data.status && data.status !== shown) {
+            window.location.reload();
+            return;
+          }
           var callback = data && data.callback;
           if (!callback || typeof callback.text !== "string") return;
           if (status.textContent !== callback.text) status.textContent = callback.text;
