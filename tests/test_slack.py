@@ -1008,3 +1008,69 @@ def test_slack_without_a_workspace_id_is_a_configuration_error(settings):
     assert "approvals.E103" in [message.id for message in notification_settings_check(None)]
     settings.SLACK_TEAM_ID = TEAM
     assert "approvals.E103" not in [message.id for message in notification_settings_check(None)]
+
+
+# ---------------------------------------------------------------------------
+# After the decision: the Slack messages follow what became of it
+# ---------------------------------------------------------------------------
+def timed_out_in_step_functions(aws) -> ApprovalRequest:
+    """A real execution whose task Step Functions timed out before the decision was sent."""
+    from tests.test_reliability import ingest_execution, start, state_machine
+
+    execution_arn = start(state_machine(aws, TimeoutSeconds=1))
+    request = ingest_execution(aws, execution_arn)
+    wait_for_execution_end(execution_arn)
+    return request
+
+
+def execution_gone(aws) -> ApprovalRequest:
+    """A request whose execution Step Functions (here: the emulator) does not know."""
+    machine = f"arn:aws:states:{aws.AWS_REGION}:123456789012:stateMachine:forgotten"
+    return ingest(
+        approvers={"users": ["alice@example.com"], "groups": []},
+        stateMachine=machine,
+        execution=machine.replace(":stateMachine:", ":execution:") + f":run-{uuid.uuid4().hex[:8]}",
+    )
+
+
+@pytest.mark.parametrize(
+    ("arrange", "word"),
+    [(timed_out_in_step_functions, "Closed by Step Functions"), (execution_gone, "Closed by the system")],
+    ids=["task-timed-out", "workflow-gone"],
+)
+def test_an_approval_that_never_reached_the_workflow_no_longer_reads_approved_in_slack(
+    people, slack_api, celery_eager, aws, django_capture_on_commit_callbacks, arrange, word
+):
+    """The Slack messages are closed at the decision ("Approved by alice"); when Step Functions
+    then refuses the callback (its task timed out; its execution no longer exists), the request
+    page says "Closed by Step Functions" / "Closed by the system" — and so must Slack."""
+    request = arrange(aws)
+    send_all(request)
+    services.approval_decide(public_id=request.public_id, user=people["alice"], approve=True)
+    # What the decision queued, in the order it may run: the Slack messages closed first...
+    notify_tasks.close_slack_messages(request.pk)
+    (at_decision,) = slack_api.of("chat.update")
+    assert at_decision["body"]["text"].startswith("Approved by alice@example.com")
+    slack_api.calls.clear()
+
+    # ...then the callback, refused by Step Functions.
+    with django_capture_on_commit_callbacks(execute=True):
+        assert tasks.deliver_callback(Callback.objects.get(request=request).pk) == "failed"
+
+    request.refresh_from_db()
+    assert request.status in {RequestStatus.EXPIRED, RequestStatus.CLOSED}
+    page = signed_in(people["alice"]).get(f"/requests/{request.public_id}/").content.decode()
+    assert word in page
+    (update,) = slack_api.of("chat.update")
+    assert update["body"]["channel"] == "DU0ALICE"
+    assert_valid_block_kit(update["body"]["blocks"])
+    # With Redis the callback runs first (priority 0, the Slack update 6): the same words then.
+    slack_api.calls.clear()
+    notify_tasks.close_slack_messages(request.pk)
+    (again,) = slack_api.of("chat.update")
+    for said in (update, again):
+        text = said["body"]["text"]
+        assert text.startswith(word), text
+        # alice approved; she neither closed it nor let it expire, and the workflow never heard it.
+        assert "Approved by" not in text and " by alice" not in text.split(":")[0]
+        assert "did not reach the workflow" in json.dumps(said["body"]["blocks"])

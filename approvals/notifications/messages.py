@@ -274,6 +274,23 @@ def _decision_sent(request: ApprovalRequest, callback) -> str:
     return _DECISION_OF_ERROR.get(callback.payload.get("error", ""), request.status)
 
 
+def undelivered_decision(request: ApprovalRequest) -> str:
+    """For a request Step Functions or the system closed after someone decided it: who decided
+    what, and that the workflow did not get it ("" when the closing was the decision itself)."""
+    if request.decided_by_id is None:
+        return ""
+    if not (delivery.closed_by_system(request) or delivery.closed_by_step_functions(request)):
+        return ""
+    callback = delivery.request_callback(request)
+    decided = _decision_sent(request, callback)
+    word = OUTCOME_WORDS.get(decided, request.get_status_display())
+    if delivery.closed_by_system(request) and callback is not None and callback.maybe_delivered:
+        why = "the portal cannot tell whether the decision reached the workflow before it was gone"
+    else:
+        why = "the decision did not reach the workflow"
+    return f"{word} by {request.decided_by.email}, but {why}."
+
+
 def _outcome_content(request: ApprovalRequest) -> dict:
     """The requester's outcome, planned only once the callback's fate is known: delivered, or
     why the decision could not reach the workflow (approvals/delivery.py words it)."""

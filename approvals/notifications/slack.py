@@ -19,10 +19,16 @@ from urllib.parse import urlsplit
 import requests
 from django.conf import settings
 
-from approvals import one_click, slack_payloads
+from approvals import delivery, one_click, slack_payloads
 from approvals.models import ApprovalRequest, RequestStatus
 from approvals.notifications import DeliveryError
-from approvals.notifications.messages import OUTCOME_WORDS, MessageContent, detail_lines, one_line
+from approvals.notifications.messages import (
+    OUTCOME_WORDS,
+    MessageContent,
+    detail_lines,
+    one_line,
+    undelivered_decision,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -275,12 +281,18 @@ def _chosen_labels(request: ApprovalRequest) -> str:
 
 def outcome_message(request: ApprovalRequest, *, request_url: str) -> tuple[str, list[dict]]:
     """The message once decided: the buttons are gone, who decided shows."""
-    word = OUTCOME_WORDS.get(request.status, request.get_status_display())
-    # Closed by the system: whoever decided did not close it (the workflow no longer exists).
-    who = f" by {request.decided_by.email}" if request.decided_by_id and request.status != RequestStatus.CLOSED else ""
+    closed_by_step_functions = delivery.closed_by_step_functions(request)
+    word = delivery.CLOSED_BY_STEP_FUNCTIONS if closed_by_step_functions else OUTCOME_WORDS.get(request.status)
+    word = word or request.get_status_display()
+    # Closed by the system or by Step Functions: whoever decided did not close it, and their
+    # decision did not reach the workflow (a line of its own says so).
+    closed_by_others = closed_by_step_functions or request.status == RequestStatus.CLOSED
+    who = f" by {request.decided_by.email}" if request.decided_by_id and not closed_by_others else ""
     chosen = _chosen_labels(request)
     text = escape(f"{word}{who}{chosen}: {one_line(request.title, 200)}")
     lines = [f"*{escape(word)}*{escape(who)}{escape(chosen)}"]
+    if undelivered := undelivered_decision(request):
+        lines.append(escape(undelivered))
     if request.decision_comment:
         lines.append(f"> {escape(one_line(request.decision_comment, 500))}")
     blocks = [

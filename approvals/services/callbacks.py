@@ -34,7 +34,7 @@ from approvals.services.common import (
     audit_system_many,
     enqueue_on_commit,
 )
-from approvals.services.notifications import approval_notify, outcomes_notify
+from approvals.services.notifications import approval_decided_notify, approval_notify, outcomes_notify
 from approvals.services.payloads import MAX_OUTPUT_BYTES, output_size
 from approvals.services.recheck import RECHECK_FAILED, decision_recheck, recheck_load
 from approvals.services.workflow_gone import FOUND_BY_CALLBACK, close_request_workflow_gone
@@ -533,6 +533,9 @@ def _close_request(request: ApprovalRequest, *, code: str) -> None:
     if previous == RequestStatus.PENDING:
         # Nobody decided (no callback): the requester still hears how it ended.
         approval_notify(request=request, kind="outcome")
+    else:
+        # The Slack messages closed at the decision said "Approved by …": no longer the outcome.
+        approval_decided_notify(request=request)
 
 
 @transaction.atomic

@@ -13,7 +13,7 @@ from django.utils import timezone
 from approvals import delivery
 from approvals.models import ApprovalRequest, AuditAction, RequestStatus
 from approvals.services.common import audit
-from approvals.services.notifications import approval_notify
+from approvals.services.notifications import approval_decided_notify, approval_notify
 from approvals.stepfunctions import EXECUTION_UNKNOWN_CODE
 
 # How it was found (the audit event's `found_by`).
@@ -59,3 +59,6 @@ def close_request_workflow_gone(request: ApprovalRequest, *, found_by: str, code
     if previous == RequestStatus.PENDING:
         # Nobody decided (no callback will tell): the requester still hears how it ended.
         approval_notify(request=request, kind="outcome")
+    else:
+        # The Slack messages closed at the decision said "Approved by …": no longer the outcome.
+        approval_decided_notify(request=request)
