@@ -133,8 +133,23 @@ def closed_by_step_functions(request: ApprovalRequest) -> bool:
     """The request ended because Step Functions stopped waiting, not by the portal's deadline."""
     if request.status != RequestStatus.EXPIRED:
         return False
-    callback = request_callback(request)
-    return callback is None or callback.payload.get("error") != "ApprovalExpired"
+    if request.decided_by_id is not None:
+        return True  # decided, then Step Functions closed it: the portal's deadline has no decider
+    # Never decided: without a callback Step Functions closed it; with one it is the portal's
+    # ApprovalExpired (services/decisions.py approval_expire). No read of the callback's payload,
+    # which lists defer (the inbox shows this for every closed row).
+    return request_callback(request) is None
+
+
+def closed_by_others(request: ApprovalRequest) -> bool:
+    """Step Functions or the system closed it: whoever decided it did not (their decision did
+    not reach the workflow), so it is never "expired by" or "closed by" them."""
+    return closed_by_system(request) or closed_by_step_functions(request)
+
+
+def request_status_words(request: ApprovalRequest) -> str:
+    """The status in a sentence: "This request is already closed by Step Functions."."""
+    return _in_a_sentence(request_status_label(request))
 
 
 def request_status_label(request: ApprovalRequest) -> str:

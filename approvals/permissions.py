@@ -16,6 +16,7 @@ from datetime import datetime
 from django.db.models import Q
 from django.utils import timezone
 
+from approvals import delivery
 from approvals.models import (
     SERVICE_USERNAME_PREFIX,
     ApprovalRequest,
@@ -287,7 +288,7 @@ def decision_authority(
     if not candidates:
         return None, Refusal("not_assignee", "You are not an approver of this request.")
     if not request.is_pending:
-        return None, Refusal("not_pending", f"This request is already {request.get_status_display().lower()}.")
+        return None, Refusal("not_pending", f"This request is already {delivery.request_status_words(request)}.")
     if request.deadline is not None and request.deadline <= timezone.now():
         return None, Refusal("expired", "The deadline for this request has passed.")
     stood_in = next((vote for vote in request.votes.all() if vote.on_behalf_of_id == user.pk), None)

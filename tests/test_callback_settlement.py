@@ -438,3 +438,58 @@ def test_a_message_naming_someone_elses_execution_cannot_make_a_lost_delivery_lo
     callback.refresh_from_db()
     assert callback.resolution == CallbackResolution.UNCERTAIN  # not "confirmed" by the other execution
     assert Callback.objects.get(pk=callback.pk).status == CallbackStatus.FAILED
+
+
+# ---------------------------------------------------------------------------
+# Afterwards, everywhere: an approval Step Functions or the system closed is nobody's "expired"
+# ---------------------------------------------------------------------------
+def task_timed_out(aws) -> ApprovalRequest:
+    execution_arn = start(state_machine(aws, TimeoutSeconds=1))
+    request = ingest_execution(aws, execution_arn)
+    wait_for_execution_end(execution_arn)
+    return request
+
+
+def workflow_gone(aws) -> ApprovalRequest:
+    machine = f"arn:aws:states:{aws.AWS_REGION}:123456789012:stateMachine:forgotten"
+    body = {
+        "taskToken": str(uuid.uuid4()),
+        "title": "Approve order 43",
+        "approvers": {"users": ["alice@example.com"], "groups": []},
+        "requester": "bob@example.com",
+        "stateMachine": machine,
+        "execution": machine.replace(":stateMachine:", ":execution:") + f":run-{uuid.uuid4().hex[:8]}",
+    }
+    return services.approval_request_ingest(message=parse_message(json.dumps(body)))[0]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("arrange", "word"),
+    [(task_timed_out, "Closed by Step Functions"), (workflow_gone, "Closed by the system")],
+    ids=["task-timed-out", "workflow-gone"],
+)
+def test_the_inbox_and_the_refusal_page_never_say_the_approver_expired_or_closed_a_request_they_approved(
+    aws, people, arrange, word
+):
+    request = arrange(aws)
+    callback = approve(request, people["alice"])
+    assert tasks.deliver_callback(callback.pk) == "failed"
+    request.refresh_from_db()
+    assert request.decided_by == people["alice"]
+
+    client = signed_in(people["alice"])
+    inbox = client.get("/?tab=decided").content.decode()
+    row = inbox[inbox.index('<div class="request-side">') :].split("</li>")[0]
+    status = " ".join(row.split())
+    assert word in status, status
+    assert "Expired" not in status and f"{word} by" not in status, status
+    assert "decided by you" in status, status
+
+    # The same decision again (a second tab, an old link): already closed — by whom, truly.
+    client.handler.enforce_csrf_checks = False  # the refusal, not CSRF, is under test
+    refused = client.post(f"/requests/{request.public_id}/decide/", {"decision": "approve", "comment": ""})
+    assert refused.status_code == 409
+    page = " ".join(refused.content.decode().split())
+    assert "expired by alice" not in page.lower() and "already expired" not in page.lower(), page
+    assert word.lower() in page.lower()

@@ -5,6 +5,7 @@ import logging
 from celery import current_app
 from django.db import InterfaceError, OperationalError, transaction
 
+from approvals import delivery
 from approvals.models import (
     ApprovalRequest,
     AuditAction,
@@ -126,6 +127,6 @@ def locked_pending_request(request_id: int) -> ApprovalRequest:
         raise ApprovalError("This approval request does not exist.", "not_found")
     if not request.is_pending:
         raise ApprovalError(
-            f"This request is already {request.get_status_display().lower()}.", "not_pending", request=request
+            f"This request is already {delivery.request_status_words(request)}.", "not_pending", request=request
         )
     return request

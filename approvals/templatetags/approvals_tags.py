@@ -330,6 +330,18 @@ def request_status_label(approval) -> str:
     return delivery.request_status_label(approval)
 
 
+@register.filter
+def request_status_words(approval) -> str:
+    """The status in a sentence ("already closed by Step Functions")."""
+    return delivery.request_status_words(approval)
+
+
+@register.filter
+def closed_by_others(approval) -> bool:
+    """Step Functions or the system closed it, not whoever decided it."""
+    return delivery.closed_by_others(approval)
+
+
 @register.simple_tag
 def outcome_title(approval, user) -> str:
     """The result page's first line: you decided it, someone else did, or the system closed it."""
