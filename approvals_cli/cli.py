@@ -189,7 +189,9 @@ def print_request(request: dict) -> None:
     fields = [
         ("Title", request.get("title")),
         ("ID", request.get("id")),
-        ("Status", request.get("status")),
+        # The portal's words (status_text: "Closed by Step Functions" is not "Expired in the
+        # portal", both `expired`); the machine value from a portal that has none.
+        ("Status", request.get("status_text") or request.get("status")),
         ("Requester", request.get("requester")),
         ("State machine", request.get("state_machine")),
         ("Created", _short_time(request.get("created_at"))),
@@ -199,7 +201,8 @@ def print_request(request: dict) -> None:
         fields.append(("You may decide", "yes" if request.get("may_decide") else "no"))
     callback = request.get("callback")
     if isinstance(callback, dict) and callback.get("status"):
-        fields.append(("Step Functions", callback.get("status")))
+        # "delivery uncertain: an admin must check the execution" is not "failed".
+        fields.append(("Step Functions", callback.get("text") or callback.get("status")))
     for label, value in fields:
         if value not in (None, ""):
             _out(f"{label + ':':<16}{safe(value)}")

@@ -493,3 +493,25 @@ def test_the_inbox_and_the_refusal_page_never_say_the_approver_expired_or_closed
     page = " ".join(refused.content.decode().split())
     assert "expired by alice" not in page.lower() and "already expired" not in page.lower(), page
     assert word.lower() in page.lower()
+
+
+@pytest.mark.django_db
+def test_the_poll_the_api_and_the_cli_say_closed_by_step_functions_not_expired_or_failed(aws, people, capsys):
+    from approvals_cli import cli
+
+    request = task_timed_out(aws)
+    callback = approve(request, people["alice"])
+    assert tasks.deliver_callback(callback.pk) == "failed"
+
+    client = signed_in(people["alice"])
+    poll = client.get(f"/requests/{request.public_id}/status/").json()
+    assert poll["statusText"] == "Closed by Step Functions"
+    resource = client.get(f"/api/v1/requests/{request.public_id}/").json()
+    assert resource["status"] == "expired"  # the machine value stays
+    assert resource["status_text"] == "Closed by Step Functions"
+    assert resource["callback"]["text"] == "closed by Step Functions (timed out / execution ended)"
+
+    cli.print_request(resource)
+    printed = capsys.readouterr().out
+    assert "Closed by Step Functions" in printed and "closed by Step Functions (timed out" in printed
+    assert "expired" not in printed.lower() and "failed" not in printed, printed

@@ -4,7 +4,7 @@ from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from approvals import permissions, selectors
+from approvals import delivery, permissions, selectors
 from approvals.models import IngestError
 from approvals.templatetags.approvals_tags import callback_final
 from approvals.templatetags.approvals_tags import callback_status as callback_status_text
@@ -256,6 +256,7 @@ class RequestSerializer(RequestSummarySerializer):
     policy = serializers.SerializerMethodField()
     votes = VoteSerializer(many=True, source="votes.all")
     conversation = MessageSerializer(many=True, source="info_messages.all")
+    status_text = serializers.SerializerMethodField()
     callback = serializers.SerializerMethodField()
     may_decide = serializers.SerializerMethodField()
     refusal = serializers.SerializerMethodField()
@@ -279,6 +280,11 @@ class RequestSerializer(RequestSummarySerializer):
     @extend_schema_field(PolicySerializer)
     def get_policy(self, obj):
         return PolicySerializer(obj).data
+
+    def get_status_text(self, obj) -> str:
+        """The status in the request page's words: "Closed by Step Functions" is not "Expired in
+        the portal", though both are `expired`."""
+        return delivery.request_status_label(obj)
 
     @extend_schema_field(CallbackSerializer(allow_null=True))
     def get_callback(self, obj):

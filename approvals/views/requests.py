@@ -323,7 +323,7 @@ def request_status(request, public_id):
         response = JsonResponse(
             {
                 "status": approval.status,
-                "statusText": approval.get_status_display(),
+                "statusText": delivery.request_status_label(approval),
                 "callback": None
                 if callback is None
                 else {
