@@ -1074,3 +1074,36 @@ def test_an_approval_that_never_reached_the_workflow_no_longer_reads_approved_in
         # alice approved; she neither closed it nor let it expire, and the workflow never heard it.
         assert "Approved by" not in text and " by alice" not in text.split(":")[0]
         assert "did not reach the workflow" in json.dumps(said["body"]["blocks"])
+
+
+def test_after_the_recheck_reopens_a_request_its_slack_messages_no_longer_say_approved(
+    people, slack_api, celery_eager, django_capture_on_commit_callbacks
+):
+    """A 2-of-2: erin's approval, then alice's closes it and the Slack messages say "Approved by
+    alice". erin is deactivated before the callback: her vote is withdrawn and the request waits
+    again — and the messages must stop saying it was approved."""
+    request = ingest(
+        approvers={"users": ["alice@example.com", "erin@example.com"], "groups": []}, policy={"required": 2}
+    )
+    send_all(request)
+    services.approval_decide(public_id=request.public_id, user=people["erin"], approve=True)
+    services.approval_decide(public_id=request.public_id, user=people["alice"], approve=True)
+    notify_tasks.close_slack_messages(request.pk)
+    assert {call["body"]["text"].split(":")[0] for call in slack_api.of("chat.update")} == {
+        "Approved by alice@example.com"
+    }
+    slack_api.calls.clear()
+    people["erin"].is_active = False
+    people["erin"].save(update_fields=["is_active"])
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert tasks.deliver_callback(Callback.objects.get(request=request).pk) == "nothing-to-send"
+
+    request.refresh_from_db()
+    assert request.status == RequestStatus.PENDING
+    updates = slack_api.of("chat.update")
+    assert sorted(call["body"]["channel"] for call in updates) == ["DU0ALICE", "DU0ERIN"]
+    for call in updates:
+        assert call["body"]["text"].startswith("Waiting for a decision again"), call["body"]["text"]
+        assert "Approved" not in call["body"]["text"]
+        assert_valid_block_kit(call["body"]["blocks"])

@@ -279,8 +279,21 @@ def _chosen_labels(request: ApprovalRequest) -> str:
     return f" — {one_line(', '.join(labels), 200)}" if labels else ""
 
 
+REOPENED_WORDS = "Waiting for a decision again"
+REOPENED_LINE = "A vote on this request no longer counts (its approver may no longer decide it); it was not sent."
+
+
 def outcome_message(request: ApprovalRequest, *, request_url: str) -> tuple[str, list[dict]]:
-    """The message once decided: the buttons are gone, who decided shows."""
+    """The message once decided: the buttons are gone, who decided shows. A request the
+    callback's re-check reopened says so (the new "Approval needed again" message has the buttons)."""
+    if request.is_pending:
+        text = escape(f"{REOPENED_WORDS}: {one_line(request.title, 200)}")
+        blocks = [
+            {"type": "header", "text": _plain(request.title, 150)},
+            {"type": "section", "text": _mrkdwn(f"*{REOPENED_WORDS}*\n{escape(REOPENED_LINE)}")},
+            {"type": "context", "elements": [_mrkdwn(f"<{request_url}|Open in portal>")]},
+        ]
+        return text, blocks
     closed_by_step_functions = delivery.closed_by_step_functions(request)
     word = delivery.CLOSED_BY_STEP_FUNCTIONS if closed_by_step_functions else OUTCOME_WORDS.get(request.status)
     word = word or request.get_status_display()

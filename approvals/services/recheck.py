@@ -21,7 +21,7 @@ from approvals import permissions
 from approvals.models import ApprovalRequest, AuditAction, Callback, RequestStatus, Vote
 from approvals.ops import metrics
 from approvals.services.common import audit
-from approvals.services.notifications import approval_notify
+from approvals.services.notifications import approval_decided_notify, approval_notify
 from approvals.services.payloads import callback_payload
 from approvals.services.quorum import quorum_decider
 
@@ -175,3 +175,4 @@ def _request_reopen(
     )
     metrics.callback_failed(code=RECHECK_FAILED)
     approval_notify(request=request, kind="reopened")  # the remaining approvers; sent after commit
+    approval_decided_notify(request=request)  # the Slack messages closed at the decision said "Approved by …"

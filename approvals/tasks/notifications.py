@@ -168,19 +168,22 @@ def plan_new_request_notifications(self, request_ids: list[int]) -> int:
 )
 def close_slack_messages(request_id: int) -> int:
     """After the outcome: replace the buttons of the request's Slack messages with the outcome."""
+    request = ApprovalRequest.objects.select_related("decided_by").get(pk=request_id)
+    kept = [Notification.Kind.OUTCOME, Notification.Kind.QUESTION, Notification.Kind.ANSWER]
+    if request.is_pending:
+        kept.append(Notification.Kind.REOPENED)  # reopened by the re-check: these carry the buttons now
     references = list(
         Notification.objects.filter(
             request_id=request_id, channel=Notification.Channel.SLACK, status=Notification.Status.SENT
         )
         # A question or an answer keeps its text: only messages with buttons get the outcome.
-        .exclude(kind__in=[Notification.Kind.OUTCOME, Notification.Kind.QUESTION, Notification.Kind.ANSWER])
+        .exclude(kind__in=kept)
         .exclude(external_ref="")
         .order_by("pk")
         .values_list("external_ref", flat=True)
     )
     if not references or not slack.enabled():
         return 0
-    request = ApprovalRequest.objects.select_related("decided_by").get(pk=request_id)
     # A message Slack no longer has is skipped there; Slack unreachable raises (autoretry_for).
     return channels.close_slack_messages(request, references)
 
