@@ -543,7 +543,9 @@ def pattern_problem(pattern: str) -> str | None:
     ``(a?){30}a{30}``) holds a process for hours on one short answer. A static bound, not a
     proof: no backreferences or lookarounds; repetitions nested in repetitions at most
     :data:`_MAX_NESTED_ROUNDS` rounds in all and no alternation inside a longer one; and
-    side-by-side repetitions that can match the same characters at most two unbounded ones' worth.
+    side-by-side repetitions that can match the same characters at most two unbounded ones' worth,
+    where an alternation is one choice per branch that can begin alike (``(?:a|aa){16}``) and
+    only what must match a character separates (``\\w*-?\\w*`` is two side by side).
     """
     if "\x00" in pattern or not encodes_utf8(pattern):
         return "contains a NUL character or invalid Unicode"
@@ -647,28 +649,68 @@ def _run_cost(parsed: Any, sample: frozenset[str], ignore_case: bool) -> int:
             rounds = min(high, MAX_PATTERN_INPUT) - min(low, MAX_PATTERN_INPUT) + 1
             inside = _run_cost(body, sample, ignore_case)
             matched = _characters(body, sample, ignore_case)
-            if rounds == 1 and inside == 1:  # a fixed count of a fixed text: a sequence, not a choice
-                if last is not None and not (last & matched):
-                    close(pinned=True)
-                continue
-            if last is not None and not (last & matched):
+            # Only what must match at least one character pins the run's end: an optional
+            # separator (\w*-?\w*) or a zero count (a*x{0}a*) lets the repetitions around it trade.
+            pins = low > 0 and body.getwidth()[0] > 0
+            if pins and last is not None and not (last & matched):
                 close(pinned=True)
+            if rounds == 1 and inside == 1:  # a fixed count of a fixed text: a sequence, not a choice
+                continue
             # The choices inside multiply with every round: a few hundred ways at most.
             nested = inside ** min(high, _MAX_NESTED_ROUNDS + 1) if inside > 1 else 1
             if nested > MAX_PATTERN_INPUT:
                 return _MAX_PATTERN_COST + 1
             run *= rounds * nested
-            last, last_rounds = matched, rounds
+            if pins:
+                last, last_rounds = matched, rounds
+            else:
+                last, last_rounds = matched if last is None else last | matched, 1
         elif opcode in _ONE_CHARACTER:
             if last is not None and not (last & _characters([(opcode, argument)], sample, ignore_case)):
                 close(pinned=True)
         elif opcode is sre_constants.AT:
             if argument in (sre_constants.AT_END, sre_constants.AT_END_STRING) and last is not None:
                 close(pinned=True)
+        elif opcode is sre_constants.BRANCH:
+            ways = _branch_cost(argument[1], sample, ignore_case)  # (?:a|aa) splits "aa" two ways
+            if ways > _MAX_PATTERN_COST:
+                return _MAX_PATTERN_COST + 1
+            run *= ways
+            last, last_rounds = sample, 1  # assume it overlaps everything
+        elif opcode is sre_constants.ATOMIC_GROUP:
+            # Searched again for every way to reach it, though it keeps one way out.
+            total += entering * run * _run_cost(argument, sample, ignore_case)
+            last, last_rounds = sample, 1
         else:
-            last = sample  # an alternation or an atomic group: assume it overlaps everything
+            last, last_rounds = sample, 1
     close(pinned=False)
     return total
+
+
+def _branch_cost(branches: list[Any], sample: frozenset[str], ignore_case: bool) -> int:
+    """The ways through an alternation: the sum of its branches' ways, or only the largest
+    when no two branches can begin with the same character (``(?:DEV|PROD)``: at most one fits)."""
+    costs = [_run_cost(branch, sample, ignore_case) for branch in branches]
+    seen: frozenset[str] = frozenset()
+    for branch in branches:
+        first = _first_characters(branch, sample, ignore_case)
+        if seen & first:
+            return sum(costs)
+        seen |= first
+    return max(costs)
+
+
+def _first_characters(sequence: Any, sample: frozenset[str], ignore_case: bool) -> frozenset[str]:
+    """The sample characters a match of ``sequence`` can begin with; every sample when that is
+    not plain from its first item (or it can match nothing)."""
+    for opcode, argument in _flatten(sequence):
+        if opcode in _ONE_CHARACTER:
+            return _characters([(opcode, argument)], sample, ignore_case)
+        if opcode in _REPEATS and argument[0] > 0 and argument[2].getwidth()[0] > 0:
+            return _characters(argument[2], sample, ignore_case)
+        if opcode is not sre_constants.AT:
+            return sample
+    return sample
 
 
 def _characters(body: Any, sample: frozenset[str], ignore_case: bool) -> frozenset[str]:

@@ -393,9 +393,43 @@ def test_catastrophic_and_unsupported_patterns_are_refused(pattern):
     refused("bad_form", "form.properties.x.pattern", form=form_with(type="string", pattern=pattern))
 
 
+# Each of these passed and then held one process (a worker checking a default at ingest, a web
+# process checking an answer) for minutes or hours on one answer within the limit: the
+# alternatives of an alternation and an optional separator between repetitions were not
+# counted (^(?:a|aa){16}(?:a|aa){16}c ran over 245 s on "a" * 256, ^\w*-?\w*-?\w*-?\w*$ 2.3 s).
 @pytest.mark.parametrize(
     "pattern",
-    [r"^[A-Z]{2}-\d{4,8}$", r"^v\d+\.\d+\.\d+$", r"(\d{1,3}\.){3}\d{1,3}", r"^-?\d+(\.\d{1,2})?$", r"(foo|bar){2}"],
+    [
+        pytest.param(r"^(?:a|aa){16}(?:a|aa){16}c", id="an alternation repeated a fixed number of times"),
+        pytest.param(r"(a|a?){16}c", id="an alternation with an optional branch"),
+        pytest.param("^" + "(?:a|aa)" * 24 + "c", id="alternations side by side"),
+        pytest.param(r"^(?:-|){16}.+(?:-|){16}c", id="an alternation with an empty branch"),
+        pytest.param(r"^(?>(?:a|aa){8}(?:a|aa){8}(?:a|aa){8}(?:a|aa){8}c)", id="alternations in an atomic group"),
+        pytest.param(r"^\w*-?\w*-?\w*-?\w*$", id="optional separators between repetitions"),
+        pytest.param(r"^\d*,?\d*,?\d*,?\d*,?\d*x", id="optional commas between digit runs"),
+        pytest.param(r"^a*b{0,3}a*b{0,3}a*b{0,3}a*c", id="separators that may be absent"),
+        pytest.param(r"^a*x{0}a*x{0}a*x{0}a*x{0}a*c", id="a separator repeated zero times"),
+    ],
+)
+def test_patterns_whose_alternations_or_optional_separators_multiply_backtracking_are_refused(pattern):
+    assert pattern_problem(pattern) is not None
+    # The default is checked against its own pattern at ingest: the pattern's refusal comes first.
+    form = form_with(type="string", pattern=pattern, default="a" * (MAX_PATTERN_INPUT - 1) + "!")
+    refused("bad_form", "form.properties.x.pattern", form=form)
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        r"^[A-Z]{2}-\d{4,8}$",
+        r"^v\d+\.\d+\.\d+$",
+        r"(\d{1,3}\.){3}\d{1,3}",
+        r"^-?\d+(\.\d{1,2})?$",
+        r"(foo|bar){2}",
+        r"^(?:DEV|PROD|TEST)-\d{1,6}$",
+        r"^(?:Mr|Mrs|Ms)\.? [A-Z][a-z]+$",
+        r"^\w+-?\d+$",
+    ],
 )
 def test_ordinary_patterns_are_safe(pattern):
     assert pattern_problem(pattern) is None
