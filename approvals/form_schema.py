@@ -312,11 +312,14 @@ def form_schema_check(form: Any) -> None:
                 f"field 'form.required[{index}]' names a field that 'form.properties' does not define",
             )
     _check_text(form, "form")
+    patterns_cost = 0
     for name, field in fields.items():
-        _field_check(field, f"form.properties.{name}")
+        patterns_cost = _field_check(field, f"form.properties.{name}", patterns_cost)
 
 
-def _field_check(field: dict, path: str) -> None:
+def _field_check(field: dict, path: str, patterns_cost: int) -> int:
+    """Raise :class:`FormSchemaError` unless the field is in the subset; the cost of the form's
+    patterns so far, this field's included."""
     _check_text(field, path)
     for low, high in (("minimum", "maximum"), ("minLength", "maxLength")):
         if low in field and high in field and field[low] > field[high]:
@@ -330,6 +333,14 @@ def _field_check(field: dict, path: str) -> None:
         reason = pattern_problem(field["pattern"])
         if reason:
             raise FormSchemaError(f"{path}.pattern", f"field '{path}.pattern' {reason}")
+        # Every answer is checked on a decision: the form's patterns together get what one may have.
+        patterns_cost += _pattern_cost(sre_parser.parse(field["pattern"]))
+        if patterns_cost > _MAX_PATTERN_COST:
+            raise FormSchemaError(
+                f"{path}.pattern",
+                f"field '{path}.pattern' and the form's patterns before it could together take too long "
+                "on the answers: use fewer repetitions that can match the same characters",
+            )
     for key in ("default", "enum"):
         if key not in field:
             continue
@@ -343,6 +354,7 @@ def _field_check(field: dict, path: str) -> None:
             problem = field_value_problem(own, value)
             if problem:
                 raise FormSchemaError(where, f"field '{where}' does not satisfy its own field: {problem}")
+    return patterns_cost
 
 
 def max_length(field: dict) -> int:
@@ -567,11 +579,15 @@ def pattern_problem(pattern: str) -> str | None:
             return "may not repeat a repetition (such as (a+)+ or (a?){30}): it can take exponential time"
         if opcode is sre_constants.BRANCH and enclosing > _MAX_NESTED_ROUNDS:
             return "may not repeat an alternation (such as (a|ab)*): it can take exponential time"
-    ignore_case = bool(parsed.state.flags & re.IGNORECASE)
-    sample = _SAMPLE | _named_characters(parsed)
-    if _run_cost(parsed, sample, ignore_case) > _MAX_PATTERN_COST:
+    if _pattern_cost(parsed) > _MAX_PATTERN_COST:
         return "has too many repetitions that can match the same text (at most two, as in \\w+\\d+)"
     return None
+
+
+def _pattern_cost(parsed: Any) -> int:
+    """About how many ways a parsed pattern can try at one place of an answer."""
+    ignore_case = bool(parsed.state.flags & re.IGNORECASE)
+    return _run_cost(parsed, _SAMPLE | _named_characters(parsed), ignore_case)
 
 
 def _walk(parsed: Any, enclosing: int) -> Iterator[tuple[Any, Any, int]]:

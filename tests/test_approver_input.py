@@ -418,6 +418,24 @@ def test_patterns_whose_alternations_or_optional_separators_multiply_backtrackin
     refused("bad_form", "form.properties.x.pattern", form=form)
 
 
+# One such pattern takes about a second on a 256-character answer that does not match; each
+# field's answer is checked, so 30 of them made one decision cost 35 s of a web process.
+SLOWEST_PATTERN = r"[a-z](?:(?:a|b)*[ab]*?(?:a|b){1,2}\w{1,2}(a|\d){16})"
+
+
+def test_a_form_whose_patterns_together_may_take_longer_than_one_pattern_may_is_refused():
+    assert pattern_problem(SLOWEST_PATTERN) is None
+    parse(form={"type": "object", "properties": {"a": {"type": "string", "pattern": SLOWEST_PATTERN}}})
+    fields = {f"f{index}": {"type": "string", "pattern": SLOWEST_PATTERN} for index in range(MAX_FIELDS)}
+    error = refused("bad_form", "form.properties.f1.pattern", form={"type": "object", "properties": fields})
+    assert "together" in error.message
+
+
+def test_a_form_of_ordinary_patterns_in_every_field_is_accepted():
+    fields = {f"f{index}": {"type": "string", "pattern": r"^v\d+\.\d+\.\d+$"} for index in range(MAX_FIELDS)}
+    assert len(parse(form={"type": "object", "properties": fields}).form["properties"]) == MAX_FIELDS
+
+
 @pytest.mark.parametrize(
     "pattern",
     [
