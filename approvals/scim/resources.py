@@ -25,6 +25,8 @@ MAX_STRING = 255  # the longest userName / externalId / name the portal keeps
 MAX_EMAILS = 10
 MAX_MEMBERS = 10_000
 MAX_OPERATIONS = 1_000
+# Values the filtered operations of one PATCH (members[value eq "x"]) may read in all.
+MAX_FILTERED_READS = 200_000
 MAX_LIST_COUNT = 200
 
 
@@ -294,6 +296,7 @@ def apply_patch(resource: dict, body: dict, *, schema: str, required: set[str]) 
     if not isinstance(operations, list) or not operations or len(operations) > MAX_OPERATIONS:
         raise invalid(f"Operations must be a list of 1 to {MAX_OPERATIONS} operations.", "invalidSyntax")
     resource = json.loads(json.dumps(resource))
+    filtered_reads = 0
     for operation in operations:
         if not isinstance(operation, dict):
             raise invalid("Each operation must be an object.", "invalidSyntax")
@@ -318,7 +321,17 @@ def apply_patch(resource: dict, body: dict, *, schema: str, required: set[str]) 
             raise invalid("path must be a string.", "invalidPath")
         if op != "remove" and "value" not in operation:
             raise invalid(f"{op} needs a value.", "invalidValue")
-        _apply(resource, op, _strip_schema(path.strip(), schema), value, required)
+        path = _strip_schema(path.strip(), schema)
+        if "[" in path:  # a filter reads every value of its attribute
+            values = resource.get(_key(resource, path.split("[", 1)[0]))
+            filtered_reads += len(values) if isinstance(values, list) else 0
+            if filtered_reads > MAX_FILTERED_READS:
+                raise invalid(
+                    f"The operations' filters would read more than {MAX_FILTERED_READS:,} values: "
+                    "send fewer operations per request, or members as a value list.",
+                    "invalidSyntax",
+                )
+        _apply(resource, op, path, value, required)
     return resource
 
 
@@ -398,8 +411,12 @@ def _apply(resource: dict, op: str, path: str, value, required: set[str]) -> Non
     if op == "add" and isinstance(resource.get(key), list):
         additions = value if isinstance(value, list) else [value]
         existing = resource[key]
+        # Compared by their JSON, once each: `item not in existing` was quadratic.
+        seen = {json.dumps(item, sort_keys=True) for item in existing}
         for item in additions:
-            if item not in existing:
+            text = json.dumps(item, sort_keys=True)
+            if text not in seen:
+                seen.add(text)
                 existing.append(item)
         return
     if op == "add" and isinstance(resource.get(key), dict) and isinstance(value, dict):
