@@ -6,6 +6,7 @@ import json
 import threading
 import uuid
 from datetime import timedelta
+from urllib.parse import quote
 
 import pytest
 from django.db import connection
@@ -578,3 +579,12 @@ def test_each_caller_has_their_own_budget_and_a_429_says_when_to_come_back(peopl
     assert erin.get("/api/v1/inbox/").status_code == 200  # someone else's budget
     assert [robot.get("/api/v1/inbox/").status_code for _ in range(4)] == [200, 200, 200, 429]
     cache.clear()
+
+
+@pytest.mark.parametrize("cursor", ["²", "١٢٣", "9" * 30, "-5", "abc"])
+def test_a_hand_made_cursor_on_the_admin_lists_is_never_a_server_error(people, cursor):
+    # "²".isdigit() is true and int("²") raises: the audit trail and the ingest errors answered 500.
+    carol = Api(people["carol"])
+    for path in ("/api/v1/audit-events/", "/api/v1/ingest-errors/"):
+        response = carol.get(f"{path}?cursor={quote(cursor)}")
+        assert response.status_code in (200, 400), (path, response.status_code)

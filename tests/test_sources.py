@@ -825,3 +825,13 @@ def test_heartbeats_go_to_the_executions_region_with_its_sources_role(sources_aw
     # would be closed as "closed by Step Functions".
     assert request.status == "pending" and request.last_heartbeat_at is not None
     assert member.status(execution) == "RUNNING"
+
+
+@pytest.mark.django_db
+def test_a_source_written_in_other_digits_is_ignored_by_the_inbox_not_a_server_error(two_sources):
+    # "²".isdigit() is true and int("²") raises: the inbox answered 500.
+    _request_from(None, "Order from the default queue")
+    alice = signed_in(make_user("alice", "finance-approvers"))
+    for source in ("²", "١"):
+        response = alice.get("/?tab=groups", {"source": source})
+        assert response.status_code == 200 and "Order from the default queue" in response.content.decode()

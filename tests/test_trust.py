@@ -469,3 +469,9 @@ def test_an_approver_cannot_change_trust_settings(people):
     assert response.status_code == 403
     with pytest.raises(services.ApprovalError):
         services.approver_trust_save(actor=people["carol"], name="x", mode="everyone")
+
+
+def test_a_change_page_url_of_other_digits_is_no_server_error(people):
+    # "²".isdigit() is true, and the lookup of pk="²" raised: the admin answered 500.
+    response = signed_in(people["carol"]).get("/admin/approvals/approvertrust/%C2%B2/change/")
+    assert response.status_code in (302, 404)

@@ -116,7 +116,8 @@ class ApproverTrustAdmin(ServiceWrittenAdmin):
         return ", ".join([*obj.allowed_users, *(f"{name} (group)" for name in obj.allowed_groups)]) or "nobody"
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        setting = ApproverTrust.objects.filter(pk=object_id).first() if str(object_id).isdigit() else None
+        is_key = str(object_id).isascii() and str(object_id).isdigit()  # "²".isdigit(), and int("²") raises
+        setting = ApproverTrust.objects.filter(pk=object_id).first() if is_key else None
         if setting is not None and setting.mode == ApproverTrust.Mode.FREE and request.method == "GET":
             messages.warning(request, FREE_TRUST_WARNING)
         return super().change_view(request, object_id, form_url, extra_context)

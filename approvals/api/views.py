@@ -453,7 +453,7 @@ class CallbackRetryView(ApiView):
 
 
 def _id_cursor(value: str) -> int | None:
-    return int(value) if value.isdigit() and len(value) < 19 else None
+    return int(value) if value.isascii() and value.isdigit() and len(value) < 19 else None
 
 
 class IngestErrorsView(ApiView):

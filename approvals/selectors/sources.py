@@ -81,7 +81,7 @@ def requests_of_source(requests: QuerySet[ApprovalRequest], source: str) -> Quer
     """Narrow to one source: "default" (the environment's queue), a source's id, or "" for all."""
     if source == "default":
         return requests.filter(source__isnull=True)
-    if source.isdigit() and len(source) < 10:
+    if source.isascii() and source.isdigit() and len(source) < 10:
         return requests.filter(source_id=int(source))
     return requests
 
