@@ -588,3 +588,12 @@ def test_a_hand_made_cursor_on_the_admin_lists_is_never_a_server_error(people, c
     for path in ("/api/v1/audit-events/", "/api/v1/ingest-errors/"):
         response = carol.get(f"{path}?cursor={quote(cursor)}")
         assert response.status_code in (200, 400), (path, response.status_code)
+
+
+def test_a_body_past_the_upload_limit_is_a_413_problem_not_an_html_page(people, approval, settings):
+    # Django refuses a body past DATA_UPLOAD_MAX_MEMORY_SIZE when DRF reads it; that answered
+    # Django's HTML "Bad Request (400)" page to an API client.
+    body = {"decision": "approve", "comment": "x" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1)}
+    problem = assert_problem(Api(people["alice"]).post(decision_url(approval), body), 413, "body_too_large")
+    assert str(settings.DATA_UPLOAD_MAX_MEMORY_SIZE) in problem["detail"].replace(",", "")
+    assert ApprovalRequest.objects.get(pk=approval.pk).status == "pending"

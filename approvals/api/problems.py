@@ -2,7 +2,9 @@
 
 import logging
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404
 from rest_framework import exceptions, serializers
 from rest_framework.response import Response
@@ -136,6 +138,9 @@ def exception_handler(exc, context):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
+    elif isinstance(exc, RequestDataTooBig):  # raised where DRF reads the body: Django's page was HTML
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        exc = Problem("body_too_large", f"The request body may be at most {limit:,} bytes.", 413)
     if not isinstance(exc, exceptions.APIException):
         return None  # a bug: Django's 500, logged
     if getattr(exc, "auth_header", None):
