@@ -520,3 +520,12 @@ def test_listing_groups_without_members_reads_no_members(scim, django_assert_max
     assert all(
         group["members"] == [{"value": alice["id"], "$ref": alice["meta"]["location"]}] for group in full["Resources"]
     )
+
+
+@pytest.mark.parametrize("size", [2 * 1024 * 1024 + 1, 3 * 1024 * 1024])
+def test_a_body_past_the_limit_is_a_scim_413_at_any_size(scim, size):
+    # Past Django's DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB) reading the body raised, and SCIM
+    # clients got Django's HTML "Bad Request (400)" page instead of the tooLarge error.
+    response = scim.call("post", "Users", raw=json.dumps(user_body(nickName="x" * size)))
+    assert response.status_code == 413
+    assert response.json()["scimType"] == "tooLarge"

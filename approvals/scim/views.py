@@ -5,6 +5,7 @@ import functools
 import logging
 import uuid
 
+from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
@@ -78,7 +79,11 @@ def scim_view(methods: set[str]):
                 response = error_response(ScimError(405, f"{request.method} is not supported here."))
                 response["Allow"] = ", ".join(sorted(methods))
                 return response
-            if len(request.body) > MAX_BODY:
+            try:
+                too_large = len(request.body) > MAX_BODY
+            except RequestDataTooBig:  # past DATA_UPLOAD_MAX_MEMORY_SIZE Django refuses to read it
+                too_large = True
+            if too_large:
                 return error_response(ScimError(413, "The body is too large.", "tooLarge"))
             try:
                 return view(request, token, *args, **kwargs)
