@@ -835,3 +835,47 @@ def test_a_source_written_in_other_digits_is_ignored_by_the_inbox_not_a_server_e
     for source in ("²", "١"):
         response = alice.get("/?tab=groups", {"source": source})
         assert response.status_code == 200 and "Order from the default queue" in response.content.decode()
+
+
+# ---------------------------------------------------------------------------
+# One account's sender does not borrow another account's settings
+# ---------------------------------------------------------------------------
+MACHINE_OF_B = f"arn:aws:states:{REGION_B}:{ACCOUNT_B}:stateMachine:payouts"
+
+
+@pytest.mark.django_db
+@pytest.mark.trust_unconfigured
+@pytest.mark.parametrize(
+    "execution_arn",
+    ["", f"arn:aws:states:{REGION_A}:{ACCOUNT_A}:execution:payouts:run-1"],
+    ids=["no execution", "an execution of the source's own account"],
+)
+def test_a_message_on_one_sources_queue_naming_another_accounts_state_machine_does_not_get_its_free_trust(
+    execution_arn,
+):
+    admin = make_user("root", admin=True)
+    source = team_a_source(admin)
+    # Account B's admins let B's messages name their approvers; account A's did not.
+    services.approver_trust_save(
+        actor=admin, name="B payouts", state_machine_arn=MACHINE_OF_B, state_name="", mode="free"
+    )
+    body = {
+        "taskToken": str(uuid.uuid4()),
+        "stateMachine": MACHINE_OF_B,
+        "state": "Approve",
+        "approvers": {"users": ["mallory@example.com"]},
+        **({"execution": execution_arn} if execution_arn else {}),
+    }
+    single = services.received_message_ingest(
+        sqs_message_id="m-1", body=json.dumps(body), max_bytes=262144, source=source
+    )
+    # The consumer's batch path reads the same rule.
+    batch = {**body, "taskToken": str(uuid.uuid4())}
+    received = gateway.QueueMessage(message_id="m-2", receipt_handle="r", body=json.dumps(batch), receive_count=1)
+    (outcome,) = services.received_batch_ingest(messages=[received], max_bytes=262144, source=source)
+
+    assert not ApprovalRequest.objects.exists()
+    for error in (single, outcome.error):
+        assert error is not None and error.code == services.OUTSIDE_SOURCE
+        assert ACCOUNT_B in error.reason and "state machine" in error.reason
+        assert "very-sensitive-id" not in error.reason

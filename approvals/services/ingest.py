@@ -248,7 +248,9 @@ def _received_message_store(
     try:
         message = parse_message(body, max_bytes=max_bytes)
         # The source's trust rule (approvals/services/sources.py): its region and account only.
-        source_trust_check(source=source, execution_arn=message.execution_arn)
+        source_trust_check(
+            source=source, execution_arn=message.execution_arn, state_machine_arn=message.state_machine_arn
+        )
     except ContractError as error:
         outcome.error = ingest_error_record(sqs_message_id=sqs_message_id, error=error, body=body, source=source)
         return outcome
@@ -379,7 +381,9 @@ def _batch_store(
         try:
             message = parse_message(received.body, max_bytes=max_bytes)
             # The source's trust rule (approvals/services/sources.py): its region and account only.
-            source_trust_check(source=source, execution_arn=message.execution_arn)
+            source_trust_check(
+                source=source, execution_arn=message.execution_arn, state_machine_arn=message.state_machine_arn
+            )
             parsed.append((index, message))
         except ContractError as error:
             outcomes[index].error = _refusal_record(received, error, source)

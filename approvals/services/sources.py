@@ -176,20 +176,27 @@ def _source_state_change(*, source_id: int, failing: bool, error: str) -> None:
         logger.warning("approval source %s is %s%s", source.name, wanted.label.lower(), f": {error}" if error else "")
 
 
-def source_trust_check(*, source: ApprovalSource | None, execution_arn: str) -> None:
-    """Refuse a message whose execution its source may not serve: an execution ARN in another
-    region, or another account than the source's (the role's, else the queue URL's). The default
-    source is not checked (as before sources existed); a message that names no execution is
-    routed to the source's own region and account (a token only works there)."""
-    if source is None or not execution_arn:
+def source_trust_check(*, source: ApprovalSource | None, execution_arn: str, state_machine_arn: str = "") -> None:
+    """Refuse a message whose execution or state machine its source may not serve: an ARN in
+    another region, or another account than the source's (the role's, else the queue URL's). The
+    state machine counts as much as the execution: the admins' settings (routing rules, approver
+    trust, default policies) are matched by it, so a message on one account's queue naming another
+    account's state machine would borrow that account's settings. The default source is not checked
+    (as before sources existed); a message that names neither is routed to the source's own region
+    and account (a token only works there)."""
+    if source is None:
         return
-    region, account = arn_parts(execution_arn)
     allowed_account = account_of_role(source.role_arn) if source.role_arn else account_of_queue_url(source.queue_url)
-    if region != source.region or account != allowed_account:
-        raise ContractError(
-            OUTSIDE_SOURCE,
-            f"The execution is in region {region or '?'} and account {account or '?'}, but source "
-            f"{source.name!r} serves region {source.region} and account {allowed_account or '?'}. Fix the "
-            "source (or the state machine's queue) and replay.",
-            "execution",
-        )
+    for field, arn in (("execution", execution_arn), ("stateMachine", state_machine_arn)):
+        if not arn:
+            continue
+        region, account = arn_parts(arn)
+        if region != source.region or account != allowed_account:
+            what = "execution" if field == "execution" else "state machine"
+            raise ContractError(
+                OUTSIDE_SOURCE,
+                f"The {what} is in region {region or '?'} and account {account or '?'}, but source "
+                f"{source.name!r} serves region {source.region} and account {allowed_account or '?'}. Fix the "
+                "source (or the state machine's queue) and replay.",
+                field,
+            )
