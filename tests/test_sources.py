@@ -879,3 +879,37 @@ def test_a_message_on_one_sources_queue_naming_another_accounts_state_machine_do
         assert error is not None and error.code == services.OUTSIDE_SOURCE
         assert ACCOUNT_B in error.reason and "state machine" in error.reason
         assert "very-sensitive-id" not in error.reason
+
+
+@pytest.mark.django_db
+@pytest.mark.trust_unconfigured
+def test_a_message_on_the_default_queue_naming_a_sources_account_does_not_get_that_accounts_free_trust(settings):
+    admin = make_user("root", admin=True)
+    settings.APPROVAL_QUEUE_URL = "https://sqs.eu-central-1.amazonaws.com/999999999999/approvals"
+    team_a_source(admin)
+    machine_of_a = f"arn:aws:states:{REGION_A}:{ACCOUNT_A}:stateMachine:payouts"
+    services.approver_trust_save(
+        actor=admin, name="A payouts", state_machine_arn=machine_of_a, state_name="", mode="free"
+    )
+    body = {
+        "taskToken": str(uuid.uuid4()),
+        "stateMachine": machine_of_a,
+        "approvers": {"users": ["mallory@example.com"]},
+    }
+    single = services.received_message_ingest(sqs_message_id="m-1", body=json.dumps(body), max_bytes=262144)
+    batch = {**body, "taskToken": str(uuid.uuid4())}
+    received = gateway.QueueMessage(message_id="m-2", receipt_handle="r", body=json.dumps(batch), receive_count=1)
+    (outcome,) = services.received_batch_ingest(messages=[received], max_bytes=262144)
+
+    assert not ApprovalRequest.objects.exists()
+    for error in (single, outcome.error):
+        assert error is not None and error.code == services.OUTSIDE_SOURCE and error.source is None
+        assert "team A" in error.reason
+
+    # The default queue's own account (any region, as before sources existed) still passes.
+    own = {
+        **body,
+        "taskToken": str(uuid.uuid4()),
+        "stateMachine": "arn:aws:states:us-east-1:999999999999:stateMachine:m",
+    }
+    assert services.received_message_ingest(sqs_message_id="m-3", body=json.dumps(own), max_bytes=262144) is None

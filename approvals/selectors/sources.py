@@ -55,6 +55,15 @@ def sources_to_poll() -> list[SourceToPoll]:
     return polled
 
 
+def sources_by_account() -> dict[str, str]:
+    """Each account a source (enabled or not) serves → the name of the first source serving it."""
+    accounts: dict[str, str] = {}
+    for source in ApprovalSource.objects.order_by("pk").only("name", "queue_url", "role_arn"):
+        if source.account_id:
+            accounts.setdefault(source.account_id, source.name)
+    return accounts
+
+
 def failing_sources() -> list[ApprovalSource]:
     """Enabled sources whose last poll failed (for /readyz and the ops dashboard)."""
     return list(ApprovalSource.objects.filter(enabled=True, state=ApprovalSource.State.FAILING).order_by("pk"))

@@ -1,6 +1,7 @@
 """Turning queue messages into approval requests, recording the ones that cannot become one, and an
 admin's replay or discard of those."""
 
+import functools
 import logging
 import traceback
 from collections.abc import Callable, Sequence
@@ -27,6 +28,7 @@ from approvals.models import (
 from approvals.ops import metrics
 from approvals.redaction import redact, redact_body
 from approvals.selectors import trust
+from approvals.selectors.sources import sources_by_account as read_sources_by_account
 from approvals.services.common import SYSTEM, ApprovalError, audit
 from approvals.services.notifications import new_requests_notify
 from approvals.services.sources import source_trust_check
@@ -376,13 +378,18 @@ def _batch_store(
     """The batch's writes, in the caller's transaction. Raises if any of them fails."""
     outcomes = [IngestOutcome(message_id=message.message_id) for message in messages]
     parsed: list[tuple[int, ApprovalMessage]] = []
+    # Read at most once per batch, and only if a message names an account (the default queue's check).
+    sources_by_account = functools.cache(read_sources_by_account)
     for index, received in enumerate(messages):
         bind_log_context(message_id=received.message_id, approval_id=None)
         try:
             message = parse_message(received.body, max_bytes=max_bytes)
             # The source's trust rule (approvals/services/sources.py): its region and account only.
             source_trust_check(
-                source=source, execution_arn=message.execution_arn, state_machine_arn=message.state_machine_arn
+                source=source,
+                execution_arn=message.execution_arn,
+                state_machine_arn=message.state_machine_arn,
+                sources_by_account=sources_by_account,
             )
             parsed.append((index, message))
         except ContractError as error:

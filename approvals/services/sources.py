@@ -4,13 +4,16 @@ source passes: its execution must be in the source's region and account."""
 
 import logging
 import re
+from collections.abc import Callable
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from approvals.contract import ContractError
 from approvals.models import ApprovalSource, AuditAction, User
 from approvals.redaction import redact
+from approvals.selectors.sources import sources_by_account as read_sources_by_account
 from approvals.services.common import ApprovalError, audit
 from approvals.stepfunctions import account_of_queue_url, account_of_role, arn_parts
 
@@ -176,27 +179,58 @@ def _source_state_change(*, source_id: int, failing: bool, error: str) -> None:
         logger.warning("approval source %s is %s%s", source.name, wanted.label.lower(), f": {error}" if error else "")
 
 
-def source_trust_check(*, source: ApprovalSource | None, execution_arn: str, state_machine_arn: str = "") -> None:
+def source_trust_check(
+    *,
+    source: ApprovalSource | None,
+    execution_arn: str,
+    state_machine_arn: str = "",
+    sources_by_account: Callable[[], dict[str, str]] | None = None,
+) -> None:
     """Refuse a message whose execution or state machine its source may not serve: an ARN in
     another region, or another account than the source's (the role's, else the queue URL's). The
     state machine counts as much as the execution: the admins' settings (routing rules, approver
     trust, default policies) are matched by it, so a message on one account's queue naming another
-    account's state machine would borrow that account's settings. The default source is not checked
-    (as before sources existed); a message that names neither is routed to the source's own region
-    and account (a token only works there)."""
+    account's state machine would borrow that account's settings. A message that names neither is
+    routed to the source's own region and account (a token only works there).
+
+    The default source serves any region and any account as before sources existed, except an
+    account a source serves (unless it is the default queue's own): its settings are that
+    source's senders', not the default queue's. `sources_by_account` reads those accounts (a
+    batch passes one cached reader)."""
+    arns = (("execution", execution_arn), ("stateMachine", state_machine_arn))
     if source is None:
+        _default_source_check(arns, sources_by_account or read_sources_by_account)
         return
     allowed_account = account_of_role(source.role_arn) if source.role_arn else account_of_queue_url(source.queue_url)
-    for field, arn in (("execution", execution_arn), ("stateMachine", state_machine_arn)):
+    for field, arn in arns:
         if not arn:
             continue
         region, account = arn_parts(arn)
         if region != source.region or account != allowed_account:
-            what = "execution" if field == "execution" else "state machine"
             raise ContractError(
                 OUTSIDE_SOURCE,
-                f"The {what} is in region {region or '?'} and account {account or '?'}, but source "
+                f"The {_WHAT[field]} is in region {region or '?'} and account {account or '?'}, but source "
                 f"{source.name!r} serves region {source.region} and account {allowed_account or '?'}. Fix the "
                 "source (or the state machine's queue) and replay.",
+                field,
+            )
+
+
+_WHAT = {"execution": "execution", "stateMachine": "state machine"}
+
+
+def _default_source_check(arns, sources_by_account: Callable[[], dict[str, str]]) -> None:
+    own_account = account_of_queue_url(settings.APPROVAL_QUEUE_URL)
+    for field, arn in arns:
+        _, account = arn_parts(arn)
+        if not account or account == own_account:
+            continue
+        served_by = sources_by_account().get(account)
+        if served_by is not None:
+            raise ContractError(
+                OUTSIDE_SOURCE,
+                f"The {_WHAT[field]} is in account {account}, which source {served_by!r} serves, but the "
+                "message came from the default queue (APPROVAL_QUEUE_URL). Point the state machine at its "
+                "source's queue and replay.",
                 field,
             )
