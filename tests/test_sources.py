@@ -602,18 +602,22 @@ def test_metric_labels_for_sources_are_bounded():
     assert metrics.source_label(None) == "approvals"
 
 
-@given(
-    execution_arn=st.one_of(
-        st.text(max_size=300),
-        st.builds(
-            lambda region, account, rest: f"arn:aws:states:{region}:{account}:execution:{rest}",
-            st.sampled_from([REGION_A, REGION_B, "", "US-WEST-2", " us-west-2"]),
-            st.sampled_from([ACCOUNT_A, ACCOUNT_B, "", "11111111111", "111111111111 "]),
-            st.text(max_size=50),
-        ),
-    )
+_ANY_ARN = st.one_of(
+    st.text(max_size=300),
+    st.builds(
+        lambda partition, region, account, rest: f"arn:{partition}:states:{region}:{account}:{rest}",
+        st.sampled_from(["aws", "aws-cn", "aws-us-gov"]),
+        st.sampled_from([REGION_A, REGION_B, "", "US-WEST-2", " us-west-2"]),
+        st.sampled_from([ACCOUNT_A, ACCOUNT_B, "", "11111111111", "111111111111 ", "１１１１１１１１１１１１"]),
+        st.one_of(st.text(max_size=50), st.sampled_from(["execution:m:run", "stateMachine:m"])),
+    ),
 )
-def test_the_trust_rule_passes_only_the_sources_own_region_and_account_whatever_the_arn(execution_arn):
+
+
+@given(execution_arn=_ANY_ARN, state_machine_arn=st.one_of(st.just(""), _ANY_ARN))
+def test_the_trust_rule_passes_only_the_sources_own_region_and_account_whatever_the_arns(
+    execution_arn, state_machine_arn
+):
     from approvals.contract import ContractError
     from approvals.stepfunctions import arn_parts
 
@@ -624,15 +628,15 @@ def test_the_trust_rule_passes_only_the_sources_own_region_and_account_whatever_
         role_arn=f"arn:aws:iam::{ACCOUNT_A}:role/portal",
         external_id="secret-A",
     )
-    region, account = arn_parts(execution_arn)
+    named = [arn for arn in (execution_arn, state_machine_arn) if arn]
     try:
-        services.source_trust_check(source=source, execution_arn=execution_arn)
+        services.source_trust_check(source=source, execution_arn=execution_arn, state_machine_arn=state_machine_arn)
     except ContractError as refused:
         assert refused.code == services.OUTSIDE_SOURCE
         assert "secret-A" not in refused.message
-        assert (region, account) != (REGION_A, ACCOUNT_A)
+        assert any(arn_parts(arn) != (REGION_A, ACCOUNT_A) for arn in named)
     else:
-        assert not execution_arn or (region, account) == (REGION_A, ACCOUNT_A)
+        assert all(arn_parts(arn) == (REGION_A, ACCOUNT_A) for arn in named)
 
 
 @pytest.mark.django_db
