@@ -1,6 +1,7 @@
 """Step Functions' vocabulary, in one place: ARNs (names, regions), links to the AWS console, and the
 error codes its API answers (closed task, unknown token or execution, transient, never sent)."""
 
+import re
 from urllib.parse import quote, urlsplit
 
 from django.conf import settings
@@ -36,6 +37,17 @@ def account_of_queue_url(queue_url: str) -> str:
     """`https://sqs.<region>.amazonaws.com/<account>/<name>` → the account ("" if none is named)."""
     path = urlsplit(queue_url or "").path.strip("/").split("/")
     return path[0] if len(path) == 2 and path[0].isdigit() else ""
+
+
+_QUEUE_HOST = re.compile(
+    r"^(?:sqs(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?|([a-z0-9-]+)\.queue\.amazonaws\.com)$"
+)
+
+
+def region_of_queue_url(queue_url: str) -> str:
+    """`https://sqs.<region>.amazonaws.com/<account>/<name>` → the region ("" for another host: an emulator's)."""
+    match = _QUEUE_HOST.match((urlsplit(queue_url or "").hostname or "").lower())
+    return (match.group(1) or match.group(2)) if match else ""
 
 
 def state_machine_name(arn: str) -> str:

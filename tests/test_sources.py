@@ -377,12 +377,12 @@ def test_a_message_naming_an_execution_of_another_account_or_region_is_refused_a
     wrong_account = next(error for error in errors if "other-account" in error.body_redacted)
     again = services.ingest_error_replay(ingest_error_id=wrong_account.pk, actor=admin)
     assert again.status == IngestError.Status.OPEN
-    # ...then the source is fixed (it is account B's role, it turns out) and the replay goes through.
+    # ...then the source is fixed (it is account B's queue and role, it turns out) and the replay goes through.
     services.source_save(
         actor=admin,
         source_id=source.pk,
         name=source.name,
-        queue_url=source.queue_url,
+        queue_url=source.queue_url.replace(ACCOUNT_A, ACCOUNT_B),
         region=REGION_A,
         role_arn=f"arn:aws:iam::{ACCOUNT_B}:role/approval-portal",
         external_id=None,
@@ -917,3 +917,48 @@ def test_a_message_on_the_default_queue_naming_a_sources_account_does_not_get_th
         "stateMachine": "arn:aws:states:us-east-1:999999999999:stateMachine:m",
     }
     assert services.received_message_ingest(sqs_message_id="m-3", body=json.dumps(own), max_bytes=262144) is None
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("queue_url", "region"),
+    [
+        (f"https://sqs.{REGION_A}.amazonaws.com/{ACCOUNT_A}/approvals", REGION_A),
+        (f"https://sqs.{REGION_B}.amazonaws.com/{ACCOUNT_B}/approvals", REGION_A),
+    ],
+    ids=["queue in another account", "queue in another region"],
+)
+def test_a_source_whose_queue_is_in_another_account_or_region_than_its_role_and_region_is_refused(queue_url, region):
+    """The queue's senders are its account's: with account B's role on account A's queue, A's
+    senders could name B's state machines and get B's settings."""
+    admin = make_user("root", admin=True)
+    with pytest.raises(services.ApprovalError) as refused:
+        services.source_save(
+            actor=admin,
+            source_id=None,
+            name="team B",
+            queue_url=queue_url,
+            region=region,
+            role_arn=f"arn:aws:iam::{ACCOUNT_B}:role/portal",
+        )
+    assert refused.value.code == "invalid"
+    assert not ApprovalSource.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_source_saved_earlier_with_its_queue_and_role_in_two_accounts_serves_neither():
+    source = ApprovalSource.objects.create(
+        name="team A, B's role",
+        queue_url=f"https://sqs.{REGION_A}.amazonaws.com/{ACCOUNT_A}/approvals",
+        region=REGION_A,
+        role_arn=f"arn:aws:iam::{ACCOUNT_B}:role/portal",
+    )
+    from approvals.contract import ContractError
+
+    for account in (ACCOUNT_A, ACCOUNT_B):
+        with pytest.raises(ContractError):
+            services.source_trust_check(
+                source=source,
+                execution_arn="",
+                state_machine_arn=f"arn:aws:states:{REGION_A}:{account}:stateMachine:payouts",
+            )

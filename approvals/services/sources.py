@@ -15,7 +15,7 @@ from approvals.models import ApprovalSource, AuditAction, User
 from approvals.redaction import redact
 from approvals.selectors.sources import sources_by_account as read_sources_by_account
 from approvals.services.common import ApprovalError, audit
-from approvals.stepfunctions import account_of_queue_url, account_of_role, arn_parts
+from approvals.stepfunctions import account_of_queue_url, account_of_role, arn_parts, region_of_queue_url
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,17 @@ def source_fields_check(*, name: str, queue_url: str, region: str, role_arn: str
         raise ApprovalError("An external ID is only used with a role to assume.", "invalid")
     if not role_arn and not account_of_queue_url(queue_url):
         raise ApprovalError("Without a role, the queue URL must name the account (…/<account>/<queue>).", "invalid")
+    # Whoever may send to the queue is its account's: a role (or region) elsewhere would let those
+    # senders name that account's state machines, and get its settings (the trust rule below).
+    queue_account, queue_region = account_of_queue_url(queue_url), region_of_queue_url(queue_url)
+    if role_arn and queue_account and account_of_role(role_arn) != queue_account:
+        raise ApprovalError(
+            f"The queue is in account {queue_account}, the role in account {account_of_role(role_arn)}: "
+            "use the role the member-account template made in the queue's account.",
+            "invalid",
+        )
+    if queue_region and queue_region != region:
+        raise ApprovalError(f"The queue is in region {queue_region}, not {region}.", "invalid")
 
 
 @transaction.atomic
@@ -202,6 +213,9 @@ def source_trust_check(
         _default_source_check(arns, sources_by_account or read_sources_by_account)
         return
     allowed_account = account_of_role(source.role_arn) if source.role_arn else account_of_queue_url(source.queue_url)
+    if account_of_queue_url(source.queue_url) not in ("", allowed_account):
+        # Saved before source_fields_check refused it: the queue's senders are another account's.
+        allowed_account = ""
     for field, arn in arns:
         if not arn:
             continue
