@@ -962,3 +962,37 @@ def test_a_source_saved_earlier_with_its_queue_and_role_in_two_accounts_serves_n
                 execution_arn="",
                 state_machine_arn=f"arn:aws:states:{REGION_A}:{account}:stateMachine:payouts",
             )
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.trust_unconfigured
+def test_through_the_consumer_neither_a_source_nor_the_default_queue_takes_another_accounts_free_trust(
+    sources_aws, settings
+):
+    admin = make_user("root", admin=True)
+    member_a, member_b = Member(ACCOUNT_A, REGION_A), Member(ACCOUNT_B, REGION_B)
+    source_a, source_b = add_source(admin, member_a, "team A"), add_source(admin, member_b, "team B")
+    services.approver_trust_save(
+        actor=admin, name="B payouts", state_machine_arn=MACHINE_OF_B, state_name="", mode="free"
+    )
+    body = json.dumps(
+        {"taskToken": str(uuid.uuid4()), "stateMachine": MACHINE_OF_B, "approvers": {"users": ["m@example.com"]}}
+    )
+    gateway.send_message(queue_url=member_a.queue_url, body=body, route=source_route(source_a))
+    default = json.dumps({**json.loads(body), "taskToken": str(uuid.uuid4())})
+    gateway.send_message(queue_url=settings.APPROVAL_QUEUE_URL, body=default)
+
+    def both_refused():
+        consume_once(
+            queue_url=member_a.queue_url, wait_seconds=1, visibility_timeout=30, max_bytes=262144, source=source_a
+        )
+        consume_once(queue_url=settings.APPROVAL_QUEUE_URL, wait_seconds=1, visibility_timeout=30, max_bytes=262144)
+        return IngestError.objects.count() == 2
+
+    wait_for(both_refused, timeout=15)
+    assert not ApprovalRequest.objects.exists()
+    assert {(error.code, error.source_id) for error in IngestError.objects.all()} == {
+        (services.OUTSIDE_SOURCE, source_a.pk),
+        (services.OUTSIDE_SOURCE, None),
+    }
+    assert source_b.enabled
