@@ -656,6 +656,10 @@ class IngestError(models.Model):
     replayed_as_message_id = models.CharField(max_length=128, blank=True, default="")
     # The source it came from (null: the default one): a replay checks the message against it again.
     source = models.ForeignKey(ApprovalSource, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    # The source's queue it was received from ("" for the default one, or recorded before this
+    # was kept): its senders were that queue's account's, so a source moved to another queue since
+    # does not replay it.
+    source_queue_url = models.CharField(max_length=2048, blank=True, default="", editable=False)
 
     class Meta:
         ordering = ["-last_seen_at"]

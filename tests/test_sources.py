@@ -374,20 +374,20 @@ def test_a_message_naming_an_execution_of_another_account_or_region_is_refused_a
     assert "account 222222222222" in errors.first().reason or "region eu-west-1" in errors.first().reason
 
     # The admin widens nothing by accident: a replay is refused again until the source is fixed...
-    wrong_account = next(error for error in errors if "other-account" in error.body_redacted)
-    again = services.ingest_error_replay(ingest_error_id=wrong_account.pk, actor=admin)
+    wrong_region = next(error for error in errors if "other-region" in error.body_redacted)
+    again = services.ingest_error_replay(ingest_error_id=wrong_region.pk, actor=admin)
     assert again.status == IngestError.Status.OPEN
-    # ...then the source is fixed (it is account B's queue and role, it turns out) and the replay goes through.
+    # ...then the source is fixed (its queue is in region B, it turns out) and the replay goes through.
     services.source_save(
         actor=admin,
         source_id=source.pk,
         name=source.name,
-        queue_url=source.queue_url.replace(ACCOUNT_A, ACCOUNT_B),
-        region=REGION_A,
-        role_arn=f"arn:aws:iam::{ACCOUNT_B}:role/approval-portal",
+        queue_url=source.queue_url,
+        region=REGION_B,
+        role_arn=source.role_arn,
         external_id=None,
     )
-    replayed = services.ingest_error_replay(ingest_error_id=wrong_account.pk, actor=admin)
+    replayed = services.ingest_error_replay(ingest_error_id=wrong_region.pk, actor=admin)
     assert replayed.status == IngestError.Status.REPLAYED
     assert ApprovalRequest.objects.get().source == source
 
@@ -996,3 +996,37 @@ def test_through_the_consumer_neither_a_source_nor_the_default_queue_takes_anoth
         (services.OUTSIDE_SOURCE, None),
     }
     assert source_b.enabled
+
+
+@pytest.mark.django_db
+@pytest.mark.trust_unconfigured
+def test_a_message_refused_from_one_queue_is_not_replayed_after_its_source_is_moved_to_another_accounts_queue():
+    """Its senders were the first queue's account's: moving the source to account B's queue and
+    role must not replay them with B's settings."""
+    admin = make_user("root", admin=True)
+    source = team_a_source(admin)
+    services.approver_trust_save(
+        actor=admin, name="B payouts", state_machine_arn=MACHINE_OF_B, state_name="", mode="free"
+    )
+    body = {"taskToken": str(uuid.uuid4()), "stateMachine": MACHINE_OF_B, "approvers": {"users": ["m@example.com"]}}
+    error = services.received_message_ingest(
+        sqs_message_id="m-1", body=json.dumps(body), max_bytes=262144, source=source
+    )
+    assert error.code == services.OUTSIDE_SOURCE
+
+    services.source_save(
+        actor=admin,
+        source_id=source.pk,
+        name=source.name,
+        queue_url=f"https://sqs.{REGION_B}.amazonaws.com/{ACCOUNT_B}/approvals",
+        region=REGION_B,
+        role_arn=f"arn:aws:iam::{ACCOUNT_B}:role/portal",
+        external_id=None,
+    )
+    with pytest.raises(services.ApprovalError) as refused:
+        services.ingest_error_replay(ingest_error_id=error.pk, actor=admin)
+
+    assert refused.value.code == "source_moved"
+    assert not ApprovalRequest.objects.exists()
+    error.refresh_from_db()
+    assert error.status == IngestError.Status.OPEN

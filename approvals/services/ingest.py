@@ -521,6 +521,7 @@ def _ingest_error_upsert(
         body_redacted=redact_body(body),
         message_ciphertext=_message_encrypt(body),
         source=source,
+        source_queue_url=source.queue_url if source is not None else "",
         first_seen_at=now,
         last_seen_at=now,
     )
@@ -579,6 +580,13 @@ def ingest_error_replay(*, ingest_error_id: int, actor: User) -> IngestError:
 
 
 def _ingest_error_replay_kept(row: IngestError, actor: User) -> IngestError:
+    if row.source is not None and row.source_queue_url and row.source_queue_url != row.source.queue_url:
+        raise ApprovalError(
+            f"The message came from another queue than source {row.source.name!r} reads now: its senders "
+            "were that queue's account's, so it is not replayed through this source. Discard it (its "
+            "execution waits until its timeout, or start it again).",
+            "source_moved",
+        )
     try:
         body = tokens.decrypt_token(row.message_ciphertext)
     except tokens.TokenKeyError:
