@@ -272,11 +272,13 @@ def service_account_refusal(user: User, request: ApprovalRequest) -> Refusal | N
 
 
 def decision_authority(
-    user: User, request: ApprovalRequest, *, approve: bool | None = None
+    user: User, request: ApprovalRequest, *, approve: bool | None = None, at: datetime | None = None
 ) -> tuple[Authority | None, Refusal | None]:
     """The authority `user` decides `request` with now, or why they may not.
 
-    `approve` True checks distinctGroups too (a rejection may come from any group).
+    `approve` True checks distinctGroups too (a rejection may come from any group). `at`: the
+    moment the decision is recorded at (now by default), so that the deadline and a delegation's
+    window are judged at the very moment the vote carries, which the callback's re-check reads.
     """
     if not user.is_active:
         return None, Refusal("inactive_user", "Your account is disabled.")
@@ -284,12 +286,12 @@ def decision_authority(
         return None, refused
     if _is_requester(user, request):
         return None, Refusal("requester", "You requested this approval, so someone else has to decide it.")
-    candidates = authorities(user, request)
+    candidates = authorities(user, request, at)
     if not candidates:
         return None, Refusal("not_assignee", "You are not an approver of this request.")
     if not request.is_pending:
         return None, Refusal("not_pending", f"This request is already {delivery.request_status_words(request)}.")
-    if request.deadline is not None and request.deadline <= timezone.now():
+    if request.deadline is not None and request.deadline <= (at or timezone.now()):
         return None, Refusal("expired", "The deadline for this request has passed.")
     stood_in = next((vote for vote in request.votes.all() if vote.on_behalf_of_id == user.pk), None)
     if stood_in is not None:

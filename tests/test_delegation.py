@@ -595,3 +595,60 @@ def test_a_new_request_also_notifies_the_active_delegate_of_an_approver(people, 
     new_request_notifications_planned()
     told = set(Notification.objects.filter(request=later, kind="new_request").values_list("recipient", flat=True))
     assert told == {"alice@example.com", "erin@example.com"}
+
+
+# ---------------------------------------------------------------------------
+# The moment itself: a window (or a deadline) that closes while a decision is being recorded
+# ---------------------------------------------------------------------------
+def _held_after_the_check_until(moment, monkeypatch) -> None:
+    """Hold the deciding thread after the decision's authority check until the real clock has
+    passed `moment` (mock only holds it there: nothing real pauses between those two lines)."""
+    import time
+
+    from approvals import permissions
+
+    checked = permissions.decision_authority
+
+    def check_then_wait(*args, **kwargs):
+        found = checked(*args, **kwargs)
+        while timezone.now() <= moment:
+            time.sleep(0.005)
+        return found
+
+    monkeypatch.setattr(permissions, "decision_authority", check_then_wait)
+
+
+def test_a_vote_allowed_just_before_the_window_ends_still_counts_when_the_callback_is_checked(people, monkeypatch):
+    request = ingest()
+    delegation = delegate(people)
+    ends_at = timezone.now() + timedelta(milliseconds=50)
+    Delegation.objects.filter(pk=delegation.pk).update(ends_at=ends_at)
+    _held_after_the_check_until(ends_at, monkeypatch)
+
+    services.approval_decide(public_id=request.public_id, user=people["xavier"], approve=True, comment="ok")
+    monkeypatch.undo()
+
+    vote = Vote.objects.get(request=request)
+    assert vote.on_behalf_of == people["alice"]
+    assert vote.created_at < ends_at, "the vote is recorded at the moment its right was checked"
+    send = services.callback_claim(callback_id=Callback.objects.get(request=request).pk)
+    request.refresh_from_db()
+    assert send is not None and request.status == RequestStatus.APPROVED
+    assert not AuditEvent.objects.filter(request=request, action="reopened").exists()
+    assert Vote.objects.get(pk=vote.pk).withdrawn_at is None
+
+
+def test_a_decision_allowed_just_before_the_deadline_is_recorded_before_it(people, monkeypatch):
+    request = ingest()
+    deadline = timezone.now() + timedelta(milliseconds=50)
+    ApprovalRequest.objects.filter(pk=request.pk).update(deadline=deadline)
+    _held_after_the_check_until(deadline, monkeypatch)
+
+    services.approval_decide(public_id=request.public_id, user=people["alice"], approve=True, comment="ok")
+    monkeypatch.undo()
+
+    request.refresh_from_db()
+    assert request.status == RequestStatus.APPROVED
+    assert request.decided_at < request.deadline
+    assert Vote.objects.get(request=request).created_at < request.deadline
+    assert services.approval_expire(request_id=request.pk) is False

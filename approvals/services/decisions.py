@@ -152,6 +152,9 @@ def _decide(
 ) -> ApprovalRequest:
     # Only the second of two simultaneous votes completing a 2-of-2 closes it (one Callback).
     request = locked_request(public_id, related=("decided_by",))
+    # One moment for the whole decision: the deadline and a delegation's window are checked at
+    # the time the vote records, which is what the callback's re-check judges it by.
+    now = timezone.now()
     if request.is_pending:
         # Votes whose ground went since (deactivated, left the group, reassigned away) neither count
         # toward this decision nor keep their group taken; kept only if this vote is recorded.
@@ -161,7 +164,7 @@ def _decide(
         choice_error = None
     except ApprovalError as error:
         choice_error = error
-    authority, refusal = permissions.decision_authority(user, request, approve=approve)
+    authority, refusal = permissions.decision_authority(user, request, approve=approve, at=now)
     if refusal is not None:
         raise ApprovalError(refusal.message, refusal.code, request=request)
     if choice_error is not None:
@@ -171,7 +174,6 @@ def _decide(
         raise ApprovalError(REASON_REQUIRED_MESSAGE, REASON_REQUIRED, request=request)
     typed_answers = decision_answers(request, answers=answers, from_form=answers_from_form, approve=approve)
 
-    now = timezone.now()
     vote = Vote.objects.create(
         request=request,
         user=user,
