@@ -13,6 +13,7 @@ import subprocess
 import threading
 import time
 import uuid
+from datetime import timedelta
 from unittest import mock
 
 import boto3
@@ -20,6 +21,7 @@ import pytest
 from botocore.exceptions import ClientError, ReadTimeoutError
 from django.contrib.auth.models import Group
 from django.db import connection, transaction
+from django.utils import timezone
 
 from approvals import services, tasks
 from approvals.contract import parse_message
@@ -406,6 +408,72 @@ def test_two_approvers_deciding_at_the_same_moment_make_exactly_one_decision(aws
     assert sorted(outcomes) == ["decided", "not_pending"]
     assert Callback.objects.count() == 1
     assert AuditEvent.objects.filter(action="approved").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("deadline_in_ms", [0, 5, 20])
+@pytest.mark.parametrize("racers", [("decide", "sweep"), ("decide", "cancel", "sweep")])
+def test_a_decision_an_admins_cancel_and_the_expiry_sweep_racing_at_the_deadline_make_exactly_one_outcome(
+    deadline_in_ms, racers
+):
+    from tests.support import make_user
+
+    alice, carol = make_user("alice", "finance-approvers"), make_user("carol", admin=True)
+    body = {"taskToken": f"race-{uuid.uuid4()}", "approvers": {"groups": ["finance-approvers"]}}
+    approval, _ = services.approval_request_ingest(message=parse_message(json.dumps(body)))
+    deadline = timezone.now() + timedelta(milliseconds=deadline_in_ms)
+    ApprovalRequest.objects.filter(pk=approval.pk).update(deadline=deadline)
+    start = threading.Barrier(len(racers))
+    outcomes: dict[str, object] = {}
+
+    def decide():
+        try:
+            services.approval_decide(public_id=approval.public_id, user=alice, approve=True)
+            return "decided"
+        except services.ApprovalError as error:
+            return error.code
+
+    def cancel():
+        try:
+            services.approval_cancel(request_id=approval.pk, actor=carol, reason="wrong order")
+            return "cancelled"
+        except services.ApprovalError as error:
+            return error.code
+
+    def sweep():
+        while timezone.now() <= deadline:  # beat's sweep finds only what is overdue
+            time.sleep(0.001)
+        return tasks.expire_overdue_requests()
+
+    def run(name, attempt):
+        try:
+            start.wait()
+            outcomes[name] = attempt()
+        finally:
+            connection.close()
+
+    attempts = {"decide": decide, "cancel": cancel, "sweep": sweep}
+    threads = [threading.Thread(target=run, args=(name, attempts[name])) for name in racers]
+    with mock.patch("approvals.services.callbacks.enqueue_on_commit"):  # no worker here: nothing to publish to
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    approval.refresh_from_db()
+    closed = {"decided": RequestStatus.APPROVED, "cancelled": RequestStatus.CANCELLED}
+    won = [name for name, outcome in outcomes.items() if outcome in ("decided", "cancelled", 1)]
+    assert len(won) == 1, outcomes
+    assert approval.status == closed.get(outcomes[won[0]], RequestStatus.EXPIRED)
+    assert outcomes["decide"] in ("decided", "not_pending", "expired")
+    assert outcomes.get("cancel", "not_pending") in ("cancelled", "not_pending")
+    assert Callback.objects.filter(request=approval).count() == 1
+    closing = AuditEvent.objects.filter(request=approval, action__in=["approved", "cancelled", "expired"])
+    assert [event.action for event in closing] == [approval.status]
+    if approval.status == RequestStatus.APPROVED:
+        assert approval.decided_at < deadline
+    if approval.status == RequestStatus.EXPIRED:
+        assert approval.decided_at >= deadline
 
 
 @pytest.mark.django_db
