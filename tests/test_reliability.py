@@ -23,7 +23,7 @@ from django.contrib.auth.models import Group
 from django.db import connection, transaction
 from django.utils import timezone
 
-from approvals import services, tasks
+from approvals import selectors, services, tasks
 from approvals.contract import parse_message
 from approvals.integrations import aws as gateway
 from approvals.management.commands.aws_bootstrap import demo_definition
@@ -573,6 +573,29 @@ def test_an_output_of_exactly_the_limit_is_sent_and_one_byte_more_is_refused_bef
     assert "262144" in refused.last_error
     assert refused.attempts == 0  # refused before any call
     assert status_of(over_arn)["status"] == "RUNNING"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("heartbeat_seconds", "since_last", "due"),
+    [
+        (40, 11, True),  # a third (13 s) plus the next sweep (30 s) is 43 s: the task would time out at 40
+        (31, 0, True),  # only a heartbeat on every sweep (30 s apart) keeps it alive
+        (3600, 11, False),  # a long interval keeps its third: no heartbeat every 30 s
+        (3600, 1200, True),
+    ],
+)
+def test_a_heartbeat_the_next_sweep_would_send_too_late_is_sent_by_this_one(
+    settings, heartbeat_seconds, since_last, due
+):
+    settings.HEARTBEAT_SWEEP_SECONDS = 30
+    body = {"taskToken": f"beat-{uuid.uuid4()}", "approvers": {"groups": ["finance-approvers"]}}
+    approval, _ = services.approval_request_ingest(message=parse_message(json.dumps(body)))
+    ApprovalRequest.objects.filter(pk=approval.pk).update(
+        heartbeat_seconds=heartbeat_seconds, last_heartbeat_at=timezone.now() - timedelta(seconds=since_last)
+    )
+
+    assert (approval.pk in selectors.heartbeat_due_request_ids()) is due
 
 
 @pytest.mark.django_db

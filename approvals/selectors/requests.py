@@ -302,21 +302,25 @@ def overdue_pending_request_ids(limit: int = 500) -> list[int]:
 def heartbeat_due_request_ids(limit: int = 500) -> list[int]:
     """Pending requests whose task has HeartbeatSeconds and whose next heartbeat is due.
 
-    Sent at a third of the interval, so one missed sweep still leaves a margin. The due time
-    is computed here rather than in SQL: interval arithmetic differs between PostgreSQL and
-    SQLite, and only waiting requests with heartbeats are read.
+    Sent at a third of the interval, so one missed sweep still leaves a margin — but never later
+    than two sweeps before the interval ends: the sweep runs every HEARTBEAT_SWEEP_SECONDS, so a
+    heartbeat left for the next one arrives up to that much later (a 40 s interval's third, 13 s,
+    plus a 30 s sweep is 43 s: timed out). An interval under two sweeps gets one every sweep. The
+    due time is computed here rather than in SQL: interval arithmetic differs between PostgreSQL
+    and SQLite, and only waiting requests with heartbeats are read.
     """
     now = timezone.now()
+    sweep = settings.HEARTBEAT_SWEEP_SECONDS
     waiting = (
         ApprovalRequest.objects.filter(status=RequestStatus.PENDING, heartbeat_seconds__isnull=False)
         .annotate(last=Coalesce("last_heartbeat_at", "received_at"))
         .values_list("pk", "last", "heartbeat_seconds")
     )
-    due = [
-        (last + timedelta(seconds=seconds / 3), pk)
-        for pk, last, seconds in waiting.iterator()
-        if last + timedelta(seconds=seconds / 3) <= now
-    ]
+    due = []
+    for pk, last, seconds in waiting.iterator():
+        at = last + timedelta(seconds=min(seconds / 3, max(0, seconds - 2 * sweep)))
+        if at <= now:
+            due.append((at, pk))
     return [pk for _, pk in sorted(due)[:limit]]
 
 
