@@ -650,3 +650,76 @@ def test_a_claim_takes_the_due_callbacks_without_walking_past_the_delivered_ones
     assert scans, precheck
     read = sum(scan["Actual Rows"] + scan.get("Rows Removed by Filter", 0) for scan in scans)
     assert read <= 100, scans
+
+
+# ---------------------------------------------------------------------------
+# The lease ends while the batch still waits for a send thread
+# ---------------------------------------------------------------------------
+class HeldStepFunctions:
+    """A stand-in Step Functions client (mock: the moto server cannot be made slow on demand).
+    The calls of the first worker's batch hold until its lease has run out and a second worker
+    has claimed and sent the same rows; every call is counted by token."""
+
+    def __init__(self, first_token: str, leased: list, second_worker):
+        self.first_token, self.leased, self.second_worker = first_token, leased, second_worker
+        self.calls: list[str] = []
+        self.lock = threading.Lock()
+        self.second_started, self.second_done = threading.Event(), threading.Event()
+
+    def send_task_success(self, **kwargs):
+        with self.lock:
+            self.calls.append(kwargs["taskToken"])
+        if self.second_started.is_set():
+            return {}  # the second worker's own calls, and any after it
+        if kwargs["taskToken"] == self.first_token:
+            lease_ends = self.leased[0] + timedelta(seconds=1)
+            while timezone.now() <= lease_ends:
+                threading.Event().wait(0.01)
+            self.second_started.set()
+            try:
+                self.second_worker()
+            finally:
+                connection.close()
+                self.second_done.set()
+        else:
+            self.second_done.wait(timeout=30)
+        return {}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_callback_whose_lease_ran_out_before_its_send_began_is_not_sent_again_by_the_worker_that_lost_it(
+    settings,
+):
+    settings.CALLBACK_STALE_SECONDS = 1
+    settings.CALLBACK_SEND_THREADS = 2  # three rows, two threads: the third waits for a thread
+    team = finance_team()
+    requests = [ingest_body(title=f"Order {n}") for n in range(3)]
+    with mock.patch("approvals.services.callbacks.enqueue_on_commit"):  # the batch below is the only worker
+        callbacks = [approve(request, team["alice"]) for request in requests]
+    token_of = {c.pk: tokens.decrypt_token(c.request.token_ciphertext) for c in callbacks}
+    leased: list = []
+    claim = services.callbacks_claim_batch
+
+    def first_claim(**kwargs):
+        sends = claim(**kwargs)
+        leased.append(timezone.now())
+        return sends
+
+    def second_worker():  # another worker's claim and sends, once the first one's lease ran out
+        sends = claim(limit=50)
+        assert {send.callback_id for send in sends} == set(token_of)
+        tasks.callbacks._record(sends, [tasks.callbacks._send(send) for send in sends])
+
+    standin = HeldStepFunctions(token_of[callbacks[0].pk], leased, second_worker)
+    with (
+        mock.patch.object(gateway, "_sfn", return_value=standin),
+        mock.patch.object(services, "callbacks_claim_batch", side_effect=first_claim),
+        mock.patch.object(tasks.deliver_callback, "apply_async"),
+    ):
+        tasks.callbacks._deliver_batch([callbacks[0].pk, callbacks[1].pk, callbacks[2].pk])
+
+    waited = token_of[callbacks[2].pk]
+    assert standin.calls.count(waited) == 1, "the row the second worker took is sent by it alone"
+    assert set(Callback.objects.values_list("status", flat=True)) == {CallbackStatus.DELIVERED}
+    for request in requests:
+        assert AuditEvent.objects.filter(request=request, action="callback_delivered").count() == 1

@@ -323,6 +323,7 @@ def test_an_admin_retry_of_an_uncertain_delivery_is_settled_afresh(aws, demo_sta
     )
     aws.CALLBACK_STALE_SECONDS = 0
     services.callbacks_lease_stale()
+    aws.CALLBACK_STALE_SECONDS = 120  # as a worker sees it: the sweep's lease is fresh
     with mock.patch.object(gateway, "_sfn", return_value=ReadRefused(gateway._sfn())):  # see ReadRefused
         assert tasks.deliver_callback(callback.pk) == "failed"
     assert Callback.objects.get(pk=callback.pk).resolution == CallbackResolution.UNCERTAIN
@@ -432,6 +433,7 @@ def test_a_message_naming_someone_elses_execution_cannot_make_a_lost_delivery_lo
     worker_lost_after_claim(callback)
     aws.CALLBACK_STALE_SECONDS = 0
     services.callbacks_lease_stale()
+    aws.CALLBACK_STALE_SECONDS = 120  # as a worker sees it: the sweep's lease is fresh
 
     assert tasks.deliver_callback(callback.pk) == "failed"  # its own token is unknown to Step Functions
 

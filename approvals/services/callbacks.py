@@ -4,7 +4,7 @@ and an admin's retry."""
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -73,6 +73,9 @@ class CallbackSend:
     # Where the Send* call goes: the execution's region with its source's role (None: the
     # default source's region and the portal's own credentials; selectors/sources.py).
     route: AwsRoute | None = None
+    # When this claim's lease runs out: after it another worker may have taken the row (as a lost
+    # attempt) and sent it, so a call not begun by then is not made (tasks/callbacks.py).
+    lease_ends: datetime | None = None
 
 
 # error_code of an attempt whose worker was lost before it recorded the result.
@@ -165,9 +168,10 @@ def _claim_batch(given: list[int], *, limit: int, now, stale, others_due: bool) 
     decided = [c for c in claimable if c.request.status in {RequestStatus.APPROVED, RequestStatus.REJECTED}]
     votes = recheck_load(decided)
 
+    lease_ends = now + timedelta(seconds=settings.CALLBACK_STALE_SECONDS)
     sends: list[CallbackSend] = []
     for callback in claimable:
-        send = _claim_one(callback, votes=votes.get(callback.request_id))
+        send = _claim_one(callback, votes=votes.get(callback.request_id), lease_ends=lease_ends)
         if send is not None:
             sends.append(send)
     if sends:
@@ -177,7 +181,7 @@ def _claim_batch(given: list[int], *, limit: int, now, stale, others_due: bool) 
     return sends
 
 
-def _claim_one(callback: Callback, *, votes) -> CallbackSend | None:
+def _claim_one(callback: Callback, *, votes, lease_ends) -> CallbackSend | None:
     """The checks before one row is sent (its row locked): None when it must not be (then it
     failed, or its request reopened), else what to send once it is marked sending."""
     request = callback.request
@@ -217,6 +221,7 @@ def _claim_one(callback: Callback, *, votes) -> CallbackSend | None:
         maybe_delivered=callback.maybe_delivered,
         execution_arn=request.execution_arn,
         route=source_route(request.source, execution_arn=request.execution_arn),
+        lease_ends=lease_ends,
     )
 
 

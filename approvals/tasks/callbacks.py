@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from celery import shared_task
 from django.conf import settings
+from django.utils import timezone
 
 from approvals import services, stepfunctions
 from approvals.delivery import ExecutionReading
@@ -44,9 +45,21 @@ def deliver_due_callbacks(callback_ids: list[int] | None = None) -> dict[str, in
     return counts
 
 
-def _send(send: services.CallbackSend) -> aws.AwsError | None:
+class LeaseLost:
+    """A call not made: the claim's lease ran out while the call waited for a send thread (a
+    slow batch before it), and another worker may have taken the row and sent it since. Nothing
+    is recorded for it: the row is that worker's now, or the sweep's once it is seen as lost."""
+
+
+LEASE_LOST = LeaseLost()
+SendResult = aws.AwsError | LeaseLost | None
+
+
+def _send(send: services.CallbackSend) -> SendResult:
     """The Send* call for one callback: None when Step Functions accepted it. No database here:
     it may run on a pool thread."""
+    if send.lease_ends is not None and timezone.now() >= send.lease_ends:
+        return LEASE_LOST
     try:
         if send.kind == "success":
             aws.send_task_success(task_token=send.task_token, output=send.payload["output"], route=send.route)
@@ -76,7 +89,7 @@ def _send_pool(threads: int) -> ThreadPoolExecutor:
         return pool
 
 
-def _start_sends(sends: list[services.CallbackSend]) -> Callable[[], list[aws.AwsError | None]]:
+def _start_sends(sends: list[services.CallbackSend]) -> Callable[[], list[SendResult]]:
     """Start every Send* call of a batch on up to CALLBACK_SEND_THREADS threads; returns what
     waits for their results, in order (with one thread: made here, one after the other)."""
     # The client of each route (the execution's region, its source's role) is made once and
@@ -121,9 +134,13 @@ def _deliver_batch(callback_ids: list[int]) -> dict[int, str]:
     return outcomes
 
 
-def _record(sends: list[services.CallbackSend], results: list[aws.AwsError | None]) -> dict[int, str]:
+def _record(sends: list[services.CallbackSend], results: list[SendResult]) -> dict[int, str]:
     """Record what Step Functions answered for each call of a batch; what became of each."""
     outcomes: dict[int, str] = {}
+    for send, result in zip(sends, results, strict=True):
+        if result is LEASE_LOST:
+            logger.warning("callback %s: its lease ran out before the call began; not sent here", send.callback_id)
+            outcomes[send.callback_id] = "lease-lost"
     delivered = [send.callback_id for send, error in zip(sends, results, strict=True) if error is None]
     if delivered:
         _crash_here_in_tests()
