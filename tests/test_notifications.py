@@ -388,6 +388,25 @@ def test_a_reminder_planned_before_a_decision_is_not_sent_after_it(people, commi
     }
 
 
+def test_a_reminder_planned_before_the_deadline_is_not_sent_after_it_even_before_the_sweep_expires_it(
+    people, committed, follow_up_settings
+):
+    request = ingest()
+    later = request.received_at + timedelta(hours=2)
+    assert notification_services.approval_follow_up(request_id=request.pk, kind="reminder", now=later)
+    # The deadline passes; beat's expiry sweep (every minute) has not run yet: still "pending".
+    ApprovalRequest.objects.filter(pk=request.pk).update(deadline=timezone.now())
+    mail.outbox.clear()
+
+    for row in Notification.objects.filter(request=request, kind="reminder"):
+        notify_tasks.send_notification.apply((row.pk,))
+
+    assert mail.outbox == [], "nobody is asked to decide what can no longer be decided"
+    assert set(Notification.objects.filter(request=request, kind="reminder").values_list("status", flat=True)) == {
+        "skipped"
+    }
+
+
 def test_the_beat_task_reminds_requests_that_waited_long_enough(people, committed, follow_up_settings):
     waiting = committed(ingest)
     fresh = committed(ingest)

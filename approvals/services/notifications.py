@@ -590,7 +590,12 @@ def _claimable(notification: Notification, now: datetime) -> bool:
         notification.save(update_fields=["status", "last_error", "updated_at"])
         _refusals_audit(notification.request, notification.kind, [notification])
         return False
-    if notification.kind in PENDING_ONLY_KINDS and not notification.request.is_pending:
+    request = notification.request
+    # Past its deadline a request is as good as expired, even before beat's expiry sweep says so:
+    # approvers are not asked to decide what every channel would refuse.
+    if (notification.kind in PENDING_ONLY_KINDS and not request.is_pending) or (
+        notification.kind in APPROVER_KINDS and request.is_overdue
+    ):
         notification.status = Notification.Status.SKIPPED
         notification.save(update_fields=["status", "updated_at"])
         return False
