@@ -42,6 +42,7 @@ from approvals.services import notifications as notification_services
 from approvals.tasks import notifications as notify_tasks
 from portal.celery import app as celery_app
 from tests.support import new_request_notifications_planned, signed_in
+from tests.test_callback_settlement import task_timed_out  # a real execution whose task timed out
 from tests.test_callbacks import start_and_ingest, wait_for_execution_end
 
 pytestmark = pytest.mark.django_db
@@ -1013,16 +1014,6 @@ def test_slack_without_a_workspace_id_is_a_configuration_error(settings):
 # ---------------------------------------------------------------------------
 # After the decision: the Slack messages follow what became of it
 # ---------------------------------------------------------------------------
-def timed_out_in_step_functions(aws) -> ApprovalRequest:
-    """A real execution whose task Step Functions timed out before the decision was sent."""
-    from tests.test_reliability import ingest_execution, start, state_machine
-
-    execution_arn = start(state_machine(aws, TimeoutSeconds=1))
-    request = ingest_execution(aws, execution_arn)
-    wait_for_execution_end(execution_arn)
-    return request
-
-
 def execution_gone(aws) -> ApprovalRequest:
     """A request whose execution Step Functions (here: the emulator) does not know."""
     machine = f"arn:aws:states:{aws.AWS_REGION}:123456789012:stateMachine:forgotten"
@@ -1035,7 +1026,7 @@ def execution_gone(aws) -> ApprovalRequest:
 
 @pytest.mark.parametrize(
     ("arrange", "word"),
-    [(timed_out_in_step_functions, "Closed by Step Functions"), (execution_gone, "Closed by the system")],
+    [(task_timed_out, "Closed by Step Functions"), (execution_gone, "Closed by the system")],
     ids=["task-timed-out", "workflow-gone"],
 )
 def test_an_approval_that_never_reached_the_workflow_no_longer_reads_approved_in_slack(
