@@ -279,7 +279,7 @@ def undelivered_decision(request: ApprovalRequest) -> str:
     what, and that the workflow did not get it ("" when the closing was the decision itself)."""
     if request.decided_by_id is None:
         return ""
-    if not (delivery.closed_by_system(request) or delivery.closed_by_step_functions(request)):
+    if not delivery.closed_by_others(request):
         return ""
     callback = delivery.request_callback(request)
     decided = _decision_sent(request, callback)

@@ -299,8 +299,7 @@ def outcome_message(request: ApprovalRequest, *, request_url: str) -> tuple[str,
     word = word or request.get_status_display()
     # Closed by the system or by Step Functions: whoever decided did not close it, and their
     # decision did not reach the workflow (a line of its own says so).
-    closed_by_others = closed_by_step_functions or request.status == RequestStatus.CLOSED
-    who = f" by {request.decided_by.email}" if request.decided_by_id and not closed_by_others else ""
+    who = f" by {request.decided_by.email}" if request.decided_by_id and not delivery.closed_by_others(request) else ""
     chosen = _chosen_labels(request)
     text = escape(f"{word}{who}{chosen}: {one_line(request.title, 200)}")
     lines = [f"*{escape(word)}*{escape(who)}{escape(chosen)}"]
