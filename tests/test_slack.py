@@ -10,15 +10,18 @@ Everything else is real: PostgreSQL, Celery in eager mode, the moto server as St
 import hashlib
 import hmac
 import json
+import logging
 import re
 import threading
 import time
 import uuid
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
+from celery.exceptions import Retry
+from cryptography.fernet import Fernet
 from django.contrib.auth.models import Group
 from django.test import Client
 from django.utils import timezone
@@ -26,7 +29,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from approvals import links, services, slack_payloads, tasks
+from approvals import links, services, slack_payloads, tasks, tokens
 from approvals.contract import parse_message
 from approvals.models import (
     ApprovalRequest,
@@ -40,6 +43,7 @@ from approvals.models import (
 from approvals.notifications import slack
 from approvals.services import notifications as notification_services
 from approvals.tasks import notifications as notify_tasks
+from approvals.views.slack import SLACK_RESPOND
 from portal.celery import app as celery_app
 from tests.support import new_request_notifications_planned, signed_in
 from tests.test_callback_settlement import task_timed_out  # a real execution whose task timed out
@@ -330,6 +334,7 @@ def click(
     timestamp=None,
     secret=SIGNING_SECRET,
     signature=None,
+    response_url=None,
 ):
     """POST what Slack posts when someone clicks a button: form-encoded `payload`, signed."""
     payload = {
@@ -340,7 +345,7 @@ def click(
             {"action_id": action, "block_id": f"approval:{request.public_id}", "value": str(request.public_id)}
         ],
         "trigger_id": "12345.98765.abcd2358fdea",
-        "response_url": f"{slack_api.url}/respond/{uuid.uuid4().hex}",
+        "response_url": response_url or f"{slack_api.url}/respond/{uuid.uuid4().hex}",
     }
     return post_signed(payload, timestamp=timestamp, secret=secret, signature=signature)
 
@@ -765,6 +770,119 @@ def test_an_unknown_slack_address_is_a_permanent_failure_not_retried(people, sla
 def test_tasks_module_loads_the_notification_tasks():
     # Celery autodiscovery imports approvals.tasks only; the notification tasks must come with it.
     assert tasks.notifications.send_notification.name in celery_app.tasks
+
+
+# ---------------------------------------------------------------------------
+# The response URL: whoever holds it may post into the clicker's conversation (30 minutes)
+# ---------------------------------------------------------------------------
+def taken_from_the_queue(task_name: str) -> list:
+    """The messages for `task_name` waiting in the session's queue on the real broker (Redis, or
+    the SQLite broker without CELERY_BROKER_URL), taken off it as a worker takes them."""
+    taken = []
+    with celery_app.connection_for_read() as connection:
+        waiting = connection.SimpleQueue(celery_app.conf.task_default_queue)
+        try:
+            while True:
+                message = waiting.get(timeout=1)
+                message.ack()
+                if message.headers["task"] == task_name:
+                    taken.append(message)
+        except waiting.Empty:
+            pass
+        finally:
+            waiting.close()
+    return taken
+
+
+def test_a_queued_slack_answer_carries_its_response_url_encrypted_and_shows_it_nowhere(people, slack_api):
+    """The click's answer is queued for the worker (no eager mode here: the real broker). The
+    response URL lets whoever holds it post into the clicker's conversation, so the message
+    carries it encrypted with the task tokens' keys, and what logs and monitoring show of the
+    arguments (Celery's kwargsrepr) holds neither the URL nor its ciphertext."""
+    request = ingest()
+    response_url = f"{slack_api.url}/respond/{uuid.uuid4().hex}"
+    taken_from_the_queue(SLACK_RESPOND)  # nothing left over from an earlier test
+
+    assert click(slack_api, request, response_url=response_url).status_code == 200
+
+    (message,) = taken_from_the_queue(SLACK_RESPOND)
+    args, kwargs, _ = message.payload
+    assert response_url not in json.dumps(message.payload) and response_url not in json.dumps(message.headers)
+    ciphertext = kwargs["response_url_ciphertext"]
+    assert tokens.decrypt_token(ciphertext) == response_url  # the task tokens' keys, not a scheme of its own
+    assert ciphertext not in json.dumps(message.headers)  # argsrepr / kwargsrepr: the worker's log lines, events
+    # The worker decrypts it and answers there.
+    slack_api.calls.clear()
+    notify_tasks.slack_respond.apply(args=args, kwargs=kwargs)
+    (answer,) = slack_api.calls
+    assert answer["path"] == urlsplit(response_url).path
+    assert answer["body"]["text"].startswith("Approved by alice@example.com")
+
+
+def test_a_retried_slack_answer_shows_its_arguments_nowhere_either(people, slack_api):
+    """Celery builds a retry's kwargsrepr anew from the arguments: the retry hides them too.
+    The task runs as a worker runs it (a request that is not eager), so its retry goes to the
+    real broker."""
+    slack_api.fail_status = 500  # Slack in an outage: the answer is retried
+    ciphertext = slack.seal_response_url(f"{slack_api.url}/respond/{uuid.uuid4().hex}")
+    kwargs = {"response_url_ciphertext": ciphertext, "payload": slack.note("Approved")}
+    taken_from_the_queue(SLACK_RESPOND)
+    task = notify_tasks.slack_respond
+    task.push_request(id=str(uuid.uuid4()), args=[], kwargs=kwargs, retries=0, called_directly=False, delivery_info={})
+    try:
+        with pytest.raises(Retry):
+            task.run(**kwargs)
+    finally:
+        task.pop_request()
+
+    (retry,) = taken_from_the_queue(SLACK_RESPOND)
+    assert retry.payload[1] == kwargs
+    assert ciphertext not in json.dumps(retry.headers)
+
+
+def test_the_worker_posts_only_to_slack_and_says_so_without_the_url(people, slack_api, caplog):
+    """A validly signed click comes from Slack, and Slack's response URLs are on hooks.slack.com
+    (here: the local stand-in SLACK_API_URL names). Anything else is not posted to, and the log
+    line names neither the URL nor its ciphertext."""
+    caplog.set_level(logging.INFO, logger=notify_tasks.__name__)
+    elsewhere = SlackStandIn()  # a server SLACK_API_URL does not name
+    try:
+        url = f"{elsewhere.url}/respond/{uuid.uuid4().hex}"
+        ciphertext = slack.seal_response_url(url)
+
+        notify_tasks.slack_respond.apply(kwargs={"response_url_ciphertext": ciphertext, "payload": slack.note("x")})
+
+        assert elsewhere.calls == [] and slack_api.calls == []
+    finally:
+        elsewhere.stop()
+    assert "refused the answer: not a Slack response URL" in caplog.text
+    assert url not in caplog.text and ciphertext not in caplog.text
+
+
+def test_a_response_url_no_configured_key_decrypts_is_dropped_with_a_clear_log_line(
+    people, slack_api, settings, caplog
+):
+    caplog.set_level(logging.INFO, logger=notify_tasks.__name__)
+    url = f"{slack_api.url}/respond/{uuid.uuid4().hex}"
+    ciphertext = slack.seal_response_url(url)
+    settings.TOKEN_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]  # the key it was sealed with is gone
+
+    notify_tasks.slack_respond.apply(kwargs={"response_url_ciphertext": ciphertext, "payload": slack.note("x")})
+
+    assert slack_api.calls == []
+    assert "no configured key decrypts its response URL" in caplog.text
+    assert ciphertext not in caplog.text
+
+
+def test_an_answer_queued_in_plain_by_the_release_before_is_still_sent_for_one_release(people, slack_api):
+    """Messages queued before the deploy carry `response_url` in plain: answered (checked like the
+    rest) rather than lost; the next release drops the plain argument (docs/security.md)."""
+    url = f"{slack_api.url}/respond/{uuid.uuid4().hex}"
+
+    notify_tasks.slack_respond.apply(kwargs={"response_url": url, "payload": slack.note("Approved")})
+
+    (answer,) = slack_api.calls
+    assert answer["path"] == urlsplit(url).path and answer["body"]["text"] == "Approved"
 
 
 # ---------------------------------------------------------------------------

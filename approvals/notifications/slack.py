@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import requests
 from django.conf import settings
 
-from approvals import delivery, one_click, slack_payloads
+from approvals import delivery, one_click, slack_payloads, tokens
 from approvals.models import ApprovalRequest, RequestStatus
 from approvals.notifications import DeliveryError
 from approvals.notifications.messages import (
@@ -117,6 +117,22 @@ def user_email(slack_user_id: str) -> str:
     if user.get("deleted") or user.get("is_bot"):
         return ""
     return str(user.get("profile", {}).get("email") or "").lower()
+
+
+# What the worker's log lines and monitoring (Celery's kwargsrepr) show of slack_respond's
+# arguments, on the first attempt and on every retry: not the response URL, not even encrypted.
+RESPOND_KWARGSREPR = "{'response_url_ciphertext': '[not shown]', 'payload': '[not shown]'}"
+
+
+def seal_response_url(response_url: str) -> str:
+    """The response URL encrypted for the broker, with the task tokens' keys and their rotation
+    (approvals/tokens.py): for 30 minutes whoever holds it may post into the clicker's conversation."""
+    return tokens.encrypt_token(response_url)
+
+
+def open_response_url(ciphertext: str) -> str:
+    """The response URL seal_response_url encrypted; tokens.TokenKeyError when no configured key can."""
+    return tokens.decrypt_token(ciphertext)
 
 
 def response_url_allowed(url: str) -> bool:

@@ -88,12 +88,14 @@ def locked_request(public_id, *, related: tuple[str, ...] = ()) -> ApprovalReque
     return request
 
 
-def enqueue(name: str, **kwargs) -> bool:
+def enqueue(name: str, *, kwargsrepr: str | None = None, **kwargs) -> bool:
     """Publish the task called `name` (its Celery name, approvals/tasks/) with `kwargs`.
 
     By name, so services never import task modules (tasks import services). Never raises: the
     rows a task works from stay pending when the broker is down, and beat's sweeps queue them
     later. With `task_always_eager` (tests) the task runs here, like `.delay()` would run it.
+    `kwargsrepr` is what the worker's log lines and monitoring show instead of the arguments
+    (Celery's option; the message itself still carries them).
     """
     app = current_app._get_current_object()
     try:
@@ -102,7 +104,7 @@ def enqueue(name: str, **kwargs) -> bool:
                 app.loader.import_default_modules()  # what a worker does at start: autodiscovery
             app.tasks[name].apply(kwargs=kwargs)
         else:
-            app.send_task(name, kwargs=kwargs)
+            app.send_task(name, kwargs=kwargs, kwargsrepr=kwargsrepr)
     except Exception:
         logger.warning("could not queue %s now; a sweep will", name, exc_info=True)
         return False

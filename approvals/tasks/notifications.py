@@ -16,6 +16,7 @@ from approvals.selectors.notifications import (
 )
 from approvals.services import notifications as services
 from approvals.tasks.each import DATABASE_GONE, one_of_many
+from approvals.tokens import TokenKeyError
 
 logger = logging.getLogger(__name__)
 
@@ -189,10 +190,27 @@ def close_slack_messages(request_id: int) -> int:
 
 
 @shared_task(
-    name="worker.notify_tasks.slack_respond", acks_late=True, ignore_result=True, max_retries=3, **RETRY_OPTIONS
+    name="worker.notify_tasks.slack_respond",
+    acks_late=True,
+    ignore_result=True,
+    max_retries=3,
+    # Celery builds a retry's kwargsrepr from the arguments again: the retries hide them too.
+    retry_kwargs={"kwargsrepr": slack.RESPOND_KWARGSREPR},
+    **RETRY_OPTIONS,
 )
-def slack_respond(response_url: str, payload: dict) -> None:
-    """Answer a Slack click through its response_url (the outcome, or why it was refused)."""
+def slack_respond(payload: dict, response_url_ciphertext: str = "", response_url: str = "") -> None:
+    """Answer a Slack click through its response_url (the outcome, or why it was refused).
+
+    The URL comes encrypted (slack.seal_response_url). `response_url` in plain is what the
+    release before this one queued: still answered, checked like the rest, so an answer waiting
+    in the broker during the deploy is not lost; the next release drops it (docs/security.md).
+    """
+    if response_url_ciphertext:
+        try:
+            response_url = slack.open_response_url(response_url_ciphertext)
+        except TokenKeyError:
+            logger.warning("a Slack answer was dropped: no configured key decrypts its response URL")
+            return
     try:
         slack.respond(response_url, payload)
     except DeliveryError as error:

@@ -11,7 +11,8 @@ A request with options has one button per option (approvals/one_click.py): a suc
 decides at once, a failure option opens the same reason modal; the option's id travels in the
 button's value and the modal's metadata, and the service checks it against the request again.
 Decisions go through services.approval_decide: the same rule, the same audit, as the web.
-Answers to the clicker go through the interaction's response_url, from a Celery task.
+Answers to the clicker go through the interaction's response_url, from a Celery task (the URL
+encrypted on its way through the broker).
 """
 
 import json
@@ -38,9 +39,16 @@ SLACK_RESPOND = "worker.notify_tasks.slack_respond"
 
 
 def _reply(response_url: str, payload: dict) -> None:
-    """Queue the answer; Slack's 3-second budget is for acknowledging, not for talking back."""
+    """Queue the answer; Slack's 3-second budget is for acknowledging, not for talking back.
+    The response URL lets whoever holds it post into the clicker's conversation: it travels
+    encrypted, and the worker's log lines and monitoring show neither it nor its ciphertext."""
     if response_url:
-        enqueue(SLACK_RESPOND, response_url=response_url, payload=payload)
+        enqueue(
+            SLACK_RESPOND,
+            kwargsrepr=slack.RESPOND_KWARGSREPR,
+            response_url_ciphertext=slack.seal_response_url(response_url),
+            payload=payload,
+        )
 
 
 def _json(payload: dict) -> HttpResponse:
