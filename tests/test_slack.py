@@ -68,6 +68,7 @@ class SlackStandIn:
         self.fail_status: int | None = None  # e.g. 500: every call answers that
         self.failing_methods: set[str] = set()  # these Web API methods answer {"ok": false}
         self.deleted_in: set[str] = set()  # channels whose messages were deleted: chat.update finds none
+        self.redirect_to: str | None = None  # a response URL's answer: a 307 to this URL
         self.users = dict(SLACK_IDS)  # email -> Slack user id
         self.profiles = {user_id: email for email, user_id in self.users.items()}
         self._lock = threading.Lock()
@@ -93,6 +94,12 @@ class SlackStandIn:
                             "peer": self.client_address,
                         }
                     )
+                if stand_in.redirect_to and self.path.startswith("/respond/"):
+                    self.send_response(307)
+                    self.send_header("Location", stand_in.redirect_to)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 status, answer = stand_in.answer(self.path, body)
                 data = json.dumps(answer).encode()
                 self.send_response(status)
@@ -857,6 +864,24 @@ def test_the_worker_posts_only_to_slack_and_says_so_without_the_url(people, slac
         elsewhere.stop()
     assert "refused the answer: not a Slack response URL" in caplog.text
     assert url not in caplog.text and ciphertext not in caplog.text
+
+
+def test_the_worker_follows_no_redirect_from_a_response_url(people, slack_api, caplog):
+    """The host check is for every hop: a response URL that answers with a redirect elsewhere
+    (307 keeps the POST and its body) is not followed, and the answer is refused for good."""
+    caplog.set_level(logging.INFO, logger=notify_tasks.__name__)
+    elsewhere = SlackStandIn()
+    try:
+        slack_api.redirect_to = f"{elsewhere.url}/respond/{uuid.uuid4().hex}"
+        ciphertext = slack.seal_response_url(f"{slack_api.url}/respond/{uuid.uuid4().hex}")
+
+        notify_tasks.slack_respond.apply(kwargs={"response_url_ciphertext": ciphertext, "payload": slack.note("x")})
+
+        assert elsewhere.calls == []
+    finally:
+        elsewhere.stop()
+    assert len(slack_api.calls) == 1
+    assert "refused the answer: Slack response_url: HTTP 307 (a redirect, not followed)" in caplog.text
 
 
 def test_a_response_url_no_configured_key_decrypts_is_dropped_with_a_clear_log_line(

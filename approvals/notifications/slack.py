@@ -148,9 +148,14 @@ def respond(response_url: str, payload: dict) -> None:
     if not response_url_allowed(response_url):
         raise DeliveryError("not a Slack response URL", permanent=True)
     try:
-        response = requests.post(response_url, json=payload, timeout=settings.SLACK_TIMEOUT)
+        # No redirect is followed: the host check above is for the one URL posted to.
+        response = requests.post(response_url, json=payload, timeout=settings.SLACK_TIMEOUT, allow_redirects=False)
     except requests.RequestException as error:
         raise DeliveryError(f"Slack response_url: {type(error).__name__}") from None
+    if response.is_redirect:
+        raise DeliveryError(
+            f"Slack response_url: HTTP {response.status_code} (a redirect, not followed)", permanent=True
+        )
     if response.status_code == 429 or response.status_code >= 500:
         raise DeliveryError(f"Slack response_url: HTTP {response.status_code}")
     if response.status_code >= 400:
