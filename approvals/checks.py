@@ -4,8 +4,11 @@ from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet
 from django.conf import settings
-from django.core.checks import Error, Warning, register
+from django.core.checks import Error, Tags, Warning, register
+from django.db import DatabaseError
 
+from approvals.selectors.sources import sources_by_queue
+from approvals.stepfunctions import queue_identity
 from portal import dev_keys
 
 GENERATE_SECRET = "python -c 'import secrets; print(secrets.token_urlsafe(50))'"  # noqa: S105 - a command
@@ -109,13 +112,95 @@ def production_settings_check(app_configs, **kwargs):
     return errors
 
 
+# Numbers whose 0 (or a negative) turns something essential off without a word:
+# setting -> (lowest, highest or None, what goes wrong outside that range).
+SWEEP_FLOOD = "beat would queue this sweep without pause, ahead of the callbacks in the workers' queue"
+BOUNDED_SETTINGS = {
+    "CALLBACK_STALE_SECONDS": (
+        1,
+        None,
+        "a callback's claim (its lease) would end as it is taken: every send is skipped as lease lost "
+        "and no execution resumes",
+    ),
+    "CALLBACK_SWEEP_SECONDS": (1, None, SWEEP_FLOOD),
+    "HEARTBEAT_SWEEP_SECONDS": (1, None, SWEEP_FLOOD),
+    "TOKEN_ERASE_SWEEP_SECONDS": (1, None, SWEEP_FLOOD),
+    "FOLLOW_UP_SWEEP_SECONDS": (1, None, SWEEP_FLOOD),
+    "APPROVAL_MAX_MESSAGE_BYTES": (1, None, "every message would be refused as too large"),
+    "APPROVAL_CONSUMER_WAIT_SECONDS": (
+        0,
+        20,
+        "SQS refuses the long poll: every receive would fail and nothing would be ingested",
+    ),
+    "APPROVAL_CONSUMER_VISIBILITY_TIMEOUT": (
+        1,
+        43200,
+        "a message being stored would be handed to the next receive at once (and counted towards the "
+        "dead-letter queue), or SQS refuses the receive (above 43200)",
+    ),
+    "DECISION_LINK_TTL_SECONDS": (1, None, "every one-click link in mail and Slack would have expired when clicked"),
+    "SLACK_BIND_LINK_TTL_SECONDS": (1, None, "every link that binds a Slack user would have expired when clicked"),
+    "SLACK_SSO_MAX_AGE_SECONDS": (1, None, "every Slack click would be refused as coming from an old sign-in"),
+}
+
+
+@register()
+def bounded_settings_check(app_configs, **kwargs):
+    errors = []
+    for name, (lowest, highest, harm) in BOUNDED_SETTINGS.items():
+        value = getattr(settings, name)
+        if value < lowest or (highest is not None and value > highest):
+            span = f"at least {lowest}" if highest is None else f"from {lowest} to {highest}"
+            errors.append(Error(f"{name} is {value}: it must be {span}, else {harm}.", id="approvals.E043"))
+    return errors
+
+
+@register(Tags.database)
+def approval_sources_check(app_configs, databases=None, **kwargs):
+    """Saved sources whose queue another consumer reads too (APPROVAL_QUEUE_URL changed after they
+    were saved, or rows from before the admin refused it). Warnings, not errors: `migrate` runs
+    database checks and an error would stop the release, while the workers keep consuming either
+    way; the fix is in the admin (disable the source or give it a queue of its own)."""
+    if not databases or "default" not in databases:
+        return []
+    try:
+        queues = sources_by_queue()
+    except DatabaseError:
+        return []  # not migrated yet: there are no sources
+    warnings = []
+    default_queue = queue_identity(settings.APPROVAL_QUEUE_URL) if settings.APPROVAL_QUEUE_URL else None
+    for queue, sources in queues.items():
+        enabled = [source.name for source in sources if source.enabled]
+        if queue == default_queue:
+            warnings += [
+                Warning(
+                    f"Source {name!r} reads the default queue (APPROVAL_QUEUE_URL): a message there gets the "
+                    "source's trust rule or the default queue's, whichever consumer receives it.",
+                    hint="Disable the source, or give it a queue of its own, in the admin.",
+                    id="approvals.W051",
+                )
+                for name in enabled
+            ]
+        elif len(enabled) > 1:
+            warnings.append(
+                Warning(
+                    f"Sources {', '.join(map(repr, enabled))} read the same queue: a message there gets the "
+                    "trust rule of whichever of them receives it.",
+                    hint="Disable all but one of them in the admin.",
+                    id="approvals.W052",
+                )
+            )
+    return warnings
+
+
 def refuse_unsafe_production() -> None:
     """For the processes that run no system checks (gunicorn, the Celery worker and beat):
-    exit with the same errors `manage.py check` reports, before serving anything."""
-    errors = production_settings_check(None)
+    exit with the same errors `manage.py check` reports, before serving anything. The numbers of
+    BOUNDED_SETTINGS count in every mode: the worker and beat are the processes they break."""
+    errors = production_settings_check(None) + bounded_settings_check(None)
     if errors:
-        lines = [f"{error.id}: {error.msg} {error.hint}" for error in errors]
-        raise SystemExit("Refusing to start with an unsafe production configuration:\n" + "\n".join(lines))
+        lines = [f"{error.id}: {error.msg} {error.hint or ''}".rstrip() for error in errors]
+        raise SystemExit("Refusing to start with an unsafe configuration:\n" + "\n".join(lines))
 
 
 # Notification settings (Slack, retries)

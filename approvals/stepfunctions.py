@@ -50,6 +50,26 @@ def region_of_queue_url(queue_url: str) -> str:
     return (match.group(1) or match.group(2)) if match else ""
 
 
+def queue_identity(queue_url: str) -> str:
+    """What names the queue a URL reaches, whatever its spelling, so that two spellings of one queue
+    compare equal: the scheme, the host's case, a default port, empty path segments (a trailing
+    slash) and AWS's other endpoints of the region (`<region>.queue.amazonaws.com`, FIPS) do not count."""
+    queue_url = (queue_url or "").strip()
+    parts = urlsplit(queue_url)
+    host = parts.hostname or ""
+    region = region_of_queue_url(queue_url)
+    if region:
+        host = f"sqs.{region}"
+    else:
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if port not in (None, 80, 443):
+            host = f"{host}:{port}"
+    return "/".join([host, *(segment for segment in parts.path.split("/") if segment)])
+
+
 def state_machine_name(arn: str) -> str:
     """The last part of a state machine's ARN (its name); "" without an ARN."""
     return arn.rsplit(":", 1)[-1] if arn else ""

@@ -207,3 +207,81 @@ def test_the_image_runs_as_production_unless_told_otherwise():
 
     assert "PORTAL_ENV=production" in dockerfile.replace(" ", "")
     assert "PORTAL_ENV: dev" in compose  # the local stack says so explicitly
+
+
+# ---------------------------------------------------------------------------
+# Numbers whose 0 (or a negative) silently turns delivery or ingest off (approvals.E043)
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("seconds", ["0", "-30"])
+def test_a_callback_lease_of_no_seconds_fails_the_check_because_no_callback_would_ever_be_sent(tmp_path, seconds):
+    """The claim's lease ends CALLBACK_STALE_SECONDS after it is taken: at 0 it has ended before the
+    send, which is then skipped as lease lost, every time."""
+    result = check_deploy(production_env(tmp_path, CALLBACK_STALE_SECONDS=seconds))
+
+    assert result.returncode != 0
+    assert "approvals.E043" in result.stderr
+    assert f"CALLBACK_STALE_SECONDS is {seconds}: it must be at least 1" in result.stderr
+
+
+def test_the_worker_refuses_to_start_with_a_callback_lease_of_no_seconds(tmp_path):
+    # The worker is the process it breaks, and it runs no system checks (as for a development key).
+    env = production_env(tmp_path, CALLBACK_STALE_SECONDS="0", CELERY_BROKER_URL="memory://")
+
+    result = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "portal", "worker", "--concurrency", "1", "--loglevel", "WARNING"],
+        cwd=REPO_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert result.returncode != 0
+    assert "Refusing to start" in result.stderr and "CALLBACK_STALE_SECONDS is 0" in result.stderr
+
+
+def test_a_callback_lease_of_one_second_passes_the_check(tmp_path):
+    result = check_deploy(production_env(tmp_path, CALLBACK_STALE_SECONDS="1"))  # the e2e tests use 2
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("CALLBACK_STALE_SECONDS", -1),
+        ("CALLBACK_SWEEP_SECONDS", 0.0),
+        ("HEARTBEAT_SWEEP_SECONDS", -30.0),
+        ("TOKEN_ERASE_SWEEP_SECONDS", 0.0),
+        ("FOLLOW_UP_SWEEP_SECONDS", 0.0),
+        ("APPROVAL_MAX_MESSAGE_BYTES", 0),
+        ("APPROVAL_CONSUMER_WAIT_SECONDS", -1),
+        ("APPROVAL_CONSUMER_WAIT_SECONDS", 21),
+        ("APPROVAL_CONSUMER_VISIBILITY_TIMEOUT", 0),
+        ("APPROVAL_CONSUMER_VISIBILITY_TIMEOUT", 43201),
+        ("DECISION_LINK_TTL_SECONDS", 0),
+        ("SLACK_BIND_LINK_TTL_SECONDS", -1),
+        ("SLACK_SSO_MAX_AGE_SECONDS", 0),
+    ],
+)
+def test_a_number_that_would_silently_stop_delivery_or_ingest_fails_the_check(settings, name, value):
+    from approvals.checks import bounded_settings_check
+
+    setattr(settings, name, value)
+
+    [error] = bounded_settings_check(None)
+
+    assert error.id == "approvals.E043"
+    assert error.msg.startswith(f"{name} is {value}: it must be ")
+
+
+def test_the_defaults_and_the_edges_of_each_range_pass_the_check(settings):
+    from approvals.checks import bounded_settings_check
+
+    assert bounded_settings_check(None) == []
+    settings.CALLBACK_STALE_SECONDS = 1
+    settings.APPROVAL_CONSUMER_WAIT_SECONDS = 0  # short polling: allowed by SQS
+    settings.APPROVAL_CONSUMER_VISIBILITY_TIMEOUT = 43200
+    assert bounded_settings_check(None) == []
+    settings.APPROVAL_CONSUMER_WAIT_SECONDS = 20
+    assert bounded_settings_check(None) == []

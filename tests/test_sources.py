@@ -1030,3 +1030,128 @@ def test_a_message_refused_from_one_queue_is_not_replayed_after_its_source_is_mo
     assert not ApprovalRequest.objects.exists()
     error.refresh_from_db()
     assert error.status == IngestError.Status.OPEN
+
+
+# ---------------------------------------------------------------------------
+# One consumer per queue: a queue read twice gives a message the trust rule of whichever
+# consumer received it (the source's account check, or the default queue's)
+# ---------------------------------------------------------------------------
+DEFAULT_QUEUE = "https://sqs.eu-west-1.amazonaws.com/333333333333/approval-requests"
+SPELLINGS_OF_THE_DEFAULT_QUEUE = [
+    DEFAULT_QUEUE,
+    DEFAULT_QUEUE + "/",
+    "https://SQS.EU-WEST-1.AMAZONAWS.COM/333333333333/approval-requests",
+    "https://eu-west-1.queue.amazonaws.com/333333333333/approval-requests",
+    "https://sqs.eu-west-1.amazonaws.com:443//333333333333/approval-requests",
+]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("queue_url", SPELLINGS_OF_THE_DEFAULT_QUEUE)
+def test_a_source_on_the_default_queue_is_refused_however_its_url_is_spelled(settings, queue_url):
+    settings.APPROVAL_QUEUE_URL = DEFAULT_QUEUE
+    admin = make_user("root", admin=True)
+    with pytest.raises(services.ApprovalError) as refused:
+        services.source_save(
+            actor=admin,
+            source_id=None,
+            name="team C",
+            queue_url=queue_url,
+            region="eu-west-1",
+            role_arn="arn:aws:iam::333333333333:role/portal",
+        )
+    assert refused.value.code == "invalid"
+    assert "default queue (APPROVAL_QUEUE_URL)" in refused.value.message
+    assert not ApprovalSource.objects.exists()
+
+
+@pytest.mark.django_db
+def test_the_admin_form_refuses_the_default_queue_as_a_source_with_the_reason(settings):
+    settings.APPROVAL_QUEUE_URL = DEFAULT_QUEUE
+    admin = make_user("root", admin=True)
+    browser = signed_in(admin)
+    browser.get("/admin/")
+    form = {
+        "csrfmiddlewaretoken": browser.cookies["portal_csrftoken"].value,
+        "name": "team C",
+        "queue_url": DEFAULT_QUEUE + "/",
+        "region": "eu-west-1",
+        "role_arn": "arn:aws:iam::333333333333:role/portal",
+        "enabled": "on",
+    }
+    refused = browser.post("/admin/approvals/approvalsource/add/", form)
+    assert refused.status_code == 200
+    assert "default queue (APPROVAL_QUEUE_URL)" in refused.content.decode()
+    assert not ApprovalSource.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        lambda url: url,
+        lambda url: url + "/",
+        lambda url: url.replace("https://sqs", "https://SQS"),
+        lambda url: url.replace("https://", "http://"),
+    ],
+    ids=["same", "trailing slash", "host case", "scheme"],
+)
+def test_a_second_source_on_a_queue_another_source_has_is_refused_however_its_url_is_spelled(spelling):
+    admin = make_user("root", admin=True)
+    first = team_a_source(admin)
+    with pytest.raises(services.ApprovalError) as refused:
+        services.source_save(
+            actor=admin,
+            source_id=None,
+            name="team A again",
+            queue_url=spelling(first.queue_url),
+            region=REGION_A,
+            role_arn=f"arn:aws:iam::{ACCOUNT_A}:role/other",
+        )
+    assert refused.value.code == "duplicate"
+    assert "'team A' already has this queue" in refused.value.message
+    assert list(ApprovalSource.objects.all()) == [first]
+    # The source itself may be saved again with its queue spelled another way.
+    services.source_save(
+        actor=admin,
+        source_id=first.pk,
+        name="team A",
+        queue_url=spelling(first.queue_url),
+        region=REGION_A,
+        role_arn=first.role_arn,
+    )
+
+
+@pytest.mark.django_db
+def test_enabling_a_source_whose_queue_has_become_the_default_queue_is_refused(settings):
+    admin = make_user("root", admin=True)
+    source = team_a_source(admin)
+    services.source_set_enabled(actor=admin, source_id=source.pk, enabled=False)
+    settings.APPROVAL_QUEUE_URL = source.queue_url  # changed in the environment after the source was saved
+    with pytest.raises(services.ApprovalError) as refused:
+        services.source_set_enabled(actor=admin, source_id=source.pk, enabled=True)
+    assert "default queue (APPROVAL_QUEUE_URL)" in refused.value.message
+    source.refresh_from_db()
+    assert not source.enabled
+
+
+@pytest.mark.django_db
+def test_the_database_check_warns_of_saved_sources_that_read_the_default_queue_or_one_queue_together(settings):
+    from approvals.checks import approval_sources_check
+
+    settings.APPROVAL_QUEUE_URL = DEFAULT_QUEUE
+    assert approval_sources_check(None, databases=["default"]) == []
+    # Rows as they may be after APPROVAL_QUEUE_URL changed, or from before the admin refused them.
+    ApprovalSource.objects.create(name="on the default", queue_url=DEFAULT_QUEUE + "/", region="eu-west-1")
+    shared = f"https://sqs.{REGION_A}.amazonaws.com/{ACCOUNT_A}/approvals"
+    ApprovalSource.objects.create(name="first", queue_url=shared, region=REGION_A)
+    ApprovalSource.objects.create(name="second", queue_url=shared + "/", region=REGION_A)
+    ApprovalSource.objects.create(name="off", queue_url=shared.replace("sqs.", "SQS."), region=REGION_A, enabled=False)
+
+    warnings = approval_sources_check(None, databases=["default"])
+
+    assert sorted(warning.id for warning in warnings) == ["approvals.W051", "approvals.W052"]
+    text = " ".join(warning.msg for warning in warnings)
+    assert "'on the default'" in text and "'first', 'second'" in text and "'off'" not in text
+    # Django runs database checks only when asked for a database (`migrate`, `check --database`).
+    assert approval_sources_check(None) == []

@@ -48,6 +48,7 @@ class ApprovalSourceForm(forms.ModelForm):
                 region=data.get("region") or "",
                 role_arn=data.get("role_arn") or "",
                 external_id=external_id,
+                source_id=self.instance.pk,
             )
         except services.ApprovalError as error:
             raise forms.ValidationError(error.message) from None

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from approvals.integrations.aws import AwsRoute
 from approvals.models import ApprovalRequest, ApprovalSource, RequestStatus
-from approvals.stepfunctions import arn_parts
+from approvals.stepfunctions import arn_parts, queue_identity
 
 # Metrics are labelled by source for at most this many sources (the rest count as "other").
 MAX_LABELLED_SOURCES = 50
@@ -62,6 +62,15 @@ def sources_by_account() -> dict[str, str]:
         if source.account_id:
             accounts.setdefault(source.account_id, source.name)
     return accounts
+
+
+def sources_by_queue() -> dict[str, list[ApprovalSource]]:
+    """The sources (enabled or not, oldest first) by the queue they read, however its URL is spelled
+    (stepfunctions.queue_identity)."""
+    queues: dict[str, list[ApprovalSource]] = {}
+    for source in ApprovalSource.objects.order_by("pk").only("name", "queue_url", "enabled"):
+        queues.setdefault(queue_identity(source.queue_url), []).append(source)
+    return queues
 
 
 def failing_sources() -> list[ApprovalSource]:

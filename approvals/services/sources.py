@@ -14,8 +14,15 @@ from approvals.contract import ContractError
 from approvals.models import ApprovalSource, AuditAction, User
 from approvals.redaction import redact
 from approvals.selectors.sources import sources_by_account as read_sources_by_account
+from approvals.selectors.sources import sources_by_queue
 from approvals.services.common import ApprovalError, audit
-from approvals.stepfunctions import account_of_queue_url, account_of_role, arn_parts, region_of_queue_url
+from approvals.stepfunctions import (
+    account_of_queue_url,
+    account_of_role,
+    arn_parts,
+    queue_identity,
+    region_of_queue_url,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +34,11 @@ MAX_ERROR_TEXT = 1000
 OUTSIDE_SOURCE = "outside_source"
 
 
-def source_fields_check(*, name: str, queue_url: str, region: str, role_arn: str, external_id: str) -> None:
+def source_fields_check(
+    *, name: str, queue_url: str, region: str, role_arn: str, external_id: str, source_id: int | None = None
+) -> None:
+    """Refuse a source that is malformed, or whose queue another consumer already reads (`source_id`:
+    the source being edited, None for a new one)."""
     if not name.strip():
         raise ApprovalError("A source needs a display name.", "invalid")
     if not queue_url.startswith(("https://", "http://")):
@@ -54,6 +65,30 @@ def source_fields_check(*, name: str, queue_url: str, region: str, role_arn: str
         )
     if queue_region and queue_region != region:
         raise ApprovalError(f"The queue is in region {queue_region}, not {region}.", "invalid")
+    source_queue_check(queue_url=queue_url, source_id=source_id)
+
+
+def source_queue_check(*, queue_url: str, source_id: int | None, enabled_only: bool = False) -> None:
+    """One consumer per queue. A queue read by two (the default queue's and a source's, or two
+    sources') gives each message the trust rule of whichever consumer received it: the source's
+    account check or the default queue's, one source's account or the other's. `enabled_only`:
+    only the sources consumed now count (enabling a source; a save refuses any other's queue)."""
+    if settings.APPROVAL_QUEUE_URL and queue_identity(queue_url) == queue_identity(settings.APPROVAL_QUEUE_URL):
+        raise ApprovalError(
+            "This is the default queue (APPROVAL_QUEUE_URL), which the portal already consumes with the "
+            "default queue's trust rule: give the source a queue of its own.",
+            "invalid",
+        )
+    others = [
+        source
+        for source in sources_by_queue().get(queue_identity(queue_url), [])
+        if source.pk != source_id and (source.enabled or not enabled_only)
+    ]
+    if others:
+        raise ApprovalError(
+            f"Source {others[0].name!r} already has this queue: give each source a queue of its own.",
+            "duplicate",
+        )
 
 
 @transaction.atomic
@@ -78,10 +113,16 @@ def source_save(
         if source is None:
             raise ApprovalError("This source does not exist.", "not_found")
     new_external_id = source.external_id if external_id is None else external_id.strip()
-    source_fields_check(name=name, queue_url=queue_url, region=region, role_arn=role_arn, external_id=new_external_id)
-    duplicate = ApprovalSource.objects.exclude(pk=source.pk).filter(queue_url=queue_url).exists()
-    if duplicate or ApprovalSource.objects.exclude(pk=source.pk).filter(name=name).exists():
-        raise ApprovalError("Another source has this name or queue URL.", "duplicate")
+    source_fields_check(
+        name=name,
+        queue_url=queue_url,
+        region=region,
+        role_arn=role_arn,
+        external_id=new_external_id,
+        source_id=source.pk,
+    )
+    if ApprovalSource.objects.exclude(pk=source.pk).filter(name=name).exists():
+        raise ApprovalError("Another source has this name.", "duplicate")
     external_id_changed = new_external_id != source.external_id
     before = _place(source)
     created = source.pk is None
@@ -135,6 +176,9 @@ def source_set_enabled(*, actor: User, source_id: int, enabled: bool) -> Approva
         raise ApprovalError("This source does not exist.", "not_found")
     if source.enabled == enabled:
         return source
+    if enabled:
+        # Saved when its queue was no other consumer's (APPROVAL_QUEUE_URL may have changed since).
+        source_queue_check(queue_url=source.queue_url, source_id=source.pk, enabled_only=True)
     source.enabled = enabled
     source.save(update_fields=["enabled"])
     _enabled_audit(actor, source)
