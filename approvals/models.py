@@ -118,6 +118,10 @@ class ApprovalRequest(models.Model):
     secret_fields = frozenset({"token_ciphertext", "token_fingerprint"})
     sqs_message_id = models.CharField(max_length=128, blank=True, default="")
     received_at = models.DateTimeField(default=timezone.now)
+    # When its message was sent (SQS's SentTimestamp; a replay's, the original message's), never
+    # later than received_at; null when unknown. Step Functions' timers (HeartbeatSeconds,
+    # TimeoutSeconds) start about then: a message that waited in the queue used part of them.
+    message_sent_at = models.DateTimeField(null=True, blank=True, editable=False)
     decided_at = models.DateTimeField(null=True, blank=True)
     decided_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="decisions"
@@ -648,6 +652,8 @@ class IngestError(models.Model):
     message_erased_at = models.DateTimeField(null=True, blank=True, editable=False)
     receive_count = models.PositiveIntegerField(default=1)
     first_seen_at = models.DateTimeField(default=timezone.now)
+    # When the message was sent (ApprovalRequest.message_sent_at's rule): a replay counts from it.
+    message_sent_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_seen_at = models.DateTimeField(default=timezone.now)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
     resolved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT)

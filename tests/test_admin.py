@@ -18,7 +18,7 @@ from cryptography.fernet import Fernet
 from django.contrib.auth.models import Group
 from django.db import OperationalError
 from django.test import Client
-from django.utils import timezone
+from django.utils import formats, timezone
 
 from approvals import permissions, selectors, services, tokens
 from approvals.auth import PortalOIDCBackend
@@ -355,6 +355,20 @@ def test_the_changelist_shows_status_assignees_age_and_a_console_link_but_never_
     assert 'name="execution_arn"' not in change and 'name="title"' not in change
 
 
+def test_the_change_page_shows_when_the_message_was_sent_and_the_deadline_counted_from_it(people):
+    sent = timezone.now() - timedelta(minutes=7)
+    body = {"taskToken": str(uuid.uuid4()), "approvers": {"users": ["dave@example.com"]}, "timeoutSeconds": 3600}
+    request, _ = services.approval_request_ingest(message=parse_message(json.dumps(body)), sent_at=sent)
+
+    change = client_for(people["carol"]).get(f"{CHANGELIST}{request.pk}/change/").content.decode()
+
+    assert request.deadline == sent + timedelta(seconds=3600)  # Step Functions' own
+    assert "Message sent at:" in change
+    for value in (sent, request.deadline):
+        assert formats.localize(timezone.template_localtime(value)) in change
+    assert 'name="message_sent_at"' not in change
+
+
 def test_the_filters_and_the_search_find_what_they_say(people):
     finance = ingest("Finance: order 1", groups=["finance-approvers"], stateMachine="arn:aws:states:r:1:stateMachine:a")
     legal = ingest("Legal: contract 2", users=["erin@example.com"], stateMachine="arn:aws:states:r:1:stateMachine:b")
@@ -652,6 +666,9 @@ def test_replaying_an_ingest_error_ingests_the_kept_message_and_it_becomes_a_req
     assert row.message_ciphertext == "" and row.message_erased_at is not None  # the request holds the token now
     request = ApprovalRequest.objects.get(execution_arn=execution_arn)
     assert request.sqs_message_id == row.sqs_message_id
+    # Step Functions' timers started when the original was sent, not at the replay.
+    assert row.message_sent_at is not None and row.message_sent_at <= row.first_seen_at
+    assert request.message_sent_at == row.message_sent_at < request.received_at
     event = AuditEvent.objects.get(action="ingest_error_replayed")
     assert event.actor == people["carol"] and event.request == request
     assert event.data["sqs_message_id"] == row.sqs_message_id and event.data["in_place"] is True
@@ -697,15 +714,23 @@ def test_discarding_an_ingest_error_erases_the_kept_message(aws, demo_state_mach
 
 def test_an_error_recorded_before_messages_were_kept_is_replayed_from_the_dlq(aws, people):
     dlq_url = gateway.dead_letter_queue_url(queue_url=aws.APPROVAL_QUEUE_URL)
-    message_id = gateway.send_message(queue_url=dlq_url, body='{"taskToken": "' + str(uuid.uuid4()) + '"}')
+    message_id = gateway.send_message(
+        queue_url=dlq_url, body='{"taskToken": "' + str(uuid.uuid4()) + '", "timeoutSeconds": 3600}'
+    )
     row = IngestError.objects.create(sqs_message_id=message_id, code="oversized", reason="too large then")
+    # A look at the dead letter (visible again at once): when SQS says it was sent.
+    (dead_letter,) = gateway.receive_batch(queue_url=dlq_url, wait_seconds=0, visibility_timeout=0)
 
     replayed = services.ingest_error_replay(ingest_error_id=row.pk, actor=people["carol"])
 
     assert replayed.status == IngestError.Status.REPLAYED
     assert replayed.replayed_as_message_id and replayed.replayed_as_message_id != message_id
     consume(aws)
-    assert ApprovalRequest.objects.get().sqs_message_id == replayed.replayed_as_message_id
+    request = ApprovalRequest.objects.get()
+    assert request.sqs_message_id == replayed.replayed_as_message_id
+    # The copy on the queue is a new message; the original's sent time came along with it.
+    assert request.message_sent_at == dead_letter.sent_at
+    assert request.deadline == dead_letter.sent_at + timedelta(seconds=3600)
 
 
 def test_replaying_a_message_that_is_not_on_the_dlq_is_refused_with_the_reason(aws, people):

@@ -195,7 +195,8 @@ def test_a_heartbeat_refused_because_the_emulator_forgot_the_execution_closes_th
     approval = ingest_execution(settings, start(state_machine(settings, HeartbeatSeconds=60, TimeoutSeconds=600)))
     assert approval.heartbeat_seconds == 60
     an_hour_ago = timezone.now() - timedelta(hours=1)
-    ApprovalRequest.objects.filter(pk=approval.pk).update(received_at=an_hour_ago)  # a heartbeat is due
+    # A heartbeat is due (the first counts from when the message was sent).
+    ApprovalRequest.objects.filter(pk=approval.pk).update(received_at=an_hour_ago, message_sent_at=an_hour_ago)
     emulator.restart()
 
     tasks.send_heartbeats()

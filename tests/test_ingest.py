@@ -22,6 +22,7 @@ import boto3
 import pytest
 from django.conf import settings as django_settings
 from django.db import OperationalError, transaction
+from django.utils import timezone
 
 from approvals import services, tokens
 from approvals.integrations import aws as gateway
@@ -167,7 +168,7 @@ def test_a_seed_shaped_message_without_approvers_goes_to_the_default_group_and_a
 
 
 @pytest.mark.django_db(transaction=True)
-def test_timeout_seconds_sets_the_deadline_counted_from_receipt(aws):
+def test_timeout_seconds_sets_the_deadline_counted_from_when_the_message_was_sent(aws):
     queue_url = aws.APPROVAL_QUEUE_URL
     gateway.send_message(queue_url=queue_url, body=rich_body(new_token(), timeoutSeconds=86400))
 
@@ -175,8 +176,64 @@ def test_timeout_seconds_sets_the_deadline_counted_from_receipt(aws):
 
     request = ApprovalRequest.objects.get()
     assert request.timeout_seconds == 86400
-    assert request.deadline == request.received_at + timedelta(seconds=86400)
+    assert request.message_sent_at is not None and request.message_sent_at <= request.received_at
+    assert request.deadline == request.message_sent_at + timedelta(seconds=86400)
     assert abs(request.received_at - datetime.now(UTC)) < timedelta(seconds=30)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_message_that_waited_in_the_queue_counts_its_deadline_from_its_sqs_sent_timestamp(aws):
+    queue_url = aws.APPROVAL_QUEUE_URL
+    before = datetime.now(UTC) - timedelta(milliseconds=1)  # SentTimestamp is in whole milliseconds
+    # Nobody can receive it for 2 s (DelaySeconds): a backlog in small. Step Functions' timer
+    # (TimeoutSeconds, HeartbeatSeconds) started when it sent the message, not when we got it.
+    message_id = sqs_client().send_message(
+        QueueUrl=queue_url, MessageBody=rich_body(new_token(), timeoutSeconds=3600), DelaySeconds=2
+    )["MessageId"]
+
+    wait_for(lambda: consume(queue_url))
+
+    request = ApprovalRequest.objects.get()
+    assert request.sqs_message_id == message_id
+    # What the moto server gives as SentTimestamp: the send, 2 s or more before the receipt.
+    assert before <= request.message_sent_at <= request.received_at - timedelta(seconds=2)
+    # The deadline approvers see is Step Functions' own: sent + timeoutSeconds.
+    assert request.deadline == request.message_sent_at + timedelta(seconds=3600)
+
+
+def received(body: str, sent_at: datetime | None) -> gateway.QueueMessage:
+    """A message as receive_batch gives it, with the SentTimestamp SQS would have said."""
+    return gateway.QueueMessage(
+        message_id=str(uuid.uuid4()), receipt_handle=str(uuid.uuid4()), body=body, receive_count=1, sent_at=sent_at
+    )
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("batch", [True, False], ids=["batch", "one-by-one"])
+def test_a_sent_time_ahead_of_our_clock_counts_from_receipt_and_an_absurdly_old_one_is_ignored(batch):
+    now = timezone.now()
+    messages = [
+        received(rich_body(new_token(), title="ahead", timeoutSeconds=600), now + timedelta(minutes=5)),
+        received(rich_body(new_token(), title="absurd", timeoutSeconds=600), now - timedelta(days=15)),
+        received(rich_body(new_token(), title="unknown", timeoutSeconds=600), None),
+        received(rich_body(new_token(), title="waited", timeoutSeconds=600), now - timedelta(days=13)),
+    ]
+
+    if batch:
+        services.received_batch_ingest(messages=messages, max_bytes=256 * 1024)
+    else:  # the path a batch that failed as a whole takes
+        services.ingest._one_by_one(messages, max_bytes=256 * 1024, committed=[], keep_hidden=None, source=None)
+
+    requests = {request.title: request for request in ApprovalRequest.objects.all()}
+    # SQS's clock ahead of ours: never a send after the receipt.
+    assert requests["ahead"].message_sent_at == requests["ahead"].received_at
+    # Older than SQS keeps a message (14 days): no real SentTimestamp; from receipt, as before.
+    for title in ("absurd", "unknown"):
+        assert requests[title].message_sent_at is None
+        assert requests[title].deadline == requests[title].received_at + timedelta(seconds=600)
+    assert requests["waited"].message_sent_at == now - timedelta(days=13)
+    # Its timeout ran out before it arrived: overdue at once, as Step Functions already timed it out.
+    assert requests["waited"].deadline == now - timedelta(days=13) + timedelta(seconds=600)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -196,7 +253,7 @@ def test_the_earlier_of_a_future_approval_deadline_and_timeout_seconds_wins(aws)
     by_deadline = {request.deadline == soon: request for request in ApprovalRequest.objects.all()}
     assert set(by_deadline) == {True, False}
     other = by_deadline[False]
-    assert other.deadline == other.received_at + timedelta(seconds=86400)
+    assert other.deadline == other.message_sent_at + timedelta(seconds=86400)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -372,7 +429,8 @@ def test_messages_from_real_executions_carry_the_execution_state_machine_and_sta
         assert request.state_machine_arn == demo_state_machine
         assert request.state_name == "WaitForApproval"
         assert request.timeout_seconds == 86400
-        assert request.deadline == request.received_at + timedelta(seconds=86400)
+        # Step Functions' timer: from when the execution sent the message.
+        assert request.deadline == request.message_sent_at + timedelta(seconds=86400)
         assert request.details == EXECUTION_INPUT["details"]
         assert tokens.decrypt_token(request.token_ciphertext)  # moto issued a token; we kept it
     assert len({request.token_fingerprint for request in requests_}) == 3

@@ -600,6 +600,31 @@ def test_a_heartbeat_the_next_sweep_would_send_too_late_is_sent_by_this_one(
 
 
 @pytest.mark.django_db
+def test_a_message_that_waited_most_of_its_heartbeat_interval_in_the_queue_gets_a_heartbeat_at_once(settings):
+    settings.HEARTBEAT_SWEEP_SECONDS = 30
+    body = {
+        "taskToken": f"beat-{uuid.uuid4()}",
+        "approvers": {"groups": ["finance-approvers"]},
+        "heartbeatSeconds": 300,
+    }
+    received = timezone.now()
+    # Sent 250 s before the portal received it (a backlog, the workers down for a deploy): Step
+    # Functions' HeartbeatSeconds=300 started at the send and times the task out 50 s after receipt.
+    waited, _ = services.approval_request_ingest(
+        message=parse_message(json.dumps(body)), sent_at=received - timedelta(seconds=250)
+    )
+    fresh, _ = services.approval_request_ingest(
+        message=parse_message(json.dumps({**body, "taskToken": f"beat-{uuid.uuid4()}"})), sent_at=received
+    )
+    assert waited.message_sent_at == received - timedelta(seconds=250)
+
+    due = selectors.heartbeat_due_request_ids()
+
+    assert waited.pk in due  # a third of the interval (100 s) since the send is long past
+    assert fresh.pk not in due  # one sent as it was received still waits a third of its interval
+
+
+@pytest.mark.django_db
 def test_heartbeats_keep_a_waiting_task_alive_past_its_heartbeat_seconds(aws):
     machine = state_machine(aws, HeartbeatSeconds=3, TimeoutSeconds=120)
     kept_alive_arn = start(machine)

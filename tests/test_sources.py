@@ -820,8 +820,8 @@ def test_heartbeats_go_to_the_executions_region_with_its_sources_role(sources_aw
 
     request = wait_for(ingested, timeout=30)
     assert request.heartbeat_seconds == 3600
-    # Its first heartbeat is due a third of the interval after it arrived.
-    ApprovalRequest.objects.filter(pk=request.pk).update(received_at=timezone.now() - timedelta(minutes=30))
+    # Its first heartbeat is due a third of the interval after its message was sent.
+    ApprovalRequest.objects.filter(pk=request.pk).update(message_sent_at=timezone.now() - timedelta(minutes=30))
 
     assert send_heartbeats() == 1
     request.refresh_from_db()

@@ -54,6 +54,7 @@ class IngestErrorAdmin(ActionsOnlyMixin, BigTableAdmin):
         "reason",
         "status",
         "receive_count",
+        "message_sent_at",
         "first_seen_at",
         "last_seen_at",
         "resolved_by_email",

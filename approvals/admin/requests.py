@@ -331,6 +331,7 @@ class ApprovalRequestAdmin(ActionsOnlyMixin, BigTableAdmin):
         "state_machine_arn",
         "state_name",
         "received_at",
+        "message_sent_at",
         "deadline",
         "timeout_seconds",
         "heartbeat_seconds",

@@ -9,6 +9,7 @@ import json
 import logging
 import threading
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import lru_cache
 
 import boto3
@@ -48,6 +49,24 @@ class QueueMessage:
     receipt_handle: str
     body: str = field(repr=False)  # holds the task token
     receive_count: int
+    # When SQS says it was sent (SentTimestamp), by SQS's clock; None when it did not say.
+    sent_at: datetime | None = None
+    # A message sent again from the dead-letter queue (move_message): when the original was sent.
+    first_sent_at: datetime | None = None
+
+
+# The message attribute move_message gives a message it sends again: when the original was sent
+# (milliseconds since the epoch, as SentTimestamp), which the new message's SentTimestamp is not.
+FIRST_SENT_ATTRIBUTE = "approvalFirstSentTimestamp"
+MAX_MESSAGE_ATTRIBUTES = 10  # SQS's limit per message: a message that has them all goes without
+
+
+def _timestamp(value) -> datetime | None:
+    """SQS's milliseconds since the epoch as an aware datetime; None when it is not one."""
+    try:
+        return datetime.fromtimestamp(int(value) / 1000, tz=UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
 
 
 def _translate(error: Exception, *secrets: str) -> AwsError:
@@ -220,7 +239,8 @@ def receive_batch(
             MaxNumberOfMessages=min(max_messages, 10),
             WaitTimeSeconds=wait_seconds,
             VisibilityTimeout=visibility_timeout,
-            MessageSystemAttributeNames=["ApproximateReceiveCount"],
+            MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
+            MessageAttributeNames=[FIRST_SENT_ATTRIBUTE],
         )
     except (ClientError, BotoCoreError) as error:
         raise _translate(error, _secret(route)) from None
@@ -230,6 +250,10 @@ def receive_batch(
             receipt_handle=item["ReceiptHandle"],
             body=item.get("Body", ""),
             receive_count=int(item.get("Attributes", {}).get("ApproximateReceiveCount", 1)),
+            sent_at=_timestamp(item.get("Attributes", {}).get("SentTimestamp")),
+            first_sent_at=_timestamp(
+                item.get("MessageAttributes", {}).get(FIRST_SENT_ATTRIBUTE, {}).get("StringValue")
+            ),
         )
         for item in response.get("Messages", [])
     ]
@@ -329,6 +353,7 @@ def _find_message(sqs, queue_url: str, message_id: str) -> dict | None:
                 WaitTimeSeconds=1,
                 VisibilityTimeout=60,
                 MessageAttributeNames=["All"],
+                MessageSystemAttributeNames=["SentTimestamp"],
             ).get("Messages", [])
             if not messages:
                 break
@@ -357,6 +382,9 @@ def move_message(*, source_queue_url: str, target_queue_url: str, message_id: st
 
     Returns the id it got on `target`, or None when it is not on `source` (any more). The
     body goes across untouched: it holds the task token, and never passes through our logs.
+    The copy is a new message, sent now: when the original was sent (SQS keeps a dead letter's
+    SentTimestamp, and a copy moved before carries its own) goes along in FIRST_SENT_ATTRIBUTE,
+    as Step Functions' timers started then.
     """
     try:
         sqs = _sqs()
@@ -367,6 +395,10 @@ def move_message(*, source_queue_url: str, target_queue_url: str, message_id: st
             name: {key: value[key] for key in ("DataType", "StringValue", "BinaryValue") if key in value}
             for name, value in message.get("MessageAttributes", {}).items()
         }
+        first_sent_missing = FIRST_SENT_ATTRIBUTE not in attributes and len(attributes) < MAX_MESSAGE_ATTRIBUTES
+        if first_sent_missing and "SentTimestamp" in message.get("Attributes", {}):
+            first_sent = message["Attributes"]["SentTimestamp"]
+            attributes[FIRST_SENT_ATTRIBUTE] = {"DataType": "Number", "StringValue": first_sent}
         sent = sqs.send_message(QueueUrl=target_queue_url, MessageBody=message["Body"], MessageAttributes=attributes)
     except (ClientError, BotoCoreError) as error:
         raise _translate(error) from None

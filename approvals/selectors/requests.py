@@ -308,12 +308,16 @@ def heartbeat_due_request_ids(limit: int = 500) -> list[int]:
     plus a 30 s sweep is 43 s: timed out). An interval under two sweeps gets one every sweep. The
     due time is computed here rather than in SQL: interval arithmetic differs between PostgreSQL
     and SQLite, and only waiting requests with heartbeats are read.
+
+    The first one counts from when the message was sent (message_sent_at, never later than
+    received_at), as Step Functions' HeartbeatSeconds does: a message that waited in the queue
+    has used part of its interval, and may need its heartbeat at once.
     """
     now = timezone.now()
     sweep = settings.HEARTBEAT_SWEEP_SECONDS
     waiting = (
         ApprovalRequest.objects.filter(status=RequestStatus.PENDING, heartbeat_seconds__isnull=False)
-        .annotate(last=Coalesce("last_heartbeat_at", "received_at"))
+        .annotate(last=Coalesce("last_heartbeat_at", "message_sent_at", "received_at"))
         .values_list("pk", "last", "heartbeat_seconds")
     )
     due = []

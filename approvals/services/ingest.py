@@ -6,7 +6,7 @@ import logging
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
@@ -40,18 +40,35 @@ logger = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------
 # Ingest
 # ---------------------------------------------------------------------------
-def _effective_deadline(message: ApprovalMessage, received_at) -> tuple:
-    """The earliest future moment the workflow stops waiting, and why.
+# SQS keeps a message 14 days at most: a sent time older than that on arrival is no real one.
+SQS_MAX_RETENTION = timedelta(days=14)
+
+
+def message_sent_at(*stamps: datetime | None, received_at: datetime) -> datetime | None:
+    """When a message was sent, as far as SQS's timestamps (aws.QueueMessage's `sent_at` and
+    `first_sent_at`) can be believed on its arrival at `received_at`: the earliest, ignoring one
+    older than SQS keeps a message. None: none to believe (count from receipt). One later than
+    the receipt (SQS's clock ahead of ours) is stored as the receipt (`_request_fields`)."""
+    believable = [stamp for stamp in stamps if stamp is not None and stamp >= received_at - SQS_MAX_RETENTION]
+    return min(believable) if believable else None
+
+
+def _effective_deadline(
+    message: ApprovalMessage, received_at: datetime, sent_at: datetime | None = None
+) -> datetime | None:
+    """The earliest moment the workflow stops waiting.
 
     The seed's `approvalDeadline` is often `$$.State.EnteredTime` — already past on arrival —
-    so a past value is not a deadline; `timeoutSeconds` counts from receipt (a little late
-    against Step Functions' own timer, which the callback's TaskTimedOut then corrects).
+    so a past value is not a deadline; `timeoutSeconds` counts from when the message was sent
+    (`sent_at`, else receipt): Step Functions' timer starts with the task, when it sends the
+    message, so a message that waited in the queue has used part of it (all of it: the deadline
+    is already past, and the expiry sweep closes the request as Step Functions closed the task).
     """
     candidates = []
     if message.deadline is not None and message.deadline > received_at:
         candidates.append(message.deadline)
     if message.timeout_seconds:
-        candidates.append(received_at + timedelta(seconds=message.timeout_seconds))
+        candidates.append((sent_at or received_at) + timedelta(seconds=message.timeout_seconds))
     return min(candidates) if candidates else None
 
 
@@ -81,9 +98,11 @@ def _request_fields(
     policy: ApprovalPolicy | None,
     sqs_message_id: str,
     source: ApprovalSource | None,
+    sent_at: datetime | None,
 ) -> dict:
     """The new request's columns (all but its fingerprint)."""
     received_at = timezone.now()
+    sent_at = min(sent_at, received_at) if sent_at is not None else None  # never after the receipt
     return {
         "title": message.title,
         "details": message.details,
@@ -93,12 +112,13 @@ def _request_fields(
         "execution_arn": message.execution_arn,
         "state_machine_arn": message.state_machine_arn,
         "state_name": message.state_name,
-        "deadline": _effective_deadline(message, received_at),
+        "deadline": _effective_deadline(message, received_at, sent_at),
         "timeout_seconds": message.timeout_seconds,
         "heartbeat_seconds": message.heartbeat_seconds,
         "token_ciphertext": tokens.encrypt_token(message.task_token),
         "sqs_message_id": sqs_message_id,
         "received_at": received_at,
+        "message_sent_at": sent_at,
         "options": [option.as_json() for option in message.options] or None,
         "multiple_options": message.multiple,
         "form_schema": message.form,
@@ -162,9 +182,16 @@ def _log_ingested_on_commit(stored: list[tuple[ApprovalRequest, str]]) -> None:
 
 @transaction.atomic
 def approval_request_ingest(
-    *, message: ApprovalMessage, sqs_message_id: str = "", source: ApprovalSource | None = None
+    *,
+    message: ApprovalMessage,
+    sqs_message_id: str = "",
+    source: ApprovalSource | None = None,
+    sent_at: datetime | None = None,
 ) -> tuple[ApprovalRequest, bool]:
-    """Create the request for a queue message; the same token again returns the existing one."""
+    """Create the request for a queue message; the same token again returns the existing one.
+
+    `sent_at`: when the message was sent (`message_sent_at`, or a replay's original): the task's
+    heartbeats and `timeoutSeconds` count from it, as Step Functions' timers do."""
     fingerprint = tokens.fingerprint_token(message.task_token)
     # Every configured fingerprint key: a request stored before a key rotation is a duplicate too.
     candidates = tokens.fingerprint_candidates(message.task_token)
@@ -178,7 +205,12 @@ def approval_request_ingest(
     request, created = ApprovalRequest.objects.get_or_create(
         token_fingerprint=fingerprint,
         defaults=_request_fields(
-            message=message, trusted=trusted, policy=policy, sqs_message_id=sqs_message_id, source=source
+            message=message,
+            trusted=trusted,
+            policy=policy,
+            sqs_message_id=sqs_message_id,
+            source=source,
+            sent_at=sent_at,
         ),
     )
     if not created:  # a concurrent consumer won the race
@@ -226,7 +258,12 @@ class IngestOutcome:
 
 
 def received_message_ingest(
-    *, sqs_message_id: str, body: str | bytes, max_bytes: int, source: ApprovalSource | None = None
+    *,
+    sqs_message_id: str,
+    body: str | bytes,
+    max_bytes: int,
+    source: ApprovalSource | None = None,
+    sent_at: datetime | None = None,
 ) -> IngestError | None:
     """Parse and store one received message, its failure its own. Once this returns, the
     message may be deleted from the queue: it is a request, or an IngestError that keeps it.
@@ -239,14 +276,25 @@ def received_message_ingest(
     Only a database that is unavailable as a whole propagates: the consumer backs off and the
     message stays on the queue (its redrive policy moves it to the DLQ if that lasts).
     Returns the IngestError, or None when the message is a request (new, or already there).
+    `sent_at`: when the message was sent, already checked (`message_sent_at`); kept by both.
     """
-    return _received_message_store(sqs_message_id=sqs_message_id, body=body, max_bytes=max_bytes, source=source).error
+    return _received_message_store(
+        sqs_message_id=sqs_message_id, body=body, max_bytes=max_bytes, source=source, sent_at=sent_at
+    ).error
 
 
 def _received_message_store(
-    *, sqs_message_id: str, body: str | bytes, max_bytes: int, source: ApprovalSource | None
+    *,
+    sqs_message_id: str,
+    body: str | bytes,
+    max_bytes: int,
+    source: ApprovalSource | None,
+    sent_at: datetime | None = None,
 ) -> IngestOutcome:
     outcome = IngestOutcome(message_id=sqs_message_id)
+    record = functools.partial(
+        ingest_error_record, sqs_message_id=sqs_message_id, body=body, source=source, sent_at=sent_at
+    )
     try:
         message = parse_message(body, max_bytes=max_bytes)
         # The source's trust rule (approvals/services/sources.py): its region and account only.
@@ -254,14 +302,14 @@ def _received_message_store(
             source=source, execution_arn=message.execution_arn, state_machine_arn=message.state_machine_arn
         )
     except ContractError as error:
-        outcome.error = ingest_error_record(sqs_message_id=sqs_message_id, error=error, body=body, source=source)
+        outcome.error = record(error=error)
         return outcome
     try:
         outcome.request, outcome.created = approval_request_ingest(
-            message=message, sqs_message_id=sqs_message_id, source=source
+            message=message, sqs_message_id=sqs_message_id, source=source, sent_at=sent_at
         )
     except ContractError as error:  # a rule applied at store time refused it
-        outcome.error = ingest_error_record(sqs_message_id=sqs_message_id, error=error, body=body, source=source)
+        outcome.error = record(error=error)
     except Exception as error:  # noqa: BLE001 - recorded for this message, logged with its traceback
         if _database_unavailable(error):
             raise
@@ -275,7 +323,7 @@ def _received_message_store(
             return outcome
         token = message.task_token
         outcome.error = _store_failure_record(
-            sqs_message_id=sqs_message_id, error=error, body=body, task_token=token, source=source
+            sqs_message_id=sqs_message_id, error=error, body=body, task_token=token, source=source, sent_at=sent_at
         )
     return outcome
 
@@ -359,7 +407,11 @@ def _one_by_one(
             bind_log_context(message_id=message.message_id, approval_id=None)
             outcomes.append(
                 _received_message_store(
-                    sqs_message_id=message.message_id, body=message.body, max_bytes=max_bytes, source=source
+                    sqs_message_id=message.message_id,
+                    body=message.body,
+                    max_bytes=max_bytes,
+                    source=source,
+                    sent_at=_received_sent_at(message),
                 )
             )
             committed.append(message)
@@ -368,8 +420,19 @@ def _one_by_one(
     return outcomes
 
 
+def _received_sent_at(received: aws.QueueMessage) -> datetime | None:
+    """When a message just received was sent (message_sent_at's rule)."""
+    return message_sent_at(received.sent_at, received.first_sent_at, received_at=timezone.now())
+
+
 def _refusal_record(received: aws.QueueMessage, error: ContractError, source: ApprovalSource | None) -> IngestError:
-    return ingest_error_record(sqs_message_id=received.message_id, error=error, body=received.body, source=source)
+    return ingest_error_record(
+        sqs_message_id=received.message_id,
+        error=error,
+        body=received.body,
+        source=source,
+        sent_at=_received_sent_at(received),
+    )
 
 
 def _batch_store(
@@ -435,6 +498,7 @@ def _batch_store(
             policy=policies[key],
             sqs_message_id=received.message_id,
             source=source,
+            sent_at=_received_sent_at(received),
         )
         requests.append(ApprovalRequest(token_fingerprint=fingerprint, **fields))
         new.append((index, message, trusted, policies[key]))
@@ -470,7 +534,13 @@ def _batch_store(
 
 
 def _store_failure_record(
-    *, sqs_message_id: str, error: Exception, body: str | bytes, task_token: str, source: ApprovalSource | None = None
+    *,
+    sqs_message_id: str,
+    error: Exception,
+    body: str | bytes,
+    task_token: str,
+    source: ApprovalSource | None = None,
+    sent_at: datetime | None = None,
 ) -> IngestError:
     # The exception's text and traceback may quote what was being stored (the token too, in
     # a bug's message): redacted with the token itself, not only by its shape, and before the
@@ -480,28 +550,41 @@ def _store_failure_record(
     trace = redact("".join(traceback.format_exception(error)), task_token)
     logger.error("message %s could not be stored (%s); traceback:\n%s", sqs_message_id, type(error).__name__, trace)
     return _ingest_error_upsert(
-        sqs_message_id=sqs_message_id, code="store_failed", reason=reason, body=body, source=source
+        sqs_message_id=sqs_message_id, code="store_failed", reason=reason, body=body, source=source, sent_at=sent_at
     )
 
 
 @transaction.atomic
 def ingest_error_record(
-    *, sqs_message_id: str, error: ContractError, body: str | bytes, source: ApprovalSource | None = None
+    *,
+    sqs_message_id: str,
+    error: ContractError,
+    body: str | bytes,
+    source: ApprovalSource | None = None,
+    sent_at: datetime | None = None,
 ) -> IngestError:
     """Record a message that broke the contract, once per message however often it returns."""
     return _ingest_error_upsert(
-        sqs_message_id=sqs_message_id, code=error.code, reason=error.message, body=body, source=source
+        sqs_message_id=sqs_message_id, code=error.code, reason=error.message, body=body, source=source, sent_at=sent_at
     )
 
 
 @transaction.atomic
 def _ingest_error_upsert(
-    *, sqs_message_id: str, code: str, reason: str, body: str | bytes, source: ApprovalSource | None = None
+    *,
+    sqs_message_id: str,
+    code: str,
+    reason: str,
+    body: str | bytes,
+    source: ApprovalSource | None = None,
+    sent_at: datetime | None = None,
 ) -> IngestError:
     """One row per message however often it comes (again from the queue, or replayed): the
-    newest reason, counted; the message kept encrypted unless it was erased."""
+    newest reason, counted; the message kept encrypted unless it was erased; when it was sent,
+    once known (a replay counts from it)."""
     metrics.ingest_error(reason=code)
     now = timezone.now()
+    sent_at = min(sent_at, now) if sent_at is not None else None  # never after the receipt
     row = IngestError.objects.select_for_update().filter(sqs_message_id=sqs_message_id).first()
     if row is not None:
         row.receive_count += 1
@@ -509,6 +592,9 @@ def _ingest_error_upsert(
         row.code = code
         row.reason = redact(reason)
         fields = ["receive_count", "last_seen_at", "code", "reason"]
+        if row.message_sent_at is None and sent_at is not None:
+            row.message_sent_at = sent_at
+            fields.append("message_sent_at")
         if not row.message_ciphertext and row.message_erased_at is None:
             row.message_ciphertext = _message_encrypt(body)
             fields.append("message_ciphertext")
@@ -524,6 +610,7 @@ def _ingest_error_upsert(
         source_queue_url=source.queue_url if source is not None else "",
         first_seen_at=now,
         last_seen_at=now,
+        message_sent_at=sent_at,
     )
     audit(action=AuditAction.INGEST_ERROR, request=None, actor=None, sqs_message_id=sqs_message_id, code=code)
     logger.warning("message %s refused: %s (%s)", sqs_message_id, code, redact(reason))
@@ -598,6 +685,11 @@ def _ingest_error_replay_kept(row: IngestError, actor: User) -> IngestError:
         body=body,
         max_bytes=settings.APPROVAL_MAX_MESSAGE_BYTES,
         source=row.source,  # checked against the source as it is now (fixed by an admin, maybe)
+        # Step Functions' timers started when the original was sent, not now: its sent time,
+        # checked when it arrived (not again now: a kept message may be older than SQS keeps
+        # one); for a row recorded before sent times were kept, its first arrival, which the
+        # send preceded.
+        sent_at=row.message_sent_at or row.first_seen_at,
     )
     if refused is not None:
         audit(
