@@ -397,6 +397,106 @@ def test_the_filters_and_the_search_find_what_they_say(people):
     assert "?machine=arn" in filters and "?group=finance-approvers" in filters
 
 
+def closed_in_every_way(people) -> dict[str, ApprovalRequest]:
+    """One request of each way a request ends in, each with the words the request page gives it
+    (approvals/delivery.py request_status_label), made through the services that close them."""
+    pending = ingest("Kind: still waiting", groups=["finance-approvers"])
+    approved = ingest("Kind: approved", groups=["finance-approvers"])
+    services.approval_decide(public_id=approved.public_id, user=people["alice"], approve=True)
+    expired = ingest("Kind: past its deadline", groups=["finance-approvers"], timeoutSeconds=60)
+    ApprovalRequest.objects.filter(pk=expired.pk).update(deadline=timezone.now() - timedelta(minutes=1))
+    assert services.approval_expire(request_id=expired.pk)
+    timed_out = ingest("Kind: Step Functions stopped waiting", groups=["finance-approvers"])
+    services.approval_close_by_step_functions(request_id=timed_out.pk, code="TaskTimedOut")  # what a heartbeat finds
+    gone = ingest("Kind: workflow gone", groups=["finance-approvers"])
+    assert services.approval_close_workflow_gone(request_id=gone.pk, found_by="start")
+    return {
+        "Pending": pending,
+        "Approved": approved,
+        "Expired in the portal": expired,
+        "Closed by Step Functions": timed_out,
+        "Closed by the system": gone,
+    }
+
+
+def changelist_row(html: str, request: ApprovalRequest) -> str:
+    """The changelist's <tr> of `request`, its text with the tags and the whitespace collapsed."""
+    link = f'href="{CHANGELIST}{request.pk}/change/'
+    (row,) = [chunk.split("</tr>")[0] for chunk in html.split("<tr")[1:] if link in chunk]
+    return " ".join(re.sub(r"<[^>]+>", " ", row).split())
+
+
+def status_field(html: str) -> str:
+    """The change page's "status" field, its text only."""
+    field = html.split('class="form-row field-status', 1)[1].split('<div class="readonly">', 1)[1]
+    return " ".join(re.sub(r"<[^>]+>", " ", field.split("</div>", 1)[0]).split())
+
+
+def test_the_changelist_and_the_change_page_say_how_a_request_ended_as_the_request_page_does(people):
+    """The changelist's status column and the change page's status field showed the stored
+    status ("Expired") for a request Step Functions closed and for one the portal's deadline
+    expired alike; the request page, the inbox and the API tell them apart."""
+    kinds = closed_in_every_way(people)
+    carol = client_for(people["carol"])
+
+    listing = carol.get(CHANGELIST).content.decode()
+
+    for words, request in kinds.items():
+        row = changelist_row(listing, request)
+        assert words in row, (words, row)
+        assert status_field(carol.get(f"{CHANGELIST}{request.pk}/change/").content.decode()) == words
+    assert "Expired " not in changelist_row(listing, kinds["Closed by Step Functions"])
+    # The column is still the status: filtered by it, and (not indexed alone) not sorted by it.
+    response = carol.get(f"{CHANGELIST}?status__exact=expired")
+    assert {row.pk for row in response.context["cl"].result_list} == {
+        kinds["Expired in the portal"].pk,
+        kinds["Closed by Step Functions"].pk,
+    }
+    (header,) = re.findall(r'<th scope="col" class="([^"]*column-status[^"]*)"', listing)
+    assert "sortable" not in header
+
+
+def test_an_approval_step_functions_no_longer_waited_for_reads_closed_by_step_functions_in_the_admin(aws, people):
+    """Decided, then the callback found the task timed out: Step Functions closed it."""
+    from tests.test_callback_settlement import task_timed_out  # a real execution whose task timed out
+
+    request = task_timed_out(aws)
+    services.approval_decide(public_id=request.public_id, user=people["alice"], approve=True)
+    assert deliver(request) == "failed"
+    request.refresh_from_db()
+    assert request.status == RequestStatus.EXPIRED
+    carol = client_for(people["carol"])
+
+    row = changelist_row(carol.get(CHANGELIST).content.decode(), request)
+    change = carol.get(f"{CHANGELIST}{request.pk}/change/").content.decode()
+
+    assert "Closed by Step Functions" in row and "Expired" not in row, row
+    assert status_field(change) == "Closed by Step Functions"
+
+
+def test_the_status_column_costs_no_query_per_row(people, django_assert_num_queries):
+    """Whether Step Functions closed an expired request is read from its callback: one join in
+    the list's query, never a query per row (and never the callback's payload)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    ingest("First: waiting", groups=["finance-approvers"])
+    carol = client_for(people["carol"])
+    carol.get(CHANGELIST)  # the session's first use, counted in neither
+    with CaptureQueriesContext(connection) as one_row:
+        assert len(carol.get(CHANGELIST).context["cl"].result_list) == 1
+    kinds = closed_in_every_way(people)
+
+    with django_assert_num_queries(len(one_row)) as many_rows:
+        response = carol.get(CHANGELIST)
+
+    assert len(response.context["cl"].result_list) == 1 + len(kinds)
+    listing = response.content.decode()
+    for words, request in kinds.items():
+        assert words in changelist_row(listing, request)
+    assert not any('"approvals_callback"."payload"' in query["sql"] for query in many_rows.captured_queries)
+
+
 # ---------------------------------------------------------------------------
 # Reassign
 # ---------------------------------------------------------------------------

@@ -282,6 +282,37 @@ def test_a_question_or_answer_the_database_cannot_store_is_refused_not_a_server_
     assert list(InfoMessage.objects.values_list("text", flat=True)) == ["Why?"]
 
 
+def closed_by_step_functions(approval: ApprovalRequest) -> None:
+    services.approval_close_by_step_functions(request_id=approval.pk, code="TaskTimedOut")  # what a heartbeat finds
+
+
+def expired_in_the_portal(approval: ApprovalRequest) -> None:
+    ApprovalRequest.objects.filter(pk=approval.pk).update(deadline=timezone.now() - timedelta(minutes=1))
+    assert services.approval_expire(request_id=approval.pk)  # beat's expiry sweep
+
+
+@pytest.mark.parametrize(
+    ("close", "words"),
+    [(closed_by_step_functions, "closed by Step Functions"), (expired_in_the_portal, "expired in the portal")],
+    ids=["step-functions", "portal-deadline"],
+)
+def test_an_answer_too_late_says_how_the_request_ended_as_its_page_does(people, close, words):
+    """The requester's answer after the request closed was refused with "already expired" for
+    a request Step Functions closed; a decision on it says "already closed by Step Functions"."""
+    approval = ingest(timeoutSeconds=3600)
+    services.info_request(public_id=approval.public_id, user=people["alice"], question="Why?")
+    close(approval)
+
+    answered = answer(signed_in(people["bob"]), approval, "Too late.")
+    decided = decide(signed_in(people["erin"]), approval, "approve")
+
+    assert (answered.status_code, decided.status_code) == (409, 409)
+    for response in (answered, decided):
+        text = " ".join(response.content.decode().split())
+        assert f"already {words}" in text, text
+        assert "already expired." not in text, text
+
+
 def test_after_the_decision_nobody_asks_or_answers_and_the_page_offers_neither(people, approval):
     services.info_request(public_id=approval.public_id, user=people["alice"], question="Why?")
     decide(signed_in(people["erin"]), approval, "approve")

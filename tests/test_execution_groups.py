@@ -151,6 +151,36 @@ def test_the_sibling_list_is_bounded_and_costs_the_same_queries_however_big_the_
     assert "Showing the first 50." in html
 
 
+def test_a_sibling_shows_how_it_ended_as_its_own_page_does_without_a_query_per_sibling(
+    people, django_assert_num_queries
+):
+    """The sibling list showed the stored status: "Expired" for a request Step Functions closed
+    as for one past the portal's deadline (its own page says "Closed by Step Functions")."""
+    request = ingest("Line 0")
+    ingest("Line 1")
+    client = signed_in(people["alice"])
+    url = f"/requests/{request.public_id}/"
+    client.get(url)  # the session's first use, counted in neither
+    with CaptureQueriesContext(connection) as one_sibling:
+        assert len(sibling_titles(client.get(url).content.decode())) == 1
+    expired = ingest("Line 2", timeoutSeconds=60)
+    ApprovalRequest.objects.filter(pk=expired.pk).update(deadline=timezone.now() - timedelta(minutes=1))
+    assert services.approval_expire(request_id=expired.pk)
+    timed_out = ingest("Line 3")
+    services.approval_close_by_step_functions(request_id=timed_out.pk, code="TaskTimedOut")  # what a heartbeat finds
+    gone = ingest("Line 4")
+    assert services.approval_close_workflow_gone(request_id=gone.pk, found_by="start")
+
+    with django_assert_num_queries(len(one_sibling)):
+        html = client.get(url).content.decode()
+
+    section = html.split('id="siblings"', 1)[1].split("</section>", 1)[0]
+    statuses = re.findall(r'<span class="status status-[a-z]+">([^<]+)</span>', section)
+    assert statuses == ["Pending", "Expired in the portal", "Closed by Step Functions", "Closed by the system"]
+    own_page = client.get(f"/requests/{timed_out.public_id}/").content.decode()
+    assert '<span class="status status-expired">Closed by Step Functions</span>' in own_page
+
+
 # ---------------------------------------------------------------------------
 # The inbox
 # ---------------------------------------------------------------------------

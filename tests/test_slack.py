@@ -1210,6 +1210,40 @@ def test_an_approval_that_never_reached_the_workflow_no_longer_reads_approved_in
         assert "did not reach the workflow" in json.dumps(said["body"]["blocks"])
 
 
+def expired_in_the_portal(request: ApprovalRequest) -> None:
+    ApprovalRequest.objects.filter(pk=request.pk).update(deadline=timezone.now() - timedelta(minutes=1))
+    assert services.approval_expire(request_id=request.pk)  # beat's expiry sweep
+
+
+def closed_by_step_functions(request: ApprovalRequest) -> None:
+    services.approval_close_by_step_functions(request_id=request.pk, code="TaskTimedOut")  # what a heartbeat finds
+
+
+@pytest.mark.parametrize(
+    ("close", "word"),
+    [(expired_in_the_portal, "Expired in the portal"), (closed_by_step_functions, "Closed by Step Functions")],
+    ids=["portal-deadline", "step-functions"],
+)
+def test_a_request_nobody_decided_reads_in_slack_as_it_does_on_its_page(people, slack_api, celery_eager, close, word):
+    """Closed without a decision, by the portal's deadline or by Step Functions: the Slack
+    messages lose their buttons and say what the request page says, not a bare "Expired"."""
+    request = ingest(approvers={"users": ["alice@example.com"], "groups": []}, timeoutSeconds=3600)
+    send_all(request)
+    slack_api.calls.clear()
+
+    close(request)
+    notify_tasks.close_slack_messages(request.pk)  # queued by the closing, on commit
+
+    request.refresh_from_db()
+    assert word in signed_in(people["alice"]).get(f"/requests/{request.public_id}/").content.decode()
+    (update,) = slack_api.of("chat.update")
+    assert update["body"]["channel"] == "DU0ALICE"
+    assert update["body"]["text"].startswith(f"{word}: "), update["body"]["text"]
+    assert f"*{word}*" in json.dumps(update["body"]["blocks"])
+    assert "actions" not in {block["type"] for block in update["body"]["blocks"]}
+    assert_valid_block_kit(update["body"]["blocks"])
+
+
 def test_after_the_recheck_reopens_a_request_its_slack_messages_no_longer_say_approved(
     people, slack_api, celery_eager, django_capture_on_commit_callbacks
 ):

@@ -285,7 +285,7 @@ class InfoMessageInline(ActionsOnlyMixin, admin.TabularInline):
 class ApprovalRequestAdmin(ActionsOnlyMixin, BigTableAdmin):
     list_display = [
         "title",
-        "status",
+        "status_label",
         "assignees",
         "claimed_by_email",
         "requester_email",
@@ -318,7 +318,7 @@ class ApprovalRequestAdmin(ActionsOnlyMixin, BigTableAdmin):
     fields = [
         "public_id",
         "title",
-        "status",
+        "status_label",
         "details_table",
         "options_display",
         "form_display",
@@ -379,6 +379,12 @@ class ApprovalRequestAdmin(ActionsOnlyMixin, BigTableAdmin):
         return selectors.admin_search(queryset, search_term), False
 
     # -- columns and fields --------------------------------------------------------------
+    @admin.display(description="status", ordering="status")
+    def status_label(self, obj: ApprovalRequest) -> str:
+        # The request page's words: "Closed by Step Functions", not the stored "Expired". The
+        # callback it reads is joined by get_queryset (selectors.admin_requests_for).
+        return delivery.request_status_label(obj)
+
     @admin.display(description="assignees")
     def assignees(self, obj: ApprovalRequest) -> str:
         return ", ".join(

@@ -23,7 +23,6 @@ from approvals import delivery, one_click, slack_payloads, tokens
 from approvals.models import ApprovalRequest, RequestStatus
 from approvals.notifications import DeliveryError
 from approvals.notifications.messages import (
-    OUTCOME_WORDS,
     MessageContent,
     detail_lines,
     one_line,
@@ -315,9 +314,8 @@ def outcome_message(request: ApprovalRequest, *, request_url: str) -> tuple[str,
             {"type": "context", "elements": [_mrkdwn(f"<{request_url}|Open in portal>")]},
         ]
         return text, blocks
-    closed_by_step_functions = delivery.closed_by_step_functions(request)
-    word = delivery.CLOSED_BY_STEP_FUNCTIONS if closed_by_step_functions else OUTCOME_WORDS.get(request.status)
-    word = word or request.get_status_display()
+    # The request page's words: "Expired in the portal" (its deadline), "Closed by Step Functions".
+    word = delivery.request_status_label(request)
     # Closed by the system or by Step Functions: whoever decided did not close it, and their
     # decision did not reach the workflow (a line of its own says so).
     who = f" by {request.decided_by.email}" if request.decided_by_id and not delivery.closed_by_others(request) else ""

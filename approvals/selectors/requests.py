@@ -338,13 +338,19 @@ def stale_consumers(max_age_seconds: int) -> list[ConsumerStatus]:
 # The admin
 # ---------------------------------------------------------------------------
 def admin_requests_for(user: User) -> QuerySet[ApprovalRequest]:
-    """The approval requests `user` sees in the admin, with the assignees prefetched.
+    """The approval requests `user` sees in the admin, with the assignees prefetched and the
+    callback joined (the status column's words, delivery.request_status_label, read whether it
+    exists: no query per row), its large fields deferred.
 
     Admins (superusers) see all. Anyone else sees exactly the requests they may decide now or
     have decided: permissions.decision_refusal's rule as a query (assigned, not their own
     request, pending, deadline not passed; an inactive user may decide nothing).
     """
-    queryset = ApprovalRequest.objects.prefetch_related("assignments")
+    queryset = (
+        ApprovalRequest.objects.select_related("callback")
+        .defer("callback__payload", "callback__last_error")
+        .prefetch_related("assignments")
+    )
     if user.is_superuser:
         return queryset
     decided = Vote.objects.filter(user=user.pk).order_by().values("request_id")
@@ -560,7 +566,9 @@ def execution_siblings(request: ApprovalRequest, user: User) -> tuple[list[Appro
     rows = list(
         ApprovalRequest.objects.filter(_visible_to(user), execution_arn=request.execution_arn)
         .exclude(pk=request.pk)
-        .only("public_id", "title", "state_name", "status", "received_at", "deadline")
+        .select_related("callback")
+        # decided_by and whether a callback exists: the status's words (delivery.request_status_label).
+        .only("public_id", "title", "state_name", "status", "received_at", "deadline", "decided_by", "callback__id")
         .order_by("received_at", "id")[: MAX_EXECUTION_SIBLINGS + 1]
     )
     return rows[:MAX_EXECUTION_SIBLINGS], len(rows) > MAX_EXECUTION_SIBLINGS

@@ -10,7 +10,7 @@ import logging
 from django.db import transaction
 from django.utils import timezone
 
-from approvals import permissions
+from approvals import delivery, permissions
 from approvals.form_schema import storable_text
 from approvals.models import ApprovalRequest, AuditAction, InfoMessage, User
 from approvals.services.common import ApprovalError, audit, locked_request
@@ -110,7 +110,7 @@ def _answer(*, public_id, user: User, answer: str) -> InfoMessage:
         raise ApprovalError("Only the requester answers the approvers' questions.", "not_requester", request=request)
     if not request.is_pending:
         raise ApprovalError(
-            f"This request is already {request.get_status_display().lower()}.", "not_pending", request=request
+            f"This request is already {delivery.request_status_words(request)}.", "not_pending", request=request
         )
     if not request.awaiting_info:
         raise ApprovalError("No question waits for your answer.", "no_question", request=request)
