@@ -44,9 +44,15 @@ title, e-mail addresses, group names, ARNs, the state name) hold no control or
 Unicode format characters (bidi overrides such as U+202E, zero-width characters
 such as U+200B): shown to an approver they can disguise what is being approved.
 
+``execution`` must be of the state machine ``stateMachine`` names (the admins' settings are
+matched by the state machine); a message naming only its execution is matched by the
+execution's state machine (see :func:`_execution_state_machine`).
+
 The task token is a secret (anyone holding it can approve or reject the
 execution), so no error produced here ever contains it or echoes any raw field
-value: messages name the field and what was expected, nothing more. Errors are
+value: messages name the field and what was expected, nothing more (the one
+exception: ``execution_mismatch`` names both state machines, parts of an ARN that
+hold no whitespace, ``:`` or ``/``, checked after the token-repeat check). Errors are
 raised *outside* ``except`` blocks so they carry no ``__context__`` (for
 example a ``JSONDecodeError`` keeps the whole body, token included, in ``.doc``).
 
@@ -67,6 +73,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 
 from approvals.form_schema import FormSchemaError, form_schema_check, json_type, storable_text
+from approvals.stepfunctions import StateMachineRef, state_machine_of_arn, state_machine_of_execution
 
 __all__ = [
     "DEFAULT_FAILURE_ERROR",
@@ -213,10 +220,12 @@ class ContractError(Exception):
     ``code`` is a stable machine code (``oversized``, ``not_utf8``,
     ``not_json``, ``too_deep``, ``bad_number``, ``not_object``,
     ``missing_token``, ``wrong_type``, ``bad_approvers``, ``bad_value``,
-    ``bad_policy``, ``bad_options``, ``bad_form``, ``token_repeated``); ``message`` is a human-readable
+    ``bad_policy``, ``bad_options``, ``bad_form``, ``token_repeated``, ``bad_arn``,
+    ``execution_mismatch``); ``message`` is a human-readable
     explanation that names the offending ``field`` (a dotted path such as
     ``approvers.users``, or ``None`` for problems with the body as a whole).
-    The message never contains the task token or any raw value from the body.
+    The message never contains the task token or any raw value from the body (but for the names
+    of the two state machines ``execution_mismatch`` compares).
     """
 
     code: str
@@ -312,6 +321,8 @@ def parse_message(body: str | bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> A
     form = _parse_form(data)
     # Last: a field that holds the token where it does not fit is refused for that first.
     _check_token_not_repeated(data, token)
+    # After it: the refusal names the state machines, which then cannot be the token.
+    state_machine_arn = _execution_state_machine(execution_arn, state_machine_arn)
 
     return ApprovalMessage(
         task_token=token,
@@ -610,6 +621,53 @@ def _check_token_not_repeated(data: dict[str, Any], token: str) -> None:
                 "object, token included)",
                 name,
             )
+
+
+def _execution_state_machine(execution_arn: str, state_machine_arn: str) -> str:
+    """The state machine the admins' settings are matched by: ``stateMachine``, checked against
+    the execution's; or, for a message that names only its execution, the execution's.
+
+    Trust settings, routing rules and default policies are matched by the state machine, so a
+    message naming machine X (approvers named freely) from an execution of machine Y (routing
+    only) would let whoever writes Y's definition borrow X's settings: refused when partition,
+    region, account or name differ. A version's or an alias's ARN (``…:stateMachine:Y:3``) and a
+    Distributed Map's child (``…:stateMachine:Y/label``, ``…:execution:Y/label:id``) are Y's.
+    With both fields, an ARN of another form is refused too, as it cannot be compared. A message
+    that names no state machine would be matched by the catch-all settings only; its
+    execution's state machine is what ``$$.StateMachine.Id`` would have said."""
+    if not execution_arn:
+        return state_machine_arn
+    execution_machine = state_machine_of_execution(execution_arn)
+    if not state_machine_arn:
+        return execution_machine.arn if execution_machine is not None else ""
+    named = state_machine_of_arn(state_machine_arn)
+    for field_name, found, form in (
+        ("execution", execution_machine, "arn:<partition>:states:<region>:<account>:execution:<stateMachine>:<name>"),
+        ("stateMachine", named, "arn:<partition>:states:<region>:<account>:stateMachine:<name>"),
+    ):
+        if found is None:
+            raise ContractError(
+                "bad_arn",
+                f"field '{field_name}' must be a Step Functions ARN ({form}) when the message names both its "
+                "execution and its state machine: the admins' settings are matched by the state machine, so the "
+                'portal checks that the execution is one of its own. Send "execution.$": "$$.Execution.Id" '
+                'and "stateMachine.$": "$$.StateMachine.Id"',
+                field_name,
+            )
+    if execution_machine.identity != named.identity:
+        raise ContractError(
+            "execution_mismatch",
+            f"the execution is of state machine {_described(execution_machine)}, but field 'stateMachine' names "
+            f"{_described(named)}: the admins' settings (approver trust, routing rules, default policies) are "
+            "matched by the state machine, so a message's execution must be of the state machine it names. Send "
+            '"execution.$": "$$.Execution.Id" and "stateMachine.$": "$$.StateMachine.Id", then replay the message',
+            "stateMachine",
+        )
+    return state_machine_arn
+
+
+def _described(machine: StateMachineRef) -> str:
+    return f"{machine.name!r} (partition {machine.partition}, region {machine.region}, account {machine.account})"
 
 
 def _parse_title(data: dict[str, Any], state_name: str) -> str:

@@ -2,6 +2,7 @@
 error codes its API answers (closed task, unknown token or execution, transient, never sent)."""
 
 import re
+from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
 from django.conf import settings
@@ -81,6 +82,70 @@ def arn_name(arn: str) -> str:
     if len(parts) >= 7 and parts[0] == "arn":
         return "/".join(parts[6:]) if parts[5] == "execution" else parts[-1]
     return arn
+
+
+# The forms a message's `stateMachine` ($$.StateMachine.Id) and `execution` ($$.Execution.Id) take:
+#   arn:<partition>:states:<region>:<account>:stateMachine:<name>            a state machine
+#   …:stateMachine:<name>:<version> | …:stateMachine:<name>:<alias>          run through a version or alias
+#   …:stateMachine:<name>/<label>                                            a Distributed Map's child workflow
+#   …:execution:<name>:<execution>                                           a Standard execution
+#   …:execution:<name>/<label>:<id>                                          a Distributed Map's child execution
+#   …:express:<name>:<execution>:<id>  (and …:express:<name>/<label>:…)      an Express execution
+# Step Functions refuses whitespace, ':' and '/' in names, labels, versions and aliases, so a part
+# never hides another (a state machine's name and a label are at most 80 characters; the length of
+# the rest is the contract's limit on the whole ARN). Partitions: aws, aws-cn, aws-us-gov, aws-iso…
+_ARN_PART = r"[^\s:/]+"
+_NAME_PART = r"[^\s:/]{1,80}"
+_STATES_ARN = (
+    r"arn:(?P<partition>aws(?:-[a-z]+)*):states:(?P<region>[a-z]{2}(?:-[a-z]+)+-[0-9]+):(?P<account>[0-9]{12}):"
+)
+_MACHINE = rf"(?P<machine>{_NAME_PART}(?:/{_NAME_PART})?)"
+_STATE_MACHINE_ARN = re.compile(rf"{_STATES_ARN}stateMachine:{_MACHINE}(?::{_ARN_PART})?")
+_EXECUTION_ARN = re.compile(rf"{_STATES_ARN}(?P<kind>execution|express):{_MACHINE}:{_ARN_PART}(?P<id>:{_ARN_PART})?")
+
+
+@dataclass(frozen=True)
+class StateMachineRef:
+    """The state machine an ARN belongs to: `machine` is its name, with a Distributed Map's label
+    (`name/label`) for a child workflow; `name` is the state machine whose definition that is."""
+
+    partition: str
+    region: str
+    account: str
+    machine: str
+
+    @property
+    def name(self) -> str:
+        return self.machine.split("/", 1)[0]
+
+    @property
+    def identity(self) -> tuple[str, str, str, str]:
+        """What two ARNs of one state machine share, whatever the version, alias or Map label."""
+        return (self.partition, self.region, self.account, self.name)
+
+    @property
+    def arn(self) -> str:
+        """The state machine's ARN, as `$$.StateMachine.Id` holds it in an execution run without a version."""
+        return f"arn:{self.partition}:states:{self.region}:{self.account}:stateMachine:{self.machine}"
+
+
+def _state_machine_ref(match: re.Match | None) -> StateMachineRef | None:
+    if match is None:
+        return None
+    return StateMachineRef(match["partition"], match["region"], match["account"], match["machine"])
+
+
+def state_machine_of_arn(arn: str) -> StateMachineRef | None:
+    """The state machine a state machine ARN (a version's, an alias's, a Map child's) names; None for another form."""
+    return _state_machine_ref(_STATE_MACHINE_ARN.fullmatch(arn or ""))
+
+
+def state_machine_of_execution(arn: str) -> StateMachineRef | None:
+    """The state machine an execution ARN (Standard, Express, a Map child's) is of; None for another form."""
+    match = _EXECUTION_ARN.fullmatch(arn or "")
+    if match is not None and (match["kind"] == "express") != bool(match["id"]):
+        return None  # an Express execution's ARN ends in an id, a Standard one's does not
+    return _state_machine_ref(match)
 
 
 def execution_console_url(arn: str) -> str:

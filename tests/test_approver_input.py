@@ -24,6 +24,8 @@ from approvals.form_schema import MAX_FIELDS, MAX_PATTERN_INPUT, META_SCHEMA, pa
 TOKEN = "AAAAKgAAAAIAAAAAAAAAAb6K2ZBLvfIe0" + "x" * 600
 APPROVE = {"id": "approve", "label": "Approve", "outcome": "success"}
 REJECT = {"id": "reject", "label": "Reject", "outcome": "failure"}
+MACHINE = "arn:aws:states:eu-west-1:123456789012:stateMachine:datacenter-choice"
+EXECUTION = "arn:aws:states:eu-west-1:123456789012:execution:datacenter-choice:run-1"
 
 FULL_FORM: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -499,7 +501,7 @@ def test_the_contracts_full_example_with_options_and_a_form_is_accepted():
     state_body = json.loads(json_blocks(section)[0])
     # What Step Functions sends for the state's MessageBody: ".$" keys arrive resolved.
     body = {key.removesuffix(".$"): value for key, value in state_body.items()}
-    body.update(taskToken=TOKEN, details={"service": "billing"}, execution="arn:x", stateMachine="arn:y", state="S")
+    body.update(taskToken=TOKEN, details={"service": "billing"}, execution=EXECUTION, stateMachine=MACHINE, state="S")
     message = parse_message(json.dumps(body))
     assert [option.id for option in message.options] == ["eu", "us", "postpone", "reject"]
     assert message.multiple is True and message.form == state_body["form"]

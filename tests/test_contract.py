@@ -612,6 +612,118 @@ def test_a_token_with_a_nul_character_is_refused():
 
 
 # --------------------------------------------------------------------------
+# The execution is of the state machine the message names
+# --------------------------------------------------------------------------
+ARN_EU = "arn:aws:states:eu-west-1:123456789012"
+
+
+@pytest.mark.parametrize(
+    ("execution", "state_machine"),
+    [
+        (EXECUTION_ARN, STATE_MACHINE_ARN),
+        # Run through a version or an alias: $$.StateMachine.Id is qualified, the execution is not.
+        (EXECUTION_ARN, f"{STATE_MACHINE_ARN}:3"),
+        (EXECUTION_ARN, f"{STATE_MACHINE_ARN}:PROD"),
+        # A Distributed Map's child workflow: its own ids carry the Map's label; its parent's name is fine too.
+        (
+            f"{ARN_EU}:execution:OrderApproval/ApproveEach:0b5e7e3c-3d0a-4b1c-9c56-2f3e7f6a1d22",
+            f"{STATE_MACHINE_ARN}/ApproveEach",
+        ),
+        (f"{ARN_EU}:execution:OrderApproval/ApproveEach:0b5e7e3c-3d0a-4b1c-9c56-2f3e7f6a1d22", STATE_MACHINE_ARN),
+        # Express (it cannot wait for a task token, but its ARN is a real one).
+        (f"{ARN_EU}:express:OrderApproval:run-1:9d1c2f0e-5b7a-4e3d-8f61-0a2b3c4d5e6f", STATE_MACHINE_ARN),
+        # Other partitions.
+        (
+            "arn:aws-cn:states:cn-north-1:123456789012:execution:OrderApproval:run-1",
+            "arn:aws-cn:states:cn-north-1:123456789012:stateMachine:OrderApproval",
+        ),
+        (
+            "arn:aws-us-gov:states:us-gov-west-1:123456789012:execution:OrderApproval:run-1",
+            "arn:aws-us-gov:states:us-gov-west-1:123456789012:stateMachine:OrderApproval",
+        ),
+    ],
+    ids=["standard", "version", "alias", "map child", "map child, parent named", "express", "aws-cn", "aws-us-gov"],
+)
+def test_an_execution_of_the_state_machine_the_message_names_is_accepted_as_sent(execution, state_machine):
+    message = parse_message(body(execution=execution, stateMachine=state_machine))
+    assert (message.execution_arn, message.state_machine_arn) == (execution, state_machine)
+
+
+@pytest.mark.parametrize(
+    ("execution", "state_machine", "shown"),
+    [
+        (f"{ARN_EU}:execution:Payroll:run-1", STATE_MACHINE_ARN, "'Payroll'"),
+        (f"{ARN_EU}:execution:OrderApprovalV2:run-1", STATE_MACHINE_ARN, "'OrderApprovalV2'"),
+        (f"{ARN_EU}:execution:orderapproval:run-1", STATE_MACHINE_ARN, "'orderapproval'"),
+        ("arn:aws:states:eu-west-1:210987654321:execution:OrderApproval:run-1", STATE_MACHINE_ARN, "210987654321"),
+        ("arn:aws:states:eu-central-1:123456789012:execution:OrderApproval:run-1", STATE_MACHINE_ARN, "eu-central-1"),
+        ("arn:aws-cn:states:eu-west-1:123456789012:execution:OrderApproval:run-1", STATE_MACHINE_ARN, "aws-cn"),
+        (f"{ARN_EU}:execution:Payroll/ApproveEach:0b5e7e3c", STATE_MACHINE_ARN, "'Payroll'"),
+        (EXECUTION_ARN, f"{ARN_EU}:stateMachine:Payroll/OrderApproval", "'Payroll'"),
+        (EXECUTION_ARN, f"{ARN_EU}:stateMachine:Payroll:OrderApproval", "'Payroll'"),
+        (f"{ARN_EU}:express:Payroll:run-1:9d1c2f0e", STATE_MACHINE_ARN, "'Payroll'"),
+    ],
+    ids=[
+        "other name",
+        "longer name",
+        "other case",
+        "other account",
+        "other region",
+        "other partition",
+        "map child of another",
+        "another's map child",
+        "another's alias",
+        "another's express",
+    ],
+)
+def test_an_execution_of_another_state_machine_is_refused_naming_both(execution, state_machine, shown):
+    error = refused(body(execution=execution, stateMachine=state_machine), "execution_mismatch", "stateMachine")
+    assert shown in error.message and "'OrderApproval'" in error.message
+
+
+@pytest.mark.parametrize(
+    ("execution", "state_machine", "field"),
+    [
+        ("not-an-execution-arn", STATE_MACHINE_ARN, "execution"),
+        (STATE_MACHINE_ARN, STATE_MACHINE_ARN, "execution"),  # a state machine where the execution goes
+        (f"{ARN_EU}:execution:OrderApproval", STATE_MACHINE_ARN, "execution"),
+        (f"{ARN_EU}:execution:OrderApproval:run-1:extra", STATE_MACHINE_ARN, "execution"),
+        (f"{ARN_EU}:express:OrderApproval:run-1", STATE_MACHINE_ARN, "execution"),
+        (f"{ARN_EU}:execution:Order Approval:run-1", STATE_MACHINE_ARN, "execution"),
+        ("arn:aws:states:eu-west-1:1:execution:OrderApproval:run-1", STATE_MACHINE_ARN, "execution"),
+        ("arn:aws:lambda:eu-west-1:123456789012:execution:OrderApproval:run-1", STATE_MACHINE_ARN, "execution"),
+        (EXECUTION_ARN, "OrderApproval", "stateMachine"),
+        (EXECUTION_ARN, f"{ARN_EU}:activity:OrderApproval", "stateMachine"),
+        (EXECUTION_ARN, f"{ARN_EU}:statemachine:OrderApproval", "stateMachine"),
+        (EXECUTION_ARN, f"{STATE_MACHINE_ARN}:3:extra", "stateMachine"),
+        (EXECUTION_ARN, f"{ARN_EU}:stateMachine:", "stateMachine"),
+    ],
+)
+def test_with_both_fields_an_arn_of_an_unknown_form_is_refused_it_cannot_be_compared(execution, state_machine, field):
+    refused(body(execution=execution, stateMachine=state_machine), "bad_arn", field)
+
+
+@pytest.mark.parametrize(
+    ("execution", "state_machine"),
+    [
+        (EXECUTION_ARN, STATE_MACHINE_ARN),
+        (f"{ARN_EU}:execution:OrderApproval/ApproveEach:0b5e7e3c", f"{STATE_MACHINE_ARN}/ApproveEach"),
+        (f"{ARN_EU}:express:OrderApproval:run-1:9d1c2f0e", STATE_MACHINE_ARN),
+        ("not-an-execution-arn", ""),  # nothing to go by: as before, the catch-all settings match it
+    ],
+)
+def test_a_message_naming_only_its_execution_is_matched_by_that_executions_state_machine(execution, state_machine):
+    message = parse_message(body(execution=execution))
+    assert (message.execution_arn, message.state_machine_arn) == (execution, state_machine)
+
+
+def test_a_state_machine_named_like_the_token_is_refused_for_the_token_not_named():
+    execution = f"{ARN_EU}:execution:Payroll:run-1"
+    state_machine = f"{ARN_EU}:stateMachine:{UUID_TOKEN}"
+    refused(body(UUID_TOKEN, execution=execution, stateMachine=state_machine), "token_repeated", "stateMachine")
+
+
+# --------------------------------------------------------------------------
 # Secrecy of the token
 # --------------------------------------------------------------------------
 

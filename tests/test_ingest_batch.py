@@ -32,6 +32,7 @@ from tests.test_ingest import (
 )
 
 GUARDED_MACHINE = "arn:aws:states:us-east-1:123456789012:stateMachine:Guarded"
+GUARDED_RUN = "arn:aws:states:us-east-1:123456789012:execution:Guarded:run-1"
 FALLBACK_WARNING = "could not be stored at once"
 INGESTED_LOG = "ingested approval request"
 
@@ -67,7 +68,7 @@ def test_a_batch_of_ten_with_every_kind_of_trouble_stores_each_good_message_once
         body(stored_token, "Already stored, again"),
         body(copied_token, "Sent twice"),
         *(body(token, title) for token, title in list(good.items())[1:3]),
-        body(refused_token, "Outside the allow-list", stateMachine=GUARDED_MACHINE),
+        body(refused_token, "Outside the allow-list", stateMachine=GUARDED_MACHINE, execution=GUARDED_RUN),
         body(copied_token, "Sent twice"),
         *(body(token, title) for token, title in list(good.items())[3:]),
     ]
@@ -209,7 +210,8 @@ def test_a_database_unavailable_for_the_whole_batch_raises_and_deletes_nothing(a
 def received(count: int, *, machine: str, first: int = 0) -> list[QueueMessage]:
     messages = []
     for index in range(first, first + count):
-        data = json.loads(rich_body(new_token(), title=f"Counted {index}", stateMachine=machine))
+        run = machine.replace(":stateMachine:", ":execution:") + f":run-{index}"
+        data = json.loads(rich_body(new_token(), title=f"Counted {index}", stateMachine=machine, execution=run))
         data["requester"] = f"requester{index}@example.com"
         if index % 2:
             data.pop("approvers")  # routed by the admins' rules, else the default group

@@ -357,6 +357,53 @@ def test_a_routing_rule_user_outside_the_allowed_domains_is_not_assigned_either(
 
 
 # ---------------------------------------------------------------------------
+# The state machine a message names is its execution's (approvals/contract.py)
+# ---------------------------------------------------------------------------
+# Written by somebody else, routing only: whoever writes its definition must not borrow "orders"'.
+PAYROLL = MACHINE.replace(":stateMachine:orders", ":stateMachine:payroll")
+PAYROLL_RUN = MACHINE.replace(":stateMachine:orders", ":execution:payroll:run-1")
+
+
+def payroll_routing_only() -> None:
+    trust(name="payroll", state_machine_arn=PAYROLL, mode=ApproverTrust.Mode.ROUTING_ONLY)
+    RoutingRule.objects.create(name="payroll", state_machine_arn=PAYROLL, groups=["finance-approvers"])
+
+
+@pytest.mark.trust_unconfigured
+def test_a_message_naming_a_free_state_machine_from_another_machines_execution_is_an_ingest_error(people):
+    trust(mode=ApproverTrust.Mode.FREE)  # "orders": its messages name their approvers
+    payroll_routing_only()
+    token = str(uuid.uuid4())
+    sent = json.loads(body(approvers={"users": ["bob@example.com"]}, requester="carol@example.com"))
+    sent.update(taskToken=token, execution=PAYROLL_RUN)  # stateMachine still says "orders"
+
+    error = services.received_message_ingest(sqs_message_id="m-borrow", body=json.dumps(sent), max_bytes=262_144)
+
+    assert not ApprovalRequest.objects.exists()
+    assert error is not None and error.code == "execution_mismatch"
+    assert "'payroll'" in error.reason and "'orders'" in error.reason
+    assert token not in error.reason
+    assert IngestError.objects.get(sqs_message_id="m-borrow").code == "execution_mismatch"
+
+
+@pytest.mark.trust_unconfigured
+def test_a_message_naming_only_its_execution_gets_that_state_machines_setting_not_the_catch_all(people):
+    trust(name="everything else", state_machine_arn="", mode=ApproverTrust.Mode.FREE)
+    payroll_routing_only()
+    sent = json.loads(body(approvers={"users": ["bob@example.com"]}, requester="carol@example.com"))
+    del sent["stateMachine"]
+    sent["execution"] = PAYROLL_RUN
+
+    assert services.received_message_ingest(sqs_message_id="m-1", body=json.dumps(sent), max_bytes=262_144) is None
+
+    request = ApprovalRequest.objects.get()
+    assert request.state_machine_arn == PAYROLL
+    assert [(a.kind, a.value) for a in request.assignments.all()] == [("group", "finance-approvers")]
+    assert [item["value"] for item in request.ignored_approvers] == ["bob@example.com"]
+    assert_bob_cannot_approve(people, request)
+
+
+# ---------------------------------------------------------------------------
 # Whatever a message says, nobody it names is assigned beyond what the setting allows
 # ---------------------------------------------------------------------------
 emails = st.sampled_from(
