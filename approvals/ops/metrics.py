@@ -10,8 +10,8 @@ Web and worker processes each write to their own prometheus-client multiprocess 
 (portal/observability.py): the web's /metrics adds up its gunicorn workers, the worker's
 endpoint (WORKER_METRICS_PORT) adds up its main process (the queue consumer) and its pool.
 
-Label values are bounded: state machines by name, errors by code from known sets, HTTP
-requests by URL pattern. No label ever holds an id, an email or a token.
+Label values are bounded: state machines by name (the first MAX_STATE_MACHINE_LABELS per
+process, then "other"), errors by code from known sets, HTTP requests by URL pattern. No label ever holds an id, an email or a token.
 """
 
 from __future__ import annotations
@@ -158,8 +158,29 @@ def _on_commit(record: Callable[[], None]) -> None:
 # ---------------------------------------------------------------------------
 # Recording: one call where the event happens
 # ---------------------------------------------------------------------------
+# The state machine's ARN is the sender's to write: the first MAX_STATE_MACHINE_LABELS names this
+# process sees are labelled as themselves, later new ones count as "other", so a sender who
+# varies the name per message cannot grow the series (and the multiprocess files) without bound.
+MAX_STATE_MACHINE_LABELS = 100
+_state_machine_labels: set[str] = set()
+_state_machine_labels_lock = threading.Lock()
+
+
+def bounded_state_machine_label(arn: str) -> str:
+    """The `state_machine` label: its name, or "other" once this process has used
+    MAX_STATE_MACHINE_LABELS names."""
+    label = state_machine_label(arn)
+    with _state_machine_labels_lock:
+        if label in _state_machine_labels:
+            return label
+        if len(_state_machine_labels) >= MAX_STATE_MACHINE_LABELS:
+            return "other"
+        _state_machine_labels.add(label)
+    return label
+
+
 def request_ingested(*, state_machine_arn: str) -> None:
-    _on_commit(REQUESTS_INGESTED.labels(state_machine_label(state_machine_arn)).inc)
+    _on_commit(REQUESTS_INGESTED.labels(bounded_state_machine_label(state_machine_arn)).inc)
 
 
 def ingest_error(*, reason: str) -> None:
