@@ -14,6 +14,9 @@ and Celery tasks each have their own):
 Handlers keep ``approvals.redaction.TokenRedactingFilter``: it runs before the formatter, so
 neither format ever sees an unredacted message or traceback. The formatters emit only the
 fields named here, never a record's arbitrary ``extra`` attributes (they are not redacted).
+A line break inside a logged value (an email from the IdP, say) is escaped, never a new line that
+could pass for another record: JSON is one line per record, plain text one line per message (a
+traceback follows it on lines of its own).
 
 Importable without Django settings: gunicorn.conf.py uses it in the master process.
 """
@@ -84,6 +87,14 @@ def _exception_text(formatter: logging.Formatter, record: logging.LogRecord) -> 
     return record.exc_text or ""
 
 
+# Control characters (C0 but the tab, DEL, C1) and the Unicode line and paragraph separators,
+# written as Python escapes: what a plain log line shows instead of breaking.
+_CONTROL_ESCAPES = {
+    code: repr(chr(code))[1:-1] for code in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029) if code != 0x09
+}
+_JSON_LINE_BREAKS = {code: f"\\u{code:04x}" for code in (0x85, 0x2028, 0x2029)}
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, pid, the correlation fields."""
 
@@ -101,7 +112,9 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = exception
         if record.stack_info:
             entry["stack"] = record.stack_info
-        return json.dumps(entry, ensure_ascii=False, default=str)
+        # json.dumps escapes \n, \r and the other C0 controls but not these, which end a line for
+        # Unicode-aware readers (str.splitlines()): escaped too, the JSON means the same.
+        return json.dumps(entry, ensure_ascii=False, default=str).translate(_JSON_LINE_BREAKS)
 
 
 class PlainFormatter(logging.Formatter):
@@ -111,7 +124,14 @@ class PlainFormatter(logging.Formatter):
         super().__init__(fmt or "%(asctime)s %(levelname)s %(name)s %(message)s", datefmt, style, **kwargs)
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's API
-        text = super().formatMessage(record)
+        # One record, one line: a value from outside (an email, an exception's text) that holds a
+        # line break would otherwise start a line that looks like another record.
+        message = record.message
+        record.message = message.translate(_CONTROL_ESCAPES)
+        try:
+            text = super().formatMessage(record)
+        finally:
+            record.message = message
         context = _context_of(record)
         if context:
             text += " [" + " ".join(f"{name}={value}" for name, value in context.items()) + "]"

@@ -6,9 +6,15 @@ too), and anyone who reaches the web's port may call /healthz, /readyz and /metr
 
 from __future__ import annotations
 
+import json
+import logging
+
 import pytest
 
+from approvals import services
+from approvals.auth import PortalOIDCBackend
 from approvals.ops import metrics
+from portal.logging import JsonFormatter, PlainFormatter
 
 
 def label_values(metric, label: str) -> set[str]:
@@ -44,3 +50,33 @@ def test_a_sender_varying_the_state_machine_name_cannot_grow_the_ingested_series
     with django_capture_on_commit_callbacks(execute=True):
         metrics.request_ingested(state_machine_arn="arn:aws:states:eu-west-1:123456789012:stateMachine:hostile-0")
     assert metrics.REQUESTS_INGESTED.labels("hostile-0")._value.get() >= 2
+
+
+# ---------------------------------------------------------------------------
+# Logs: a value from outside cannot forge a line
+# ---------------------------------------------------------------------------
+FORGED = '{"level": "ERROR", "logger": "approvals.forged", "message": "forged"}'
+# Each of these ends a line for some reader: \n and \r for every log shipper, the rest for
+# Python's str.splitlines() and other Unicode-aware ones.
+LINE_BREAKS = ["\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("formatter", [PlainFormatter(), JsonFormatter()], ids=["plain", "json"])
+@pytest.mark.parametrize("line_break", LINE_BREAKS, ids=[f"U+{ord(c):04X}" for c in LINE_BREAKS])
+def test_an_email_from_the_idp_cannot_forge_a_log_line(formatter, line_break, caplog):
+    claims = {"iss": "https://idp.example", "sub": "s-1", "email": f"x{line_break}{FORGED}@example.com"}
+    backend = PortalOIDCBackend()
+    assert backend.verify_claims({**claims, "email_verified": True})  # the sign-in takes it as it is
+    user = backend.create_user(claims)
+
+    with caplog.at_level(logging.INFO, logger="approvals"):
+        services.refusal_record(user=user, request=None, code="not_assignee", attempted="approve")
+
+    [record] = [r for r in caplog.records if r.getMessage().startswith("refused approve for")]
+    lines = formatter.format(record).splitlines()
+    assert len(lines) == 1, lines
+    if isinstance(formatter, JsonFormatter):
+        assert json.loads(lines[0])["message"] == record.getMessage()
+    else:
+        assert FORGED.lower() in lines[0]  # shown, escaped, not dropped

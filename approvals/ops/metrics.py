@@ -11,7 +11,8 @@ Web and worker processes each write to their own prometheus-client multiprocess 
 endpoint (WORKER_METRICS_PORT) adds up its main process (the queue consumer) and its pool.
 
 Label values are bounded: state machines by name (the first MAX_STATE_MACHINE_LABELS per
-process, then "other"), errors by code from known sets, HTTP requests by URL pattern. No label ever holds an id, an email or a token.
+process, then "other"), errors by code from known sets, HTTP requests by URL pattern. No label
+ever holds an id, an email or a token.
 """
 
 from __future__ import annotations
