@@ -13,8 +13,12 @@ import pytest
 
 from approvals import services
 from approvals.auth import PortalOIDCBackend
+from approvals.integrations import aws as gateway
+from approvals.models import ApprovalSource
 from approvals.ops import metrics
 from portal.logging import JsonFormatter, PlainFormatter
+from tests.conftest import free_port
+from tests.test_observability import own_moto, ready_settings  # noqa: F401 - fixtures used below
 
 
 def label_values(metric, label: str) -> set[str]:
@@ -80,3 +84,40 @@ def test_an_email_from_the_idp_cannot_forge_a_log_line(formatter, line_break, ca
         assert json.loads(lines[0])["message"] == record.getMessage()
     else:
         assert FORGED.lower() in lines[0]  # shown, escaped, not dropped
+
+
+# ---------------------------------------------------------------------------
+# /healthz, /readyz, /metrics: what a caller who may not scrape learns
+# ---------------------------------------------------------------------------
+def test_a_stranger_learns_verdicts_but_no_url_account_or_error_text(client, ready_settings):  # noqa: F811
+    """Passed before any change here: /readyz shows a caller who may not scrape only each check's
+    verdict (and the details of those that pass), /metrics refuses it (docs/operations.md)."""
+    ready_settings.METRICS_ALLOWED_IPS = []
+    ready_settings.METRICS_TOKEN = "the-scrapers-token"
+    ApprovalSource.objects.create(
+        name="payments-prod",
+        queue_url="https://sqs.eu-west-1.amazonaws.com/210987654321/payments-approvals",
+        region="eu-west-1",
+        state="failing",
+        last_error="AccessDenied: arn:aws:iam::210987654321:role/portal is not authorized",
+    )
+    dead_port = free_port()
+    ready_settings.CELERY_BROKER_URL = f"redis://:broker-password@127.0.0.1:{dead_port}/0"
+    ready_settings.APPROVAL_QUEUE_URL = f"http://127.0.0.1:{dead_port}/123456789012/approvals"
+    ready_settings.AWS_ENDPOINT_URL = f"http://127.0.0.1:{dead_port}"
+    gateway._client.cache_clear()
+
+    texts = {}
+    for path in ("/healthz", "/readyz", "/metrics"):
+        response = client.get(path)
+        texts[path] = (response.status_code, response.content.decode())
+    scraper = client.get("/readyz", headers={"Authorization": "Bearer the-scrapers-token"}).content.decode()
+
+    assert texts["/healthz"] == (200, '{"status": "ok"}')
+    assert texts["/metrics"][0] == 403
+    status, body = texts["/readyz"]
+    assert status == 503
+    for secret in ("123456789012", "210987654321", "payments", "broker-password", str(dead_port), "AccessDenied"):
+        assert secret not in body, secret
+        assert secret not in texts["/metrics"][1]
+    assert "210987654321" in scraper  # the scraper sees why (else this test proves nothing)
