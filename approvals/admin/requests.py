@@ -244,7 +244,19 @@ def _vote_choice(request: ApprovalRequest, vote: Vote) -> str:
 # ---------------------------------------------------------------------------
 # Approval requests
 # ---------------------------------------------------------------------------
-class ApproverChangeList(BigTableChangeList):
+class RequestChangeList(BigTableChangeList):
+    """The list of requests reads only what its columns show: not the details (up to the
+    message's size limit each: 50 rows of 256 KiB were 12.8 MB read and decoded for a page that
+    shows none of it), not the token's ciphertext, not the forms and options. The change page and
+    the bulk actions read the rows they need themselves."""
+
+    UNSHOWN = ("details", "token_ciphertext", "form_schema", "options", "ignored_approvers", "requester_groups")
+
+    def get_queryset(self, request, exclude_parameters=None):
+        return super().get_queryset(request, exclude_parameters).defer(*self.UNSHOWN)
+
+
+class ApproverChangeList(RequestChangeList):
     """An approver's list: their own few requests need no date drill-down (two queries saved)."""
 
     def __init__(self, request, model, list_display, list_display_links, list_filter, date_hierarchy, *args, **kw):
@@ -359,7 +371,7 @@ class ApprovalRequestAdmin(ActionsOnlyMixin, BigTableAdmin):
         return ["status", OverdueFilter, ClaimedFilter]
 
     def get_changelist(self, request, **kwargs):
-        return super().get_changelist(request, **kwargs) if request.user.is_superuser else ApproverChangeList
+        return RequestChangeList if request.user.is_superuser else ApproverChangeList
 
     def has_decide_permission(self, request) -> bool:
         return request.user.has_perm("approvals.decide_approvalrequest")
