@@ -108,9 +108,10 @@ def claims_release(*, request_ids: Sequence[int], actor: User) -> list[ReleasedC
     """
     if not actor.has_perm(RELEASE_PERMISSION):
         raise ApprovalError("Only admins may release someone else's claim.", "not_allowed")
+    # The holders are read after the lock (common.locked_request says why they are not joined).
     claimed = list(
         ApprovalRequest.objects.select_for_update(of=("self",))
-        .select_related("claimed_by")
+        .prefetch_related("claimed_by")
         .filter(pk__in=list(request_ids), status=RequestStatus.PENDING, claimed_by__isnull=False)
         .order_by("pk")
     )

@@ -74,12 +74,16 @@ def locked_request(public_id, *, related: tuple[str, ...] = ()) -> ApprovalReque
     """The request with its row locked until the transaction ends, and what the decision rule
     reads prefetched. Every change to one request takes this lock, so they take turns: two
     approvers completing a 2-of-2 at the same moment, an answer racing the decision. Without the
-    details (up to the message's size limit): no rule reads them, only pages and mail do."""
+    details (up to the message's size limit): no rule reads them, only pages and mail do.
+
+    `related` (claimed_by, decided_by) is read after the lock, never joined into the locking
+    query: PostgreSQL returns the row another transaction changed while this one waited with
+    the joined rows as they were before (tests/test_races.py), so a claim taken meanwhile
+    showed no holder, and a claimer joined through it dropped the row."""
     request = (
         ApprovalRequest.objects.select_for_update(of=("self",))
-        .select_related(*related)
         .defer("details")
-        .prefetch_related("assignments", "votes")
+        .prefetch_related("assignments", "votes", *related)
         .filter(public_id=public_id)
         .first()
     )
