@@ -1,0 +1,87 @@
+"""Identity changes (SCIM, sign-in mirroring) against pending requests (docs/scim.md).
+
+Requests are assigned to emails and group names, and four eyes knows the requester by email and
+by the account that email named. These tests change the identities under a pending request.
+"""
+
+import pytest
+
+from approvals import permissions
+from approvals.auth import PortalOIDCBackend
+from approvals.models import AuditEvent, ScimUser, User
+from tests.support import make_user
+from tests.test_scim import GROUP_SCHEMA, PATCH_SCHEMA
+from tests.test_scim_deprovisioning import group, ingest, provision, root, scim  # noqa: F401 - fixtures
+
+pytestmark = pytest.mark.django_db
+
+
+def email_change(scim, user: dict, email: str) -> None:  # noqa: F811
+    body = {
+        "schemas": [PATCH_SCHEMA],
+        "Operations": [{"op": "replace", "path": "emails", "value": [{"value": email, "primary": True}]}],
+    }
+    response = scim.call("PATCH", f"Users/{user['id']}", body)
+    assert response.status_code == 200, response.content
+
+
+def test_a_requester_provisioned_after_their_request_still_may_not_approve_it_after_an_email_change(scim):  # noqa: F811
+    request = ingest()  # bob@example.com requests; he has no account yet
+    assert request.requester_user is None
+    bob = provision(scim, "bob")
+    group(scim, "finance-approvers", bob)
+    account = User.objects.get(email="bob@example.com")
+    assert permissions.decision_refusal(account, request).code == "requester"
+
+    email_change(scim, bob, "robert@example.com")
+
+    account.refresh_from_db()
+    request.refresh_from_db()
+    assert account.email == "robert@example.com"
+    refusal = permissions.decision_refusal(account, request)
+    assert refusal is not None and refusal.code == "requester"
+    bound = AuditEvent.objects.get(action="requester_account_bound", request=request)
+    assert bound.data["user_id"] == account.pk and bound.data["email"] == "bob@example.com"
+
+
+def test_a_requester_who_signed_in_after_their_request_still_may_not_approve_it_after_an_email_change():
+    request = ingest()
+    bob = make_user("bob", "finance-approvers")  # first sign-in after the request arrived
+    claims = {"iss": "https://idp.test", "sub": "sub-bob", "email": "robert@example.com", "email_verified": True}
+    PortalOIDCBackend().update_user(bob, {**claims, "groups": ["finance-approvers"]})
+
+    bob.refresh_from_db()
+    request.refresh_from_db()
+    assert bob.email == "robert@example.com"
+    refusal = permissions.decision_refusal(bob, request)
+    assert refusal is not None and refusal.code == "requester"
+
+
+def test_renaming_a_group_records_the_change_on_each_open_request_assigned_to_the_old_name(scim, root):  # noqa: F811
+    erin = provision(scim, "erin")
+    finance = group(scim, "finance-approvers", erin)
+    assigned = ingest()
+    elsewhere = ingest(taskToken="tok-" + "e" * 40, approvers={"groups": ["other"]})
+    body = {
+        "schemas": [PATCH_SCHEMA],
+        "Operations": [{"op": "replace", "path": "displayName", "value": "fin-approvers"}],
+    }
+    assert scim.call("PATCH", f"Groups/{finance['id']}", body).status_code == 200
+
+    events = AuditEvent.objects.filter(action="assigned_group_renamed")
+    assert [event.request for event in events] == [assigned]
+    assert events[0].data["group"] == "finance-approvers" and events[0].data["renamed_to"] == "fin-approvers"
+    assert not AuditEvent.objects.filter(request=elsewhere, action="assigned_group_renamed").exists()
+    # Measured, left as it is: the request stays on the old name, which nobody is in any more.
+    erin_account = ScimUser.objects.get(scim_id=erin["id"]).user
+    assert permissions.decision_refusal(erin_account, assigned).code == "not_assignee"
+
+
+def test_deleting_a_group_records_the_change_on_each_open_request_assigned_to_it(scim, root):  # noqa: F811
+    erin = provision(scim, "erin")
+    finance = group(scim, "finance-approvers", erin)
+    assigned = ingest()
+    assert scim.call("DELETE", f"Groups/{finance['id']}").status_code == 204
+
+    event = AuditEvent.objects.get(action="assigned_group_deleted")
+    assert event.request == assigned and event.data["group"] == "finance-approvers" and event.data["members"] == 1
