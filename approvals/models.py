@@ -501,6 +501,9 @@ class AuditAction(models.TextChoices):
     SCIM_GROUP_CREATED = "scim_group_created"
     SCIM_GROUP_UPDATED = "scim_group_updated"
     SCIM_GROUP_DELETED = "scim_group_deleted"
+    ASSIGNED_GROUP_RENAMED = "assigned_group_renamed"
+    ASSIGNED_GROUP_DELETED = "assigned_group_deleted"
+    REQUESTER_ACCOUNT_BOUND = "requester_account_bound"
     SCIM_TOKEN_CREATED = "scim_token_created"  # noqa: S105 - an audit action, not a secret
     SCIM_TOKEN_REVOKED = "scim_token_revoked"  # noqa: S105 - an audit action, not a secret
     SCIM_TOKEN_ROTATED = "scim_token_rotated"  # noqa: S105 - an audit action, not a secret

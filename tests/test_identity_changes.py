@@ -10,13 +10,13 @@ from approvals import permissions
 from approvals.auth import PortalOIDCBackend
 from approvals.models import AuditEvent, ScimUser, User
 from tests.support import make_user
-from tests.test_scim import GROUP_SCHEMA, PATCH_SCHEMA
+from tests.test_scim import PATCH_SCHEMA
 from tests.test_scim_deprovisioning import group, ingest, provision, root, scim  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.django_db
 
 
-def email_change(scim, user: dict, email: str) -> None:  # noqa: F811
+def email_change(scim, user: dict, email: str) -> None:  # noqa: F811 - the fixture's name
     body = {
         "schemas": [PATCH_SCHEMA],
         "Operations": [{"op": "replace", "path": "emails", "value": [{"value": email, "primary": True}]}],

@@ -39,6 +39,7 @@ from approvals.models import (
 from approvals.roles import APPROVER_ACCESS_GROUP
 from approvals.services.common import ApprovalError, audit
 from approvals.services.notifications import approver_lost_notify
+from approvals.services.requesters import requester_account_bind
 
 logger = logging.getLogger(__name__)
 
@@ -205,6 +206,7 @@ def scim_user_replace(*, token: ScimToken, scim_id, data: ScimUserData) -> ScimU
     _check_user_name(token, data.user_name, scim_user=scim_user)
     _check_email(data.email, user=user)
     before = {"email": user.email, "user_name": scim_user.user_name, "active": user.is_active}
+    requester_account_bind(user=user, old_email=before["email"], new_email=data.email, via="scim")
     _user_fields_set(user, data)
     user.save(update_fields=["email", "first_name", "last_name"])
     scim_user.user_name = data.user_name
@@ -383,6 +385,20 @@ def _members_set(token: ScimToken, group: Group, members: tuple[str, ...] | None
     return {"added": sorted(u.email or str(u.pk) for u in added), "removed": len(removed)}
 
 
+def _assigned_group_changed(name: str, *, token: ScimToken, action: AuditAction, **data) -> None:
+    """Record on each open request assigned to the group `name` that the IdP renamed or deleted it.
+
+    Assignments name groups by name and stay as they are: nobody is in the old name any more
+    (the request waits for an admin to reassign it), and a group that later takes the name
+    inherits it. Both are visible on the request's audit trail (docs/scim.md).
+    """
+    open_requests = Q(status=RequestStatus.PENDING) | Q(callback__status__in=CALLBACK_IN_FLIGHT)
+    assigned = Q(assignments__kind=Assignment.Kind.GROUP, assignments__value=name)
+    requests = ApprovalRequest.objects.filter(open_requests).filter(assigned).distinct().order_by("pk")
+    for request in requests:
+        audit(action=action, request=request, actor=None, group=name, **data, **_token_fields(token))
+
+
 @transaction.atomic
 def scim_group_create(*, token: ScimToken, data: ScimGroupData) -> ScimGroup:
     """A SCIM group is the group assignments and the groups claim name (by displayName)."""
@@ -427,6 +443,8 @@ def scim_group_replace(*, token: ScimToken, scim_id, data: ScimGroupData) -> Sci
         group.save(update_fields=["name"])
     scim_group.external_id = data.external_id
     scim_group.save()
+    if before != group.name:
+        _assigned_group_changed(before, token=token, action=AuditAction.ASSIGNED_GROUP_RENAMED, renamed_to=group.name)
     changes = _members_set(token, group, data.members)
     audit(
         action=AuditAction.SCIM_GROUP_UPDATED,
@@ -448,6 +466,7 @@ def scim_group_delete(*, token: ScimToken, scim_id) -> None:
     members = group.user_set.count()
     group.user_set.clear()
     scim_group.delete()
+    _assigned_group_changed(group.name, token=token, action=AuditAction.ASSIGNED_GROUP_DELETED, members=members)
     audit(
         action=AuditAction.SCIM_GROUP_DELETED,
         request=None,
