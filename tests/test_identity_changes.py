@@ -85,3 +85,32 @@ def test_deleting_a_group_records_the_change_on_each_open_request_assigned_to_it
 
     event = AuditEvent.objects.get(action="assigned_group_deleted")
     assert event.request == assigned and event.data["group"] == "finance-approvers" and event.data["members"] == 1
+
+
+def test_an_assignees_email_change_is_recorded_on_each_open_request_assigned_to_the_old_email(scim, root):  # noqa: F811
+    erin = provision(scim, "erin")
+    assigned = ingest(approvers={"users": ["erin@example.com"]})
+    elsewhere = ingest(taskToken="tok-" + "e" * 40, approvers={"users": ["frank@example.com"]})
+
+    email_change(scim, erin, "erin.new@example.com")
+
+    events = AuditEvent.objects.filter(action="assigned_email_changed")
+    assert [event.request for event in events] == [assigned]
+    assert events[0].data["email"] == "erin@example.com" and events[0].data["new_email"] == "erin.new@example.com"
+    assert not AuditEvent.objects.filter(request=elsewhere, action="assigned_email_changed").exists()
+    # Measured, left as it is: the assignment names the old email, which is nobody's any more.
+    account = ScimUser.objects.get(scim_id=erin["id"]).user
+    assert permissions.decision_refusal(account, assigned).code == "not_assignee"
+
+
+def test_an_assignees_email_change_at_sign_in_is_recorded_too():
+    erin = make_user("erin")
+    assigned = ingest(approvers={"users": ["erin@example.com"]})
+    claims = {"iss": "https://idp.test", "sub": "sub-erin", "email": "Erin.New@example.com", "email_verified": True}
+    PortalOIDCBackend().update_user(erin, {**claims, "groups": []})
+
+    event = AuditEvent.objects.get(action="assigned_email_changed")
+    assert event.request == assigned and event.data["via"] == "sign-in"
+    # A change of case only is no change: nothing recorded, the assignment still names them.
+    PortalOIDCBackend().update_user(erin, {**claims, "email": "ERIN.NEW@example.com", "groups": []})
+    assert AuditEvent.objects.filter(action="assigned_email_changed").count() == 1
