@@ -25,7 +25,7 @@ from mozilla_django_oidc.views import OIDCLogoutView
 
 from approvals.models import User
 from approvals.roles import APPROVER_ACCESS_GROUP
-from approvals.services.requesters import requester_account_bind
+from approvals.services.email_changes import user_email_changed
 from approvals.services.scim import scim_managed_group_names
 from approvals.services.slack_identities import user_sso_verified
 
@@ -127,7 +127,7 @@ class PortalOIDCBackend(OIDCAuthenticationBackend):
         if self.UserModel.objects.filter(email__iexact=email, is_active=True).exclude(pk=user.pk).exists():
             # Assignments are by email: two people with one email would share them.
             raise SuspiciousOperation("the email belongs to another active account")
-        requester_account_bind(user=user, old_email=user.email, new_email=email, via="sign-in")
+        user_email_changed(user=user, old_email=user.email, new_email=email, via="sign-in")
         user.email = email
         user.first_name = (claims.get("given_name") or claims.get("name") or "")[:150]
         user.last_name = (claims.get("family_name") or "")[:150]

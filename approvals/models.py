@@ -504,6 +504,7 @@ class AuditAction(models.TextChoices):
     ASSIGNED_GROUP_RENAMED = "assigned_group_renamed"
     ASSIGNED_GROUP_DELETED = "assigned_group_deleted"
     REQUESTER_ACCOUNT_BOUND = "requester_account_bound"
+    ASSIGNED_EMAIL_CHANGED = "assigned_email_changed"
     SCIM_TOKEN_CREATED = "scim_token_created"  # noqa: S105 - an audit action, not a secret
     SCIM_TOKEN_REVOKED = "scim_token_revoked"  # noqa: S105 - an audit action, not a secret
     SCIM_TOKEN_ROTATED = "scim_token_rotated"  # noqa: S105 - an audit action, not a secret

@@ -38,8 +38,8 @@ from approvals.models import (
 )
 from approvals.roles import APPROVER_ACCESS_GROUP
 from approvals.services.common import ApprovalError, audit
+from approvals.services.email_changes import user_email_changed
 from approvals.services.notifications import approver_lost_notify
-from approvals.services.requesters import requester_account_bind
 
 logger = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ def scim_user_replace(*, token: ScimToken, scim_id, data: ScimUserData) -> ScimU
     _check_user_name(token, data.user_name, scim_user=scim_user)
     _check_email(data.email, user=user)
     before = {"email": user.email, "user_name": scim_user.user_name, "active": user.is_active}
-    requester_account_bind(user=user, old_email=before["email"], new_email=data.email, via="scim")
+    user_email_changed(user=user, old_email=before["email"], new_email=data.email, via="scim")
     _user_fields_set(user, data)
     user.save(update_fields=["email", "first_name", "last_name"])
     scim_user.user_name = data.user_name
