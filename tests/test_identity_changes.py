@@ -6,12 +6,12 @@ by the account that email named. These tests change the identities under a pendi
 
 import pytest
 
-from approvals import permissions
+from approvals import permissions, services
 from approvals.auth import PortalOIDCBackend
 from approvals.models import AuditEvent, ScimUser, User
 from tests.support import make_user
 from tests.test_scim import PATCH_SCHEMA
-from tests.test_scim_deprovisioning import group, ingest, provision, root, scim  # noqa: F401 - fixtures
+from tests.test_scim_deprovisioning import deactivate, group, ingest, provision, root, scim  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.django_db
 
@@ -114,3 +114,19 @@ def test_an_assignees_email_change_at_sign_in_is_recorded_too():
     # A change of case only is no change: nothing recorded, the assignment still names them.
     PortalOIDCBackend().update_user(erin, {**claims, "email": "ERIN.NEW@example.com", "groups": []})
     assert AuditEvent.objects.filter(action="assigned_email_changed").count() == 1
+
+
+def test_a_deprovisioned_approvers_claim_is_released_so_colleagues_do_not_wait_for_them(scim, root):  # noqa: F811
+    erin, frank = provision(scim, "erin"), provision(scim, "frank")
+    group(scim, "finance-approvers", erin, frank)
+    request = ingest()
+    erin_account = ScimUser.objects.get(scim_id=erin["id"]).user
+    services.approval_claim(public_id=request.public_id, user=erin_account)
+
+    deactivate(scim, erin)
+
+    request.refresh_from_db()
+    assert request.claimed_by is None and request.claimed_at is None
+    released = AuditEvent.objects.get(action="claim_released", request=request)
+    assert released.actor is None and released.data["claimed_by"] == "erin@example.com"
+    assert released.data["code"] == "inactive_user"
