@@ -3,7 +3,7 @@
 A claim is information, not a lock: it never stops a colleague from deciding, and it stops
 showing once the request is closed. Only someone who may decide now claims; only the claimer
 unclaims; admins with `release_claim_approvalrequest` release anyone's claim; a claim whose holder
-may no longer decide is released when a colleague claims.
+may no longer decide is released when a colleague claims, and at once when SCIM deprovisions them.
 """
 
 from collections.abc import Sequence
@@ -130,3 +130,28 @@ def claims_release(*, request_ids: Sequence[int], actor: User) -> list[ReleasedC
             claimed_at=claimed_at.isoformat() if claimed_at else None,
         )
     return released
+
+
+@transaction.atomic
+def claims_release_held_by(*, user: User, code: str) -> list[ApprovalRequest]:
+    """Release, by the system, the claims `user` holds on pending requests: they may no longer
+    decide (`code`: why, e.g. deprovisioned), and colleagues must not wait for them."""
+    claimed = list(
+        ApprovalRequest.objects.select_for_update(of=("self",))
+        .filter(claimed_by=user, status=RequestStatus.PENDING)
+        .order_by("pk")
+    )
+    for request in claimed:
+        claimed_at = request.claimed_at
+        request.claimed_by = None
+        request.claimed_at = None
+        request.save(update_fields=["claimed_by", "claimed_at", "updated_at"])
+        audit(
+            action=AuditAction.CLAIM_RELEASED,
+            request=request,
+            actor=None,
+            claimed_by=user.email or user.get_username(),
+            claimed_at=claimed_at.isoformat() if claimed_at else None,
+            code=code,
+        )
+    return claimed

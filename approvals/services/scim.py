@@ -37,6 +37,7 @@ from approvals.models import (
     User,
 )
 from approvals.roles import APPROVER_ACCESS_GROUP
+from approvals.services.claims import claims_release_held_by
 from approvals.services.common import ApprovalError, audit
 from approvals.services.email_changes import user_email_changed
 from approvals.services.notifications import approver_lost_notify
@@ -310,6 +311,7 @@ def _deprovision(user: User, *, token: ScimToken, reason: str) -> None:
     user.is_active = False
     user.save(update_fields=["is_active"])
     sessions = _sessions_end(user)
+    claims_release_held_by(user=user, code="inactive_user")
     affected = _requests_losing(user)
     for request, how in affected:
         audit(
