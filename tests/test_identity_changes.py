@@ -10,7 +10,7 @@ from approvals import permissions, services
 from approvals.auth import PortalOIDCBackend
 from approvals.models import AuditEvent, ScimUser, User
 from tests.support import make_user
-from tests.test_scim import PATCH_SCHEMA
+from tests.test_scim import PATCH_SCHEMA, user_body
 from tests.test_scim_deprovisioning import deactivate, group, ingest, provision, root, scim  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.django_db
@@ -130,3 +130,15 @@ def test_a_deprovisioned_approvers_claim_is_released_so_colleagues_do_not_wait_f
     released = AuditEvent.objects.get(action="claim_released", request=request)
     assert released.actor is None and released.data["claimed_by"] == "erin@example.com"
     assert released.data["code"] == "inactive_user"
+
+
+def test_a_requester_whose_sso_account_scim_links_under_another_email_still_may_not_approve(scim):  # noqa: F811
+    request = ingest()
+    bob = make_user("bob", "finance-approvers")  # first sign-in after the request arrived
+    response = scim.call("POST", "Users", user_body("robert@example.com", "sub-bob"))
+    assert response.status_code == 201, response.content
+
+    bob.refresh_from_db()
+    assert bob.email == "robert@example.com"
+    refusal = permissions.decision_refusal(bob, request)
+    assert refusal is not None and refusal.code == "requester"
