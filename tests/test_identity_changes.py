@@ -53,6 +53,7 @@ def test_a_requester_who_signed_in_after_their_request_still_may_not_approve_it_
     bob.refresh_from_db()
     request.refresh_from_db()
     assert bob.email == "robert@example.com"
+    request.refresh_from_db()
     refusal = permissions.decision_refusal(bob, request)
     assert refusal is not None and refusal.code == "requester"
 
@@ -140,5 +141,6 @@ def test_a_requester_whose_sso_account_scim_links_under_another_email_still_may_
 
     bob.refresh_from_db()
     assert bob.email == "robert@example.com"
+    request.refresh_from_db()
     refusal = permissions.decision_refusal(bob, request)
     assert refusal is not None and refusal.code == "requester"

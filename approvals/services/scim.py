@@ -146,6 +146,8 @@ def scim_user_create(*, token: ScimToken, data: ScimUserData) -> ScimUser:
     if created:
         user = User(username=_username(token.issuer, subject), oidc_issuer=token.issuer, oidc_sub=subject)
         user.set_unusable_password()
+    else:  # linking the SSO account: its email may change here too
+        user_email_changed(user=user, old_email=user.email, new_email=data.email, via="scim")
     _user_fields_set(user, data)
     if created:
         user.is_active = data.active is not False
