@@ -4,7 +4,10 @@ Requests are assigned to emails and group names, and four eyes knows the request
 by the account that email named. These tests change the identities under a pending request.
 """
 
+import time
+
 import pytest
+from django.test import Client
 
 from approvals import permissions, services
 from approvals.auth import PortalOIDCBackend
@@ -144,3 +147,28 @@ def test_a_requester_whose_sso_account_scim_links_under_another_email_still_may_
     request.refresh_from_db()
     refusal = permissions.decision_refusal(bob, request)
     assert refusal is not None and refusal.code == "requester"
+
+
+def test_an_admin_cannot_take_an_assignees_email_in_the_user_admin_to_decide_for_them(root):  # noqa: F811
+    alice = make_user("alice")
+    request = ingest(approvers={"users": ["alice@example.com"]})
+    browser = Client()
+    browser.force_login(root)
+    session = browser.session
+    session["oidc_id_token_expiration"] = time.time() + 3600  # a fresh SSO sign-in
+    session.save()
+    form = {
+        "username": root.username,
+        "email": "alice@example.com",
+        "first_name": "",
+        "last_name": "",
+        "is_active": "on",
+        "is_staff": "on",
+        "is_superuser": "on",
+    }
+    browser.post(f"/admin/approvals/user/{root.pk}/change/", form)
+
+    root.refresh_from_db()
+    assert root.email == "root@example.com"  # the IdP's email, as at the last sign-in
+    assert permissions.decision_refusal(root, request).code == "not_assignee"
+    assert permissions.decision_refusal(alice, request) is None
