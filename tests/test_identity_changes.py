@@ -7,6 +7,7 @@ by the account that email named. These tests change the identities under a pendi
 import time
 
 import pytest
+from django.contrib.auth.models import Group
 from django.test import Client
 
 from approvals import permissions, services
@@ -172,3 +173,20 @@ def test_an_admin_cannot_take_an_assignees_email_in_the_user_admin_to_decide_for
     assert root.email == "root@example.com"  # the IdP's email, as at the last sign-in
     assert permissions.decision_refusal(root, request).code == "not_assignee"
     assert permissions.decision_refusal(alice, request) is None
+
+
+def test_an_admin_cannot_join_an_assigned_group_in_the_user_admin_to_decide_its_requests(root):  # noqa: F811
+    make_user("alice", "finance-approvers")
+    request = ingest()
+    browser = Client()
+    browser.force_login(root)
+    session = browser.session
+    session["oidc_id_token_expiration"] = time.time() + 3600
+    session.save()
+    finance = Group.objects.get(name="finance-approvers")
+    form = {"username": root.username, "is_active": "on", "is_staff": "on", "is_superuser": "on"}
+    form["groups"] = [finance.pk]
+    browser.post(f"/admin/approvals/user/{root.pk}/change/", form)
+
+    assert not root.groups.filter(name="finance-approvers").exists()  # groups are the IdP's
+    assert permissions.decision_refusal(root, request).code == "not_assignee"
