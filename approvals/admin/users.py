@@ -17,9 +17,10 @@ from approvals.models import (
 class PortalUserAdmin(CraftedRequestsMixin, UserAdmin):
     list_display = ["email", "first_name", "last_name", "is_staff", "is_superuser", "oidc_issuer", "last_login"]
     search_fields = ["email", "first_name", "last_name", "oidc_sub"]
-    # The email is the IdP's (sign-in, SCIM): assignments and four eyes name people by it, so an
-    # admin who could edit it could take an approver's (or shed a requester's) and decide for them.
-    readonly_fields = ["email", "oidc_issuer", "oidc_sub", "last_login", "sso_verified_at", "date_joined"]
+    # Email and groups are the IdP's (sign-in, SCIM): assignments and four eyes name people by them.
+    # An admin who could edit them could take an approver's email or join an assigned group (or
+    # shed a requester's email) and decide, unaudited and past the self-assignment refusal.
+    readonly_fields = ["email", "groups", "oidc_issuer", "oidc_sub", "last_login", "sso_verified_at", "date_joined"]
     fieldsets = [
         (None, {"fields": ["username", "email", "first_name", "last_name"]}),
         ("SSO", {"fields": ["oidc_issuer", "oidc_sub"]}),
