@@ -28,11 +28,12 @@ def label_values(metric, label: str) -> set[str]:
 @pytest.fixture
 def state_machine_labels():
     """The process's set of labelled names, restored afterwards (later tests label their own)."""
-    kept = set(metrics._state_machine_labels)
+    labels = metrics._state_machine_labels
+    kept = set(labels._seen)
     yield
-    with metrics._state_machine_labels_lock:
-        metrics._state_machine_labels.clear()
-        metrics._state_machine_labels.update(kept)
+    with labels._lock:
+        labels._seen.clear()
+        labels._seen.update(kept)
 
 
 @pytest.mark.django_db

@@ -163,21 +163,33 @@ def _on_commit(record: Callable[[], None]) -> None:
 # process sees are labelled as themselves, later new ones count as "other", so a sender who
 # varies the name per message cannot grow the series (and the multiprocess files) without bound.
 MAX_STATE_MACHINE_LABELS = 100
-_state_machine_labels: set[str] = set()
-_state_machine_labels_lock = threading.Lock()
+
+
+class _BoundedLabels:
+    """The first `limit` values a process labels with are themselves; later new ones are "other"."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, label: str) -> str:
+        with self._lock:
+            if label in self._seen:
+                return label
+            if len(self._seen) >= self.limit:
+                return "other"
+            self._seen.add(label)
+        return label
+
+
+_state_machine_labels = _BoundedLabels(MAX_STATE_MACHINE_LABELS)
 
 
 def bounded_state_machine_label(arn: str) -> str:
     """The `state_machine` label: its name, or "other" once this process has used
     MAX_STATE_MACHINE_LABELS names."""
-    label = state_machine_label(arn)
-    with _state_machine_labels_lock:
-        if label in _state_machine_labels:
-            return label
-        if len(_state_machine_labels) >= MAX_STATE_MACHINE_LABELS:
-            return "other"
-        _state_machine_labels.add(label)
-    return label
+    return _state_machine_labels(state_machine_label(arn))
 
 
 def request_ingested(*, state_machine_arn: str) -> None:
@@ -191,8 +203,7 @@ def ingest_error(*, reason: str) -> None:
 # Source labels this process has used: at most MAX_SOURCE_LABELS, the rest count as "other",
 # so sources added (or renamed) over a long uptime cannot grow the series without bound.
 MAX_SOURCE_LABELS = 50
-_source_labels: set[str] = set()
-_source_labels_lock = threading.Lock()
+_source_labels = _BoundedLabels(MAX_SOURCE_LABELS)
 
 
 def source_label(source) -> str:
@@ -200,14 +211,7 @@ def source_label(source) -> str:
     sources existed), "<id>:<name>" for a source row (bounded, see MAX_SOURCE_LABELS)."""
     if source is None:
         return "approvals"
-    label = f"{source.pk}:{source.name}"[:60]
-    with _source_labels_lock:
-        if label in _source_labels:
-            return label
-        if len(_source_labels) >= MAX_SOURCE_LABELS:
-            return "other"
-        _source_labels.add(label)
-    return label
+    return _source_labels(f"{source.pk}:{source.name}"[:60])
 
 
 def messages_received(count: int, *, source=None) -> None:

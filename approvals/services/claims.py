@@ -117,19 +117,25 @@ def claims_release(*, request_ids: Sequence[int], actor: User) -> list[ReleasedC
     )
     released = []
     for request in claimed:
-        holder, claimed_at = request.claimed_by, request.claimed_at
-        released.append(ReleasedClaim(request=request, claimed_by=holder, claimed_at=claimed_at))
-        request.claimed_by = None
-        request.claimed_at = None
-        request.save(update_fields=["claimed_by", "claimed_at", "updated_at"])
-        audit(
-            action=AuditAction.CLAIM_RELEASED,
-            request=request,
-            actor=actor,
-            claimed_by=holder.email or holder.get_username(),
-            claimed_at=claimed_at.isoformat() if claimed_at else None,
-        )
+        released.append(ReleasedClaim(request=request, claimed_by=request.claimed_by, claimed_at=request.claimed_at))
+        _release(request, holder=request.claimed_by, actor=actor)
     return released
+
+
+def _release(request: ApprovalRequest, *, holder: User, actor: User | None, **data) -> None:
+    """Clear the claim of a locked request, audited (`actor` None: the system)."""
+    claimed_at = request.claimed_at
+    request.claimed_by = None
+    request.claimed_at = None
+    request.save(update_fields=["claimed_by", "claimed_at", "updated_at"])
+    audit(
+        action=AuditAction.CLAIM_RELEASED,
+        request=request,
+        actor=actor,
+        claimed_by=holder.email or holder.get_username(),
+        claimed_at=claimed_at.isoformat() if claimed_at else None,
+        **data,
+    )
 
 
 @transaction.atomic
@@ -142,16 +148,5 @@ def claims_release_held_by(*, user: User, code: str) -> list[ApprovalRequest]:
         .order_by("pk")
     )
     for request in claimed:
-        claimed_at = request.claimed_at
-        request.claimed_by = None
-        request.claimed_at = None
-        request.save(update_fields=["claimed_by", "claimed_at", "updated_at"])
-        audit(
-            action=AuditAction.CLAIM_RELEASED,
-            request=request,
-            actor=None,
-            claimed_by=user.email or user.get_username(),
-            claimed_at=claimed_at.isoformat() if claimed_at else None,
-            code=code,
-        )
+        _release(request, holder=user, actor=None, code=code)
     return claimed
