@@ -141,6 +141,12 @@ BOUNDED_SETTINGS = {
     "DECISION_LINK_TTL_SECONDS": (1, None, "every one-click link in mail and Slack would have expired when clicked"),
     "SLACK_BIND_LINK_TTL_SECONDS": (1, None, "every link that binds a Slack user would have expired when clicked"),
     "SLACK_SSO_MAX_AGE_SECONDS": (1, None, "every Slack click would be refused as coming from an old sign-in"),
+    "READYZ_CACHE_SECONDS": (
+        1,
+        60,
+        "anyone calling /readyz in a loop makes each web process call SQS and the broker as often (below 1), "
+        "or a failed dependency stays hidden behind the reused answer for over a minute (above 60)",
+    ),
 }
 
 

@@ -465,6 +465,9 @@ METRICS_QUEUE_CACHE_SECONDS = env.float("METRICS_QUEUE_CACHE_SECONDS", default=1
 # Health checks' AWS calls: short timeouts, no retries.
 AWS_PROBE_TIMEOUT = env.float("AWS_PROBE_TIMEOUT", default=3.0)
 READYZ_TIMEOUT_SECONDS = env.float("READYZ_TIMEOUT_SECONDS", default=4.0)
+# /readyz answers anyone: each web process reuses its checks' result this long (and runs them
+# one at a time), so callers in a loop do not set the pace of the calls to SQS and the broker.
+READYZ_CACHE_SECONDS = env.float("READYZ_CACHE_SECONDS", default=5.0)
 READYZ_CONSUMER_MAX_AGE_SECONDS = env.int("READYZ_CONSUMER_MAX_AGE_SECONDS", default=120)
 # The checks whose failure makes /readyz answer 503 (all are reported either way).
 READYZ_REQUIRED_CHECKS = env.list("READYZ_REQUIRED_CHECKS", default=["database", "broker", "aws", "consumer"])

@@ -14,8 +14,10 @@ import re
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
@@ -23,6 +25,7 @@ import pytest
 import requests
 import yaml
 from django.contrib.auth.models import Group
+from django.db import connections
 from django.test import Client
 from django.utils import timezone
 from prometheus_client.metrics import MetricWrapperBase
@@ -32,7 +35,7 @@ from approvals import services, tasks
 from approvals.contract import parse_message
 from approvals.integrations import aws as gateway
 from approvals.models import ApprovalRequest, Callback, CallbackStatus, ConsumerStatus, RequestStatus, User, Vote
-from approvals.ops import metrics
+from approvals.ops import health, metrics
 from approvals.redaction import TokenRedactingFilter
 from portal.logging import JsonFormatter, LogContextFilter, PlainFormatter, clear_log_context, log_context
 from tests.conftest import REPO_DIR, Process, free_port, venv_bin, wait_for_http
@@ -232,7 +235,8 @@ def own_moto(log_dir):
     process = Process(
         f"moto-readyz-{port}",
         [venv_bin("moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        {**os.environ, "MOTO_PORT": str(port)},
+        # Its request log (moto's recorder, off until a test starts it) counts what the portal sent.
+        {**os.environ, "MOTO_PORT": str(port), "MOTO_RECORDER_FILEPATH": str(log_dir / f"moto-readyz-{port}.jsonl")},
         log_dir,
     )
     wait_for_http(f"http://127.0.0.1:{port}/moto-api/", process.popen, process.log)
@@ -247,10 +251,14 @@ def ready_settings(settings, own_moto, db):
     settings.AWS_ACCESS_KEY_ID = settings.AWS_SECRET_ACCESS_KEY = "testing"
     settings.READYZ_TIMEOUT_SECONDS = 3
     settings.AWS_PROBE_TIMEOUT = 1
+    # Each call runs the checks (tests that reuse the result set their own window).
+    settings.READYZ_CACHE_SECONDS = 0
     gateway._client.cache_clear()
     settings.APPROVAL_QUEUE_URL = gateway.ensure_queue(name="readyz", visibility_timeout=30, max_receive_count=3)
     services.consumer_poll_recorded(name="worker-host:42", handled=0)
+    health.last_readiness.clear()
     yield settings
+    health.last_readiness.clear()
     gateway._client.cache_clear()
 
 
@@ -682,3 +690,100 @@ def test_a_broker_that_accepts_but_never_answers_fails_within_the_timeout(client
 
     assert status == 503 and body["failed"] == ["broker"]
     assert elapsed < 6
+
+
+# ---------------------------------------------------------------------------
+# /readyz called in a loop by anyone: the checks' result is reused, one run at a time
+# ---------------------------------------------------------------------------
+def sqs_actions(moto_url: str) -> list[str]:
+    """The SQS actions the moto server received since its recorder started (its own request log)."""
+    text = requests.get(f"{moto_url}/moto-api/recorder/download-recording", timeout=10).text
+    actions = []
+    for line in text.splitlines():
+        entry = json.loads(line)
+        target = {key.lower(): value for key, value in entry["headers"].items()}.get("x-amz-target", "")
+        if target.startswith("AmazonSQS."):
+            actions.append(target.removeprefix("AmazonSQS."))
+    return actions
+
+
+@pytest.fixture
+def moto_recording(own_moto):
+    _, url = own_moto
+    requests.post(f"{url}/moto-api/recorder/reset-recording", timeout=10).raise_for_status()
+    requests.post(f"{url}/moto-api/recorder/start-recording", timeout=10).raise_for_status()
+    return url
+
+
+def test_rapid_readyz_calls_from_many_threads_make_one_sqs_call_per_window(
+    ready_settings, moto_recording, transactional_db
+):
+    ready_settings.READYZ_CACHE_SECONDS = 60  # far longer than these calls take
+    start = threading.Barrier(20)
+
+    def call_from_a_thread() -> int:
+        try:
+            start.wait(timeout=30)
+            return Client().get("/readyz").status_code
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        threaded = list(pool.map(lambda _: call_from_a_thread(), range(20)))
+    sequential = [Client().get("/readyz").status_code for _ in range(20)]
+
+    assert threaded == sequential == [200] * 20
+    assert sqs_actions(moto_recording).count("GetQueueAttributes") == 1
+
+
+def test_readyz_reports_a_dependency_that_went_down_once_the_reuse_window_has_passed(
+    client, ready_settings, own_moto, moto_recording
+):
+    process, _ = own_moto
+    ready_settings.READYZ_CACHE_SECONDS = 60
+    assert readyz(client)[0] == 200
+    assert sqs_actions(moto_recording) == ["GetQueueAttributes"]
+
+    process.stop()
+    within_window = readyz(client)  # the reused answer: the price of not asking AWS on every call
+    ready_settings.READYZ_CACHE_SECONDS = 1
+    time.sleep(1)
+    status, body = readyz(client)
+
+    assert within_window[0] == 200
+    assert status == 503 and body["failed"] == ["aws"]
+
+
+def test_callers_in_a_loop_cannot_pile_up_threads_on_a_hung_broker(ready_settings, transactional_db):
+    """Twenty callers at once while the broker hangs: the checks' threads stay at one per check."""
+    assert Client().get("/readyz").status_code == 200  # the AWS client is created and cached
+    with socket.socket() as silent:  # a real listener that never speaks: a hung broker
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        ready_settings.CELERY_BROKER_URL = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        ready_settings.READYZ_TIMEOUT_SECONDS = 1
+        start = threading.Barrier(20)
+        done = threading.Event()
+        counts = []
+
+        def count_check_threads() -> None:
+            while not done.is_set():
+                counts.append(sum(thread.name.startswith("readyz") for thread in threading.enumerate()))
+                done.wait(0.01)
+
+        def call_from_a_thread() -> tuple[int, dict]:
+            try:
+                start.wait(timeout=30)
+                return readyz(Client())
+            finally:
+                connections.close_all()
+
+        sampler = threading.Thread(target=count_check_threads)
+        sampler.start()
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            answers = list(pool.map(lambda _: call_from_a_thread(), range(20)))
+        done.set()
+        sampler.join()
+
+    assert all(status == 503 and "broker" in body["failed"] for status, body in answers)
+    assert counts and max(counts) <= 2, max(counts)  # one broker and one AWS check, never more

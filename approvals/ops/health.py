@@ -12,14 +12,21 @@
 The broker and AWS checks run in threads beside the database ones, so the whole answer takes
 about the slowest check, at most READYZ_TIMEOUT_SECONDS. READYZ_REQUIRED_CHECKS names the
 checks whose failure makes /readyz answer 503; the others are still reported.
+
+Anyone may call /readyz, in a loop too: ``last_readiness`` reuses a run's result for
+READYZ_CACHE_SECONDS and lets one run at a time per process (callers arriving meanwhile wait
+for it), and a threaded check still running from an earlier run is not started again, so the
+callers set neither the pace of the calls to SQS and the broker nor the number of threads.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -128,12 +135,20 @@ _THREADED = {"broker": check_broker, "aws": check_aws}
 _INLINE = {"database": check_database, "consumer": check_consumer}
 
 
-def run_checks() -> list[CheckResult]:
-    """All checks; the broker and AWS in threads (bounded by READYZ_TIMEOUT_SECONDS)."""
+def run_checks(executor: ThreadPoolExecutor, running: dict[str, Future]) -> list[CheckResult]:
+    """All checks; the broker and AWS in the executor's threads (bounded by READYZ_TIMEOUT_SECONDS).
+
+    ``running`` holds each threaded check's latest future: one that has not finished (a hung
+    dependency outlasting its socket timeouts) is reported as failing, not started once more."""
     timeout = settings.READYZ_TIMEOUT_SECONDS
-    executor = ThreadPoolExecutor(max_workers=len(_THREADED), thread_name_prefix="readyz")
     started = time.perf_counter()
-    futures = {name: executor.submit(_timed, name, check) for name, check in _THREADED.items()}
+    stuck = {}
+    for name, check in _THREADED.items():
+        previous = running.get(name)
+        if previous is not None and not previous.done():
+            stuck[name] = CheckResult(name, False, "the previous check has not finished yet", 0.0)
+        else:
+            running[name] = executor.submit(_timed, name, check)
     results = {name: _timed(name, check) for name, check in _INLINE.items()}
     names = list(CHECKS)
     try:
@@ -143,10 +158,56 @@ def run_checks() -> list[CheckResult]:
     if with_sources:
         results["sources"] = _timed("sources", check_sources)
         names.append("sources")
-    for name, future in futures.items():
+    results.update(stuck)
+    for name in _THREADED.keys() - stuck.keys():
         try:
-            results[name] = future.result(timeout=max(0.1, timeout - (time.perf_counter() - started)))
+            results[name] = running[name].result(timeout=max(0.1, timeout - (time.perf_counter() - started)))
         except FutureTimeout:
             results[name] = CheckResult(name, False, f"no answer within {timeout:g} s", timeout)
-    executor.shutdown(wait=False, cancel_futures=True)
     return [results[name] for name in names]
+
+
+class _Readiness:
+    """The checks' last result, reused for READYZ_CACHE_SECONDS; one run at a time per process.
+
+    A caller arriving during a run waits for it (at most twice READYZ_TIMEOUT_SECONDS) and shares
+    its result; the threaded checks run in one pool with a thread per check. A dependency that
+    fails shows within READYZ_CACHE_SECONDS plus one run."""
+
+    def __init__(self) -> None:
+        self._forget()
+        # A forked child (a gunicorn worker) starts afresh: no pool threads, no lock held.
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._running: dict[str, Future] = {}
+        self._results: list[CheckResult] | None = None
+        self._at = 0.0
+
+    def results(self) -> list[CheckResult]:
+        arrived = time.monotonic()
+        if not self._lock.acquire(timeout=2 * settings.READYZ_TIMEOUT_SECONDS):
+            detail = "the readiness run in progress has not finished (is the database hanging?)"
+            return [CheckResult(name, False, detail) for name in CHECKS]
+        try:
+            # Fresh enough, or finished while this caller waited for it.
+            if self._results is not None and (
+                self._at > arrived or time.monotonic() - self._at < settings.READYZ_CACHE_SECONDS
+            ):
+                return self._results
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=len(_THREADED), thread_name_prefix="readyz")
+            self._results = run_checks(self._executor, self._running)
+            self._at = time.monotonic()
+            return self._results
+        finally:
+            self._lock.release()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._results, self._at = None, 0.0
+
+
+last_readiness = _Readiness()

@@ -38,7 +38,7 @@ def healthz(request):
 @require_GET
 def readyz(request):
     """Readiness: every dependency, each with its verdict; 503 naming what failed."""
-    results = health.run_checks()
+    results = health.last_readiness.results()
     required = set(settings.READYZ_REQUIRED_CHECKS)
     failed = [result.name for result in results if not result.ok and result.name in required]
     with_detail = _is_scraper(request)
