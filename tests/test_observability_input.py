@@ -18,7 +18,7 @@ from approvals.models import ApprovalSource
 from approvals.ops import metrics
 from portal.logging import JsonFormatter, PlainFormatter
 from tests.conftest import free_port
-from tests.test_observability import own_moto, ready_settings  # noqa: F401 - fixtures used below
+from tests.test_observability import moto_recording, own_moto, ready_settings, sqs_actions  # noqa: F401 - fixtures
 
 
 def label_values(metric, label: str) -> set[str]:
@@ -122,3 +122,21 @@ def test_a_stranger_learns_verdicts_but_no_url_account_or_error_text(client, rea
         assert secret not in body, secret
         assert secret not in texts["/metrics"][1]
     assert "210987654321" in scraper  # the scraper sees why (else this test proves nothing)
+
+
+def test_a_reused_readiness_result_still_shows_details_to_the_scraper_only(client, ready_settings, moto_recording):  # noqa: F811
+    """The stranger's call runs the checks; the scraper's call reuses that run and still sees why."""
+    ready_settings.READYZ_CACHE_SECONDS = 60
+    ready_settings.METRICS_ALLOWED_IPS = []
+    ready_settings.METRICS_TOKEN = "the-scrapers-token"
+    ready_settings.CELERY_BROKER_URL = f"redis://:broker-password@127.0.0.1:{free_port()}/0"
+
+    stranger = client.get("/readyz")
+    scraper = client.get("/readyz", headers={"Authorization": "Bearer the-scrapers-token"})
+
+    assert stranger.status_code == scraper.status_code == 503
+    assert stranger.json()["failed"] == scraper.json()["failed"] == ["broker"]
+    assert "detail" not in stranger.json()["checks"]["broker"]
+    assert "refused" in scraper.json()["checks"]["broker"]["detail"].lower()
+    assert "broker-password" not in scraper.content.decode()
+    assert sqs_actions(moto_recording).count("GetQueueAttributes") == 1  # one run for both

@@ -262,6 +262,8 @@ def test_a_callback_lease_of_one_second_passes_the_check(tmp_path):
         ("DECISION_LINK_TTL_SECONDS", 0),
         ("SLACK_BIND_LINK_TTL_SECONDS", -1),
         ("SLACK_SSO_MAX_AGE_SECONDS", 0),
+        ("READYZ_CACHE_SECONDS", 0.0),
+        ("READYZ_CACHE_SECONDS", 61.0),
     ],
 )
 def test_a_number_that_would_silently_stop_delivery_or_ingest_fails_the_check(settings, name, value):
@@ -282,6 +284,8 @@ def test_the_defaults_and_the_edges_of_each_range_pass_the_check(settings):
     settings.CALLBACK_STALE_SECONDS = 1
     settings.APPROVAL_CONSUMER_WAIT_SECONDS = 0  # short polling: allowed by SQS
     settings.APPROVAL_CONSUMER_VISIBILITY_TIMEOUT = 43200
+    settings.READYZ_CACHE_SECONDS = 1
     assert bounded_settings_check(None) == []
     settings.APPROVAL_CONSUMER_WAIT_SECONDS = 20
+    settings.READYZ_CACHE_SECONDS = 60
     assert bounded_settings_check(None) == []
