@@ -12,9 +12,10 @@ from django.test import Client
 
 from approvals import permissions, services
 from approvals.auth import PortalOIDCBackend
-from approvals.models import AuditEvent, ScimUser, User
+from approvals.services.recheck import decision_recheck
+from approvals.models import AuditEvent, Callback, CallbackStatus, ScimUser, User
 from tests.support import make_user
-from tests.test_scim import PATCH_SCHEMA, user_body
+from tests.test_scim import GROUP_SCHEMA, PATCH_SCHEMA, user_body
 from tests.test_scim_deprovisioning import deactivate, group, ingest, provision, root, scim  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.django_db
@@ -62,24 +63,107 @@ def test_a_requester_who_signed_in_after_their_request_still_may_not_approve_it_
     assert refusal is not None and refusal.code == "requester"
 
 
-def test_renaming_a_group_records_the_change_on_each_open_request_assigned_to_the_old_name(scim, root):  # noqa: F811
+def rename(scim, group: dict, name: str) -> None:  # noqa: F811 - the fixture's name
+    body = {"schemas": [PATCH_SCHEMA], "Operations": [{"op": "replace", "path": "displayName", "value": name}]}
+    response = scim.call("PATCH", f"Groups/{group['id']}", body)
+    assert response.status_code == 200, response.content
+
+
+def group_names(request) -> set[str]:
+    return set(request.assignments.filter(kind="group").values_list("value", flat=True))
+
+
+def test_a_renamed_group_keeps_its_open_requests_and_a_new_group_on_the_old_name_gets_none(scim, root):  # noqa: F811
+    erin, mallory = provision(scim, "erin"), provision(scim, "mallory")
+    finance = group(scim, "finance-approvers", erin)
+    assigned = ingest()
+    closed = ingest(taskToken="tok-" + "c" * 40)
+    services.approval_cancel(request_id=closed.pk, actor=root, reason="no longer needed")
+    elsewhere = ingest(taskToken="tok-" + "e" * 40, approvers={"groups": ["other"]})
+
+    rename(scim, finance, "fin-approvers")
+
+    assert group_names(assigned) == {"fin-approvers"}
+    assert group_names(closed) == {"finance-approvers"}  # closed requests keep their history
+    assert group_names(elsewhere) == {"other"}
+    erin_account = ScimUser.objects.get(scim_id=erin["id"]).user
+    assert permissions.decision_refusal(erin_account, assigned) is None
+    event = AuditEvent.objects.get(action="assigned_group_renamed")
+    assert event.request == assigned and event.actor is None
+    assert event.data["group"] == "finance-approvers" and event.data["renamed_to"] == "fin-approvers"
+    assert event.data["via"] == "scim" and event.data["token"] == "okta"
+    # Whoever later takes the old name, by SCIM or by the sign-in groups claim, decides nothing.
+    group(scim, "finance-approvers", mallory)
+    mallory_account = ScimUser.objects.get(scim_id=mallory["id"]).user
+    assert permissions.decision_refusal(mallory_account, assigned).code == "not_assignee"
+    oscar = make_user("oscar")
+    claims = {"iss": "https://idp.test", "sub": "sub-oscar", "email": "oscar@example.com", "email_verified": True}
+    PortalOIDCBackend().update_user(oscar, {**claims, "groups": ["finance-approvers", "other-team"]})
+    assert permissions.decision_refusal(oscar, assigned).code == "not_assignee"
+
+
+def test_a_group_renamed_by_put_keeps_its_open_requests(scim, root):  # noqa: F811
     erin = provision(scim, "erin")
     finance = group(scim, "finance-approvers", erin)
     assigned = ingest()
-    elsewhere = ingest(taskToken="tok-" + "e" * 40, approvers={"groups": ["other"]})
-    body = {
-        "schemas": [PATCH_SCHEMA],
-        "Operations": [{"op": "replace", "path": "displayName", "value": "fin-approvers"}],
-    }
-    assert scim.call("PATCH", f"Groups/{finance['id']}", body).status_code == 200
+    body = {"schemas": [GROUP_SCHEMA], "displayName": "fin-approvers", "members": [{"value": erin["id"]}]}
+    assert scim.call("PUT", f"Groups/{finance['id']}", body).status_code == 200
 
-    events = AuditEvent.objects.filter(action="assigned_group_renamed")
-    assert [event.request for event in events] == [assigned]
-    assert events[0].data["group"] == "finance-approvers" and events[0].data["renamed_to"] == "fin-approvers"
-    assert not AuditEvent.objects.filter(request=elsewhere, action="assigned_group_renamed").exists()
-    # Measured, left as it is: the request stays on the old name, which nobody is in any more.
+    assert group_names(assigned) == {"fin-approvers"}
+    assert AuditEvent.objects.get(action="assigned_group_renamed").request == assigned
+
+
+def test_a_decision_whose_callback_is_in_flight_still_passes_the_recheck_after_its_group_is_renamed(scim, root):  # noqa: F811
+    erin = provision(scim, "erin")
+    finance = group(scim, "finance-approvers", erin)
+    request = ingest()
     erin_account = ScimUser.objects.get(scim_id=erin["id"]).user
-    assert permissions.decision_refusal(erin_account, assigned).code == "not_assignee"
+    services.approval_decide(public_id=request.public_id, user=erin_account, approve=True)
+    callback = Callback.objects.get(request=request)
+    assert callback.status == CallbackStatus.PENDING
+
+    rename(scim, finance, "fin-approvers")
+
+    request.refresh_from_db()
+    assert group_names(request) == {"fin-approvers"}
+    assert AuditEvent.objects.get(action="assigned_group_renamed").request == request
+    callback = Callback.objects.select_related("request").get(pk=callback.pk)
+    assert decision_recheck(callback, maybe_delivered=False).send
+
+
+def test_a_group_renamed_onto_a_name_requests_already_use_merges_into_it(scim, root):  # noqa: F811
+    # No group has the name yet (the message named one nobody signed in with): the IdP says the
+    # renamed group is that group now, so its members decide both sets of requests.
+    erin = provision(scim, "erin")
+    finance = group(scim, "finance-approvers", erin)
+    both = ingest(approvers={"groups": ["finance-approvers", "audit-approvers"]})
+    audit_only = ingest(taskToken="tok-" + "a" * 40, approvers={"groups": ["audit-approvers"]})
+    finance_only = ingest(taskToken="tok-" + "f" * 40)
+
+    rename(scim, finance, "audit-approvers")
+
+    assert group_names(both) == {"audit-approvers"}
+    assert group_names(audit_only) == {"audit-approvers"}
+    assert group_names(finance_only) == {"audit-approvers"}
+    erin_account = ScimUser.objects.get(scim_id=erin["id"]).user
+    for request in (both, audit_only, finance_only):
+        assert permissions.decision_refusal(erin_account, request) is None
+    events = {event.request_id: event.data for event in AuditEvent.objects.filter(action="assigned_group_renamed")}
+    assert set(events) == {both.pk, audit_only.pk, finance_only.pk}
+    assert events[both.pk]["merged"] is True and events[audit_only.pk]["merged"] is True
+    assert "merged" not in events[finance_only.pk]
+
+
+def test_a_rename_onto_a_group_another_source_already_has_is_refused_and_moves_nothing(scim, root):  # noqa: F811
+    erin = provision(scim, "erin")
+    finance = group(scim, "finance-approvers", erin)
+    make_user("oscar", "audit-approvers")  # the sign-in groups claim made this group
+    assigned = ingest()
+    body = {"schemas": [PATCH_SCHEMA], "Operations": [{"op": "replace", "path": "displayName", "value": "audit-approvers"}]}
+    assert scim.call("PATCH", f"Groups/{finance['id']}", body).status_code == 409
+
+    assert group_names(assigned) == {"finance-approvers"}
+    assert not AuditEvent.objects.filter(action="assigned_group_renamed").exists()
 
 
 def test_deleting_a_group_records_the_change_on_each_open_request_assigned_to_it(scim, root):  # noqa: F811
@@ -148,6 +232,50 @@ def test_a_requester_whose_sso_account_scim_links_under_another_email_still_may_
     request.refresh_from_db()
     refusal = permissions.decision_refusal(bob, request)
     assert refusal is not None and refusal.code == "requester"
+
+
+def admin_browser(user) -> Client:
+    browser = Client()
+    browser.force_login(user)
+    session = browser.session
+    session["oidc_id_token_expiration"] = time.time() + 3600  # a fresh SSO sign-in
+    session.save()
+    return browser
+
+
+def test_an_admin_cannot_rename_a_group_in_the_group_admin_to_strand_or_take_its_requests(root):  # noqa: F811
+    make_user("alice", "finance-approvers")
+    request = ingest()
+    finance = Group.objects.get(name="finance-approvers")
+    browser = admin_browser(root)
+    assert browser.get(f"/admin/auth/group/{finance.pk}/change/").status_code == 200  # still shown
+
+    browser.post(f"/admin/auth/group/{finance.pk}/change/", {"name": "finance-old", "permissions": []})
+    browser.post("/admin/auth/group/add/", {"name": "audit-approvers", "permissions": []})
+    browser.post(f"/admin/auth/group/{finance.pk}/delete/", {"post": "yes"})
+
+    finance.refresh_from_db()
+    assert finance.name == "finance-approvers" and finance.user_set.count() == 1
+    assert not Group.objects.filter(name="audit-approvers").exists()
+    assert group_names(request) == {"finance-approvers"}
+
+
+def test_an_admin_cannot_deactivate_a_user_in_the_user_admin_around_deprovisioning(root):  # noqa: F811
+    alice = make_user("alice", "finance-approvers")
+    request = ingest()
+    services.approval_claim(public_id=request.public_id, user=alice)
+    alice_browser = admin_browser(alice)
+    browser = admin_browser(root)
+    form = {"username": alice.username, "first_name": "", "last_name": "", "is_staff": "on"}  # is_active unticked
+    browser.post(f"/admin/approvals/user/{alice.pk}/change/", form)
+
+    alice.refresh_from_db()
+    request.refresh_from_db()
+    # Either the IdP deprovisions her (sessions end, claims released, admins told) or she stays:
+    # never inactive with a live session and a claim that keeps colleagues waiting.
+    assert alice.is_active
+    assert request.claimed_by == alice
+    assert alice_browser.get("/admin/").status_code == 200
 
 
 def test_an_admin_cannot_take_an_assignees_email_in_the_user_admin_to_decide_for_them(root):  # noqa: F811
