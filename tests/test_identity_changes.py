@@ -12,8 +12,8 @@ from django.test import Client
 
 from approvals import permissions, services
 from approvals.auth import PortalOIDCBackend
+from approvals.models import AuditEvent, Callback, CallbackStatus, Notification, ScimUser, User
 from approvals.services.recheck import decision_recheck
-from approvals.models import AuditEvent, Callback, CallbackStatus, ScimUser, User
 from tests.support import make_user
 from tests.test_scim import GROUP_SCHEMA, PATCH_SCHEMA, user_body
 from tests.test_scim_deprovisioning import deactivate, group, ingest, provision, root, scim  # noqa: F401 - fixtures
@@ -79,6 +79,7 @@ def test_a_renamed_group_keeps_its_open_requests_and_a_new_group_on_the_old_name
     assigned = ingest()
     closed = ingest(taskToken="tok-" + "c" * 40)
     services.approval_cancel(request_id=closed.pk, actor=root, reason="no longer needed")
+    Callback.objects.filter(request=closed).update(status=CallbackStatus.DELIVERED)  # Step Functions has it
     elsewhere = ingest(taskToken="tok-" + "e" * 40, approvers={"groups": ["other"]})
 
     rename(scim, finance, "fin-approvers")
@@ -131,7 +132,11 @@ def test_a_decision_whose_callback_is_in_flight_still_passes_the_recheck_after_i
     assert decision_recheck(callback, maybe_delivered=False).send
 
 
-def test_a_group_renamed_onto_a_name_requests_already_use_merges_into_it(scim, root):  # noqa: F811
+def test_a_group_renamed_onto_a_name_requests_already_use_merges_into_it(
+    scim,  # noqa: F811
+    root,  # noqa: F811
+    django_capture_on_commit_callbacks,
+):
     # No group has the name yet (the message named one nobody signed in with): the IdP says the
     # renamed group is that group now, so its members decide both sets of requests.
     erin = provision(scim, "erin")
@@ -140,7 +145,8 @@ def test_a_group_renamed_onto_a_name_requests_already_use_merges_into_it(scim, r
     audit_only = ingest(taskToken="tok-" + "a" * 40, approvers={"groups": ["audit-approvers"]})
     finance_only = ingest(taskToken="tok-" + "f" * 40)
 
-    rename(scim, finance, "audit-approvers")
+    with django_capture_on_commit_callbacks(execute=True):
+        rename(scim, finance, "audit-approvers")
 
     assert group_names(both) == {"audit-approvers"}
     assert group_names(audit_only) == {"audit-approvers"}
@@ -152,6 +158,9 @@ def test_a_group_renamed_onto_a_name_requests_already_use_merges_into_it(scim, r
     assert set(events) == {both.pk, audit_only.pk, finance_only.pk}
     assert events[both.pk]["merged"] is True and events[audit_only.pk]["merged"] is True
     assert "merged" not in events[finance_only.pk]
+    # Told only of what is new to them: the request that named just the other name.
+    told = Notification.objects.filter(kind="reassigned", recipient="erin@example.com")
+    assert [n.request_id for n in told] == [audit_only.pk]
 
 
 def test_a_rename_onto_a_group_another_source_already_has_is_refused_and_moves_nothing(scim, root):  # noqa: F811
@@ -159,7 +168,8 @@ def test_a_rename_onto_a_group_another_source_already_has_is_refused_and_moves_n
     finance = group(scim, "finance-approvers", erin)
     make_user("oscar", "audit-approvers")  # the sign-in groups claim made this group
     assigned = ingest()
-    body = {"schemas": [PATCH_SCHEMA], "Operations": [{"op": "replace", "path": "displayName", "value": "audit-approvers"}]}
+    operation = {"op": "replace", "path": "displayName", "value": "audit-approvers"}
+    body = {"schemas": [PATCH_SCHEMA], "Operations": [operation]}
     assert scim.call("PATCH", f"Groups/{finance['id']}", body).status_code == 409
 
     assert group_names(assigned) == {"finance-approvers"}

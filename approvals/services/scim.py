@@ -40,7 +40,7 @@ from approvals.roles import APPROVER_ACCESS_GROUP
 from approvals.services.claims import claims_release_held_by
 from approvals.services.common import ApprovalError, audit
 from approvals.services.email_changes import user_email_changed
-from approvals.services.notifications import approver_lost_notify
+from approvals.services.notifications import approver_lost_notify, reassigned_notify
 
 logger = logging.getLogger(__name__)
 
@@ -389,18 +389,62 @@ def _members_set(token: ScimToken, group: Group, members: tuple[str, ...] | None
     return {"added": sorted(u.email or str(u.pk) for u in added), "removed": len(removed)}
 
 
-def _assigned_group_changed(name: str, *, token: ScimToken, action: AuditAction, **data) -> None:
-    """Record on each open request assigned to the group `name` that the IdP renamed or deleted it.
-
-    Assignments name groups by name and stay as they are: nobody is in the old name any more
-    (the request waits for an admin to reassign it), and a group that later takes the name
-    inherits it. Both are visible on the request's audit trail (docs/scim.md).
-    """
+def _open_requests_assigned_to(name: str):
+    # Open: pending, or decided with the callback in flight (its re-check reads the assignments).
     open_requests = Q(status=RequestStatus.PENDING) | Q(callback__status__in=CALLBACK_IN_FLIGHT)
     assigned = Q(assignments__kind=Assignment.Kind.GROUP, assignments__value=name)
-    requests = ApprovalRequest.objects.filter(open_requests).filter(assigned).distinct().order_by("pk")
-    for request in requests:
-        audit(action=action, request=request, actor=None, group=name, **data, **_token_fields(token))
+    return ApprovalRequest.objects.filter(open_requests).filter(assigned).distinct().order_by("pk")
+
+
+def _assigned_group_deleted(name: str, *, token: ScimToken, members: int) -> None:
+    """Record on each open request assigned to the group `name` that the IdP deleted it.
+
+    The assignments stay as they are: nobody is in the group any more (the request waits for an
+    admin to reassign it), and a group that later takes the name inherits it (docs/scim.md).
+    """
+    for request in _open_requests_assigned_to(name):
+        audit(
+            action=AuditAction.ASSIGNED_GROUP_DELETED,
+            request=request,
+            actor=None,
+            group=name,
+            members=members,
+            **_token_fields(token),
+        )
+
+
+def _assigned_group_renamed(old: str, new: str, *, token: ScimToken) -> None:
+    """The IdP renamed the group `old` to `new`: its open requests follow it to the new name.
+
+    Assignments name groups by name; left on the old one, they would wait for nobody, and a
+    group that later takes the old name (SCIM or the groups claim) would decide them. Closed
+    requests keep the name they were decided under. Requests that already named `new` (a group
+    nobody had: a rename onto an existing group is refused) now have this group's members:
+    the IdP said the two are one group, so the assignments merge, recorded as `merged`, and
+    the members are told of the requests that are new to them (after commit).
+    """
+    moving = list(_open_requests_assigned_to(old))
+    already = {r.pk: r for r in _open_requests_assigned_to(new)}
+    kept = [r.pk for r in moving if r.pk in already]
+    if kept:  # both names on one request: one assignment stays (unique per request)
+        Assignment.objects.filter(request_id__in=kept, kind=Assignment.Kind.GROUP, value=old).delete()
+    Assignment.objects.filter(
+        request_id__in=[r.pk for r in moving if r.pk not in already], kind=Assignment.Kind.GROUP, value=old
+    ).update(value=new)
+    affected = {r.pk: r for r in moving} | already
+    for pk in sorted(affected):
+        audit(
+            action=AuditAction.ASSIGNED_GROUP_RENAMED,
+            request=affected[pk],
+            actor=None,
+            group=old,
+            renamed_to=new,
+            **({"merged": True} if pk in already else {}),
+            **_token_fields(token),
+        )
+    moved = {r.pk for r in moving}
+    for pk in sorted(already.keys() - moved):  # new to the group's members: tell them, as a reassignment does
+        transaction.on_commit(lambda pk=pk: reassigned_notify(request_id=pk, users=[], groups=[new]))
 
 
 @transaction.atomic
@@ -448,7 +492,7 @@ def scim_group_replace(*, token: ScimToken, scim_id, data: ScimGroupData) -> Sci
     scim_group.external_id = data.external_id
     scim_group.save()
     if before != group.name:
-        _assigned_group_changed(before, token=token, action=AuditAction.ASSIGNED_GROUP_RENAMED, renamed_to=group.name)
+        _assigned_group_renamed(before, group.name, token=token)
     changes = _members_set(token, group, data.members)
     audit(
         action=AuditAction.SCIM_GROUP_UPDATED,
@@ -470,7 +514,7 @@ def scim_group_delete(*, token: ScimToken, scim_id) -> None:
     members = group.user_set.count()
     group.user_set.clear()
     scim_group.delete()
-    _assigned_group_changed(group.name, token=token, action=AuditAction.ASSIGNED_GROUP_DELETED, members=members)
+    _assigned_group_deleted(group.name, token=token, members=members)
     audit(
         action=AuditAction.SCIM_GROUP_DELETED,
         request=None,
