@@ -132,6 +132,30 @@ def test_a_decision_whose_callback_is_in_flight_still_passes_the_recheck_after_i
     assert decision_recheck(callback, maybe_delivered=False).send
 
 
+def test_an_approval_counted_for_a_renamed_group_still_counts_for_it(scim, root):  # noqa: F811
+    """distinctGroups counts approvals by the group each came through (Vote.group): after a
+    rename, erin's approval counts for the renamed group, and legal's completes the request,
+    instead of the re-check withdrawing hers as "no longer an approver through finance-approvers"."""
+    erin, frank = provision(scim, "erin"), provision(scim, "frank")
+    finance = group(scim, "finance-approvers", erin)
+    group(scim, "legal", frank)
+    request = ingest(
+        approvers={"groups": ["finance-approvers", "legal"]}, policy={"required": 2, "distinctGroups": True}
+    )
+    erin_account = ScimUser.objects.get(scim_id=erin["id"]).user
+    frank_account = ScimUser.objects.get(scim_id=frank["id"]).user
+    services.approval_decide(public_id=request.public_id, user=erin_account, approve=True)
+
+    rename(scim, finance, "fin-approvers")
+
+    assert set(request.votes.values_list("group", flat=True)) == {"fin-approvers"}
+    services.approval_decide(public_id=request.public_id, user=frank_account, approve=True)
+    request.refresh_from_db()
+    assert request.status == "approved"
+    callback = Callback.objects.select_related("request").get(request=request)
+    assert decision_recheck(callback, maybe_delivered=False).send
+
+
 def test_a_group_renamed_onto_a_name_requests_already_use_merges_into_it(
     scim,  # noqa: F811
     root,  # noqa: F811

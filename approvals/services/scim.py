@@ -35,6 +35,7 @@ from approvals.models import (
     ScimToken,
     ScimUser,
     User,
+    Vote,
 )
 from approvals.roles import APPROVER_ACCESS_GROUP
 from approvals.services.claims import claims_release_held_by
@@ -431,6 +432,9 @@ def _assigned_group_renamed(old: str, new: str, *, token: ScimToken) -> None:
     Assignment.objects.filter(
         request_id__in=[r.pk for r in moving if r.pk not in already], kind=Assignment.Kind.GROUP, value=old
     ).update(value=new)
+    # The approvals these requests counted through the old name count through the new one
+    # (distinctGroups counts them by Vote.group; left on the old name, the re-check withdrew them).
+    Vote.objects.filter(request_id__in=[r.pk for r in moving], group=old).update(group=new)
     affected = {r.pk: r for r in moving} | already
     for pk in sorted(affected):
         audit(
