@@ -40,15 +40,13 @@ def production_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
     return env
 
 
+def run_python(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """`python <args>` in the repository with exactly `env`, its output captured."""
+    return subprocess.run([sys.executable, *args], cwd=REPO_DIR, env=env, capture_output=True, text=True, timeout=120)
+
+
 def check_deploy(env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "manage.py", "check", "--deploy"],
-        cwd=REPO_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_python(env, "manage.py", "check", "--deploy")
 
 
 def test_production_with_keys_of_its_own_passes_check_deploy_cleanly(tmp_path):
@@ -153,14 +151,7 @@ def test_migrate_refuses_to_run_with_a_development_key_in_production(tmp_path):
     env = production_env(tmp_path, TOKEN_ENCRYPTION_KEYS=dev_keys.TOKEN_ENCRYPTION_KEY)
     env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'db.sqlite3'}"
 
-    result = subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput"],
-        cwd=REPO_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_python(env, "manage.py", "migrate", "--noinput")
 
     assert result.returncode != 0
     assert "approvals.E011" in result.stderr
@@ -182,9 +173,7 @@ def test_web_worker_and_beat_refuse_to_start_with_a_development_key_in_productio
     if "beat" in command:
         command = [*command, "--schedule", str(tmp_path / "beat-schedule")]
 
-    result = subprocess.run(
-        [sys.executable, *command], cwd=REPO_DIR, env=env, capture_output=True, text=True, timeout=120
-    )
+    result = run_python(env, *command)
 
     assert result.returncode != 0
     assert "Refusing to start" in result.stderr
@@ -194,9 +183,7 @@ def test_web_worker_and_beat_refuse_to_start_with_a_development_key_in_productio
 def test_development_keeps_its_embedded_defaults_without_errors(tmp_path):
     env = {"PATH": os.environ["PATH"], "PORTAL_VAR_DIR": str(tmp_path / "var")}  # PORTAL_ENV unset
 
-    result = subprocess.run(
-        [sys.executable, "manage.py", "check"], cwd=REPO_DIR, env=env, capture_output=True, text=True, timeout=120
-    )
+    result = run_python(env, "manage.py", "check")
 
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -227,14 +214,7 @@ def test_the_worker_refuses_to_start_with_a_callback_lease_of_no_seconds(tmp_pat
     # The worker is the process it breaks, and it runs no system checks (as for a development key).
     env = production_env(tmp_path, CALLBACK_STALE_SECONDS="0", CELERY_BROKER_URL="memory://")
 
-    result = subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "portal", "worker", "--concurrency", "1", "--loglevel", "WARNING"],
-        cwd=REPO_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_python(env, "-m", "celery", "-A", "portal", "worker", "--concurrency", "1", "--loglevel", "WARNING")
 
     assert result.returncode != 0
     assert "Refusing to start" in result.stderr and "CALLBACK_STALE_SECONDS is 0" in result.stderr
