@@ -202,6 +202,12 @@ def test_an_unknown_kid_refetches_the_jwks_once_then_is_refused(api, alice, idp_
     log = log_dir / "devidp.log"
 
     def jwks_fetches() -> int:
+        """The JWKS fetches the dev IdP logged, once it logged every request made before this call:
+        its access log line is written after the response is sent, so the portal may be done with a
+        fetch whose line is not there yet. A request of our own after it is the barrier."""
+        barrier = f"/barrier-{uuid.uuid4().hex}"
+        requests.get(api.OIDC_OP_ISSUER.rstrip("/") + barrier, timeout=10)
+        wait_for(lambda: barrier in log.read_text(), timeout=10)
         return log.read_text().count("/.well-known/jwks.json")
 
     assert call(sign(claims_for(api.OIDC_OP_ISSUER), *idp_key)).status_code == 200
