@@ -394,7 +394,7 @@ class ApprovalRequestAdmin(ActionsOnlyMixin, BigTableAdmin):
     @admin.display(description="status", ordering="status")
     def status_label(self, obj: ApprovalRequest) -> str:
         # The request page's words: "Closed by Step Functions", not the stored "Expired". The
-        # callback it reads is joined by get_queryset (selectors.admin_requests_for).
+        # callback it reads is prefetched by get_queryset (selectors.admin_requests_for).
         return delivery.request_status_label(obj)
 
     @admin.display(description="assignees")
