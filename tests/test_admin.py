@@ -12,6 +12,7 @@ import json
 import re
 import uuid
 from datetime import timedelta
+from html import escape
 
 import pytest
 from cryptography.fernet import Fernet
@@ -495,6 +496,30 @@ def test_the_status_column_costs_no_query_per_row(people, django_assert_num_quer
     for words, request in kinds.items():
         assert words in changelist_row(listing, request)
     assert not any('"approvals_callback"."payload"' in query["sql"] for query in many_rows.captured_queries)
+
+
+@pytest.mark.parametrize("query", [{}, {"q": "Finance", "status__exact": "pending"}])
+def test_each_rows_checkbox_and_link_are_the_html_djangos_admin_writes(people, query):
+    """The list writes each row's checkbox directly and adds its filters to the row links once
+    per page (approvals/admin/base.py): the same HTML as Django's own, a hostile title included."""
+    from django.contrib import admin
+    from django.contrib.admin.options import ModelAdmin
+    from django.contrib.admin.templatetags.admin_urls import add_preserved_filters
+    from django.test import RequestFactory
+    from django.urls import resolve
+
+    request = ingest("Finance: <b>\"x\"</b> & 'y'", groups=["finance-approvers"])
+    model_admin = admin.site._registry[ApprovalRequest]
+    page = client_for(people["carol"]).get(CHANGELIST, query).content.decode()
+
+    checkbox = ModelAdmin.action_checkbox(model_admin, request)
+    asked = RequestFactory().get(CHANGELIST, query)
+    asked.resolver_match = resolve(CHANGELIST)
+    context = {"preserved_filters": model_admin.get_preserved_filters(asked), "opts": ApprovalRequest._meta}
+    link = add_preserved_filters(context, f"{CHANGELIST}{request.pk}/change/")
+    assert checkbox in page
+    assert f'<a href="{escape(link)}">' in page
+    assert ("_changelist_filters=" in link) == bool(query)
 
 
 @pytest.mark.parametrize("viewer", ["carol", "alice"])  # an admin's list, an approver's list

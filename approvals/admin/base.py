@@ -3,10 +3,12 @@
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.templatetags.admin_urls import add_preserved_filters
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import FieldDoesNotExist, PermissionDenied
 from django.db import connections
@@ -15,6 +17,8 @@ from django.db.models.constants import LOOKUP_SEP
 from django.forms import Form
 from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.utils.html import format_html
+from django.utils.translation import gettext
 
 from approvals import services
 from approvals.forms.admin import ConfirmForm
@@ -53,6 +57,22 @@ class BigTableChangeList(ChangeList):
     changelist obeys any `?o=<column>`, and a hand-made link sorting by another column (the
     status, say) sorted every row of the table (170 ms at 100,000 requests). Such a column is
     ignored, as Django ignores one that cannot be sorted at all."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Django adds the list's filters and search to every row's link (items_for_result calls
+        # add_preserved_filters), and for that resolves the row's URL again, once per row: a
+        # tenth of a search page's time with 50 rows. They are the same for every row, so they
+        # are worked out once (url_for_result) and Django's per-row step finds nothing to add.
+        self.row_filters, self.preserved_filters = self.preserved_filters, ""
+        self.row_link_query: str | None = None
+
+    def url_for_result(self, result):
+        url = super().url_for_result(result)
+        if self.row_link_query is None:
+            context = {"preserved_filters": self.row_filters, "opts": self.opts}
+            self.row_link_query = urlsplit(add_preserved_filters(context, url)).query
+        return f"{url}?{self.row_link_query}" if self.row_link_query else url
 
     def get_ordering_field(self, field_name):
         if self.sortable_by is not None and field_name not in self.sortable_by:
@@ -133,6 +153,17 @@ class BigTableAdmin(CraftedRequestsMixin, admin.ModelAdmin):
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
     list_per_page = 50
+
+    def action_checkbox(self, obj):
+        """Django's row checkbox, the same HTML written directly: Django renders a form widget
+        through the template engine for each row, a fifth of a list page's rows' time."""
+        label = format_html(gettext("Select this object for an action - {}"), str(obj))
+        return format_html(
+            '<input type="checkbox" name="{}" value="{}" class="action-select" aria-label="{}">',
+            helpers.ACTION_CHECKBOX_NAME,
+            str(obj.pk),
+            label,
+        )
 
     def get_changelist(self, request, **kwargs):
         return BigTableChangeList

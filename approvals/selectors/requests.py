@@ -423,12 +423,17 @@ def admin_search(queryset: QuerySet[ApprovalRequest], term: str) -> QuerySet[App
         return queryset.filter(pk__in=matching)
     if connection.vendor != "postgresql":
         return queryset.filter(pk__in=ids)
-    # One array parameter, `id = ANY(%s)`: as `IN (%s, %s, …)` each id is a parameter of every
+    # One array parameter, `id = ANY(%s::bigint[])`: as `IN (%s, %s, …)` each id is a parameter of every
     # statement that filters by them, the drill-down's probes too (31 × 5,000 would pass
     # PostgreSQL's limit of 65,535 parameters).
+    # The array is passed as its text ('{1,2,3}'), which psycopg sends as it is: as a list,
+    # psycopg dumped all of its ids again for each statement (the count, the page, the
+    # drill-down's probes), 5 % of a search page with 1,100 matches.
     column = f"{connection.ops.quote_name(ApprovalRequest._meta.db_table)}.{connection.ops.quote_name('id')}"
-    # (RawSQL: the SQL is our own quoted column name; the ids are a parameter.)
-    return queryset.filter(RawSQL(f"{column} = ANY(%s)", (ids,), output_field=BooleanField()))  # noqa: S611
+    array = "{" + ",".join(str(pk) for pk in ids) + "}"
+    kind = ApprovalRequest._meta.pk.db_type(connection)
+    # (RawSQL: the SQL is our own quoted column name and the key's type; the ids are a parameter.)
+    return queryset.filter(RawSQL(f"{column} = ANY(%s::{kind}[])", (array,), output_field=BooleanField()))  # noqa: S611
 
 
 def _distinct_values(model, column: str, *, kind: str | None = None) -> list[str]:
