@@ -6,7 +6,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.db import models
 from django.db.models import F, Q
-from django.db.models.functions import Upper
+from django.db.models.functions import Lower, Upper
 from django.utils import timezone
 
 from approvals.contract import ApprovalOption, stored_options
@@ -35,6 +35,13 @@ class User(AbstractUser):
                 condition=~Q(oidc_sub=""),
                 name="user_unique_oidc_identity",
             )
+        ]
+        # People are found by their email in any case: `email__iexact` (UPPER(…) = UPPER(…)) for a
+        # request's requester and the requester's groups, LOWER(…) IN (…) for a batch of mails'
+        # recipients. Without these each lookup read every account.
+        indexes = [
+            models.Index(Upper("email"), name="user_email_upper"),
+            models.Index(Lower("email"), name="user_email_lower"),
         ]
 
 

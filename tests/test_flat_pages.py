@@ -7,6 +7,7 @@ per period instead of reading every row's date, and on PostgreSQL each probe rea
 index entry. No timings here: docs/benchmarks.md ("Flat pages") has the measurements.
 """
 
+import json
 import re
 import uuid
 from datetime import datetime, timedelta
@@ -439,6 +440,56 @@ def test_a_search_with_many_matches_reads_the_callbacks_of_the_rows_shown_only(p
     ]
     assert scans and sum(scan["Actual Rows"] for scan in scans) <= 50, scans
     assert all(scan["Node Type"] != "Seq Scan" for scan in scans), scans
+
+
+@pytest.mark.postgres  # reads PostgreSQL's executed plans (EXPLAIN ANALYZE)
+def test_finding_people_by_email_reads_their_accounts_not_every_account(people):
+    """Accounts are found by their email, in any case: a new request's requester, the people its
+    mails go to, the requester's groups when someone decides. A company's SSO provisions tens of
+    thousands of accounts; without an index on the email as those lookups fold its case, each of
+    them read every account."""
+    from approvals import services
+    from approvals.integrations.aws import QueueMessage
+    from approvals.models import User
+    from approvals.tasks import plan_new_request_notifications
+
+    User.objects.bulk_create(
+        User(
+            username=f"person{n}",
+            email=f"Person{n}@Example.com",
+            oidc_issuer="https://sso.example.com",
+            oidc_sub=f"p{n}",
+        )
+        for n in range(3_000)
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE approvals_user")
+    body = {
+        "taskToken": uuid.uuid4().hex,
+        "title": "Order 1",
+        "requester": "person7@example.com",
+        "approvers": {"users": ["alice@example.com", "person8@example.com"]},
+    }
+    message = QueueMessage(message_id=str(uuid.uuid4()), receipt_handle="-", body=json.dumps(body), receive_count=1)
+
+    with CaptureQueriesContext(connection) as queries:
+        (outcome,) = services.received_batch_ingest(messages=[message], max_bytes=262_144)
+        plan_new_request_notifications(request_ids=[outcome.request.pk])
+        services.approval_decide(public_id=outcome.request.public_id, user=people["alice"], approve=True)
+
+    assert Notification.objects.filter(request=outcome.request, status="sent").count() == 2
+    reads = [
+        q["sql"] for q in queries.captured_queries if q["sql"].startswith("SELECT") and '"approvals_user"' in q["sql"]
+    ]
+    assert len(reads) >= 3, reads
+    read_all = [
+        (sql.partition(" FROM ")[2][:300], scan["Actual Rows"] + scan.get("Rows Removed by Filter", 0))
+        for sql in reads
+        for scan in executed_scans(sql)
+        if scan.get("Relation Name") == "approvals_user"
+        and scan["Actual Rows"] + scan.get("Rows Removed by Filter", 0) > 50
+    ]
+    assert not read_all, read_all
 
 
 def test_the_admin_search_finds_the_same_rows_by_ids_as_by_sub_select(people):
