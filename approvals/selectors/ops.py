@@ -37,9 +37,13 @@ def pending_summary() -> PendingSummary:
 
 
 def callback_status_counts() -> dict[str, int]:
-    """Callbacks by status, delivered ones left out (they are the many, and done)."""
-    rows = Callback.objects.exclude(status=CallbackStatus.DELIVERED).values_list("status").annotate(n=Count("id"))
-    counts = {status: 0 for status in CallbackStatus.values if status != CallbackStatus.DELIVERED}
+    """Callbacks by status, delivered ones left out (they are the many, and done).
+
+    The statuses named, not "not delivered": PostgreSQL reads those from the status index, where
+    `<>` read every delivered callback ever sent on each scrape."""
+    counted = [status for status in CallbackStatus.values if status != CallbackStatus.DELIVERED]
+    rows = Callback.objects.filter(status__in=counted).values_list("status").annotate(n=Count("id")).order_by()
+    counts = dict.fromkeys(counted, 0)
     counts.update(dict(rows))
     return counts
 
