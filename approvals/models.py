@@ -201,6 +201,13 @@ class ApprovalRequest(models.Model):
                 condition=~Q(status="pending") & ~Q(token_ciphertext=""),
                 name="request_token_retention",
             ),
+            # The operations dashboard's last 30 days of decisions (selectors/ops.py): the window's
+            # rows, not every decision ever made.
+            models.Index(
+                fields=["decided_at"],
+                condition=Q(status__in=[RequestStatus.APPROVED, RequestStatus.REJECTED]),
+                name="request_decided",
+            ),
             # Plus, on PostgreSQL, trigram indexes for the admin's search on title and requester
             # (migration 0003: they need the pg_trgm extension, which SQLite has no use for).
         ]
