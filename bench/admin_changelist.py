@@ -77,6 +77,8 @@ def add_requests(start: int, stop: int, *, decider, batch: int = 5_000) -> None:
                 status=statuses[n % 4],
                 decided_by=decider if n < OWN_ROWS and n % 4 == 1 and (n // 4) % 20 == 7 else None,
                 received_at=now - timedelta(minutes=10 * n),
+                # Decided within ten hours of arriving (the dashboard's last 30 days of decisions).
+                decided_at=now - timedelta(minutes=10 * n - n % 600) if n % 4 in (1, 2) else None,
                 deadline=now + timedelta(hours=(n % 96) - 24),
                 token_ciphertext="-",  # noqa: S106 - no token: the changelist never reads it
                 token_fingerprint=f"{n:064x}",
@@ -170,6 +172,8 @@ REQUEST_PAGES = [
     ("callbacks: changelist", "/admin/approvals/callback/"),
     ("callbacks: filter failed", "/admin/approvals/callback/?status__exact=failed"),
     ("notifications: changelist", "/admin/approvals/notification/"),
+    # Requests by status, the last 30 days' decisions per day and per state machine, the outbox.
+    ("operations dashboard", "/admin/dashboard/"),
 ]
 AUDIT_PAGES = [
     ("audit: changelist", "/admin/approvals/auditevent/"),
