@@ -33,6 +33,7 @@ from approvals.models import (
     Callback,
     CallbackStatus,
     IngestError,
+    Notification,
     RequestStatus,
     RoutingRule,
     ScimToken,
@@ -629,6 +630,40 @@ def test_bulk_reassign_refuses_decided_requests_row_by_row(people):
         assert request.assignments.filter(kind="group", value="legal").exists()
     assert not decided.assignments.filter(value="legal").exists()
     assert AuditEvent.objects.filter(action="reassigned").count() == 2
+
+
+def test_an_overdue_request_is_not_reassigned_by_the_service_the_change_page_or_the_bulk_action(
+    people, django_capture_on_commit_callbacks
+):
+    # Pending, its deadline passed, the expiry sweep not run yet: every channel refuses to decide
+    # it, so new approvers would be asked for what they cannot do, and the admin told "done".
+    overdue = ingest("Finance: overdue order", groups=["finance-approvers"], timeoutSeconds=60)
+    ApprovalRequest.objects.filter(pk=overdue.pk).update(deadline=timezone.now() - timedelta(minutes=1))
+    pending = ingest("Finance: order 2", groups=["finance-approvers"])
+    carol = client_for(people["carol"])
+    refusal = (
+        "The deadline for this request has passed: nobody can decide it any more, so it is not reassigned. "
+        "The expiry sweep closes it (ApprovalExpired); cancel it to close it now."
+    )
+
+    with django_capture_on_commit_callbacks(execute=True), pytest.raises(services.ApprovalError) as refused:
+        services.approval_reassign(request_id=overdue.pk, actor=people["carol"], groups=["legal"], reason="Away")
+    assert (refused.value.code, refused.value.message) == ("expired", refusal)
+    change_page = carol.get(f"{CHANGELIST}{overdue.pk}/change/").content.decode()
+    assert f"{overdue.pk}/reassign/" not in change_page
+    single = post(
+        carol, f"{CHANGELIST}{overdue.pk}/reassign/", {"groups": "legal", "mode": "replace", "reason": "Away"}
+    )
+    assert refusal in messages_of(single)
+    _, done = bulk_action(
+        carol, "reassign_selected", [pending.pk, overdue.pk], users="", groups="legal", mode="add", reason="Away"
+    )
+    assert f"Not reassigned: “Finance: overdue order” (#{overdue.pk}) — {refusal}" in messages_of(done)
+
+    assert list(overdue.assignments.values_list("value", flat=True)) == ["finance-approvers"]
+    assert not AuditEvent.objects.filter(request=overdue, action="reassigned").exists()
+    assert not Notification.objects.filter(request=overdue, kind="reassigned").exists()
+    assert pending.assignments.filter(kind="group", value="legal").exists()  # the other row still went
 
 
 # ---------------------------------------------------------------------------

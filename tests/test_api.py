@@ -392,6 +392,19 @@ def test_only_admins_reassign_and_cancel(people, approval):
     assert_problem(Api(people["carol"]).post(f"{base}/cancel/", {"reason": "again"}), 409, "already_decided")
 
 
+def test_an_overdue_request_is_not_reassigned_through_the_api(people, approval):
+    # Its deadline passed before the expiry sweep ran: nobody may decide it, so nobody is asked to.
+    ApprovalRequest.objects.filter(pk=approval.pk).update(deadline=timezone.now() - timedelta(minutes=1))
+
+    refused = Api(people["carol"]).post(
+        f"/api/v1/requests/{approval.public_id}/reassign/", {"users": ["dave@example.com"], "reason": "Alice is away"}
+    )
+
+    assert "deadline for this request has passed" in assert_problem(refused, 409, "expired")["detail"]
+    assert list(approval.assignments.values_list("value", flat=True)) == ["finance-approvers"]
+    assert not AuditEvent.objects.filter(request=approval, action="reassigned").exists()
+
+
 def test_the_audit_trail_filters_and_exports_as_csv_and_json_lines(people, approval):
     Api(people["alice"]).post(decision_url(approval), {"decision": "approve", "comment": "=HYPERLINK(1)"})
     carol = Api(people["carol"])

@@ -204,7 +204,7 @@ REASSIGN = BulkAction(
         mode=data["mode"],
         reason=data["reason"],
     ),
-    intro="Decided requests are refused, each with its reason.",
+    intro="Decided requests, and those past their deadline, are refused, each with its reason.",
 )
 CANCEL = BulkAction(
     name="cancel_selected",
@@ -594,7 +594,8 @@ class ApprovalRequestAdmin(ActionsOnlyMixin, BigTableAdmin):
             "decision_options": one_click.choices(obj) if may_decide and one_click.has_options(obj) else (),
             "decide_on_page": may_decide and one_click.needs_page(obj),
             "refusal": refusal,
-            "can_reassign": obj.is_pending and self.has_reassign_permission(request),
+            # Past its deadline nobody may decide it: reassigning is refused (services/assignments.py).
+            "can_reassign": obj.is_pending and not obj.is_overdue and self.has_reassign_permission(request),
             "can_cancel": obj.is_pending and self.has_cancel_permission(request),
             "can_retry_callback": callback is not None
             and callback.status == CallbackStatus.FAILED

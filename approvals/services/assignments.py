@@ -24,6 +24,10 @@ from approvals.services.notifications import reassigned_notify
 logger = logging.getLogger(__name__)
 
 MAX_GROUP_NAME_LENGTH = 150
+OVERDUE_REFUSAL = (
+    "The deadline for this request has passed: nobody can decide it any more, so it is not reassigned. "
+    "The expiry sweep closes it (ApprovalExpired); cancel it to close it now."
+)
 
 
 def clean_assignees(*, users: Sequence[str], groups: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -79,7 +83,10 @@ def approval_reassign(
     mode: str = "replace",
     reason: str,
 ) -> ApprovalRequest:
-    """Give a pending request new approvers: `replace` all of them, or `add` to them."""
+    """Give a pending request new approvers: `replace` all of them, or `add` to them.
+
+    Refused (ApprovalError) once decided or closed (`not_pending`), and once its deadline has
+    passed (`expired`), even before the expiry sweep closes it."""
     reason = require_reason(reason)
     if mode not in {"replace", "add"}:
         raise ApprovalError("Choose replace or add.", "bad_input")
@@ -87,6 +94,10 @@ def approval_reassign(
     if not users and not groups:
         raise ApprovalError("Name at least one approver: an email or a group.", "bad_input")
     request = locked_pending_request(request_id)
+    if request.is_overdue:
+        # Pending only until the expiry sweep runs: every channel refuses to decide it, so new
+        # approvers would be asked for what they cannot do (and the admin told it was done).
+        raise ApprovalError(OVERDUE_REFUSAL, "expired", request=request)
 
     before = _assignees(request)
     if mode == "replace":
