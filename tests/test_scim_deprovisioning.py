@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from approvals import services
+from approvals import permissions, services
 from approvals.contract import parse_message
 from approvals.models import (
     ApprovalRequest,
@@ -175,8 +175,6 @@ def test_the_admins_mail_names_the_request_and_links_to_it_in_the_admin(scim, ro
 
 
 def test_a_deprovisioned_delegate_cannot_decide_on_behalf_and_a_deprovisioned_delegator_lends_nothing(scim):
-    from approvals import permissions
-
     alice = make_user("alice", "finance-approvers")
     provision(scim, "alice")
     erin = provision(scim, "erin")
@@ -193,3 +191,112 @@ def test_a_deprovisioned_delegate_cannot_decide_on_behalf_and_a_deprovisioned_de
     deactivate(scim, erin)
     erin_user.refresh_from_db()
     assert permissions.decision_refusal(erin_user, request).code == "inactive_user"
+
+
+# --- What deprovisioning leaves behind: delegations ------------------------------------------
+def reactivate(scim, user: dict) -> None:
+    body = {"schemas": [PATCH_SCHEMA], "Operations": [{"op": "replace", "path": "active", "value": True}]}
+    response = scim.call("PATCH", f"Users/{user['id']}", body)
+    assert response.status_code == 200, response.content
+
+
+def scim_resource(user: User) -> dict:
+    return {"id": str(ScimUser.objects.get(user=user).scim_id)}
+
+
+def notified(request: ApprovalRequest) -> set[str]:
+    new_request_notifications_planned()  # what the ingest's after-commit planning task does
+    return set(Notification.objects.filter(request=request).values_list("recipient", flat=True))
+
+
+def test_a_reactivated_delegate_stands_in_for_nobody_through_a_delegation_from_before_deprovisioning(scim):
+    # erin leaves (SCIM), and is re-hired months later: alice's old "delegate to erin" must not
+    # come back into force without alice setting it again.
+    alice = make_user("alice", "finance-approvers")
+    erin = provision(scim, "erin")
+    erin_user = User.objects.get(email="erin@example.com")
+    delegation = delegation_set(
+        delegator=alice, delegate_email="erin@example.com", ends_at=timezone.now() + timedelta(days=30), actor=alice
+    )
+
+    deactivate(scim, erin)
+    reactivate(scim, erin)
+
+    erin_user.refresh_from_db()
+    assert erin_user.is_active
+    request = ingest()
+    assert permissions.decision_refusal(erin_user, request).code == "not_assignee"
+    with pytest.raises(services.ApprovalError) as refused:
+        services.approval_decide(public_id=request.public_id, user=erin_user, approve=True, comment="ok")
+    assert refused.value.code == "not_assignee"
+    assert "erin@example.com" not in notified(request)
+    delegation.refresh_from_db()
+    assert delegation.revoked_at is not None
+    ended = AuditEvent.objects.get(action="delegation_revoked", data__delegation=delegation.pk)
+    assert ended.actor is None
+    assert ended.data["ended_by"] == "deprovisioned"
+    assert (ended.data["delegator"], ended.data["delegate"]) == ("alice@example.com", "erin@example.com")
+    deactivated = AuditEvent.objects.get(action="scim_user_deactivated")
+    assert deactivated.data["delegations_ended"] == [delegation.pk]
+
+
+def test_a_reactivated_delegator_lends_nothing_through_a_delegation_they_set_before_deprovisioning(scim):
+    alice = make_user("alice", "finance-approvers")
+    provision(scim, "alice")  # linked by issuer + subject
+    provision(scim, "erin")
+    erin_user = User.objects.get(email="erin@example.com")
+    upcoming = delegation_set(
+        delegator=alice,
+        delegate_email="erin@example.com",
+        starts_at=timezone.now() + timedelta(days=2),
+        ends_at=timezone.now() + timedelta(days=9),
+        actor=alice,
+    )
+
+    deactivate(scim, scim_resource(alice))
+    reactivate(scim, scim_resource(alice))
+
+    request = ingest()
+    assert permissions.decision_refusal(erin_user, request).code == "not_assignee"
+    upcoming.refresh_from_db()
+    assert upcoming.state_at(timezone.now() + timedelta(days=3)) == "revoked"  # it never begins
+    assert AuditEvent.objects.filter(action="delegation_revoked", data__ended_by="deprovisioned").count() == 1
+
+
+def test_the_delegate_of_a_deactivated_named_approver_is_not_asked_to_decide_for_them(scim):
+    # A message may name a person who has left: their stand-in cannot decide for them
+    # (permissions.authorities skips an inactive delegator), so is not asked to either.
+    alice = make_user("alice", "finance-approvers")
+    provision(scim, "alice")
+    provision(scim, "erin")
+    delegation_set(
+        delegator=alice, delegate_email="erin@example.com", ends_at=timezone.now() + timedelta(days=3), actor=alice
+    )
+    deactivate(scim, scim_resource(alice))
+
+    request = ingest(approvers={"users": ["alice@example.com"]})
+
+    assert permissions.decision_refusal(User.objects.get(email="erin@example.com"), request).code == "not_assignee"
+    assert "erin@example.com" not in notified(request)
+
+
+def test_a_delegation_left_open_by_a_deactivation_before_this_release_ends_when_the_account_is_reactivated(scim):
+    # Accounts deactivated before deprovisioning ended delegations kept theirs open: their stand-in
+    # is still not asked while the delegator is away, and a reactivation restores nothing.
+    alice = make_user("alice", "finance-approvers")
+    provision(scim, "alice")
+    provision(scim, "erin")
+    erin_user = User.objects.get(email="erin@example.com")
+    kept = delegation_set(
+        delegator=alice, delegate_email="erin@example.com", ends_at=timezone.now() + timedelta(days=3), actor=alice
+    )
+    User.objects.filter(pk=alice.pk).update(is_active=False)  # as the release before this one left it
+
+    assert "erin@example.com" not in notified(ingest(approvers={"users": ["alice@example.com"]}))
+    reactivate(scim, scim_resource(alice))
+
+    kept.refresh_from_db()
+    assert kept.revoked_at is not None
+    assert AuditEvent.objects.get(action="delegation_revoked").data["ended_by"] == "reactivated"
+    request = ingest(taskToken="tok-" + "r" * 40)
+    assert permissions.decision_refusal(erin_user, request).code == "not_assignee"

@@ -89,8 +89,8 @@ def _period(delegation: Delegation) -> dict:
     return {"from": delegation.starts_at.isoformat(), "until": delegation.ends_at.isoformat()}
 
 
-def _revoke(delegation: Delegation, *, at: datetime, actor: User, **data) -> None:
-    """End `delegation` at `at`, audited."""
+def _revoke(delegation: Delegation, *, at: datetime, actor: User | None, **data) -> None:
+    """End `delegation` at `at`, audited (`actor` None: the system)."""
     delegation.revoked_at = at
     delegation.save(update_fields=["revoked_at"])
     audit(
@@ -182,3 +182,31 @@ def delegation_revoke(*, delegation_id: int, actor: User) -> Delegation:
         return delegation  # already over: nothing to revoke
     _revoke(delegation, at=now, actor=actor)
     return delegation
+
+
+@transaction.atomic
+def delegations_end_for_account(*, user: User, ended_by: str, actor: User | None = None, **data) -> list[int]:
+    """End now every delegation `user` gives or holds that is not over (active or upcoming): the
+    account was deprovisioned by SCIM (`ended_by` "deprovisioned"), a service account deactivated by
+    an admin ("deactivated"), or an account reactivated with some left open by a deactivation from
+    before deactivating ended them ("reactivated"). Each is audited (`delegation_revoked` by
+    `actor`, None: the system; with `ended_by` and `data`); returns their ids.
+
+    While an account is inactive its delegations lend nothing and give it nothing
+    (permissions.authorities); ended, a reactivation restores none of them without the people
+    concerned setting them again."""
+    now = timezone.now()
+    open_delegations = (
+        Delegation.objects.select_for_update(of=("self",))
+        .not_over(now)
+        .filter(Q(delegator=user) | Q(delegate=user))
+        .select_related("delegator", "delegate")
+        .order_by("pk")
+    )
+    ended = []
+    for delegation in open_delegations:
+        _revoke(delegation, at=now, actor=actor, ended_by=ended_by, **data)
+        ended.append(delegation.pk)
+    if ended:
+        logger.info("delegations %s of user %s ended: %s", ended, user.pk, ended_by)
+    return ended

@@ -159,13 +159,18 @@ def _targets(
 
 
 def _stand_ins(emails: list[str]) -> list[str]:
-    """The emails of active delegates of these people, now."""
+    """The emails of active delegates of these people, now. Not of a deactivated person: their
+    delegation lends nothing (permissions.authorities), so their stand-in is not asked either."""
     if not emails:
         return []
     delegates = (
         Delegation.objects.active()
         .annotate(delegator_email=Lower("delegator__email"))
-        .filter(delegator_email__in={email.lower() for email in emails}, delegate__is_active=True)
+        .filter(
+            delegator_email__in={email.lower() for email in emails},
+            delegator__is_active=True,
+            delegate__is_active=True,
+        )
         .values_list("delegate__email", flat=True)
     )
     return sorted({email.lower() for email in delegates if email})

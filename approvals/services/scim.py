@@ -6,10 +6,10 @@ backend keys people by (iss, sub). Email never links two identities: a SCIM user
 belongs to another active account is refused (409), not merged.
 
 Deprovisioning (`active: false` or DELETE) is immediate: the account is deactivated, its
-sessions end, and every pending request that loses an approver gets an audit event and a
-notification to the admins. Its votes are withdrawn by the identity re-check before any
-callback (services/recheck.py), and every decision channel refuses an inactive account
-(permissions.decision_authority).
+sessions end, its delegations end both ways (a reactivation restores none), and every pending
+request that loses an approver gets an audit event and a notification to the admins. Its votes
+are withdrawn by the identity re-check before any callback (services/recheck.py), and every
+decision channel refuses an inactive account (permissions.decision_authority).
 """
 
 import hashlib
@@ -40,6 +40,7 @@ from approvals.models import (
 from approvals.roles import APPROVER_ACCESS_GROUP
 from approvals.services.claims import claims_release_held_by
 from approvals.services.common import ApprovalError, audit
+from approvals.services.delegations import delegations_end_for_account
 from approvals.services.email_changes import user_email_changed
 from approvals.services.notifications import approver_lost_notify, reassigned_notify
 
@@ -258,12 +259,16 @@ def scim_user_delete(*, token: ScimToken, scim_id) -> None:
 def _reactivate(user: User, *, token: ScimToken) -> None:
     user.is_active = True
     user.save(update_fields=["is_active"])
+    # Deprovisioning ended its delegations; one still open was left by a deactivation from before
+    # it did (or outside SCIM): it ends too, so the account comes back with none in force.
+    ended = delegations_end_for_account(user=user, ended_by="reactivated", **_token_fields(token))
     audit(
         action=AuditAction.SCIM_USER_REACTIVATED,
         request=None,
         actor=None,
         user_id=user.pk,
         email=user.email,
+        **({"delegations_ended": ended} if ended else {}),
         **_token_fields(token),
     )
 
@@ -315,6 +320,9 @@ def _deprovision(user: User, *, token: ScimToken, reason: str) -> None:
     user.save(update_fields=["is_active"])
     sessions = _sessions_end(user)
     claims_release_held_by(user=user, code="inactive_user")
+    # Both ways: what it lent and what it held. Left open, a reactivation (SCIM active: true, a
+    # re-hire) put them back in force without anyone setting them again.
+    delegations = delegations_end_for_account(user=user, ended_by="deprovisioned", **_token_fields(token))
     affected = _requests_losing(user)
     for request, how in affected:
         audit(
@@ -336,6 +344,7 @@ def _deprovision(user: User, *, token: ScimToken, reason: str) -> None:
         reason=reason,
         sessions_ended=sessions,
         requests=[str(request.public_id) for request, _ in affected],
+        delegations_ended=delegations,
         **_token_fields(token),
     )
 
