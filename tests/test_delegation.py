@@ -652,3 +652,38 @@ def test_a_decision_allowed_just_before_the_deadline_is_recorded_before_it(peopl
     assert request.decided_at < request.deadline
     assert Vote.objects.get(request=request).created_at < request.deadline
     assert services.approval_expire(request_id=request.pk) is False
+
+
+def test_a_service_account_an_admin_deactivates_and_reactivates_stands_in_for_nobody_again(people):
+    # The admin's path of deprovisioning: a bot's account switched off, and on again later. Its
+    # delegations end when it is switched off, as SCIM deprovisioning ends a person's.
+    from approvals import permissions
+
+    def save_bot(active: bool, account_id=None):
+        return services.service_account_save(
+            actor=people["carol"],
+            account_id=account_id,
+            name="stand-in bot",
+            issuer="https://idp.test",
+            subject="bot-client",
+            email="bot@example.com",
+            state_machines=["*"],
+            may_decide=True,
+            active=active,
+        )
+
+    account = save_bot(True)
+    delegation = delegate(people, to="bot")
+    request = ingest()
+    assert permissions.decision_refusal(account.user, request) is None  # it stands in for alice
+
+    save_bot(False, account.pk)
+    save_bot(True, account.pk)
+
+    bot = User.objects.get(pk=account.user_id)
+    assert bot.is_active
+    assert permissions.decision_refusal(bot, request).code == "not_assignee"
+    delegation.refresh_from_db()
+    assert delegation.revoked_at is not None
+    ended = AuditEvent.objects.get(action="delegation_revoked", data__delegation=delegation.pk)
+    assert ended.data["ended_by"] == "deactivated" and ended.data["service_account"] == "stand-in bot"

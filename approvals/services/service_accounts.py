@@ -8,6 +8,7 @@ from django.db import transaction
 
 from approvals.models import SERVICE_USERNAME_PREFIX, AuditAction, ServiceAccount, User
 from approvals.services.common import ApprovalError, audit
+from approvals.services.delegations import delegations_end_for_account
 
 
 def _service_username(issuer: str, subject: str) -> str:
@@ -75,6 +76,10 @@ def service_account_save(
     account.may_decide = may_decide
     account.save()
     after = _account_data(account)
+    if before is not None and before["active"] and not active:
+        # Switched off: its delegations end both ways, as SCIM deprovisioning ends a person's, so
+        # switching it on again puts none of them back in force.
+        delegations_end_for_account(user=user, ended_by="deactivated", actor=actor, service_account=account.name)
     audit(
         action=AuditAction.SERVICE_ACCOUNT_SAVED if before else AuditAction.SERVICE_ACCOUNT_CREATED,
         request=None,
