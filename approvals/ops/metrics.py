@@ -264,8 +264,18 @@ def heartbeat(result: str) -> None:
     HEARTBEATS.labels(result).inc()
 
 
+# A notification's channel and the statuses it ends in (approvals.models.Notification): anything
+# else would be a bug, counted as "other" rather than growing the series.
+NOTIFICATION_CHANNELS = frozenset({"email", "slack"})
+NOTIFICATION_FINAL_STATUSES = frozenset({"sent", "failed", "skipped", "refused"})
+
+
 def notification(*, channel: str, status: str) -> None:
-    NOTIFICATIONS.labels(channel, status).inc()
+    """A notification reached a final status (services/notifications.py): counted once, when the
+    change commits."""
+    channel = str(channel) if channel in NOTIFICATION_CHANNELS else "other"
+    status = str(status) if status in NOTIFICATION_FINAL_STATUSES else "other"
+    _on_commit(NOTIFICATIONS.labels(channel, status).inc)
 
 
 def http_request_recorded(*, method: str, route: str, status: int, seconds: float) -> None:

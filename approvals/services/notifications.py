@@ -36,6 +36,7 @@ from approvals.models import (
     Vote,
 )
 from approvals.notifications import slack
+from approvals.ops import metrics
 from approvals.redaction import redact
 from approvals.roles import APPROVER_ACCESS_GROUP
 from approvals.selectors.notifications import pending_requests_for
@@ -253,6 +254,8 @@ def _create_many(
         refused = [row for row in rows if row.status == Notification.Status.REFUSED]
         if refused:
             _refusals_audit(request, kind, refused)
+            for row in refused:
+                metrics.notification(channel=row.channel, status=row.status)
     return [row.pk for _, rows in planned for row in rows if row.status == Notification.Status.PENDING]
 
 
@@ -594,6 +597,7 @@ def _claimable(notification: Notification, now: datetime) -> bool:
         notification.last_error = OUTSIDE_ALLOWED_DOMAINS
         notification.save(update_fields=["status", "last_error", "updated_at"])
         _refusals_audit(notification.request, notification.kind, [notification])
+        metrics.notification(channel=notification.channel, status=notification.status)
         return False
     request = notification.request
     # Past its deadline a request is as good as expired, even before beat's expiry sweep says so:
@@ -603,21 +607,24 @@ def _claimable(notification: Notification, now: datetime) -> bool:
     ):
         notification.status = Notification.Status.SKIPPED
         notification.save(update_fields=["status", "updated_at"])
+        metrics.notification(channel=notification.channel, status=notification.status)
         return False
     if notification.attempts >= settings.NOTIFICATION_MAX_ATTEMPTS:
         notification.status = Notification.Status.FAILED
         notification.last_error = notification.last_error or "gave up: too many attempts"
         notification.save(update_fields=["status", "last_error", "updated_at"])
+        metrics.notification(channel=notification.channel, status=notification.status)
         return False
     notification.attempts += 1
     notification.locked_until = now + SEND_LEASE
     return True
 
 
-def notification_mark_sent(*, notification_id: int, external_ref: str = "") -> None:
+def notification_mark_sent(*, notification_id: int, channel: str, external_ref: str = "") -> None:
+    """`channel`: the claimed row's, for the metrics (no second read per mail)."""
     # One UPDATE, its own transaction (autocommit): a batch marks each mail as soon as it went,
     # so a crash mid-batch re-sends none of those, at one round trip per mail.
-    Notification.objects.filter(pk=notification_id, status=Notification.Status.PENDING).update(
+    marked = Notification.objects.filter(pk=notification_id, status=Notification.Status.PENDING).update(
         status=Notification.Status.SENT,
         sent_at=timezone.now(),
         locked_until=None,
@@ -625,10 +632,12 @@ def notification_mark_sent(*, notification_id: int, external_ref: str = "") -> N
         last_error="",
         updated_at=timezone.now(),
     )
+    if marked:  # not when another task (after this one's lease ran out) marked it first
+        metrics.notification(channel=channel, status=Notification.Status.SENT)
 
 
 @transaction.atomic
-def notification_mark_failed(*, notification_id: int, error: str, final: bool) -> None:
+def notification_mark_failed(*, notification_id: int, channel: str, error: str, final: bool) -> None:
     """Record a failed attempt; `final`: no more attempts, the admin sees it failed."""
     fields = {
         "last_error": truncate(redact(error), MAX_ERROR_LENGTH),
@@ -637,16 +646,20 @@ def notification_mark_failed(*, notification_id: int, error: str, final: bool) -
     }
     if final:
         fields["status"] = Notification.Status.FAILED
-    Notification.objects.filter(pk=notification_id, status=Notification.Status.PENDING).update(**fields)
+    marked = Notification.objects.filter(pk=notification_id, status=Notification.Status.PENDING).update(**fields)
+    if marked and final:
+        metrics.notification(channel=channel, status=Notification.Status.FAILED)
     log = logger.warning if final else logger.info
     log("notification %s %s: %s", notification_id, "failed" if final else "will be retried", fields["last_error"])
 
 
 @transaction.atomic
-def notification_mark_skipped(*, notification_id: int) -> None:
-    Notification.objects.filter(pk=notification_id, status=Notification.Status.PENDING).update(
+def notification_mark_skipped(*, notification_id: int, channel: str) -> None:
+    marked = Notification.objects.filter(pk=notification_id, status=Notification.Status.PENDING).update(
         status=Notification.Status.SKIPPED, locked_until=None, updated_at=timezone.now()
     )
+    if marked:
+        metrics.notification(channel=channel, status=Notification.Status.SKIPPED)
 
 
 @transaction.atomic

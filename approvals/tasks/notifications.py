@@ -46,13 +46,15 @@ def send_notification(self, notification_id: int) -> str:
     try:
         reference = channels.deliver(notification)
     except channels.NothingToSend:
-        services.notification_mark_skipped(notification_id=notification_id)
+        services.notification_mark_skipped(notification_id=notification_id, channel=notification.channel)
         return "skipped"
     except DeliveryError as error:
         if _attempt_failed(notification, error.message, permanent=error.permanent) == "failed":
             return "failed"
         raise  # autoretry_for: again after an exponential, jittered countdown
-    services.notification_mark_sent(notification_id=notification_id, external_ref=reference)
+    services.notification_mark_sent(
+        notification_id=notification_id, channel=notification.channel, external_ref=reference
+    )
     return "sent"
 
 
@@ -94,7 +96,7 @@ def _send_batch(notification_ids: list[int]) -> tuple[dict[str, int], list[int]]
             try:
                 reference = channels.deliver(notification)
             except channels.NothingToSend:
-                services.notification_mark_skipped(notification_id=notification.pk)
+                services.notification_mark_skipped(notification_id=notification.pk, channel=notification.channel)
                 counts["skipped"] += 1
                 continue
             except DeliveryError as error:
@@ -108,7 +110,9 @@ def _send_batch(notification_ids: list[int]) -> tuple[dict[str, int], list[int]]
                 what = f"{type(error).__name__} while building or sending it (the worker's log has the traceback)"
                 outcome = _attempt_failed(notification, what, permanent=False)
             else:
-                services.notification_mark_sent(notification_id=notification.pk, external_ref=reference)
+                services.notification_mark_sent(
+                    notification_id=notification.pk, channel=notification.channel, external_ref=reference
+                )
                 counts["sent"] += 1
                 continue
             if outcome == "retry":
@@ -120,7 +124,9 @@ def _send_batch(notification_ids: list[int]) -> tuple[dict[str, int], list[int]]
 def _attempt_failed(notification: Notification, error: str, *, permanent: bool) -> str:
     """Record a failed attempt: "retry" while attempts remain (and the error may pass), else "failed"."""
     final = permanent or notification.attempts >= settings.NOTIFICATION_MAX_ATTEMPTS
-    services.notification_mark_failed(notification_id=notification.pk, error=error, final=final)
+    services.notification_mark_failed(
+        notification_id=notification.pk, channel=notification.channel, error=error, final=final
+    )
     return "failed" if final else "retry"
 
 
