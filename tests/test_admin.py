@@ -39,6 +39,7 @@ from approvals.models import (
     ScimToken,
     User,
 )
+from approvals.ops import metrics
 from approvals.roles import APPROVER_ACCESS_GROUP
 from approvals.services.scim_tokens import scim_token_create
 from approvals.tasks import deliver_callback, erase_closed_tokens
@@ -716,6 +717,25 @@ def test_bulk_cancel_refuses_decided_requests_and_cancels_the_rest(people):
         decided.pk: RequestStatus.REJECTED,
     }
     assert f"Not cancelled: “Finance: order 2” (#{decided.pk}) — This request is already rejected." in messages_of(done)
+
+
+def test_a_cancel_in_the_admin_counts_in_the_decisions_metric(people, django_capture_on_commit_callbacks):
+    """approvals_decisions_total counts every close in the portal by outcome, an admin's cancel too
+    (else an operator's closures by outcome miss every cancelled request)."""
+    pending = ingest("Finance: order 1", groups=["finance-approvers"])
+    decided = ingest("Finance: order 2", groups=["finance-approvers"])
+    services.approval_decide(public_id=decided.public_id, user=people["alice"], approve=True)
+
+    def counted(name: str) -> float:
+        return metrics.REGISTRY.get_sample_value(name, {"outcome": "cancelled"}) or 0.0
+
+    before = counted("approvals_decisions_total"), counted("approvals_time_to_decision_seconds_count")
+    with django_capture_on_commit_callbacks(execute=True):
+        bulk_action(client_for(people["carol"]), "cancel_selected", [pending.pk, decided.pk], reason="Duplicate")
+
+    assert ApprovalRequest.objects.get(pk=pending.pk).status == RequestStatus.CANCELLED
+    after = counted("approvals_decisions_total"), counted("approvals_time_to_decision_seconds_count")
+    assert (after[0] - before[0], after[1] - before[1]) == (1, 1)  # the decided one is refused, not counted
 
 
 def test_a_bulk_action_that_breaks_on_one_row_does_the_others_and_names_the_row_it_did_not(people, monkeypatch, caplog):

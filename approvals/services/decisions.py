@@ -375,6 +375,7 @@ def approval_cancel(*, request_id: int, actor: User, reason: str) -> ApprovalReq
         payload={"error": "ApprovalCancelled", "cause": truncate(cause, MAX_CAUSE_LENGTH)},
     )
     audit(action=AuditAction.CANCELLED, request=request, actor=actor, reason=reason)
+    metrics.request_closed(request)
     queue_callback(callback)
     approval_decided_notify(request=request)  # the requester hears once the callback is settled
     return request
