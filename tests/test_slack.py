@@ -41,6 +41,7 @@ from approvals.models import (
     User,
 )
 from approvals.notifications import slack
+from approvals.ops import metrics
 from approvals.services import notifications as notification_services
 from approvals.tasks import notifications as notify_tasks
 from approvals.views.slack import SLACK_RESPOND
@@ -571,6 +572,36 @@ def test_an_old_timestamp_is_refused_even_with_a_valid_signature(people, slack_a
 
     assert response.status_code == 401
     assert refusals() == [("stale_timestamp", "slack")]
+    assert_refused_without_step_functions(request)
+
+
+def test_every_refused_slack_click_counts_in_the_decision_refusals_metric(
+    people, slack_api, celery_eager, django_capture_on_commit_callbacks
+):
+    """approvals_decision_refusals_total counts what the audit trail calls decision_refused, on
+    Slack too: forged signatures and clicks from strangers are what an operator alerts on."""
+    people["bob"].groups.add(Group.objects.get(name="finance-approvers"))
+    request = ingest()
+    slack_api.profiles["U0STRANGER"] = "stranger@elsewhere.example"
+    reasons = ("bad_signature", "stale_timestamp", "slack_unbound", "slack_other_team", "requester")
+
+    def counted() -> dict[str, float]:
+        return {
+            reason: metrics.REGISTRY.get_sample_value("approvals_decision_refusals_total", {"reason": reason}) or 0.0
+            for reason in reasons
+        }
+
+    before = counted()
+    with django_capture_on_commit_callbacks(execute=True):
+        click(slack_api, request, secret="not-the-signing-secret")
+        click(slack_api, request, timestamp=int(time.time()) - 5 * 60 - 30)
+        click(slack_api, request, user="U0STRANGER")
+        click(slack_api, request, team="T0OTHER")
+        click(slack_api, request, user="U0BOB")  # refused by the decision service itself
+
+    after = counted()
+    assert sorted(code for code, _ in refusals()) == sorted(reasons)
+    assert {reason: after[reason] - before[reason] for reason in reasons} == dict.fromkeys(reasons, 1)
     assert_refused_without_step_functions(request)
 
 

@@ -812,8 +812,11 @@ def notification_preference_update(
 def slack_refusal_record(
     *, code: str, request: ApprovalRequest | None = None, user: User | None = None, **data
 ) -> None:
-    """A Slack click refused before any decision: bad signature, stale, unknown user."""
+    """A Slack click refused before any decision: bad signature, stale, unknown user. Counted
+    with the decision service's refusals (approvals_decision_refusals_total); `code` is one of the
+    portal's own."""
     logger.info("refused Slack interaction: %s", code)
+    metrics.decision_refused(reason=code)
     audit(
         action=AuditAction.DECISION_REFUSED,
         request=request,
