@@ -140,3 +140,22 @@ def test_a_reused_readiness_result_still_shows_details_to_the_scraper_only(clien
     assert "refused" in scraper.json()["checks"]["broker"]["detail"].lower()
     assert "broker-password" not in scraper.content.decode()
     assert sqs_actions(moto_recording).count("GetQueueAttributes") == 1  # one run for both
+
+
+def test_http_methods_are_labelled_as_themselves_and_a_made_up_one_as_other(client, db):
+    """SCIM provisions with PUT, PATCH and DELETE: an operator reading the `method` label sees them
+    as such; whatever else a stranger sends counts as "other", so the series stay bounded."""
+    route = "scim/v2/Users/<str:scim_id>"
+
+    def counted(method: str, *, path: str = route) -> float:
+        labels = {"route": path, "method": method, "status": "4xx"}
+        return metrics.REGISTRY.get_sample_value("approvals_http_request_duration_seconds_count", labels) or 0.0
+
+    methods = ("PUT", "PATCH", "DELETE")
+    before = {method: counted(method) for method in (*methods, "other")}
+    for method in (*methods, "BREW", "X-" + "A" * 40):
+        response = client.generic(method, "/scim/v2/Users/2819c223", "{}", content_type="application/scim+json")
+        assert 400 <= response.status_code < 500  # no SCIM token
+
+    moved = {method: counted(method) - before[method] for method in before}
+    assert moved == {"PUT": 1, "PATCH": 1, "DELETE": 1, "other": 2}

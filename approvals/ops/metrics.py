@@ -278,8 +278,13 @@ def notification(*, channel: str, status: str) -> None:
     _on_commit(NOTIFICATIONS.labels(channel, status).inc)
 
 
+# The methods the portal serves (SCIM provisions with PUT, PATCH and DELETE); anything else a
+# client sends is "other", so the series stay bounded.
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def http_request_recorded(*, method: str, route: str, status: int, seconds: float) -> None:
-    method = method if method in {"GET", "HEAD", "POST", "OPTIONS"} else "other"
+    method = method if method in HTTP_METHODS else "other"
     HTTP_REQUESTS.labels(route[:100], method, f"{status // 100}xx").observe(seconds)
 
 
