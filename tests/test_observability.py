@@ -625,6 +625,16 @@ def exposed_metric_names() -> set[str]:
     return names
 
 
+def test_every_metric_the_portal_exports_is_documented_and_every_documented_one_exported():
+    """docs/operations.md is what an operator builds alerts from: a metric missing there is never
+    watched, one named there that the portal does not export never comes."""
+    source = (REPO_DIR / "approvals" / "ops" / "metrics.py").read_text()
+    exported = set(re.findall(r'"(approvals_[a-z_]+)"', source))
+    documented = set(re.findall(r"`(approvals_[a-z_]+)", (REPO_DIR / "docs" / "operations.md").read_text()))
+    assert sorted(exported - documented) == []
+    assert sorted(documented - exported) == []
+
+
 def test_the_alert_rules_are_well_formed_and_use_only_metrics_the_portal_exports():
     rules = yaml.safe_load(ALERTS.read_text())
     alerts = [rule for group in rules["groups"] for rule in group["rules"]]
