@@ -7,6 +7,11 @@ assigned group), or â€” while a Delegation from an approver to them is active â€
 On top of that come the request's policy (one vote per person, distinct groups) and separation
 of duties (the requester never decides; optionally nobody decides two levels of one execution,
 or shares a group with the requester).
+
+A service account (a bot, approvals/api/) neither lends nor receives authority through a
+delegation: its authority is what an admin gave it (its email and groups, its state machines,
+"may decide"), and service_account_refusal judges the one deciding, so a delegate of a bot would
+decide what the bot may not, and a bot named a delegate what no admin assigned it.
 """
 
 from collections.abc import Iterable
@@ -77,6 +82,21 @@ def preload_group_names(users: Iterable[User]) -> None:
         setattr(user, _GROUPS_LOADED, frozenset(names[user.pk]))
 
 
+def is_service_account(user: User) -> bool:
+    """A bot's user (a ServiceAccount's), not a person's."""
+    return user.pk is not None and ServiceAccount.objects.filter(user_id=user.pk).exists()
+
+
+def lending_delegations(at: datetime | None = None):
+    """The delegations that lend an approver's right at `at` (now by default): in force, and
+    between people. One that names a service account on either side lends nothing (nobody can set
+    one now, services.delegations; one set before this rule stays inert), so its delegate neither
+    sees nor decides nor hears of the bot's requests, and a bot named a delegate gets nothing."""
+    return Delegation.objects.active(at).filter(
+        delegator__service_account__isnull=True, delegate__service_account__isnull=True
+    )
+
+
 # Where preload_delegations() keeps the delegations a user holds now (see there).
 _DELEGATIONS_LOADED = "_active_delegations_loaded"
 
@@ -87,7 +107,7 @@ def preload_delegations(users: Iterable[User]) -> None:
     notifications a task sends). authorities() then reads them instead of asking each time."""
     users = [user for user in users if user is not None]
     held: dict[int, list[Delegation]] = {user.pk: [] for user in users}
-    delegations = Delegation.objects.active().filter(delegate__in=list(held)).select_related("delegator")
+    delegations = lending_delegations().filter(delegate__in=list(held)).select_related("delegator")
     for delegation in delegations.order_by("starts_at", "pk"):
         held[delegation.delegate_id].append(delegation)
     preload_group_names(delegation.delegator for found in held.values() for delegation in found)
@@ -139,7 +159,7 @@ def is_assignee(user: User, request: ApprovalRequest) -> bool:
 
 def active_delegations_to(user: User, at: datetime | None = None):
     """Delegations that let `user` stand in for someone at `at` (now by default)."""
-    return Delegation.objects.active(at).filter(delegate=user).select_related("delegator").order_by("starts_at", "pk")
+    return lending_delegations(at).filter(delegate=user).select_related("delegator").order_by("starts_at", "pk")
 
 
 def authorities(user: User, request: ApprovalRequest, at: datetime | None = None) -> list[Authority]:

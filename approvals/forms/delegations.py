@@ -13,7 +13,12 @@ from approvals.services import ApprovalError
 from approvals.services.delegations import delegation_check
 
 # Which field a refusal from the service belongs to (others go on top of the form).
-ERROR_FIELDS = {"unknown_delegate": "delegate_email", "bad_input": "delegate_email", "bad_period": "ends_at"}
+ERROR_FIELDS = {
+    "unknown_delegate": "delegate_email",
+    "bad_input": "delegate_email",
+    "bad_period": "ends_at",
+    "not_allowed": "delegator_email",  # the admin's form: a service account is away
+}
 DATETIME_FORMAT = "%Y-%m-%dT%H:%M"
 
 

@@ -86,7 +86,7 @@ def with_delegated_for(
         | Q(kind=Assignment.Kind.GROUP, value__in=delegator_groups)
     )
     delegator = (
-        Delegation.objects.active()
+        permissions.lending_delegations()
         .filter(delegate=user, delegator__is_active=True)
         .filter(Exists(delegators_assignment))
         .order_by("starts_at", "pk")

@@ -13,6 +13,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from approvals import permissions
 from approvals.models import AuditAction, Delegation, User
 from approvals.services.common import ApprovalError, audit, truncate
 
@@ -69,7 +70,19 @@ def delegation_check(
         raise ApprovalError("Only an admin may set or revoke someone else's delegation.", "not_allowed")
     if not delegator.is_active:
         raise ApprovalError(f"{delegator.email or delegator.pk}'s account is disabled.", "inactive_user")
+    # A bot's authority is what an admin gave it (permissions.lending_delegations): it lends it
+    # to nobody, and stands in for nobody.
+    if permissions.is_service_account(delegator):
+        raise ApprovalError(
+            f"{delegator.email or 'This account'} is a service account: it lends its authority to nobody. "
+            "To have a person decide its requests, an admin reassigns them.",
+            "not_allowed",
+        )
     delegate = _delegate_by_email(delegate_email)
+    if permissions.is_service_account(delegate):
+        raise ApprovalError(
+            f"{delegate.email} is a service account: it stands in for nobody. Name a person.", "bad_input"
+        )
     if delegate.pk == delegator.pk:
         raise ApprovalError("Someone else has to stand in: a delegation to oneself means nothing.", "bad_input")
     for moment in (starts_at, ends_at):

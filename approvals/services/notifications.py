@@ -22,11 +22,11 @@ from django.db.models import Case, F, Q, Value, When
 from django.db.models.functions import Lower
 from django.utils import timezone
 
+from approvals import permissions
 from approvals.models import (
     ApprovalRequest,
     Assignment,
     AuditAction,
-    Delegation,
     FollowUp,
     InfoMessage,
     Notification,
@@ -160,12 +160,13 @@ def _targets(
 
 
 def _stand_ins(emails: list[str]) -> list[str]:
-    """The emails of active delegates of these people, now. Not of a deactivated person: their
-    delegation lends nothing (permissions.authorities), so their stand-in is not asked either."""
+    """The emails of active delegates of these people, now. Not of a deactivated person, nor
+    through a delegation that names a service account: it lends nothing (permissions.authorities),
+    so the stand-in is not asked either."""
     if not emails:
         return []
     delegates = (
-        Delegation.objects.active()
+        permissions.lending_delegations()
         .annotate(delegator_email=Lower("delegator__email"))
         .filter(
             delegator_email__in={email.lower() for email in emails},
