@@ -115,6 +115,9 @@ def production_settings_check(app_configs, **kwargs):
 # Numbers whose 0 (or a negative) turns something essential off without a word:
 # setting -> (lowest, highest or None, what goes wrong outside that range).
 SWEEP_FLOOD = "beat would queue this sweep without pause, ahead of the callbacks in the workers' queue"
+# A timeout of 0 or less is no timeout at all to urllib3, smtplib and boto3: they raise ValueError
+# before connecting, so every call fails. The lowest is a millisecond (the values are floats).
+NO_TIMEOUT = "every {} call would fail with ValueError before it is made"
 BOUNDED_SETTINGS = {
     "CALLBACK_STALE_SECONDS": (
         1,
@@ -146,6 +149,73 @@ BOUNDED_SETTINGS = {
         60,
         "anyone calling /readyz in a loop makes each web process call SQS and the broker as often (below 1), "
         "or a failed dependency stays hidden behind the reused answer for over a minute (above 60)",
+    ),
+    "READYZ_CONSUMER_MAX_AGE_SECONDS": (
+        1,
+        None,
+        "no consumer's last poll is ever recent enough: /readyz answers 503 and the load balancer sends no traffic",
+    ),
+    "AWS_CONNECT_TIMEOUT": (
+        0.001,
+        None,
+        NO_TIMEOUT.format("AWS (SQS, Step Functions)") + ": nothing ingested, no callback sent",
+    ),
+    "AWS_READ_TIMEOUT": (
+        0.001,
+        None,
+        NO_TIMEOUT.format("Step Functions and SQS (but the long poll)")
+        + ": no callback sent, no stored message deleted from the queue",
+    ),
+    "AWS_PROBE_TIMEOUT": (0.001, None, NO_TIMEOUT.format("/readyz and /metrics SQS") + ": /readyz answers 503"),
+    "READYZ_TIMEOUT_SECONDS": (
+        0.001,
+        None,
+        "the broker check cannot connect in no time, or the wait fails with ValueError (below 0): "
+        "/readyz answers 503 or 500",
+    ),
+    "OIDC_TIMEOUT": (0.001, None, NO_TIMEOUT.format("IdP") + ": nobody signs in, no API token is accepted"),
+    "SLACK_TIMEOUT": (0.001, None, NO_TIMEOUT.format("Slack") + ": no Slack message is sent"),
+    "EMAIL_TIMEOUT": (0.001, None, NO_TIMEOUT.format("SMTP") + ": no email is sent"),
+    "SESSION_COOKIE_AGE": (
+        1,
+        None,
+        "every sign-in fails: the session that holds its state has expired when the IdP sends the browser back",
+    ),
+    "OIDC_RENEW_ID_TOKEN_EXPIRY_SECONDS": (
+        1,
+        None,
+        "every page would send the browser to the IdP to re-check the sign-in, and back, without end "
+        "(OIDC_SESSION_REFRESH_SECONDS)",
+    ),
+    "API_TOKEN_LEEWAY_SECONDS": (
+        0,
+        300,
+        "access tokens are refused that much before they expire (below 0: a token shorter-lived than that "
+        "is never accepted), or accepted long after they expired (above 300)",
+    ),
+    "API_JWKS_CACHE_SECONDS": (1, None, "every API call with a token would fetch the IdP's keys again"),
+    "API_JWKS_REFETCH_SECONDS": (
+        1,
+        None,
+        "every token with a made-up key id would make the portal fetch the IdP's keys: anyone can flood the IdP",
+    ),
+    "API_AUDIT_EXPORT_LIMIT": (
+        1,
+        None,
+        "every audit export would be empty (0), or fail (below 0: a query cannot take a negative slice)",
+    ),
+    "NOTIFICATION_MAX_ATTEMPTS": (1, None, "no email or Slack message would ever be sent: each is given up unsent"),
+    "NOTIFICATION_RETRY_BACKOFF_SECONDS": (
+        1,
+        None,
+        "a failed send is retried at once (a short mail or Slack outage uses up every attempt), "
+        "or the retry fails with ValueError (below 0)",
+    ),
+    "NOTIFICATION_RETRY_BACKOFF_MAX_SECONDS": (
+        1,
+        None,
+        "a failed send is retried at once (a short mail or Slack outage uses up every attempt), "
+        "or the retry fails with ValueError (below 0)",
     ),
 }
 
@@ -231,8 +301,7 @@ def notification_settings_check(app_configs, **kwargs):
         messages.append(
             Warning("SLACK_GROUP_CHANNELS is set but Slack is off (no SLACK_BOT_TOKEN)", id="approvals.W101")
         )
-    if settings.NOTIFICATION_MAX_ATTEMPTS < 1:
-        messages.append(Error("NOTIFICATION_MAX_ATTEMPTS must be at least 1", id="approvals.E102"))
+    # NOTIFICATION_MAX_ATTEMPTS (E102 before) is in BOUNDED_SETTINGS: the worker checks it at start too.
     return messages
 
 

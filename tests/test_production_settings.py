@@ -244,6 +244,25 @@ def test_a_callback_lease_of_one_second_passes_the_check(tmp_path):
         ("SLACK_SSO_MAX_AGE_SECONDS", 0),
         ("READYZ_CACHE_SECONDS", 0.0),
         ("READYZ_CACHE_SECONDS", 61.0),
+        ("API_AUDIT_EXPORT_LIMIT", 0),
+        ("API_AUDIT_EXPORT_LIMIT", -100),
+        ("AWS_CONNECT_TIMEOUT", 0.0),
+        ("AWS_READ_TIMEOUT", -1.0),
+        ("AWS_PROBE_TIMEOUT", 0.0),
+        ("READYZ_TIMEOUT_SECONDS", 0.0),
+        ("OIDC_TIMEOUT", 0.0),
+        ("SLACK_TIMEOUT", -5.0),
+        ("EMAIL_TIMEOUT", 0.0),
+        ("READYZ_CONSUMER_MAX_AGE_SECONDS", 0),
+        ("OIDC_RENEW_ID_TOKEN_EXPIRY_SECONDS", 0),
+        ("SESSION_COOKIE_AGE", -1),
+        ("API_TOKEN_LEEWAY_SECONDS", -60),
+        ("API_TOKEN_LEEWAY_SECONDS", 301),
+        ("API_JWKS_CACHE_SECONDS", 0),
+        ("API_JWKS_REFETCH_SECONDS", 0),
+        ("NOTIFICATION_MAX_ATTEMPTS", 0),
+        ("NOTIFICATION_RETRY_BACKOFF_SECONDS", -1),
+        ("NOTIFICATION_RETRY_BACKOFF_MAX_SECONDS", 0),
     ],
 )
 def test_a_number_that_would_silently_stop_delivery_or_ingest_fails_the_check(settings, name, value):
@@ -269,3 +288,27 @@ def test_the_defaults_and_the_edges_of_each_range_pass_the_check(settings):
     settings.APPROVAL_CONSUMER_WAIT_SECONDS = 20
     settings.READYZ_CACHE_SECONDS = 60
     assert bounded_settings_check(None) == []
+    settings.API_AUDIT_EXPORT_LIMIT = 1
+    settings.API_TOKEN_LEEWAY_SECONDS = 0
+    settings.AWS_CONNECT_TIMEOUT = settings.OIDC_TIMEOUT = settings.EMAIL_TIMEOUT = 0.5
+    assert bounded_settings_check(None) == []
+    settings.API_TOKEN_LEEWAY_SECONDS = 300
+    assert bounded_settings_check(None) == []
+
+
+def test_an_audit_export_limit_of_zero_fails_check_deploy_because_every_export_would_be_empty(tmp_path):
+    result = check_deploy(production_env(tmp_path, API_AUDIT_EXPORT_LIMIT="0"))
+
+    assert result.returncode != 0
+    assert "approvals.E043" in result.stderr
+    assert "API_AUDIT_EXPORT_LIMIT is 0: it must be at least 1" in result.stderr
+
+
+def test_the_worker_refuses_to_start_with_a_timeout_of_no_seconds_for_aws(tmp_path):
+    # Every boto3 client would raise ValueError as it is made: nothing ingested, no callback sent.
+    env = production_env(tmp_path, AWS_CONNECT_TIMEOUT="0", CELERY_BROKER_URL="memory://")
+
+    result = run_python(env, "-m", "celery", "-A", "portal", "worker", "--concurrency", "1", "--loglevel", "WARNING")
+
+    assert result.returncode != 0
+    assert "Refusing to start" in result.stderr and "AWS_CONNECT_TIMEOUT is 0.0" in result.stderr
