@@ -420,6 +420,21 @@ def test_the_audit_trail_filters_and_exports_as_csv_and_json_lines(people, appro
     assert_problem(Api(people["alice"]).get("/api/v1/audit-events/"), 403, "permission_denied")
 
 
+def test_an_audit_export_limit_below_one_exports_nothing_which_is_why_the_check_refuses_it(people, approval, settings):
+    # approvals.E043 refuses these at start-up; here is what they would do.
+    carol = Api(people["carol"])
+    settings.API_AUDIT_EXPORT_LIMIT = 0
+
+    csv_text = b"".join(carol.get("/api/v1/audit-events/?format=csv").streaming_content).decode()
+    jsonl = b"".join(carol.get("/api/v1/audit-events/?format=jsonl").streaming_content).decode()
+
+    assert AuditEvent.objects.exists()
+    assert csv_text.splitlines() == ["id,at,action,actor,request,data"] and jsonl == ""  # no word why
+    settings.API_AUDIT_EXPORT_LIMIT = -1
+    with pytest.raises(ValueError, match="Negative indexing"):
+        carol.get("/api/v1/audit-events/?format=csv")
+
+
 def test_admins_list_and_discard_ingest_errors(people):
     services.ingest_error_record(sqs_message_id="bad-1", error=ContractError("invalid_json", "Not JSON"), body="{oops")
     carol = Api(people["carol"])

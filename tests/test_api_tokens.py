@@ -218,6 +218,45 @@ def test_an_unknown_kid_refetches_the_jwks_once_then_is_refused(api, alice, idp_
     assert jwks_fetches() == fetched + 1  # rate-limited: made-up kids don't hammer the IdP
 
 
+# What the bounds of approvals.E043 (BOUNDED_SETTINGS) keep from happening: the harm itself.
+def test_without_a_refetch_interval_every_made_up_kid_fetches_the_jwks_which_is_why_the_check_refuses_it(
+    api, alice, idp_key, log_dir
+):
+    api.API_JWKS_REFETCH_SECONDS = 0  # approvals.E043 refuses it at start-up
+    log = log_dir / "devidp.log"
+
+    def jwks_fetches() -> int:
+        barrier = f"/barrier-{uuid.uuid4().hex}"
+        requests.get(api.OIDC_OP_ISSUER.rstrip("/") + barrier, timeout=10)
+        wait_for(lambda: barrier in log.read_text(), timeout=10)
+        return log.read_text().count("/.well-known/jwks.json")
+
+    assert call(sign(claims_for(api.OIDC_OP_ISSUER), *idp_key)).status_code == 200
+    fetched = jwks_fetches()
+    for _ in range(3):
+        assert_refused(call(sign(claims_for(api.OIDC_OP_ISSUER), idp_key[0], "made-up-" + uuid.uuid4().hex)))
+    assert jwks_fetches() == fetched + 3  # one IdP request per junk token: anyone sets the pace
+
+
+def test_a_negative_leeway_refuses_a_good_token_which_is_why_the_check_refuses_it(api, alice, idp_key):
+    api.API_TOKEN_LEEWAY_SECONDS = -601  # approvals.E043 refuses it at start-up
+    token = sign(claims_for(api.OIDC_OP_ISSUER), *idp_key)  # valid for another 600 s
+
+    assert_refused(call(token))
+    api.API_TOKEN_LEEWAY_SECONDS = 0
+    assert call(token).status_code == 200
+
+
+def test_an_idp_timeout_of_no_seconds_answers_every_token_503_which_is_why_the_check_refuses_it(api, alice, idp_key):
+    api.OIDC_TIMEOUT = 0  # approvals.E043 refuses it at start-up
+    token = sign(claims_for(api.OIDC_OP_ISSUER), *idp_key)
+
+    # requests raises ValueError for the JWKS fetch before connecting: "the IdP is unavailable".
+    assert call(token).status_code == 503
+    api.OIDC_TIMEOUT = 10.0
+    assert call(token).status_code == 200
+
+
 def test_a_token_with_an_algorithm_outside_the_allow_list_is_refused(api, alice, idp_key):
     api.API_JWT_ALGORITHMS = ["PS256"]
 

@@ -573,6 +573,25 @@ def test_a_lost_enqueue_is_made_good_by_the_sweep(people, settings, celery_eager
     assert len(mail.outbox) == 3
 
 
+# What the bounds of approvals.E043 (BOUNDED_SETTINGS) keep from happening: the harm itself.
+def test_no_attempts_allowed_sends_no_mail_at_all_which_is_why_the_check_refuses_it(people, committed, settings):
+    settings.NOTIFICATION_MAX_ATTEMPTS = 0  # approvals.E043 refuses it, in the worker's start too
+
+    request = committed(ingest)
+
+    assert mail.outbox == []
+    assert set(Notification.objects.filter(request=request).values_list("status", flat=True)) == {"failed"}
+
+
+def test_a_backoff_below_one_second_retries_at_once_or_breaks_the_retry_which_is_why_the_check_refuses_it(settings):
+    settings.NOTIFICATION_RETRY_BACKOFF_SECONDS = 0  # approvals.E043 refuses both
+    assert {notify_tasks._backoff(retries) for retries in range(5)} == {0}  # an outage eats every attempt
+
+    settings.NOTIFICATION_RETRY_BACKOFF_SECONDS, settings.NOTIFICATION_RETRY_BACKOFF_MAX_SECONDS = 30, -1
+    with pytest.raises(ValueError, match="empty range"):
+        notify_tasks._backoff(1)
+
+
 def test_a_failure_planning_notifications_never_blocks_ingestion(people, settings, caplog):
     settings.SLACK_BOT_TOKEN = "xoxb-test"
     settings.SLACK_GROUP_CHANNELS = None  # a broken setting: planning raises

@@ -764,6 +764,30 @@ def test_a_session_refresh_brings_the_idps_current_groups(client, rogue):
     assert sso_groups(user) == set()
 
 
+def test_a_refresh_interval_of_no_seconds_sends_every_page_to_the_idp_without_end_which_is_why_the_check_refuses_it(
+    client, rogue, settings
+):
+    settings.OIDC_RENEW_ID_TOKEN_EXPIRY_SECONDS = 0  # approvals.E043 refuses it at start-up
+    response = sign_in(client, rogue)
+    assert response["Location"] == "/" and "_auth_user_id" in client.session
+
+    for _ in range(3):  # each trip back ends at "/", which starts the next: no page is ever shown
+        back, _ = callback(client, rogue, refresh_flow(client))
+        assert back["Location"] == "/"
+
+
+def test_a_session_age_of_no_seconds_never_keeps_a_sign_in_which_is_why_the_check_refuses_it(client, rogue, settings):
+    settings.SESSION_COOKIE_AGE = 0  # approvals.E043 refuses it at start-up
+
+    response = sign_in(client, rogue)
+
+    # The session that holds the sign-in's state and nonce has expired by the time the IdP sends
+    # the browser back: every sign-in fails, with nothing to say which setting did it.
+    assert response["Location"] == FAILURE_URL
+    assert "_auth_user_id" not in client.session
+    assert client.get("/").status_code == 302
+
+
 @pytest.mark.parametrize(
     ("path", "back_to"),
     [("//evil.example/", "/"), ("///evil.example/requests/", "/"), ("/out-of-office/?x=1", "/out-of-office/?x=1")],
