@@ -204,6 +204,12 @@ BOUNDED_SETTINGS = {
         None,
         "every audit export would be empty (0), or fail (below 0: a query cannot take a negative slice)",
     ),
+    "API_IDEMPOTENCY_KEY_HOURS": (
+        1,
+        None,
+        "the retention sweep forgets each Idempotency-Key as soon as it runs: a retried decision is "
+        "answered 409 instead of its first answer",
+    ),
     "NOTIFICATION_MAX_ATTEMPTS": (1, None, "no email or Slack message would ever be sent: each is given up unsent"),
     "NOTIFICATION_RETRY_BACKOFF_SECONDS": (
         1,

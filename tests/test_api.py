@@ -248,6 +248,23 @@ def test_the_retention_sweep_forgets_keys_older_than_their_hours_and_audits_the_
     assert AuditEvent.objects.filter(action="idempotency_keys_purged").count() == 1
 
 
+def test_keys_kept_for_no_hours_are_forgotten_by_the_next_sweep_which_is_why_the_check_refuses_it(
+    people, approval, settings
+):
+    from approvals.tasks.sweeps import erase_closed_tokens
+
+    settings.API_IDEMPOTENCY_KEY_HOURS = 0  # approvals.E043 refuses it at start-up
+    api = Api(people["alice"])
+    first = api.post(decision_url(approval), {"decision": "approve"}, **{"Idempotency-Key": "k-0"})
+    assert first.status_code == 201
+
+    erase_closed_tokens()  # the hourly retention sweep, run a moment later
+
+    # The client's retry (its connection broke before the 201) no longer gets its first answer.
+    retry = api.post(decision_url(approval), {"decision": "approve"}, **{"Idempotency-Key": "k-0"})
+    assert_problem(retry, 409, "already_decided")
+
+
 @pytest.mark.parametrize("key", ["", "x" * 201, "caf\u00e9"])
 def test_a_bad_idempotency_key_is_400(people, approval, key):
     response = Api(people["alice"]).post(decision_url(approval), {"decision": "approve"}, **{"Idempotency-Key": key})

@@ -263,6 +263,8 @@ def test_a_callback_lease_of_one_second_passes_the_check(tmp_path):
         ("NOTIFICATION_MAX_ATTEMPTS", 0),
         ("NOTIFICATION_RETRY_BACKOFF_SECONDS", -1),
         ("NOTIFICATION_RETRY_BACKOFF_MAX_SECONDS", 0),
+        ("API_IDEMPOTENCY_KEY_HOURS", 0),
+        ("API_IDEMPOTENCY_KEY_HOURS", -24),
     ],
 )
 def test_a_number_that_would_silently_stop_delivery_or_ingest_fails_the_check(settings, name, value):
