@@ -6,6 +6,7 @@ from cryptography.fernet import Fernet
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 from django.db import DatabaseError
+from rest_framework.throttling import SimpleRateThrottle
 
 from approvals.selectors.sources import sources_by_queue
 from approvals.stepfunctions import queue_identity
@@ -226,6 +227,20 @@ BOUNDED_SETTINGS = {
 }
 
 
+# The API's rates (REST_FRAMEWORK's DEFAULT_THROTTLE_RATES, by scope): what DRF cannot read makes
+# every API call a 500, and fewer than 1 call per period answers every call 429.
+THROTTLE_RATE_SETTINGS = {"user": "API_THROTTLE_USER", "service_account": "API_THROTTLE_SERVICE_ACCOUNT"}
+
+
+def _throttle_rate_allows_calls(rate: str) -> bool:
+    try:
+        # DRF's own reading of "<number>/<s|m|h|d...>"; it uses nothing of the instance.
+        calls, _period = SimpleRateThrottle.parse_rate(None, rate)
+    except (ValueError, KeyError, IndexError, AttributeError):
+        return False
+    return calls is not None and calls >= 1
+
+
 @register()
 def bounded_settings_check(app_configs, **kwargs):
     errors = []
@@ -234,6 +249,18 @@ def bounded_settings_check(app_configs, **kwargs):
         if value < lowest or (highest is not None and value > highest):
             span = f"at least {lowest}" if highest is None else f"from {lowest} to {highest}"
             errors.append(Error(f"{name} is {value}: it must be {span}, else {harm}.", id="approvals.E043"))
+    rates = settings.REST_FRAMEWORK.get("DEFAULT_THROTTLE_RATES", {})
+    for scope, name in THROTTLE_RATE_SETTINGS.items():
+        rate = rates.get(scope)
+        if not _throttle_rate_allows_calls(rate):
+            errors.append(
+                Error(
+                    f"{name} is {rate!r}: it must be at least 1 call per second, minute, hour or day "
+                    "(e.g. 600/minute), else every API call of these callers is answered 429 "
+                    "(fewer than 1) or fails with a 500 (a rate DRF cannot read).",
+                    id="approvals.E043",
+                )
+            )
     return errors
 
 

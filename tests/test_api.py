@@ -248,6 +248,22 @@ def test_the_retention_sweep_forgets_keys_older_than_their_hours_and_audits_the_
     assert AuditEvent.objects.filter(action="idempotency_keys_purged").count() == 1
 
 
+@pytest.mark.parametrize(("rate", "status"), [("0/minute", 429), ("600/fortnight", None)])
+def test_an_api_rate_of_none_or_a_misspelt_one_refuses_every_call_which_is_why_the_check_refuses_it(
+    people, settings, rate, status
+):
+    # approvals.E043 refuses both at start-up (API_THROTTLE_USER); here is what they would do.
+    rates = settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {**rates, "user": rate}}
+    api = Api(people["alice"])
+
+    if status is None:  # a period DRF does not know: KeyError, a 500 for every call
+        with pytest.raises(KeyError):
+            api.get("/api/v1/inbox/")
+    else:
+        assert_problem(api.get("/api/v1/inbox/"), status, "throttled")  # the first call of the day
+
+
 def test_keys_kept_for_no_hours_are_forgotten_by_the_next_sweep_which_is_why_the_check_refuses_it(
     people, approval, settings
 ):

@@ -278,6 +278,28 @@ def test_a_number_that_would_silently_stop_delivery_or_ingest_fails_the_check(se
     assert error.msg.startswith(f"{name} is {value}: it must be ")
 
 
+@pytest.mark.parametrize(
+    ("scope", "rate"),
+    [
+        ("user", "0/minute"),
+        ("service_account", "-5/minute"),
+        ("user", "600/fortnight"),
+        ("service_account", "600 per minute"),
+        ("user", ""),
+    ],
+)
+def test_an_api_rate_that_would_refuse_or_break_every_call_fails_the_check(settings, scope, rate):
+    from approvals.checks import bounded_settings_check
+
+    rates = settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {**rates, scope: rate}}
+
+    [error] = bounded_settings_check(None)
+
+    assert error.id == "approvals.E043"
+    assert error.msg.startswith(f"API_THROTTLE_{scope.upper()} is {rate!r}: it must be ")
+
+
 def test_the_defaults_and_the_edges_of_each_range_pass_the_check(settings):
     from approvals.checks import bounded_settings_check
 
@@ -295,6 +317,9 @@ def test_the_defaults_and_the_edges_of_each_range_pass_the_check(settings):
     settings.AWS_CONNECT_TIMEOUT = settings.OIDC_TIMEOUT = settings.EMAIL_TIMEOUT = 0.5
     assert bounded_settings_check(None) == []
     settings.API_TOKEN_LEEWAY_SECONDS = 300
+    assert bounded_settings_check(None) == []
+    rates = {"user": "1/second", "service_account": "100000/day"}
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": rates}
     assert bounded_settings_check(None) == []
 
 
