@@ -205,6 +205,12 @@ BOUNDED_SETTINGS = {
         None,
         "every audit export would be empty (0), or fail (below 0: a query cannot take a negative slice)",
     ),
+    "SECURE_HSTS_SECONDS": (
+        0,
+        None,
+        "browsers ignore the header's negative max-age: no HSTS, and Django's own check (security.W004) "
+        "warns only of 0",
+    ),
     "API_IDEMPOTENCY_KEY_HOURS": (
         1,
         None,

@@ -265,6 +265,7 @@ def test_a_callback_lease_of_one_second_passes_the_check(tmp_path):
         ("NOTIFICATION_RETRY_BACKOFF_MAX_SECONDS", 0),
         ("API_IDEMPOTENCY_KEY_HOURS", 0),
         ("API_IDEMPOTENCY_KEY_HOURS", -24),
+        ("SECURE_HSTS_SECONDS", -1),
     ],
 )
 def test_a_number_that_would_silently_stop_delivery_or_ingest_fails_the_check(settings, name, value):
@@ -329,6 +330,20 @@ def test_an_audit_export_limit_of_zero_fails_check_deploy_because_every_export_w
     assert result.returncode != 0
     assert "approvals.E043" in result.stderr
     assert "API_AUDIT_EXPORT_LIMIT is 0: it must be at least 1" in result.stderr
+
+
+def test_a_negative_hsts_age_is_sent_as_is_and_passes_djangos_own_check_which_is_why_e043_refuses_it(tmp_path):
+    # Browsers ignore a Strict-Transport-Security whose max-age is no delta-seconds (RFC 6797):
+    # HSTS is off, and Django's security.W004 looks only for 0.
+    from django.test import Client, override_settings
+
+    with override_settings(SECURE_HSTS_SECONDS=-1, SECURE_SSL_REDIRECT=False):
+        response = Client().get("/healthz", secure=True)
+    assert response["Strict-Transport-Security"].startswith("max-age=-1")
+
+    result = check_deploy(production_env(tmp_path, SECURE_HSTS_SECONDS="-1"))
+    assert "?: (security.W004)" not in result.stderr  # Django says nothing of it
+    assert "SECURE_HSTS_SECONDS is -1: it must be at least 0" in result.stderr
 
 
 def test_the_worker_refuses_to_start_with_a_timeout_of_no_seconds_for_aws(tmp_path):
