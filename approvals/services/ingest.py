@@ -23,6 +23,7 @@ from approvals.models import (
     AuditAction,
     AuditEvent,
     IngestError,
+    RequestStatus,
     User,
 )
 from approvals.ops import metrics
@@ -30,7 +31,7 @@ from approvals.redaction import redact, redact_body
 from approvals.selectors import trust
 from approvals.selectors.sources import sources_by_account as read_sources_by_account
 from approvals.services.common import SYSTEM, ApprovalError, audit
-from approvals.services.notifications import new_requests_notify
+from approvals.services.notifications import new_requests_notify, outcomes_notify
 from approvals.services.sources import source_trust_check
 from portal.logging import bind_log_context
 
@@ -72,6 +73,24 @@ def _effective_deadline(
     return min(candidates) if candidates else None
 
 
+def _timed_out_before_arrival(deadline: datetime | None, received_at: datetime) -> bool:
+    """Did Step Functions stop waiting before the message arrived?
+
+    Only `timeoutSeconds` can put a deadline behind the receipt (a past `approvalDeadline` is no
+    deadline): counted from the send, as Step Functions' timer is, it ran out while the message
+    waited in the queue (workers down, a backlog, a redrive from the dead-letter queue that kept
+    `approvalFirstSentTimestamp`). The task failed with States.Timeout and its token is dead.
+    """
+    return deadline is not None and deadline <= received_at
+
+
+TIMED_OUT_BEFORE_ARRIVAL = (
+    "The message arrived after its deadline: its timeoutSeconds, counted from when Step Functions "
+    "sent it, ran out while it waited in the queue, so Step Functions had already stopped waiting "
+    "(States.Timeout). Nobody was asked to decide it and Step Functions was not called."
+)
+
+
 def _policy_fields(message: ApprovalMessage, policy: ApprovalPolicy | None) -> dict:
     """The message's policy over the admins' default; separation of duties from the default only."""
 
@@ -103,6 +122,8 @@ def _request_fields(
     """The new request's columns (all but its fingerprint)."""
     received_at = timezone.now()
     sent_at = min(sent_at, received_at) if sent_at is not None else None  # never after the receipt
+    deadline = _effective_deadline(message, received_at, sent_at)
+    timed_out = _timed_out_before_arrival(deadline, received_at)
     return {
         "title": message.title,
         "details": message.details,
@@ -112,7 +133,7 @@ def _request_fields(
         "execution_arn": message.execution_arn,
         "state_machine_arn": message.state_machine_arn,
         "state_name": message.state_name,
-        "deadline": _effective_deadline(message, received_at, sent_at),
+        "deadline": deadline,
         "timeout_seconds": message.timeout_seconds,
         "heartbeat_seconds": message.heartbeat_seconds,
         "token_ciphertext": tokens.encrypt_token(message.task_token),
@@ -124,9 +145,13 @@ def _request_fields(
         "form_schema": message.form,
         "form_field_order": list(message.form["properties"]) if message.form else None,
         "source": source,
+        # Step Functions closed it before it arrived: stored closed, nobody decided it.
+        "status": RequestStatus.EXPIRED if timed_out else RequestStatus.PENDING,
+        "decided_at": received_at if timed_out else None,
         # Its "new request" notifications are planned after the commit (services/notifications.py,
-        # new_requests_notify): unplanned from the start, in the insert itself.
-        "notifications_unplanned_since": received_at,
+        # new_requests_notify): unplanned from the start, in the insert itself. None for a request
+        # that arrived closed: nobody is asked to decide what can no longer be decided.
+        "notifications_unplanned_since": None if timed_out else received_at,
         **_policy_fields(message, policy),
     }
 
@@ -165,8 +190,40 @@ def _notify_new(requests: list[ApprovalRequest]) -> None:
     """Tell the approvers of these new requests: the one place ingest does, for the batch and the
     single path. Cheap here (they were inserted marked unplanned: nothing more to write); the
     targets are computed and the rows made after the commit, in one task per call
-    (services/notifications.py)."""
-    new_requests_notify(requests=requests)
+    (services/notifications.py).
+
+    A request that arrived closed (`_timed_out_before_arrival`) asks no approver: only its
+    requester hears how it ended, as when Step Functions closes a waiting request."""
+    new_requests_notify(requests=[request for request in requests if request.is_pending])
+    closed = [request for request in requests if not request.is_pending]
+    if closed:
+        outcomes_notify(requests=closed)  # exception-safe; sent after commit
+
+
+def _closed_on_arrival_events(requests: list[ApprovalRequest]) -> list[AuditEvent]:
+    """The audit events (not yet saved) of the requests that arrived closed: why nobody decides."""
+    events = []
+    for request in requests:
+        if request.is_pending:
+            continue
+        data = {
+            "code": "timed_out_before_arrival",
+            "previous_status": RequestStatus.PENDING,
+            "deadline": request.deadline.isoformat(),
+            "message_sent_at": request.message_sent_at.isoformat() if request.message_sent_at else None,
+            "timeout_seconds": request.timeout_seconds,
+            "reason": TIMED_OUT_BEFORE_ARRIVAL,
+        }
+        events.append(
+            AuditEvent(
+                request=request,
+                actor=None,
+                actor_label=SYSTEM,
+                action=AuditAction.CLOSED_BY_STEP_FUNCTIONS,
+                data=data,
+            )
+        )
+    return events
 
 
 def _log_ingested_on_commit(stored: list[tuple[ApprovalRequest, str]]) -> None:
@@ -176,6 +233,12 @@ def _log_ingested_on_commit(stored: list[tuple[ApprovalRequest, str]]) -> None:
         for request, sqs_message_id in stored:
             bind_log_context(message_id=sqs_message_id, approval_id=request.public_id)
             logger.info("ingested approval request %s from message %s", request.public_id, sqs_message_id)
+            if not request.is_pending:
+                logger.warning(
+                    "approval request %s arrived after its deadline (%s): closed by Step Functions, no approver told",
+                    request.public_id,
+                    request.deadline.isoformat(),
+                )
 
     transaction.on_commit(log, robust=True)
 
@@ -218,6 +281,8 @@ def approval_request_ingest(
 
     Assignment.objects.bulk_create(_assignments(request, trusted))
     _ingested_event(request=request, sqs_message_id=sqs_message_id, trusted=trusted, policy=policy).save()
+    for event in _closed_on_arrival_events([request]):
+        event.save()
     _notify_new([request])  # exception-safe; sent after commit
     bind_log_context(approval_id=request.public_id)
     metrics.request_ingested(state_machine_arn=request.state_machine_arn)
@@ -522,6 +587,7 @@ def _batch_store(
                 )
                 for (index, _, trusted, policy), request in stored
             ]
+            + _closed_on_arrival_events(requests)
         )
         for (index, _, _, _), request in stored:
             outcomes[index].request, outcomes[index].created = request, True
