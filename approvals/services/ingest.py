@@ -63,7 +63,7 @@ def _effective_deadline(
     so a past value is not a deadline; `timeoutSeconds` counts from when the message was sent
     (`sent_at`, else receipt): Step Functions' timer starts with the task, when it sends the
     message, so a message that waited in the queue has used part of it (all of it: the deadline
-    is already past, and the expiry sweep closes the request as Step Functions closed the task).
+    is already past: the request is stored closed by Step Functions, `_timed_out_before_arrival`).
     """
     candidates = []
     if message.deadline is not None and message.deadline > received_at:
