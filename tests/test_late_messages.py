@@ -93,15 +93,19 @@ def people(db):
     return {"alice": make("alice", "finance-approvers"), "erin": make("erin", "finance-approvers"), "bob": make("bob")}
 
 
-def timing_out_state_machine(aws) -> str:
-    """The example state machine whose task times out after 1 s, and says so in its message."""
+def timing_out_state_machine(aws, timer: str) -> str:
+    """The example state machine whose task times out after 1 s, and says so in its message:
+    by its TimeoutSeconds (`timer` "timeout"), or by a heartbeat it never got ("heartbeat")."""
     definition = demo_definition(aws.APPROVAL_QUEUE_URL, from_input=True)
     task = definition["States"]["WaitForApproval"]
-    task.pop("HeartbeatSeconds")
-    task["TimeoutSeconds"] = 1
     body = task["Parameters"]["MessageBody"]
-    body.pop("heartbeatSeconds")
-    body["timeoutSeconds"] = 1
+    if timer == "timeout":
+        task.pop("HeartbeatSeconds")
+        body.pop("heartbeatSeconds")
+        task["TimeoutSeconds"] = body["timeoutSeconds"] = 1
+    else:
+        task["HeartbeatSeconds"] = body["heartbeatSeconds"] = 1
+        task["TimeoutSeconds"] = body["timeoutSeconds"] = 3600
     return gateway.ensure_state_machine(
         name=f"late-{uuid.uuid4().hex[:8]}",
         definition=definition,
@@ -109,28 +113,34 @@ def timing_out_state_machine(aws) -> str:
     )
 
 
-def arrived_late(aws) -> tuple[str, ApprovalRequest]:
+def arrived_late(aws, timer: str) -> tuple[str, ApprovalRequest]:
     """A real execution whose task timed out while its message waited in the queue (the workers
     were down), then ingested by the consumer as in production."""
     execution_arn = gateway.start_execution(
-        state_machine_arn=timing_out_state_machine(aws),
+        state_machine_arn=timing_out_state_machine(aws, timer),
         name=f"late-{uuid.uuid4().hex[:12]}",
         execution_input=EXECUTION_INPUT,
     )
     execution = wait_for_execution_end(execution_arn)
-    assert execution["status"] == "FAILED" and execution["error"] == "ApprovalTimedOut"  # caught States.Timeout
-    # The workers come back after Step Functions gave up (the moto server starts the timer just
-    # after its send, AWS just before): the message is received after the task's end.
-    wait_for(lambda: timezone.now() > execution["stopDate"], interval=0.05)
+    # The example catches States.Timeout (the moto server's error for a missed heartbeat too).
+    assert execution["status"] == "FAILED" and execution["error"] == "ApprovalTimedOut"
+    # The workers come back after Step Functions gave up. The message was sent before the task
+    # ended, so a second (the timer) after its end the timer has run out counted from the send
+    # too, whichever of the send and the timer's start the emulator did first.
+    wait_for(lambda: timezone.now() > execution["stopDate"] + timedelta(seconds=1), interval=0.05)
     consume_once(queue_url=aws.APPROVAL_QUEUE_URL, wait_seconds=1, visibility_timeout=30, max_bytes=256 * 1024)
     return execution_arn, ApprovalRequest.objects.get(execution_arn=execution_arn)
 
 
+@pytest.mark.parametrize("timer", ["timeout", "heartbeat"])
 def test_a_message_that_arrives_after_its_task_timed_out_asks_nobody_to_decide_and_is_closed_by_step_functions(
-    aws, people, slack_api, celery_eager
+    aws, people, slack_api, celery_eager, timer
 ):
-    execution_arn, request = arrived_late(aws)
-    assert request.message_sent_at < request.deadline <= request.received_at  # it waited past its timeout
+    execution_arn, request = arrived_late(aws, timer)
+    # It waited in the queue past its timeout, or past the first heartbeat its task needed.
+    seconds = request.timeout_seconds if timer == "timeout" else request.heartbeat_seconds
+    stopped_waiting = request.message_sent_at + timedelta(seconds=seconds)
+    assert request.message_sent_at < stopped_waiting <= request.received_at
 
     # Stored as what it is: Step Functions closed it (no callback, nobody decided), at once, not
     # "pending" until beat's expiry sweep comes by.
@@ -139,8 +149,9 @@ def test_a_message_that_arrives_after_its_task_timed_out_asks_nobody_to_decide_a
     assert delivery.request_status_label(request) == "Closed by Step Functions"
     event = AuditEvent.objects.get(request=request, action="closed_by_step_functions")
     assert event.actor is None and event.data["code"] == "timed_out_before_arrival"
-    assert event.data["deadline"] == request.deadline.isoformat()
-    assert "timeoutSeconds" in event.data["reason"]
+    assert event.data["stopped_waiting_at"] == stopped_waiting.isoformat()
+    assert event.data["timer"] == f"{timer}Seconds"
+    assert f"{timer}Seconds" in event.data["reason"]
 
     # No approver is asked, on any channel, not even by a planned row the send would skip.
     approvers = {"alice@example.com", "erin@example.com"}

@@ -73,21 +73,43 @@ def _effective_deadline(
     return min(candidates) if candidates else None
 
 
-def _timed_out_before_arrival(deadline: datetime | None, received_at: datetime) -> bool:
-    """Did Step Functions stop waiting before the message arrived?
+def _timed_out_before_arrival(
+    *, deadline: datetime | None, heartbeat_seconds: int | None, sent_at: datetime | None, received_at: datetime
+) -> tuple[str, datetime] | None:
+    """(the timer, when it ran out) if Step Functions stopped waiting before the message arrived.
 
-    Only `timeoutSeconds` can put a deadline behind the receipt (a past `approvalDeadline` is no
-    deadline): counted from the send, as Step Functions' timer is, it ran out while the message
-    waited in the queue (workers down, a backlog, a redrive from the dead-letter queue that kept
-    `approvalFirstSentTimestamp`). The task failed with States.Timeout and its token is dead.
+    Both of the task's timers start when Step Functions sends the message, and both ran out
+    while it waited in the queue (workers down, a backlog, a redrive from the dead-letter queue
+    that kept `approvalFirstSentTimestamp`): the task failed with States.Timeout (or
+    States.HeartbeatTimeout) and its token is dead. Only `timeoutSeconds` can put the deadline
+    behind the receipt (a past `approvalDeadline` is no deadline). `heartbeatSeconds`: the first
+    heartbeat was due that long after the send, and nobody could send it before the message
+    arrived (only with a sent time: counted from receipt, it has not run out).
     """
-    return deadline is not None and deadline <= received_at
+    ran_out = []
+    if deadline is not None and deadline <= received_at:
+        ran_out.append((deadline, "timeoutSeconds"))
+    if heartbeat_seconds and sent_at is not None and sent_at + timedelta(seconds=heartbeat_seconds) <= received_at:
+        ran_out.append((sent_at + timedelta(seconds=heartbeat_seconds), "heartbeatSeconds"))
+    if not ran_out:
+        return None
+    when, timer = min(ran_out)  # the first to run out is what Step Functions failed the task with
+    return timer, when
+
+
+def _request_timed_out_before_arrival(request: ApprovalRequest) -> tuple[str, datetime] | None:
+    return _timed_out_before_arrival(
+        deadline=request.deadline,
+        heartbeat_seconds=request.heartbeat_seconds,
+        sent_at=request.message_sent_at,
+        received_at=request.received_at,
+    )
 
 
 TIMED_OUT_BEFORE_ARRIVAL = (
-    "The message arrived after its deadline: its timeoutSeconds, counted from when Step Functions "
-    "sent it, ran out while it waited in the queue, so Step Functions had already stopped waiting "
-    "(States.Timeout). Nobody was asked to decide it and Step Functions was not called."
+    "The message arrived after Step Functions had stopped waiting for it: its {timer}, counted "
+    "from when Step Functions sent it, ran out while it waited in the queue ({when}). Nobody was "
+    "asked to decide it and Step Functions was not called."
 )
 
 
@@ -123,7 +145,9 @@ def _request_fields(
     received_at = timezone.now()
     sent_at = min(sent_at, received_at) if sent_at is not None else None  # never after the receipt
     deadline = _effective_deadline(message, received_at, sent_at)
-    timed_out = _timed_out_before_arrival(deadline, received_at)
+    timed_out = _timed_out_before_arrival(
+        deadline=deadline, heartbeat_seconds=message.heartbeat_seconds, sent_at=sent_at, received_at=received_at
+    )
     return {
         "title": message.title,
         "details": message.details,
@@ -204,15 +228,20 @@ def _closed_on_arrival_events(requests: list[ApprovalRequest]) -> list[AuditEven
     """The audit events (not yet saved) of the requests that arrived closed: why nobody decides."""
     events = []
     for request in requests:
-        if request.is_pending:
+        timed_out = None if request.is_pending else _request_timed_out_before_arrival(request)
+        if timed_out is None:
             continue
+        timer, stopped_waiting_at = timed_out
         data = {
             "code": "timed_out_before_arrival",
             "previous_status": RequestStatus.PENDING,
-            "deadline": request.deadline.isoformat(),
+            "timer": timer,
+            "stopped_waiting_at": stopped_waiting_at.isoformat(),
+            "deadline": request.deadline.isoformat() if request.deadline else None,
             "message_sent_at": request.message_sent_at.isoformat() if request.message_sent_at else None,
             "timeout_seconds": request.timeout_seconds,
-            "reason": TIMED_OUT_BEFORE_ARRIVAL,
+            "heartbeat_seconds": request.heartbeat_seconds,
+            "reason": TIMED_OUT_BEFORE_ARRIVAL.format(timer=timer, when=stopped_waiting_at.isoformat()),
         }
         events.append(
             AuditEvent(
@@ -235,9 +264,9 @@ def _log_ingested_on_commit(stored: list[tuple[ApprovalRequest, str]]) -> None:
             logger.info("ingested approval request %s from message %s", request.public_id, sqs_message_id)
             if not request.is_pending:
                 logger.warning(
-                    "approval request %s arrived after its deadline (%s): closed by Step Functions, no approver told",
+                    "approval request %s arrived after Step Functions stopped waiting: closed by Step Functions, "
+                    "no approver told",
                     request.public_id,
-                    request.deadline.isoformat(),
                 )
 
     transaction.on_commit(log, robust=True)
