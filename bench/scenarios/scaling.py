@@ -196,8 +196,16 @@ def admin_summary(bench, matrix: dict, sizes: list[int]) -> None:
         by_page.setdefault(r["page"], {})[r["rows"]] = r
     worst_page, worst = "", 0.0
     unequal = []
+    # Every admin page's p95 at the largest size is held to 200 ms; the ratio goal is the
+    # changelists' (the operations dashboard's last 30 days hold more decisions in a larger table).
+    slowest_page, slowest = max(
+        ((page, series[sizes[-1]]["p95_ms"]) for page, series in by_page.items() if sizes[-1] in series),
+        key=lambda item: item[1],
+        default=("", 0.0),
+    )
     for page, series in by_page.items():
-        if sizes[0] in series and sizes[-1] in series and series[sizes[0]]["p95_ms"]:
+        changelist = any(r["url"].startswith("/admin/approvals/") for r in series.values())
+        if changelist and sizes[0] in series and sizes[-1] in series and series[sizes[0]]["p95_ms"]:
             ratio = series[sizes[-1]]["p95_ms"] / series[sizes[0]]["p95_ms"]
             if ratio > worst:
                 worst_page, worst = page, ratio
@@ -209,13 +217,20 @@ def admin_summary(bench, matrix: dict, sizes: list[int]) -> None:
     bench.rows.append(
         Row(
             "5 scaling",
-            f"admin matrix: {len(by_page)} changelist pages",
+            f"admin matrix: {len(by_page)} admin pages",
             n=len(matrix.get("results", [])),
             ratio=worst,
-            goal="p95 ≤ 1.5 × @1k, = queries",
-            passed=worst <= 1.5 and not unequal,
-            notes=f"bench/admin_changelist.py; worst p95 ratio on '{worst_page}' (rows shown: {shown}); pages "
+            goal="changelists p95 ≤ 1.5 × @1k, = queries; every page < 200 ms",
+            passed=worst <= 1.5 and not unequal and slowest < 200,
+            notes=f"bench/admin_changelist.py; worst changelist p95 ratio on '{worst_page}' (rows shown: {shown}); "
+            f"slowest page at {sizes[-1]:,}: '{slowest_page}' {slowest:.0f} ms p95; pages "
             f"whose query count changes with size: {unequal or 'none'}; full table in var/bench/admin_changelist.json",
-            extra={"worst_page": worst_page, "worst_page_rows_shown": shown, "unequal_queries": unequal},
+            extra={
+                "worst_page": worst_page,
+                "worst_page_rows_shown": shown,
+                "unequal_queries": unequal,
+                "slowest_page": slowest_page,
+                "slowest_p95_ms": slowest,
+            },
         )
     )
