@@ -191,6 +191,25 @@ def input_state_machine(aws):
 
 
 # ---------------------------------------------------------------------------
+# Celery's eager mode
+# ---------------------------------------------------------------------------
+@pytest.fixture
+def celery_eager():
+    """Run tasks in-process when queued (Celery's eager mode) instead of publishing to the broker.
+
+    Not propagating: a task's autoretry then runs the retry right away (eager ignores the
+    countdown), as a worker would after the backoff. (test_callbacks.py and test_sources.py
+    have their own, propagating.)
+    """
+    from portal.celery import app
+
+    old = (app.conf.task_always_eager, app.conf.task_eager_propagates)
+    app.conf.task_always_eager, app.conf.task_eager_propagates = True, False
+    yield
+    app.conf.task_always_eager, app.conf.task_eager_propagates = old
+
+
+# ---------------------------------------------------------------------------
 # Approver trust: the tests' messages name their approvers
 # ---------------------------------------------------------------------------
 @pytest.fixture(autouse=True)

@@ -35,9 +35,8 @@ from approvals.models import (
     Vote,
 )
 from approvals.tasks import expire_overdue_requests
-from portal.celery import app as celery_app
 from tests.support import make_user, signed_in, wait_for, wait_for_execution_end
-from tests.test_slack import BOT_TOKEN, SIGNING_SECRET, SLACK_IDS, TEAM, SlackStandIn, post_signed
+from tests.test_slack import SLACK_IDS, TEAM, post_signed, slack_stand_in
 from worker.consumer import consume_once
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -53,24 +52,8 @@ EXECUTION_INPUT = {
 
 
 @pytest.fixture
-def celery_eager():
-    old = (celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates)
-    celery_app.conf.task_always_eager = True
-    celery_app.conf.task_eager_propagates = False
-    yield
-    celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates = old
-
-
-@pytest.fixture
 def slack_api(settings):
-    stand_in = SlackStandIn()
-    settings.SLACK_API_URL = f"{stand_in.url}/api"
-    settings.SLACK_BOT_TOKEN = BOT_TOKEN
-    settings.SLACK_SIGNING_SECRET = SIGNING_SECRET
-    settings.SLACK_GROUP_CHANNELS = {}
-    settings.SLACK_TIMEOUT = 3
-    settings.SLACK_TEAM_ID = TEAM
-    settings.NOTIFICATION_EMAIL_ENABLED = True  # both channels
+    stand_in = slack_stand_in(settings, email=True)  # both channels
     yield stand_in
     stand_in.stop()
 

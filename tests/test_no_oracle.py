@@ -29,7 +29,6 @@ from approvals.models import ApprovalRequest, AuditEvent, Notification, RequestS
 from approvals.roles import APPROVER_ACCESS_GROUP
 from approvals.services import notifications as notification_services
 from approvals.tasks import notifications as notify_tasks
-from portal.celery import app as celery_app
 from tests.support import make_user, new_request_notifications_planned, signed_in
 
 pytestmark = pytest.mark.django_db
@@ -196,15 +195,6 @@ def test_the_inbox_lists_only_state_machines_of_requests_the_user_may_see(people
 # ---------------------------------------------------------------------------
 # Notifications only to the allowed email domains
 # ---------------------------------------------------------------------------
-@pytest.fixture
-def celery_eager():
-    old = (celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates)
-    celery_app.conf.task_always_eager = True
-    celery_app.conf.task_eager_propagates = False
-    yield
-    celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates = old
-
-
 @pytest.fixture
 def committed(django_capture_on_commit_callbacks, celery_eager):
     def run(function, *args, **kwargs):

@@ -72,16 +72,6 @@ def rules(settings, people):
     return settings
 
 
-@pytest.fixture
-def celery_eager():
-    from portal.celery import app
-
-    old = (app.conf.task_always_eager, app.conf.task_eager_propagates)
-    app.conf.task_always_eager, app.conf.task_eager_propagates = True, False
-    yield
-    app.conf.task_always_eager, app.conf.task_eager_propagates = old
-
-
 def ingest(approvers: dict, requester: str = "bob@example.com", title: str = "Approve order 1234") -> ApprovalRequest:
     """In a plain `db` test the ingest's on-commit hooks never run: the request stays unplanned."""
     body = {"taskToken": str(uuid.uuid4()), "title": title, "requester": requester, "approvers": approvers}

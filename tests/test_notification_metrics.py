@@ -19,10 +19,9 @@ from approvals.models import ApprovalRequest, Notification, User
 from approvals.ops import metrics
 from approvals.services import notifications as notification_services
 from approvals.tasks import notifications as notify_tasks
-from portal.celery import app as celery_app
 from tests.conftest import free_port
 from tests.support import make_user, new_request_notifications_planned
-from tests.test_slack import BOT_TOKEN, SIGNING_SECRET, TEAM, SlackStandIn
+from tests.test_slack import slack_stand_in
 
 pytestmark = pytest.mark.django_db
 
@@ -43,15 +42,6 @@ def counted() -> dict[tuple[str, str], float]:
 
 def moved(before: dict, after: dict) -> dict[tuple[str, str], float]:
     return {key: after[key] - before[key] for key in after if after[key] != before[key]}
-
-
-@pytest.fixture
-def celery_eager():
-    old = (celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates)
-    celery_app.conf.task_always_eager = True
-    celery_app.conf.task_eager_propagates = False  # autoretry runs the retries right away
-    yield
-    celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates = old
 
 
 @pytest.fixture
@@ -76,14 +66,7 @@ def people(db):
 
 @pytest.fixture
 def slack_api(settings):
-    stand_in = SlackStandIn()
-    settings.SLACK_API_URL = f"{stand_in.url}/api"
-    settings.SLACK_BOT_TOKEN = BOT_TOKEN
-    settings.SLACK_SIGNING_SECRET = SIGNING_SECRET
-    settings.SLACK_GROUP_CHANNELS = {}
-    settings.SLACK_TIMEOUT = 3
-    settings.SLACK_TEAM_ID = TEAM
-    settings.NOTIFICATION_EMAIL_ENABLED = False
+    stand_in = slack_stand_in(settings, email=False)
     yield stand_in
     stand_in.stop()
 

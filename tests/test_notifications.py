@@ -38,7 +38,6 @@ from approvals.models import (
 from approvals.selectors.notifications import follow_up_due_request_ids
 from approvals.services import notifications as notification_services
 from approvals.tasks import notifications as notify_tasks
-from portal.celery import app as celery_app
 from tests.conftest import free_port
 from tests.support import (
     breaking_for,
@@ -60,20 +59,6 @@ HOSTILE_DETAILS = {"supplier": "<img src=x onerror=alert(1)>", "note": "Müller 
 # ---------------------------------------------------------------------------
 # Fixtures and helpers
 # ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def celery_eager():
-    """Run tasks in-process when queued (Celery's eager mode) instead of publishing to the broker.
-
-    Not propagating: a task's autoretry then runs the retry right away (eager ignores the
-    countdown), as a worker would after the backoff.
-    """
-    old = (celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates)
-    celery_app.conf.task_always_eager = True
-    celery_app.conf.task_eager_propagates = False
-    yield
-    celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates = old
 
 
 @pytest.fixture

@@ -154,8 +154,9 @@ class SlackStandIn:
         self.server.server_close()
 
 
-@pytest.fixture
-def slack_api(settings):
+def slack_stand_in(settings, *, email: bool) -> SlackStandIn:
+    """A Slack stand-in started, and the portal's Slack settings pointing at it; `email`: mail is
+    sent beside Slack (the caller stops the stand-in)."""
     stand_in = SlackStandIn()
     settings.SLACK_API_URL = f"{stand_in.url}/api"
     settings.SLACK_BOT_TOKEN = BOT_TOKEN
@@ -163,18 +164,15 @@ def slack_api(settings):
     settings.SLACK_GROUP_CHANNELS = {}
     settings.SLACK_TIMEOUT = 3
     settings.SLACK_TEAM_ID = TEAM
-    settings.NOTIFICATION_EMAIL_ENABLED = False  # this file is about Slack
-    yield stand_in
-    stand_in.stop()
+    settings.NOTIFICATION_EMAIL_ENABLED = email
+    return stand_in
 
 
 @pytest.fixture
-def celery_eager():
-    old = (celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates)
-    celery_app.conf.task_always_eager = True
-    celery_app.conf.task_eager_propagates = False  # autoretry runs the retries right away
-    yield
-    celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates = old
+def slack_api(settings):
+    stand_in = slack_stand_in(settings, email=False)  # this file is about Slack
+    yield stand_in
+    stand_in.stop()
 
 
 @pytest.fixture
