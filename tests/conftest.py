@@ -209,6 +209,17 @@ def celery_eager():
     app.conf.task_always_eager, app.conf.task_eager_propagates = old
 
 
+@pytest.fixture
+def committed(django_capture_on_commit_callbacks, celery_eager):
+    """Run a service and then its on-commit hooks, as a real commit would: the sends happen."""
+
+    def run(function, *args, **kwargs):
+        with django_capture_on_commit_callbacks(execute=True):
+            return function(*args, **kwargs)
+
+    return run
+
+
 # ---------------------------------------------------------------------------
 # Approver trust: the tests' messages name their approvers
 # ---------------------------------------------------------------------------

@@ -16,7 +16,6 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Group
 from django.core import mail
 from django.utils import timezone
 
@@ -30,13 +29,11 @@ from approvals.models import (
     Callback,
     Notification,
     RequestStatus,
-    SlackIdentity,
-    User,
     Vote,
 )
 from approvals.tasks import expire_overdue_requests
 from tests.support import make_user, signed_in, wait_for, wait_for_execution_end
-from tests.test_slack import SLACK_IDS, TEAM, post_signed, slack_stand_in
+from tests.test_slack import TEAM, post_signed, slack_person, slack_stand_in
 from worker.consumer import consume_once
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -60,20 +57,11 @@ def slack_api(settings):
 
 @pytest.fixture
 def people(db):
-    def make(username: str, *groups: str) -> User:
-        user = User.objects.create_user(
-            username=username,
-            email=f"{username}@example.com",
-            oidc_issuer="https://idp.test",
-            oidc_sub=username,
-            sso_verified_at=timezone.now(),
-        )
-        for name in groups:
-            user.groups.add(Group.objects.get_or_create(name=name)[0])
-        SlackIdentity.objects.create(team_id=TEAM, slack_user_id=SLACK_IDS[user.email], user=user)
-        return user
-
-    return {"alice": make("alice", "finance-approvers"), "erin": make("erin", "finance-approvers"), "bob": make("bob")}
+    return {
+        "alice": slack_person("alice", "finance-approvers"),
+        "erin": slack_person("erin", "finance-approvers"),
+        "bob": slack_person("bob"),
+    }
 
 
 def timing_out_state_machine(aws, timer: str) -> str:

@@ -195,15 +195,6 @@ def test_the_inbox_lists_only_state_machines_of_requests_the_user_may_see(people
 # ---------------------------------------------------------------------------
 # Notifications only to the allowed email domains
 # ---------------------------------------------------------------------------
-@pytest.fixture
-def committed(django_capture_on_commit_callbacks, celery_eager):
-    def run(function, *args, **kwargs):
-        with django_capture_on_commit_callbacks(execute=True):
-            return function(*args, **kwargs)
-
-    return run
-
-
 def test_no_mail_goes_to_an_address_outside_the_allowed_domains_and_the_admin_sees_the_refusal(
     people, settings, committed
 ):

@@ -45,17 +45,6 @@ def moved(before: dict, after: dict) -> dict[tuple[str, str], float]:
 
 
 @pytest.fixture
-def committed(django_capture_on_commit_callbacks, celery_eager):
-    """Run a service and then its on-commit hooks, as a real commit would: the sends happen."""
-
-    def run(function, *args, **kwargs):
-        with django_capture_on_commit_callbacks(execute=True):
-            return function(*args, **kwargs)
-
-    return run
-
-
-@pytest.fixture
 def people(db):
     return {
         "alice": make_user("alice", "finance-approvers"),

@@ -73,17 +73,6 @@ def people(db):
     }
 
 
-@pytest.fixture
-def committed(django_capture_on_commit_callbacks, celery_eager):
-    """Run a service and then its on-commit hooks, as a real commit would: the sends happen."""
-
-    def run(function, *args, **kwargs):
-        with django_capture_on_commit_callbacks(execute=True):
-            return function(*args, **kwargs)
-
-    return run
-
-
 def ingest(**fields) -> ApprovalRequest:
     body = {
         "taskToken": str(uuid.uuid4()),

@@ -175,23 +175,29 @@ def slack_api(settings):
     stand_in.stop()
 
 
+def slack_person(username: str, *groups: str) -> User:
+    """A person signed in through SSO a moment ago, in `groups`, who linked their Slack account
+    once (the binding flow is tested below)."""
+    user = User.objects.create_user(
+        username=username,
+        email=f"{username}@example.com",
+        oidc_issuer="https://idp.test",
+        oidc_sub=username,
+        sso_verified_at=timezone.now(),
+    )
+    for name in groups:
+        user.groups.add(Group.objects.get_or_create(name=name)[0])
+    SlackIdentity.objects.create(team_id=TEAM, slack_user_id=SLACK_IDS[user.email], user=user)
+    return user
+
+
 @pytest.fixture
 def people(db):
-    def make(username: str, *groups: str) -> User:
-        user = User.objects.create_user(
-            username=username,
-            email=f"{username}@example.com",
-            oidc_issuer="https://idp.test",
-            oidc_sub=username,
-            sso_verified_at=timezone.now(),  # signed in through SSO a moment ago
-        )
-        for name in groups:
-            user.groups.add(Group.objects.get_or_create(name=name)[0])
-        # Each has linked their Slack account once (the binding flow is tested below).
-        SlackIdentity.objects.create(team_id=TEAM, slack_user_id=SLACK_IDS[user.email], user=user)
-        return user
-
-    return {"alice": make("alice", "finance-approvers"), "bob": make("bob"), "erin": make("erin")}
+    return {
+        "alice": slack_person("alice", "finance-approvers"),
+        "bob": slack_person("bob"),
+        "erin": slack_person("erin"),
+    }
 
 
 def ingest(**fields) -> ApprovalRequest:
