@@ -220,6 +220,17 @@ def committed(django_capture_on_commit_callbacks, celery_eager):
     return run
 
 
+@pytest.fixture
+def smtp_down(settings):
+    """The SMTP backend pointed at a local port nobody listens on: every connection is refused."""
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST = "127.0.0.1"
+    settings.EMAIL_PORT = free_port()
+    settings.EMAIL_TIMEOUT = 2
+    settings.NOTIFICATION_MAX_ATTEMPTS = 3
+    return settings
+
+
 # ---------------------------------------------------------------------------
 # Approver trust: the tests' messages name their approvers
 # ---------------------------------------------------------------------------

@@ -198,17 +198,20 @@ def test_a_token_of_another_idp_is_refused(api, alice):
     assert_refused(call(sign(claims_for(api.OIDC_OP_ISSUER), pem, kid)))
 
 
-def test_an_unknown_kid_refetches_the_jwks_once_then_is_refused(api, alice, idp_key, log_dir):
+def jwks_fetched(api, log_dir) -> int:
+    """The JWKS fetches the dev IdP logged, once it logged every request made before this call:
+    its access log line is written after the response is sent, so the portal may be done with a
+    fetch whose line is not there yet. A request of our own after it is the barrier."""
     log = log_dir / "devidp.log"
+    barrier = f"/barrier-{uuid.uuid4().hex}"
+    requests.get(api.OIDC_OP_ISSUER.rstrip("/") + barrier, timeout=10)
+    wait_for(lambda: barrier in log.read_text(), timeout=10)
+    return log.read_text().count("/.well-known/jwks.json")
 
+
+def test_an_unknown_kid_refetches_the_jwks_once_then_is_refused(api, alice, idp_key, log_dir):
     def jwks_fetches() -> int:
-        """The JWKS fetches the dev IdP logged, once it logged every request made before this call:
-        its access log line is written after the response is sent, so the portal may be done with a
-        fetch whose line is not there yet. A request of our own after it is the barrier."""
-        barrier = f"/barrier-{uuid.uuid4().hex}"
-        requests.get(api.OIDC_OP_ISSUER.rstrip("/") + barrier, timeout=10)
-        wait_for(lambda: barrier in log.read_text(), timeout=10)
-        return log.read_text().count("/.well-known/jwks.json")
+        return jwks_fetched(api, log_dir)
 
     assert call(sign(claims_for(api.OIDC_OP_ISSUER), *idp_key)).status_code == 200
     fetched = jwks_fetches()
@@ -223,13 +226,9 @@ def test_without_a_refetch_interval_every_made_up_kid_fetches_the_jwks_which_is_
     api, alice, idp_key, log_dir
 ):
     api.API_JWKS_REFETCH_SECONDS = 0  # approvals.E043 refuses it at start-up
-    log = log_dir / "devidp.log"
 
     def jwks_fetches() -> int:
-        barrier = f"/barrier-{uuid.uuid4().hex}"
-        requests.get(api.OIDC_OP_ISSUER.rstrip("/") + barrier, timeout=10)
-        wait_for(lambda: barrier in log.read_text(), timeout=10)
-        return log.read_text().count("/.well-known/jwks.json")
+        return jwks_fetched(api, log_dir)
 
     assert call(sign(claims_for(api.OIDC_OP_ISSUER), *idp_key)).status_code == 200
     fetched = jwks_fetches()

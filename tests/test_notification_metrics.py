@@ -19,7 +19,6 @@ from approvals.models import ApprovalRequest, Notification, User
 from approvals.ops import metrics
 from approvals.services import notifications as notification_services
 from approvals.tasks import notifications as notify_tasks
-from tests.conftest import free_port
 from tests.support import make_user, new_request_notifications_planned
 from tests.test_slack import slack_stand_in
 
@@ -58,17 +57,6 @@ def slack_api(settings):
     stand_in = slack_stand_in(settings, email=False)
     yield stand_in
     stand_in.stop()
-
-
-@pytest.fixture
-def smtp_down(settings):
-    """The SMTP backend pointed at a local port nobody listens on: every connection is refused."""
-    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-    settings.EMAIL_HOST = "127.0.0.1"
-    settings.EMAIL_PORT = free_port()
-    settings.EMAIL_TIMEOUT = 2
-    settings.NOTIFICATION_MAX_ATTEMPTS = 3
-    return settings
 
 
 def ingest(*users: str) -> ApprovalRequest:

@@ -468,17 +468,6 @@ def test_a_person_whose_digest_breaks_never_costs_the_others_theirs(people, comm
 # ---------------------------------------------------------------------------
 # A mail server that is down
 # ---------------------------------------------------------------------------
-@pytest.fixture
-def smtp_down(settings):
-    """The SMTP backend pointed at a local port nobody listens on: every connection is refused."""
-    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-    settings.EMAIL_HOST = "127.0.0.1"
-    settings.EMAIL_PORT = free_port()
-    settings.EMAIL_TIMEOUT = 2
-    settings.NOTIFICATION_MAX_ATTEMPTS = 3
-    return settings
-
-
 def test_with_smtp_down_ingestion_and_decisions_proceed_and_each_send_is_retried_then_marked_failed(
     people, committed, aws, demo_state_machine, smtp_down
 ):
