@@ -4,28 +4,29 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("approvals", "0001_initial"),
+        ('approvals', '0001_initial'),
     ]
 
     operations = [
         migrations.CreateModel(
-            name="ConsumerStatus",
+            name='ConsumerStatus',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("name", models.CharField(max_length=200, unique=True)),
-                ("last_poll_at", models.DateTimeField(blank=True, null=True)),
-                ("last_error", models.TextField(blank=True, default="")),
-                ("last_error_at", models.DateTimeField(blank=True, null=True)),
-                ("messages_handled", models.PositiveBigIntegerField(default=0)),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('name', models.CharField(max_length=200, unique=True)),
+                ('last_poll_at', models.DateTimeField(blank=True, null=True)),
+                ('last_error', models.TextField(blank=True, default='')),
+                ('last_error_at', models.DateTimeField(blank=True, null=True)),
+                ('messages_handled', models.PositiveBigIntegerField(default=0)),
             ],
             options={
-                "verbose_name_plural": "consumer statuses",
+                'verbose_name_plural': 'consumer statuses',
             },
         ),
         migrations.AddField(
-            model_name="approvalrequest",
-            name="last_heartbeat_at",
+            model_name='approvalrequest',
+            name='last_heartbeat_at',
             field=models.DateTimeField(blank=True, null=True),
         ),
     ]

@@ -42,108 +42,93 @@ def drop_search_indexes(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("approvals", "0002_heartbeats_and_consumer_status"),
+        ('approvals', '0002_heartbeats_and_consumer_status'),
     ]
 
     operations = [
         migrations.CreateModel(
-            name="RoutingRule",
+            name='RoutingRule',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("name", models.CharField(max_length=200)),
-                ("state_machine_arn", models.CharField(blank=True, default="", max_length=2048)),
-                ("state_name", models.CharField(blank=True, default="", max_length=80)),
-                ("users", models.JSONField(blank=True, default=list, help_text="Emails of approvers.")),
-                ("groups", models.JSONField(blank=True, default=list, help_text="SSO group names.")),
-                ("priority", models.IntegerField(default=0)),
-                ("enabled", models.BooleanField(default=True)),
-                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
-                ("updated_at", models.DateTimeField(auto_now=True)),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('name', models.CharField(max_length=200)),
+                ('state_machine_arn', models.CharField(blank=True, default='', max_length=2048)),
+                ('state_name', models.CharField(blank=True, default='', max_length=80)),
+                ('users', models.JSONField(blank=True, default=list, help_text='Emails of approvers.')),
+                ('groups', models.JSONField(blank=True, default=list, help_text='SSO group names.')),
+                ('priority', models.IntegerField(default=0)),
+                ('enabled', models.BooleanField(default=True)),
+                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
+                ('updated_at', models.DateTimeField(auto_now=True)),
             ],
             options={
-                "ordering": ["-enabled", "-priority", "name"],
+                'ordering': ['-enabled', '-priority', 'name'],
             },
         ),
         migrations.AlterModelOptions(
-            name="approvalrequest",
-            options={
-                "ordering": ["-received_at", "-id"],
-                "permissions": [
-                    ("decide_approvalrequest", "Can approve or reject approval requests in the admin"),
-                    ("reassign_approvalrequest", "Can reassign approval requests"),
-                    ("cancel_approvalrequest", "Can cancel approval requests"),
-                ],
-            },
+            name='approvalrequest',
+            options={'ordering': ['-received_at', '-id'], 'permissions': [('decide_approvalrequest', 'Can approve or reject approval requests in the admin'), ('reassign_approvalrequest', 'Can reassign approval requests'), ('cancel_approvalrequest', 'Can cancel approval requests')]},
         ),
         migrations.AlterModelOptions(
-            name="callback",
-            options={"permissions": [("retry_callback", "Can send a failed callback again")]},
+            name='callback',
+            options={'permissions': [('retry_callback', 'Can send a failed callback again')]},
         ),
         migrations.AlterModelOptions(
-            name="ingesterror",
-            options={
-                "ordering": ["-last_seen_at"],
-                "permissions": [("resolve_ingesterror", "Can replay or discard ingest errors")],
-            },
+            name='ingesterror',
+            options={'ordering': ['-last_seen_at'], 'permissions': [('resolve_ingesterror', 'Can replay or discard ingest errors')]},
         ),
         migrations.AddField(
-            model_name="ingesterror",
-            name="replayed_as_message_id",
-            field=models.CharField(blank=True, default="", max_length=128),
+            model_name='ingesterror',
+            name='replayed_as_message_id',
+            field=models.CharField(blank=True, default='', max_length=128),
         ),
         migrations.AddField(
-            model_name="ingesterror",
-            name="resolved_at",
+            model_name='ingesterror',
+            name='resolved_at',
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name="ingesterror",
-            name="resolved_by",
-            field=models.ForeignKey(
-                blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, to=settings.AUTH_USER_MODEL
-            ),
+            model_name='ingesterror',
+            name='resolved_by',
+            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, to=settings.AUTH_USER_MODEL),
         ),
         migrations.AddField(
-            model_name="ingesterror",
-            name="status",
-            field=models.CharField(
-                choices=[("open", "Open"), ("replayed", "Replayed"), ("discarded", "Discarded")],
-                default="open",
-                max_length=16,
-            ),
+            model_name='ingesterror',
+            name='status',
+            field=models.CharField(choices=[('open', 'Open'), ('replayed', 'Replayed'), ('discarded', 'Discarded')], default='open', max_length=16),
         ),
         migrations.AddIndex(
-            model_name="approvalrequest",
-            index=models.Index(fields=["-received_at", "-id"], name="request_received"),
+            model_name='approvalrequest',
+            index=models.Index(fields=['-received_at', '-id'], name='request_received'),
         ),
         migrations.AddIndex(
-            model_name="approvalrequest",
-            index=models.Index(fields=["deadline", "id"], name="request_deadline"),
+            model_name='approvalrequest',
+            index=models.Index(fields=['deadline', 'id'], name='request_deadline'),
         ),
         migrations.AddIndex(
-            model_name="approvalrequest",
-            index=models.Index(fields=["state_machine_arn", "-received_at"], name="request_machine_received"),
+            model_name='approvalrequest',
+            index=models.Index(fields=['state_machine_arn', '-received_at'], name='request_machine_received'),
         ),
         migrations.AddIndex(
-            model_name="approvalrequest",
-            index=models.Index(fields=["execution_arn"], name="request_execution"),
+            model_name='approvalrequest',
+            index=models.Index(fields=['execution_arn'], name='request_execution'),
         ),
         migrations.AddIndex(
-            model_name="callback",
-            index=models.Index(fields=["-updated_at", "-id"], name="callback_updated"),
+            model_name='callback',
+            index=models.Index(fields=['-updated_at', '-id'], name='callback_updated'),
         ),
         migrations.AddIndex(
-            model_name="auditevent",
-            index=models.Index(fields=["-created_at", "-id"], name="audit_created"),
+            model_name='auditevent',
+            index=models.Index(fields=['-created_at', '-id'], name='audit_created'),
         ),
         migrations.AddIndex(
-            model_name="auditevent",
-            index=models.Index(django.db.models.functions.text.Upper("actor_label"), name="audit_actor_label_upper"),
+            model_name='auditevent',
+            index=models.Index(django.db.models.functions.text.Upper('actor_label'), name='audit_actor_label_upper'),
         ),
         migrations.AddIndex(
-            model_name="ingesterror",
-            index=models.Index(fields=["status", "-last_seen_at"], name="ingest_error_status_seen"),
+            model_name='ingesterror',
+            index=models.Index(fields=['status', '-last_seen_at'], name='ingest_error_status_seen'),
         ),
         migrations.RunPython(create_search_indexes, drop_search_indexes),
     ]

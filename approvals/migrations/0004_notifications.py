@@ -7,110 +7,56 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("approvals", "0003_admin_workbench"),
+        ('approvals', '0003_admin_workbench'),
     ]
 
     operations = [
         migrations.CreateModel(
-            name="NotificationPreference",
+            name='NotificationPreference',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("email_enabled", models.BooleanField(default=True, verbose_name="Email")),
-                ("slack_enabled", models.BooleanField(default=True, verbose_name="Slack")),
-                ("digest_enabled", models.BooleanField(default=False, verbose_name="Daily digest")),
-                ("updated_at", models.DateTimeField(auto_now=True)),
-                (
-                    "user",
-                    models.OneToOneField(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="notification_preference",
-                        to=settings.AUTH_USER_MODEL,
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('email_enabled', models.BooleanField(default=True, verbose_name='Email')),
+                ('slack_enabled', models.BooleanField(default=True, verbose_name='Slack')),
+                ('digest_enabled', models.BooleanField(default=False, verbose_name='Daily digest')),
+                ('updated_at', models.DateTimeField(auto_now=True)),
+                ('user', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='notification_preference', to=settings.AUTH_USER_MODEL)),
             ],
         ),
         migrations.CreateModel(
-            name="FollowUp",
+            name='FollowUp',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                (
-                    "kind",
-                    models.CharField(choices=[("reminder", "Reminder"), ("escalation", "Escalation")], max_length=16),
-                ),
-                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
-                (
-                    "request",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="follow_ups",
-                        to="approvals.approvalrequest",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('kind', models.CharField(choices=[('reminder', 'Reminder'), ('escalation', 'Escalation')], max_length=16)),
+                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
+                ('request', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='follow_ups', to='approvals.approvalrequest')),
             ],
             options={
-                "constraints": [models.UniqueConstraint(fields=("request", "kind"), name="follow_up_once_per_request")],
+                'constraints': [models.UniqueConstraint(fields=('request', 'kind'), name='follow_up_once_per_request')],
             },
         ),
         migrations.CreateModel(
-            name="Notification",
+            name='Notification',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("channel", models.CharField(choices=[("email", "Email"), ("slack", "Slack")], max_length=8)),
-                ("recipient", models.CharField(max_length=254)),
-                (
-                    "kind",
-                    models.CharField(
-                        choices=[
-                            ("new_request", "New request"),
-                            ("reassigned", "Reassigned"),
-                            ("reminder", "Reminder"),
-                            ("escalation", "Escalation"),
-                            ("outcome", "Outcome"),
-                            ("digest", "Daily digest"),
-                        ],
-                        max_length=16,
-                    ),
-                ),
-                (
-                    "status",
-                    models.CharField(
-                        choices=[
-                            ("pending", "Pending"),
-                            ("sent", "Sent"),
-                            ("failed", "Failed"),
-                            ("skipped", "Not needed any more"),
-                        ],
-                        default="pending",
-                        max_length=8,
-                    ),
-                ),
-                ("attempts", models.PositiveIntegerField(default=0)),
-                ("last_error", models.TextField(blank=True, default="")),
-                ("locked_until", models.DateTimeField(blank=True, null=True)),
-                ("external_ref", models.CharField(blank=True, default="", max_length=200)),
-                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
-                ("updated_at", models.DateTimeField(auto_now=True)),
-                ("sent_at", models.DateTimeField(blank=True, null=True)),
-                (
-                    "request",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="notifications",
-                        to="approvals.approvalrequest",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('channel', models.CharField(choices=[('email', 'Email'), ('slack', 'Slack')], max_length=8)),
+                ('recipient', models.CharField(max_length=254)),
+                ('kind', models.CharField(choices=[('new_request', 'New request'), ('reassigned', 'Reassigned'), ('reminder', 'Reminder'), ('escalation', 'Escalation'), ('outcome', 'Outcome'), ('digest', 'Daily digest')], max_length=16)),
+                ('status', models.CharField(choices=[('pending', 'Pending'), ('sent', 'Sent'), ('failed', 'Failed'), ('skipped', 'Not needed any more')], default='pending', max_length=8)),
+                ('attempts', models.PositiveIntegerField(default=0)),
+                ('last_error', models.TextField(blank=True, default='')),
+                ('locked_until', models.DateTimeField(blank=True, null=True)),
+                ('external_ref', models.CharField(blank=True, default='', max_length=200)),
+                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
+                ('updated_at', models.DateTimeField(auto_now=True)),
+                ('sent_at', models.DateTimeField(blank=True, null=True)),
+                ('request', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='notifications', to='approvals.approvalrequest')),
             ],
             options={
-                "ordering": ["-created_at", "-id"],
-                "permissions": [("resend_notification", "Can send a failed notification again")],
-                "indexes": [
-                    models.Index(fields=["status", "-created_at"], name="notification_status_created"),
-                    models.Index(fields=["status", "updated_at"], name="notification_status_updated"),
-                    models.Index(fields=["recipient", "kind", "-created_at"], name="notification_recipient_kind"),
-                ],
+                'ordering': ['-created_at', '-id'],
+                'permissions': [('resend_notification', 'Can send a failed notification again')],
+                'indexes': [models.Index(fields=['status', '-created_at'], name='notification_status_created'), models.Index(fields=['status', 'updated_at'], name='notification_status_updated'), models.Index(fields=['recipient', 'kind', '-created_at'], name='notification_recipient_kind')],
             },
         ),
     ]

@@ -4,13 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("approvals", "0006_inbox_search"),
+        ('approvals', '0006_inbox_search'),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name="approvalrequest",
-            index=models.Index(fields=["id", "status"], include=("requester_email",), name="request_id_status"),
+            model_name='approvalrequest',
+            index=models.Index(fields=['id', 'status'], include=('requester_email',), name='request_id_status'),
         ),
     ]

@@ -7,38 +7,29 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("approvals", "0010_vote_user_created"),
+        ('approvals', '0010_vote_user_created'),
     ]
 
     operations = [
         migrations.AddField(
-            model_name="user",
-            name="sso_verified_at",
+            model_name='user',
+            name='sso_verified_at',
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.CreateModel(
-            name="SlackIdentity",
+            name='SlackIdentity',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("team_id", models.CharField(max_length=32)),
-                ("slack_user_id", models.CharField(max_length=32)),
-                ("bound_at", models.DateTimeField(default=django.utils.timezone.now)),
-                (
-                    "user",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="slack_identities",
-                        to=settings.AUTH_USER_MODEL,
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('team_id', models.CharField(max_length=32)),
+                ('slack_user_id', models.CharField(max_length=32)),
+                ('bound_at', models.DateTimeField(default=django.utils.timezone.now)),
+                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='slack_identities', to=settings.AUTH_USER_MODEL)),
             ],
             options={
-                "verbose_name_plural": "Slack identities",
-                "constraints": [
-                    models.UniqueConstraint(fields=("team_id", "slack_user_id"), name="slack_identity_unique"),
-                    models.UniqueConstraint(fields=("team_id", "user"), name="slack_identity_one_per_user"),
-                ],
+                'verbose_name_plural': 'Slack identities',
+                'constraints': [models.UniqueConstraint(fields=('team_id', 'slack_user_id'), name='slack_identity_unique'), models.UniqueConstraint(fields=('team_id', 'user'), name='slack_identity_one_per_user')],
             },
         ),
     ]

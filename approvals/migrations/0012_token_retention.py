@@ -4,19 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("approvals", "0011_slack_identity"),
+        ('approvals', '0011_slack_identity'),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name="approvalrequest",
-            index=models.Index(
-                condition=models.Q(
-                    models.Q(("status", "pending"), _negated=True), models.Q(("token_ciphertext", ""), _negated=True)
-                ),
-                fields=["decided_at"],
-                name="request_token_retention",
-            ),
+            model_name='approvalrequest',
+            index=models.Index(condition=models.Q(models.Q(('status', 'pending'), _negated=True), models.Q(('token_ciphertext', ''), _negated=True)), fields=['decided_at'], name='request_token_retention'),
         ),
     ]

@@ -7,69 +7,42 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("approvals", "0013_votes_withdrawn_assignment_creator"),
+        ('approvals', '0013_votes_withdrawn_assignment_creator'),
     ]
 
     operations = [
         migrations.CreateModel(
-            name="ApproverTrust",
+            name='ApproverTrust',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("name", models.CharField(max_length=200)),
-                ("state_machine_arn", models.CharField(blank=True, default="", max_length=2048)),
-                ("state_name", models.CharField(blank=True, default="", max_length=80)),
-                ("priority", models.IntegerField(default=0)),
-                ("enabled", models.BooleanField(default=True)),
-                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
-                ("updated_at", models.DateTimeField(auto_now=True)),
-                (
-                    "mode",
-                    models.CharField(
-                        choices=[
-                            ("free", "Free: the message names its approvers"),
-                            ("allow_list", "Allow-list: the message chooses among the listed users and groups"),
-                            ("routing_only", "Routing only: approvers the message names are ignored"),
-                        ],
-                        default="routing_only",
-                        max_length=16,
-                    ),
-                ),
-                (
-                    "allowed_users",
-                    models.JSONField(blank=True, default=list, help_text="Emails a message may name (allow-list)."),
-                ),
-                (
-                    "allowed_groups",
-                    models.JSONField(blank=True, default=list, help_text="Groups a message may name (allow-list)."),
-                ),
-                (
-                    "require_requester",
-                    models.BooleanField(
-                        default=False, help_text="Refuse a message that names no requester (an ingest error)."
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('name', models.CharField(max_length=200)),
+                ('state_machine_arn', models.CharField(blank=True, default='', max_length=2048)),
+                ('state_name', models.CharField(blank=True, default='', max_length=80)),
+                ('priority', models.IntegerField(default=0)),
+                ('enabled', models.BooleanField(default=True)),
+                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
+                ('updated_at', models.DateTimeField(auto_now=True)),
+                ('mode', models.CharField(choices=[('free', 'Free: the message names its approvers'), ('allow_list', 'Allow-list: the message chooses among the listed users and groups'), ('routing_only', 'Routing only: approvers the message names are ignored')], default='routing_only', max_length=16)),
+                ('allowed_users', models.JSONField(blank=True, default=list, help_text='Emails a message may name (allow-list).')),
+                ('allowed_groups', models.JSONField(blank=True, default=list, help_text='Groups a message may name (allow-list).')),
+                ('require_requester', models.BooleanField(default=False, help_text='Refuse a message that names no requester (an ingest error).')),
             ],
             options={
-                "verbose_name": "approver trust setting",
-                "ordering": ["-enabled", "-priority", "name"],
-                "abstract": False,
+                'verbose_name': 'approver trust setting',
+                'ordering': ['-enabled', '-priority', 'name'],
+                'abstract': False,
             },
         ),
         migrations.AddField(
-            model_name="approvalrequest",
-            name="ignored_approvers",
+            model_name='approvalrequest',
+            name='ignored_approvers',
             field=models.JSONField(blank=True, default=list),
         ),
         migrations.AddField(
-            model_name="approvalrequest",
-            name="requester_user",
-            field=models.ForeignKey(
-                blank=True,
-                null=True,
-                on_delete=django.db.models.deletion.PROTECT,
-                related_name="requested",
-                to=settings.AUTH_USER_MODEL,
-            ),
+            model_name='approvalrequest',
+            name='requester_user',
+            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='requested', to=settings.AUTH_USER_MODEL),
         ),
     ]

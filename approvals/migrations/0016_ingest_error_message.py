@@ -4,19 +4,20 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("approvals", "0015_callback_resolution"),
+        ('approvals', '0015_callback_resolution'),
     ]
 
     operations = [
         migrations.AddField(
-            model_name="ingesterror",
-            name="message_ciphertext",
-            field=models.TextField(blank=True, default="", editable=False),
+            model_name='ingesterror',
+            name='message_ciphertext',
+            field=models.TextField(blank=True, default='', editable=False),
         ),
         migrations.AddField(
-            model_name="ingesterror",
-            name="message_erased_at",
+            model_name='ingesterror',
+            name='message_erased_at',
             field=models.DateTimeField(blank=True, editable=False, null=True),
         ),
     ]

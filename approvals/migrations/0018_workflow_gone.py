@@ -4,41 +4,20 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("approvals", "0017_execution_name_search"),
+        ('approvals', '0017_execution_name_search'),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name="approvalrequest",
-            name="status",
-            field=models.CharField(
-                choices=[
-                    ("pending", "Pending"),
-                    ("approved", "Approved"),
-                    ("rejected", "Rejected"),
-                    ("cancelled", "Cancelled"),
-                    ("expired", "Expired"),
-                    ("closed", "Closed by the system"),
-                ],
-                default="pending",
-                max_length=16,
-            ),
+            model_name='approvalrequest',
+            name='status',
+            field=models.CharField(choices=[('pending', 'Pending'), ('approved', 'Approved'), ('rejected', 'Rejected'), ('cancelled', 'Cancelled'), ('expired', 'Expired'), ('closed', 'Closed by the system')], default='pending', max_length=16),
         ),
         migrations.AlterField(
-            model_name="callback",
-            name="resolution",
-            field=models.CharField(
-                blank=True,
-                choices=[
-                    ("", "Not needed"),
-                    ("confirmed", "Delivered (confirmed from the execution history)"),
-                    ("closed", "Closed by Step Functions (timed out / execution ended)"),
-                    ("uncertain", "Delivery uncertain"),
-                    ("gone", "The workflow no longer exists"),
-                ],
-                default="",
-                max_length=16,
-            ),
+            model_name='callback',
+            name='resolution',
+            field=models.CharField(blank=True, choices=[('', 'Not needed'), ('confirmed', 'Delivered (confirmed from the execution history)'), ('closed', 'Closed by Step Functions (timed out / execution ended)'), ('uncertain', 'Delivery uncertain'), ('gone', 'The workflow no longer exists')], default='', max_length=16),
         ),
     ]

@@ -7,78 +7,43 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("approvals", "0018_workflow_gone"),
+        ('approvals', '0018_workflow_gone'),
     ]
 
     operations = [
         migrations.CreateModel(
-            name="IdempotencyKey",
+            name='IdempotencyKey',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("key", models.CharField(max_length=200)),
-                ("fingerprint", models.CharField(help_text="SHA-256 of the method, path and body.", max_length=64)),
-                ("status_code", models.PositiveSmallIntegerField()),
-                ("response", models.JSONField()),
-                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
-                (
-                    "user",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to=settings.AUTH_USER_MODEL
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('key', models.CharField(max_length=200)),
+                ('fingerprint', models.CharField(help_text='SHA-256 of the method, path and body.', max_length=64)),
+                ('status_code', models.PositiveSmallIntegerField()),
+                ('response', models.JSONField()),
+                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
+                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to=settings.AUTH_USER_MODEL)),
             ],
             options={
-                "constraints": [
-                    models.UniqueConstraint(fields=("user", "key"), name="idempotency_key_unique_per_user")
-                ],
+                'constraints': [models.UniqueConstraint(fields=('user', 'key'), name='idempotency_key_unique_per_user')],
             },
         ),
         migrations.CreateModel(
-            name="ServiceAccount",
+            name='ServiceAccount',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("name", models.CharField(max_length=100, unique=True)),
-                ("issuer", models.CharField(max_length=255)),
-                (
-                    "subject",
-                    models.CharField(
-                        help_text="The token's `sub`: the client id (Okta, the dev IdP) or the app's object id (Entra).",
-                        max_length=255,
-                    ),
-                ),
-                (
-                    "state_machines",
-                    models.JSONField(
-                        blank=True, default=list, help_text="State machine ARNs whose requests it sees; '*' for all."
-                    ),
-                ),
-                ("may_decide", models.BooleanField(default=False)),
-                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
-                ("updated_at", models.DateTimeField(auto_now=True)),
-                (
-                    "created_by",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.PROTECT,
-                        related_name="+",
-                        to=settings.AUTH_USER_MODEL,
-                    ),
-                ),
-                (
-                    "user",
-                    models.OneToOneField(
-                        on_delete=django.db.models.deletion.PROTECT,
-                        related_name="service_account",
-                        to=settings.AUTH_USER_MODEL,
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('name', models.CharField(max_length=100, unique=True)),
+                ('issuer', models.CharField(max_length=255)),
+                ('subject', models.CharField(help_text="The token's `sub`: the client id (Okta, the dev IdP) or the app's object id (Entra).", max_length=255)),
+                ('state_machines', models.JSONField(blank=True, default=list, help_text="State machine ARNs whose requests it sees; '*' for all.")),
+                ('may_decide', models.BooleanField(default=False)),
+                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
+                ('updated_at', models.DateTimeField(auto_now=True)),
+                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ('user', models.OneToOneField(on_delete=django.db.models.deletion.PROTECT, related_name='service_account', to=settings.AUTH_USER_MODEL)),
             ],
             options={
-                "constraints": [
-                    models.UniqueConstraint(fields=("issuer", "subject"), name="service_account_identity_unique")
-                ],
+                'constraints': [models.UniqueConstraint(fields=('issuer', 'subject'), name='service_account_identity_unique')],
             },
         ),
     ]

@@ -6,55 +6,41 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("approvals", "0021_scim"),
+        ('approvals', '0021_scim'),
     ]
 
     operations = [
         migrations.CreateModel(
-            name="ApprovalSource",
+            name='ApprovalSource',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("name", models.CharField(max_length=100, unique=True, verbose_name="display name")),
-                ("queue_url", models.CharField(max_length=1024, unique=True)),
-                ("region", models.CharField(max_length=32)),
-                ("role_arn", models.CharField(blank=True, default="", max_length=2048, verbose_name="role ARN")),
-                ("external_id", models.CharField(blank=True, default="", max_length=1224, verbose_name="external ID")),
-                ("enabled", models.BooleanField(default=True)),
-                (
-                    "state",
-                    models.CharField(choices=[("ok", "OK"), ("failing", "Failing")], default="ok", max_length=16),
-                ),
-                ("last_error", models.TextField(blank=True, default="")),
-                ("last_error_at", models.DateTimeField(blank=True, null=True)),
-                ("last_polled_at", models.DateTimeField(blank=True, null=True)),
-                ("last_message_at", models.DateTimeField(blank=True, null=True)),
-                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('name', models.CharField(max_length=100, unique=True, verbose_name='display name')),
+                ('queue_url', models.CharField(max_length=1024, unique=True)),
+                ('region', models.CharField(max_length=32)),
+                ('role_arn', models.CharField(blank=True, default='', max_length=2048, verbose_name='role ARN')),
+                ('external_id', models.CharField(blank=True, default='', max_length=1224, verbose_name='external ID')),
+                ('enabled', models.BooleanField(default=True)),
+                ('state', models.CharField(choices=[('ok', 'OK'), ('failing', 'Failing')], default='ok', max_length=16)),
+                ('last_error', models.TextField(blank=True, default='')),
+                ('last_error_at', models.DateTimeField(blank=True, null=True)),
+                ('last_polled_at', models.DateTimeField(blank=True, null=True)),
+                ('last_message_at', models.DateTimeField(blank=True, null=True)),
+                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
             ],
             options={
-                "ordering": ["name"],
+                'ordering': ['name'],
             },
         ),
         migrations.AddField(
-            model_name="approvalrequest",
-            name="source",
-            field=models.ForeignKey(
-                blank=True,
-                null=True,
-                on_delete=django.db.models.deletion.PROTECT,
-                related_name="requests",
-                to="approvals.approvalsource",
-            ),
+            model_name='approvalrequest',
+            name='source',
+            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='requests', to='approvals.approvalsource'),
         ),
         migrations.AddField(
-            model_name="ingesterror",
-            name="source",
-            field=models.ForeignKey(
-                blank=True,
-                null=True,
-                on_delete=django.db.models.deletion.PROTECT,
-                related_name="+",
-                to="approvals.approvalsource",
-            ),
+            model_name='ingesterror',
+            name='source',
+            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='approvals.approvalsource'),
         ),
     ]

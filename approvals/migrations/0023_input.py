@@ -4,24 +4,25 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("approvals", "0022_sources"),
+        ('approvals', '0022_sources'),
     ]
 
     operations = [
         migrations.AddField(
-            model_name="approvalrequest",
-            name="form_field_order",
+            model_name='approvalrequest',
+            name='form_field_order',
             field=models.JSONField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name="vote",
-            name="answers",
+            model_name='vote',
+            name='answers',
             field=models.JSONField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name="vote",
-            name="choice",
+            model_name='vote',
+            name='choice',
             field=models.JSONField(blank=True, null=True),
         ),
     ]

@@ -4,22 +4,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("approvals", "0023_input"),
+        ('approvals', '0023_input'),
     ]
 
     operations = [
         migrations.AddField(
-            model_name="approvalrequest",
-            name="notifications_unplanned_since",
+            model_name='approvalrequest',
+            name='notifications_unplanned_since',
             field=models.DateTimeField(blank=True, editable=False, null=True),
         ),
         migrations.AddIndex(
-            model_name="approvalrequest",
-            index=models.Index(
-                condition=models.Q(("notifications_unplanned_since__isnull", False)),
-                fields=["notifications_unplanned_since"],
-                name="request_notify_unplanned",
-            ),
+            model_name='approvalrequest',
+            index=models.Index(condition=models.Q(('notifications_unplanned_since__isnull', False)), fields=['notifications_unplanned_since'], name='request_notify_unplanned'),
         ),
     ]

@@ -4,17 +4,18 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("approvals", "0024_notify"),
+        ('approvals', '0024_notify'),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name="ingesterror",
-            index=models.Index(fields=["-last_seen_at", "-id"], name="ingest_error_seen"),
+            model_name='ingesterror',
+            index=models.Index(fields=['-last_seen_at', '-id'], name='ingest_error_seen'),
         ),
         migrations.AddIndex(
-            model_name="notification",
-            index=models.Index(fields=["-created_at", "-id"], name="notification_created"),
+            model_name='notification',
+            index=models.Index(fields=['-created_at', '-id'], name='notification_created'),
         ),
     ]

@@ -4,17 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("approvals", "0025_pages"),
+        ('approvals', '0025_pages'),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name="callback",
-            index=models.Index(
-                condition=models.Q(("status__in", ["pending", "retrying", "sending"])),
-                fields=["id"],
-                name="callback_due",
-            ),
+            model_name='callback',
+            index=models.Index(condition=models.Q(('status__in', ['pending', 'retrying', 'sending'])), fields=['id'], name='callback_due'),
         ),
     ]

@@ -4,14 +4,15 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("approvals", "0027_execution_arn_prefix_search"),
+        ('approvals', '0027_execution_arn_prefix_search'),
     ]
 
     operations = [
         migrations.AddField(
-            model_name="ingesterror",
-            name="source_queue_url",
-            field=models.CharField(blank=True, default="", editable=False, max_length=2048),
+            model_name='ingesterror',
+            name='source_queue_url',
+            field=models.CharField(blank=True, default='', editable=False, max_length=2048),
         ),
     ]
