@@ -30,7 +30,7 @@ from tests.support import make_user, new_request_notifications_planned, signed_i
 from tests.test_links import link_path
 from tests.test_recheck_reopens import start_and_ingest
 from tests.test_scim import GROUP_SCHEMA, PATCH_SCHEMA, Scim, user_body
-from tests.test_slack import celery_eager, click, people, refusals, slack_api  # noqa: F401 - fixtures
+from tests.test_slack import click, people, refusals, slack_api  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.django_db
 ISSUER = "https://idp.test"  # the issuer tests.support.make_user and test_slack's people sign in from

@@ -32,7 +32,7 @@ from tests.test_admin import post as admin_post
 from tests.test_api import Api, assert_problem, decision_url
 from tests.test_api_tokens import api, claims_for, idp_key, sign  # noqa: F401 - fixtures
 from tests.test_links import link_path
-from tests.test_slack import TEAM, celery_eager, click, refusals, slack_api  # noqa: F401 - fixtures
+from tests.test_slack import TEAM, click, refusals, slack_api  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.django_db
 MACHINE = "arn:aws:states:us-east-1:123456789012:stateMachine:orders"

@@ -21,10 +21,10 @@ from tests import test_slack as slack_tests
 
 pytestmark = pytest.mark.django_db
 
-# The Slack fixtures of tests/test_slack.py (the stand-in, the bound people, eager Celery).
+# The Slack fixtures of tests/test_slack.py (the stand-in, the bound people); eager Celery is
+# tests/conftest.py's.
 slack_api = slack_tests.slack_api
 people = slack_tests.people
-celery_eager = slack_tests.celery_eager
 
 OPTIONS = [
     {"id": "eu", "label": "Deploy to EU", "outcome": "success"},
