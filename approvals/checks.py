@@ -119,6 +119,10 @@ SWEEP_FLOOD = "beat would queue this sweep without pause, ahead of the callbacks
 # A timeout of 0 or less is no timeout at all to urllib3, smtplib and boto3: they raise ValueError
 # before connecting, so every call fails. The lowest is a millisecond (the values are floats).
 NO_TIMEOUT = "every {} call would fail with ValueError before it is made"
+RETRY_AT_ONCE = (
+    "a failed send is retried at once (a short mail or Slack outage uses up every attempt), "
+    "or the retry fails with ValueError (below 0)"
+)
 BOUNDED_SETTINGS = {
     "CALLBACK_STALE_SECONDS": (
         1,
@@ -218,18 +222,8 @@ BOUNDED_SETTINGS = {
         "answered 409 instead of its first answer",
     ),
     "NOTIFICATION_MAX_ATTEMPTS": (1, None, "no email or Slack message would ever be sent: each is given up unsent"),
-    "NOTIFICATION_RETRY_BACKOFF_SECONDS": (
-        1,
-        None,
-        "a failed send is retried at once (a short mail or Slack outage uses up every attempt), "
-        "or the retry fails with ValueError (below 0)",
-    ),
-    "NOTIFICATION_RETRY_BACKOFF_MAX_SECONDS": (
-        1,
-        None,
-        "a failed send is retried at once (a short mail or Slack outage uses up every attempt), "
-        "or the retry fails with ValueError (below 0)",
-    ),
+    "NOTIFICATION_RETRY_BACKOFF_SECONDS": (1, None, RETRY_AT_ONCE),
+    "NOTIFICATION_RETRY_BACKOFF_MAX_SECONDS": (1, None, RETRY_AT_ONCE),
 }
 
 

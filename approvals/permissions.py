@@ -82,9 +82,17 @@ def preload_group_names(users: Iterable[User]) -> None:
         setattr(user, _GROUPS_LOADED, frozenset(names[user.pk]))
 
 
+def service_account_of(user: User) -> ServiceAccount | None:
+    """The ServiceAccount whose user this is (a bot's), or None for a person: only a bot's user
+    has a service username (services/service_accounts.py), so a person costs no query."""
+    if user.pk is None or not user.username.startswith(SERVICE_USERNAME_PREFIX):
+        return None
+    return ServiceAccount.objects.filter(user_id=user.pk).first()
+
+
 def is_service_account(user: User) -> bool:
     """A bot's user (a ServiceAccount's), not a person's."""
-    return user.pk is not None and ServiceAccount.objects.filter(user_id=user.pk).exists()
+    return service_account_of(user) is not None
 
 
 def lending_delegations(at: datetime | None = None):
@@ -277,9 +285,7 @@ def _voted(request: ApprovalRequest, people: set[int]) -> bool:
 def service_account_refusal(user: User, request: ApprovalRequest) -> Refusal | None:
     """A service user (a bot's client-credentials token, approvals/api/) decides only where an
     admin allowed it: may decide, and the request's state machine in its scope."""
-    if not user.username.startswith(SERVICE_USERNAME_PREFIX):
-        return None
-    account = ServiceAccount.objects.filter(user_id=user.pk).first()
+    account = service_account_of(user)
     if account is None:
         return None
     if not account.may_decide:
